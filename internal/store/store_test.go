@@ -1,0 +1,201 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/vigilhq/vigil"
+	"github.com/vigilhq/vigil/internal/telemetry"
+	"github.com/vigilhq/vigil/internal/users"
+)
+
+func openTest(t testing.TB) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), filepath.Join(t.TempDir(), "vigil.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func reading(id string, at time.Time, v float64, seq int64) telemetry.Event {
+	return telemetry.Event{DeviceID: id, Site: "home", Type: "temperature", Time: at,
+		Reading: &telemetry.Reading{Time: at, Received: at, Value: v, Units: "Celsius", Seq: &seq}}
+}
+
+func TestApplyRegistersDevicesAndKeepsEventOrder(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	err := s.Apply(ctx, []telemetry.Event{
+		reading("a", t0, 20.5, 1),
+		reading("b", t0, 30, 1),
+		reading("a", t0.Add(time.Second), 21.25, 2),
+		{DeviceID: "b", Site: "home", Time: t0.Add(2 * time.Second), Status: telemetry.StatusOffline},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.GetDevice(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Status != "online" || a.LastValue == nil || *a.LastValue != 21.25 || !a.LastSeen.Equal(t0.Add(time.Second)) || a.Type != "temperature" {
+		t.Errorf("device a = %+v", a)
+	}
+	b, _ := s.GetDevice(ctx, "b")
+	if b.Status != "offline" || !b.StatusSince.Equal(t0.Add(2*time.Second)) {
+		t.Errorf("device b after its last will = %+v, want offline since t0+2s", b)
+	}
+
+	// A later reading brings b back online; its first_seen stays.
+	if err := s.Apply(ctx, []telemetry.Event{reading("b", t0.Add(time.Minute), 31, 2)}); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = s.GetDevice(ctx, "b")
+	if b.Status != "online" || !b.FirstSeen.Equal(t0) {
+		t.Errorf("device b after a new reading = %+v", b)
+	}
+
+	rs, err := s.ListReadings(ctx, telemetry.ReadingQuery{DeviceID: "a", Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 2 || rs[0].Value != 20.5 || rs[1].Value != 21.25 || *rs[1].Seq != 2 {
+		t.Errorf("readings of a = %+v", rs)
+	}
+	if _, err := s.GetDevice(ctx, "zzz"); vigil.ErrorCode(err) != vigil.ENotFound {
+		t.Errorf("missing device: %v", err)
+	}
+}
+
+func TestListReadingsLatestAndSince(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var evs []telemetry.Event
+	for i := range 100 {
+		evs = append(evs, reading("d", t0.Add(time.Duration(i)*time.Second), float64(i), int64(i)))
+	}
+	if err := s.Apply(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	latest, _ := s.ListReadings(ctx, telemetry.ReadingQuery{DeviceID: "d", Limit: 3})
+	if len(latest) != 3 || latest[0].Value != 97 || latest[2].Value != 99 {
+		t.Errorf("latest 3 = %v", latest)
+	}
+	since, _ := s.ListReadings(ctx, telemetry.ReadingQuery{DeviceID: "d", Since: t0.Add(10 * time.Second), Limit: 2})
+	if len(since) != 2 || since[0].Value != 10 || since[1].Value != 11 {
+		t.Errorf("since t0+10s = %v", since)
+	}
+}
+
+func TestRetentionDeletesOnlyOldReadings(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	t0 := time.Now().Add(-48 * time.Hour)
+	var evs []telemetry.Event
+	for i := range 250 {
+		evs = append(evs, reading("d", t0.Add(time.Duration(i)*time.Minute), float64(i), int64(i)))
+	}
+	if err := s.Apply(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.DeleteReadingsBefore(ctx, t0.Add(100*time.Minute), 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left, _ := s.CountReadings(ctx)
+	if n != 100 || left != 150 {
+		t.Errorf("deleted %d, left %d; want 100 and 150", n, left)
+	}
+	if n, _ := s.DeleteReadingsBefore(ctx, time.Now(), 30); n != 150 {
+		t.Errorf("deleting everything removed %d", n)
+	}
+	if n, err := s.DeleteReadingsBefore(ctx, time.Now(), 30); n != 0 || err != nil {
+		t.Errorf("empty table: %d, %v", n, err)
+	}
+}
+
+func TestMarkStale(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	now := time.Now()
+	s.Apply(ctx, []telemetry.Event{reading("old", now.Add(-time.Hour), 1, 1), reading("new", now, 1, 1)})
+	ids, err := s.MarkStale(ctx, now.Add(-time.Minute), now)
+	if err != nil || len(ids) != 1 || ids[0] != "old" {
+		t.Fatalf("stale = %v, %v", ids, err)
+	}
+	if d, _ := s.GetDevice(ctx, "old"); d.Status != "offline" {
+		t.Errorf("old device is %s", d.Status)
+	}
+}
+
+func TestUsers(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	u := &users.User{Name: "alice", Role: users.RoleViewer, PasswordHash: "h", Subscribe: []string{"vigil/#"}}
+	if err := s.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateUser(ctx, u); vigil.ErrorCode(err) != vigil.EConflict {
+		t.Errorf("duplicate user: %v", err)
+	}
+	u.Role = users.RoleAdmin
+	if err := s.UpdateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetUser(ctx, "alice")
+	if err != nil || got.Role != users.RoleAdmin || got.Subscribe[0] != "vigil/#" || len(got.Publish) != 0 {
+		t.Errorf("got %+v, %v", got, err)
+	}
+	if err := s.DeleteUser(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetUser(ctx, "alice"); vigil.ErrorCode(err) != vigil.ENotFound {
+		t.Errorf("deleted user: %v", err)
+	}
+}
+
+func TestReopenKeepsDataAndSchema(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "vigil.db")
+	ctx := context.Background()
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Apply(ctx, []telemetry.Event{reading("d", time.Now(), 1, 1)})
+	s.Close()
+	s, err = Open(ctx, path)
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer s.Close()
+	if n, _ := s.CountReadings(ctx); n != 1 {
+		t.Errorf("after reopen %d readings", n)
+	}
+}
+
+// BenchmarkApply measures storing batches of 2000 readings from 1000
+// devices, the shape of a 10,000-device fleet's traffic.
+func BenchmarkApply(b *testing.B) {
+	s := openTest(b)
+	ctx := context.Background()
+	const batch = 2000
+	evs := make([]telemetry.Event, batch)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		now := time.Now()
+		for j := range evs {
+			evs[j] = reading(fmt.Sprintf("dev-%d", j%1000), now, float64(j), int64(i))
+		}
+		if err := s.Apply(ctx, evs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "readings/s")
+}

@@ -1,0 +1,120 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/vigilhq/vigil"
+	"github.com/vigilhq/vigil/internal/users"
+)
+
+// CreateUser adds a user; the name must be free.
+func (s *Store) CreateUser(ctx context.Context, u *users.User) error {
+	if err := u.Validate(); err != nil {
+		return err
+	}
+	now := time.Now()
+	pub, _ := json.Marshal(nonNil(u.Publish))
+	sub, _ := json.Marshal(nonNil(u.Subscribe))
+	_, err := s.db.ExecContext(ctx, `INSERT INTO users (name, role, hash, publish, subscribe, created, updated)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`, u.Name, u.Role, u.PasswordHash, pub, sub, ms(now), ms(now))
+	if err != nil {
+		if strings.Contains(err.Error(), "UNIQUE") {
+			return vigil.Errorf(vigil.EConflict, "user %q already exists", u.Name)
+		}
+		return fmt.Errorf("create user: %w", err)
+	}
+	u.Created, u.Updated = now, now
+	return nil
+}
+
+// UpdateUser replaces a user's role, password hash and ACL.
+func (s *Store) UpdateUser(ctx context.Context, u *users.User) error {
+	if err := u.Validate(); err != nil {
+		return err
+	}
+	pub, _ := json.Marshal(nonNil(u.Publish))
+	sub, _ := json.Marshal(nonNil(u.Subscribe))
+	res, err := s.db.ExecContext(ctx, `UPDATE users SET role = ?, hash = ?, publish = ?, subscribe = ?, updated = ? WHERE name = ?`,
+		u.Role, u.PasswordHash, pub, sub, ms(time.Now()), u.Name)
+	if err != nil {
+		return fmt.Errorf("update user: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return vigil.Errorf(vigil.ENotFound, "no user %q", u.Name)
+	}
+	return nil
+}
+
+// DeleteUser removes a user.
+func (s *Store) DeleteUser(ctx context.Context, name string) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM users WHERE name = ?`, name)
+	if err != nil {
+		return fmt.Errorf("delete user: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return vigil.Errorf(vigil.ENotFound, "no user %q", name)
+	}
+	return nil
+}
+
+const userColumns = `name, role, hash, publish, subscribe, created, updated`
+
+func scanUser(row interface{ Scan(...any) error }) (*users.User, error) {
+	var u users.User
+	var pub, sub string
+	var created, updated int64
+	if err := row.Scan(&u.Name, &u.Role, &u.PasswordHash, &pub, &sub, &created, &updated); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal([]byte(pub), &u.Publish); err != nil {
+		return nil, fmt.Errorf("user %s: publish ACL: %w", u.Name, err)
+	}
+	if err := json.Unmarshal([]byte(sub), &u.Subscribe); err != nil {
+		return nil, fmt.Errorf("user %s: subscribe ACL: %w", u.Name, err)
+	}
+	u.Created, u.Updated = fromMS(created), fromMS(updated)
+	return &u, nil
+}
+
+// GetUser returns a user, or a vigil.ENotFound error.
+func (s *Store) GetUser(ctx context.Context, name string) (*users.User, error) {
+	u, err := scanUser(s.db.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE name = ?`, name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, vigil.Errorf(vigil.ENotFound, "no user %q", name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get user: %w", err)
+	}
+	return u, nil
+}
+
+// ListUsers returns all users by name.
+func (s *Store) ListUsers(ctx context.Context) ([]*users.User, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+userColumns+` FROM users ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list users: %w", err)
+	}
+	defer rows.Close()
+	var out []*users.User
+	for rows.Next() {
+		u, err := scanUser(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list users: %w", err)
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
