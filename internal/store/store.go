@@ -23,7 +23,6 @@ var migrations embed.FS
 // Store is an open Vigil database.
 type Store struct {
 	db *sql.DB
-
 }
 
 // Open opens (creating if needed) the database at path and applies pending
