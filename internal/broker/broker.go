@@ -1,0 +1,192 @@
+// Package broker runs Vigil's embedded MQTT broker (mochi-mqtt v2): TCP,
+// WebSocket and TLS listeners bound synchronously, authentication and
+// per-user ACLs with anonymous access limited to loopback listeners,
+// persistence of retained messages and sessions, $SYS topics, and in-process
+// subscriptions for Vigil's own components.
+package broker
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync/atomic"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigilhq/vigil/internal/conf"
+)
+
+// Listener kinds.
+const (
+	TCP = "tcp"
+	WS  = "ws"
+	TLS = "tls"
+)
+
+// Config is what the broker needs from Vigil's configuration.
+type Config struct {
+	MQTT    conf.MQTT
+	DataDir string
+}
+
+// Server is the running broker.
+type Server struct {
+	mochi *mqtt.Server
+	auth  *authHook
+	addrs map[string]net.Addr // listener kind -> bound address
+	log   *slog.Logger
+	subID atomic.Int64
+}
+
+// Open binds every configured listener (so a port in use fails here, at
+// once), installs the hooks and starts serving.
+func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = uint32(cfg.MQTT.MaxPacketSize)
+	caps.MaximumSessionExpiryInterval = 7 * 24 * 3600 // a week, like Mosquitto's persistent_client_expiration suggests
+	caps.MaximumClientWritesPending = 16 * 1024
+	m := mqtt.New(&mqtt.Options{
+		Capabilities:           caps,
+		InlineClient:           true,
+		SysTopicResendInterval: int64(cfg.MQTT.SysInterval.Seconds()),
+		Logger:                 log.With("component", "mochi"),
+	})
+	s := &Server{mochi: m, addrs: map[string]net.Addr{}, log: log}
+	s.auth = newAuthHook(authn, log)
+	if err := m.AddHook(s.auth, nil); err != nil {
+		return nil, fmt.Errorf("add auth hook: %w", err)
+	}
+	if cfg.MQTT.Persistence {
+		if err := addPersistence(m, filepath.Join(cfg.DataDir, "broker.bolt")); err != nil {
+			return nil, err
+		}
+	}
+
+	var bound []net.Listener
+	fail := func(err error) (*Server, error) {
+		for _, l := range bound {
+			l.Close()
+		}
+		m.Close()
+		return nil, err
+	}
+	add := func(kind, addr string, wrap func(net.Listener) (listeners.Listener, error)) error {
+		if addr == "" {
+			return nil
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("mqtt %s listener: %w", kind, err)
+		}
+		bound = append(bound, ln)
+		l, err := wrap(ln)
+		if err != nil {
+			return fmt.Errorf("mqtt %s listener: %w", kind, err)
+		}
+		if err := m.AddListener(l); err != nil {
+			return fmt.Errorf("mqtt %s listener: %w", kind, err)
+		}
+		s.addrs[kind] = ln.Addr()
+		anonymous := cfg.MQTT.Anonymous == conf.AnonymousLoopback && isLoopback(ln.Addr())
+		s.auth.setListener(kind, anonymous)
+		log.Info("mqtt listening", "listener", kind, "addr", ln.Addr().String(), "anonymous", anonymous)
+		return nil
+	}
+	if err := add(TCP, cfg.MQTT.Listen, func(ln net.Listener) (listeners.Listener, error) {
+		return listeners.NewNet(TCP, ln), nil
+	}); err != nil {
+		return fail(err)
+	}
+	if err := add(WS, cfg.MQTT.WSListen, func(ln net.Listener) (listeners.Listener, error) {
+		return newWebsocket(WS, ln), nil
+	}); err != nil {
+		return fail(err)
+	}
+	if err := add(TLS, cfg.MQTT.TLSListen, func(ln net.Listener) (listeners.Listener, error) {
+		cert, err := tls.LoadX509KeyPair(cfg.MQTT.TLSCert, cfg.MQTT.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("load mqtt.tls_cert/mqtt.tls_key: %w", err)
+		}
+		tl := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		return listeners.NewNet(TLS, tl), nil
+	}); err != nil {
+		return fail(err)
+	}
+	if err := m.Serve(); err != nil {
+		return fail(fmt.Errorf("start broker: %w", err))
+	}
+	if reg != nil {
+		if err := registerMetrics(reg, m); err != nil {
+			return fail(err)
+		}
+	}
+	return s, nil
+}
+
+// Addr returns the bound address of a listener kind (TCP, WS, TLS), or nil.
+func (s *Server) Addr(kind string) net.Addr { return s.addrs[kind] }
+
+// URL returns a client URL for a listener kind, such as mqtt://127.0.0.1:1883,
+// with an unspecified bind address replaced by loopback.
+func (s *Server) URL(kind string) string {
+	a, ok := s.addrs[kind].(*net.TCPAddr)
+	if !ok {
+		return ""
+	}
+	host := a.IP
+	if host.IsUnspecified() {
+		host = net.IPv4(127, 0, 0, 1)
+		if a.IP.To4() == nil {
+			host = net.IPv6loopback
+		}
+	}
+	scheme := map[string]string{TCP: "mqtt", WS: "ws", TLS: "mqtts"}[kind]
+	return scheme + "://" + net.JoinHostPort(host.String(), fmt.Sprint(a.Port))
+}
+
+// Handler receives a message from an in-process subscription. It runs on
+// the publishing client's goroutine: blocking it slows that client down
+// (back-pressure) without dropping anything.
+type Handler func(topic string, payload []byte, clientID string)
+
+// Subscribe subscribes in-process to filter.
+func (s *Server) Subscribe(filter string, h Handler) error {
+	return s.mochi.Subscribe(filter, int(s.subID.Add(1)), func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+		h(pk.TopicName, pk.Payload, pk.Origin)
+	})
+}
+
+// Publish publishes a message from Vigil itself (bypassing ACLs).
+func (s *Server) Publish(topic string, payload []byte, retain bool, qos byte) error {
+	return s.mochi.Publish(topic, payload, retain, qos)
+}
+
+// InternalCredentials returns the username and password that Vigil's own
+// MQTT clients (the demo fleet) use; they are valid only in this process.
+func (s *Server) InternalCredentials() (username, password string) {
+	return internalUser, s.auth.internalPassword
+}
+
+// ClientsConnected returns the number of connected clients.
+func (s *Server) ClientsConnected() int64 { return s.mochi.Info.ClientsConnected }
+
+// Close disconnects every client and stops the broker. In-process
+// subscription handlers have returned when it returns.
+func (s *Server) Close() error {
+	err := s.mochi.Close()
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+func isLoopback(a net.Addr) bool {
+	t, ok := a.(*net.TCPAddr)
+	return ok && t.IP.IsLoopback()
+}

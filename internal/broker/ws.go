@@ -1,0 +1,122 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// websocketListener serves MQTT over WebSocket on a listener that is already
+// bound. mochi's own WebSocket listener binds inside Serve, in a goroutine,
+// where a port in use could not fail start-up and port 0 could not be
+// reported; this one takes a bound net.Listener like mochi's Net listener.
+type websocketListener struct {
+	id       string
+	ln       net.Listener
+	srv      *http.Server
+	upgrader websocket.Upgrader
+	log      *slog.Logger
+	once     sync.Once
+}
+
+func newWebsocket(id string, ln net.Listener) *websocketListener {
+	return &websocketListener{
+		id: id,
+		ln: ln,
+		upgrader: websocket.Upgrader{
+			Subprotocols: []string{"mqtt"},
+			// MQTT clients in browsers on other origins are legitimate;
+			// the broker authenticates every client itself.
+			CheckOrigin: func(*http.Request) bool { return true },
+		},
+	}
+}
+
+func (l *websocketListener) ID() string       { return l.id }
+func (l *websocketListener) Address() string  { return l.ln.Addr().String() }
+func (l *websocketListener) Protocol() string { return "ws" }
+
+func (l *websocketListener) Init(log *slog.Logger) error {
+	l.log = log
+	return nil
+}
+
+func (l *websocketListener) Serve(establish listeners.EstablishFn) {
+	l.srv = &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c, err := l.upgrader.Upgrade(w, r, nil)
+			if err != nil {
+				return // the upgrader has answered the client
+			}
+			defer c.Close()
+			if err := establish(l.id, &wsConn{Conn: c.UnderlyingConn(), c: c}); err != nil {
+				l.log.Debug("websocket client ended", "error", err)
+			}
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	if err := l.srv.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		l.log.Error("websocket listener failed", "error", err)
+	}
+}
+
+func (l *websocketListener) Close(closeClients listeners.CloseFn) {
+	l.once.Do(func() {
+		if l.srv != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			l.srv.Shutdown(ctx)
+		}
+		l.ln.Close()
+	})
+	closeClients(l.id)
+}
+
+// wsConn presents a WebSocket connection carrying binary MQTT frames as a
+// net.Conn stream.
+type wsConn struct {
+	net.Conn
+	c *websocket.Conn
+	r io.Reader // current message, nil between messages
+}
+
+var errNotBinary = errors.New("websocket: MQTT needs binary messages")
+
+func (ws *wsConn) Read(p []byte) (int, error) {
+	for {
+		if ws.r == nil {
+			op, r, err := ws.c.NextReader()
+			if err != nil {
+				return 0, err
+			}
+			if op != websocket.BinaryMessage {
+				return 0, errNotBinary
+			}
+			ws.r = r
+		}
+		n, err := ws.r.Read(p)
+		if errors.Is(err, io.EOF) {
+			ws.r = nil
+			if n == 0 {
+				continue // an empty or finished message: read the next one
+			}
+			err = nil
+		}
+		return n, err
+	}
+}
+
+func (ws *wsConn) Write(p []byte) (int, error) {
+	if err := ws.c.WriteMessage(websocket.BinaryMessage, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}

@@ -1,0 +1,284 @@
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Store is what the pipeline needs to keep readings.
+type Store interface {
+	Apply(ctx context.Context, events []Event) error
+	DeleteReadingsBefore(ctx context.Context, cutoff time.Time, chunk int) (int64, error)
+	MarkStale(ctx context.Context, cutoff, now time.Time) ([]string, error)
+}
+
+// Config configures the pipeline.
+type Config struct {
+	Parser        Parser
+	QueueSize     int
+	BatchSize     int
+	FlushInterval time.Duration
+	Retention     time.Duration
+	OfflineAfter  time.Duration // 0: never mark silent devices offline
+	LogInterval   time.Duration
+}
+
+// Pipeline receives device messages (Handle), validates them and writes
+// them to the store in batches from one goroutine. A full queue blocks
+// Handle, which slows the publisher down instead of dropping readings; a
+// failing store is retried until it recovers or the pipeline closes.
+type Pipeline struct {
+	cfg   Config
+	store Store
+	log   *slog.Logger
+	rlog  *rateLog
+	m     *metrics
+
+	mu     sync.RWMutex // held for reading while sending to queue; Close takes it to close queue
+	closed bool
+	queue  chan item
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// item is an event, or a barrier that Sync waits on.
+type item struct {
+	ev      Event
+	barrier chan struct{}
+}
+
+// New returns a pipeline; call Start to run it.
+func New(cfg Config, store Store, log *slog.Logger, reg prometheus.Registerer) (*Pipeline, error) {
+	p := &Pipeline{
+		cfg:   cfg,
+		store: store,
+		log:   log,
+		rlog:  newRateLog(log, cfg.LogInterval),
+		queue: make(chan item, cfg.QueueSize),
+		stop:  make(chan struct{}),
+	}
+	m, err := newMetrics(reg, func() float64 { return float64(len(p.queue)) })
+	if err != nil {
+		return nil, err
+	}
+	p.m = m
+	return p, nil
+}
+
+// Filters are the MQTT topic filters the pipeline wants.
+func (p *Pipeline) Filters() []string {
+	return []string{LegacyFilter, TelemetryFilter, StatusFilter}
+}
+
+// Start runs the writer and the housekeeping (retention, offline marking).
+func (p *Pipeline) Start() {
+	p.wg.Add(2)
+	go func() { defer p.wg.Done(); p.writer() }()
+	go func() { defer p.wg.Done(); p.housekeeping() }()
+}
+
+// Handle parses one message and queues it for storage. It blocks while the
+// queue is full. Rejected messages are counted and logged at most once per
+// log interval per reason.
+func (p *Pipeline) Handle(topic string, payload []byte, clientID string) {
+	now := time.Now()
+	ev, err := p.cfg.Parser.Parse(topic, payload, clientID, now)
+	if err != nil {
+		var pe *ParseError
+		reason := ReasonMalformed
+		if errors.As(err, &pe) {
+			reason = pe.Reason
+		}
+		p.m.rejected.WithLabelValues(reason).Inc()
+		p.rlog.warn(reason, "telemetry message rejected", "reason", reason, "topic", topic, "client_id", clientID, "detail", err.Error())
+		return
+	}
+	kind := "status"
+	if ev.Reading != nil {
+		kind = "reading"
+	}
+	p.m.received.WithLabelValues(kind).Inc()
+	p.enqueue(item{ev: ev})
+}
+
+func (p *Pipeline) enqueue(it item) bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		p.m.rejected.WithLabelValues("shutdown").Inc()
+		return false
+	}
+	p.queue <- it
+	return true
+}
+
+// Sync waits until everything handled before it is stored.
+func (p *Pipeline) Sync(ctx context.Context) error {
+	b := make(chan struct{})
+	if !p.enqueue(item{barrier: b}) {
+		return errors.New("telemetry pipeline is closed")
+	}
+	select {
+	case <-b:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close stops accepting messages, stores everything queued and waits for
+// the pipeline's goroutines.
+func (p *Pipeline) Close() error {
+	p.mu.Lock()
+	if !p.closed {
+		p.closed = true
+		close(p.queue)
+		close(p.stop)
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+	return nil
+}
+
+func (p *Pipeline) writer() {
+	batch := make([]Event, 0, p.cfg.BatchSize)
+	var barriers []chan struct{}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	flush := func() {
+		if len(batch) > 0 {
+			p.write(batch)
+			batch = batch[:0]
+		}
+		for _, b := range barriers {
+			close(b)
+		}
+		barriers = barriers[:0]
+	}
+	for {
+		select {
+		case it, ok := <-p.queue:
+			if !ok {
+				flush()
+				return
+			}
+			if it.barrier != nil {
+				barriers = append(barriers, it.barrier)
+				flush()
+				continue
+			}
+			if len(batch) == 0 {
+				timer.Reset(p.cfg.FlushInterval)
+			}
+			batch = append(batch, it.ev)
+			if len(batch) >= p.cfg.BatchSize {
+				flush()
+			}
+		case <-timer.C:
+			flush()
+		}
+	}
+}
+
+// write stores a batch, retrying with backoff while the store fails (a full
+// disk, a locked database). While it retries, the queue fills and
+// publishers are slowed down; nothing is dropped. Once the pipeline is
+// closing it gives up after a bounded time and says how much was lost.
+func (p *Pipeline) write(batch []Event) {
+	backoff := 100 * time.Millisecond
+	var deadline time.Time
+	for attempt := 1; ; attempt++ {
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := p.store.Apply(ctx, batch)
+		cancel()
+		if err == nil {
+			p.m.batchSeconds.Observe(time.Since(start).Seconds())
+			n := 0
+			for i := range batch {
+				if r := batch[i].Reading; r != nil {
+					n++
+					p.m.latency.Observe(start.Sub(r.Time).Seconds())
+				}
+			}
+			p.m.stored.Add(float64(n))
+			if attempt > 1 {
+				p.log.Info("telemetry store recovered", "attempts", attempt, "events", len(batch))
+			}
+			return
+		}
+		p.m.storeErrors.Inc()
+		p.rlog.warn("store", "telemetry store failed; retrying", "error", err, "events", len(batch), "attempt", attempt)
+		select {
+		case <-p.stop:
+			if deadline.IsZero() {
+				deadline = time.Now().Add(10 * time.Second)
+			}
+			if time.Now().After(deadline) {
+				p.m.lost.Add(float64(len(batch)))
+				p.log.Error("telemetry store still failing at shutdown; events lost", "events", len(batch), "error", err)
+				return
+			}
+		default:
+		}
+		time.Sleep(backoff)
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func (p *Pipeline) housekeeping() {
+	retention := time.NewTicker(10 * time.Minute)
+	defer retention.Stop()
+	staleEvery := time.Hour
+	if p.cfg.OfflineAfter > 0 {
+		staleEvery = min(max(p.cfg.OfflineAfter/4, time.Second), 30*time.Second)
+	}
+	stale := time.NewTicker(staleEvery)
+	defer stale.Stop()
+	p.expire()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-retention.C:
+			p.expire()
+		case <-stale.C:
+			if p.cfg.OfflineAfter > 0 {
+				p.markStale()
+			}
+		}
+	}
+}
+
+func (p *Pipeline) expire() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	n, err := p.store.DeleteReadingsBefore(ctx, time.Now().Add(-p.cfg.Retention), 5000)
+	if err != nil {
+		p.log.Warn("telemetry retention failed", "error", err)
+		return
+	}
+	if n > 0 {
+		p.log.Info("telemetry retention", "deleted", n, "older_than", p.cfg.Retention.String())
+	}
+}
+
+func (p *Pipeline) markStale() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	now := time.Now()
+	ids, err := p.store.MarkStale(ctx, now.Add(-p.cfg.OfflineAfter), now)
+	if err != nil {
+		p.log.Warn("marking silent devices offline failed", "error", err)
+		return
+	}
+	if len(ids) > 0 {
+		p.log.Info("devices offline: silent too long", "count", len(ids), "offline_after", p.cfg.OfflineAfter.String(), "first", ids[0])
+	}
+}

@@ -1,0 +1,193 @@
+package telemetry_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigilhq/vigil/internal/store"
+	"github.com/vigilhq/vigil/internal/telemetry"
+)
+
+func newPipeline(t *testing.T, st telemetry.Store, queue int) (*telemetry.Pipeline, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	p, err := telemetry.New(telemetry.Config{
+		Parser:        telemetry.Parser{MaxPayload: 1024, LegacySite: "default", LegacyTZ: time.UTC},
+		QueueSize:     queue,
+		BatchSize:     50,
+		FlushInterval: 10 * time.Millisecond,
+		Retention:     time.Hour,
+		LogInterval:   time.Minute,
+	}, st, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Start()
+	t.Cleanup(func() { p.Close() })
+	return p, reg
+}
+
+func openStore(t *testing.T) *store.Store {
+	t.Helper()
+	s, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "vigil.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// metric returns the value of a counter in reg, by name and, for a vector,
+// the value of its one label.
+func metric(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if label == "" || m.GetLabel()[0].GetValue() == label {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+func TestBadPayloadsAreCountedAndValidOnesBehindThemAreStored(t *testing.T) {
+	st := openStore(t)
+	p, reg := newPipeline(t, st, 100)
+	bad := [][2]string{
+		{"vigil/s/d/telemetry", "not json"},
+		{"vigil/s/d/telemetry", `{"value":"x"}`},
+		{"vigil/s/d/telemetry", string(make([]byte, 5000))},
+		{"sensors/a/b", `{"value":1}`},
+	}
+	const good = 500
+	for i := range good {
+		b := bad[i%len(bad)]
+		p.Handle(b[0], []byte(b[1]), "c")
+		p.Handle("vigil/site/dev"+fmt.Sprint(i%10)+"/telemetry", fmt.Appendf(nil, `{"value":%d,"seq":%d}`, i, i), "c")
+	}
+	if err := p.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := st.CountReadings(context.Background()); n != good {
+		t.Errorf("stored %d readings, want %d", n, good)
+	}
+	for reason, want := range map[string]float64{"malformed": 125, "invalid": 125, "oversized": 125, "unknown_topic": 125} {
+		if got := metric(t, reg, "vigil_telemetry_rejected_total", reason); got != want {
+			t.Errorf("rejected{%s} = %v, want %v", reason, got, want)
+		}
+	}
+	stored := metric(t, reg, "vigil_telemetry_stored_total", "")
+	if stored != good {
+		t.Errorf("vigil_telemetry_stored_total = %v", stored)
+	}
+}
+
+// flakyStore fails its first n writes, like a full disk that is then freed.
+type flakyStore struct {
+	telemetry.Store
+	failures atomic.Int32
+}
+
+func (f *flakyStore) Apply(ctx context.Context, evs []telemetry.Event) error {
+	if f.failures.Add(-1) >= 0 {
+		return errors.New("disk I/O error (database or disk is full)")
+	}
+	return f.Store.Apply(ctx, evs)
+}
+
+func TestAFailingStoreLosesNothing(t *testing.T) {
+	st := openStore(t)
+	flaky := &flakyStore{Store: st}
+	flaky.failures.Store(3)
+	p, reg := newPipeline(t, flaky, 1000)
+	for i := range 200 {
+		p.Handle("vigil/s/d/telemetry", fmt.Appendf(nil, `{"value":%d}`, i), "c")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := st.CountReadings(ctx); n != 200 {
+		t.Errorf("stored %d of 200 readings after the store recovered", n)
+	}
+	if got := metric(t, reg, "vigil_telemetry_store_errors_total", ""); got != 3 {
+		t.Errorf("store errors = %v, want 3", got)
+	}
+}
+
+// gateStore blocks every write until released.
+type gateStore struct {
+	telemetry.Store
+	gate chan struct{}
+}
+
+func (g *gateStore) Apply(ctx context.Context, evs []telemetry.Event) error {
+	<-g.gate
+	return g.Store.Apply(ctx, evs)
+}
+
+func TestAFullQueueHoldsThePublisherBackInsteadOfDropping(t *testing.T) {
+	st := openStore(t)
+	g := &gateStore{Store: st, gate: make(chan struct{})}
+	p, _ := newPipeline(t, g, 5)
+	var handled atomic.Int32
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := range 100 {
+			p.Handle("vigil/s/d/telemetry", fmt.Appendf(nil, `{"value":%d}`, i), "c")
+			handled.Add(1)
+		}
+	}()
+	// The writer holds one batch, the queue five more; the publisher must
+	// then wait for the store.
+	deadline := time.Now().Add(5 * time.Second)
+	for handled.Load() < 5 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // give a non-blocking Handle time to run ahead
+	if n := handled.Load(); n >= 100 {
+		t.Fatalf("all %d messages were handled while the store was blocked", n)
+	}
+	close(g.gate)
+	wg.Wait()
+	if err := p.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := st.CountReadings(context.Background()); n != 100 {
+		t.Errorf("stored %d of 100", n)
+	}
+}
+
+func TestCloseStoresWhatIsQueued(t *testing.T) {
+	st := openStore(t)
+	p, _ := newPipeline(t, st, 10000)
+	for i := range 3000 {
+		p.Handle("vigil/s/d/telemetry", fmt.Appendf(nil, `{"value":%d}`, i), "c")
+	}
+	p.Close()
+	if n, _ := st.CountReadings(context.Background()); n != 3000 {
+		t.Errorf("after Close %d of 3000 readings are stored", n)
+	}
+	p.Handle("vigil/s/d/telemetry", []byte(`{"value":1}`), "c") // must not panic or block
+}

@@ -1,0 +1,88 @@
+package users
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"sync"
+	"time"
+
+	"github.com/vigilhq/vigil"
+)
+
+// Getter is the store a Verifier reads users from.
+type Getter interface {
+	GetUser(ctx context.Context, name string) (*User, error)
+}
+
+// Verifier checks usernames and passwords for the broker and the API. A
+// verified credential is remembered for TTL, keyed by an HMAC of the
+// password under a per-process key, so that clients which reconnect or call
+// the API often do not pay for bcrypt each time. A change of password or ACL
+// therefore takes effect within TTL.
+type Verifier struct {
+	store Getter
+	ttl   time.Duration
+	key   [32]byte
+	dummy string // hash compared against for unknown users, to keep timing flat
+
+	mu    sync.Mutex
+	cache map[string]verified
+}
+
+type verified struct {
+	mac     [32]byte
+	user    *User
+	expires time.Time
+}
+
+// NewVerifier returns a Verifier over store with the given cache TTL.
+func NewVerifier(store Getter, ttl time.Duration, bcryptCost int) *Verifier {
+	v := &Verifier{store: store, ttl: ttl, cache: map[string]verified{}}
+	rand.Read(v.key[:])
+	v.dummy, _ = HashPassword(RandomPassword(), bcryptCost)
+	return v
+}
+
+// Authenticate returns the user if password is right, else a
+// vigil.EUnauthorized error that does not say which part was wrong.
+func (v *Verifier) Authenticate(ctx context.Context, name, password string) (*User, error) {
+	mac := v.mac(name, password)
+	now := time.Now()
+	v.mu.Lock()
+	c, ok := v.cache[name]
+	v.mu.Unlock()
+	if ok && now.Before(c.expires) && hmac.Equal(c.mac[:], mac[:]) {
+		return c.user, nil
+	}
+	denied := vigil.Errorf(vigil.EUnauthorized, "wrong username or password")
+	u, err := v.store.GetUser(ctx, name)
+	if vigil.ErrorCode(err) == vigil.ENotFound {
+		CheckPassword(v.dummy, password)
+		return nil, denied
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !CheckPassword(u.PasswordHash, password) {
+		return nil, denied
+	}
+	v.mu.Lock()
+	if len(v.cache) > 100000 { // bound memory; entries are cheap to recompute
+		clear(v.cache)
+	}
+	v.cache[name] = verified{mac: mac, user: u, expires: now.Add(v.ttl)}
+	v.mu.Unlock()
+	return u, nil
+}
+
+func (v *Verifier) mac(name, password string) [32]byte {
+	h := hmac.New(sha256.New, v.key[:])
+	h.Write([]byte(name))
+	h.Write([]byte{0})
+	h.Write([]byte(password))
+	var out [32]byte
+	copy(out[:], h.Sum(nil))
+	return out
+}
