@@ -55,7 +55,7 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 		Capabilities:           caps,
 		InlineClient:           true,
 		SysTopicResendInterval: int64(cfg.MQTT.SysInterval.Seconds()),
-		Logger:                 log.With("component", "mochi"),
+		Logger:                 slog.New(quietHandler{log.Handler(), slog.LevelWarn}).With("library", "mochi"),
 	})
 	s := &Server{mochi: m, addrs: map[string]net.Addr{}, log: log}
 	s.auth = newAuthHook(authn, log)

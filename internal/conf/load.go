@@ -34,7 +34,7 @@ func Load(path string, environ []string) (*Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read config: %w", err)
 		}
-		if err := decodeYAML(data, cfg); err != nil {
+		if err := DecodeStrict(data, cfg); err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 	}
@@ -44,9 +44,11 @@ func Load(path string, environ []string) (*Config, error) {
 	return cfg, nil
 }
 
-// decodeYAML decodes data into cfg strictly: an unknown key is an error that
-// names the key by its full path and lists the keys allowed there.
-func decodeYAML(data []byte, cfg *Config) error {
+// DecodeStrict decodes YAML data into out (a pointer to a struct) strictly:
+// an unknown key is an error that names the key by its full path, suggests
+// the nearest allowed key and lists the keys allowed there. Keys missing
+// from data keep the values out already has.
+func DecodeStrict(data []byte, out any) error {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return err
@@ -54,12 +56,12 @@ func decodeYAML(data []byte, cfg *Config) error {
 	if len(root.Content) == 0 { // empty file: defaults
 		return nil
 	}
-	if err := checkKeys(root.Content[0], reflect.TypeOf(cfg).Elem(), ""); err != nil {
+	if err := checkKeys(root.Content[0], reflect.TypeOf(out), ""); err != nil {
 		return err
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	if err := dec.Decode(cfg); err != nil {
+	if err := dec.Decode(out); err != nil {
 		return cleanYAMLError(err)
 	}
 	return nil

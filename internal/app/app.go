@@ -1,0 +1,218 @@
+// Package app wires Vigil's components into one running system: the
+// database, users, the telemetry pipeline, the embedded broker, the HTTP
+// API and the demo fleet. `vigil up` runs an App; end-to-end tests start
+// one in-process on :0 ports and a temporary data directory.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/vigilhq/vigil/internal/broker"
+	"github.com/vigilhq/vigil/internal/conf"
+	"github.com/vigilhq/vigil/internal/httpapi"
+	"github.com/vigilhq/vigil/internal/store"
+	"github.com/vigilhq/vigil/internal/telemetry"
+	"github.com/vigilhq/vigil/internal/users"
+	"github.com/vigilhq/vigil/internal/version"
+)
+
+// Options are the inputs of an App besides its configuration.
+type Options struct {
+	// AdminPassword, if set, is the password of the admin user created on
+	// first start (VIGIL_ADMIN_PASSWORD); otherwise a random one is made,
+	// written to <data>/initial-admin-password and printed once to Out.
+	AdminPassword string
+	// Out receives the one-time admin password notice; nil: os.Stdout.
+	Out io.Writer
+}
+
+// App is a running Vigil.
+type App struct {
+	cfg     *conf.Config
+	log     *slog.Logger
+	started time.Time
+
+	Store     *store.Store
+	Users     *users.Verifier
+	Registry  *prometheus.Registry
+	Telemetry *telemetry.Pipeline
+	Broker    *broker.Server
+	HTTP      *httpapi.Server
+	demo      *demo
+
+	closers []func() error // in reverse order of opening
+}
+
+// Open starts every component. It binds every listener before it returns,
+// so a port in use is an error here. On error, whatever started is closed.
+func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger) (a *App, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Out == nil {
+		opts.Out = os.Stdout
+	}
+	a = &App{cfg: cfg, log: log, started: time.Now()}
+	defer func() {
+		if err != nil {
+			a.Close()
+			a = nil
+		}
+	}()
+
+	if err := os.MkdirAll(cfg.Data.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	if a.Store, err = store.Open(ctx, filepath.Join(cfg.Data.Dir, "vigil.db")); err != nil {
+		return nil, err
+	}
+	a.onClose(a.Store.Close)
+	if err := a.bootstrapAdmin(ctx, opts); err != nil {
+		return nil, err
+	}
+	a.Users = users.NewVerifier(a.Store, time.Minute, cfg.Auth.BcryptCost)
+
+	a.Registry = prometheus.NewRegistry()
+	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "vigil_build_info", Help: "Vigil's version, as a label.", ConstLabels: prometheus.Labels{"version": version.Version},
+	}, func() float64 { return 1 }))
+
+	tz, _ := time.LoadLocation(cfg.Telemetry.LegacyTimezone) // validated
+	t := cfg.Telemetry
+	if a.Telemetry, err = telemetry.New(telemetry.Config{
+		Parser:        telemetry.Parser{MaxPayload: t.MaxPayload, LegacySite: t.LegacySite, LegacyTZ: tz},
+		QueueSize:     t.QueueSize,
+		BatchSize:     t.BatchSize,
+		FlushInterval: t.FlushInterval,
+		Retention:     t.Retention,
+		OfflineAfter:  t.OfflineAfter,
+		LogInterval:   t.LogInterval,
+	}, a.Store, log.With("component", "telemetry"), a.Registry); err != nil {
+		return nil, err
+	}
+	a.Telemetry.Start()
+	a.onClose(a.Telemetry.Close)
+
+	if a.Broker, err = broker.Open(broker.Config{MQTT: cfg.MQTT, DataDir: cfg.Data.Dir}, a.Users, log.With("component", "broker"), a.Registry); err != nil {
+		return nil, err
+	}
+	a.onClose(a.Broker.Close)
+	for _, f := range a.Telemetry.Filters() {
+		if err := a.Broker.Subscribe(f, a.Telemetry.Handle); err != nil {
+			return nil, fmt.Errorf("subscribe pipeline to %s: %w", f, err)
+		}
+	}
+
+	if a.HTTP, err = httpapi.Open(cfg.HTTP.Listen, httpapi.Deps{
+		Devices:  a.Store,
+		Auth:     a.Users,
+		Health:   a.health,
+		System:   a.system,
+		Gatherer: a.Registry,
+	}, log.With("component", "http")); err != nil {
+		return nil, err
+	}
+	a.onClose(a.HTTP.Close)
+
+	if cfg.Demo.Enabled {
+		if a.demo, err = startDemo(cfg.Demo, a.Broker, log.With("component", "demo")); err != nil {
+			return nil, err
+		}
+		a.onClose(a.demo.Close)
+	}
+	return a, nil
+}
+
+func (a *App) onClose(f func() error) { a.closers = append(a.closers, f) }
+
+// Close stops everything in reverse order: the demo fleet, the HTTP server,
+// the broker (disconnecting clients), then the pipeline, which stores all
+// it has queued, and the database.
+func (a *App) Close() error {
+	var errs []error
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		errs = append(errs, a.closers[i]())
+	}
+	a.closers = nil
+	return errors.Join(errs...)
+}
+
+// bootstrapAdmin creates the admin user on first start.
+func (a *App) bootstrapAdmin(ctx context.Context, opts Options) error {
+	list, err := a.Store.ListUsers(ctx)
+	if err != nil || len(list) > 0 {
+		return err
+	}
+	password, generated := opts.AdminPassword, false
+	if password == "" {
+		password, generated = users.RandomPassword(), true
+	}
+	hash, err := users.HashPassword(password, a.cfg.Auth.BcryptCost)
+	if err != nil {
+		return fmt.Errorf("VIGIL_ADMIN_PASSWORD: %w", err)
+	}
+	pub, sub := users.DefaultACL(users.RoleAdmin)
+	if err := a.Store.CreateUser(ctx, &users.User{Name: "admin", Role: users.RoleAdmin, PasswordHash: hash, Publish: pub, Subscribe: sub}); err != nil {
+		return err
+	}
+	if !generated {
+		a.log.Info("created user admin with the password from VIGIL_ADMIN_PASSWORD")
+		return nil
+	}
+	path := filepath.Join(a.cfg.Data.Dir, "initial-admin-password")
+	if err := os.WriteFile(path, []byte(password+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	// Printed, not logged: logs are kept and shipped, this must not be.
+	fmt.Fprintf(opts.Out, "\nCreated user \"admin\" with password: %s\n(also in %s, readable by you only; change it with `vigil user passwd admin`)\n\n", password, path)
+	return nil
+}
+
+func (a *App) health(ctx context.Context) error {
+	if err := a.Store.Ping(ctx); err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	return nil
+}
+
+// System is the body of GET /api/v1/system.
+type System struct {
+	Version          string            `json:"version"`
+	Started          time.Time         `json:"started"`
+	UptimeSeconds    float64           `json:"uptime_s"`
+	MQTT             map[string]string `json:"mqtt"` // listener kind -> URL
+	HTTP             string            `json:"http"`
+	Anonymous        string            `json:"anonymous"`
+	ClientsConnected int64             `json:"clients_connected"`
+	Demo             bool              `json:"demo"`
+}
+
+func (a *App) system() any {
+	s := System{
+		Version:          version.Version,
+		Started:          a.started.UTC(),
+		UptimeSeconds:    time.Since(a.started).Seconds(),
+		MQTT:             map[string]string{},
+		HTTP:             "http://" + a.HTTP.Addr().String(),
+		Anonymous:        a.cfg.MQTT.Anonymous,
+		ClientsConnected: a.Broker.ClientsConnected(),
+		Demo:             a.demo != nil,
+	}
+	for _, k := range []string{broker.TCP, broker.WS, broker.TLS} {
+		if u := a.Broker.URL(k); u != "" {
+			s.MQTT[k] = u
+		}
+	}
+	return s
+}

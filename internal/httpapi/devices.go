@@ -1,0 +1,62 @@
+package httpapi
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/vigilhq/vigil"
+	"github.com/vigilhq/vigil/internal/telemetry"
+)
+
+const (
+	defaultReadingLimit = 1000
+	maxReadingLimit     = 10000
+)
+
+// listDevices: GET /api/v1/devices[?site=]
+func (s *Server) listDevices(w http.ResponseWriter, r *http.Request) (any, error) {
+	return s.deps.Devices.ListDevices(r.Context(), telemetry.DeviceFilter{Site: r.URL.Query().Get("site")})
+}
+
+// getDevice: GET /api/v1/devices/{id}
+func (s *Server) getDevice(w http.ResponseWriter, r *http.Request) (any, error) {
+	return s.deps.Devices.GetDevice(r.Context(), r.PathValue("id"))
+}
+
+// listTelemetry: GET /api/v1/devices/{id}/telemetry[?since=&limit=]
+//
+// since is an RFC 3339 time, Unix milliseconds, or a duration back from now
+// ("15m"); without it the latest readings are returned. Readings come
+// oldest first.
+func (s *Server) listTelemetry(w http.ResponseWriter, r *http.Request) (any, error) {
+	q := telemetry.ReadingQuery{DeviceID: r.PathValue("id"), Limit: defaultReadingLimit}
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxReadingLimit {
+			return nil, vigil.Errorf(vigil.EInvalid, "limit must be a whole number from 1 to %d", maxReadingLimit)
+		}
+		q.Limit = n
+	}
+	if v := r.URL.Query().Get("since"); v != "" {
+		t, err := parseSince(v, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		q.Since = t
+	}
+	return s.deps.Devices.ListReadings(r.Context(), q)
+}
+
+func parseSince(v string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		return t, nil
+	}
+	if d, err := time.ParseDuration(v); err == nil && d > 0 {
+		return now.Add(-d), nil
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 {
+		return time.UnixMilli(n), nil
+	}
+	return time.Time{}, vigil.Errorf(vigil.EInvalid, "since must be an RFC 3339 time, Unix milliseconds or a duration such as 15m")
+}

@@ -1,0 +1,168 @@
+// Package httpapi serves Vigil's HTTP API: JSON under /api/v1, /healthz
+// and Prometheus /metrics. Every path but /healthz requires a user; scripts
+// authenticate with HTTP Basic.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/vigilhq/vigil"
+	"github.com/vigilhq/vigil/internal/telemetry"
+	"github.com/vigilhq/vigil/internal/users"
+)
+
+// Devices is the device and reading store the API reads.
+type Devices interface {
+	ListDevices(ctx context.Context, f telemetry.DeviceFilter) ([]telemetry.Device, error)
+	GetDevice(ctx context.Context, id string) (telemetry.Device, error)
+	ListReadings(ctx context.Context, q telemetry.ReadingQuery) ([]telemetry.Reading, error)
+}
+
+// Authenticator checks a username and password.
+type Authenticator interface {
+	Authenticate(ctx context.Context, username, password string) (*users.User, error)
+}
+
+// Deps are the components the API serves from.
+type Deps struct {
+	Devices  Devices
+	Auth     Authenticator
+	Health   func(ctx context.Context) error // nil error: healthy
+	System   func() any                     // GET /api/v1/system
+	Gatherer prometheus.Gatherer
+}
+
+// Server is the running HTTP server.
+type Server struct {
+	deps Deps
+	log  *slog.Logger
+	ln   net.Listener
+	srv  *http.Server
+	done chan struct{}
+}
+
+// Open binds addr and starts serving.
+func Open(addr string, deps Deps, log *slog.Logger) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("http listener: %w", err)
+	}
+	s := &Server{deps: deps, log: log, ln: ln, done: make(chan struct{})}
+	s.srv = &http.Server{
+		Handler:           s.routes(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	go func() {
+		defer close(s.done)
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server failed", "error", err)
+		}
+	}()
+	log.Info("http listening", "addr", ln.Addr().String())
+	return s, nil
+}
+
+// Addr returns the bound address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Close stops accepting requests and waits up to 5 s for those in flight.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := s.srv.Shutdown(ctx)
+	<-s.done
+	return err
+}
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", s.handleHealth)
+	mux.Handle("GET /metrics", s.authed(promhttp.HandlerFor(s.deps.Gatherer, promhttp.HandlerOpts{})))
+	api := func(pattern string, h handlerFunc) {
+		mux.Handle(pattern, s.authed(s.json(h)))
+	}
+	api("GET /api/v1/devices", s.listDevices)
+	api("GET /api/v1/devices/{id}", s.getDevice)
+	api("GET /api/v1/devices/{id}/telemetry", s.listTelemetry)
+	api("GET /api/v1/system", s.system)
+	api("/api/", func(w http.ResponseWriter, r *http.Request) (any, error) {
+		return nil, vigil.Errorf(vigil.ENotFound, "no API endpoint %s %s", r.Method, r.URL.Path)
+	})
+	return mux
+}
+
+// handlerFunc is an API handler: it returns the value to send as JSON, or
+// an error that json maps to a status and a message for the client.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) (any, error)
+
+var statusOf = map[string]int{
+	vigil.EInvalid:      http.StatusBadRequest,
+	vigil.ENotFound:     http.StatusNotFound,
+	vigil.EConflict:     http.StatusConflict,
+	vigil.EUnauthorized: http.StatusUnauthorized,
+	vigil.EForbidden:    http.StatusForbidden,
+	vigil.EUnavailable:  http.StatusServiceUnavailable,
+	vigil.EInternal:     http.StatusInternalServerError,
+}
+
+func (s *Server) json(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v, err := h(w, r)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, v)
+	})
+}
+
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	code := vigil.ErrorCode(err)
+	if code == vigil.EInternal {
+		s.log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+	}
+	if code == vigil.EUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Basic realm="vigil", charset="UTF-8"`)
+	}
+	writeJSON(w, statusOf[code], map[string]string{"error": vigil.ErrorMessage(err)})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if s.deps.Health != nil {
+		if err := s.deps.Health(ctx); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": vigil.ErrorMessage(err)})
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) system(w http.ResponseWriter, r *http.Request) (any, error) {
+	if s.deps.System == nil {
+		return map[string]any{}, nil
+	}
+	return s.deps.System(), nil
+}

@@ -1,0 +1,169 @@
+package sim
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/url"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Sim is a simulation ready to run.
+type Sim struct {
+	sc      *Scenario
+	log     *slog.Logger
+	stats   *Stats
+	devices []*device
+	byFleet map[string][]*device
+	urls    []*url.URL
+	tls     *tls.Config
+
+	connErrLogged atomic.Bool
+}
+
+// New builds the fleet of a validated scenario: MACs, value generators and
+// the connect ramp. It connects nothing yet.
+func New(sc *Scenario, log *slog.Logger) (*Sim, error) {
+	if err := sc.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Sim{sc: sc, log: log, stats: newStats(sc.Devices()), byFleet: map[string][]*device{}}
+	for _, b := range sc.Brokers {
+		u, err := ParseBrokerURL(b)
+		if err != nil {
+			return nil, err
+		}
+		s.urls = append(s.urls, u)
+	}
+	var err error
+	if s.tls, err = tlsConfig(sc.TLS); err != nil {
+		return nil, err
+	}
+	macs := newSeededMACs(sc.Seed)
+	if sc.MACFromHost {
+		if macs, err = newHostMACs(); err != nil {
+			return nil, err
+		}
+	}
+	ramp := time.Second / time.Duration(sc.ConnectRate)
+	i := 0
+	for fi := range sc.Fleets {
+		f := &sc.Fleets[fi]
+		for range f.Count {
+			rng := rand.New(rand.NewPCG(sc.Seed, uint64(i)+1))
+			d := &device{
+				id:       macs.take().String(),
+				sensorID: legacySensorID(i),
+				fleet:    f,
+				sim:      s,
+				rng:      rng,
+				gen:      newValueGen(f.Model, rng),
+				startAt:  time.Duration(i) * ramp,
+			}
+			s.devices = append(s.devices, d)
+			s.byFleet[f.Name] = append(s.byFleet[f.Name], d)
+			i++
+		}
+	}
+	return s, nil
+}
+
+// Stats returns the live counters.
+func (s *Sim) Stats() *Stats { return s.stats }
+
+// DeviceIDs returns the MAC-derived ids of the devices, in fleet order.
+func (s *Sim) DeviceIDs() []string {
+	ids := make([]string, len(s.devices))
+	for i, d := range s.devices {
+		ids[i] = d.id
+	}
+	return ids
+}
+
+// Run runs the simulation until ctx ends or the scenario's duration has
+// passed, then disconnects every device cleanly and returns.
+func (s *Sim) Run(ctx context.Context) error {
+	if s.sc.Duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.sc.Duration)
+		defer cancel()
+	}
+	s.stats.start = time.Now()
+	var wg sync.WaitGroup
+	for _, d := range s.devices {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.run(ctx, s.urls, s.tls)
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.timeline(ctx)
+	}()
+	wg.Wait()
+	return nil
+}
+
+// timeline applies the scenario's steps at their times.
+func (s *Sim) timeline(ctx context.Context) {
+	start := time.Now()
+	rng := rand.New(rand.NewPCG(s.sc.Seed, 0x74696d65)) // "time"
+	for i, st := range s.sc.Timeline {
+		select {
+		case <-time.After(time.Until(start.Add(st.At))):
+		case <-ctx.Done():
+			return
+		}
+		targets := s.devices
+		if st.Fleet != "" {
+			targets = s.byFleet[st.Fleet]
+		}
+		n := int(float64(len(targets))*st.Fraction + 0.5)
+		now := time.Now()
+		for _, j := range rng.Perm(len(targets))[:n] {
+			targets[j].apply(st.Action, now, st.Duration)
+		}
+		s.log.Info("timeline", "step", i, "action", st.Action, "devices", n, "for", st.Duration.String())
+	}
+}
+
+// connectError logs the first connection failure at warning level; the
+// rest are counted in Stats.ConnectErrors.
+func (s *Sim) connectError(id string, err error) {
+	if s.connErrLogged.CompareAndSwap(false, true) {
+		s.log.Warn("device could not connect (further failures are counted, not logged)", "device", id, "error", err)
+	} else {
+		s.log.Debug("connect failed", "device", id, "error", err)
+	}
+}
+
+func tlsConfig(t TLS) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: t.Insecure}
+	if t.CA != "" {
+		pem, err := os.ReadFile(t.CA)
+		if err != nil {
+			return nil, fmt.Errorf("tls ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls ca %s: no PEM certificates in it", t.CA)
+		}
+		cfg.RootCAs = pool
+	}
+	if t.Cert != "" {
+		cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+		if err != nil {
+			return nil, fmt.Errorf("tls cert/key: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
