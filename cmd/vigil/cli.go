@@ -57,7 +57,12 @@ func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
+// commands in the order help lists them.
 var commands []*command
+
+func init() {
+	commands = []*command{upCommand, simCommand, subCommand, userCommand, versionCommand}
+}
 
 func lookup(name string) *command {
 	for _, c := range commands {
@@ -175,4 +180,3 @@ type stringList []string
 
 func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
-

@@ -15,12 +15,11 @@ type upFlags struct {
 	demo                                              bool
 }
 
-func init() {
-	commands = append(commands, &command{
-		name:    "up",
-		summary: "run Vigil: MQTT broker, telemetry pipeline, database and HTTP API",
-		usage:   "up [flags]",
-		help: `
+var upCommand = &command{
+	name:    "up",
+	summary: "run Vigil: MQTT broker, telemetry pipeline, database and HTTP API",
+	usage:   "up [flags]",
+	help: `
 Starts everything in one process on embedded defaults: the MQTT broker (TCP
 127.0.0.1:1883, WebSocket 127.0.0.1:9001, TLS when configured), the SQLite
 database in --data-dir, the telemetry pipeline and the HTTP API on
@@ -37,22 +36,21 @@ VIGIL_<SECTION>_<KEY> environment variables, then these flags. vigil.yaml in
 the source tree documents every key. Port 0 picks a free port; the chosen
 address is logged. Ctrl-C (SIGINT) or SIGTERM stops gracefully: queued
 readings are stored before exit.`,
-		examples: `  vigil up --demo
+	examples: `  vigil up --demo
   vigil up --config /etc/vigil/vigil.yaml
   vigil up --data-dir /var/lib/vigil --mqtt-listen 0.0.0.0:1883 --http-listen 0.0.0.0:8080
   VIGIL_ADMIN_PASSWORD=s3cret-pass vigil up --mqtt-listen 127.0.0.1:0 --http-listen 127.0.0.1:0`,
-		flags: func(fs *flag.FlagSet) any {
-			f := &upFlags{}
-			fs.StringVar(&f.config, "config", "", "config file (YAML); default $VIGIL_CONFIG")
-			fs.StringVar(&f.dataDir, "data-dir", "", "data directory (data.dir; default ./vigil-data)")
-			fs.StringVar(&f.mqttListen, "mqtt-listen", "", "MQTT TCP listen address (mqtt.listen; default 127.0.0.1:1883)")
-			fs.StringVar(&f.httpListen, "http-listen", "", "HTTP listen address (http.listen; default 127.0.0.1:8080)")
-			fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (log.level)")
-			fs.BoolVar(&f.demo, "demo", false, "also run a built-in demo fleet (demo.enabled)")
-			return f
-		},
-		run: runUp,
-	})
+	flags: func(fs *flag.FlagSet) any {
+		f := &upFlags{}
+		fs.StringVar(&f.config, "config", "", "config file (YAML); default $VIGIL_CONFIG")
+		fs.StringVar(&f.dataDir, "data-dir", "", "data directory (data.dir; default ./vigil-data)")
+		fs.StringVar(&f.mqttListen, "mqtt-listen", "", "MQTT TCP listen address (mqtt.listen; default 127.0.0.1:1883)")
+		fs.StringVar(&f.httpListen, "http-listen", "", "HTTP listen address (http.listen; default 127.0.0.1:8080)")
+		fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (log.level)")
+		fs.BoolVar(&f.demo, "demo", false, "also run a built-in demo fleet (demo.enabled)")
+		return f
+	},
+	run: runUp,
 }
 
 // loadConfig loads the configuration for commands that use it and applies

@@ -133,6 +133,9 @@ func (d *device) run(ctx context.Context, urls []*url.URL, tlsCfg *tls.Config) {
 	d.mu.Unlock()
 	defer d.stop(cm)
 
+	if cm.AwaitConnection(ctx) != nil {
+		return // ended before the first connection
+	}
 	period := d.fleet.Period
 	// Spread the fleet's readings over the period.
 	select {
@@ -164,6 +167,7 @@ func (d *device) run(ctx context.Context, urls []*url.URL, tlsCfg *tls.Config) {
 				d.sim.stats.Ack.Record(time.Since(now))
 			case ctx.Err() == nil:
 				d.sim.stats.Errors.Add(1)
+				d.sim.log.Debug("publish failed", "device", d.id, "error", err)
 			}
 		}
 		select {

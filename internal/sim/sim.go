@@ -42,7 +42,7 @@ func New(sc *Scenario, log *slog.Logger) (*Sim, error) {
 		s.urls = append(s.urls, u)
 	}
 	var err error
-	if s.tls, err = tlsConfig(sc.TLS); err != nil {
+	if s.tls, err = TLSConfig(sc.TLS); err != nil {
 		return nil, err
 	}
 	macs := newSeededMACs(sc.Seed)
@@ -145,7 +145,8 @@ func (s *Sim) connectError(id string, err error) {
 	}
 }
 
-func tlsConfig(t TLS) (*tls.Config, error) {
+// TLSConfig builds a client TLS configuration (TLS 1.2 or later).
+func TLSConfig(t TLS) (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: t.Insecure}
 	if t.CA != "" {
 		pem, err := os.ReadFile(t.CA)
