@@ -38,7 +38,7 @@ type Deps struct {
 	Devices  Devices
 	Auth     Authenticator
 	Health   func(ctx context.Context) error // nil error: healthy
-	System   func() any                     // GET /api/v1/system
+	System   func() any                      // GET /api/v1/system
 	Gatherer prometheus.Gatherer
 }
 
