@@ -17,7 +17,9 @@ type demo struct {
 	done   chan struct{}
 }
 
-// demoScenario spreads n devices over two sites and the four device types.
+// demoScenario spreads n devices over the four device types, then over two
+// sites: six devices give a home with one of each type and an office with a
+// temperature and a humidity sensor.
 func demoScenario(cfg conf.Demo, url, username, password string) *sim.Scenario {
 	sc := sim.NewScenario()
 	sc.Brokers = []string{url}
@@ -27,7 +29,7 @@ func demoScenario(cfg conf.Demo, url, username, password string) *sim.Scenario {
 	counts := map[[2]string]int{}
 	var order [][2]string
 	for i := range cfg.Devices {
-		k := [2]string{sites[i%len(sites)], sim.Types[(i/len(sites))%len(sim.Types)]}
+		k := [2]string{sites[(i/len(sim.Types))%len(sites)], sim.Types[i%len(sim.Types)]}
 		if counts[k] == 0 {
 			order = append(order, k)
 		}

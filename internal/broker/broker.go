@@ -89,7 +89,7 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 		if err != nil {
 			return fmt.Errorf("mqtt %s listener: %w", kind, err)
 		}
-		if err := m.AddListener(l); err != nil {
+		if err := m.AddListener(closeGuard{l, m}); err != nil {
 			return fmt.Errorf("mqtt %s listener: %w", kind, err)
 		}
 		s.addrs[kind] = ln.Addr()

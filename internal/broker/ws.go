@@ -19,16 +19,17 @@ import (
 // where a port in use could not fail start-up and port 0 could not be
 // reported; this one takes a bound net.Listener like mochi's Net listener.
 type websocketListener struct {
-	id       string
-	ln       net.Listener
-	srv      *http.Server
-	upgrader websocket.Upgrader
-	log      *slog.Logger
-	once     sync.Once
+	id        string
+	ln        net.Listener
+	srv       *http.Server
+	upgrader  websocket.Upgrader
+	establish listeners.EstablishFn // set by Serve before it accepts
+	log       *slog.Logger
+	once      sync.Once
 }
 
 func newWebsocket(id string, ln net.Listener) *websocketListener {
-	return &websocketListener{
+	l := &websocketListener{
 		id: id,
 		ln: ln,
 		upgrader: websocket.Upgrader{
@@ -37,6 +38,19 @@ func newWebsocket(id string, ln net.Listener) *websocketListener {
 			// the broker authenticates every client itself.
 			CheckOrigin: func(*http.Request) bool { return true },
 		},
+	}
+	l.srv = &http.Server{Handler: http.HandlerFunc(l.upgrade), ReadHeaderTimeout: 10 * time.Second}
+	return l
+}
+
+func (l *websocketListener) upgrade(w http.ResponseWriter, r *http.Request) {
+	c, err := l.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered the client
+	}
+	defer c.Close()
+	if err := l.establish(l.id, &wsConn{Conn: c.UnderlyingConn(), c: c}); err != nil {
+		l.log.Debug("websocket client ended", "error", err)
 	}
 }
 
@@ -50,19 +64,7 @@ func (l *websocketListener) Init(log *slog.Logger) error {
 }
 
 func (l *websocketListener) Serve(establish listeners.EstablishFn) {
-	l.srv = &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			c, err := l.upgrader.Upgrade(w, r, nil)
-			if err != nil {
-				return // the upgrader has answered the client
-			}
-			defer c.Close()
-			if err := establish(l.id, &wsConn{Conn: c.UnderlyingConn(), c: c}); err != nil {
-				l.log.Debug("websocket client ended", "error", err)
-			}
-		}),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
+	l.establish = establish
 	if err := l.srv.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		l.log.Error("websocket listener failed", "error", err)
 	}
@@ -70,11 +72,9 @@ func (l *websocketListener) Serve(establish listeners.EstablishFn) {
 
 func (l *websocketListener) Close(closeClients listeners.CloseFn) {
 	l.once.Do(func() {
-		if l.srv != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			defer cancel()
-			l.srv.Shutdown(ctx)
-		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		l.srv.Shutdown(ctx)
 		l.ln.Close()
 	})
 	closeClients(l.id)
