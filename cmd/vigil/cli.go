@@ -61,7 +61,7 @@ func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(fo
 var commands []*command
 
 func init() {
-	commands = []*command{upCommand, simCommand, subCommand, userCommand, versionCommand}
+	commands = []*command{upCommand, simCommand, subCommand, userCommand, benchCommand, versionCommand}
 }
 
 func lookup(name string) *command {

@@ -103,7 +103,7 @@ func New() *Config {
 			MaxPayload:     8192,
 			QueueSize:      50000,
 			BatchSize:      2000,
-			FlushInterval:  250 * time.Millisecond,
+			FlushInterval:  100 * time.Millisecond,
 			OfflineAfter:   2 * time.Minute,
 			LegacySite:     "default",
 			LegacyTimezone: "Local",

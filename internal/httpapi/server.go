@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -97,6 +98,10 @@ func (s *Server) routes() http.Handler {
 	api("GET /api/v1/devices/{id}", s.getDevice)
 	api("GET /api/v1/devices/{id}/telemetry", s.listTelemetry)
 	api("GET /api/v1/system", s.system)
+	// Profiles for admins, as Go servers usually offer them.
+	mux.Handle("/debug/pprof/", s.authed(adminOnly(http.HandlerFunc(pprof.Index))))
+	mux.Handle("/debug/pprof/profile", s.authed(adminOnly(http.HandlerFunc(pprof.Profile))))
+	mux.Handle("/debug/pprof/trace", s.authed(adminOnly(http.HandlerFunc(pprof.Trace))))
 	api("/api/", func(w http.ResponseWriter, r *http.Request) (any, error) {
 		return nil, vigil.Errorf(vigil.ENotFound, "no API endpoint %s %s", r.Method, r.URL.Path)
 	})

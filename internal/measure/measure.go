@@ -30,6 +30,13 @@ func (l *Latency) Record(d time.Duration) {
 	l.mu.Unlock()
 }
 
+// Reset forgets everything recorded so far, to measure from now on.
+func (l *Latency) Reset() {
+	l.mu.Lock()
+	l.h.Reset()
+	l.mu.Unlock()
+}
+
 // Quantile returns the duration at quantile q (0.5 for the median).
 func (l *Latency) Quantile(q float64) time.Duration {
 	l.mu.Lock()

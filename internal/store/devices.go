@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -15,6 +14,277 @@ import (
 	"github.com/vigilhq/vigil/internal/telemetry"
 )
 
+// The store keeps every device's row in memory. A change that matters (a
+// new device, a status, type, units, site or client change) is written in
+// the batch that brings it; a device's last_seen and last_value, which
+// change with every reading, are written at most every checkpointEvery.
+// Listing devices overlays the fresher values from memory, so the API is
+// never behind; a crash loses at most checkpointEvery of last_seen, never
+// a reading.
+const checkpointEvery = 5 * time.Second
+
+// device is a device row as kept in memory.
+type device struct {
+	pk                                     int64
+	id, site, typ, units, status, clientID string
+	statusSince, firstSeen, lastSeen       int64 // unix ms
+	lastValue                              *float64
+}
+
+func (d *device) toTelemetry() telemetry.Device {
+	return telemetry.Device{
+		ID: d.id, Site: d.site, Type: d.typ, Units: d.units, Status: d.status,
+		StatusSince: fromMS(d.statusSince), FirstSeen: fromMS(d.firstSeen), LastSeen: fromMS(d.lastSeen),
+		LastValue: d.lastValue, ClientID: d.clientID,
+	}
+}
+
+// deviceCache is the in-memory copy of the devices table.
+type deviceCache struct {
+	mu         sync.Mutex
+	loaded     bool
+	byID       map[string]*device
+	dirty      map[string]bool // last_seen/last_value not yet written
+	checkpoint time.Time       // last write of dirty devices
+}
+
+// load reads the devices table once; the caller holds mu.
+func (s *Store) loadDevices(ctx context.Context) error {
+	c := &s.devs
+	if c.loaded {
+		return nil
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT pk, `+deviceColumns+` FROM devices`)
+	if err != nil {
+		return fmt.Errorf("load devices: %w", err)
+	}
+	defer rows.Close()
+	c.byID, c.dirty = map[string]*device{}, map[string]bool{}
+	for rows.Next() {
+		var d device
+		var value sql.NullFloat64
+		if err := rows.Scan(&d.pk, &d.id, &d.site, &d.typ, &d.units, &d.status, &d.statusSince, &d.firstSeen, &d.lastSeen, &value, &d.clientID); err != nil {
+			return fmt.Errorf("load devices: %w", err)
+		}
+		if value.Valid {
+			d.lastValue = &value.Float64
+		}
+		c.byID[d.id] = &d
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("load devices: %w", err)
+	}
+	c.loaded, c.checkpoint = true, time.Now()
+	return nil
+}
+
+// Apply stores a batch of telemetry events in one transaction. Events are
+// applied in order, so a last will that follows a reading leaves the device
+// offline. On error nothing is changed, in the database or in memory.
+func (s *Store) Apply(ctx context.Context, events []telemetry.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	c := &s.devs
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := s.loadDevices(ctx); err != nil {
+		return err
+	}
+
+	// The devices' states after this batch, copied so that a failed
+	// transaction leaves the cache as it was.
+	next := make(map[string]*device, len(events))
+	var order []string
+	for i := range events {
+		e := &events[i]
+		d, ok := next[e.DeviceID]
+		if !ok {
+			if old := c.byID[e.DeviceID]; old != nil {
+				cp := *old
+				d = &cp
+			} else {
+				d = &device{id: e.DeviceID, firstSeen: ms(e.Time)}
+			}
+			next[e.DeviceID] = d
+			order = append(order, e.DeviceID)
+		}
+		d.site = e.Site
+		if e.Type != "" {
+			d.typ = e.Type
+		}
+		if e.ClientID != "" {
+			d.clientID = e.ClientID
+		}
+		t := ms(e.Time)
+		status := e.Status
+		if e.Reading != nil {
+			v := e.Reading.Value
+			d.lastValue = &v
+			if e.Reading.Units != "" {
+				d.units = e.Reading.Units
+			}
+			status = telemetry.StatusOnline
+		}
+		if d.status != status {
+			d.status, d.statusSince = status, t
+		}
+		d.lastSeen = max(d.lastSeen, t)
+	}
+
+	// Write what matters now, and the dirty rest when a checkpoint is due.
+	checkpoint := time.Since(c.checkpoint) >= checkpointEvery
+	var write []*device
+	for _, id := range order {
+		d, old := next[id], c.byID[id]
+		if old == nil || checkpoint || d.site != old.site || d.typ != old.typ || d.units != old.units ||
+			d.status != old.status || d.clientID != old.clientID {
+			write = append(write, d)
+		}
+	}
+	if checkpoint {
+		for id := range c.dirty {
+			if next[id] == nil {
+				write = append(write, c.byID[id])
+			}
+		}
+	}
+
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback()
+	pks, err := upsertDevices(ctx, tx, write)
+	if err != nil {
+		return err
+	}
+	pkOf := func(id string) int64 {
+		if pk, ok := pks[id]; ok {
+			return pk
+		}
+		return c.byID[id].pk
+	}
+	if err := insertReadings(ctx, tx, events, pkOf); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+
+	// Committed: the cache takes the new states.
+	written := make(map[string]bool, len(write))
+	for _, d := range write {
+		written[d.id] = true
+	}
+	for _, id := range order {
+		d := next[id]
+		d.pk = pkOf(id)
+		c.byID[id] = d
+		if !written[id] {
+			c.dirty[id] = true
+		}
+	}
+	if checkpoint {
+		clear(c.dirty)
+		c.checkpoint = time.Now()
+	} else {
+		for id := range written {
+			delete(c.dirty, id)
+		}
+	}
+	return nil
+}
+
+// Checkpoint writes the last_seen and last_value of every device whose
+// latest values are only in memory. Close calls it.
+func (s *Store) Checkpoint(ctx context.Context) error {
+	c := &s.devs
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.loaded || len(c.dirty) == 0 {
+		return nil
+	}
+	var write []*device
+	for id := range c.dirty {
+		write = append(write, c.byID[id])
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := upsertDevices(ctx, tx, write); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	clear(c.dirty)
+	c.checkpoint = time.Now()
+	return nil
+}
+
+// upsertDevices writes whole device rows and returns their primary keys.
+// Multi-row statements: modernc's driver parses every statement it runs, so
+// one statement per row would spend most of its time parsing.
+func upsertDevices(ctx context.Context, tx *sql.Tx, ds []*device) (map[string]int64, error) {
+	pks := make(map[string]int64, len(ds))
+	for chunk := range slices.Chunk(ds, rowsPerStatement) {
+		args := make([]any, 0, len(chunk)*10)
+		for _, d := range chunk {
+			args = append(args, d.id, d.site, d.typ, d.units, d.status, d.statusSince, d.firstSeen, d.lastSeen, d.lastValue, d.clientID)
+		}
+		rows, err := tx.QueryContext(ctx, upsertDevicesSQL(len(chunk)), args...)
+		if err != nil {
+			return nil, fmt.Errorf("upsert devices: %w", err)
+		}
+		for rows.Next() {
+			var id string
+			var pk int64
+			if err := rows.Scan(&id, &pk); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("upsert devices: %w", err)
+			}
+			pks[id] = pk
+		}
+		if err := rows.Close(); err != nil {
+			return nil, fmt.Errorf("upsert devices: %w", err)
+		}
+	}
+	return pks, nil
+}
+
+// insertReadings inserts the readings among events.
+func insertReadings(ctx context.Context, tx *sql.Tx, events []telemetry.Event, pkOf func(string) int64) error {
+	args := make([]any, 0, rowsPerStatement*6)
+	n := 0
+	flush := func() error {
+		if n == 0 {
+			return nil
+		}
+		_, err := tx.ExecContext(ctx, insertReadingsSQL(n), args...)
+		args, n = args[:0], 0
+		if err != nil {
+			return fmt.Errorf("insert readings: %w", err)
+		}
+		return nil
+	}
+	for i := range events {
+		r := events[i].Reading
+		if r == nil {
+			continue
+		}
+		args = append(args, pkOf(events[i].DeviceID), ms(r.Time), ms(r.Received), r.Value, r.Units, r.Seq)
+		if n++; n == rowsPerStatement {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}
+
 // rowsPerStatement is how many rows one INSERT carries.
 const rowsPerStatement = 200
 
@@ -24,7 +294,7 @@ var (
 )
 
 // multiRow returns head followed by n copies of the row placeholder group,
-// memoised because batches mostly have the same sizes.
+// then tail, memoised because batches mostly have the same sizes.
 func multiRow(head, group, tail string, n int) string {
 	key := head + "|" + strconv.Itoa(n)
 	sqlMu.Lock()
@@ -46,17 +316,11 @@ func multiRow(head, group, tail string, n int) string {
 }
 
 func upsertDevicesSQL(n int) string {
-	return multiRow(`INSERT INTO devices (id, site, type, units, status, status_since, first_seen, last_seen, last_value, client_id) VALUES `,
-		`(?,?,?,?,?,?,?,?,?,?)`, `
+	return multiRow(`INSERT INTO devices (`+deviceColumns+`) VALUES `, `(?,?,?,?,?,?,?,?,?,?)`, `
 		ON CONFLICT (id) DO UPDATE SET
-			site = excluded.site,
-			type = CASE WHEN excluded.type <> '' THEN excluded.type ELSE type END,
-			units = CASE WHEN excluded.units <> '' THEN excluded.units ELSE units END,
-			status_since = CASE WHEN excluded.status <> status THEN excluded.status_since ELSE status_since END,
-			status = excluded.status,
-			last_seen = MAX(last_seen, excluded.last_seen),
-			last_value = COALESCE(excluded.last_value, last_value),
-			client_id = CASE WHEN excluded.client_id <> '' THEN excluded.client_id ELSE client_id END
+			site = excluded.site, type = excluded.type, units = excluded.units,
+			status = excluded.status, status_since = excluded.status_since,
+			last_seen = excluded.last_seen, last_value = excluded.last_value, client_id = excluded.client_id
 		RETURNING id, pk`, n)
 }
 
@@ -64,265 +328,98 @@ func insertReadingsSQL(n int) string {
 	return multiRow(`INSERT INTO readings (device, ts, received, value, units, seq) VALUES `, `(?,?,?,?,?,?)`, ``, n)
 }
 
-// deviceState is what one batch changes on one device.
-type deviceState struct {
-	site, typ, units, status, clientID string
-	statusSince, firstSeen, lastSeen   int64
-	lastValue                          *float64
-	pk                                 int64
-}
-
-// Apply stores a batch of telemetry events in one transaction: every device
-// it mentions is registered or updated once, then its readings are
-// inserted. Events are applied in order, so a last will that follows a
-// reading leaves the device offline.
-func (s *Store) Apply(ctx context.Context, events []telemetry.Event) error {
-	if len(events) == 0 {
-		return nil
-	}
-	states := make(map[string]*deviceState, len(events))
-	order := make([]string, 0, len(events))
-	for i := range events {
-		e := &events[i]
-		st, ok := states[e.DeviceID]
-		if !ok {
-			st = &deviceState{firstSeen: ms(e.Time)}
-			states[e.DeviceID] = st
-			order = append(order, e.DeviceID)
-		}
-		st.site = e.Site
-		if e.Type != "" {
-			st.typ = e.Type
-		}
-		if e.ClientID != "" {
-			st.clientID = e.ClientID
-		}
-		t := ms(e.Time)
-		if e.Reading != nil {
-			v := e.Reading.Value
-			st.lastValue = &v
-			st.units = e.Reading.Units
-			if st.status != telemetry.StatusOnline {
-				st.status, st.statusSince = telemetry.StatusOnline, t
-			}
-		} else {
-			if st.status != e.Status {
-				st.status, st.statusSince = e.Status, t
-			}
-		}
-		st.lastSeen = max(st.lastSeen, t)
-	}
-
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	defer tx.Rollback()
-
-	// Multi-row statements: modernc's driver parses every statement it
-	// runs, so one statement per row would spend most of its time parsing.
-	for chunk := range slices.Chunk(order, rowsPerStatement) {
-		args := make([]any, 0, len(chunk)*10)
-		for _, id := range chunk {
-			st := states[id]
-			args = append(args, id, st.site, st.typ, st.units, st.status, st.statusSince,
-				st.firstSeen, st.lastSeen, st.lastValue, st.clientID)
-		}
-		rows, err := tx.QueryContext(ctx, upsertDevicesSQL(len(chunk)), args...)
-		if err != nil {
-			return fmt.Errorf("upsert devices: %w", err)
-		}
-		for rows.Next() {
-			var id string
-			var pk int64
-			if err := rows.Scan(&id, &pk); err != nil {
-				rows.Close()
-				return fmt.Errorf("upsert devices: %w", err)
-			}
-			states[id].pk = pk
-		}
-		if err := rows.Close(); err != nil {
-			return fmt.Errorf("upsert devices: %w", err)
-		}
-	}
-
-	args := make([]any, 0, rowsPerStatement*6)
-	n := 0
-	flush := func() error {
-		if n == 0 {
-			return nil
-		}
-		_, err := tx.ExecContext(ctx, insertReadingsSQL(n), args...)
-		args, n = args[:0], 0
-		if err != nil {
-			return fmt.Errorf("insert readings: %w", err)
-		}
-		return nil
-	}
-	for i := range events {
-		r := events[i].Reading
-		if r == nil {
-			continue
-		}
-		args = append(args, states[events[i].DeviceID].pk, ms(r.Time), ms(r.Received), r.Value, r.Units, r.Seq)
-		if n++; n == rowsPerStatement {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-	}
-	if err := flush(); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	return nil
-}
-
 const deviceColumns = `id, site, type, units, status, status_since, first_seen, last_seen, last_value, client_id`
-
-func scanDevice(row interface{ Scan(...any) error }) (telemetry.Device, error) {
-	var d telemetry.Device
-	var since, first, last int64
-	var value sql.NullFloat64
-	if err := row.Scan(&d.ID, &d.Site, &d.Type, &d.Units, &d.Status, &since, &first, &last, &value, &d.ClientID); err != nil {
-		return d, err
-	}
-	d.StatusSince, d.FirstSeen, d.LastSeen = fromMS(since), fromMS(first), fromMS(last)
-	if value.Valid {
-		d.LastValue = &value.Float64
-	}
-	return d, nil
-}
 
 // ListDevices returns the devices, by site then id.
 func (s *Store) ListDevices(ctx context.Context, f telemetry.DeviceFilter) ([]telemetry.Device, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+deviceColumns+` FROM devices
-		WHERE (? = '' OR site = ?) ORDER BY site, id`, f.Site, f.Site)
-	if err != nil {
-		return nil, fmt.Errorf("list devices: %w", err)
+	c := &s.devs
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := s.loadDevices(ctx); err != nil {
+		return nil, err
 	}
-	defer rows.Close()
 	out := []telemetry.Device{}
-	for rows.Next() {
-		d, err := scanDevice(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list devices: %w", err)
+	for _, d := range c.byID {
+		if f.Site == "" || d.site == f.Site {
+			out = append(out, d.toTelemetry())
 		}
-		out = append(out, d)
 	}
-	return out, rows.Err()
+	slices.SortFunc(out, func(a, b telemetry.Device) int {
+		if a.Site != b.Site {
+			return strings.Compare(a.Site, b.Site)
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out, nil
 }
 
 // GetDevice returns one device, or a vigil.ENotFound error.
 func (s *Store) GetDevice(ctx context.Context, id string) (telemetry.Device, error) {
-	d, err := scanDevice(s.db.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE id = ?`, id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return d, vigil.Errorf(vigil.ENotFound, "no device %q", id)
+	c := &s.devs
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := s.loadDevices(ctx); err != nil {
+		return telemetry.Device{}, err
 	}
-	if err != nil {
-		return d, fmt.Errorf("get device: %w", err)
+	d, ok := c.byID[id]
+	if !ok {
+		return telemetry.Device{}, vigil.Errorf(vigil.ENotFound, "no device %q", id)
 	}
-	return d, nil
+	return d.toTelemetry(), nil
 }
 
-// ListReadings returns a device's readings, oldest first: from q.Since on,
-// or the latest q.Limit when q.Since is zero.
-func (s *Store) ListReadings(ctx context.Context, q telemetry.ReadingQuery) ([]telemetry.Reading, error) {
-	var pk int64
-	err := s.db.QueryRowContext(ctx, `SELECT pk FROM devices WHERE id = ?`, q.DeviceID).Scan(&pk)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, vigil.Errorf(vigil.ENotFound, "no device %q", q.DeviceID)
+// devicePK returns a device's primary key.
+func (s *Store) devicePK(ctx context.Context, id string) (int64, error) {
+	c := &s.devs
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := s.loadDevices(ctx); err != nil {
+		return 0, err
 	}
-	if err != nil {
-		return nil, fmt.Errorf("list readings: %w", err)
+	d, ok := c.byID[id]
+	if !ok {
+		return 0, vigil.Errorf(vigil.ENotFound, "no device %q", id)
 	}
-	var rows *sql.Rows
-	if q.Since.IsZero() {
-		rows, err = s.db.QueryContext(ctx, `SELECT ts, received, value, units, seq FROM (
-			SELECT id, ts, received, value, units, seq FROM readings WHERE device = ? ORDER BY ts DESC, id DESC LIMIT ?
-		) ORDER BY ts, id`, pk, q.Limit)
-	} else {
-		rows, err = s.db.QueryContext(ctx, `SELECT ts, received, value, units, seq FROM readings
-			WHERE device = ? AND ts >= ? ORDER BY ts, id LIMIT ?`, pk, ms(q.Since), q.Limit)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list readings: %w", err)
-	}
-	defer rows.Close()
-	out := []telemetry.Reading{}
-	for rows.Next() {
-		r := telemetry.Reading{DeviceID: q.DeviceID}
-		var ts, rec int64
-		var seq sql.NullInt64
-		if err := rows.Scan(&ts, &rec, &r.Value, &r.Units, &seq); err != nil {
-			return nil, fmt.Errorf("list readings: %w", err)
-		}
-		r.Time, r.Received = fromMS(ts), fromMS(rec)
-		if seq.Valid {
-			r.Seq = &seq.Int64
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
-}
-
-// DeleteReadingsBefore deletes readings received before cutoff, at most
-// chunk rows per transaction so that writers are never held up long. It
-// returns how many it deleted.
-func (s *Store) DeleteReadingsBefore(ctx context.Context, cutoff time.Time, chunk int) (int64, error) {
-	// Ids grow with arrival, so the readings to delete are an id prefix.
-	var first sql.NullInt64
-	err := s.db.QueryRowContext(ctx, `SELECT id FROM readings WHERE received >= ? ORDER BY id LIMIT 1`, ms(cutoff)).Scan(&first)
-	if errors.Is(err, sql.ErrNoRows) {
-		if err := s.db.QueryRowContext(ctx, `SELECT MAX(id) + 1 FROM readings`).Scan(&first); err != nil {
-			return 0, fmt.Errorf("retention: %w", err)
-		}
-	} else if err != nil {
-		return 0, fmt.Errorf("retention: %w", err)
-	}
-	if !first.Valid {
-		return 0, nil // no readings at all
-	}
-	var total int64
-	for {
-		res, err := s.db.ExecContext(ctx, `DELETE FROM readings WHERE id IN (SELECT id FROM readings WHERE id < ? ORDER BY id LIMIT ?)`, first.Int64, chunk)
-		if err != nil {
-			return total, fmt.Errorf("retention: %w", err)
-		}
-		n, _ := res.RowsAffected()
-		total += n
-		if n < int64(chunk) {
-			return total, nil
-		}
-	}
+	return d.pk, nil
 }
 
 // MarkStale marks online devices last seen before cutoff offline, and
 // returns their ids.
 func (s *Store) MarkStale(ctx context.Context, cutoff, now time.Time) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, `UPDATE devices SET status = ?, status_since = ?
-		WHERE status = ? AND last_seen < ? RETURNING id`,
-		telemetry.StatusOffline, ms(now), telemetry.StatusOnline, ms(cutoff))
+	c := &s.devs
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := s.loadDevices(ctx); err != nil {
+		return nil, err
+	}
+	var ids []string
+	var write []*device
+	for id, d := range c.byID {
+		if d.status == telemetry.StatusOnline && d.lastSeen < ms(cutoff) {
+			cp := *d
+			cp.status, cp.statusSince = telemetry.StatusOffline, ms(now)
+			ids = append(ids, id)
+			write = append(write, &cp)
+		}
+	}
+	if len(write) == 0 {
+		return nil, nil
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("mark stale devices: %w", err)
 	}
-	defer rows.Close()
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		ids = append(ids, id)
+	defer tx.Rollback()
+	if _, err := upsertDevices(ctx, tx, write); err != nil {
+		return nil, fmt.Errorf("mark stale devices: %w", err)
 	}
-	return ids, rows.Err()
-}
-
-// CountReadings returns how many readings are stored.
-func (s *Store) CountReadings(ctx context.Context) (int64, error) {
-	var n int64
-	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM readings`).Scan(&n)
-	return n, err
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("mark stale devices: %w", err)
+	}
+	for _, d := range write {
+		c.byID[d.id] = d
+		delete(c.dirty, d.id)
+	}
+	slices.Sort(ids)
+	return ids, nil
 }

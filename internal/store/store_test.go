@@ -199,3 +199,59 @@ func BenchmarkApply(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "readings/s")
 }
+
+func TestDeviceValuesAreFreshInTheAPIAndCheckpointedOnClose(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "vigil.db")
+	ctx := context.Background()
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(s.Apply(ctx, []telemetry.Event{reading("d", t0, 1, 1)}))
+	must(s.Apply(ctx, []telemetry.Event{reading("d", t0.Add(time.Second), 2, 2)}))
+	d, _ := s.GetDevice(ctx, "d")
+	if *d.LastValue != 2 {
+		t.Errorf("API shows last_value %v before the checkpoint, want 2", *d.LastValue)
+	}
+	// Without a checkpoint (a crash) the row keeps the first value; the
+	// readings are all there.
+	var dbValue float64
+	must(s.db.QueryRow(`SELECT last_value FROM devices WHERE id = 'd'`).Scan(&dbValue))
+	if dbValue != 1 {
+		t.Errorf("the row was written on a non-structural change: %v", dbValue)
+	}
+	must(s.Close())
+	s, err = Open(ctx, path)
+	must(err)
+	defer s.Close()
+	d, _ = s.GetDevice(ctx, "d")
+	if *d.LastValue != 2 || !d.LastSeen.Equal(t0.Add(time.Second).Truncate(time.Millisecond)) {
+		t.Errorf("after Close and reopen: %+v", d)
+	}
+}
+
+func TestAFailedApplyChangesNothing(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	if err := s.Apply(ctx, []telemetry.Event{reading("d", time.Now(), 1, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.Apply(cancelled, []telemetry.Event{reading("d", time.Now(), 5, 2), reading("new", time.Now(), 5, 1)}); err == nil {
+		t.Fatal("apply with a cancelled context succeeded")
+	}
+	if d, _ := s.GetDevice(ctx, "d"); *d.LastValue != 1 {
+		t.Errorf("failed apply changed the cached value to %v", *d.LastValue)
+	}
+	if _, err := s.GetDevice(ctx, "new"); err == nil {
+		t.Error("failed apply registered a device")
+	}
+}

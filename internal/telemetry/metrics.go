@@ -36,7 +36,7 @@ func newMetrics(reg prometheus.Registerer, queueLen func() float64) (*metrics, e
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "vigil_telemetry_latency_seconds",
 			Help:    "From the device's timestamp to the start of the write that stored the reading (device clocks permitting).",
-			Buckets: prometheus.ExponentialBuckets(0.001, 1.5, 30),
+			Buckets: prometheus.ExponentialBuckets(0.001, 1.25, 50), // 1 ms to 60 s in 25% steps
 		}),
 	}
 	queue := prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/vigilhq/vigil/internal/bench"
+)
+
+type benchFlags struct {
+	target, vigil, profile string
+	devices, qos           int
+	period, duration       time.Duration
+	jsonOut, subscriber    bool
+}
+
+var benchCommand = &command{
+	name:    "bench",
+	summary: "measure a broker under a simulated fleet (Vigil, Mosquitto, or both)",
+	usage:   "bench [flags]",
+	help: `
+Starts the target broker on a free loopback port (Vigil as a child
+'vigil up' with a fresh data directory, or Debian's mosquitto), connects
+--devices simulated devices at 1,000 per second, waits until all are
+connected, then measures a steady phase of --duration: the publish rate the broker
+sustains, the publish (PUBACK) latency, the broker's CPU and peak memory
+and, for Vigil, the readings stored in SQLite (every acknowledged reading
+must be stored) and the latency from a device's timestamp to its storage.
+--subscriber also delivers every reading to one subscriber and measures
+delivery latency and loss there.
+
+--target both runs Vigil, then Mosquitto, on the same fleet and prints the
+ratio. Runs are bounded: connecting may take at most 2 minutes plus the ramp,
+draining at most a minute.`,
+	examples: `  vigil bench --devices 10000 --period 1s --duration 60s
+  vigil bench --target both --devices 10000 --period 1s --duration 60s --json
+  vigil bench --target mosquitto --devices 1000 --qos 0`,
+	flags: func(fs *flag.FlagSet) any {
+		f := &benchFlags{}
+		fs.StringVar(&f.target, "target", "vigil", "vigil, mosquitto or both")
+		fs.IntVar(&f.devices, "devices", 10000, "simulated devices")
+		fs.DurationVar(&f.period, "period", time.Second, "time between a device's readings")
+		fs.DurationVar(&f.duration, "duration", 60*time.Second, "length of the measured steady phase")
+		fs.IntVar(&f.qos, "qos", 1, "QoS of readings and of the subscription")
+		fs.StringVar(&f.vigil, "vigil", "", "vigil binary to benchmark (default: this one)")
+		fs.BoolVar(&f.jsonOut, "json", false, "print the results as JSON")
+		fs.BoolVar(&f.subscriber, "subscriber", false, "also deliver every reading to a subscriber and measure its latency and loss")
+		fs.StringVar(&f.profile, "profile", "", "directory for CPU profiles of the steady phase (fleet, and Vigil's broker)")
+		return f
+	},
+	run: runBench,
+}
+
+func runBench(ctx context.Context, e *env, o any, args []string) error {
+	f := o.(*benchFlags)
+	if len(args) > 0 {
+		return usagef("unexpected argument %q", args[0])
+	}
+	targets := []string{f.target}
+	if f.target == "both" {
+		targets = []string{"vigil", "mosquitto"}
+	} else if f.target != "vigil" && f.target != "mosquitto" {
+		return usagef("--target %q is not vigil, mosquitto or both", f.target)
+	}
+	if f.devices < 1 || f.period <= 0 || f.duration <= 0 || f.qos < 0 || f.qos > 2 {
+		return usagef("--devices, --period and --duration must be positive and --qos 0, 1 or 2")
+	}
+	var results []*bench.Result
+	for _, t := range targets {
+		r, err := bench.Run(ctx, bench.Options{
+			Target: t, Devices: f.devices, Period: f.period, Duration: f.duration, QoS: f.qos, Subscriber: f.subscriber,
+			Vigil: f.vigil, ProfileDir: f.profile, Progress: e.err, Log: newLogger(e.err, "error", "text"),
+		})
+		if err != nil {
+			return fmt.Errorf("%s: %w", t, err)
+		}
+		results = append(results, r)
+	}
+	if f.jsonOut {
+		enc := json.NewEncoder(e.out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(results)
+	}
+	printBench(e.out, results)
+	return nil
+}
+
+func printBench(w io.Writer, rs []*bench.Result) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	row := func(name string, f func(*bench.Result) string) {
+		cells := []string{name}
+		for _, r := range rs {
+			cells = append(cells, f(r))
+		}
+		if len(rs) == 2 {
+			cells = append(cells, "")
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
+	}
+	ratio := func(name string, f func(*bench.Result) float64, format string) {
+		cells := []string{name}
+		for _, r := range rs {
+			cells = append(cells, fmt.Sprintf(format, f(r)))
+		}
+		if len(rs) == 2 && f(rs[1]) != 0 {
+			cells = append(cells, fmt.Sprintf("%.2fx", f(rs[0])/f(rs[1])))
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
+	}
+	header := []string{""}
+	for _, r := range rs {
+		header = append(header, r.Target)
+	}
+	if len(rs) == 2 {
+		header = append(header, "vigil/mosquitto")
+	}
+	fmt.Fprintln(tw, strings.Join(header, "\t")+"\t")
+	row("devices connected", func(r *bench.Result) string { return fmt.Sprintf("%d/%d", r.Connected, r.Devices) })
+	ratio("all connected after (s)", func(r *bench.Result) float64 { return r.AllConnectedS }, "%.1f")
+	ratio("sustained msgs/s", func(r *bench.Result) float64 { return r.SteadyRate }, "%.0f")
+	row("expected msgs/s", func(r *bench.Result) string { return fmt.Sprintf("%.0f", r.Expected) })
+	row("published (acked)", func(r *bench.Result) string { return fmt.Sprint(r.Published) })
+	row("publish/connect errors", func(r *bench.Result) string { return fmt.Sprintf("%d/%d", r.PubErrors, r.ConnectErrs) })
+	if rs[0].Subscriber {
+		row("received by subscriber", func(r *bench.Result) string { return fmt.Sprint(r.Received) })
+		row("lost at subscriber", func(r *bench.Result) string { return fmt.Sprint(r.SubLost) })
+		ratio("delivery latency p50 (ms)", func(r *bench.Result) float64 { return r.SubLatency.P50ms }, "%.2f")
+		ratio("delivery latency p99 (ms)", func(r *bench.Result) float64 { return r.SubLatency.P99ms }, "%.2f")
+	}
+	ratio("ack latency p50 (ms)", func(r *bench.Result) float64 { return r.AckLatency.P50ms }, "%.2f")
+	ratio("ack latency p99 (ms)", func(r *bench.Result) float64 { return r.AckLatency.P99ms }, "%.2f")
+	row("stored in SQLite", func(r *bench.Result) string { return dash(r.Target == "vigil", fmt.Sprint(r.Stored)) })
+	row("acked but not stored", func(r *bench.Result) string { return dash(r.Target == "vigil", fmt.Sprint(r.StoreMissing)) })
+	row("store latency p50/p99 (ms)", func(r *bench.Result) string {
+		return dash(r.Target == "vigil", fmt.Sprintf("%.1f/%.1f", r.StoreP50ms, r.StoreP99ms))
+	})
+	ratio("broker CPU (% of a core)", func(r *bench.Result) float64 { return r.BrokerCPUPct }, "%.0f")
+	ratio("broker peak RSS (MB)", func(r *bench.Result) float64 { return r.BrokerRSSMB }, "%.0f")
+	tw.Flush()
+}
+
+func dash(ok bool, s string) string {
+	if !ok {
+		return "-"
+	}
+	return s
+}

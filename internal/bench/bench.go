@@ -1,0 +1,347 @@
+// Package bench measures a broker under a simulated fleet: it starts the
+// target (Vigil as a child `vigil up`, or Debian's Mosquitto) on loopback,
+// runs the fleet and a subscriber in this process, and reports sustained
+// rate, end-to-end latency, loss, storage (for Vigil) and the broker's CPU
+// and memory.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vigilhq/vigil/internal/measure"
+	"github.com/vigilhq/vigil/internal/sim"
+	"github.com/vigilhq/vigil/internal/sub"
+)
+
+// Options configure a run.
+type Options struct {
+	Target   string // "vigil" or "mosquitto"
+	Devices  int
+	Period   time.Duration
+	Duration time.Duration // of the steady phase, after every device connected
+	QoS      int
+	// Subscriber adds a subscriber to every reading, to measure delivery
+	// latency and loss; it doubles the broker's work.
+	Subscriber bool
+	Vigil      string // path of the vigil binary to start; default this executable
+	Progress   io.Writer
+	Log        *slog.Logger
+	// ProfileDir, if set, receives CPU profiles of the steady phase: this
+	// process (fleet and subscriber) and, for Vigil, the broker.
+	ProfileDir string
+}
+
+// Result is what a run measured.
+type Result struct {
+	Target        string  `json:"target"`
+	Devices       int     `json:"devices"`
+	PeriodS       float64 `json:"period_s"`
+	QoS           int     `json:"qos"`
+	Connected     int64   `json:"connected"`
+	AllConnectedS float64 `json:"all_connected_s"`
+	SteadyS       float64 `json:"steady_s"`
+
+	Published   int64   `json:"published"`     // acknowledged by the broker, whole run
+	SteadyRate  float64 `json:"msgs_per_s"`    // published per second in the steady phase
+	Expected    float64 `json:"expected_rate"` // devices / period
+	PubErrors   int64   `json:"publish_errors"`
+	ConnectErrs int64   `json:"connect_errors"`
+
+	Subscriber bool            `json:"subscriber"`
+	Received   int64           `json:"received"` // at the subscriber
+	SubLost    int64           `json:"subscriber_lost"`
+	SubLatency measure.Summary `json:"subscriber_latency"`
+	AckLatency measure.Summary `json:"ack_latency"`
+
+	Stored       int64   `json:"stored"`               // Vigil: readings in the database
+	StoreMissing int64   `json:"store_missing"`        // acknowledged but not stored
+	StoreP50ms   float64 `json:"store_latency_p50_ms"` // Vigil: device timestamp to write
+	StoreP99ms   float64 `json:"store_latency_p99_ms"`
+
+	BrokerCPUPct float64 `json:"broker_cpu_pct"` // of one core, steady phase
+	BrokerRSSMB  float64 `json:"broker_peak_rss_mb"`
+}
+
+// target is a broker under test.
+type target interface {
+	url() string
+	pid() int
+	// stored returns readings stored and the storage latency quantiles, for
+	// targets that store (Vigil); ok is false otherwise.
+	stored(ctx context.Context) (n int64, p50, p99 float64, ok bool, err error)
+	close() error
+}
+
+// Run runs one benchmark.
+func Run(ctx context.Context, o Options) (*Result, error) {
+	if o.Log == nil {
+		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	dir, err := os.MkdirTemp("", "vigil-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+
+	var t target
+	switch o.Target {
+	case "vigil":
+		t, err = startVigil(ctx, o.Vigil, dir)
+	case "mosquitto":
+		t, err = startMosquitto(ctx, dir)
+	default:
+		err = fmt.Errorf("unknown target %q (vigil or mosquitto)", o.Target)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer t.close()
+	fmt.Fprintf(o.Progress, "%s: broker at %s (pid %d); %d devices every %v, QoS %d\n", o.Target, t.url(), t.pid(), o.Devices, o.Period, o.QoS)
+
+	stats := sub.NewStats()
+	if o.Subscriber {
+		s, err := sub.Subscribe(ctx, sub.Options{Brokers: []string{t.url()}, Filters: []string{"vigil/+/+/telemetry"}, QoS: o.QoS, ClientID: "vigil-bench-sub"}, stats.Add)
+		if err != nil {
+			return nil, fmt.Errorf("subscriber: %w", err)
+		}
+		defer s.Close()
+	}
+
+	sc := sim.NewScenario()
+	sc.Brokers = []string{t.url()}
+	sc.QoS = o.QoS
+	sc.ConnectRate = 1000
+	sc.KeepAlive = 60 * time.Second
+	sc.Fleets = []sim.Fleet{{Name: "bench", Site: "bench", Type: sim.TypeTemperature, Count: o.Devices, Period: o.Period}}
+	sc.ApplyDefaults()
+	fleet, err := sim.New(sc, o.Log)
+	if err != nil {
+		return nil, err
+	}
+	st := fleet.Stats()
+
+	runCtx, stopFleet := context.WithCancel(ctx)
+	defer stopFleet()
+	fleetDone := make(chan struct{})
+	go func() { defer close(fleetDone); fleet.Run(runCtx) }()
+
+	// Phase 1: connect everyone (bounded: 2 minutes plus the ramp).
+	progressCtx, stopProgress := context.WithCancel(ctx)
+	defer stopProgress()
+	var prevPub, prevRecv int64
+	prevAt := time.Now()
+	go measure.Progress(progressCtx, o.Progress, 2*time.Second, func() string {
+		now := time.Now()
+		pub, recv := st.Published.Load(), stats.Received()
+		secs := now.Sub(prevAt).Seconds()
+		line := fmt.Sprintf("  connected %d/%d  published %.0f/s  received %.0f/s  errors %d",
+			st.Connected.Load(), o.Devices, float64(pub-prevPub)/secs, float64(recv-prevRecv)/secs, st.Errors.Load()+st.ConnectErrors.Load())
+		prevPub, prevRecv, prevAt = pub, recv, now
+		return line
+	})
+	connectBy := time.Now().Add(2*time.Minute + time.Duration(o.Devices)*time.Second/1000)
+	for st.EverConnected.Load() < int64(o.Devices) {
+		if time.Now().After(connectBy) {
+			return nil, fmt.Errorf("only %d of %d devices connected", st.EverConnected.Load(), o.Devices)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	sum := st.Summary()
+	// Let every device publish once before the steady phase begins.
+	select {
+	case <-time.After(o.Period + time.Second):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+
+	// Phase 2: steady state.
+	cpu0, _ := cpuSeconds(t.pid())
+	pub0, t0 := st.Published.Load(), time.Now()
+	st.Ack.Reset() // latency of the steady phase only, not of the ramp
+	stopProfiles := startProfiles(ctx, o, t)
+	select {
+	case <-time.After(o.Duration):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	stopProfiles()
+	pub1, t1 := st.Published.Load(), time.Now()
+	cpu1, _ := cpuSeconds(t.pid())
+	stopProgress()
+
+	// Phase 3: stop the fleet, wait for the subscriber and storage to drain.
+	stopFleet()
+	<-fleetDone
+	end := st.Summary()
+	drainBy := time.Now().Add(60 * time.Second)
+	for o.Subscriber && stats.Received() < end.Published && time.Now().Before(drainBy) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	r := &Result{
+		Target: o.Target, Devices: o.Devices, PeriodS: o.Period.Seconds(), QoS: o.QoS,
+		Connected: end.Connected, AllConnectedS: sum.AllConnectedS, SteadyS: t1.Sub(t0).Seconds(),
+		Published: end.Published, SteadyRate: float64(pub1-pub0) / t1.Sub(t0).Seconds(),
+		Expected: float64(o.Devices) / o.Period.Seconds(), PubErrors: end.Errors, ConnectErrs: end.ConnectErrors,
+		AckLatency: end.AckLatency,
+	}
+	if o.Subscriber {
+		rep := stats.Report()
+		r.Subscriber, r.Received, r.SubLost, r.SubLatency = true, rep.Received, rep.Loss.Lost, rep.Latency
+	}
+	r.BrokerCPUPct = 100 * (cpu1 - cpu0) / t1.Sub(t0).Seconds()
+	r.BrokerRSSMB, _ = peakRSSMB(t.pid())
+	for {
+		n, p50, p99, ok, err := t.stored(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			break
+		}
+		r.Stored, r.StoreP50ms, r.StoreP99ms = n, p50*1000, p99*1000
+		r.StoreMissing = max(end.Published-n, 0)
+		if n >= end.Published || time.Now().After(drainBy) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return r, nil
+}
+
+// cpuSeconds returns the user+system CPU time of a process.
+func cpuSeconds(pid int) (float64, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command (which may hold spaces) start after ')'.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0, errors.New("short /proc stat")
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100, nil // USER_HZ is 100 on Linux
+}
+
+// peakRSSMB returns a process's peak resident memory (VmHWM) in MB.
+func peakRSSMB(pid int) (float64, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
+			return kb / 1024, nil
+		}
+	}
+	return 0, errors.New("no VmHWM")
+}
+
+// waitPort waits until something accepts on addr, or the process exits.
+func waitPort(ctx context.Context, check func() error, done <-chan struct{}) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := check()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-done:
+			return errors.New("the broker process exited")
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready after 30s: %w", err)
+		}
+	}
+}
+
+// startProcess starts cmd with its output in a log file in dir.
+func startProcess(cmd *exec.Cmd, dir, name string) (<-chan struct{}, error) {
+	logf, err := os.Create(filepath.Join(dir, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); logf.Close(); close(done) }()
+	// A child starts with the soft file limit this process started with
+	// (often 1024); 10,000 clients need more.
+	var lim unix.Rlimit
+	if unix.Prlimit(cmd.Process.Pid, unix.RLIMIT_NOFILE, nil, &lim) == nil && lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		unix.Prlimit(cmd.Process.Pid, unix.RLIMIT_NOFILE, &lim, nil)
+	}
+	return done, nil
+}
+
+// stopProcess sends SIGINT and waits up to 30s, then kills.
+func stopProcess(cmd *exec.Cmd, done <-chan struct{}) error {
+	cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-done:
+		return nil
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		return errors.New("did not stop within 30s; killed")
+	}
+}
+
+// startProfiles starts CPU profiles for the steady phase when asked for.
+func startProfiles(ctx context.Context, o Options, t target) (stop func()) {
+	if o.ProfileDir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(o.ProfileDir, o.Target+"-fleet.cpu.pprof"))
+	if err == nil {
+		pprof.StartCPUProfile(f)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if p, ok := t.(interface {
+			profile(ctx context.Context, d time.Duration, path string) error
+		}); ok {
+			if err := p.profile(ctx, o.Duration-time.Second, filepath.Join(o.ProfileDir, o.Target+"-broker.cpu.pprof")); err != nil {
+				o.Log.Error("broker profile", "error", err)
+			}
+		}
+	}()
+	return func() {
+		pprof.StopCPUProfile()
+		if f != nil {
+			f.Close()
+		}
+		<-done
+	}
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs Vigil's tests: installs the real peers the tests use when they are
+# missing (as root, through apt-get), then go vet and go test -race.
+#
+#   scripts/test.sh                 # everything
+#   scripts/test.sh ./internal/...  # some packages
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests talk to: Mosquitto and its clients, and the
+# paper's Python simulator's paho-mqtt.
+need=()
+command -v mosquitto >/dev/null || need+=(mosquitto)
+command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
+/usr/bin/python3 -c 'import paho.mqtt.client' 2>/dev/null || need+=(python3-paho-mqtt)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    echo "installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "warning: ${need[*]} missing and cannot be installed here (not root or no apt-get); tests that need them are skipped" >&2
+  fi
+fi
+
+pkgs=("$@")
+[ ${#pkgs[@]} -gt 0 ] || pkgs=(./...)
+echo "go vet ${pkgs[*]}"
+go vet "${pkgs[@]}"
+echo "go test -race ${pkgs[*]}"
+go test -race -count=1 -timeout 20m "${pkgs[@]}"
