@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -42,6 +43,7 @@ type Server struct {
 	addrs map[string]net.Addr // listener kind -> bound address
 	log   *slog.Logger
 	subID atomic.Int64
+	once  sync.Once
 }
 
 // Open binds every configured listener (so a port in use fails here, at
@@ -93,7 +95,7 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 		if err != nil {
 			return fmt.Errorf("mqtt %s listener: %w", kind, err)
 		}
-		if err := m.AddListener(closeGuard{l, m}); err != nil {
+		if err := m.AddListener(newCloseGuard(l, m)); err != nil {
 			return fmt.Errorf("mqtt %s listener: %w", kind, err)
 		}
 		s.addrs[kind] = ln.Addr()
@@ -183,10 +185,13 @@ func (s *Server) ClientsConnected() int64 { return s.mochi.Info.ClientsConnected
 // Close disconnects every client and stops the broker. In-process
 // subscription handlers have returned when it returns.
 func (s *Server) Close() error {
-	err := s.mochi.Close()
-	if errors.Is(err, net.ErrClosed) {
-		err = nil
-	}
+	var err error
+	s.once.Do(func() {
+		err = s.mochi.Close()
+		if errors.Is(err, net.ErrClosed) {
+			err = nil
+		}
+	})
 	return err
 }
 

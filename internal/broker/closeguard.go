@@ -1,22 +1,66 @@
 package broker
 
 import (
+	"net"
+	"sync"
+
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
-// closeGuard wraps a listener so that closing it disconnects its clients
-// without mochi's Clients.GetByListener, which takes a read lock twice and
-// deadlocks the broker when a client connects or disconnects at that moment
-// (mochi-mqtt/server#488, unfixed in v2.7.9; Vigil hit it in its shutdown
-// test). Clients.GetAll takes the lock once.
+// closeGuard wraps a listener to make closing the broker safe while clients
+// come and go. mochi v2.7.9 has two bugs there:
+//
+//   - closing a listener disconnects its clients through
+//     Clients.GetByListener, which takes a read lock twice and deadlocks when
+//     a client connects or disconnects in between (mochi-mqtt/server#488);
+//   - a connection accepted while the server closes calls ClientsWg.Add
+//     while Close is in ClientsWg.Wait, a misuse of sync.WaitGroup.
+//
+// The guard counts the connections it hands to mochi; on Close it refuses
+// new ones, tells its clients the server is shutting down (using
+// Clients.GetAll, which locks once), closes any connection still in its
+// handshake, and waits until mochi is done with every one of them, before
+// mochi's own wait begins.
 type closeGuard struct {
 	listeners.Listener
 	srv *mqtt.Server
+
+	mu      sync.Mutex
+	closing bool
+	conns   map[net.Conn]struct{}
+	wg      sync.WaitGroup
 }
 
-func (g closeGuard) Close(listeners.CloseFn) {
+func newCloseGuard(l listeners.Listener, srv *mqtt.Server) *closeGuard {
+	return &closeGuard{Listener: l, srv: srv, conns: map[net.Conn]struct{}{}}
+}
+
+func (g *closeGuard) Serve(establish listeners.EstablishFn) {
+	g.Listener.Serve(func(id string, c net.Conn) error {
+		g.mu.Lock()
+		if g.closing {
+			g.mu.Unlock()
+			return c.Close()
+		}
+		g.conns[c] = struct{}{}
+		g.wg.Add(1)
+		g.mu.Unlock()
+		defer func() {
+			g.mu.Lock()
+			delete(g.conns, c)
+			g.mu.Unlock()
+			g.wg.Done()
+		}()
+		return establish(id, c)
+	})
+}
+
+func (g *closeGuard) Close(listeners.CloseFn) {
+	g.mu.Lock()
+	g.closing = true
+	g.mu.Unlock()
 	g.Listener.Close(func(id string) {
 		for _, cl := range g.srv.Clients.GetAll() {
 			if cl.Net.Listener == id && !cl.Closed() {
@@ -24,4 +68,10 @@ func (g closeGuard) Close(listeners.CloseFn) {
 			}
 		}
 	})
+	g.mu.Lock()
+	for c := range g.conns {
+		c.Close() // those still in their CONNECT handshake
+	}
+	g.mu.Unlock()
+	g.wg.Wait()
 }
