@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -47,10 +48,17 @@ type Pipeline struct {
 	wg   sync.WaitGroup
 }
 
-// item is an event, or a barrier that Sync waits on.
+// item is a message to parse and store, or a barrier that Sync waits on.
 type item struct {
-	ev      Event
+	msg     message
 	barrier chan struct{}
+}
+
+// message is a device message as the broker delivered it.
+type message struct {
+	topic, clientID string
+	payload         []byte
+	received        time.Time
 }
 
 // New returns a pipeline; call Start to run it.
@@ -83,28 +91,43 @@ func (p *Pipeline) Start() {
 	go func() { defer p.wg.Done(); p.housekeeping() }()
 }
 
-// Handle parses one message and queues it for storage. It blocks while the
-// queue is full. Rejected messages are counted and logged at most once per
-// log interval per reason.
+// Handle queues one message for parsing and storage. It blocks while the
+// queue is full. It runs on the publishing client's goroutine, so it only
+// copies the message: parsing happens on the writer's goroutine, which keeps
+// the stacks of 10,000 client goroutines small.
 func (p *Pipeline) Handle(topic string, payload []byte, clientID string) {
-	now := time.Now()
-	ev, err := p.cfg.Parser.Parse(topic, payload, clientID, now)
-	if err != nil {
-		var pe *ParseError
-		reason := ReasonMalformed
-		if errors.As(err, &pe) {
-			reason = pe.Reason
-		}
-		p.m.rejected.WithLabelValues(reason).Inc()
-		p.rlog.warn(reason, "telemetry message rejected", "reason", reason, "topic", topic, "client_id", clientID, "detail", err.Error())
+	if len(payload) > p.cfg.Parser.MaxPayload { // not worth copying
+		p.reject(topic, clientID, reject(ReasonOversized, "%d bytes on %s, limit %d", len(payload), topic, p.cfg.Parser.MaxPayload))
 		return
+	}
+	p.enqueue(item{msg: message{topic: topic, clientID: clientID, payload: bytes.Clone(payload), received: time.Now()}})
+}
+
+// parse turns a queued message into an event, counting it either way.
+func (p *Pipeline) parse(m message) (Event, bool) {
+	ev, err := p.cfg.Parser.Parse(m.topic, m.payload, m.clientID, m.received)
+	if err != nil {
+		p.reject(m.topic, m.clientID, err)
+		return ev, false
 	}
 	kind := "status"
 	if ev.Reading != nil {
 		kind = "reading"
 	}
 	p.m.received.WithLabelValues(kind).Inc()
-	p.enqueue(item{ev: ev})
+	return ev, true
+}
+
+// reject counts a rejected message and logs it at most once per interval
+// per reason.
+func (p *Pipeline) reject(topic, clientID string, err error) {
+	reason := ReasonMalformed
+	var pe *ParseError
+	if errors.As(err, &pe) {
+		reason = pe.Reason
+	}
+	p.m.rejected.WithLabelValues(reason).Inc()
+	p.rlog.warn(reason, "telemetry message rejected", "reason", reason, "topic", topic, "client_id", clientID, "detail", err.Error())
 }
 
 func (p *Pipeline) enqueue(it item) bool {
@@ -173,10 +196,14 @@ func (p *Pipeline) writer() {
 				flush()
 				continue
 			}
+			ev, ok := p.parse(it.msg)
+			if !ok {
+				continue
+			}
 			if len(batch) == 0 {
 				timer.Reset(p.cfg.FlushInterval)
 			}
-			batch = append(batch, it.ev)
+			batch = append(batch, ev)
 			if len(batch) >= p.cfg.BatchSize {
 				flush()
 			}
