@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -130,8 +131,14 @@ func TestMosquittoClientsInteroperateOnLoopbackWithoutAuth(t *testing.T) {
 		})
 	}
 
+	// $SYS topics are there for the asking.
+	o, err := run(t, 10*time.Second, subBin, "-h", "127.0.0.1", "-p", port, "-t", "$SYS/broker/version", "-C", "1", "-W", "8")
+	if err != nil || !regexp.MustCompile(`^\d+\.\d+\.\d+`).MatchString(o) {
+		t.Errorf("$SYS/broker/version: %v %q", err, o)
+	}
+
 	// A reading published by mosquitto_pub is stored like any other.
-	o, err := run(t, 5*time.Second, pub, "-h", "127.0.0.1", "-p", port, "-q", "1", "-t", "vigil/lab/mosq1/telemetry", "-m", `{"type":"temperature","value":21.5,"units":"Celsius"}`)
+	o, err = run(t, 5*time.Second, pub, "-h", "127.0.0.1", "-p", port, "-q", "1", "-t", "vigil/lab/mosq1/telemetry", "-m", `{"type":"temperature","value":21.5,"units":"Celsius"}`)
 	if err != nil {
 		t.Fatalf("%v: %s", err, o)
 	}

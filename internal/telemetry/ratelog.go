@@ -12,6 +12,7 @@ import (
 type rateLog struct {
 	log      *slog.Logger
 	interval time.Duration
+	now      func() time.Time
 
 	mu   sync.Mutex
 	keys map[string]*rateKey
@@ -23,11 +24,11 @@ type rateKey struct {
 }
 
 func newRateLog(log *slog.Logger, interval time.Duration) *rateLog {
-	return &rateLog{log: log, interval: interval, keys: map[string]*rateKey{}}
+	return &rateLog{log: log, interval: interval, now: time.Now, keys: map[string]*rateKey{}}
 }
 
 func (r *rateLog) warn(key, msg string, args ...any) {
-	now := time.Now()
+	now := r.now()
 	r.mu.Lock()
 	k, ok := r.keys[key]
 	if !ok {
