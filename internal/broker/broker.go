@@ -95,7 +95,7 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 		if err != nil {
 			return fmt.Errorf("mqtt %s listener: %w", kind, err)
 		}
-		if err := m.AddListener(newCloseGuard(l, m)); err != nil {
+		if err := m.AddListener(newCloseGuard(l, m, log)); err != nil {
 			return fmt.Errorf("mqtt %s listener: %w", kind, err)
 		}
 		s.addrs[kind] = ln.Addr()

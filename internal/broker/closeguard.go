@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"log/slog"
 	"net"
 	"sync"
 
@@ -26,6 +27,7 @@ import (
 type closeGuard struct {
 	listeners.Listener
 	srv *mqtt.Server
+	log *slog.Logger
 
 	mu      sync.Mutex
 	closing bool
@@ -33,8 +35,8 @@ type closeGuard struct {
 	wg      sync.WaitGroup
 }
 
-func newCloseGuard(l listeners.Listener, srv *mqtt.Server) *closeGuard {
-	return &closeGuard{Listener: l, srv: srv, conns: map[net.Conn]struct{}{}}
+func newCloseGuard(l listeners.Listener, srv *mqtt.Server, log *slog.Logger) *closeGuard {
+	return &closeGuard{Listener: l, srv: srv, log: log, conns: map[net.Conn]struct{}{}}
 }
 
 func (g *closeGuard) Serve(establish listeners.EstablishFn) {
@@ -53,7 +55,12 @@ func (g *closeGuard) Serve(establish listeners.EstablishFn) {
 			g.mu.Unlock()
 			g.wg.Done()
 		}()
-		return establish(id, c)
+		// How a connection ended is no news (mochi would log it as an
+		// untitled warning): refused logins are logged by the auth hook.
+		if err := establish(id, c); err != nil {
+			g.log.Debug("client connection ended", "listener", id, "remote", c.RemoteAddr().String(), "error", err)
+		}
+		return nil
 	})
 }
 
