@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -83,9 +82,7 @@ func runBench(ctx context.Context, e *env, o any, args []string) error {
 		results = append(results, r)
 	}
 	if f.jsonOut {
-		enc := json.NewEncoder(e.out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(results)
+		return printJSON(e.out, results)
 	}
 	printBench(e.out, results)
 	return nil

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"strings"
@@ -184,9 +183,7 @@ func runSim(ctx context.Context, e *env, o any, args []string) error {
 	}
 	sum := st.Summary()
 	if f.jsonOut {
-		enc := json.NewEncoder(e.out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(sum)
+		return printJSON(e.out, sum)
 	}
 	fmt.Fprint(e.out, sum.String())
 	return nil

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"strings"
@@ -124,9 +123,7 @@ func runSub(ctx context.Context, e *env, o any, args []string) error {
 	if f.stats {
 		r := stats.Report()
 		if f.jsonOut {
-			enc := json.NewEncoder(e.out)
-			enc.SetIndent("", "  ")
-			return enc.Encode(r)
+			return printJSON(e.out, r)
 		}
 		fmt.Fprint(e.out, r.String())
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -157,9 +156,7 @@ func runUser(ctx context.Context, e *env, o any, args []string) error {
 			if list == nil {
 				list = []*users.User{}
 			}
-			enc := json.NewEncoder(e.out)
-			enc.SetIndent("", "  ")
-			return enc.Encode(list)
+			return printJSON(e.out, list)
 		}
 		tw := tabwriter.NewWriter(e.out, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "NAME\tROLE\tPUBLISH\tSUBSCRIBE\tCREATED")
