@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -29,14 +30,26 @@ type device struct {
 	id, site, typ, units, status, clientID string
 	statusSince, firstSeen, lastSeen       int64 // unix ms
 	lastValue                              *float64
+	meta                                   string // JSON, "" if none
 }
 
 func (d *device) toTelemetry() telemetry.Device {
 	return telemetry.Device{
 		ID: d.id, Site: d.site, Type: d.typ, Units: d.units, Status: d.status,
 		StatusSince: fromMS(d.statusSince), FirstSeen: fromMS(d.firstSeen), LastSeen: fromMS(d.lastSeen),
-		LastValue: d.lastValue, ClientID: d.clientID,
+		LastValue: d.lastValue, ClientID: d.clientID, Meta: decodeMeta(d.meta),
 	}
+}
+
+func decodeMeta(s string) *telemetry.Meta {
+	if s == "" {
+		return nil
+	}
+	var m telemetry.Meta
+	if json.Unmarshal([]byte(s), &m) != nil {
+		return nil
+	}
+	return &m
 }
 
 // deviceCache is the in-memory copy of the devices table.
@@ -63,7 +76,7 @@ func (s *Store) loadDevices(ctx context.Context) error {
 	for rows.Next() {
 		var d device
 		var value sql.NullFloat64
-		if err := rows.Scan(&d.pk, &d.id, &d.site, &d.typ, &d.units, &d.status, &d.statusSince, &d.firstSeen, &d.lastSeen, &value, &d.clientID); err != nil {
+		if err := rows.Scan(&d.pk, &d.id, &d.site, &d.typ, &d.units, &d.status, &d.statusSince, &d.firstSeen, &d.lastSeen, &value, &d.clientID, &d.meta); err != nil {
 			return fmt.Errorf("load devices: %w", err)
 		}
 		if value.Valid {
@@ -118,6 +131,15 @@ func (s *Store) Apply(ctx context.Context, events []telemetry.Event) error {
 		}
 		t := ms(e.Time)
 		status := e.Status
+		if e.Meta != nil {
+			b, _ := json.Marshal(e.Meta)
+			d.meta = string(b)
+			if d.status == "" {
+				status = telemetry.StatusOnline
+			} else {
+				status = d.status
+			}
+		}
 		if e.Reading != nil {
 			v := e.Reading.Value
 			d.lastValue = &v
@@ -138,7 +160,7 @@ func (s *Store) Apply(ctx context.Context, events []telemetry.Event) error {
 	for _, id := range order {
 		d, old := next[id], c.byID[id]
 		if old == nil || checkpoint || d.site != old.site || d.typ != old.typ || d.units != old.units ||
-			d.status != old.status || d.clientID != old.clientID {
+			d.status != old.status || d.clientID != old.clientID || d.meta != old.meta {
 			write = append(write, d)
 		}
 	}
@@ -231,9 +253,9 @@ func (s *Store) Checkpoint(ctx context.Context) error {
 func upsertDevices(ctx context.Context, tx *sql.Tx, ds []*device) (map[string]int64, error) {
 	pks := make(map[string]int64, len(ds))
 	for chunk := range slices.Chunk(ds, rowsPerStatement) {
-		args := make([]any, 0, len(chunk)*10)
+		args := make([]any, 0, len(chunk)*11)
 		for _, d := range chunk {
-			args = append(args, d.id, d.site, d.typ, d.units, d.status, d.statusSince, d.firstSeen, d.lastSeen, d.lastValue, d.clientID)
+			args = append(args, d.id, d.site, d.typ, d.units, d.status, d.statusSince, d.firstSeen, d.lastSeen, d.lastValue, d.clientID, d.meta)
 		}
 		rows, err := tx.QueryContext(ctx, upsertDevicesSQL(len(chunk)), args...)
 		if err != nil {
@@ -316,11 +338,12 @@ func multiRow(head, group, tail string, n int) string {
 }
 
 func upsertDevicesSQL(n int) string {
-	return multiRow(`INSERT INTO devices (`+deviceColumns+`) VALUES `, `(?,?,?,?,?,?,?,?,?,?)`, `
+	return multiRow(`INSERT INTO devices (`+deviceColumns+`) VALUES `, `(?,?,?,?,?,?,?,?,?,?,?)`, `
 		ON CONFLICT (id) DO UPDATE SET
 			site = excluded.site, type = excluded.type, units = excluded.units,
 			status = excluded.status, status_since = excluded.status_since,
-			last_seen = excluded.last_seen, last_value = excluded.last_value, client_id = excluded.client_id
+			last_seen = excluded.last_seen, last_value = excluded.last_value, client_id = excluded.client_id,
+			meta = excluded.meta
 		RETURNING id, pk`, n)
 }
 
@@ -328,7 +351,7 @@ func insertReadingsSQL(n int) string {
 	return multiRow(`INSERT INTO readings (device, ts, received, value, units, seq) VALUES `, `(?,?,?,?,?,?)`, ``, n)
 }
 
-const deviceColumns = `id, site, type, units, status, status_since, first_seen, last_seen, last_value, client_id`
+const deviceColumns = `id, site, type, units, status, status_since, first_seen, last_seen, last_value, client_id, meta`
 
 // ListDevices returns the devices, by site then id.
 func (s *Store) ListDevices(ctx context.Context, f telemetry.DeviceFilter) ([]telemetry.Device, error) {

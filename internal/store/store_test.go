@@ -255,3 +255,17 @@ func TestAFailedApplyChangesNothing(t *testing.T) {
 		t.Error("failed apply registered a device")
 	}
 }
+
+func TestMetaIsKeptWithTheDevice(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	now := time.Now()
+	meta := &telemetry.Meta{Capabilities: []string{"motion", "camera"}, Zone: "hall"}
+	if err := s.Apply(ctx, []telemetry.Event{{DeviceID: "pi1", Site: "home", Time: now, Meta: meta}, reading("pi1", now, 0.8, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.GetDevice(ctx, "pi1")
+	if err != nil || !d.Meta.Has("camera") || d.Meta.Zone != "hall" || d.Status != "online" {
+		t.Fatalf("device %+v, %v", d, err)
+	}
+}

@@ -21,6 +21,16 @@ const (
 	TelemetryFilter = "vigil/+/+/telemetry"
 	// StatusFilter matches vigil/<site>/<device>/status.
 	StatusFilter = "vigil/+/+/status"
+	// MotionFilter matches vigil/<site>/<device>/motion.
+	MotionFilter = "vigil/+/+/motion"
+	// MetaFilter matches vigil/<site>/<device>/meta.
+	MetaFilter = "vigil/+/+/meta"
+)
+
+// Reading types that Vigil itself interprets.
+const (
+	TypeDistance = "distance" // metres to the nearest object (IR sensor)
+	TypeMotion   = "motion"   // 1 when motion is detected, 0 when not
 )
 
 // LegacyTimeLayout is the paper's timestamp, "%d-%m-%Y %H:%M:%S".
@@ -88,6 +98,10 @@ func (p *Parser) Parse(topic string, payload []byte, clientID string, received t
 			return p.parseReading(payload, "", device, site, clientID, received, false)
 		case "status":
 			return parseStatus(payload, site, device, clientID, received)
+		case "motion":
+			return p.parseMotion(payload, site, device, clientID, received)
+		case "meta":
+			return parseMeta(payload, site, device, clientID, received)
 		}
 	}
 	return Event{}, reject(ReasonUnknownTopic, "%q", topic)
@@ -249,4 +263,61 @@ func validType(s string) bool {
 		}
 	}
 	return true
+}
+
+// parseMotion reads {"distance_m": 0.8} (a distance reading) or
+// {"detected": true} (a motion reading), with an optional timestamp.
+func (p *Parser) parseMotion(payload []byte, site, device, clientID string, received time.Time) (Event, error) {
+	var w struct {
+		Distance  *float64        `json:"distance_m"`
+		Detected  *bool           `json:"detected"`
+		Timestamp json.RawMessage `json:"timestamp"`
+	}
+	if err := json.Unmarshal(payload, &w); err != nil {
+		return Event{}, reject(ReasonMalformed, "motion payload is not a JSON object: %v", err)
+	}
+	at, err := p.parseTime(w.Timestamp, received)
+	if err != nil {
+		return Event{}, err
+	}
+	r := &Reading{DeviceID: device, Time: at, Received: received}
+	typ := TypeDistance
+	switch {
+	case w.Distance != nil:
+		if *w.Distance < 0 || *w.Distance > 1e6 {
+			return Event{}, reject(ReasonInvalid, "distance_m %v is out of range", *w.Distance)
+		}
+		r.Value, r.Units = *w.Distance, "m"
+	case w.Detected != nil:
+		typ = TypeMotion
+		if *w.Detected {
+			r.Value = 1
+		}
+	default:
+		return Event{}, reject(ReasonInvalid, "motion payload needs distance_m or detected")
+	}
+	return Event{DeviceID: device, Site: site, Type: typ, ClientID: clientID, Time: received, Reading: r}, nil
+}
+
+// parseMeta reads a device's description of itself.
+func parseMeta(payload []byte, site, device, clientID string, received time.Time) (Event, error) {
+	var m Meta
+	if err := json.Unmarshal(payload, &m); err != nil {
+		return Event{}, reject(ReasonMalformed, "meta payload is not a JSON object: %v", err)
+	}
+	if len(m.Capabilities) > 16 || len(m.Name) > 128 || len(m.Zone) > 64 {
+		return Event{}, reject(ReasonInvalid, "meta has too many capabilities or too long a name or zone")
+	}
+	for _, c := range m.Capabilities {
+		if !validType(c) {
+			return Event{}, reject(ReasonInvalid, "capability %q must be 1-32 lowercase letters, digits, '-' or '_'", c)
+		}
+	}
+	if m.Zone != "" && !vigil.ValidName(m.Zone) {
+		return Event{}, reject(ReasonInvalid, "zone %q must be 1-64 letters, digits, '-', '_' or '.'", m.Zone)
+	}
+	if c := m.Camera; c != nil && (c.Width < 0 || c.Width > 8192 || c.Height < 0 || c.Height > 8192 || c.FPS < 0 || c.FPS > 120) {
+		return Event{}, reject(ReasonInvalid, "camera size or rate is out of range")
+	}
+	return Event{DeviceID: device, Site: site, ClientID: clientID, Time: received, Meta: &m}, nil
 }

@@ -56,6 +56,14 @@ func TestParseAccepts(t *testing.T) {
 		}},
 		{"a plain status", "vigil/home/d/status", " Offline\n", Event{DeviceID: "d", Site: "home", ClientID: "TempPub", Time: now, Status: "offline"}},
 		{"a JSON status", "vigil/home/d/status", `{"status":"online"}`, Event{DeviceID: "d", Site: "home", ClientID: "TempPub", Time: now, Status: "online"}},
+		{"an IR distance on the motion topic", "vigil/home/pi1/motion", `{"distance_m": 0.8}`, Event{
+			DeviceID: "pi1", Site: "home", Type: "distance", ClientID: "TempPub", Time: now,
+			Reading: &Reading{DeviceID: "pi1", Time: now, Received: now, Value: 0.8, Units: "m"},
+		}},
+		{"a motion detector's yes", "vigil/home/pir/motion", `{"detected": true}`, Event{
+			DeviceID: "pir", Site: "home", Type: "motion", ClientID: "TempPub", Time: now,
+			Reading: &Reading{DeviceID: "pir", Time: now, Received: now, Value: 1},
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -106,6 +114,10 @@ func TestParseRejects(t *testing.T) {
 		{"a device name with spaces", "vigil/s/my device/telemetry", `{"value":1}`, ReasonInvalid},
 		{"an unknown status", "vigil/s/d/status", `maybe`, ReasonInvalid},
 		{"a deeper sensors topic", "sensors/a/b", `{"value":1}`, ReasonUnknownTopic},
+		{"a motion message with neither field", "vigil/s/d/motion", `{"near":true}`, ReasonInvalid},
+		{"a negative distance", "vigil/s/d/motion", `{"distance_m":-1}`, ReasonInvalid},
+		{"a meta with a bad capability", "vigil/s/d/meta", `{"capabilities":["Camera!"]}`, ReasonInvalid},
+		{"a meta that is not JSON", "vigil/s/d/meta", `camera`, ReasonMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -130,6 +142,9 @@ func FuzzParse(f *testing.F) {
 	f.Add("vigil/home/dev/status", []byte(`offline`))
 	f.Add("vigil/home/dev/telemetry", []byte(`{"value":true,"timestamp":1700000000}`))
 	f.Add("sensors/x", []byte(`{"sensor_id":9e300,"value":null}`))
+	f.Add("vigil/home/pi1/motion", []byte(`{"distance_m":0.8}`))
+	f.Add("vigil/home/pi1/motion", []byte(`{"detected":true,"timestamp":"2026-11-21T01:00:00Z"}`))
+	f.Add("vigil/home/pi1/meta", []byte(`{"capabilities":["motion","camera"],"zone":"hall","priority":5,"camera":{"width":640,"height":480,"fps":15}}`))
 	p := testParser()
 	now := time.Now()
 	f.Fuzz(func(t *testing.T, topic string, payload []byte) {
@@ -144,8 +159,14 @@ func FuzzParse(f *testing.F) {
 		if !vigil.ValidName(ev.DeviceID) || !vigil.ValidName(ev.Site) {
 			t.Fatalf("accepted an unusable name: %q %q", ev.Site, ev.DeviceID)
 		}
-		if (ev.Reading == nil) == (ev.Status == "") {
-			t.Fatalf("event is neither a reading nor a status: %+v", ev)
+		kinds := 0
+		for _, set := range []bool{ev.Reading != nil, ev.Status != "", ev.Meta != nil} {
+			if set {
+				kinds++
+			}
+		}
+		if kinds != 1 {
+			t.Fatalf("event is not exactly one of reading, status, meta: %+v", ev)
 		}
 		if r := ev.Reading; r != nil {
 			if math.IsNaN(r.Value) || math.IsInf(r.Value, 0) || r.Time.IsZero() {
@@ -156,4 +177,15 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestParseMeta(t *testing.T) {
+	ev, err := testParser().Parse("vigil/home/pi1/meta", []byte(`{"capabilities":["motion","camera"],"zone":"hall","priority":5,"camera":{"width":640,"height":480,"fps":15}}`), "pi1", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := ev.Meta
+	if !m.Has(CapCamera) || !m.Has(CapMotion) || m.Has("siren") || m.Zone != "hall" || m.Priority != 5 || m.Camera.FPS != 15 || ev.Reading != nil {
+		t.Errorf("meta = %+v", m)
+	}
 }

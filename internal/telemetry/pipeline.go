@@ -46,6 +46,16 @@ type Pipeline struct {
 
 	stop chan struct{}
 	wg   sync.WaitGroup
+
+	observers []func(Event)
+}
+
+// Observe registers f to see every valid event as soon as it is parsed,
+// before it is stored (detection must not wait for the database). f runs
+// on the pipeline's writer goroutine and must not block for long. Call
+// Observe before Start.
+func (p *Pipeline) Observe(f func(Event)) {
+	p.observers = append(p.observers, f)
 }
 
 // item is a message to parse and store, or a barrier that Sync waits on.
@@ -81,7 +91,7 @@ func New(cfg Config, store Store, log *slog.Logger, reg prometheus.Registerer) (
 
 // Filters are the MQTT topic filters the pipeline wants.
 func (p *Pipeline) Filters() []string {
-	return []string{LegacyFilter, TelemetryFilter, StatusFilter}
+	return []string{LegacyFilter, TelemetryFilter, StatusFilter, MotionFilter, MetaFilter}
 }
 
 // Start runs the writer and the housekeeping (retention, offline marking).
@@ -111,10 +121,16 @@ func (p *Pipeline) parse(m message) (Event, bool) {
 		return ev, false
 	}
 	kind := "status"
-	if ev.Reading != nil {
+	switch {
+	case ev.Reading != nil:
 		kind = "reading"
+	case ev.Meta != nil:
+		kind = "meta"
 	}
 	p.m.received.WithLabelValues(kind).Inc()
+	for _, f := range p.observers {
+		f(ev)
+	}
 	return ev, true
 }
 

@@ -27,6 +27,43 @@ type Device struct {
 	LastSeen    time.Time `json:"last_seen"`
 	LastValue   *float64  `json:"last_value"`
 	ClientID    string    `json:"client_id,omitempty"`
+	Meta        *Meta     `json:"meta,omitempty"`
+}
+
+// Capabilities a device can announce in its meta message.
+const (
+	CapMotion = "motion" // it detects presence (IR distance or motion)
+	CapCamera = "camera" // it can stream video when told to
+)
+
+// Meta is what a device says about itself on vigil/<site>/<device>/meta
+// (retained).
+type Meta struct {
+	Capabilities []string    `json:"capabilities,omitempty"`
+	Name         string      `json:"name,omitempty"`
+	Zone         string      `json:"zone,omitempty"`     // cameras and sensors of one zone go together
+	Priority     int         `json:"priority,omitempty"` // higher is served first when agents are scarce
+	Camera       *CameraInfo `json:"camera,omitempty"`
+}
+
+// Has reports whether the meta lists capability c.
+func (m *Meta) Has(c string) bool {
+	if m == nil {
+		return false
+	}
+	for _, x := range m.Capabilities {
+		if x == c {
+			return true
+		}
+	}
+	return false
+}
+
+// CameraInfo is what a camera can do.
+type CameraInfo struct {
+	Width  int `json:"width,omitempty"`
+	Height int `json:"height,omitempty"`
+	FPS    int `json:"fps,omitempty"`
 }
 
 // Reading is one measurement of one device.
@@ -47,9 +84,10 @@ type Event struct {
 	Type     string // device type, when the message says it
 	ClientID string // MQTT client id of the publisher, when known
 	Time     time.Time
-	// Exactly one of Reading and Status is set.
+	// Exactly one of Reading, Status and Meta is set.
 	Reading *Reading
 	Status  string
+	Meta    *Meta
 }
 
 // DeviceFilter narrows a device listing.
