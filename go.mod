@@ -16,6 +16,7 @@ require (
 )
 
 require (
+	github.com/abema/go-mp4 v1.4.1 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/bluenviron/gortsplib/v5 v5.2.1 // indirect
 	github.com/bluenviron/mediacommon/v2 v2.5.2 // indirect
