@@ -89,7 +89,9 @@ func (w *SegmentWriter) Write(fr Frame) error {
 	for _, s := range w.pending[:len(w.pending)-1] {
 		dur += uint64(s.Duration)
 	}
-	if dur >= uint64(FragmentDuration.Seconds()*ClockRate) {
+	// The first fragment goes out as soon as it has a whole frame, so that
+	// a clip is on disk within a frame of its start.
+	if dur >= uint64(FragmentDuration.Seconds()*ClockRate) || (w.seq == 0 && len(w.pending) >= 2) {
 		last := w.pending[len(w.pending)-1]
 		if err := w.flush(w.pending[:len(w.pending)-1]); err != nil {
 			return err

@@ -1,0 +1,523 @@
+// Package agent is Vigil's video ingest agent (`vigil agent`), the seed's
+// Docker container: it receives RTP/JPEG over UDP from the cameras the
+// coordinator assigns to it, accepts only the SSRCs (and sources) it was
+// told to expect, reassembles frames, writes each stream as clip segments
+// into shared storage, and reports to the coordinator over MQTT: a
+// heartbeat with its streams and capacity, "full" and "empty" state
+// changes, and each segment it stores.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/pion/rtp"
+
+	"github.com/vigilhq/vigil/internal/ingest"
+	"github.com/vigilhq/vigil/internal/media"
+	"github.com/vigilhq/vigil/internal/sim"
+	"github.com/vigilhq/vigil/internal/version"
+)
+
+// Config configures an agent.
+type Config struct {
+	ID       string
+	Brokers  []string
+	Username string
+	Password string
+	// Listen is the IP to receive on; Port the RTP port (RTCP is Port+1),
+	// 0 for a free even port.
+	Listen string
+	Port   int
+	// Advertise is the host cameras are told to send to; "" means the
+	// Listen IP, or the first non-loopback address when Listen is 0.0.0.0.
+	Advertise string
+	Storage   string
+	Capacity  int
+	// Idle ends a stream that sent nothing for this long.
+	Idle time.Duration
+	// Grace is added to a stream's duration before the agent ends it.
+	Grace     time.Duration
+	Heartbeat time.Duration
+}
+
+// Agent is a running ingest agent.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	rtpConn *net.UDPConn
+	rtcp    *net.UDPConn
+	addr    string
+	cm      atomic.Pointer[autopaho.ConnectionManager]
+	started time.Time
+
+	mu      sync.Mutex
+	bySSRC  map[uint32]*stream
+	byID    map[string]*stream
+	state   string
+	closing bool
+
+	unknownSSRC, wrongSource, notRTP atomic.Uint64
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Open binds the UDP ports, connects to the broker and starts receiving.
+func Open(cfg Config, log *slog.Logger) (*Agent, error) {
+	if cfg.Capacity < 1 {
+		return nil, errors.New("capacity must be at least 1")
+	}
+	if cfg.Idle <= 0 {
+		cfg.Idle = 3 * time.Second
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = 5 * time.Second
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = time.Second
+	}
+	if err := os.MkdirAll(cfg.Storage, 0o755); err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	a := &Agent{cfg: cfg, log: log, started: time.Now(), bySSRC: map[uint32]*stream{}, byID: map[string]*stream{}, state: ingest.StateEmpty}
+	var err error
+	if a.rtpConn, a.rtcp, err = listenPair(cfg.Listen, cfg.Port); err != nil {
+		return nil, err
+	}
+	for _, c := range []*net.UDPConn{a.rtpConn, a.rtcp} {
+		c.SetReadBuffer(8 << 20)
+	}
+	port := a.rtpConn.LocalAddr().(*net.UDPAddr).Port
+	host := cfg.Advertise
+	if host == "" {
+		host = advertiseHost(cfg.Listen)
+	}
+	a.addr = net.JoinHostPort(host, fmt.Sprint(port))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	if err := a.connect(ctx); err != nil {
+		cancel()
+		a.rtpConn.Close()
+		a.rtcp.Close()
+		return nil, err
+	}
+	a.wg.Add(4)
+	go func() { defer a.wg.Done(); a.readRTP() }()
+	go func() { defer a.wg.Done(); a.readRTCP() }()
+	go func() { defer a.wg.Done(); a.watch(ctx) }()
+	go func() { defer a.wg.Done(); a.heartbeats(ctx) }()
+	log.Info("agent ready", "id", cfg.ID, "rtp", a.addr, "capacity", cfg.Capacity, "storage", cfg.Storage)
+	return a, nil
+}
+
+// Addr returns the host:port cameras send RTP to.
+func (a *Agent) Addr() string { return a.addr }
+
+// listenPair binds an even RTP port and the RTCP port above it.
+func listenPair(host string, port int) (*net.UDPConn, *net.UDPConn, error) {
+	ip := net.ParseIP(host)
+	if host == "" {
+		ip = net.IPv4zero
+	}
+	if ip == nil {
+		return nil, nil, fmt.Errorf("listen address %q is not an IP", host)
+	}
+	try := func(p int) (*net.UDPConn, *net.UDPConn, error) {
+		r, err := net.ListenUDP("udp", &net.UDPAddr{IP: ip, Port: p})
+		if err != nil {
+			return nil, nil, err
+		}
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: ip, Port: p + 1})
+		if err != nil {
+			r.Close()
+			return nil, nil, err
+		}
+		return r, c, nil
+	}
+	if port != 0 {
+		return try(port)
+	}
+	var last error
+	for range 50 {
+		r, c, err := try(20000 + 2*rand.IntN(20000))
+		if err == nil {
+			return r, c, nil
+		}
+		last = err
+	}
+	return nil, nil, fmt.Errorf("no free UDP port pair: %w", last)
+}
+
+// advertiseHost picks the address to give cameras.
+func advertiseHost(listen string) string {
+	ip := net.ParseIP(listen)
+	if ip != nil && !ip.IsUnspecified() {
+		return listen
+	}
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
+			return n.IP.String()
+		}
+	}
+	return "127.0.0.1"
+}
+
+func (a *Agent) connect(ctx context.Context) error {
+	var urls []*url.URL
+	for _, b := range a.cfg.Brokers {
+		u, err := sim.ParseBrokerURL(b)
+		if err != nil {
+			return err
+		}
+		urls = append(urls, u)
+	}
+	ready := make(chan error, 1)
+	var once sync.Once
+	cfg := autopaho.ClientConfig{
+		ServerUrls:                    urls,
+		KeepAlive:                     10,
+		CleanStartOnInitialConnection: true,
+		ConnectUsername:               a.cfg.Username,
+		ConnectPassword:               []byte(a.cfg.Password),
+		ConnectTimeout:                5 * time.Second,
+		ReconnectBackoff:              autopaho.NewExponentialBackoff(100*time.Millisecond, 5*time.Second, 200*time.Millisecond, 2),
+		WillMessage:                   &paho.WillMessage{Topic: ingest.AgentTopic(a.cfg.ID, "state"), Payload: []byte(ingest.StateOffline), QoS: 1},
+		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
+			a.cm.Store(cm)
+			go func() {
+				sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				_, err := cm.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: ingest.AgentTopic(a.cfg.ID, "cmd"), QoS: 1}}})
+				if err == nil {
+					a.publishState(true)
+					a.heartbeat()
+				}
+				once.Do(func() { ready <- err })
+			}()
+		},
+		OnConnectError: func(err error) {
+			var ce *autopaho.ConnackError
+			if errors.As(err, &ce) {
+				once.Do(func() { ready <- fmt.Errorf("broker refused the agent: %s", ce.Reason) })
+			}
+			a.log.Debug("broker connection failed", "error", err)
+		},
+		ClientConfig: paho.ClientConfig{
+			ClientID: "vigil-agent-" + a.cfg.ID,
+			OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+				a.command(pr.Packet.Payload)
+				return true, nil
+			}},
+		},
+	}
+	cm, err := autopaho.NewConnection(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	a.cm.Store(cm)
+	select {
+	case err := <-ready:
+		return err
+	case <-time.After(30 * time.Second):
+		return errors.New("no broker connection within 30s")
+	}
+}
+
+func (a *Agent) publish(topic string, v any, qos byte) {
+	b, _ := json.Marshal(v)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := a.cm.Load().Publish(ctx, &paho.Publish{Topic: topic, Payload: b, QoS: qos}); err != nil {
+		a.log.Debug("publish failed", "topic", topic, "error", err)
+	}
+}
+
+// publishState sends the state if it changed (or always, when forced).
+func (a *Agent) publishState(force bool) {
+	a.mu.Lock()
+	n := len(a.byID)
+	s := ingest.StateBusy
+	switch {
+	case n == 0:
+		s = ingest.StateEmpty
+	case n >= a.cfg.Capacity:
+		s = ingest.StateFull
+	}
+	changed := s != a.state
+	a.state = s
+	a.mu.Unlock()
+	if changed || force {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		a.cm.Load().Publish(ctx, &paho.Publish{Topic: ingest.AgentTopic(a.cfg.ID, "state"), Payload: []byte(s), QoS: 1})
+		if changed {
+			a.log.Info("agent state", "state", s, "streams", n, "capacity", a.cfg.Capacity)
+		}
+	}
+}
+
+func (a *Agent) heartbeats(ctx context.Context) {
+	t := time.NewTicker(a.cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.heartbeat()
+		}
+	}
+}
+
+func (a *Agent) heartbeat() {
+	a.mu.Lock()
+	hb := ingest.Heartbeat{
+		ID: a.cfg.ID, Addr: a.addr, Capacity: a.cfg.Capacity, State: a.state, Streams: []ingest.StreamStatus{},
+		UnknownSSRC: a.unknownSSRC.Load(), WrongSource: a.wrongSource.Load(), NotRTP: a.notRTP.Load(),
+		Started: a.started, Version: version.Version,
+	}
+	for _, s := range a.byID {
+		st := s.rx.Stats()
+		hb.Streams = append(hb.Streams, ingest.StreamStatus{StreamID: s.cmd.StreamID, Frames: st.Frames, Packets: st.Packets, Lost: st.Lost, JitterMS: st.JitterMillis})
+	}
+	a.mu.Unlock()
+	a.publish(ingest.AgentTopic(a.cfg.ID, "heartbeat"), hb, 0)
+}
+
+// command handles a message on vigil/agents/<id>/cmd.
+func (a *Agent) command(payload []byte) {
+	var c ingest.AgentCommand
+	if err := json.Unmarshal(payload, &c); err != nil {
+		a.log.Warn("bad command", "error", err)
+		return
+	}
+	switch c.Action {
+	case "expect":
+		if err := a.expect(c); err != nil {
+			a.log.Warn("cannot receive stream", "stream", c.StreamID, "error", err)
+			a.publish(ingest.AgentTopic(a.cfg.ID, "segment"), ingest.SegmentReport{StreamID: c.StreamID, Dir: c.Dir, Segment: c.Segment, State: "done", Reason: "error: " + err.Error()}, 1)
+		}
+	case "stop":
+		a.mu.Lock()
+		s := a.byID[c.StreamID]
+		a.mu.Unlock()
+		if s != nil {
+			a.end(s, ingest.EndQuit)
+		}
+	default:
+		a.log.Warn("unknown command", "action", c.Action)
+	}
+}
+
+// expect starts receiving a stream.
+func (a *Agent) expect(c ingest.AgentCommand) error {
+	dir, err := safeJoin(a.cfg.Storage, c.Dir)
+	if err != nil {
+		return err
+	}
+	if c.Segment == "" || c.Segment != filepath.Base(c.Segment) || strings.HasPrefix(c.Segment, ".") {
+		return fmt.Errorf("bad segment name %q", c.Segment)
+	}
+	a.mu.Lock()
+	if a.closing {
+		a.mu.Unlock()
+		return errors.New("agent is stopping")
+	}
+	if old := a.byID[c.StreamID]; old != nil {
+		a.mu.Unlock()
+		return nil // a repeated command
+	}
+	if old := a.bySSRC[c.SSRC]; old != nil {
+		a.mu.Unlock()
+		return fmt.Errorf("SSRC %d is in use by stream %s", c.SSRC, old.cmd.StreamID)
+	}
+	a.mu.Unlock()
+
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	w, err := media.CreateSegment(filepath.Join(dir, c.Segment))
+	if err != nil {
+		return err
+	}
+	rx, err := media.NewReceiver(c.SSRC, nil)
+	if err != nil {
+		w.Close()
+		return err
+	}
+	s := &stream{a: a, cmd: c, rx: rx, w: w, frames: make(chan media.Frame, 1024), created: time.Now(), done: make(chan struct{})}
+	if c.Source != "" {
+		s.sourceIP = net.ParseIP(c.Source)
+	}
+	a.mu.Lock()
+	a.bySSRC[c.SSRC] = s
+	a.byID[c.StreamID] = s
+	a.mu.Unlock()
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); s.write() }()
+	a.log.Info("expecting stream", "stream", c.StreamID, "ssrc", c.SSRC, "camera", c.Camera, "source", c.Source, "duration_s", c.Duration)
+	a.publishState(false)
+	return nil
+}
+
+// safeJoin joins a relative path under root, refusing escapes.
+func safeJoin(root, rel string) (string, error) {
+	if rel == "" || filepath.IsAbs(rel) {
+		return "", fmt.Errorf("bad clip directory %q", rel)
+	}
+	clean := filepath.Clean(rel)
+	if clean == ".." || strings.HasPrefix(clean, "../") {
+		return "", fmt.Errorf("clip directory %q leaves the storage", rel)
+	}
+	return filepath.Join(root, clean), nil
+}
+
+// readRTP receives RTP (and multiplexed RTCP) datagrams.
+func (a *Agent) readRTP() {
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := a.rtpConn.ReadFromUDP(buf)
+		if err != nil {
+			return
+		}
+		now := time.Now()
+		if media.IsRTCP(buf[:n]) {
+			a.rtcpPacket(buf[:n])
+			continue
+		}
+		data := append([]byte(nil), buf[:n]...) // the receiver may hold it to reorder
+		var p rtp.Packet
+		if err := p.Unmarshal(data); err != nil || p.Version != 2 {
+			a.notRTP.Add(1)
+			continue
+		}
+		a.mu.Lock()
+		s := a.bySSRC[p.SSRC]
+		a.mu.Unlock()
+		if s == nil {
+			a.unknownSSRC.Add(1)
+			continue
+		}
+		if !s.accepts(from) {
+			a.wrongSource.Add(1)
+			s.wrongSource.Add(1)
+			continue
+		}
+		s.lastPacket.Store(now.UnixNano())
+		s.push(&p, now)
+	}
+}
+
+func (a *Agent) readRTCP() {
+	buf := make([]byte, 65536)
+	for {
+		n, _, err := a.rtcp.ReadFromUDP(buf)
+		if err != nil {
+			return
+		}
+		a.rtcpPacket(buf[:n])
+	}
+}
+
+// rtcpPacket ends the streams an RTCP BYE names.
+func (a *Agent) rtcpPacket(b []byte) {
+	for _, ssrc := range media.ByeSSRCs(b) {
+		a.mu.Lock()
+		s := a.bySSRC[ssrc]
+		a.mu.Unlock()
+		if s != nil {
+			s.rx.Bye()
+			a.end(s, ingest.EndBye)
+		}
+	}
+}
+
+// watch ends streams that are idle or past their duration.
+func (a *Agent) watch(ctx context.Context) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			a.mu.Lock()
+			var idle, over []*stream
+			for _, s := range a.byID {
+				last := s.lastPacket.Load()
+				switch {
+				case last == 0 && now.Sub(s.created) > a.cfg.Idle+5*time.Second:
+					idle = append(idle, s) // never started
+				case last != 0 && now.Sub(time.Unix(0, last)) > a.cfg.Idle:
+					idle = append(idle, s)
+				case s.cmd.Duration > 0 && now.Sub(s.created) > time.Duration(s.cmd.Duration)*time.Second+a.cfg.Grace:
+					over = append(over, s)
+				}
+			}
+			a.mu.Unlock()
+			for _, s := range idle {
+				a.end(s, ingest.EndIdle)
+			}
+			for _, s := range over {
+				a.end(s, ingest.EndDuration)
+			}
+		}
+	}
+}
+
+// end stops receiving a stream; its writer finishes the segment and
+// reports it.
+func (a *Agent) end(s *stream, reason string) {
+	a.mu.Lock()
+	if a.byID[s.cmd.StreamID] != s {
+		a.mu.Unlock()
+		return
+	}
+	delete(a.byID, s.cmd.StreamID)
+	delete(a.bySSRC, s.cmd.SSRC)
+	a.mu.Unlock()
+	s.stop(reason)
+	<-s.done
+	a.publishState(false)
+}
+
+// Close ends every stream (their segments are finished and reported),
+// says "offline" and disconnects.
+func (a *Agent) Close() error {
+	a.mu.Lock()
+	a.closing = true
+	var all []*stream
+	for _, s := range a.byID {
+		all = append(all, s)
+	}
+	a.mu.Unlock()
+	for _, s := range all {
+		a.end(s, ingest.EndShutdown)
+	}
+	a.rtpConn.Close()
+	a.rtcp.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	a.cm.Load().Publish(ctx, &paho.Publish{Topic: ingest.AgentTopic(a.cfg.ID, "state"), Payload: []byte(ingest.StateOffline), QoS: 1})
+	a.cm.Load().Disconnect(ctx)
+	cancel()
+	a.cancel()
+	a.wg.Wait()
+	return nil
+}

@@ -1,0 +1,278 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"image"
+	"image/jpeg"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v5/pkg/format/rtpmjpeg"
+	"github.com/pion/rtp"
+
+	"github.com/vigilhq/vigil/internal/broker"
+	"github.com/vigilhq/vigil/internal/conf"
+	"github.com/vigilhq/vigil/internal/ingest"
+	"github.com/vigilhq/vigil/internal/media"
+	"github.com/vigilhq/vigil/internal/users"
+)
+
+type noUsers struct{}
+
+func (noUsers) Authenticate(context.Context, string, string) (*users.User, error) {
+	return nil, errors.New("no users")
+}
+
+// harness is a broker, an agent and the agent's messages.
+type harness struct {
+	b       *broker.Server
+	a       *Agent
+	storage string
+
+	mu       sync.Mutex
+	segments []ingest.SegmentReport
+	states   []string
+	beats    []ingest.Heartbeat
+}
+
+func start(t *testing.T, capacity int) *harness {
+	t.Helper()
+	c := conf.New().MQTT
+	c.Listen, c.WSListen, c.Persistence = "127.0.0.1:0", "", false
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b, err := broker.Open(broker.Config{MQTT: c, DataDir: t.TempDir()}, noUsers{}, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	h := &harness{b: b, storage: t.TempDir()}
+	b.Subscribe("vigil/agents/+/+", func(topic string, payload []byte, _ string) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		switch {
+		case len(topic) > 8 && topic[len(topic)-8:] == "/segment":
+			var r ingest.SegmentReport
+			json.Unmarshal(payload, &r)
+			h.segments = append(h.segments, r)
+		case len(topic) > 6 && topic[len(topic)-6:] == "/state":
+			h.states = append(h.states, string(payload))
+		case len(topic) > 10 && topic[len(topic)-10:] == "/heartbeat":
+			var hb ingest.Heartbeat
+			json.Unmarshal(payload, &hb)
+			h.beats = append(h.beats, hb)
+		}
+	})
+	a, err := Open(Config{ID: "a1", Brokers: []string{b.URL(broker.TCP)}, Listen: "127.0.0.1", Storage: h.storage,
+		Capacity: capacity, Idle: time.Second, Heartbeat: 100 * time.Millisecond}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	h.a = a
+	return h
+}
+
+func (h *harness) expect(t *testing.T, id string, ssrc uint32, source string) {
+	t.Helper()
+	b, _ := json.Marshal(ingest.AgentCommand{Action: "expect", StreamID: id, SSRC: ssrc, Source: source, Dir: "lab/" + id, Segment: "seg-1.mp4", Duration: 30})
+	if err := h.b.Publish(ingest.AgentTopic("a1", "cmd"), b, false, 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the agent to take stream "+id, func() bool {
+		h.a.mu.Lock()
+		defer h.a.mu.Unlock()
+		return h.a.byID[id] != nil
+	})
+}
+
+func (h *harness) segment(t *testing.T, id string) ingest.SegmentReport {
+	t.Helper()
+	var r ingest.SegmentReport
+	waitFor(t, "the segment report of "+id, func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		for _, s := range h.segments {
+			if s.StreamID == id && s.State == "done" {
+				r = s
+				return true
+			}
+		}
+		return false
+	})
+	return r
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func frameJPEG(i int) []byte {
+	img := image.NewYCbCr(image.Rect(0, 0, 160, 120), image.YCbCrSubsampleRatio420)
+	for p := range img.Y {
+		img.Y[p] = uint8(p + i*13)
+	}
+	var b bytes.Buffer
+	jpeg.Encode(&b, img, &jpeg.Options{Quality: 60})
+	return b.Bytes()
+}
+
+// rtpFrames encodes n frames at 15 fps.
+func rtpFrames(t *testing.T, ssrc uint32, n int) [][]*rtp.Packet {
+	enc := &rtpmjpeg.Encoder{SSRC: &ssrc, PayloadMaxSize: 500}
+	if err := enc.Init(); err != nil {
+		t.Fatal(err)
+	}
+	var out [][]*rtp.Packet
+	for i := range n {
+		pkts, err := enc.Encode(frameJPEG(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range pkts {
+			p.Timestamp = uint32(i * media.ClockRate / 15)
+		}
+		out = append(out, pkts)
+	}
+	return out
+}
+
+func sendTo(t *testing.T, addr string, pkts ...*rtp.Packet) *net.UDPConn {
+	t.Helper()
+	ua, _ := net.ResolveUDPAddr("udp", addr)
+	c, err := net.DialUDP("udp", nil, ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pkts {
+		b, _ := p.Marshal()
+		c.Write(b)
+	}
+	return c
+}
+
+func TestAStreamIsStoredAndReportedAndStatesFollowCapacity(t *testing.T) {
+	h := start(t, 2)
+	h.expect(t, "s1", 1111, "127.0.0.1")
+	h.expect(t, "s2", 2222, "")
+	frames := rtpFrames(t, 1111, 45)
+	c := sendTo(t, h.a.Addr())
+	defer c.Close()
+	for _, f := range frames {
+		for _, p := range f {
+			b, _ := p.Marshal()
+			c.Write(b)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	// BYE on the RTCP port ends s1.
+	port, _ := strconv.Atoi(h.a.Addr()[len("127.0.0.1:"):])
+	s, err := media.NewSender("127.0.0.1", port, 1111, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Bye("done")
+	r := h.segment(t, "s1")
+	if r.Reason != ingest.EndBye || r.Frames < 44 || r.Lost != 0 || r.DurationMS < 2900 || r.DurationMS > 3100 {
+		t.Fatalf("report %+v", r)
+	}
+	seg, err := media.ReadSegment(filepath.Join(h.storage, "lab/s1/seg-1.mp4"))
+	if err != nil || len(seg.Samples) != r.Frames || seg.Width != 160 {
+		t.Fatalf("segment on disk: %v, %+v", err, seg)
+	}
+	// s2 never gets a packet: it ends as idle.
+	if r := h.segment(t, "s2"); r.Reason != ingest.EndIdle || r.Frames != 0 {
+		t.Errorf("idle stream report %+v", r)
+	}
+	waitFor(t, "the states empty, busy, full, busy, empty", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		want := []string{"empty", "busy", "full", "busy", "empty"}
+		if len(h.states) < len(want) {
+			return false
+		}
+		got := h.states[len(h.states)-len(want):]
+		for i := range want {
+			if got[i] != want[i] {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func TestBadInputIsCountedAndNeverCorruptsAStream(t *testing.T) {
+	h := start(t, 3)
+	h.expect(t, "good", 5555, "")
+	good := rtpFrames(t, 5555, 30)
+	camera := sendTo(t, h.a.Addr())
+	defer camera.Close()
+	intruder := sendTo(t, h.a.Addr())
+	defer intruder.Close()
+	garbage := [][]byte{[]byte("hello"), {0x80}, make([]byte, 1500), {0x40, 26, 0, 1, 0, 0, 0, 0, 0, 0, 0x15, 0xb3}}
+	for i, f := range good {
+		for j, p := range f {
+			b, _ := p.Marshal()
+			camera.Write(b)
+			if j == 0 {
+				camera.Write(b) // duplicated
+			}
+		}
+		// A stranger sends the same SSRC from another port, another SSRC,
+		// random datagrams, and a fragment that belongs to no frame.
+		forged := *f[0]
+		forged.Payload = []byte{0, 0, 0, 0, 1, 99, 20, 15}
+		bf, _ := forged.Marshal()
+		intruder.Write(bf)
+		other := *f[0]
+		other.SSRC = 777
+		bo, _ := other.Marshal()
+		camera.Write(bo)
+		camera.Write(garbage[i%len(garbage)])
+		time.Sleep(2 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+	b, _ := json.Marshal(ingest.AgentCommand{Action: "stop", StreamID: "good"})
+	h.b.Publish(ingest.AgentTopic("a1", "cmd"), b, false, 1)
+	r := h.segment(t, "good")
+	if r.Frames < 29 || r.BadFrames != 0 || r.WrongSource != 30 || r.Reason != ingest.EndQuit {
+		t.Fatalf("the good stream was disturbed: %+v", r)
+	}
+	waitFor(t, "a heartbeat with the drops", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if len(h.beats) == 0 {
+			return false
+		}
+		hb := h.beats[len(h.beats)-1]
+		return hb.UnknownSSRC >= 30 && hb.WrongSource == 30 && hb.NotRTP >= 20
+	})
+}
+
+func TestExpectRefusesPathsOutsideTheStorage(t *testing.T) {
+	h := start(t, 1)
+	for _, dir := range []string{"../etc", "/tmp/x", ""} {
+		err := h.a.expect(ingest.AgentCommand{StreamID: "x", SSRC: 1, Dir: dir, Segment: "s.mp4"})
+		if err == nil {
+			t.Errorf("dir %q accepted", dir)
+		}
+	}
+	if err := h.a.expect(ingest.AgentCommand{StreamID: "x", SSRC: 1, Dir: "ok", Segment: "../s.mp4"}); err == nil {
+		t.Error("segment with a path accepted")
+	}
+}

@@ -1,0 +1,139 @@
+// Package ingest is the protocol of Vigil's video path, spoken over MQTT
+// between the coordinator (in `vigil up`), the ingest agents (`vigil agent`)
+// and the cameras. docs/ingest.md describes it and how the seed's four
+// signals map onto it:
+//
+//	[Detected]  a sensor's reading or motion message (telemetry)
+//	            -> coordinator: Expect to an agent, Stream to the camera
+//	[Full]      agent state "full"   on vigil/agents/<id>/state
+//	[Quit]      camera "quit"        on vigil/<site>/<camera>/stream, or RTCP BYE
+//	[Empty]     agent state "empty"  on vigil/agents/<id>/state
+package ingest
+
+import "time"
+
+// Topics.
+const (
+	agentPrefix = "vigil/agents/"
+	// AgentFilter matches every agent topic.
+	AgentFilter = "vigil/agents/+/+"
+	// CameraStreamFilter matches every camera's stream reports.
+	CameraStreamFilter = "vigil/+/+/stream"
+)
+
+// AgentTopic returns vigil/agents/<id>/<leaf>; leaf is one of "cmd",
+// "state", "heartbeat", "segment".
+func AgentTopic(id, leaf string) string { return agentPrefix + id + "/" + leaf }
+
+// CameraTopic returns vigil/<site>/<camera>/<leaf>; leaf is "cmd" (to the
+// camera) or "stream" (from it).
+func CameraTopic(site, camera, leaf string) string { return "vigil/" + site + "/" + camera + "/" + leaf }
+
+// Agent states, published on vigil/agents/<id>/state.
+const (
+	StateEmpty   = "empty"   // no streams: the seed's [Empty]
+	StateBusy    = "busy"    // some streams, room for more
+	StateFull    = "full"    // at capacity: the seed's [Full]
+	StateOffline = "offline" // the agent's last will
+)
+
+// Transport is the only transport so far: RTP/JPEG over UDP (RFC 2435).
+const Transport = "rtp/jpeg"
+
+// StreamCommand tells a camera to stream (on vigil/<site>/<camera>/cmd).
+type StreamCommand struct {
+	Action    string `json:"action"` // "stream" or "stop"
+	StreamID  string `json:"stream_id"`
+	EventID   string `json:"event_id,omitempty"`
+	Transport string `json:"transport,omitempty"` // "rtp/jpeg"
+	Host      string `json:"host,omitempty"`      // where to send RTP; RTCP goes to port+1
+	Port      int    `json:"port,omitempty"`
+	SSRC      uint32 `json:"ssrc,omitempty"`
+	Duration  int    `json:"duration_s,omitempty"` // seconds still to record
+	PreRoll   int    `json:"pre_roll_s,omitempty"` // seconds of buffered video to send first
+	FPS       int    `json:"fps,omitempty"`
+	Width     int    `json:"width,omitempty"`
+	Height    int    `json:"height,omitempty"`
+	Quality   int    `json:"quality,omitempty"`      // JPEG quality 1-100
+	MaxPacket int    `json:"max_payload,omitempty"` // largest RTP payload, bytes
+	Resume    bool   `json:"resume,omitempty"`      // the stream moves to another agent: keep going
+}
+
+// CameraStreamEvent is what a camera says about a stream (on
+// vigil/<site>/<camera>/stream): "started", or "quit" when it has sent the
+// whole duration (the seed's [Quit]), or "error".
+type CameraStreamEvent struct {
+	StreamID string `json:"stream_id"`
+	State    string `json:"state"`
+	Reason   string `json:"reason,omitempty"`
+}
+
+// AgentCommand tells an agent what to receive (on vigil/agents/<id>/cmd).
+type AgentCommand struct {
+	Action   string `json:"action"` // "expect" or "stop"
+	StreamID string `json:"stream_id"`
+	SSRC     uint32 `json:"ssrc,omitempty"`
+	// Source, if set, is the only IP address packets may come from.
+	Source string `json:"source,omitempty"`
+	// Dir is the clip's directory, relative to the agent's storage root;
+	// Segment the file name to write there.
+	Dir      string `json:"dir,omitempty"`
+	Segment  string `json:"segment,omitempty"`
+	Duration int    `json:"duration_s,omitempty"` // the stream ends by itself after this, plus a grace
+	Camera   string `json:"camera,omitempty"`
+	Site     string `json:"site,omitempty"`
+}
+
+// Heartbeat is an agent's periodic report (on vigil/agents/<id>/heartbeat).
+type Heartbeat struct {
+	ID       string         `json:"id"`
+	Addr     string         `json:"addr"` // host:port cameras send RTP to
+	Capacity int            `json:"capacity"`
+	State    string         `json:"state"`
+	Streams  []StreamStatus `json:"streams"`
+	// Datagrams dropped before reaching a stream.
+	UnknownSSRC uint64    `json:"unknown_ssrc"`
+	WrongSource uint64    `json:"wrong_source"`
+	NotRTP      uint64    `json:"not_rtp"`
+	Started     time.Time `json:"started"`
+	Version     string    `json:"version"`
+}
+
+// StreamStatus is one stream in a heartbeat.
+type StreamStatus struct {
+	StreamID string  `json:"stream_id"`
+	Frames   uint64  `json:"frames"`
+	Packets  uint64  `json:"packets"`
+	Lost     uint64  `json:"packets_lost"`
+	JitterMS float64 `json:"jitter_ms"`
+}
+
+// SegmentReport is sent when an agent starts storing a stream and when it
+// has finished a segment (on vigil/agents/<id>/segment).
+type SegmentReport struct {
+	StreamID     string    `json:"stream_id"`
+	Dir          string    `json:"dir"`
+	Segment      string    `json:"segment"`
+	State        string    `json:"state"` // "recording" (first frame stored) or "done"
+	Reason       string    `json:"reason,omitempty"`
+	Frames       int       `json:"frames"`
+	Bytes        int64     `json:"bytes"`
+	Packets      uint64    `json:"packets"`
+	Lost         uint64    `json:"packets_lost"`
+	BadFrames    uint64    `json:"bad_frames"`
+	DurationMS   int64     `json:"duration_ms"`
+	FirstStored  time.Time `json:"first_stored,omitempty"`
+	Ended        time.Time `json:"ended,omitempty"`
+	WrongSource  uint64    `json:"wrong_source,omitempty"`
+	JitterMS     float64   `json:"jitter_ms"`
+	WriteErrors  int       `json:"write_errors,omitempty"`
+}
+
+// Reasons a stream ends.
+const (
+	EndBye      = "bye"      // RTCP BYE from the camera
+	EndQuit     = "quit"     // the camera said quit, or the coordinator stopped it
+	EndDuration = "duration" // the stream ran its duration (plus grace)
+	EndIdle     = "idle"     // no packet for the inactivity timeout
+	EndShutdown = "shutdown" // the agent is stopping
+)
