@@ -27,7 +27,9 @@ func AgentTopic(id, leaf string) string { return agentPrefix + id + "/" + leaf }
 
 // CameraTopic returns vigil/<site>/<camera>/<leaf>; leaf is "cmd" (to the
 // camera) or "stream" (from it).
-func CameraTopic(site, camera, leaf string) string { return "vigil/" + site + "/" + camera + "/" + leaf }
+func CameraTopic(site, camera, leaf string) string {
+	return "vigil/" + site + "/" + camera + "/" + leaf
+}
 
 // Agent states, published on vigil/agents/<id>/state.
 const (
@@ -54,7 +56,7 @@ type StreamCommand struct {
 	FPS       int    `json:"fps,omitempty"`
 	Width     int    `json:"width,omitempty"`
 	Height    int    `json:"height,omitempty"`
-	Quality   int    `json:"quality,omitempty"`      // JPEG quality 1-100
+	Quality   int    `json:"quality,omitempty"`     // JPEG quality 1-100
 	MaxPacket int    `json:"max_payload,omitempty"` // largest RTP payload, bytes
 	Resume    bool   `json:"resume,omitempty"`      // the stream moves to another agent: keep going
 }
@@ -111,22 +113,22 @@ type StreamStatus struct {
 // SegmentReport is sent when an agent starts storing a stream and when it
 // has finished a segment (on vigil/agents/<id>/segment).
 type SegmentReport struct {
-	StreamID     string    `json:"stream_id"`
-	Dir          string    `json:"dir"`
-	Segment      string    `json:"segment"`
-	State        string    `json:"state"` // "recording" (first frame stored) or "done"
-	Reason       string    `json:"reason,omitempty"`
-	Frames       int       `json:"frames"`
-	Bytes        int64     `json:"bytes"`
-	Packets      uint64    `json:"packets"`
-	Lost         uint64    `json:"packets_lost"`
-	BadFrames    uint64    `json:"bad_frames"`
-	DurationMS   int64     `json:"duration_ms"`
-	FirstStored  time.Time `json:"first_stored,omitempty"`
-	Ended        time.Time `json:"ended,omitempty"`
-	WrongSource  uint64    `json:"wrong_source,omitempty"`
-	JitterMS     float64   `json:"jitter_ms"`
-	WriteErrors  int       `json:"write_errors,omitempty"`
+	StreamID    string    `json:"stream_id"`
+	Dir         string    `json:"dir"`
+	Segment     string    `json:"segment"`
+	State       string    `json:"state"` // "recording" (first frame stored) or "done"
+	Reason      string    `json:"reason,omitempty"`
+	Frames      int       `json:"frames"`
+	Bytes       int64     `json:"bytes"`
+	Packets     uint64    `json:"packets"`
+	Lost        uint64    `json:"packets_lost"`
+	BadFrames   uint64    `json:"bad_frames"`
+	DurationMS  int64     `json:"duration_ms"`
+	FirstStored time.Time `json:"first_stored,omitempty"`
+	Ended       time.Time `json:"ended,omitempty"`
+	WrongSource uint64    `json:"wrong_source,omitempty"`
+	JitterMS    float64   `json:"jitter_ms"`
+	WriteErrors int       `json:"write_errors,omitempty"`
 }
 
 // Reasons a stream ends.

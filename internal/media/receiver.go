@@ -35,14 +35,14 @@ type Frame struct {
 
 // ReceiverStats are a stream's counters.
 type ReceiverStats struct {
-	Packets      uint64  `json:"packets"`       // accepted, after duplicates were removed
-	Lost         uint64  `json:"packets_lost"`  // gaps in sequence numbers
-	Frames       uint64  `json:"frames"`        // complete JPEG frames
-	Bytes        uint64  `json:"bytes"`         // of complete frames
-	BadFrames    uint64  `json:"bad_frames"`    // frames that could not be reassembled (missing or bad fragments)
-	Invalid      uint64  `json:"invalid"`       // packets that are not RTP/JPEG
-	JitterMillis float64 `json:"jitter_ms"`     // RFC 3550 interarrival jitter
-	Byes         uint64  `json:"rtcp_byes"`     // RTCP BYE received
+	Packets      uint64  `json:"packets"`        // accepted, after duplicates were removed
+	Lost         uint64  `json:"packets_lost"`   // gaps in sequence numbers
+	Frames       uint64  `json:"frames"`         // complete JPEG frames
+	Bytes        uint64  `json:"bytes"`          // of complete frames
+	BadFrames    uint64  `json:"bad_frames"`     // frames that could not be reassembled (missing or bad fragments)
+	Invalid      uint64  `json:"invalid"`        // packets that are not RTP/JPEG
+	JitterMillis float64 `json:"jitter_ms"`      // RFC 3550 interarrival jitter
+	Byes         uint64  `json:"rtcp_byes"`      // RTCP BYE received
 	LastPacket   int64   `json:"last_packet_ms"` // unix ms of the last accepted packet
 }
 
