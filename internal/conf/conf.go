@@ -10,13 +10,100 @@ import (
 // Config is the whole of Vigil's configuration. Every field has a default set
 // by New; the annotated vigil.yaml at the repository root documents each key.
 type Config struct {
-	Log       Log       `yaml:"log"`
-	Data      Data      `yaml:"data"`
-	MQTT      MQTT      `yaml:"mqtt"`
-	HTTP      HTTP      `yaml:"http"`
-	Auth      Auth      `yaml:"auth"`
-	Telemetry Telemetry `yaml:"telemetry"`
-	Demo      Demo      `yaml:"demo"`
+	Log       Log                   `yaml:"log"`
+	Data      Data                  `yaml:"data"`
+	MQTT      MQTT                  `yaml:"mqtt"`
+	HTTP      HTTP                  `yaml:"http"`
+	Auth      Auth                  `yaml:"auth"`
+	Telemetry Telemetry             `yaml:"telemetry"`
+	Detection Detection             `yaml:"detection"`
+	Agents    Agents                `yaml:"agents"`
+	Recording Recording             `yaml:"recording"`
+	Retention Retention             `yaml:"retention"`
+	Plans     map[string]Plan       `yaml:"plans"`
+	Sites     map[string]SiteConfig `yaml:"sites"`
+	Cameras   map[string]Camera     `yaml:"cameras"`
+	Demo      Demo                  `yaml:"demo"`
+}
+
+// Detection configures intrusion detection.
+type Detection struct {
+	// ThresholdM: a distance below this (metres) is someone near.
+	ThresholdM float64 `yaml:"threshold_m"`
+	// Consecutive readings below the threshold make a detection...
+	Consecutive int `yaml:"consecutive"`
+	// ...or readings below it for at least this long (0: off).
+	MinDuration time.Duration `yaml:"min_duration"`
+	// Devices overrides threshold_m and consecutive per sensor.
+	Devices map[string]DetectionDevice `yaml:"devices"`
+	// Zones link sensors to the cameras that record when they detect.
+	Zones map[string]Zone `yaml:"zones"`
+}
+
+// DetectionDevice overrides detection settings for one sensor.
+type DetectionDevice struct {
+	ThresholdM  float64 `yaml:"threshold_m"`
+	Consecutive int     `yaml:"consecutive"`
+}
+
+// Zone is a set of sensors and the cameras that watch them.
+type Zone struct {
+	Sensors []string `yaml:"sensors"`
+	Cameras []string `yaml:"cameras"`
+}
+
+// Agents configures the video ingest agents and their autoscaling.
+type Agents struct {
+	Runtime           string        `yaml:"runtime"` // process or docker
+	Capacity          int           `yaml:"capacity"`
+	Min               int           `yaml:"min"`
+	Max               int           `yaml:"max"`
+	ScaleDownCooldown time.Duration `yaml:"scale_down_cooldown"`
+	HeartbeatTimeout  time.Duration `yaml:"heartbeat_timeout"`
+	Idle              time.Duration `yaml:"idle"`
+	Listen            string        `yaml:"listen"`
+	DockerImage       string        `yaml:"docker_image"`
+	DockerNetwork     string        `yaml:"docker_network"`
+}
+
+// Agent runtimes.
+const (
+	RuntimeProcess = "process"
+	RuntimeDocker  = "docker"
+)
+
+// Recording configures clips.
+type Recording struct {
+	ClipSeconds    int    `yaml:"clip_seconds"`
+	PreRollSeconds int    `yaml:"pre_roll_seconds"`
+	Storage        string `yaml:"storage"`
+	Transcode      bool   `yaml:"transcode"`
+}
+
+// Retention limits the clips kept.
+type Retention struct {
+	MaxClips int   `yaml:"max_clips"`
+	MaxBytes int64 `yaml:"max_bytes"`
+}
+
+// Plan is a service tier a site can be on.
+type Plan struct {
+	MaxClips       int  `yaml:"max_clips"`
+	Width          int  `yaml:"width"`
+	Height         int  `yaml:"height"`
+	FPS            int  `yaml:"fps"`
+	Quality        int  `yaml:"quality"`
+	DedicatedAgent bool `yaml:"dedicated_agent"`
+}
+
+// SiteConfig is per-site configuration.
+type SiteConfig struct {
+	Plan string `yaml:"plan"`
+}
+
+// Camera is per-camera configuration.
+type Camera struct {
+	Priority int `yaml:"priority"`
 }
 
 // Log configures the process logger.
@@ -109,6 +196,21 @@ func New() *Config {
 			LegacyTimezone: "Local",
 			LogInterval:    time.Minute,
 		},
-		Demo: Demo{Enabled: false, Devices: 6, Period: 2 * time.Second},
+		Detection: Detection{ThresholdM: 1.0, Consecutive: 2, Devices: map[string]DetectionDevice{}, Zones: map[string]Zone{}},
+		Agents: Agents{
+			Runtime: RuntimeProcess, Capacity: 3, Min: 1, Max: 8,
+			ScaleDownCooldown: 30 * time.Second, HeartbeatTimeout: 5 * time.Second, Idle: 3 * time.Second,
+			Listen: "127.0.0.1", DockerImage: "vigil-agent:latest", DockerNetwork: "vigil",
+		},
+		Recording: Recording{ClipSeconds: 30, PreRollSeconds: 5, Transcode: true},
+		Retention: Retention{MaxClips: 50},
+		Plans: map[string]Plan{
+			"free": {MaxClips: 50, Width: 640, Height: 480, FPS: 10, Quality: 60},
+			"plus": {MaxClips: 100, Width: 1280, Height: 720, FPS: 15, Quality: 75},
+			"pro":  {MaxClips: 500, Width: 1920, Height: 1080, FPS: 25, Quality: 85, DedicatedAgent: true},
+		},
+		Sites:   map[string]SiteConfig{},
+		Cameras: map[string]Camera{},
+		Demo:    Demo{Enabled: false, Devices: 6, Period: 2 * time.Second},
 	}
 }

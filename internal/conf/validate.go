@@ -3,8 +3,11 @@ package conf
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/vigilhq/vigil"
@@ -98,6 +101,83 @@ func (c *Config) Validate() error {
 		bad("telemetry.log_interval", "%v is below the minimum of 1s", t.LogInterval)
 	}
 
+	d := c.Detection
+	if d.ThresholdM <= 0 || d.ThresholdM > 100 {
+		bad("detection.threshold_m", "%v is outside (0, 100] metres", d.ThresholdM)
+	}
+	if d.Consecutive < 1 || d.Consecutive > 100 {
+		bad("detection.consecutive", "%d is outside 1..100", d.Consecutive)
+	}
+	if d.MinDuration < 0 {
+		bad("detection.min_duration", "must not be negative")
+	}
+	for id, dev := range d.Devices {
+		if dev.ThresholdM < 0 || dev.Consecutive < 0 {
+			bad("detection.devices."+id, "threshold_m and consecutive must not be negative")
+		}
+	}
+	for name, z := range d.Zones {
+		if len(z.Sensors) == 0 || len(z.Cameras) == 0 {
+			bad("detection.zones."+name, "needs sensors and cameras")
+		}
+	}
+
+	a := c.Agents
+	if a.Runtime != RuntimeProcess && a.Runtime != RuntimeDocker {
+		bad("agents.runtime", "%q is not one of %s, %s", a.Runtime, RuntimeProcess, RuntimeDocker)
+	}
+	if a.Capacity < 1 || a.Capacity > 1000 {
+		bad("agents.capacity", "%d is outside 1..1000", a.Capacity)
+	}
+	if a.Min < 1 {
+		bad("agents.min", "%d must be at least 1", a.Min)
+	}
+	if a.Max < a.Min || a.Max > 1000 {
+		bad("agents.max", "%d must be between agents.min (%d) and 1000", a.Max, a.Min)
+	}
+	if a.ScaleDownCooldown < 0 {
+		bad("agents.scale_down_cooldown", "must not be negative")
+	}
+	if a.HeartbeatTimeout < time.Second {
+		bad("agents.heartbeat_timeout", "%v is below 1s", a.HeartbeatTimeout)
+	}
+	if a.Idle < 500*time.Millisecond {
+		bad("agents.idle", "%v is below 500ms", a.Idle)
+	}
+	if net.ParseIP(a.Listen) == nil {
+		bad("agents.listen", "%q is not an IP address", a.Listen)
+	}
+
+	if r := c.Recording; r.ClipSeconds < 1 || r.ClipSeconds > 3600 {
+		bad("recording.clip_seconds", "%d is outside 1..3600", r.ClipSeconds)
+	}
+	if r := c.Recording; r.PreRollSeconds < 0 || r.PreRollSeconds > 60 {
+		bad("recording.pre_roll_seconds", "%d is outside 0..60", r.PreRollSeconds)
+	}
+	if c.Retention.MaxClips < 1 {
+		bad("retention.max_clips", "%d must be at least 1", c.Retention.MaxClips)
+	}
+	if c.Retention.MaxBytes < 0 {
+		bad("retention.max_bytes", "must not be negative (0: no quota)")
+	}
+	for name, pl := range c.Plans {
+		key := "plans." + name
+		if !vigil.ValidName(name) {
+			bad(key, "plan names are 1-64 letters, digits, '-', '_' or '.'")
+		}
+		if pl.MaxClips < 0 || pl.Width < 0 || pl.Width > 4096 || pl.Height < 0 || pl.Height > 4096 || pl.FPS < 0 || pl.FPS > 60 || pl.Quality < 0 || pl.Quality > 100 {
+			bad(key, "max_clips >= 0, width and height 0..4096, fps 0..60, quality 0..100 (0: the default)")
+		}
+	}
+	for name, sc := range c.Sites {
+		if _, ok := c.Plans[sc.Plan]; sc.Plan != "" && !ok {
+			bad("sites."+name+".plan", "no plan %q (plans: %s)", sc.Plan, strings.Join(slices.Sorted(maps.Keys(c.Plans)), ", "))
+		}
+	}
+	if _, ok := c.Plans["free"]; !ok {
+		bad("plans", "a plan named free is needed: new sites start on it")
+	}
+
 	if c.Demo.Devices < 1 || c.Demo.Devices > 1000 {
 		bad("demo.devices", "%d is outside 1..1000", c.Demo.Devices)
 	}
@@ -120,4 +200,39 @@ func checkListenAddr(addr string) error {
 		return fmt.Errorf("%q: port must be 0..65535", addr)
 	}
 	return nil
+}
+
+// PlanFor returns the plan of a site (free unless sites.<site>.plan says
+// otherwise), with unset fields taken from the free plan and then from
+// built-in defaults.
+func (c *Config) PlanFor(site string) (string, Plan) {
+	name := "free"
+	if sc, ok := c.Sites[site]; ok && sc.Plan != "" {
+		name = sc.Plan
+	}
+	p := c.Plans[name]
+	base := Plan{MaxClips: c.Retention.MaxClips, Width: 640, Height: 480, FPS: 10, Quality: 60}
+	if free, ok := c.Plans["free"]; ok && name != "free" {
+		base = free.fill(base)
+	}
+	return name, p.fill(base)
+}
+
+func (p Plan) fill(d Plan) Plan {
+	if p.MaxClips == 0 {
+		p.MaxClips = d.MaxClips
+	}
+	if p.Width == 0 {
+		p.Width = d.Width
+	}
+	if p.Height == 0 {
+		p.Height = d.Height
+	}
+	if p.FPS == 0 {
+		p.FPS = d.FPS
+	}
+	if p.Quality == 0 {
+		p.Quality = d.Quality
+	}
+	return p
 }

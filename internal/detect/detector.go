@@ -1,0 +1,179 @@
+// Package detect turns sensor readings into intrusion events: a distance
+// below a threshold (IR sensors, metres) or a motion detector's "yes", seen
+// in enough consecutive readings or for long enough, while the sensor's
+// site is armed. Sites start armed and are armed or disarmed over the API
+// or MQTT.
+package detect
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vigilhq/vigil/internal/conf"
+	"github.com/vigilhq/vigil/internal/telemetry"
+)
+
+// Detection is a sensor's detection, before cameras are chosen.
+type Detection struct {
+	Site     string
+	Sensor   string
+	At       time.Time
+	Distance *float64 // for distance sensors
+}
+
+// Sites is the site store the detector needs.
+type Sites interface {
+	EnsureSite(ctx context.Context, name string) (Site, error)
+	SetArmed(ctx context.Context, name string, armed bool) (Site, error)
+}
+
+// Detector watches readings and reports detections to Out.
+type Detector struct {
+	cfg   conf.Detection
+	sites Sites
+	log   *slog.Logger
+	// Out receives detections; it must not block for long.
+	Out func(Detection)
+	// Mode, if set, is told the armed state of a site when it changes (to
+	// publish the retained vigil/<site>/mode).
+	Mode func(site string, armed bool)
+
+	mu      sync.Mutex
+	sensors map[string]*sensorState
+	armed   map[string]bool
+}
+
+type sensorState struct {
+	below int
+	since time.Time
+	fired bool // reported; quiet until the sensor sees nobody again
+}
+
+// New returns a detector.
+func New(cfg conf.Detection, sites Sites, log *slog.Logger) *Detector {
+	return &Detector{cfg: cfg, sites: sites, log: log, sensors: map[string]*sensorState{}, armed: map[string]bool{}}
+}
+
+// Observe looks at one telemetry event; it is a telemetry.Pipeline
+// observer.
+func (d *Detector) Observe(ev telemetry.Event) {
+	r := ev.Reading
+	if r == nil || (ev.Type != telemetry.TypeDistance && ev.Type != telemetry.TypeMotion) {
+		return
+	}
+	threshold, consecutive := d.cfg.ThresholdM, d.cfg.Consecutive
+	if o, ok := d.cfg.Devices[ev.DeviceID]; ok {
+		if o.ThresholdM > 0 {
+			threshold = o.ThresholdM
+		}
+		if o.Consecutive > 0 {
+			consecutive = o.Consecutive
+		}
+	}
+	near := r.Value >= 1
+	if ev.Type == telemetry.TypeDistance {
+		near = r.Value < threshold
+	}
+	d.mu.Lock()
+	st := d.sensors[ev.DeviceID]
+	if st == nil {
+		st = &sensorState{}
+		d.sensors[ev.DeviceID] = st
+	}
+	if !near {
+		*st = sensorState{}
+		d.mu.Unlock()
+		return
+	}
+	st.below++
+	if st.since.IsZero() {
+		st.since = r.Time
+	}
+	fire := !st.fired && (st.below >= consecutive || (d.cfg.MinDuration > 0 && r.Time.Sub(st.since) >= d.cfg.MinDuration))
+	if fire {
+		st.fired = true
+	}
+	d.mu.Unlock()
+	if !fire {
+		return
+	}
+	if !d.Armed(ev.Site) {
+		d.log.Info("presence seen on a disarmed site", "site", ev.Site, "sensor", ev.DeviceID)
+		return
+	}
+	det := Detection{Site: ev.Site, Sensor: ev.DeviceID, At: r.Time}
+	if ev.Type == telemetry.TypeDistance {
+		v := r.Value
+		det.Distance = &v
+	}
+	d.log.Info("detected", "site", ev.Site, "sensor", ev.DeviceID, "distance_m", det.Distance)
+	if d.Out != nil {
+		d.Out(det)
+	}
+}
+
+// Armed reports whether a site is armed, creating new sites armed.
+func (d *Detector) Armed(site string) bool {
+	d.mu.Lock()
+	a, ok := d.armed[site]
+	d.mu.Unlock()
+	if ok {
+		return a
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := d.sites.EnsureSite(ctx, site)
+	if err != nil {
+		d.log.Error("cannot read site; treating it as armed", "site", site, "error", err)
+		return true
+	}
+	d.mu.Lock()
+	d.armed[site] = s.Armed
+	d.mu.Unlock()
+	if d.Mode != nil {
+		d.Mode(site, s.Armed)
+	}
+	return s.Armed
+}
+
+// SetArmed arms or disarms a site.
+func (d *Detector) SetArmed(ctx context.Context, site string, armed bool) (Site, error) {
+	s, err := d.sites.SetArmed(ctx, site, armed)
+	if err != nil {
+		return s, err
+	}
+	d.mu.Lock()
+	d.armed[site] = armed
+	d.mu.Unlock()
+	d.log.Info("site mode", "site", site, "armed", armed)
+	if d.Mode != nil {
+		d.Mode(site, armed)
+	}
+	return s, nil
+}
+
+// ModeCommand handles a message on vigil/<site>/mode/set: "arm" or
+// "armed" arms, "disarm" or "disarmed" disarms.
+func (d *Detector) ModeCommand(topic string, payload []byte) {
+	parts := strings.Split(topic, "/")
+	if len(parts) != 4 || parts[0] != "vigil" || parts[2] != "mode" || parts[3] != "set" {
+		return
+	}
+	var armed bool
+	switch strings.ToLower(strings.TrimSpace(string(payload))) {
+	case "arm", "armed", "on":
+		armed = true
+	case "disarm", "disarmed", "off":
+	default:
+		d.log.Warn("mode command not understood (want arm or disarm)", "topic", topic)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := d.SetArmed(ctx, parts[1], armed); err != nil {
+		d.log.Error("set mode", "site", parts[1], "error", err)
+	}
+}

@@ -1,0 +1,41 @@
+package detect
+
+import "time"
+
+// Site is a place with sensors and cameras; it detects only while armed.
+type Site struct {
+	Name    string    `json:"name"`
+	Armed   bool      `json:"armed"`
+	Plan    string    `json:"plan"`
+	Updated time.Time `json:"updated"`
+}
+
+// Event states.
+const (
+	EventRecording = "recording" // cameras are streaming
+	EventQueued    = "queued"    // waiting for an agent with room
+	EventRecorded  = "recorded"  // every clip is stored
+	EventPartial   = "partial"   // some clips failed or were cut short
+	EventNoCamera  = "no_camera" // nothing could record it
+	EventFailed    = "failed"
+)
+
+// Event is one detection: someone came within the threshold of a sensor
+// while its site was armed.
+type Event struct {
+	ID       string     `json:"id"`
+	Site     string     `json:"site"`
+	Sensor   string     `json:"sensor"`
+	Cameras  []string   `json:"cameras"`
+	Start    time.Time  `json:"start"`
+	End      *time.Time `json:"end,omitempty"`
+	Priority int        `json:"priority"`
+	State    string     `json:"state"`
+	Distance *float64   `json:"distance_m,omitempty"`
+}
+
+// EventFilter narrows an event listing.
+type EventFilter struct {
+	Site  string
+	Limit int
+}

@@ -1,0 +1,292 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/vigilhq/vigil"
+	"github.com/vigilhq/vigil/internal/coord"
+	"github.com/vigilhq/vigil/internal/detect"
+)
+
+// EnsureSite returns a site, creating it armed if it is new.
+func (s *Store) EnsureSite(ctx context.Context, name string) (detect.Site, error) {
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO sites (name, armed, updated) VALUES (?, 1, ?) ON CONFLICT (name) DO NOTHING`, name, ms(time.Now())); err != nil {
+		return detect.Site{}, fmt.Errorf("ensure site: %w", err)
+	}
+	return s.GetSite(ctx, name)
+}
+
+// GetSite returns a site or a vigil.ENotFound error.
+func (s *Store) GetSite(ctx context.Context, name string) (detect.Site, error) {
+	var site detect.Site
+	var armed int
+	var updated int64
+	err := s.db.QueryRowContext(ctx, `SELECT name, armed, updated FROM sites WHERE name = ?`, name).Scan(&site.Name, &armed, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return site, vigil.Errorf(vigil.ENotFound, "no site %q", name)
+	}
+	if err != nil {
+		return site, fmt.Errorf("get site: %w", err)
+	}
+	site.Armed, site.Updated = armed == 1, fromMS(updated)
+	return site, nil
+}
+
+// SetArmed arms or disarms a site, creating it if needed.
+func (s *Store) SetArmed(ctx context.Context, name string, armed bool) (detect.Site, error) {
+	a := 0
+	if armed {
+		a = 1
+	}
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO sites (name, armed, updated) VALUES (?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET armed = excluded.armed, updated = excluded.updated`, name, a, ms(time.Now())); err != nil {
+		return detect.Site{}, fmt.Errorf("set armed: %w", err)
+	}
+	return s.GetSite(ctx, name)
+}
+
+// ListSites returns every site by name.
+func (s *Store) ListSites(ctx context.Context) ([]detect.Site, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT name, armed, updated FROM sites ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list sites: %w", err)
+	}
+	defer rows.Close()
+	out := []detect.Site{}
+	for rows.Next() {
+		var site detect.Site
+		var armed int
+		var updated int64
+		if err := rows.Scan(&site.Name, &armed, &updated); err != nil {
+			return nil, err
+		}
+		site.Armed, site.Updated = armed == 1, fromMS(updated)
+		out = append(out, site)
+	}
+	return out, rows.Err()
+}
+
+// SaveEvent inserts or replaces an event.
+func (s *Store) SaveEvent(ctx context.Context, e *detect.Event) error {
+	cams, _ := json.Marshal(nonNil(e.Cameras))
+	var ended *int64
+	if e.End != nil {
+		v := ms(*e.End)
+		ended = &v
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO events (id, site, sensor, cameras, started, ended, priority, state, distance)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET cameras = excluded.cameras, ended = excluded.ended,
+			priority = excluded.priority, state = excluded.state`,
+		e.ID, e.Site, e.Sensor, cams, ms(e.Start), ended, e.Priority, e.State, e.Distance)
+	if err != nil {
+		return fmt.Errorf("save event: %w", err)
+	}
+	return nil
+}
+
+const eventColumns = `id, site, sensor, cameras, started, ended, priority, state, distance`
+
+func scanEvent(row interface{ Scan(...any) error }) (detect.Event, error) {
+	var e detect.Event
+	var cams string
+	var started int64
+	var ended sql.NullInt64
+	var dist sql.NullFloat64
+	if err := row.Scan(&e.ID, &e.Site, &e.Sensor, &cams, &started, &ended, &e.Priority, &e.State, &dist); err != nil {
+		return e, err
+	}
+	json.Unmarshal([]byte(cams), &e.Cameras)
+	e.Start = fromMS(started)
+	if ended.Valid {
+		t := fromMS(ended.Int64)
+		e.End = &t
+	}
+	if dist.Valid {
+		e.Distance = &dist.Float64
+	}
+	return e, nil
+}
+
+// GetEvent returns one event.
+func (s *Store) GetEvent(ctx context.Context, id string) (detect.Event, error) {
+	e, err := scanEvent(s.db.QueryRowContext(ctx, `SELECT `+eventColumns+` FROM events WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return e, vigil.Errorf(vigil.ENotFound, "no event %q", id)
+	}
+	return e, err
+}
+
+// ListEvents returns events, newest first.
+func (s *Store) ListEvents(ctx context.Context, f detect.EventFilter) ([]detect.Event, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+eventColumns+` FROM events WHERE (? = '' OR site = ?) ORDER BY started DESC, id DESC LIMIT ?`,
+		f.Site, f.Site, limitOr(f.Limit, 100))
+	if err != nil {
+		return nil, fmt.Errorf("list events: %w", err)
+	}
+	defer rows.Close()
+	out := []detect.Event{}
+	for rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+func limitOr(n, def int) int {
+	if n <= 0 {
+		return def
+	}
+	return n
+}
+
+// SaveClip inserts or replaces a clip.
+func (s *Store) SaveClip(ctx context.Context, c *coord.Clip) error {
+	segs, _ := json.Marshal(nonNil(c.Segments))
+	var finished *int64
+	if c.Finished != nil {
+		v := ms(*c.Finished)
+		finished = &v
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO clips (id, event_id, site, camera, started, duration_ms, frames, bytes, packets, packets_lost,
+			dir, file, thumbnail, codec, state, interrupted, segments, error, finished)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET duration_ms = excluded.duration_ms, frames = excluded.frames, bytes = excluded.bytes,
+			packets = excluded.packets, packets_lost = excluded.packets_lost, file = excluded.file, thumbnail = excluded.thumbnail,
+			codec = excluded.codec, state = excluded.state, interrupted = excluded.interrupted, segments = excluded.segments,
+			error = excluded.error, finished = excluded.finished`,
+		c.ID, c.EventID, c.Site, c.Camera, ms(c.Start), c.DurationMS, c.Frames, c.Bytes, c.Packets, c.PacketsLost,
+		c.Dir, c.File, c.Thumbnail, c.Codec, c.State, c.Interrupted, segs, c.Error, finished)
+	if err != nil {
+		return fmt.Errorf("save clip: %w", err)
+	}
+	return nil
+}
+
+const clipColumns = `id, event_id, site, camera, started, duration_ms, frames, bytes, packets, packets_lost, dir, file, thumbnail, codec, state, interrupted, segments, error, finished`
+
+func scanClip(row interface{ Scan(...any) error }) (coord.Clip, error) {
+	var c coord.Clip
+	var started int64
+	var finished sql.NullInt64
+	var segs string
+	if err := row.Scan(&c.ID, &c.EventID, &c.Site, &c.Camera, &started, &c.DurationMS, &c.Frames, &c.Bytes, &c.Packets, &c.PacketsLost,
+		&c.Dir, &c.File, &c.Thumbnail, &c.Codec, &c.State, &c.Interrupted, &segs, &c.Error, &finished); err != nil {
+		return c, err
+	}
+	c.Start = fromMS(started)
+	json.Unmarshal([]byte(segs), &c.Segments)
+	if finished.Valid {
+		t := fromMS(finished.Int64)
+		c.Finished = &t
+	}
+	return c, nil
+}
+
+// GetClip returns one clip.
+func (s *Store) GetClip(ctx context.Context, id string) (coord.Clip, error) {
+	c, err := scanClip(s.db.QueryRowContext(ctx, `SELECT `+clipColumns+` FROM clips WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, vigil.Errorf(vigil.ENotFound, "no clip %q", id)
+	}
+	return c, err
+}
+
+// ListClips returns clips, newest first (not those being deleted).
+func (s *Store) ListClips(ctx context.Context, f coord.ClipFilter) ([]coord.Clip, error) {
+	return s.queryClips(ctx, `SELECT `+clipColumns+` FROM clips
+		WHERE state != 'deleting' AND (? = '' OR site = ?) AND (? = '' OR camera = ?) AND (? = '' OR event_id = ?)
+		ORDER BY started DESC, id DESC LIMIT ?`, f.Site, f.Site, f.Camera, f.Camera, f.EventID, f.EventID, limitOr(f.Limit, 100))
+}
+
+// ClipsInState returns the clips in a state, oldest first.
+func (s *Store) ClipsInState(ctx context.Context, state string) ([]coord.Clip, error) {
+	return s.queryClips(ctx, `SELECT `+clipColumns+` FROM clips WHERE state = ? ORDER BY started, id`, state)
+}
+
+// OldestClips returns the ready and failed clips of a site beyond the
+// newest keep, oldest first: what retention deletes.
+func (s *Store) OldestClips(ctx context.Context, site string, keep int) ([]coord.Clip, error) {
+	return s.queryClips(ctx, `SELECT `+clipColumns+` FROM clips WHERE site = ? AND state IN ('ready', 'failed')
+		ORDER BY started DESC, id DESC LIMIT -1 OFFSET ?`, site, keep)
+}
+
+// ClipBytes returns the bytes all clips take.
+func (s *Store) ClipBytes(ctx context.Context) (int64, error) {
+	var n sql.NullInt64
+	err := s.db.QueryRowContext(ctx, `SELECT SUM(bytes) FROM clips WHERE state != 'deleting'`).Scan(&n)
+	return n.Int64, err
+}
+
+// OldestClipsAll returns the oldest ready or failed clips of all sites.
+func (s *Store) OldestClipsAll(ctx context.Context, limit int) ([]coord.Clip, error) {
+	return s.queryClips(ctx, `SELECT `+clipColumns+` FROM clips WHERE state IN ('ready', 'failed') ORDER BY started, id LIMIT ?`, limit)
+}
+
+func (s *Store) queryClips(ctx context.Context, q string, args ...any) ([]coord.Clip, error) {
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list clips: %w", err)
+	}
+	defer rows.Close()
+	out := []coord.Clip{}
+	for rows.Next() {
+		c, err := scanClip(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// SetClipState changes a clip's state.
+func (s *Store) SetClipState(ctx context.Context, id, state string) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE clips SET state = ? WHERE id = ?`, state, id)
+	return err
+}
+
+// DeleteClip removes a clip's row.
+func (s *Store) DeleteClip(ctx context.Context, id string) error {
+	_, err := s.db.ExecContext(ctx, `DELETE FROM clips WHERE id = ?`, id)
+	return err
+}
+
+// AddHistory records a coordinator decision.
+func (s *Store) AddHistory(ctx context.Context, h *coord.HistoryEntry) error {
+	res, err := s.db.ExecContext(ctx, `INSERT INTO agent_history (at, action, agent, camera, reason, agents, streams, queued) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		ms(h.At), h.Action, h.Agent, h.Camera, h.Reason, h.Agents, h.Streams, h.Queued)
+	if err != nil {
+		return fmt.Errorf("add history: %w", err)
+	}
+	h.ID, _ = res.LastInsertId()
+	return nil
+}
+
+// ListHistory returns the newest decisions, newest first.
+func (s *Store) ListHistory(ctx context.Context, limit int) ([]coord.HistoryEntry, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, at, action, agent, camera, reason, agents, streams, queued FROM agent_history ORDER BY id DESC LIMIT ?`, limitOr(limit, 200))
+	if err != nil {
+		return nil, fmt.Errorf("list history: %w", err)
+	}
+	defer rows.Close()
+	out := []coord.HistoryEntry{}
+	for rows.Next() {
+		var h coord.HistoryEntry
+		var at int64
+		if err := rows.Scan(&h.ID, &at, &h.Action, &h.Agent, &h.Camera, &h.Reason, &h.Agents, &h.Streams, &h.Queued); err != nil {
+			return nil, err
+		}
+		h.At = fromMS(at)
+		out = append(out, h)
+	}
+	return out, rows.Err()
+}
