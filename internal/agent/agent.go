@@ -313,7 +313,10 @@ func (a *Agent) command(payload []byte) {
 		if err := a.expect(c); err != nil {
 			a.log.Warn("cannot receive stream", "stream", c.StreamID, "error", err)
 			a.publish(ingest.AgentTopic(a.cfg.ID, "segment"), ingest.SegmentReport{StreamID: c.StreamID, Dir: c.Dir, Segment: c.Segment, State: "done", Reason: "error: " + err.Error()}, 1)
+			return
 		}
+		// Ready: the coordinator may now tell the camera to send.
+		a.publish(ingest.AgentTopic(a.cfg.ID, "segment"), ingest.SegmentReport{StreamID: c.StreamID, Dir: c.Dir, Segment: c.Segment, State: "expecting"}, 1)
 	case "stop":
 		a.mu.Lock()
 		s := a.byID[c.StreamID]
@@ -467,7 +470,9 @@ func (a *Agent) watch(ctx context.Context) {
 					idle = append(idle, s) // never started
 				case last != 0 && now.Sub(time.Unix(0, last)) > a.cfg.Idle:
 					idle = append(idle, s)
-				case s.cmd.Duration > 0 && now.Sub(s.created) > time.Duration(s.cmd.Duration)*time.Second+a.cfg.Grace:
+				case s.cmd.Duration > 0 && now.Sub(s.created) > time.Duration(s.cmd.Duration)*time.Second+max(a.cfg.Grace, time.Duration(s.cmd.Duration)*time.Second/2):
+					// A camera normally ends with BYE or quit; this only
+					// stops one that keeps sending (or whose BYE was lost).
 					over = append(over, s)
 				}
 			}

@@ -19,6 +19,8 @@ import (
 
 	"github.com/vigilhq/vigil/internal/broker"
 	"github.com/vigilhq/vigil/internal/conf"
+	"github.com/vigilhq/vigil/internal/coord"
+	"github.com/vigilhq/vigil/internal/detect"
 	"github.com/vigilhq/vigil/internal/httpapi"
 	"github.com/vigilhq/vigil/internal/store"
 	"github.com/vigilhq/vigil/internal/telemetry"
@@ -48,6 +50,10 @@ type App struct {
 	Telemetry *telemetry.Pipeline
 	Broker    *broker.Server
 	HTTP      *httpapi.Server
+	Detector  *detect.Detector
+	Coord     *coord.Coordinator
+	Runtime   coord.Runtime
+	Storage   string // clip storage root
 	demo      *demo
 
 	closers []func() error // in reverse order of opening
@@ -101,13 +107,16 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 	}, a.Store, log.With("component", "telemetry"), a.Registry); err != nil {
 		return nil, err
 	}
-	a.Telemetry.Start()
-	a.onClose(a.Telemetry.Close)
 
 	if a.Broker, err = broker.Open(broker.Config{MQTT: cfg.MQTT, DataDir: cfg.Data.Dir}, a.Users, log.With("component", "broker"), a.Registry); err != nil {
 		return nil, err
 	}
 	a.onClose(a.Broker.Close)
+	if err := a.openIntrusion(ctx, log); err != nil {
+		return nil, err
+	}
+	a.Telemetry.Start()
+	a.onClose(a.Telemetry.Close)
 	for _, f := range a.Telemetry.Filters() {
 		if err := a.Broker.Subscribe(f, a.Telemetry.Handle); err != nil {
 			return nil, fmt.Errorf("subscribe pipeline to %s: %w", f, err)
@@ -120,6 +129,12 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 		Health:   a.health,
 		System:   a.system,
 		Gatherer: a.Registry,
+
+		Intrusion:   a.Store,
+		Sites:       a.Detector,
+		Agents:      a.Coord.View,
+		PlanOf:      func(site string) string { name, _ := cfg.PlanFor(site); return name },
+		ClipStorage: a.Storage,
 	}, log.With("component", "http")); err != nil {
 		return nil, err
 	}

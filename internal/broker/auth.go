@@ -35,6 +35,13 @@ type authHook struct {
 	anonymous map[string]bool // listener id -> anonymous clients allowed
 
 	clients sync.Map // *mqtt.Client -> *users.User; absent: full access (anonymous on loopback, internal)
+	creds   sync.Map // username -> credential, for agents
+}
+
+// credential is an in-memory login (see Server.AddCredential).
+type credential struct {
+	password string
+	user     *users.User
 }
 
 func newAuthHook(authn Authenticator, log *slog.Logger) *authHook {
@@ -75,6 +82,15 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	}
 	if name == internalUser {
 		return subtle.ConstantTimeCompare([]byte(password), []byte(h.internalPassword)) == 1
+	}
+	if v, ok := h.creds.Load(name); ok {
+		c := v.(credential)
+		if subtle.ConstantTimeCompare([]byte(password), []byte(c.password)) != 1 {
+			h.log.Info("client refused: wrong password", "listener", cl.Net.Listener, "remote", cl.Net.Remote, "client_id", cl.ID, "username", name)
+			return false
+		}
+		h.clients.Store(cl, c.user)
+		return true
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

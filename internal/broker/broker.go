@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigilhq/vigil/internal/conf"
+	"github.com/vigilhq/vigil/internal/users"
 )
 
 // Listener kinds.
@@ -44,6 +45,8 @@ type Server struct {
 	log   *slog.Logger
 	subID atomic.Int64
 	once  sync.Once
+
+	anonymousPolicy string
 }
 
 // Open binds every configured listener (so a port in use fails here, at
@@ -63,7 +66,7 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 		SysTopicResendInterval: int64(cfg.MQTT.SysInterval.Seconds()),
 		Logger:                 slog.New(quietHandler{log.Handler(), slog.LevelWarn}).With("library", "mochi"),
 	})
-	s := &Server{mochi: m, addrs: map[string]net.Addr{}, log: log}
+	s := &Server{mochi: m, addrs: map[string]net.Addr{}, log: log, anonymousPolicy: cfg.MQTT.Anonymous}
 	s.auth = newAuthHook(authn, log)
 	if err := m.AddHook(s.auth, nil); err != nil {
 		return nil, fmt.Errorf("add auth hook: %w", err)
@@ -159,7 +162,7 @@ func (s *Server) URL(kind string) string {
 // Handler receives a message from an in-process subscription. It runs on
 // the publishing client's goroutine: blocking it slows that client down
 // (back-pressure) without dropping anything.
-type Handler func(topic string, payload []byte, clientID string)
+type Handler = func(topic string, payload []byte, clientID string)
 
 // Subscribe subscribes in-process to filter.
 func (s *Server) Subscribe(filter string, h Handler) error {
@@ -171,6 +174,48 @@ func (s *Server) Subscribe(filter string, h Handler) error {
 // Publish publishes a message from Vigil itself (bypassing ACLs).
 func (s *Server) Publish(topic string, payload []byte, retain bool, qos byte) error {
 	return s.mochi.Publish(topic, payload, retain, qos)
+}
+
+// AddCredential lets a client log in as name with password and the ACL of
+// u, without a user in the database: for agents, whose passwords live only
+// as long as they do.
+func (s *Server) AddCredential(name, password string, u *users.User) {
+	s.auth.creds.Store(name, credential{password: password, user: u})
+}
+
+// RemoveCredential removes a credential added with AddCredential.
+func (s *Server) RemoveCredential(name string) { s.auth.creds.Delete(name) }
+
+// ClientIP returns the IP address a connected client connects from, or "".
+func (s *Server) ClientIP(clientID string) string {
+	cl, ok := s.mochi.Clients.Get(clientID)
+	if !ok || cl.Net.Remote == "" {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(cl.Net.Remote)
+	if err != nil {
+		return ""
+	}
+	return host
+}
+
+// AddListener adds a TCP listener while the broker runs (for example on a
+// Docker network's gateway, for agents in containers). Anonymous clients
+// are refused on it unless it is on loopback and mqtt.anonymous allows.
+func (s *Server) AddListener(id, addr string) (net.Addr, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt %s listener: %w", id, err)
+	}
+	l := newCloseGuard(listeners.NewNet(id, ln), s.mochi, s.log)
+	s.auth.setListener(id, s.anonymousPolicy == conf.AnonymousLoopback && isLoopback(ln.Addr()))
+	if err := s.mochi.AddListener(l); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	go s.mochi.Listeners.Serve(id, s.mochi.EstablishConnection)
+	s.log.Info("mqtt listening", "listener", id, "addr", ln.Addr().String())
+	return ln.Addr(), nil
 }
 
 // InternalCredentials returns the username and password that Vigil's own

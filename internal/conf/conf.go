@@ -62,6 +62,7 @@ type Agents struct {
 	HeartbeatTimeout  time.Duration `yaml:"heartbeat_timeout"`
 	Idle              time.Duration `yaml:"idle"`
 	Listen            string        `yaml:"listen"`
+	Binary            string        `yaml:"binary"`
 	DockerImage       string        `yaml:"docker_image"`
 	DockerNetwork     string        `yaml:"docker_network"`
 }

@@ -17,6 +17,7 @@ const (
 	EventRecorded  = "recorded"  // every clip is stored
 	EventPartial   = "partial"   // some clips failed or were cut short
 	EventNoCamera  = "no_camera" // nothing could record it
+	EventMerged    = "merged"    // its cameras were already recording an earlier event
 	EventFailed    = "failed"
 )
 

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/vigilhq/vigil"
+	"github.com/vigilhq/vigil/internal/coord"
 	"github.com/vigilhq/vigil/internal/telemetry"
 	"github.com/vigilhq/vigil/internal/users"
 )
@@ -41,6 +42,13 @@ type Deps struct {
 	Health   func(ctx context.Context) error // nil error: healthy
 	System   func() any                      // GET /api/v1/system
 	Gatherer prometheus.Gatherer
+
+	// Intrusion detection (nil: not served).
+	Intrusion   Intrusion
+	Sites       SiteControl
+	Agents      func() coord.View
+	PlanOf      func(site string) string
+	ClipStorage string
 }
 
 // Server is the running HTTP server.
@@ -98,6 +106,7 @@ func (s *Server) routes() http.Handler {
 	api("GET /api/v1/devices/{id}", s.getDevice)
 	api("GET /api/v1/devices/{id}/telemetry", s.listTelemetry)
 	api("GET /api/v1/system", s.system)
+	s.intrusionRoutes(mux, api)
 	// Profiles for admins, as Go servers usually offer them.
 	mux.Handle("/debug/pprof/", s.authed(adminOnly(http.HandlerFunc(pprof.Index))))
 	mux.Handle("/debug/pprof/profile", s.authed(adminOnly(http.HandlerFunc(pprof.Profile))))

@@ -176,6 +176,9 @@ func ReadSegment(path string) (*Segment, error) {
 	}
 	whole := wholeBoxes(b)
 	seg := &Segment{Truncated: len(whole) < len(b)}
+	if !bytes.Contains(whole, []byte("moov")) {
+		return seg, nil // no frame ever reached it
+	}
 	var init fmp4.Init
 	if err := init.Unmarshal(bytes.NewReader(whole)); err != nil {
 		return nil, fmt.Errorf("%s: no MP4 header: %w", path, err)

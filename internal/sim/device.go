@@ -23,18 +23,31 @@ type device struct {
 	rng      *rand.Rand
 	startAt  time.Duration // offset of its first connection (connect-rate ramp)
 
-	mu          sync.Mutex // guards the fault state below and gen
-	gen         *valueGen
-	dropUntil   time.Time
-	netDownTill time.Time
-	ever        bool // has connected once
+	mu            sync.Mutex // guards the fault state below and gen
+	gen           *valueGen
+	dropUntil     time.Time
+	netDownTill   time.Time
+	intruderUntil time.Time
+	intruderDist  float64
+	ever          bool // has connected once
 
-	cm *autopaho.ConnectionManager
+	cm     *autopaho.ConnectionManager
+	camera *camera // type camera only
+}
+
+// intruderAt reports whether an intruder is near the device at t.
+func (d *device) intruderAt(t time.Time) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return t.Before(d.intruderUntil)
 }
 
 func (d *device) topic() string {
-	if d.sim.sc.Legacy {
+	switch {
+	case d.sim.sc.Legacy:
 		return legacyTopic(d.fleet.Type)
+	case d.camera != nil:
+		return "vigil/" + d.fleet.Site + "/" + d.id + "/motion"
 	}
 	return telemetryTopic(d.fleet.Site, d.id)
 }
@@ -86,6 +99,14 @@ func (d *device) config(urls []*url.URL, tlsCfg *tls.Config) autopaho.ClientConf
 			if !sc.Legacy {
 				go d.publishStatus(cm, "online")
 			}
+			if d.camera != nil {
+				go func() {
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					defer cancel()
+					cm.Publish(ctx, &paho.Publish{Topic: "vigil/" + d.fleet.Site + "/" + d.id + "/meta", Payload: d.camera.meta(), QoS: 1, Retain: true})
+					cm.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "vigil/" + d.fleet.Site + "/" + d.id + "/cmd", QoS: 1}}})
+				}()
+			}
 		},
 		OnConnectionDown: func() bool {
 			st.Connected.Add(-1)
@@ -96,6 +117,14 @@ func (d *device) config(urls []*url.URL, tlsCfg *tls.Config) autopaho.ClientConf
 			d.sim.connectError(d.id, err)
 		},
 		ClientConfig: paho.ClientConfig{ClientID: d.id},
+	}
+	if d.camera != nil {
+		cfg.ClientConfig.OnPublishReceived = []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			if cm := d.connection(); cm != nil {
+				d.camera.command(cm, pr.Packet.Payload)
+			}
+			return true, nil
+		}}
 	}
 	if !sc.Legacy {
 		cfg.WillMessage = &paho.WillMessage{Topic: statusTopic(d.fleet.Site, d.id), Payload: []byte("offline"), QoS: 1, Retain: true}
@@ -132,6 +161,12 @@ func (d *device) run(ctx context.Context, urls []*url.URL, tlsCfg *tls.Config) {
 	d.cm = cm
 	d.mu.Unlock()
 	defer d.stop(cm)
+	if d.camera != nil {
+		camCtx, stopCam := context.WithCancel(ctx)
+		camDone := make(chan struct{})
+		go func() { defer close(camDone); d.camera.capture(camCtx) }()
+		defer func() { stopCam(); <-camDone }()
+	}
 
 	if cm.AwaitConnection(ctx) != nil {
 		return // ended before the first connection
@@ -154,6 +189,9 @@ func (d *device) run(ctx context.Context, urls []*url.URL, tlsCfg *tls.Config) {
 			var payload []byte
 			if d.sim.sc.Legacy {
 				payload = LegacyPayload(d.sensorID, d.fleet.Type, now, value, d.fleet.Units)
+			} else if d.camera != nil {
+				buf = motionPayload(buf[:0], now, value, seq)
+				payload = buf
 			} else {
 				buf = nativePayload(buf[:0], d.id, d.fleet.Type, now, value, d.fleet.Units, seq)
 				payload = buf
@@ -199,11 +237,22 @@ func (d *device) reading(now time.Time) (float64, bool) {
 		d.sim.stats.Suppressed.Add(1)
 		return 0, false
 	}
-	return d.gen.next(now), true
+	v := d.gen.next(now)
+	if now.Before(d.intruderUntil) && (d.fleet.Type == TypeDistance || d.fleet.Type == TypeCamera) {
+		v = round(max(0.05, d.intruderDist+(d.rng.Float64()-0.5)*0.2), 2)
+	}
+	return v, true
+}
+
+// connection returns the device's connection manager once it has one.
+func (d *device) connection() *autopaho.ConnectionManager {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cm
 }
 
 // apply runs a timeline action on this device.
-func (d *device) apply(action string, now time.Time, dur time.Duration) {
+func (d *device) apply(action string, now time.Time, dur time.Duration, distance float64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	switch action {
@@ -218,6 +267,8 @@ func (d *device) apply(action string, now time.Time, dur time.Duration) {
 		d.gen.stick(now, dur, d.gen.next(now))
 	case "spike":
 		d.gen.spikeUntil = now.Add(dur)
+	case "intrusion":
+		d.intruderUntil, d.intruderDist = now.Add(dur), distance
 	}
 }
 

@@ -97,3 +97,15 @@ func pyString(s string) string {
 	b.WriteByte('"')
 	return b.String()
 }
+
+// motionPayload is what a camera's IR sensor publishes on
+// vigil/<site>/<id>/motion.
+func motionPayload(b []byte, at time.Time, distance float64, seq int64) []byte {
+	b = append(b, `{"distance_m":`...)
+	b = strconv.AppendFloat(b, distance, 'f', -1, 64)
+	b = append(b, `,"timestamp":"`...)
+	b = at.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
+	b = append(b, `","seq":`...)
+	b = strconv.AppendInt(b, seq, 10)
+	return append(b, '}')
+}

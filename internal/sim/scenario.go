@@ -56,6 +56,7 @@ type Fleet struct {
 	Units  string        `yaml:"units"`  // default by type
 	Model  Model         `yaml:"model"`
 	Faults Faults        `yaml:"faults"`
+	Camera CameraConfig  `yaml:"camera"` // type camera only
 }
 
 // Model generates values.
@@ -86,8 +87,12 @@ type Step struct {
 	At       time.Duration `yaml:"at"`
 	Fleet    string        `yaml:"fleet"`
 	Fraction float64       `yaml:"fraction"` // 0 < f <= 1; default 1
-	Action   string        `yaml:"action"`   // disconnect, dropout, stuck, spike
-	Duration time.Duration `yaml:"duration"` // how long the fault lasts
+	Action   string        `yaml:"action"`   // disconnect, dropout, stuck, spike, intrusion
+	Duration time.Duration `yaml:"duration"` // how long the fault or intruder lasts
+	// DistanceM is how close an intruder comes (intrusion); default 0.6.
+	DistanceM float64 `yaml:"distance_m"`
+	// Every repeats the step (0: once).
+	Every time.Duration `yaml:"every"`
 }
 
 // Device types.
@@ -96,13 +101,17 @@ const (
 	TypeHumidity    = "humidity"
 	TypeDistance    = "distance"
 	TypeDoor        = "door"
+	// TypeCamera is the paper's Raspberry Pi: an IR distance sensor that
+	// reports on vigil/<site>/<id>/motion, and a camera that streams
+	// RTP/JPEG when the coordinator tells it to.
+	TypeCamera = "camera"
 )
 
 // Types lists the built-in device types.
-var Types = []string{TypeTemperature, TypeHumidity, TypeDistance, TypeDoor}
+var Types = []string{TypeTemperature, TypeHumidity, TypeDistance, TypeDoor, TypeCamera}
 
 // Actions a timeline step can take.
-var Actions = []string{"disconnect", "dropout", "stuck", "spike"}
+var Actions = []string{"disconnect", "dropout", "stuck", "spike", "intrusion"}
 
 // TypeDefaults returns the fleet defaults of a device type. Temperature is
 // the paper's sensor: uniform 10-35 °C, two decimals, every 5 s, "Celsius".
@@ -114,6 +123,10 @@ func TypeDefaults(typ string) Fleet {
 	case TypeDistance: // an IR distance sensor: nobody near, 2-4 m
 		return Fleet{Type: typ, Period: time.Second, Units: "m",
 			Model: Model{Kind: "walk", Min: 2, Max: 4, Step: 0.05, Decimals: 2}}
+	case TypeCamera: // IR distance every 500 ms; 640x480 JPEG at 15 fps
+		return Fleet{Type: typ, Period: 500 * time.Millisecond, Units: "m",
+			Model:  Model{Kind: "walk", Min: 2, Max: 4, Step: 0.05, Decimals: 2},
+			Camera: CameraConfig{Width: 640, Height: 480, FPS: 15, Quality: 70, PreRoll: 5 * time.Second}}
 	case TypeDoor: // a contact: 1 open, 0 closed
 		return Fleet{Type: typ, Period: 30 * time.Second, Units: "open",
 			Model: Model{Kind: "binary", P: 0.05}}
@@ -194,6 +207,18 @@ func (sc *Scenario) ApplyDefaults() {
 		if f.Faults.DisconnectOffline == 0 {
 			f.Faults.DisconnectOffline = 10 * time.Second
 		}
+		if f.Type == TypeCamera {
+			c, dc := &f.Camera, d.Camera
+			if c.Width == 0 || c.Height == 0 {
+				c.Width, c.Height = dc.Width, dc.Height
+			}
+			if c.FPS == 0 {
+				c.FPS = dc.FPS
+			}
+			if c.Quality == 0 {
+				c.Quality = dc.Quality
+			}
+		}
 	}
 	for i := range sc.Timeline {
 		if sc.Timeline[i].Fraction == 0 {
@@ -201,6 +226,9 @@ func (sc *Scenario) ApplyDefaults() {
 		}
 		if sc.Timeline[i].Duration == 0 {
 			sc.Timeline[i].Duration = 10 * time.Second
+		}
+		if sc.Timeline[i].DistanceM == 0 {
+			sc.Timeline[i].DistanceM = 0.6
 		}
 	}
 }
@@ -266,6 +294,9 @@ func (sc *Scenario) Validate() error {
 		default:
 			bad("%s: model kind %q is not one of uniform, walk, sine, binary", at, m.Kind)
 		}
+		if c := f.Camera; f.Type == TypeCamera && (c.Width < 16 || c.Width > 4096 || c.Height < 16 || c.Height > 4096 || c.FPS < 1 || c.FPS > 60 || c.Quality < 1 || c.Quality > 100 || c.PreRoll < 0 || c.PreRoll > time.Minute) {
+			bad("%s: camera needs width and height 16..4096, fps 1..60, quality 1..100, pre_roll 0..1m", at)
+		}
 		if m.Decimals < 0 || m.Decimals > 6 {
 			bad("%s: model decimals %d is outside 0..6", at, m.Decimals)
 		}
@@ -289,8 +320,11 @@ func (sc *Scenario) Validate() error {
 		if st.Fraction <= 0 || st.Fraction > 1 {
 			bad("%s: fraction %v is outside (0, 1]", at, st.Fraction)
 		}
-		if st.At < 0 {
-			bad("%s: at must not be negative", at)
+		if st.At < 0 || st.Every < 0 {
+			bad("%s: at and every must not be negative", at)
+		}
+		if st.Every > 0 && st.Every < st.Duration {
+			bad("%s: every (%v) is shorter than duration (%v)", at, st.Every, st.Duration)
 		}
 	}
 	return errors.Join(errs...)

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,6 +67,9 @@ func New(sc *Scenario, log *slog.Logger) (*Sim, error) {
 				gen:      newValueGen(f.Model, rng),
 				startAt:  time.Duration(i) * ramp,
 			}
+			if f.Type == TypeCamera {
+				d.camera = newCamera(d, f.Camera)
+			}
 			s.devices = append(s.devices, d)
 			s.byFleet[f.Name] = append(s.byFleet[f.Name], d)
 			i++
@@ -112,16 +116,29 @@ func (s *Sim) Run(ctx context.Context) error {
 	return nil
 }
 
-// timeline applies the scenario's steps at their times.
+// timeline applies the scenario's steps at their times (again every
+// Every, for repeating steps).
 func (s *Sim) timeline(ctx context.Context) {
 	start := time.Now()
 	rng := rand.New(rand.NewPCG(s.sc.Seed, 0x74696d65)) // "time"
+	type due struct {
+		at   time.Time
+		step int
+	}
+	var plan []due
 	for i, st := range s.sc.Timeline {
+		plan = append(plan, due{start.Add(st.At), i})
+	}
+	for len(plan) > 0 {
+		slices.SortFunc(plan, func(a, b due) int { return a.at.Compare(b.at) })
+		next := plan[0]
+		plan = plan[1:]
 		select {
-		case <-time.After(time.Until(start.Add(st.At))):
+		case <-time.After(time.Until(next.at)):
 		case <-ctx.Done():
 			return
 		}
+		st := s.sc.Timeline[next.step]
 		targets := s.devices
 		if st.Fleet != "" {
 			targets = s.byFleet[st.Fleet]
@@ -129,9 +146,12 @@ func (s *Sim) timeline(ctx context.Context) {
 		n := int(float64(len(targets))*st.Fraction + 0.5)
 		now := time.Now()
 		for _, j := range rng.Perm(len(targets))[:n] {
-			targets[j].apply(st.Action, now, st.Duration)
+			targets[j].apply(st.Action, now, st.Duration, st.DistanceM)
 		}
-		s.log.Info("timeline", "step", i, "action", st.Action, "devices", n, "for", st.Duration.String())
+		s.log.Info("timeline", "step", next.step, "action", st.Action, "devices", n, "for", st.Duration.String())
+		if st.Every > 0 {
+			plan = append(plan, due{next.at.Add(st.Every), next.step})
+		}
 	}
 }
 

@@ -290,3 +290,22 @@ func (s *Store) ListHistory(ctx context.Context, limit int) ([]coord.HistoryEntr
 	}
 	return out, rows.Err()
 }
+
+// UnfinishedEvents returns events still recording or queued (after a
+// crash, the coordinator closes them).
+func (s *Store) UnfinishedEvents(ctx context.Context) ([]detect.Event, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+eventColumns+` FROM events WHERE state IN (?, ?)`, detect.EventRecording, detect.EventQueued)
+	if err != nil {
+		return nil, fmt.Errorf("unfinished events: %w", err)
+	}
+	defer rows.Close()
+	var out []detect.Event
+	for rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,92 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/vigilhq/vigil/internal/broker"
+	"github.com/vigilhq/vigil/internal/conf"
+	"github.com/vigilhq/vigil/internal/coord"
+	"github.com/vigilhq/vigil/internal/detect"
+	"github.com/vigilhq/vigil/internal/media"
+)
+
+// openIntrusion starts the detector and the coordinator with its agent
+// runtime, and hooks them to the pipeline and the broker. The coordinator
+// closes after the pipeline (closers run in reverse) but before the broker.
+func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
+	cfg := a.cfg
+	storage := cfg.Recording.Storage
+	if storage == "" {
+		storage = filepath.Join(cfg.Data.Dir, "clips")
+	}
+	storage, err := filepath.Abs(storage)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(storage, 0o755); err != nil {
+		return fmt.Errorf("clip storage: %w", err)
+	}
+	a.Storage = storage
+
+	a.Detector = detect.New(cfg.Detection, a.Store, log.With("component", "detect"))
+	a.Detector.Mode = func(site string, armed bool) {
+		mode := "disarmed"
+		if armed {
+			mode = "armed"
+		}
+		a.Broker.Publish("vigil/"+site+"/mode", []byte(mode), true, 1)
+	}
+	if err := a.Broker.Subscribe("vigil/+/mode/set", func(topic string, payload []byte, _ string) {
+		a.Detector.ModeCommand(topic, payload)
+	}); err != nil {
+		return err
+	}
+
+	clog := log.With("component", "coordinator")
+	var c *coord.Coordinator
+	exited := func(id string, err error) { c.RuntimeExited()(id, err) }
+	switch cfg.Agents.Runtime {
+	case conf.RuntimeProcess:
+		bin := cfg.Agents.Binary
+		if bin == "" {
+			if bin, err = os.Executable(); err != nil {
+				return err
+			}
+		}
+		url := a.Broker.URL(broker.TCP)
+		if url == "" {
+			url = a.Broker.URL(broker.WS)
+		}
+		a.Runtime = &coord.ProcessRuntime{
+			Binary: bin, Broker: url, Listen: cfg.Agents.Listen, Storage: storage,
+			LogDir: filepath.Join(cfg.Data.Dir, "agents"), Exited: exited, Log: clog,
+		}
+	default:
+		return fmt.Errorf("agents.runtime %q is not available yet", cfg.Agents.Runtime)
+	}
+	c, err = coord.New(coord.Config{Conf: cfg, Storage: storage}, a.Broker, a.Store, a.Runtime, a.finisher(), clog, a.Registry)
+	if err != nil {
+		return err
+	}
+	a.Coord = c
+	a.Detector.Out = c.Detected
+	a.Telemetry.Observe(a.Detector.Observe)
+	a.Telemetry.Observe(c.Observe)
+	if err := c.Start(ctx); err != nil {
+		return err
+	}
+	a.onClose(c.Close)
+	return nil
+}
+
+func (a *App) finisher() *media.Finisher {
+	f := media.NewFinisher()
+	if !a.cfg.Recording.Transcode {
+		f.FFmpeg = ""
+	}
+	return f
+}

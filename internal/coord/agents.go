@@ -1,0 +1,312 @@
+package coord
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/vigilhq/vigil/internal/ingest"
+	"github.com/vigilhq/vigil/internal/users"
+)
+
+// Agent statuses.
+const (
+	agentStarting = "starting" // launched, not heard from yet
+	agentReady    = "ready"    // heartbeating; takes streams
+	agentLost     = "lost"     // silent or exited; its runtime may bring it back
+	agentStopping = "stopping" // being stopped by the autoscaler
+)
+
+type agentState struct {
+	id, username string
+	pool         string // "" for the shared pool, else the site it is dedicated to
+	status       string
+	addr         string
+	capacity     int
+	streams      map[string]*stream
+	lastSeen     time.Time
+	emptySince   time.Time
+	startedAt    time.Time
+	readyAt      time.Time
+	reason       string // why it was started
+}
+
+func (a *agentState) free() int { return a.capacity - len(a.streams) }
+
+// subscribe listens to the agents and the cameras.
+func (c *Coordinator) subscribe() error {
+	if err := c.broker.Subscribe(ingest.AgentFilter, func(topic string, payload []byte, _ string) {
+		parts := strings.Split(topic, "/")
+		if len(parts) != 4 {
+			return
+		}
+		id, leaf := parts[2], parts[3]
+		p := append([]byte(nil), payload...)
+		switch leaf {
+		case "heartbeat":
+			var hb ingest.Heartbeat
+			if json.Unmarshal(p, &hb) == nil {
+				c.do(func() { c.onHeartbeat(id, hb) })
+			}
+		case "state":
+			c.do(func() { c.onAgentState(id, string(p)) })
+		case "segment":
+			var r ingest.SegmentReport
+			if json.Unmarshal(p, &r) == nil {
+				c.do(func() { c.onSegment(id, r) })
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	return c.broker.Subscribe(ingest.CameraStreamFilter, func(topic string, payload []byte, _ string) {
+		var e ingest.CameraStreamEvent
+		if json.Unmarshal(payload, &e) == nil {
+			c.do(func() { c.onCameraStream(e) })
+		}
+	})
+}
+
+// startAgent asks the runtime for a new agent in pool.
+func (c *Coordinator) startAgent(pool, reason string) *agentState {
+	c.nextID++
+	id := fmt.Sprintf("%s-%d", c.instance, c.nextID)
+	a := &agentState{
+		id: id, username: "agent-" + id, pool: pool, status: agentStarting,
+		capacity: c.cfg.Conf.Agents.Capacity, streams: map[string]*stream{}, startedAt: time.Now(), reason: reason,
+	}
+	password := randomHex(18)
+	c.broker.AddCredential(a.username, password, &users.User{
+		Name: a.username, Role: users.RoleDevice,
+		Publish:   []string{"vigil/agents/" + id + "/#"},
+		Subscribe: []string{"vigil/agents/" + id + "/cmd"},
+	})
+	c.agents[id] = a
+	what := "scale_up"
+	if pool != "" {
+		what = "scale_up_dedicated"
+		reason += " (site " + pool + ")"
+	}
+	c.history(what, id, "", reason)
+	spec := AgentSpec{ID: id, Username: a.username, Password: password, Capacity: a.capacity, Idle: c.cfg.Conf.Agents.Idle}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if err := c.runtime.Start(ctx, spec); err != nil {
+			c.do(func() { c.startFailed(id, err) })
+		}
+	}()
+	return a
+}
+
+func (c *Coordinator) startFailed(id string, err error) {
+	a := c.agents[id]
+	if a == nil {
+		return
+	}
+	c.log.Error("agent did not start", "agent", id, "runtime", c.runtime.Name(), "error", err)
+	delete(c.agents, id)
+	c.broker.RemoveCredential(a.username)
+	c.startFailures++
+	backoff := min(time.Second<<min(c.startFailures, 6), time.Minute)
+	c.startBlockedUntil = time.Now().Add(backoff)
+	c.history("start_failed", id, "", fmt.Sprintf("%v; next try in %v", err, backoff))
+}
+
+// onHeartbeat marks an agent alive; its first heartbeat makes it ready.
+func (c *Coordinator) onHeartbeat(id string, hb ingest.Heartbeat) {
+	a := c.agents[id]
+	if a == nil || a.status == agentStopping {
+		return
+	}
+	a.lastSeen = time.Now()
+	a.addr = hb.Addr
+	if hb.Capacity > 0 {
+		a.capacity = hb.Capacity
+	}
+	if a.status == agentStarting || a.status == agentLost {
+		c.ready(a)
+	}
+}
+
+// onAgentState follows an agent's full/empty/offline changes.
+func (c *Coordinator) onAgentState(id, state string) {
+	a := c.agents[id]
+	if a == nil {
+		return
+	}
+	switch state {
+	case ingest.StateOffline:
+		if a.status != agentStopping {
+			c.lost(a, "said offline (last will)")
+		}
+	case ingest.StateEmpty, ingest.StateBusy, ingest.StateFull:
+		a.lastSeen = time.Now()
+		c.m.agentStates.WithLabelValues(state).Inc()
+		if (a.status == agentStarting || a.status == agentLost) && a.addr != "" {
+			c.ready(a)
+		}
+	}
+}
+
+func (c *Coordinator) ready(a *agentState) {
+	first := a.status == agentStarting
+	a.status = agentReady
+	a.readyAt = time.Now()
+	a.emptySince = time.Now()
+	if first {
+		c.startFailures = 0
+		took := a.readyAt.Sub(a.startedAt)
+		c.m.scaleUp.Observe(took.Seconds())
+		c.history("agent_ready", a.id, "", fmt.Sprintf("ready %dms after start (%s)", took.Milliseconds(), a.reason))
+	} else {
+		c.history("agent_back", a.id, "", "heard from again")
+	}
+	c.drainQueue()
+}
+
+// lost takes an agent out of service and moves its streams elsewhere.
+func (c *Coordinator) lost(a *agentState, why string) {
+	if a.status == agentLost {
+		return
+	}
+	a.status = agentLost
+	c.history("agent_lost", a.id, "", why)
+	for _, st := range a.streams {
+		delete(a.streams, st.id)
+		c.interrupted(st, "agent "+a.id+" lost: "+why)
+	}
+	c.drainQueue()
+}
+
+// onRuntimeExit is called by runtimes when an agent exits on its own.
+func (c *Coordinator) onRuntimeExit(id string, err error) {
+	c.do(func() {
+		if a := c.agents[id]; a != nil && a.status != agentStopping {
+			c.lost(a, fmt.Sprintf("exited: %v", err))
+		}
+	})
+}
+
+// RuntimeExited returns the callback runtimes call when an agent they run
+// exits without being asked to.
+func (c *Coordinator) RuntimeExited() func(id string, err error) { return c.onRuntimeExit }
+
+// tick runs the timers: silent agents, stuck streams, scaling.
+func (c *Coordinator) tick() {
+	now := time.Now()
+	cfg := c.cfg.Conf.Agents
+	for _, a := range c.agents {
+		switch {
+		case a.status == agentReady && now.Sub(a.lastSeen) > cfg.HeartbeatTimeout:
+			c.lost(a, fmt.Sprintf("no heartbeat for %v", cfg.HeartbeatTimeout))
+		case a.status == agentStarting && now.Sub(a.startedAt) > 90*time.Second:
+			c.history("start_timeout", a.id, "", "not heard from 90s after start")
+			c.stopAgent(a)
+		}
+	}
+	for _, st := range c.streams {
+		c.checkStream(st, now)
+	}
+	c.autoscale()
+	c.scaleDown(now)
+}
+
+// liveAgents counts agents that are or will be in service.
+func (c *Coordinator) liveAgents() int {
+	n := 0
+	for _, a := range c.agents {
+		if a.status != agentStopping {
+			n++
+		}
+	}
+	return n
+}
+
+// autoscale starts agents for queued streams, pool by pool, unless agents
+// already starting will have room for them or the pool is at its maximum.
+func (c *Coordinator) autoscale() {
+	if time.Now().Before(c.startBlockedUntil) {
+		return
+	}
+	need := map[string]int{}
+	for _, st := range c.queue {
+		need[st.pool]++
+	}
+	for pool, n := range need {
+		starting, total := 0, 0
+		for _, a := range c.agents {
+			if a.pool != pool || a.status == agentStopping {
+				continue
+			}
+			total++
+			if a.status == agentStarting {
+				starting += a.capacity
+			}
+		}
+		max := c.cfg.Conf.Agents.Max
+		if pool != "" {
+			max = 1
+		}
+		for starting < n && total < max {
+			c.startAgent(pool, fmt.Sprintf("%d stream(s) waiting, every agent full", n))
+			starting += c.cfg.Conf.Agents.Capacity
+			total++
+		}
+		if starting < n && total >= max {
+			c.m.atMax.Inc()
+		}
+	}
+}
+
+// scaleDown stops agents that have been empty for the cooldown, keeping
+// agents.min in the shared pool. One agent per tick, newest first.
+func (c *Coordinator) scaleDown(now time.Time) {
+	if len(c.queue) > 0 {
+		return
+	}
+	shared := 0
+	for _, a := range c.agents {
+		if a.pool == "" && (a.status == agentReady || a.status == agentStarting) {
+			shared++
+		}
+	}
+	var victim *agentState
+	for _, a := range c.agents {
+		if a.status != agentReady || len(a.streams) > 0 || now.Sub(a.emptySince) < c.cfg.Conf.Agents.ScaleDownCooldown {
+			continue
+		}
+		if a.pool == "" && shared <= c.cfg.Conf.Agents.Min {
+			continue
+		}
+		if victim == nil || a.startedAt.After(victim.startedAt) {
+			victim = a
+		}
+	}
+	if victim != nil {
+		c.history("scale_down", victim.id, "", fmt.Sprintf("empty for %v", now.Sub(victim.emptySince).Round(time.Second)))
+		c.stopAgent(victim)
+	}
+}
+
+func (c *Coordinator) stopAgent(a *agentState) {
+	a.status = agentStopping
+	for _, st := range a.streams {
+		delete(a.streams, st.id)
+		c.interrupted(st, "agent "+a.id+" stopped")
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		err := c.runtime.Stop(ctx, a.id)
+		c.do(func() {
+			if err != nil {
+				c.log.Warn("stop agent", "agent", a.id, "error", err)
+			}
+			delete(c.agents, a.id)
+			c.broker.RemoveCredential(a.username)
+		})
+	}()
+}

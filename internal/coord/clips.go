@@ -1,0 +1,175 @@
+package coord
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/vigilhq/vigil/internal/detect"
+)
+
+// finishClips makes each finished stream's segments into one clip file,
+// then applies retention. It runs on its own goroutine, one clip at a
+// time, in `vigil up`: transcoding never runs in an agent, so it can never
+// make ingest drop frames.
+func (c *Coordinator) finishClips() {
+	for id := range c.jobs {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		cl, err := c.store.GetClip(ctx, id)
+		if err == nil {
+			c.finishClip(ctx, &cl)
+			c.retention(ctx, cl.Site)
+			done := cl
+			c.do(func() { c.clipFinished(done) })
+		} else {
+			c.log.Error("finish clip", "clip", id, "error", err)
+		}
+		cancel()
+	}
+}
+
+func (c *Coordinator) finishClip(ctx context.Context, cl *Clip) {
+	dir := filepath.Join(c.cfg.Storage, filepath.FromSlash(cl.Dir))
+	// The segments the coordinator assigned, plus any on disk it did not
+	// hear of (a crash between assigning and saving).
+	segs := slices.Clone(cl.Segments)
+	if found, _ := filepath.Glob(filepath.Join(dir, "seg-*.mp4")); len(found) > 0 {
+		for _, f := range found {
+			if b := filepath.Base(f); !slices.Contains(segs, b) {
+				segs = append(segs, b)
+			}
+		}
+		sort.Strings(segs)
+	}
+	paths := make([]string, len(segs))
+	for i, s := range segs {
+		paths[i] = filepath.Join(dir, s)
+	}
+	start := time.Now()
+	fin := *c.finisher
+	if !c.cfg.Conf.Recording.Transcode {
+		fin.FFmpeg = ""
+	}
+	info, err := fin.Finish(ctx, paths, filepath.Join(dir, "clip.mp4"), filepath.Join(dir, "thumb.jpg"))
+	c.m.finishSeconds.Observe(time.Since(start).Seconds())
+	now := time.Now()
+	cl.Finished = &now
+	cl.Segments = segs
+	if err != nil {
+		cl.State, cl.Error = ClipFailed, err.Error()
+		c.log.Error("clip failed", "clip", cl.ID, "camera", cl.Camera, "error", err)
+	} else {
+		cl.State = ClipReady
+		cl.DurationMS, cl.Frames, cl.Bytes, cl.Codec = info.Duration.Milliseconds(), info.Frames, info.Bytes, info.Codec
+		cl.Interrupted = cl.Interrupted || info.Truncated
+		cl.File = filepath.ToSlash(filepath.Join(cl.Dir, "clip.mp4"))
+		cl.Thumbnail = filepath.ToSlash(filepath.Join(cl.Dir, "thumb.jpg"))
+		// The segments served their purpose; the clip replaces them.
+		for _, p := range paths {
+			if os.Getenv("VIGIL_DEBUG_KEEP") == "" {
+				os.Remove(p)
+			}
+		}
+		c.log.Info("clip ready", "clip", cl.ID, "camera", cl.Camera, "duration", info.Duration.Round(100*time.Millisecond),
+			"frames", info.Frames, "codec", info.Codec, "interrupted", cl.Interrupted, "took", time.Since(start).Round(time.Millisecond))
+	}
+	c.m.clips.WithLabelValues(cl.State).Inc()
+	if err := c.store.SaveClip(ctx, cl); err != nil {
+		c.log.Error("save clip", "clip", cl.ID, "error", err)
+	}
+}
+
+// retention deletes a site's oldest clips beyond its plan's max_clips, and
+// the oldest of all while the clips exceed retention.max_bytes.
+func (c *Coordinator) retention(ctx context.Context, site string) {
+	_, plan := c.cfg.Conf.PlanFor(site)
+	old, err := c.store.OldestClips(ctx, site, plan.MaxClips)
+	if err != nil {
+		c.log.Error("retention", "site", site, "error", err)
+		return
+	}
+	for _, cl := range old {
+		c.deleteClip(ctx, cl, "more than max_clips")
+	}
+	quota := c.cfg.Conf.Retention.MaxBytes
+	for quota > 0 {
+		total, err := c.store.ClipBytes(ctx)
+		if err != nil || total <= quota {
+			return
+		}
+		oldest, err := c.store.OldestClipsAll(ctx, 1)
+		if err != nil || len(oldest) == 0 {
+			return
+		}
+		c.deleteClip(ctx, oldest[0], "over the disk quota")
+	}
+}
+
+// deleteClip removes a clip, never leaving half of one: the row is marked
+// deleting (and so hidden) first, the files go, then the row. A crash in
+// between is finished at the next start.
+func (c *Coordinator) deleteClip(ctx context.Context, cl Clip, why string) {
+	if err := c.store.SetClipState(ctx, cl.ID, ClipDeleting); err != nil {
+		c.log.Error("delete clip", "clip", cl.ID, "error", err)
+		return
+	}
+	dir := filepath.Join(c.cfg.Storage, filepath.FromSlash(cl.Dir))
+	if err := os.RemoveAll(dir); err != nil {
+		c.log.Error("delete clip files; retried at the next start", "clip", cl.ID, "error", err)
+		return
+	}
+	// Empty day, camera and site directories go too.
+	for p := filepath.Dir(dir); strings.HasPrefix(p, c.cfg.Storage+string(filepath.Separator)); p = filepath.Dir(p) {
+		if os.Remove(p) != nil {
+			break
+		}
+	}
+	if err := c.store.DeleteClip(ctx, cl.ID); err != nil {
+		c.log.Error("delete clip row", "clip", cl.ID, "error", err)
+		return
+	}
+	c.m.deleted.Inc()
+	c.log.Info("clip deleted", "clip", cl.ID, "site", cl.Site, "why", why)
+}
+
+// recover finishes what a previous run left: deletions, and clips that
+// were recording or finishing when it stopped (kept, marked interrupted).
+func (c *Coordinator) recover(ctx context.Context) {
+	if del, err := c.store.ClipsInState(ctx, ClipDeleting); err == nil {
+		for _, cl := range del {
+			c.deleteClip(ctx, cl, "left by the previous run")
+		}
+	}
+	for _, state := range []string{ClipRecording, ClipFinishing} {
+		cls, err := c.store.ClipsInState(ctx, state)
+		if err != nil {
+			continue
+		}
+		for _, cl := range cls {
+			if state == ClipRecording {
+				cl.Interrupted = true
+				cl.State = ClipFinishing
+				c.store.SaveClip(ctx, &cl)
+			}
+			c.jobs <- cl.ID
+		}
+	}
+	evs, err := c.store.UnfinishedEvents(ctx)
+	if err != nil {
+		return
+	}
+	for i := range evs {
+		ev := evs[i]
+		ev.State = detect.EventPartial
+		now := time.Now()
+		ev.End = &now
+		if err := c.store.SaveEvent(ctx, &ev); err != nil && !errors.Is(err, context.Canceled) {
+			c.log.Warn("recover event", "event", ev.ID, "error", err)
+		}
+	}
+}

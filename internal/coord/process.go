@@ -1,0 +1,177 @@
+package coord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// ProcessRuntime runs agents as supervised child processes (`vigil agent`):
+// an agent that exits without being asked is reported to the coordinator
+// and restarted, with backoff.
+type ProcessRuntime struct {
+	Binary  string // the vigil executable
+	Broker  string // MQTT URL the agents connect to
+	Listen  string // IP agents receive video on
+	Storage string // clip storage root
+	LogDir  string // each agent's output goes to <LogDir>/agent-<id>.log
+	// Exited is told when an agent exits on its own.
+	Exited func(id string, err error)
+	Log    *slog.Logger
+
+	mu    sync.Mutex
+	procs map[string]*proc
+}
+
+type proc struct {
+	spec     AgentSpec
+	cmd      *exec.Cmd
+	stopping bool
+	stopCh   chan struct{} // closed by Stop
+	done     chan struct{} // closed when the supervisor has given up on it
+}
+
+// Name returns "process".
+func (r *ProcessRuntime) Name() string { return "process" }
+
+// Start launches the agent and supervises it.
+func (r *ProcessRuntime) Start(ctx context.Context, spec AgentSpec) error {
+	p := &proc{spec: spec, done: make(chan struct{}), stopCh: make(chan struct{})}
+	if err := r.launch(p); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	if r.procs == nil {
+		r.procs = map[string]*proc{}
+	}
+	r.procs[spec.ID] = p
+	r.mu.Unlock()
+	go r.supervise(p)
+	return nil
+}
+
+func (r *ProcessRuntime) launch(p *proc) error {
+	if err := os.MkdirAll(r.LogDir, 0o755); err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(filepath.Join(r.LogDir, "agent-"+p.spec.ID+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(r.Binary, "agent",
+		"--id", p.spec.ID, "--broker", r.Broker, "--username", p.spec.Username,
+		"--listen", r.Listen, "--storage", r.Storage,
+		"--capacity", fmt.Sprint(p.spec.Capacity), "--idle", p.spec.Idle.String())
+	cmd.Env = append(os.Environ(), "VIGIL_AGENT_PASSWORD="+p.spec.Password)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its own process group, so that a Ctrl-C meant for vigil up reaches the
+	// agents through vigil up's orderly shutdown; and SIGTERM if vigil up
+	// dies without one.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start %s agent: %w", r.Binary, err)
+	}
+	logf.Close() // the child has its own descriptor
+	p.cmd = cmd
+	return nil
+}
+
+// supervise waits for the agent; if it exits on its own, it reports that
+// and starts it again.
+func (r *ProcessRuntime) supervise(p *proc) {
+	defer close(p.done)
+	backoff := time.Second
+	for {
+		err := p.cmd.Wait()
+		r.mu.Lock()
+		stopping := p.stopping
+		r.mu.Unlock()
+		if stopping {
+			return
+		}
+		if err == nil {
+			err = errors.New("exit status 0")
+		}
+		r.Log.Warn("agent exited; restarting it", "agent", p.spec.ID, "error", err, "in", backoff)
+		if r.Exited != nil {
+			r.Exited(p.spec.ID, err)
+		}
+		select {
+		case <-time.After(backoff):
+		case <-p.stopCh:
+			return
+		}
+		backoff = min(backoff*2, 30*time.Second)
+		r.mu.Lock()
+		if p.stopping {
+			r.mu.Unlock()
+			return
+		}
+		err = r.launch(p)
+		r.mu.Unlock()
+		if err != nil {
+			r.Log.Error("agent restart failed", "agent", p.spec.ID, "error", err)
+			return
+		}
+	}
+}
+
+// PID returns an agent's process id, or 0.
+func (r *ProcessRuntime) PID(id string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p := r.procs[id]; p != nil && p.cmd != nil && p.cmd.Process != nil {
+		return p.cmd.Process.Pid
+	}
+	return 0
+}
+
+// Stop asks the agent to stop (SIGTERM: it finishes its segments), and
+// kills it if it has not within ctx.
+func (r *ProcessRuntime) Stop(ctx context.Context, id string) error {
+	r.mu.Lock()
+	p := r.procs[id]
+	if p == nil {
+		r.mu.Unlock()
+		return nil
+	}
+	p.stopping = true
+	close(p.stopCh)
+	delete(r.procs, id)
+	cmd := p.cmd
+	r.mu.Unlock()
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return nil
+	case <-ctx.Done():
+		cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("agent %s did not stop in time; killed", id)
+	}
+}
+
+// Close stops every agent.
+func (r *ProcessRuntime) Close() error {
+	r.mu.Lock()
+	var ids []string
+	for id := range r.procs {
+		ids = append(ids, id)
+	}
+	r.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var errs []error
+	for _, id := range ids {
+		errs = append(errs, r.Stop(ctx, id))
+	}
+	return errors.Join(errs...)
+}

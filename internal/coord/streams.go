@@ -1,0 +1,479 @@
+package coord
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"path"
+	"slices"
+	"time"
+
+	"github.com/vigilhq/vigil/internal/detect"
+	"github.com/vigilhq/vigil/internal/ingest"
+	"github.com/vigilhq/vigil/internal/telemetry"
+)
+
+// Stream states.
+const (
+	streamQueued    = "queued"    // waiting for an agent with room
+	streamExpecting = "expecting" // the agent was told; waiting for it to be ready
+	streamLive      = "streaming" // the camera was told where to send
+	streamDone      = "done"
+)
+
+// stream is one camera recording one event, possibly across agents.
+type stream struct {
+	id       string
+	ssrc     uint32
+	site     string
+	camera   string
+	clientID string
+	pool     string
+	priority int
+	ev       *eventState
+	clip     *Clip
+	agent    *agentState
+	state    string
+	segIndex int
+
+	duration   time.Duration // of the clip
+	started    time.Time     // when the camera was first told to stream
+	queuedAt   time.Time
+	expectedAt time.Time // when the current agent was told
+	liveAt     time.Time // when the camera was told (this segment)
+	deadline   time.Time
+	firstFrame bool
+}
+
+// remaining is what is left of the clip.
+func (st *stream) remaining(now time.Time) time.Duration {
+	if st.started.IsZero() {
+		return st.duration
+	}
+	return st.duration - now.Sub(st.started)
+}
+
+type eventState struct {
+	ev      *detect.Event
+	pending int // clips not finished yet
+	partial bool
+}
+
+// deviceInfo is what the coordinator knows of a device: its meta.
+type deviceInfo struct {
+	site, id, clientID string
+	meta               *telemetry.Meta
+}
+
+func key(site, id string) string { return site + "/" + id }
+
+// Observe records devices' meta messages (cameras and their zones); it is a
+// telemetry.Pipeline observer.
+func (c *Coordinator) Observe(ev telemetry.Event) {
+	if ev.Meta == nil {
+		return
+	}
+	c.do(func() {
+		c.devices[ev.DeviceID] = &deviceInfo{site: ev.Site, id: ev.DeviceID, clientID: ev.ClientID, meta: ev.Meta}
+	})
+}
+
+// Detected handles a detection; it is the detector's output.
+func (c *Coordinator) Detected(d detect.Detection) {
+	c.do(func() { c.onDetection(d) })
+}
+
+// camerasFor chooses the cameras that record a sensor's detection: the
+// sensor itself if it is a camera, the cameras of its zone (from its meta),
+// and those configured for it in detection.zones.
+func (c *Coordinator) camerasFor(site, sensor string) []*deviceInfo {
+	var out []*deviceInfo
+	add := func(d *deviceInfo) {
+		if d != nil && d.site == site && d.meta.Has(telemetry.CapCamera) && !slices.Contains(out, d) {
+			out = append(out, d)
+		}
+	}
+	s := c.devices[sensor]
+	add(s)
+	if s != nil && s.meta.Zone != "" {
+		for _, d := range c.devices {
+			if d.meta.Zone == s.meta.Zone {
+				add(d)
+			}
+		}
+	}
+	for _, z := range c.cfg.Conf.Detection.Zones {
+		if slices.Contains(z.Sensors, sensor) {
+			for _, cam := range z.Cameras {
+				if d := c.devices[cam]; d != nil {
+					add(d)
+				} else {
+					// A camera named in config but not (yet) announced.
+					add(&deviceInfo{site: site, id: cam, clientID: cam, meta: &telemetry.Meta{Capabilities: []string{telemetry.CapCamera}}})
+				}
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b *deviceInfo) int { return c.priority(b) - c.priority(a) })
+	return out
+}
+
+// priority is a camera's priority: config wins over its meta.
+func (c *Coordinator) priority(d *deviceInfo) int {
+	if cc, ok := c.cfg.Conf.Cameras[d.id]; ok && cc.Priority != 0 {
+		return cc.Priority
+	}
+	return d.meta.Priority
+}
+
+func (c *Coordinator) onDetection(d detect.Detection) {
+	cams := c.camerasFor(d.Site, d.Sensor)
+	ev := &detect.Event{ID: newID(), Site: d.Site, Sensor: d.Sensor, Start: d.At, State: detect.EventRecording, Distance: d.Distance, Cameras: []string{}}
+	es := &eventState{ev: ev}
+	var todo []*deviceInfo
+	for _, cam := range cams {
+		ev.Cameras = append(ev.Cameras, cam.id)
+		ev.Priority = max(ev.Priority, c.priority(cam))
+		if c.byCamera[key(cam.site, cam.id)] != nil {
+			c.log.Info("camera already recording; the event shares its clip", "camera", cam.id, "event", ev.ID)
+			continue
+		}
+		todo = append(todo, cam)
+	}
+	switch {
+	case len(cams) == 0:
+		ev.State = detect.EventNoCamera
+		now := time.Now()
+		ev.End = &now
+		c.log.Warn("detection with no camera to record it", "site", d.Site, "sensor", d.Sensor)
+	case len(todo) == 0:
+		ev.State = detect.EventMerged
+		now := time.Now()
+		ev.End = &now
+	}
+	c.saveEvent(ev)
+	if len(todo) == 0 {
+		return
+	}
+	c.events[ev.ID] = es
+	for _, cam := range todo {
+		st := c.newStream(cam, es, d.At)
+		es.pending++
+		c.request(st)
+	}
+	if c.allQueued(es) {
+		ev.State = detect.EventQueued
+		c.saveEvent(ev)
+	}
+	c.drainQueue()
+}
+
+func (c *Coordinator) allQueued(es *eventState) bool {
+	for _, st := range c.streams {
+		if st.ev == es && st.state != streamQueued {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *Coordinator) saveEvent(ev *detect.Event) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.store.SaveEvent(ctx, ev); err != nil {
+		c.log.Error("save event", "event", ev.ID, "error", err)
+	}
+}
+
+func (c *Coordinator) saveClip(cl *Clip) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.store.SaveClip(ctx, cl); err != nil {
+		c.log.Error("save clip", "clip", cl.ID, "error", err)
+	}
+}
+
+func (c *Coordinator) newStream(cam *deviceInfo, es *eventState, at time.Time) *stream {
+	_, plan := c.cfg.Conf.PlanFor(cam.site)
+	pool := ""
+	if plan.DedicatedAgent {
+		pool = cam.site
+	}
+	clip := &Clip{
+		ID: newID(), EventID: es.ev.ID, Site: cam.site, Camera: cam.id, Start: at, State: ClipRecording, Segments: []string{},
+	}
+	clip.Dir = path.Join(cam.site, cam.id, at.UTC().Format("2006-01-02"), clip.ID)
+	c.saveClip(clip)
+	st := &stream{
+		id: newID(), ssrc: randomSSRC(), site: cam.site, camera: cam.id, clientID: cam.clientID, pool: pool,
+		priority: c.priority(cam), ev: es, clip: clip,
+		duration: time.Duration(c.cfg.Conf.Recording.ClipSeconds) * time.Second,
+	}
+	c.streams[st.id] = st
+	c.byCamera[key(cam.site, cam.id)] = st
+	return st
+}
+
+// request puts a stream in the queue, ordered by priority then age.
+func (c *Coordinator) request(st *stream) {
+	st.state = streamQueued
+	st.agent = nil
+	if st.queuedAt.IsZero() {
+		st.queuedAt = time.Now()
+	}
+	c.queue = append(c.queue, st)
+	slices.SortStableFunc(c.queue, func(a, b *stream) int {
+		if a.priority != b.priority {
+			return b.priority - a.priority
+		}
+		return a.queuedAt.Compare(b.queuedAt)
+	})
+}
+
+// drainQueue gives queued streams to agents with room, highest priority
+// first; autoscale starts agents for the rest.
+func (c *Coordinator) drainQueue() {
+	var left []*stream
+	for _, st := range c.queue {
+		if !c.assign(st) {
+			left = append(left, st)
+		}
+	}
+	if len(left) < len(c.queue) || len(left) > 0 {
+		c.queue = left
+	}
+	for _, st := range left {
+		if st.ev != nil && st.ev.ev.State == detect.EventRecording && c.allQueued(st.ev) {
+			st.ev.ev.State = detect.EventQueued
+			c.saveEvent(st.ev.ev)
+		}
+	}
+	c.autoscale()
+}
+
+// assign gives a stream to the fullest agent that still has room (packing
+// streams frees whole agents for scale-down, as in the paper).
+func (c *Coordinator) assign(st *stream) bool {
+	var best *agentState
+	for _, a := range c.agents {
+		if a.status != agentReady || a.pool != st.pool || a.free() <= 0 || a.addr == "" {
+			continue
+		}
+		if best == nil || len(a.streams) > len(best.streams) || (len(a.streams) == len(best.streams) && a.startedAt.Before(best.startedAt)) {
+			best = a
+		}
+	}
+	if best == nil {
+		return false
+	}
+	now := time.Now()
+	st.agent = best
+	best.streams[st.id] = st
+	st.segIndex++
+	seg := fmt.Sprintf("seg-%02d-%s.mp4", st.segIndex, best.id)
+	st.clip.Segments = append(st.clip.Segments, seg)
+	st.state = streamExpecting
+	st.expectedAt = now
+	c.saveClip(st.clip)
+	cmd := ingest.AgentCommand{
+		Action: "expect", StreamID: st.id, SSRC: st.ssrc, Source: c.sourceFor(st),
+		Dir: st.clip.Dir, Segment: seg, Duration: int(st.remaining(now).Seconds() + 0.999), Camera: st.camera, Site: st.site,
+	}
+	c.publish(ingest.AgentTopic(best.id, "cmd"), cmd)
+	what := "assign"
+	if st.segIndex > 1 {
+		what = "reassign"
+	}
+	c.history(what, best.id, st.camera, fmt.Sprintf("stream %s, %d/%d on the agent", st.id, len(best.streams), best.capacity))
+	if st.ev.ev.State == detect.EventQueued {
+		st.ev.ev.State = detect.EventRecording
+		c.saveEvent(st.ev.ev)
+	}
+	return true
+}
+
+// sourceFor is the IP the agent should accept a camera's packets from: the
+// address of its MQTT connection, unless that is loopback (packets from this
+// host may reach an agent in a container from the bridge's address).
+func (c *Coordinator) sourceFor(st *stream) string {
+	ip := net.ParseIP(c.broker.ClientIP(st.clientID))
+	if ip == nil || ip.IsLoopback() {
+		return ""
+	}
+	return ip.String()
+}
+
+func (c *Coordinator) publish(topic string, v any) {
+	b, _ := json.Marshal(v)
+	if err := c.broker.Publish(topic, b, false, 1); err != nil {
+		c.log.Warn("publish", "topic", topic, "error", err)
+	}
+}
+
+// onSegment follows an agent's reports on a stream.
+func (c *Coordinator) onSegment(agentID string, r ingest.SegmentReport) {
+	st := c.streams[r.StreamID]
+	if st == nil || st.agent == nil || st.agent.id != agentID {
+		return // a report for a stream that moved on
+	}
+	now := time.Now()
+	switch r.State {
+	case "expecting":
+		if st.state != streamExpecting {
+			return
+		}
+		st.state = streamLive
+		first := st.started.IsZero()
+		if first {
+			st.started = now
+		}
+		st.liveAt = now
+		remaining := st.remaining(now)
+		st.deadline = now.Add(remaining + 3*c.cfg.Conf.Agents.Idle + 10*time.Second)
+		host, port, _ := net.SplitHostPort(st.agent.addr)
+		var p int
+		fmt.Sscan(port, &p)
+		_, plan := c.cfg.Conf.PlanFor(st.site)
+		cmd := ingest.StreamCommand{
+			Action: "stream", StreamID: st.id, EventID: st.ev.ev.ID, Transport: ingest.Transport,
+			Host: host, Port: p, SSRC: st.ssrc, Duration: int(remaining.Seconds() + 0.999),
+			FPS: plan.FPS, Width: plan.Width, Height: plan.Height, Quality: plan.Quality,
+			MaxPacket: 1200, Resume: !first,
+		}
+		if first {
+			cmd.PreRoll = c.cfg.Conf.Recording.PreRollSeconds
+		}
+		c.publish(ingest.CameraTopic(st.site, st.camera, "cmd"), cmd)
+	case "recording":
+		if !st.firstFrame && !r.FirstStored.IsZero() {
+			st.firstFrame = true
+			c.m.firstFrame.Observe(r.FirstStored.Sub(st.ev.ev.Start).Seconds())
+		}
+	case "done":
+		delete(st.agent.streams, st.id)
+		if len(st.agent.streams) == 0 {
+			st.agent.emptySince = now
+		}
+		st.clip.Packets += r.Packets
+		st.clip.PacketsLost += r.Lost
+		switch {
+		case r.Reason == ingest.EndShutdown || len(r.Reason) > 6 && r.Reason[:6] == "error:":
+			c.interrupted(st, "agent "+agentID+": "+r.Reason)
+		case r.Reason == ingest.EndIdle && r.Frames == 0 && st.remaining(now) > 2*time.Second:
+			// Nothing ever came: the camera may have missed its command.
+			c.interrupted(st, "no video reached agent "+agentID)
+		default:
+			c.finish(st)
+		}
+		c.drainQueue()
+	}
+}
+
+// interrupted moves a stream whose agent went away to another agent, for
+// what is left of its clip; the clip keeps the partial segment.
+func (c *Coordinator) interrupted(st *stream, why string) {
+	if st.state == streamDone {
+		return
+	}
+	st.clip.Interrupted = st.clip.Interrupted || st.segIndex > 0 && st.state == streamLive
+	now := time.Now()
+	if st.state == streamLive && st.remaining(now) < time.Second {
+		c.finish(st)
+		return
+	}
+	c.log.Warn("stream moves to another agent", "stream", st.id, "camera", st.camera, "why", why, "remaining", st.remaining(now).Round(time.Second))
+	st.priority += 1000 // a stream already under way goes first
+	c.request(st)
+	c.m.reassigned.Inc()
+}
+
+// onCameraStream handles a camera's report on its stream: "quit" (the
+// seed's [Quit]) ends it at the agent.
+func (c *Coordinator) onCameraStream(e ingest.CameraStreamEvent) {
+	st := c.streams[e.StreamID]
+	if st == nil {
+		return
+	}
+	switch e.State {
+	case "quit":
+		if st.agent != nil {
+			c.publish(ingest.AgentTopic(st.agent.id, "cmd"), ingest.AgentCommand{Action: "stop", StreamID: st.id})
+		}
+	case "error":
+		c.log.Warn("camera cannot stream", "camera", st.camera, "stream", st.id, "reason", e.Reason)
+	}
+}
+
+// checkStream enforces a stream's timers.
+func (c *Coordinator) checkStream(st *stream, now time.Time) {
+	switch st.state {
+	case streamExpecting:
+		if now.Sub(st.expectedAt) > 5*time.Second {
+			a := st.agent
+			delete(a.streams, st.id)
+			c.history("expect_timeout", a.id, st.camera, "the agent did not take the stream within 5s")
+			c.lost(a, "did not take a stream")
+			c.interrupted(st, "agent did not answer")
+		}
+	case streamLive:
+		if now.After(st.deadline) && st.agent != nil {
+			c.publish(ingest.AgentTopic(st.agent.id, "cmd"), ingest.AgentCommand{Action: "stop", StreamID: st.id})
+			st.deadline = now.Add(10 * time.Second)
+		}
+	}
+}
+
+// finish ends a stream and hands its clip to the finisher.
+func (c *Coordinator) finish(st *stream) {
+	if st.state == streamDone {
+		return
+	}
+	st.state = streamDone
+	if st.agent != nil {
+		delete(st.agent.streams, st.id)
+	}
+	delete(c.streams, st.id)
+	if c.byCamera[key(st.site, st.camera)] == st {
+		delete(c.byCamera, key(st.site, st.camera))
+	}
+	c.queue = slices.DeleteFunc(c.queue, func(x *stream) bool { return x == st })
+	st.clip.State = ClipFinishing
+	c.saveClip(st.clip)
+	c.history("stream_end", agentName(st.agent), st.camera, fmt.Sprintf("stream %s, %d segment(s)", st.id, st.segIndex))
+	select {
+	case c.jobs <- st.clip.ID:
+	default:
+		c.log.Error("clip queue full; the clip will be finished at the next start", "clip", st.clip.ID)
+	}
+}
+
+func agentName(a *agentState) string {
+	if a == nil {
+		return ""
+	}
+	return a.id
+}
+
+// clipFinished updates the clip's event when a clip is done.
+func (c *Coordinator) clipFinished(cl Clip) {
+	es := c.events[cl.EventID]
+	if es == nil {
+		return
+	}
+	if cl.State != ClipReady || cl.Interrupted {
+		es.partial = true
+	}
+	es.pending--
+	if es.pending > 0 {
+		return
+	}
+	delete(c.events, cl.EventID)
+	now := time.Now()
+	es.ev.End = &now
+	es.ev.State = detect.EventRecorded
+	if es.partial {
+		es.ev.State = detect.EventPartial
+	}
+	c.saveEvent(es.ev)
+}

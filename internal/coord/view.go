@@ -1,0 +1,98 @@
+package coord
+
+import (
+	"slices"
+	"strings"
+	"time"
+)
+
+// View is the coordinator's state for GET /api/v1/agents.
+type View struct {
+	Runtime  string       `json:"runtime"`
+	Capacity int          `json:"capacity"`
+	Min      int          `json:"min"`
+	Max      int          `json:"max"`
+	Agents   []AgentView  `json:"agents"`
+	Queue    []StreamView `json:"queue"`
+	Streams  []StreamView `json:"streams"`
+}
+
+// AgentView is one agent.
+type AgentView struct {
+	ID        string     `json:"id"`
+	Status    string     `json:"status"`
+	Pool      string     `json:"dedicated_site,omitempty"`
+	Addr      string     `json:"addr,omitempty"`
+	Capacity  int        `json:"capacity"`
+	Streams   []string   `json:"streams"`
+	Started   time.Time  `json:"started"`
+	Ready     *time.Time `json:"ready,omitempty"`
+	LastSeen  *time.Time `json:"last_seen,omitempty"`
+	EmptySecs float64    `json:"empty_s,omitempty"`
+}
+
+// StreamView is one stream, queued or under way.
+type StreamView struct {
+	ID       string    `json:"id"`
+	Site     string    `json:"site"`
+	Camera   string    `json:"camera"`
+	EventID  string    `json:"event_id"`
+	ClipID   string    `json:"clip_id"`
+	Agent    string    `json:"agent,omitempty"`
+	State    string    `json:"state"`
+	Priority int       `json:"priority"`
+	Queued   time.Time `json:"queued"`
+	Segments int       `json:"segments"`
+}
+
+func (c *Coordinator) streamView(st *stream) StreamView {
+	return StreamView{ID: st.id, Site: st.site, Camera: st.camera, EventID: st.ev.ev.ID, ClipID: st.clip.ID,
+		Agent: agentName(st.agent), State: st.state, Priority: st.priority, Queued: st.queuedAt, Segments: st.segIndex}
+}
+
+// publishView copies the state for readers on other goroutines.
+func (c *Coordinator) publishView() {
+	v := View{Runtime: c.runtime.Name(), Capacity: c.cfg.Conf.Agents.Capacity, Min: c.cfg.Conf.Agents.Min, Max: c.cfg.Conf.Agents.Max,
+		Agents: []AgentView{}, Queue: []StreamView{}, Streams: []StreamView{}}
+	now := time.Now()
+	for _, a := range c.agents {
+		av := AgentView{ID: a.id, Status: a.status, Pool: a.pool, Addr: a.addr, Capacity: a.capacity, Streams: []string{}, Started: a.startedAt}
+		for id := range a.streams {
+			av.Streams = append(av.Streams, id)
+		}
+		slices.Sort(av.Streams)
+		if !a.readyAt.IsZero() {
+			t := a.readyAt
+			av.Ready = &t
+		}
+		if !a.lastSeen.IsZero() {
+			t := a.lastSeen
+			av.LastSeen = &t
+		}
+		if len(a.streams) == 0 && a.status == agentReady {
+			av.EmptySecs = now.Sub(a.emptySince).Seconds()
+		}
+		v.Agents = append(v.Agents, av)
+	}
+	slices.SortFunc(v.Agents, func(a, b AgentView) int { return a.Started.Compare(b.Started) })
+	for _, st := range c.queue {
+		v.Queue = append(v.Queue, c.streamView(st))
+	}
+	for _, st := range c.streams {
+		if st.state != streamQueued {
+			v.Streams = append(v.Streams, c.streamView(st))
+		}
+	}
+	slices.SortFunc(v.Streams, func(a, b StreamView) int { return strings.Compare(a.ID, b.ID) })
+	c.viewMu.Lock()
+	c.view = v
+	c.viewMu.Unlock()
+}
+
+// View returns the agents, the streams and the queue as of the last event
+// the coordinator handled.
+func (c *Coordinator) View() View {
+	c.viewMu.Lock()
+	defer c.viewMu.Unlock()
+	return c.view
+}
