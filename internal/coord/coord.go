@@ -179,7 +179,8 @@ func (c *Coordinator) Close() error {
 	done := make(chan struct{})
 	var ids []string
 	c.do(func() {
-		for id := range c.agents {
+		for id, a := range c.agents {
+			a.status = agentStopping
 			ids = append(ids, id)
 		}
 		close(done)
@@ -244,11 +245,13 @@ func randomHex(n int) string {
 	return fmt.Sprintf("%x", b)
 }
 
+// randomSSRC returns a random SSRC below 2^31: ffmpeg's -ssrc option takes
+// a signed 32-bit number, and any RTP sender should be able to use it.
 func randomSSRC() uint32 {
 	var b [4]byte
 	for {
 		rand.Read(b[:])
-		if v := binary.BigEndian.Uint32(b[:]); v != 0 {
+		if v := binary.BigEndian.Uint32(b[:]) & 0x7fffffff; v != 0 {
 			return v
 		}
 	}

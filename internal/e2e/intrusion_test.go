@@ -4,18 +4,22 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/coord"
 	"github.com/vigilhq/vigil/internal/detect"
+	"github.com/vigilhq/vigil/internal/ingest"
 	"github.com/vigilhq/vigil/internal/sim"
+	"github.com/vigilhq/vigil/internal/sub"
 )
 
 var (
@@ -60,9 +64,9 @@ func intrusionConfig(t *testing.T, c *conf.Config) {
 }
 
 // cameraFleet is n simulated cameras on site that see an intruder at 1 s.
-func cameraFleet(ta *testApp, site string, n int) *sim.Scenario {
+func cameraFleet(broker, site string, n int) *sim.Scenario {
 	sc := sim.NewScenario()
-	sc.Brokers = []string{ta.mqttAddr()}
+	sc.Brokers = []string{broker}
 	sc.Fleets = []sim.Fleet{{Name: "cams", Site: site, Type: sim.TypeCamera, Count: n, Period: 250 * time.Millisecond,
 		Camera: sim.CameraConfig{Width: 160, Height: 120, FPS: 5, Quality: 60, PreRoll: 2 * time.Second}}}
 	sc.Timeline = []sim.Step{{At: 2500 * time.Millisecond, Fleet: "cams", Fraction: 1, Action: "intrusion", Duration: 2 * time.Second, DistanceM: 0.5}}
@@ -111,7 +115,7 @@ func liveAgents(v coord.View) int {
 func TestSevenCamerasThreeAgentsSevenClipsThenOneAgent(t *testing.T) {
 	ta := startApp(t, func(c *conf.Config) { intrusionConfig(t, c) })
 	waitFor(t, 20*time.Second, "the first agent", func() bool { return liveAgents(ta.view(t)) == 1 && ta.view(t).Agents[0].Status == "ready" })
-	stop := runFleet(t, ta, cameraFleet(ta, "lab", 7))
+	stop := runFleet(t, ta, cameraFleet(ta.mqttAddr(), "lab", 7))
 	defer stop()
 
 	peak := 0
@@ -187,4 +191,251 @@ func ffprobe(t *testing.T, path string) (string, float64) {
 		t.Fatalf("no stream in %s", path)
 	}
 	return r.Streams[0].Codec, d
+}
+
+// manualCamera is a camera device driven by the test: it announces itself
+// and hands the test the stream commands it receives.
+type manualCamera struct {
+	cmds chan ingest.StreamCommand
+}
+
+func newManualCamera(t *testing.T, ta *testApp, site, id string) *manualCamera {
+	t.Helper()
+	mc := &manualCamera{cmds: make(chan ingest.StreamCommand, 10)}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := sub.Subscribe(ctx, sub.Options{Brokers: []string{ta.mqttAddr()}, Filters: []string{"vigil/" + site + "/" + id + "/cmd"}, QoS: 1, ClientID: id},
+		func(m sub.Message) {
+			var c ingest.StreamCommand
+			if json.Unmarshal(m.Payload, &c) == nil {
+				mc.cmds <- c
+			}
+		})
+	must(t, err)
+	t.Cleanup(func() { s.Close() })
+	must(t, ta.Broker.Publish("vigil/"+site+"/"+id+"/meta", []byte(`{"capabilities":["motion","camera"]}`), true, 1))
+	return mc
+}
+
+// detect makes a sensor see someone: two motion messages.
+func (ta *testApp) detect(t *testing.T, site, sensor string) {
+	t.Helper()
+	for range 2 {
+		must(t, ta.Broker.Publish("vigil/"+site+"/"+sensor+"/motion", []byte(`{"distance_m":0.4}`), false, 1))
+	}
+}
+
+func (mc *manualCamera) command(t *testing.T) ingest.StreamCommand {
+	t.Helper()
+	select {
+	case c := <-mc.cmds:
+		return c
+	case <-time.After(20 * time.Second):
+		t.Fatal("no stream command reached the camera")
+	}
+	return ingest.StreamCommand{}
+}
+
+// TestAnFFmpegSenderMakesAValidClip streams with ffmpeg's RTP muxer to the
+// agent the coordinator assigned, as any RTP/JPEG camera would.
+func TestAnFFmpegSenderMakesAValidClip(t *testing.T) {
+	ffmpeg := need(t, "ffmpeg")
+	ta := startApp(t, func(c *conf.Config) {
+		intrusionConfig(t, c)
+		c.Recording.ClipSeconds = 4
+	})
+	cam := newManualCamera(t, ta, "shop", "ffcam")
+	waitFor(t, 20*time.Second, "the camera's meta and an agent", func() bool {
+		return liveAgents(ta.view(t)) == 1 && ta.view(t).Agents[0].Status == "ready"
+	})
+	time.Sleep(200 * time.Millisecond) // the retained meta reaches the coordinator through the pipeline
+	ta.detect(t, "shop", "ffcam")
+	cmd := cam.command(t)
+	if cmd.Action != "stream" || cmd.Transport != "rtp/jpeg" || cmd.SSRC == 0 || cmd.Port == 0 || cmd.Duration != 4 || cmd.PreRoll != 2 {
+		t.Fatalf("stream command %+v", cmd)
+	}
+	out, err := exec.Command(ffmpeg, "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=640x480:rate=15",
+		// ffmpeg 5.1's RTP muxer refuses what its mjpeg encoder makes by
+		// default: 4:4:4 (for testsrc) and optimised Huffman tables, both of
+		// which RFC 2435 cannot carry. docs/ingest.md gives this command.
+		"-t", fmt.Sprint(cmd.Duration), "-c:v", "mjpeg", "-pix_fmt", "yuvj420p", "-huffman", "default",
+		"-f", "rtp", "-ssrc", fmt.Sprint(cmd.SSRC),
+		fmt.Sprintf("rtp://%s:%d", cmd.Host, cmd.Port)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffmpeg: %v: %s", err, out)
+	}
+	var clip coord.Clip
+	waitFor(t, 30*time.Second, "the clip", func() bool {
+		cs := ta.clips(t, "shop")
+		if len(cs) == 1 && cs[0].State == coord.ClipReady {
+			clip = cs[0]
+			return true
+		}
+		return false
+	})
+	if clip.Frames < 55 || clip.PacketsLost != 0 {
+		t.Errorf("clip %+v", clip)
+	}
+	checkClipFile(t, ta, clip, 4)
+}
+
+// TestAnAgentKilledMidStream kills the agent receiving two streams: the
+// streams must move to another agent and both clips be kept whole but for
+// the moments around the kill, marked interrupted.
+func TestAnAgentKilledMidStream(t *testing.T) {
+	ta := startApp(t, func(c *conf.Config) {
+		intrusionConfig(t, c)
+		c.Recording.ClipSeconds = 8
+	})
+	rt, ok := ta.Runtime.(*coord.ProcessRuntime)
+	if !ok {
+		t.Fatalf("runtime is %T", ta.Runtime)
+	}
+	stop := runFleet(t, ta, cameraFleet(ta.mqttAddr(), "vault", 2))
+	defer stop()
+	var victim string
+	waitFor(t, 30*time.Second, "two streams under way on one agent", func() bool {
+		v := ta.view(t)
+		for _, a := range v.Agents {
+			if len(a.Streams) == 2 {
+				victim = a.ID
+			}
+		}
+		live := 0
+		for _, s := range v.Streams {
+			if s.State == "streaming" {
+				live++
+			}
+		}
+		return victim != "" && live == 2
+	})
+	time.Sleep(3 * time.Second) // let a few seconds of video reach the agent
+	pid := rt.PID(victim)
+	if pid == 0 {
+		t.Fatal("no pid for the agent")
+	}
+	must(t, syscall.Kill(pid, syscall.SIGKILL))
+	t.Logf("killed agent %s (pid %d)", victim, pid)
+
+	waitFor(t, 60*time.Second, "both clips ready", func() bool {
+		cs := ta.clips(t, "vault")
+		n := 0
+		for _, c := range cs {
+			if c.State == coord.ClipReady {
+				n++
+			}
+		}
+		return n == 2
+	})
+	for _, c := range ta.clips(t, "vault") {
+		// 2 s pre-roll + 8 s; the moments around the kill may be missing.
+		if !c.Interrupted || len(c.Segments) < 2 || c.DurationMS < 7500 || c.DurationMS > 10500 {
+			t.Errorf("clip %s: interrupted=%v segments=%v duration %d ms frames %d", c.ID, c.Interrupted, c.Segments, c.DurationMS, c.Frames)
+		}
+		checkClipFile(t, ta, c, float64(c.DurationMS)/1000)
+	}
+	var hist []coord.HistoryEntry
+	ta.api(t, "GET", "/api/v1/agents/history", "admin", adminPassword, &hist)
+	lost, reassigned := 0, 0
+	for _, h := range hist {
+		switch h.Action {
+		case "agent_lost":
+			lost++
+		case "reassign":
+			reassigned++
+		}
+	}
+	if lost < 1 || reassigned != 2 {
+		t.Errorf("history: %d agent_lost, %d reassign", lost, reassigned)
+	}
+}
+
+// TestPriorityWhenAgentsAreAtMax has one agent for one stream: of three
+// cameras seeing an intruder together, the first recorded is whichever
+// came first, the rest wait in the queue (visible in the API) and go in
+// priority order.
+func TestPriorityWhenAgentsAreAtMax(t *testing.T) {
+	// The simulated cameras' MAC-derived ids come from the seed: learn them
+	// first, to give them priorities in the config.
+	probe, err := sim.New(cameraFleet("127.0.0.1:1", "museum", 3), slog.New(slog.DiscardHandler))
+	must(t, err)
+	ids := probe.DeviceIDs()
+	cfg := testConfig(t)
+	intrusionConfig(t, cfg)
+	cfg.Agents.Capacity, cfg.Agents.Max = 1, 1
+	cfg.Recording.ClipSeconds, cfg.Recording.PreRollSeconds = 2, 0
+	cfg.Cameras = map[string]conf.Camera{ids[0]: {Priority: 1}, ids[1]: {Priority: 5}, ids[2]: {Priority: 10}}
+	ta := openApp(t, cfg, adminPassword)
+	s, err := sim.New(cameraFleet(ta.mqttAddr(), "museum", 3), ta.log)
+	must(t, err)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	var queued coord.View
+	waitFor(t, 30*time.Second, "two cameras queued", func() bool {
+		queued = ta.view(t)
+		return len(queued.Queue) == 2
+	})
+	if queued.Queue[0].Priority < queued.Queue[1].Priority {
+		t.Errorf("queue not in priority order: %+v", queued.Queue)
+	}
+	var events []detect.Event
+	ta.api(t, "GET", "/api/v1/events?site=museum", "admin", adminPassword, &events)
+	nq := 0
+	for _, e := range events {
+		if e.State == detect.EventQueued {
+			nq++
+		}
+	}
+	if nq != 2 {
+		t.Errorf("%d events show as queued, want 2", nq)
+	}
+	waitFor(t, 60*time.Second, "3 clips", func() bool {
+		return len(ta.clips(t, "museum")) == 3 && ta.clips(t, "museum")[0].State == coord.ClipReady
+	})
+	var hist []coord.HistoryEntry
+	ta.api(t, "GET", "/api/v1/agents/history", "admin", adminPassword, &hist)
+	var order []string
+	for i := len(hist) - 1; i >= 0; i-- {
+		if hist[i].Action == "assign" {
+			order = append(order, hist[i].Camera)
+		}
+	}
+	if len(order) != 3 || (order[1] != queued.Queue[0].Camera) || order[2] != queued.Queue[1].Camera {
+		t.Errorf("assignment order %v; queue was %s then %s", order, queued.Queue[0].Camera, queued.Queue[1].Camera)
+	}
+	if len(ta.view(t).Agents) != 1 {
+		t.Error("more agents than agents.max")
+	}
+}
+
+// TestADedicatedAgentForAProSite gives a site on a plan with a dedicated
+// agent its own agent, though the shared one has room.
+func TestADedicatedAgentForAProSite(t *testing.T) {
+	ta := startApp(t, func(c *conf.Config) {
+		intrusionConfig(t, c)
+		c.Sites = map[string]conf.SiteConfig{"bank": {Plan: "pro"}}
+		c.Plans["pro"] = conf.Plan{MaxClips: 500, Width: 160, Height: 120, FPS: 5, Quality: 60, DedicatedAgent: true}
+	})
+	stop := runFleet(t, ta, cameraFleet(ta.mqttAddr(), "bank", 1))
+	defer stop()
+	waitFor(t, 30*time.Second, "the bank's stream on a dedicated agent", func() bool {
+		for _, a := range ta.view(t).Agents {
+			if a.Pool == "bank" && len(a.Streams) == 1 {
+				return true
+			}
+		}
+		return false
+	})
+	var sites []struct {
+		Name, Plan string
+		Armed      bool
+	}
+	ta.api(t, "GET", "/api/v1/sites", "admin", adminPassword, &sites)
+	if len(sites) != 1 || sites[0].Plan != "pro" || !sites[0].Armed {
+		t.Errorf("sites %+v", sites)
+	}
 }
