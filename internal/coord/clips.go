@@ -23,7 +23,7 @@ func (c *Coordinator) finishClips() {
 		cl, err := c.store.GetClip(ctx, id)
 		if err == nil {
 			c.finishClip(ctx, &cl)
-			c.retention(ctx, cl.Site)
+			c.Retention(ctx, cl.Site)
 			done := cl
 			c.do(func() { c.clipFinished(done) })
 		} else {
@@ -84,9 +84,9 @@ func (c *Coordinator) finishClip(ctx context.Context, cl *Clip) {
 	}
 }
 
-// retention deletes a site's oldest clips beyond its plan's max_clips, and
+// Retention deletes a site's oldest clips beyond its plan's max_clips, and
 // the oldest of all while the clips exceed retention.max_bytes.
-func (c *Coordinator) retention(ctx context.Context, site string) {
+func (c *Coordinator) Retention(ctx context.Context, site string) {
 	_, plan := c.cfg.Conf.PlanFor(site)
 	old, err := c.store.OldestClips(ctx, site, plan.MaxClips)
 	if err != nil {
