@@ -32,7 +32,19 @@ type device struct {
 	ever          bool // has connected once
 
 	cm     *autopaho.ConnectionManager
-	camera *camera // type camera only
+	camera *simCamera // type camera only
+}
+
+// publishQoS1 publishes on the device's connection.
+func (d *device) publishQoS1(topic string, payload []byte) error {
+	cm := d.connection()
+	if cm == nil {
+		return errors.New("not connected yet")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := cm.Publish(ctx, &paho.Publish{Topic: topic, Payload: payload, QoS: 1})
+	return err
 }
 
 // intruderAt reports whether an intruder is near the device at t.
@@ -120,9 +132,7 @@ func (d *device) config(urls []*url.URL, tlsCfg *tls.Config) autopaho.ClientConf
 	}
 	if d.camera != nil {
 		cfg.ClientConfig.OnPublishReceived = []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			if cm := d.connection(); cm != nil {
-				d.camera.command(cm, pr.Packet.Payload)
-			}
+			d.camera.cam.Command(pr.Packet.Payload)
 			return true, nil
 		}}
 	}

@@ -68,7 +68,7 @@ func New(sc *Scenario, log *slog.Logger) (*Sim, error) {
 				startAt:  time.Duration(i) * ramp,
 			}
 			if f.Type == TypeCamera {
-				d.camera = newCamera(d, f.Camera)
+				d.camera = newCamera(d, f.Camera, log)
 			}
 			s.devices = append(s.devices, d)
 			s.byFleet[f.Name] = append(s.byFleet[f.Name], d)

@@ -1,0 +1,457 @@
+package coord
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/client"
+)
+
+// Labels the Docker runtime puts on what it creates.
+const (
+	labelManaged  = "vigil.managed"  // "true" on Vigil's containers and networks
+	labelInstance = "vigil.instance" // the DockerRuntime.Instance that started a container
+	labelAgent    = "vigil.agent"    // the agent a container runs
+)
+
+// containerPrefix starts the name of every agent container; the rest is
+// the agent's id.
+const containerPrefix = "vigil-agent-"
+
+// defaultStopTimeout is how long Stop lets an agent finish its segments
+// after SIGTERM before the engine kills it.
+const defaultStopTimeout = 10 * time.Second
+
+// DockerRuntime runs agents as Docker containers of the agent image (see
+// `vigil image build`) on a bridge network. The agents reach the broker
+// through the network's gateway, and advertise their container address to
+// cameras. An agent whose container exits on its own is reported through
+// Exited and not restarted: the coordinator replaces lost agents. The
+// exited container is kept (for `docker logs`) until Stop or Close.
+//
+// Call Setup before anything else, then set Broker.
+type DockerRuntime struct {
+	Image    string // agent image, e.g. vigil-agent:latest
+	Network  string // bridge network the agents run on, created if missing
+	Broker   string // MQTT URL the agents connect to, reachable from the network
+	Storage  string // host clip storage directory, bind-mounted at /clips
+	Instance string // identifies this vigil up, in the vigil.instance label
+	// StopTimeout is how long Stop waits after SIGTERM before the engine
+	// kills the agent; 0 means 10s.
+	StopTimeout time.Duration
+	// Exited is told when an agent's container exits on its own.
+	Exited func(id string, err error)
+	Log    *slog.Logger
+
+	mu     sync.Mutex
+	cli    *client.Client
+	ctrs   map[string]*agentContainer
+	closed bool
+}
+
+type agentContainer struct {
+	cid        string
+	stopping   bool
+	cancelWait context.CancelFunc
+	watchDone  chan struct{} // closed when the watcher has returned
+	stopped    chan struct{} // closed when Stop has finished
+	stopErr    error         // Stop's result, set before stopped is closed
+}
+
+// Name returns "docker".
+func (r *DockerRuntime) Name() string { return "docker" }
+
+func (r *DockerRuntime) log() *slog.Logger {
+	if r.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return r.Log
+}
+
+// Setup connects to the Docker engine (from $DOCKER_HOST and friends, or
+// the default socket), checks that Image exists, removes agent containers
+// left over by earlier runs of any vigil, creates Network if it is missing
+// and returns the network's IPv4 gateway, where the caller should have the
+// broker listen for the agents.
+func (r *DockerRuntime) Setup(ctx context.Context) (gateway net.IP, err error) {
+	if r.Image == "" || r.Network == "" {
+		return nil, errors.New("docker runtime: image and network are required")
+	}
+	cli, err := r.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := cli.ImageInspect(ctx, r.Image); err != nil {
+		if cerrdefs.IsNotFound(err) {
+			return nil, fmt.Errorf("docker image %s not found: run 'vigil image build' first", r.Image)
+		}
+		return nil, fmt.Errorf("inspect image %s: %w", r.Image, err)
+	}
+	if err := r.removeLeftovers(ctx); err != nil {
+		return nil, err
+	}
+	return r.setupNetwork(ctx)
+}
+
+func (r *DockerRuntime) connect(ctx context.Context) (*client.Client, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, errors.New("docker runtime closed")
+	}
+	if r.cli != nil {
+		return r.cli, nil
+	}
+	cli, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("docker client: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := cli.Ping(pctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
+		host := cli.DaemonHost()
+		cli.Close()
+		return nil, fmt.Errorf("docker engine not reachable at %s (is it running? is DOCKER_HOST right?): %w", host, err)
+	}
+	r.cli = cli
+	r.log().Debug("connected to docker engine", "host", cli.DaemonHost(), "api", cli.ClientVersion())
+	return cli, nil
+}
+
+// removeLeftovers removes the agent containers of earlier runs (of any
+// vigil: after a crash, their broker and coordinator are gone).
+func (r *DockerRuntime) removeLeftovers(ctx context.Context) error {
+	res, err := r.cli.ContainerList(ctx, client.ContainerListOptions{
+		All:     true,
+		Filters: make(client.Filters).Add("label", labelManaged+"=true"),
+	})
+	if err != nil {
+		return fmt.Errorf("list containers: %w", err)
+	}
+	for _, c := range res.Items {
+		if !slices.ContainsFunc(c.Names, func(n string) bool {
+			return strings.HasPrefix(strings.TrimPrefix(n, "/"), containerPrefix)
+		}) {
+			continue
+		}
+		name := strings.TrimPrefix(c.Names[0], "/")
+		if _, err := r.cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+			return fmt.Errorf("remove leftover container %s: %w", name, err)
+		}
+		r.log().Info("removed leftover agent container", "container", name,
+			"instance", c.Labels[labelInstance], "state", c.State)
+	}
+	return nil
+}
+
+// setupNetwork creates the network if needed and returns its gateway.
+func (r *DockerRuntime) setupNetwork(ctx context.Context) (net.IP, error) {
+	nw, err := r.findNetwork(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if nw == nil {
+		res, err := r.cli.NetworkCreate(ctx, r.Network, client.NetworkCreateOptions{
+			Driver: "bridge",
+			Labels: map[string]string{labelManaged: "true"},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("create network %s: %w", r.Network, err)
+		}
+		r.log().Info("created docker network", "network", r.Network, "id", shortID(res.ID))
+		// Engines before API 1.44 let two networks share a name (this
+		// client cannot ask them to check): if another vigil created it
+		// at the same time, keep the oldest one.
+		if nw, err = r.findNetwork(ctx); err != nil {
+			return nil, err
+		}
+		if nw == nil {
+			return nil, fmt.Errorf("network %s vanished after creation", r.Network)
+		}
+		if nw.ID != res.ID {
+			r.cli.NetworkRemove(ctx, res.ID, client.NetworkRemoveOptions{})
+		}
+	}
+	ins, err := r.cli.NetworkInspect(ctx, nw.ID, client.NetworkInspectOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("inspect network %s: %w", r.Network, err)
+	}
+	for _, c := range ins.Network.IPAM.Config {
+		if c.Gateway.Is4() {
+			return net.IP(c.Gateway.AsSlice()), nil
+		}
+	}
+	// Some drivers leave the gateway implicit: the subnet's first address.
+	for _, c := range ins.Network.IPAM.Config {
+		if c.Subnet.Addr().Is4() {
+			return net.IP(c.Subnet.Masked().Addr().Next().AsSlice()), nil
+		}
+	}
+	return nil, fmt.Errorf("network %s has no IPv4 gateway", r.Network)
+}
+
+// findNetwork returns the oldest network named exactly r.Network, or nil.
+func (r *DockerRuntime) findNetwork(ctx context.Context) (*network.Summary, error) {
+	res, err := r.cli.NetworkList(ctx, client.NetworkListOptions{Filters: make(client.Filters).Add("name", r.Network)})
+	if err != nil {
+		return nil, fmt.Errorf("list networks: %w", err)
+	}
+	var found *network.Summary
+	for i := range res.Items {
+		n := &res.Items[i]
+		if n.Name == r.Network && (found == nil || n.Created.Before(found.Created)) {
+			found = n
+		}
+	}
+	return found, nil
+}
+
+// Start creates and starts the agent's container and watches it.
+func (r *DockerRuntime) Start(ctx context.Context, spec AgentSpec) error {
+	r.mu.Lock()
+	cli, closed := r.cli, r.closed
+	_, dup := r.ctrs[spec.ID]
+	r.mu.Unlock()
+	switch {
+	case closed:
+		return errors.New("docker runtime closed")
+	case cli == nil:
+		return errors.New("docker runtime not set up")
+	case r.Broker == "":
+		return errors.New("docker runtime: no broker URL")
+	case dup:
+		return fmt.Errorf("agent %s is already running", spec.ID)
+	}
+	storage, err := filepath.Abs(r.Storage)
+	if err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	if err := os.MkdirAll(storage, 0o755); err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	name := containerPrefix + spec.ID
+	opts := client.ContainerCreateOptions{
+		Name: name,
+		Config: &container.Config{
+			Image: r.Image,
+			Cmd: []string{"agent",
+				"--id", spec.ID, "--broker", r.Broker, "--username", spec.Username,
+				"--listen", "0.0.0.0", "--storage", "/clips",
+				"--capacity", fmt.Sprint(spec.Capacity), "--idle", spec.Idle.String()},
+			Env:  []string{"VIGIL_AGENT_PASSWORD=" + spec.Password},
+			User: fmt.Sprintf("%d:%d", os.Getuid(), os.Getgid()),
+			Labels: map[string]string{
+				labelManaged:  "true",
+				labelInstance: r.Instance,
+				labelAgent:    spec.ID,
+			},
+		},
+		HostConfig: &container.HostConfig{
+			NetworkMode: container.NetworkMode(r.Network),
+			Mounts:      []mount.Mount{{Type: mount.TypeBind, Source: storage, Target: "/clips"}},
+		},
+	}
+	res, err := cli.ContainerCreate(ctx, opts)
+	if cerrdefs.IsConflict(err) {
+		// A container of that name from an earlier agent with the same id.
+		r.log().Warn("removing stale agent container", "container", name)
+		if _, err := cli.ContainerRemove(ctx, name, client.ContainerRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+			return fmt.Errorf("remove stale container %s: %w", name, err)
+		}
+		res, err = cli.ContainerCreate(ctx, opts)
+	}
+	if err != nil {
+		return fmt.Errorf("create container %s: %w", name, err)
+	}
+	if _, err := cli.ContainerStart(ctx, res.ID, client.ContainerStartOptions{}); err != nil {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		cli.ContainerRemove(rctx, res.ID, client.ContainerRemoveOptions{Force: true})
+		return fmt.Errorf("start container %s: %w", name, err)
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	c := &agentContainer{cid: res.ID, cancelWait: cancel, watchDone: make(chan struct{}), stopped: make(chan struct{})}
+	r.mu.Lock()
+	if r.ctrs == nil {
+		r.ctrs = map[string]*agentContainer{}
+	}
+	r.ctrs[spec.ID] = c
+	r.mu.Unlock()
+	r.log().Debug("agent container started", "agent", spec.ID, "container", name, "id", shortID(res.ID))
+	go r.watch(wctx, spec.ID, c)
+	return nil
+}
+
+// watch waits for the container to stop running and reports it unless
+// Stop asked for it.
+func (r *DockerRuntime) watch(ctx context.Context, id string, c *agentContainer) {
+	defer close(c.watchDone)
+	w := r.cli.ContainerWait(ctx, c.cid, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
+	var err error
+	select {
+	case res := <-w.Result:
+		err = fmt.Errorf("container exited with code %d", res.StatusCode)
+		if res.Error != nil && res.Error.Message != "" {
+			err = fmt.Errorf("container exited with code %d: %s", res.StatusCode, res.Error.Message)
+		}
+	case werr := <-w.Error:
+		err = fmt.Errorf("wait for container: %w", werr)
+	}
+	r.mu.Lock()
+	stopping := c.stopping
+	r.mu.Unlock()
+	if stopping {
+		return
+	}
+	if last := r.lastOutput(ctx, c.cid); last != "" {
+		err = fmt.Errorf("%w (last output: %s)", err, last)
+	}
+	r.log().Warn("agent container exited", "agent", id, "container", containerPrefix+id, "error", err)
+	if r.Exited != nil {
+		r.Exited(id, err)
+	}
+}
+
+// lastOutput returns the last line the container wrote, shortened.
+func (r *DockerRuntime) lastOutput(ctx context.Context, cid string) string {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	logs, err := r.cli.ContainerLogs(ctx, cid, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true, Tail: "5"})
+	if err != nil {
+		return ""
+	}
+	defer logs.Close()
+	var out bytes.Buffer
+	stdcopy.StdCopy(&out, &out, io.LimitReader(logs, 64<<10))
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	last := strings.TrimSpace(lines[len(lines)-1])
+	if len(last) > 300 {
+		last = last[:300] + "..."
+	}
+	return last
+}
+
+// ContainerID returns the Docker id of an agent's container, or "".
+func (r *DockerRuntime) ContainerID(id string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c := r.ctrs[id]; c != nil {
+		return c.cid
+	}
+	return ""
+}
+
+// Stop stops the agent's container (SIGTERM, then SIGKILL after
+// StopTimeout or when ctx is nearly done) and removes it. Stopping an
+// agent it does not know is not an error.
+func (r *DockerRuntime) Stop(ctx context.Context, id string) error {
+	r.mu.Lock()
+	c := r.ctrs[id]
+	if c == nil {
+		r.mu.Unlock()
+		return nil
+	}
+	if c.stopping {
+		r.mu.Unlock()
+		select {
+		case <-c.stopped:
+			return c.stopErr
+		case <-ctx.Done():
+			return fmt.Errorf("stop agent %s: %w", id, ctx.Err())
+		}
+	}
+	c.stopping = true
+	r.mu.Unlock()
+
+	err := r.stopContainer(ctx, id, c.cid)
+	c.cancelWait()
+	<-c.watchDone
+	r.mu.Lock()
+	delete(r.ctrs, id)
+	c.stopErr = err
+	r.mu.Unlock()
+	close(c.stopped)
+	return err
+}
+
+func (r *DockerRuntime) stopContainer(ctx context.Context, id, cid string) error {
+	grace := r.StopTimeout
+	if grace <= 0 {
+		grace = defaultStopTimeout
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		// Leave time for the kill and the removal.
+		grace = max(min(grace, time.Until(dl)-2*time.Second), 0)
+	}
+	secs := int((grace + time.Second - 1) / time.Second)
+	_, stopErr := r.cli.ContainerStop(ctx, cid, client.ContainerStopOptions{Timeout: &secs})
+	// Remove it even if ctx is done: force kills it if it still runs.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	_, rmErr := r.cli.ContainerRemove(rctx, cid, client.ContainerRemoveOptions{Force: true})
+	if cerrdefs.IsNotFound(rmErr) {
+		rmErr = nil
+	}
+	switch {
+	case rmErr != nil:
+		return fmt.Errorf("remove agent %s container: %w", id, rmErr)
+	case stopErr != nil && ctx.Err() != nil:
+		return fmt.Errorf("agent %s did not stop in time; killed", id)
+	case stopErr != nil && !cerrdefs.IsNotFound(stopErr):
+		return fmt.Errorf("stop agent %s container: %w", id, stopErr)
+	}
+	r.log().Debug("agent container removed", "agent", id)
+	return nil
+}
+
+// Close stops every agent container and disconnects from the engine.
+func (r *DockerRuntime) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	ids := make([]string, 0, len(r.ctrs))
+	for id := range r.ctrs {
+		ids = append(ids, id)
+	}
+	cli := r.cli
+	r.mu.Unlock()
+	if cli == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	errs := make([]error, len(ids))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Go(func() { errs[i] = r.Stop(ctx, id) })
+	}
+	wg.Wait()
+	errs = append(errs, cli.Close())
+	return errors.Join(errs...)
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
