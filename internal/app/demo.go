@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/vigilhq/vigil/internal/broker"
 	"github.com/vigilhq/vigil/internal/conf"
@@ -17,19 +18,21 @@ type demo struct {
 	done   chan struct{}
 }
 
-// demoScenario spreads n devices over the four device types, then over two
+// demoScenario spreads n devices over the four sensor types, then over two
 // sites: six devices give a home with one of each type and an office with a
-// temperature and a humidity sensor.
+// temperature and a humidity sensor. The home also gets the demo's cameras,
+// which see an intruder now and then.
 func demoScenario(cfg conf.Demo, url, username, password string) *sim.Scenario {
 	sc := sim.NewScenario()
 	sc.Brokers = []string{url}
 	sc.Username, sc.Password = username, password
 	sc.Seed = 2026
 	sites := []string{"home", "office"}
+	sensorTypes := []string{sim.TypeTemperature, sim.TypeHumidity, sim.TypeDistance, sim.TypeDoor}
 	counts := map[[2]string]int{}
 	var order [][2]string
 	for i := range cfg.Devices {
-		k := [2]string{sites[(i/len(sim.Types))%len(sites)], sim.Types[i%len(sim.Types)]}
+		k := [2]string{sites[(i/len(sensorTypes))%len(sites)], sensorTypes[i%len(sensorTypes)]}
 		if counts[k] == 0 {
 			order = append(order, k)
 		}
@@ -40,6 +43,14 @@ func demoScenario(cfg conf.Demo, url, username, password string) *sim.Scenario {
 		f.Name, f.Site, f.Count = k[0]+"-"+k[1], k[0], counts[k]
 		f.Period = cfg.Period
 		sc.Fleets = append(sc.Fleets, f)
+	}
+	if cfg.Cameras > 0 {
+		f := sim.TypeDefaults(sim.TypeCamera)
+		f.Name, f.Site, f.Count = "home-camera", "home", cfg.Cameras
+		f.Camera.Width, f.Camera.Height, f.Camera.FPS = 320, 240, 10
+		sc.Fleets = append(sc.Fleets, f)
+		sc.Timeline = append(sc.Timeline, sim.Step{At: 10 * time.Second, Fleet: f.Name, Fraction: 1, Action: "intrusion",
+			Duration: 3 * time.Second, DistanceM: 0.6, Every: cfg.IntrusionEvery})
 	}
 	sc.ApplyDefaults()
 	return sc

@@ -165,9 +165,11 @@ type Telemetry struct {
 
 // Demo configures the built-in demo fleet started by `vigil up --demo`.
 type Demo struct {
-	Enabled bool          `yaml:"enabled"`
-	Devices int           `yaml:"devices"`
-	Period  time.Duration `yaml:"period"`
+	Enabled        bool          `yaml:"enabled"`
+	Devices        int           `yaml:"devices"`
+	Period         time.Duration `yaml:"period"`
+	Cameras        int           `yaml:"cameras"`
+	IntrusionEvery time.Duration `yaml:"intrusion_every"`
 }
 
 // New returns a Config with every default set. The shipped vigil.yaml must
@@ -212,6 +214,6 @@ func New() *Config {
 		},
 		Sites:   map[string]SiteConfig{},
 		Cameras: map[string]Camera{},
-		Demo:    Demo{Enabled: false, Devices: 6, Period: 2 * time.Second},
+		Demo:    Demo{Enabled: false, Devices: 6, Period: 2 * time.Second, Cameras: 1, IntrusionEvery: time.Minute},
 	}
 }

@@ -181,6 +181,12 @@ func (c *Config) Validate() error {
 	if c.Demo.Devices < 1 || c.Demo.Devices > 1000 {
 		bad("demo.devices", "%d is outside 1..1000", c.Demo.Devices)
 	}
+	if c.Demo.Cameras < 0 || c.Demo.Cameras > 50 {
+		bad("demo.cameras", "%d is outside 0..50", c.Demo.Cameras)
+	}
+	if c.Demo.IntrusionEvery < 10*time.Second {
+		bad("demo.intrusion_every", "%v is below 10s", c.Demo.IntrusionEvery)
+	}
 	if c.Demo.Period < 100*time.Millisecond {
 		bad("demo.period", "%v is below the minimum of 100ms", c.Demo.Period)
 	}

@@ -47,9 +47,10 @@ type Detector struct {
 }
 
 type sensorState struct {
-	below int
-	since time.Time
-	fired bool // reported; quiet until the sensor sees nobody again
+	below          int
+	since          time.Time
+	fired          bool // reported; quiet until the sensor sees nobody again
+	disarmedLogged bool
 }
 
 // New returns a detector.
@@ -93,17 +94,25 @@ func (d *Detector) Observe(ev telemetry.Event) {
 		st.since = r.Time
 	}
 	fire := !st.fired && (st.below >= consecutive || (d.cfg.MinDuration > 0 && r.Time.Sub(st.since) >= d.cfg.MinDuration))
-	if fire {
-		st.fired = true
-	}
 	d.mu.Unlock()
 	if !fire {
 		return
 	}
+	// Presence on a disarmed site is not a detection; if the site is armed
+	// while the person is still there, their next reading is.
 	if !d.Armed(ev.Site) {
-		d.log.Info("presence seen on a disarmed site", "site", ev.Site, "sensor", ev.DeviceID)
+		d.mu.Lock()
+		logIt := !st.disarmedLogged
+		st.disarmedLogged = true
+		d.mu.Unlock()
+		if logIt {
+			d.log.Info("presence seen on a disarmed site", "site", ev.Site, "sensor", ev.DeviceID)
+		}
 		return
 	}
+	d.mu.Lock()
+	st.fired = true
+	d.mu.Unlock()
 	det := Detection{Site: ev.Site, Sensor: ev.DeviceID, At: r.Time}
 	if ev.Type == telemetry.TypeDistance {
 		v := r.Value

@@ -101,3 +101,17 @@ func TestDisarmedSitesDoNotDetectAndMotionMessagesCount(t *testing.T) {
 	}
 	d.ModeCommand("vigil/home/mode/set", []byte("maybe")) // ignored, logged
 }
+
+func TestArmingWhileSomeoneIsThereDetectsAtTheNextReading(t *testing.T) {
+	d, got := newDetector(conf.Detection{ThresholdM: 1, Consecutive: 2})
+	d.ModeCommand("vigil/home/mode/set", []byte("disarm"))
+	t0 := time.Now()
+	for i := range 5 {
+		d.Observe(distance("ir1", 0.5, t0.Add(time.Duration(i)*time.Second)))
+	}
+	d.ModeCommand("vigil/home/mode/set", []byte("arm"))
+	d.Observe(distance("ir1", 0.5, t0.Add(6*time.Second)))
+	if len(*got) != 1 {
+		t.Fatalf("detections after arming with someone present: %d", len(*got))
+	}
+}

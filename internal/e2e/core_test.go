@@ -28,7 +28,7 @@ func TestDemoFleetShowsUpInTheAPIWithinSeconds(t *testing.T) {
 		c.Demo.Period = 500 * time.Millisecond
 	})
 	start := time.Now()
-	waitFor(t, 10*time.Second, "6 demo devices with values", func() bool {
+	waitFor(t, 10*time.Second, "7 demo devices with values (6 sensors and a camera)", func() bool {
 		ds := ta.devices(t)
 		withValue := 0
 		for _, d := range ds {
@@ -36,14 +36,14 @@ func TestDemoFleetShowsUpInTheAPIWithinSeconds(t *testing.T) {
 				withValue++
 			}
 		}
-		return withValue == 6
+		return withValue == 7
 	})
 	t.Logf("demo devices listed with values after %v", time.Since(start))
 	types := map[string]bool{}
 	for _, d := range ta.devices(t) {
 		types[d.Type] = true
 	}
-	for _, typ := range sim.Types {
+	for _, typ := range []string{"temperature", "humidity", "distance", "door"} {
 		if !types[typ] {
 			t.Errorf("no demo device of type %s", typ)
 		}

@@ -1,14 +1,19 @@
 package e2e_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"image/jpeg"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -20,6 +25,7 @@ import (
 	"github.com/vigilhq/vigil/internal/ingest"
 	"github.com/vigilhq/vigil/internal/sim"
 	"github.com/vigilhq/vigil/internal/sub"
+	"github.com/vigilhq/vigil/internal/users"
 )
 
 var (
@@ -438,4 +444,118 @@ func TestADedicatedAgentForAProSite(t *testing.T) {
 	if len(sites) != 1 || sites[0].Plan != "pro" || !sites[0].Armed {
 		t.Errorf("sites %+v", sites)
 	}
+}
+
+// TestVigilCameraWithFFmpeg runs `vigil camera` on an ffmpeg test pattern,
+// as the paper's Pi with a real camera, and records a clip from it.
+func TestVigilCameraWithFFmpeg(t *testing.T) {
+	need(t, "ffmpeg")
+	ta := startApp(t, func(c *conf.Config) {
+		intrusionConfig(t, c)
+		c.Recording.ClipSeconds = 3
+	})
+	cmd := exec.Command(vigilBinary(t), "camera", "--source", "lavfi:testsrc=size=320x240:rate=25", "--site", "lab", "--id", "realcam",
+		"--broker", ta.mqttAddr(), "--width", "160", "--height", "120", "--fps", "10", "--pre-roll", "2s")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	must(t, cmd.Start())
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	waitFor(t, 20*time.Second, "the camera to be ready", func() bool { return strings.Contains(out.String(), "camera ready") })
+	waitFor(t, 20*time.Second, "an agent", func() bool { return liveAgents(ta.view(t)) == 1 && ta.view(t).Agents[0].Status == "ready" })
+	time.Sleep(2500 * time.Millisecond) // fill the pre-roll
+	ta.detect(t, "lab", "realcam")
+	var clip coord.Clip
+	waitFor(t, 30*time.Second, "the clip", func() bool {
+		cs := ta.clips(t, "lab")
+		if len(cs) == 1 && cs[0].State == coord.ClipReady {
+			clip = cs[0]
+			return true
+		}
+		return false
+	})
+	if clip.DurationMS < 4500 || clip.DurationMS > 5500 || clip.PacketsLost > 0 {
+		t.Errorf("clip: %d ms, %d frames, %d lost; want 2 s of pre-roll + 3 s\n%s", clip.DurationMS, clip.Frames, clip.PacketsLost, out.String())
+	}
+	checkClipFile(t, ta, clip, float64(clip.DurationMS)/1000)
+}
+
+// TestTheDemoTellsTheWholeStory: `vigil up --demo` detects the demo
+// camera's intruder, gives the stream to an agent and stores a clip.
+func TestTheDemoTellsTheWholeStory(t *testing.T) {
+	ta := startApp(t, func(c *conf.Config) {
+		intrusionConfig(t, c)
+		c.Demo.Enabled = true
+		c.Recording.ClipSeconds = 3
+	})
+	var clip coord.Clip
+	waitFor(t, 45*time.Second, "the demo's first clip", func() bool {
+		cs := ta.clips(t, "home")
+		if len(cs) > 0 && cs[0].State == coord.ClipReady {
+			clip = cs[0]
+			return true
+		}
+		return false
+	})
+	var ev detect.Event
+	ta.api(t, "GET", "/api/v1/events/"+clip.EventID, "admin", adminPassword, &ev)
+	if ev.State != detect.EventRecorded || ev.Site != "home" || len(ev.Cameras) != 1 || ev.Distance == nil || *ev.Distance >= 1 {
+		t.Errorf("event %+v", ev)
+	}
+	// Playback over the API: a Range request for the first KB, and the
+	// thumbnail.
+	req, _ := http.NewRequest("GET", "http://"+ta.HTTP.Addr().String()+"/api/v1/clips/"+clip.ID+"/video", nil)
+	req.SetBasicAuth("admin", adminPassword)
+	req.Header.Set("Range", "bytes=0-1023")
+	resp, err := http.DefaultClient.Do(req)
+	must(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPartialContent || len(body) != 1024 || resp.Header.Get("Content-Type") != "video/mp4" || string(body[4:8]) != "ftyp" {
+		t.Errorf("range request: %d, %d bytes, %q", resp.StatusCode, len(body), resp.Header.Get("Content-Type"))
+	}
+	req, _ = http.NewRequest("GET", "http://"+ta.HTTP.Addr().String()+"/api/v1/clips/"+clip.ID+"/thumbnail", nil)
+	req.SetBasicAuth("admin", adminPassword)
+	resp, err = http.DefaultClient.Do(req)
+	must(t, err)
+	thumb, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if _, err := jpeg.DecodeConfig(bytes.NewReader(thumb)); err != nil || resp.StatusCode != 200 {
+		t.Errorf("thumbnail: %d %v", resp.StatusCode, err)
+	}
+}
+
+func TestArmingIsForAdminsAndDisarmedSitesDoNotRecord(t *testing.T) {
+	ta := startApp(t, func(c *conf.Config) { intrusionConfig(t, c) })
+	addUser(t, ta, "watcher", users.RoleViewer, "watcher-password", nil, nil)
+	if code := ta.api(t, "POST", "/api/v1/sites/shop/disarm", "watcher", "watcher-password", nil); code != 403 {
+		t.Errorf("a viewer disarming: %d, want 403", code)
+	}
+	var site struct{ Armed bool }
+	if code := ta.api(t, "POST", "/api/v1/sites/shop/disarm", "admin", adminPassword, &site); code != 200 || site.Armed {
+		t.Fatalf("admin disarming: %d %+v", code, site)
+	}
+	newManualCamera(t, ta, "shop", "cam1")
+	time.Sleep(200 * time.Millisecond)
+	ta.detect(t, "shop", "cam1")
+	time.Sleep(500 * time.Millisecond) // a wrongly armed site would have an event by now
+	var events []detect.Event
+	ta.api(t, "GET", "/api/v1/events?site=shop", "admin", adminPassword, &events)
+	if len(events) != 0 {
+		t.Fatalf("a disarmed site recorded %d events", len(events))
+	}
+	// Arm over MQTT, as a keypad would.
+	must(t, ta.Broker.Publish("vigil/shop/mode/set", []byte("arm"), false, 1))
+	waitFor(t, 5*time.Second, "the site armed", func() bool {
+		var sites []struct {
+			Name  string
+			Armed bool
+		}
+		ta.api(t, "GET", "/api/v1/sites", "admin", adminPassword, &sites)
+		return len(sites) == 1 && sites[0].Armed
+	})
+	ta.detect(t, "shop", "cam1")
+	waitFor(t, 5*time.Second, "an event", func() bool {
+		ta.api(t, "GET", "/api/v1/events?site=shop", "admin", adminPassword, &events)
+		return len(events) == 1
+	})
 }
