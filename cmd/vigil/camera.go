@@ -20,7 +20,7 @@ import (
 
 type cameraFlags struct {
 	source, site, id, brokers, username, zone, logLevel string
-	width, height, fps, quality, priority              int
+	width, height, fps, quality, priority               int
 	preRoll                                             time.Duration
 }
 

@@ -18,7 +18,7 @@ import (
 
 type noRuntime struct{}
 
-func (noRuntime) Name() string                                { return "none" }
+func (noRuntime) Name() string                                 { return "none" }
 func (noRuntime) Start(context.Context, coord.AgentSpec) error { return nil }
 func (noRuntime) Stop(context.Context, string) error           { return nil }
 func (noRuntime) Close() error                                 { return nil }
