@@ -51,11 +51,14 @@ line (where other users could read it).`,
 			return usagef("--id is required")
 		}
 		log := newLogger(e.err, f.logLevel, "text").With("component", "agent", "agent", f.id)
-		a, err := agent.Open(agent.Config{
+		a, err := agent.Open(ctx, agent.Config{
 			ID: f.id, Brokers: strings.Split(f.brokers, ","), Username: f.username, Password: e.getenv("VIGIL_AGENT_PASSWORD"),
 			Listen: f.listen, Port: f.port, Advertise: f.advertise, Storage: f.storage, Capacity: f.capacity, Idle: f.idle,
 		}, log)
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped before the broker answered
+			}
 			return err
 		}
 		<-ctx.Done()

@@ -13,10 +13,12 @@ import (
 )
 
 type benchFlags struct {
-	target, vigil, profile string
-	devices, qos           int
-	period, duration       time.Duration
-	jsonOut, subscriber    bool
+	streams                     string
+	width, height, fps, quality int
+	target, vigil, profile      string
+	devices, qos                int
+	period, duration            time.Duration
+	jsonOut, subscriber         bool
 }
 
 var benchCommand = &command{
@@ -34,15 +36,27 @@ must be stored) and the latency from a device's timestamp to its storage.
 --subscriber also delivers every reading to one subscriber and measures
 delivery latency and loss there.
 
+--target agent measures video ingest instead: one 'vigil agent' process
+receives N concurrent RTP/JPEG streams on loopback (pre-encoded frames,
+--width x --height at --fps), for each N of --streams, and reports frames/s,
+MB/s, packet loss and the agent's CPU; it stops at the first N with 0.1%
+loss or more.
+
 --target both runs Vigil, then Mosquitto, on the same fleet and prints the
 ratio. Runs are bounded: connecting may take at most 2 minutes plus the ramp,
 draining at most a minute.`,
 	examples: `  vigil bench --devices 10000 --period 1s --duration 60s
   vigil bench --target both --devices 10000 --period 1s --duration 60s --json
-  vigil bench --target mosquitto --devices 1000 --qos 0`,
+  vigil bench --target mosquitto --devices 1000 --qos 0
+  vigil bench --target agent --streams 1,4,8,16,32 --duration 10s`,
 	flags: func(fs *flag.FlagSet) any {
 		f := &benchFlags{}
-		fs.StringVar(&f.target, "target", "vigil", "vigil, mosquitto or both")
+		fs.StringVar(&f.target, "target", "vigil", "vigil, mosquitto or both (MQTT); agent (video ingest)")
+		fs.StringVar(&f.streams, "streams", "1,2,4,8,12,16,24,32", "agent: concurrent stream counts to try, in order")
+		fs.IntVar(&f.width, "width", 640, "agent: frame width")
+		fs.IntVar(&f.height, "height", 480, "agent: frame height")
+		fs.IntVar(&f.fps, "fps", 15, "agent: frames per second per stream")
+		fs.IntVar(&f.quality, "quality", 70, "agent: JPEG quality")
 		fs.IntVar(&f.devices, "devices", 10000, "simulated devices")
 		fs.DurationVar(&f.period, "period", time.Second, "time between a device's readings")
 		fs.DurationVar(&f.duration, "duration", 60*time.Second, "length of the measured steady phase")
@@ -61,11 +75,14 @@ func runBench(ctx context.Context, e *env, o any, args []string) error {
 	if len(args) > 0 {
 		return usagef("unexpected argument %q", args[0])
 	}
+	if f.target == "agent" {
+		return runAgentBench(ctx, e, f)
+	}
 	targets := []string{f.target}
 	if f.target == "both" {
 		targets = []string{"vigil", "mosquitto"}
 	} else if f.target != "vigil" && f.target != "mosquitto" {
-		return usagef("--target %q is not vigil, mosquitto or both", f.target)
+		return usagef("--target %q is not vigil, mosquitto, both or agent", f.target)
 	}
 	if f.devices < 1 || f.period <= 0 || f.duration <= 0 || f.qos < 0 || f.qos > 2 {
 		return usagef("--devices, --period and --duration must be positive and --qos 0, 1 or 2")
@@ -147,4 +164,36 @@ func dash(ok bool, s string) string {
 		return "-"
 	}
 	return s
+}
+
+func runAgentBench(ctx context.Context, e *env, f *benchFlags) error {
+	var streams []int
+	for _, s := range strings.Split(f.streams, ",") {
+		var n int
+		if _, err := fmt.Sscan(strings.TrimSpace(s), &n); err != nil || n < 1 {
+			return usagef("--streams wants numbers like 1,2,4,8, not %q", f.streams)
+		}
+		streams = append(streams, n)
+	}
+	dur := f.duration
+	if !e.set("duration") {
+		dur = 10 * time.Second
+	}
+	fmt.Fprintf(e.err, "one agent, %dx%d at %d fps, %v per step\n", f.width, f.height, f.fps, dur)
+	r, err := bench.RunAgent(ctx, bench.AgentOptions{Streams: streams, Duration: dur, Width: f.width, Height: f.height,
+		FPS: f.fps, Quality: f.quality, Vigil: f.vigil, Progress: e.err})
+	if err != nil {
+		return err
+	}
+	if f.jsonOut {
+		return printJSON(e.out, r)
+	}
+	tw := tabwriter.NewWriter(e.out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "streams\tframes/s\tMB/s\tpackets sent\tlost\tloss %\tagent CPU %\t")
+	for _, s := range r.Steps {
+		fmt.Fprintf(tw, "%d\t%.0f\t%.2f\t%d\t%d\t%.3f\t%.0f\t\n", s.Streams, s.FramesPerSec, s.MBPerSec, s.PacketsSent, s.PacketsLost, s.LossPct, s.AgentCPUPct)
+	}
+	tw.Flush()
+	fmt.Fprintf(e.out, "largest N with loss under 0.1%%: %d streams (%d-byte frames)\n", r.MaxStreams, r.Steps[0].FrameBytes)
+	return nil
 }

@@ -78,7 +78,8 @@ type Agent struct {
 }
 
 // Open binds the UDP ports, connects to the broker and starts receiving.
-func Open(cfg Config, log *slog.Logger) (*Agent, error) {
+// ctx bounds the wait for the first broker connection.
+func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 	if cfg.Capacity < 1 {
 		return nil, errors.New("capacity must be at least 1")
 	}
@@ -109,9 +110,9 @@ func Open(cfg Config, log *slog.Logger) (*Agent, error) {
 	}
 	a.addr = net.JoinHostPort(host, fmt.Sprint(port))
 
-	ctx, cancel := context.WithCancel(context.Background())
+	runCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
-	if err := a.connect(ctx); err != nil {
+	if err := a.connect(ctx, runCtx); err != nil {
 		cancel()
 		a.rtpConn.Close()
 		a.rtcp.Close()
@@ -120,8 +121,8 @@ func Open(cfg Config, log *slog.Logger) (*Agent, error) {
 	a.wg.Add(4)
 	go func() { defer a.wg.Done(); a.readRTP() }()
 	go func() { defer a.wg.Done(); a.readRTCP() }()
-	go func() { defer a.wg.Done(); a.watch(ctx) }()
-	go func() { defer a.wg.Done(); a.heartbeats(ctx) }()
+	go func() { defer a.wg.Done(); a.watch(runCtx) }()
+	go func() { defer a.wg.Done(); a.heartbeats(runCtx) }()
 	log.Info("agent ready", "id", cfg.ID, "rtp", a.addr, "capacity", cfg.Capacity, "storage", cfg.Storage)
 	return a, nil
 }
@@ -179,7 +180,9 @@ func advertiseHost(listen string) string {
 	return "127.0.0.1"
 }
 
-func (a *Agent) connect(ctx context.Context) error {
+// connect connects to the broker; it waits for the first connection until
+// wait ends, and the connection lives until ctx ends.
+func (a *Agent) connect(wait, ctx context.Context) error {
 	var urls []*url.URL
 	for _, b := range a.cfg.Brokers {
 		u, err := sim.ParseBrokerURL(b)
@@ -235,6 +238,8 @@ func (a *Agent) connect(ctx context.Context) error {
 	select {
 	case err := <-ready:
 		return err
+	case <-wait.Done():
+		return fmt.Errorf("no broker connection: %w", wait.Err())
 	case <-time.After(30 * time.Second):
 		return errors.New("no broker connection within 30s")
 	}

@@ -71,7 +71,7 @@ func start(t *testing.T, capacity int) *harness {
 			h.beats = append(h.beats, hb)
 		}
 	})
-	a, err := Open(Config{ID: "a1", Brokers: []string{b.URL(broker.TCP)}, Listen: "127.0.0.1", Storage: h.storage,
+	a, err := Open(context.Background(), Config{ID: "a1", Brokers: []string{b.URL(broker.TCP)}, Listen: "127.0.0.1", Storage: h.storage,
 		Capacity: capacity, Idle: time.Second, Heartbeat: 100 * time.Millisecond}, log)
 	if err != nil {
 		t.Fatal(err)

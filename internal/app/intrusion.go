@@ -2,7 +2,10 @@ package app
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"net"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -65,8 +68,28 @@ func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
 			Binary: bin, Broker: url, Listen: cfg.Agents.Listen, Storage: storage,
 			LogDir: filepath.Join(cfg.Data.Dir, "agents"), Exited: exited, Log: clog,
 		}
+	case conf.RuntimeDocker:
+		dir, _ := filepath.Abs(cfg.Data.Dir)
+		sum := sha256.Sum256([]byte(dir))
+		rt := &coord.DockerRuntime{
+			Image: cfg.Agents.DockerImage, Network: cfg.Agents.DockerNetwork, Storage: storage,
+			Instance: hex.EncodeToString(sum[:6]), Exited: exited, Log: clog,
+		}
+		gw, err := rt.Setup(ctx)
+		if err != nil {
+			return fmt.Errorf("agents.runtime docker: %w", err)
+		}
+		// Agents in containers reach the broker on the network's gateway;
+		// the listener is not on loopback, so they must log in.
+		addr, err := a.Broker.AddListener("agents", net.JoinHostPort(gw.String(), "0"))
+		if err != nil {
+			rt.Close()
+			return err
+		}
+		rt.Broker = "mqtt://" + addr.String()
+		a.Runtime = rt
 	default:
-		return fmt.Errorf("agents.runtime %q is not available yet", cfg.Agents.Runtime)
+		return fmt.Errorf("agents.runtime %q is not one of process, docker", cfg.Agents.Runtime)
 	}
 	c, err = coord.New(coord.Config{Conf: cfg, Storage: storage}, a.Broker, a.Store, a.Runtime, a.finisher(), clog, a.Registry)
 	if err != nil {

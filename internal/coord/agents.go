@@ -30,10 +30,15 @@ type agentState struct {
 	emptySince   time.Time
 	startedAt    time.Time
 	readyAt      time.Time
+	lostAt       time.Time
 	reason       string // why it was started
 }
 
 func (a *agentState) free() int { return a.capacity - len(a.streams) }
+
+// lostGrace is how long a lost agent may take to come back before it is
+// removed.
+const lostGrace = 30 * time.Second
 
 // subscribe listens to the agents and the cameras.
 func (c *Coordinator) subscribe() error {
@@ -173,6 +178,7 @@ func (c *Coordinator) lost(a *agentState, why string) {
 		return
 	}
 	a.status = agentLost
+	a.lostAt = time.Now()
 	c.history("agent_lost", a.id, "", why)
 	for _, st := range a.streams {
 		delete(a.streams, st.id)
@@ -204,6 +210,12 @@ func (c *Coordinator) tick() {
 			c.lost(a, fmt.Sprintf("no heartbeat for %v", cfg.HeartbeatTimeout))
 		case a.status == agentStarting && now.Sub(a.startedAt) > 90*time.Second:
 			c.history("start_timeout", a.id, "", "not heard from 90s after start")
+			c.stopAgent(a)
+		case a.status == agentLost && now.Sub(a.lostAt) > lostGrace:
+			// Its runtime did not bring it back (Docker does not restart
+			// agents): remove it, so that it no longer counts towards
+			// agents.max.
+			c.history("agent_removed", a.id, "", fmt.Sprintf("lost for %v", lostGrace))
 			c.stopAgent(a)
 		}
 	}

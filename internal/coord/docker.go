@@ -57,7 +57,7 @@ type DockerRuntime struct {
 	StopTimeout time.Duration
 	// Exited is told when an agent's container exits on its own.
 	Exited func(id string, err error)
-	Log    *slog.Logger
+	Log    *slog.Logger // nil discards the runtime's logs
 
 	mu     sync.Mutex
 	cli    *client.Client
@@ -127,19 +127,21 @@ func (r *DockerRuntime) connect(ctx context.Context) (*client.Client, error) {
 	if _, err := cli.Ping(pctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
 		host := cli.DaemonHost()
 		cli.Close()
-		return nil, fmt.Errorf("docker engine not reachable at %s (is it running? is DOCKER_HOST right?): %w", host, err)
+		return nil, fmt.Errorf("docker engine not reachable at %s: %w", host, err)
 	}
 	r.cli = cli
 	r.log().Debug("connected to docker engine", "host", cli.DaemonHost(), "api", cli.ClientVersion())
 	return cli, nil
 }
 
-// removeLeftovers removes the agent containers of earlier runs (of any
-// vigil: after a crash, their broker and coordinator are gone).
+// removeLeftovers removes the agent containers an earlier run of this
+// vigil (the same Instance: the same data directory) left behind: their
+// coordinator is gone, and their credentials with it. Agents of other
+// vigils running beside this one are left alone.
 func (r *DockerRuntime) removeLeftovers(ctx context.Context) error {
 	res, err := r.cli.ContainerList(ctx, client.ContainerListOptions{
 		All:     true,
-		Filters: make(client.Filters).Add("label", labelManaged+"=true"),
+		Filters: make(client.Filters).Add("label", labelManaged+"=true").Add("label", labelInstance+"="+r.Instance),
 	})
 	if err != nil {
 		return fmt.Errorf("list containers: %w", err)
@@ -288,6 +290,14 @@ func (r *DockerRuntime) Start(ctx context.Context, spec AgentSpec) error {
 	wctx, cancel := context.WithCancel(context.Background())
 	c := &agentContainer{cid: res.ID, cancelWait: cancel, watchDone: make(chan struct{}), stopped: make(chan struct{})}
 	r.mu.Lock()
+	if r.closed { // Close ran meanwhile and would not know this one
+		r.mu.Unlock()
+		cancel()
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer rcancel()
+		cli.ContainerRemove(rctx, res.ID, client.ContainerRemoveOptions{Force: true})
+		return errors.New("docker runtime closed")
+	}
 	if r.ctrs == nil {
 		r.ctrs = map[string]*agentContainer{}
 	}

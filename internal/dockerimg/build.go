@@ -47,6 +47,11 @@ func Build(ctx context.Context, binary, tag string, log *slog.Logger) error {
 	}
 	defer cli.Close()
 
+	var oldID string // the image tag names now, if any
+	if img, err := cli.ImageInspect(ctx, tag); err == nil {
+		oldID = img.ID
+	}
+
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(writeContext(pw, binary)) }()
 	defer pr.Close()
@@ -55,18 +60,39 @@ func Build(ctx context.Context, binary, tag string, log *slog.Logger) error {
 		Dockerfile:  "Dockerfile",
 		Remove:      true,
 		ForceRemove: true,
-		Labels:      map[string]string{ManagedLabel: "true"},
 	})
 	if err != nil {
 		return fmt.Errorf("build image %s: %w", tag, err)
 	}
 	defer res.Body.Close()
-	id, err := readProgress(res.Body, log)
-	if err != nil {
+	if _, err := readProgress(res.Body, log); err != nil {
 		return fmt.Errorf("build image %s: %w", tag, err)
 	}
+	img, err := cli.ImageInspect(ctx, tag)
+	if err != nil {
+		return fmt.Errorf("image %s after build: %w", tag, err)
+	}
+	id := img.ID
 	log.Info("built agent image", "tag", tag, "id", id)
+	if oldID != "" && oldID != id {
+		removeReplaced(ctx, cli, oldID, log)
+	}
 	return nil
+}
+
+// removeReplaced removes the image a rebuild took the tag from, if it is
+// one of ours and has no other tag, so that rebuilding does not pile up
+// dangling images. It leaves it if a container still uses it.
+func removeReplaced(ctx context.Context, cli *client.Client, id string, log *slog.Logger) {
+	img, err := cli.ImageInspect(ctx, id)
+	if err != nil || len(img.RepoTags) > 0 || img.Config == nil || img.Config.Labels[ManagedLabel] != "true" {
+		return
+	}
+	if _, err := cli.ImageRemove(ctx, id, client.ImageRemoveOptions{PruneChildren: true}); err != nil {
+		log.Debug("previous agent image kept", "id", id, "error", err)
+		return
+	}
+	log.Info("removed the previous agent image", "id", id)
 }
 
 // Exists reports whether the engine has the image tag.
@@ -97,7 +123,7 @@ func connect(ctx context.Context) (*client.Client, error) {
 	if _, err := cli.Ping(pctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
 		host := cli.DaemonHost()
 		cli.Close()
-		return nil, fmt.Errorf("docker engine not reachable at %s (is it running? is DOCKER_HOST right?): %w", host, err)
+		return nil, fmt.Errorf("docker engine not reachable at %s: %w", host, err)
 	}
 	return cli, nil
 }

@@ -161,9 +161,36 @@ func TestBuildAndRun(t *testing.T) {
 		t.Errorf("entrypoint = %q, want [/vigil]", img.Config.Entrypoint)
 	}
 
-	// Building it again replaces the tag.
-	if err := Build(ctx, bin, tag, nil); err != nil {
+	id1 := img.ID
+	t.Cleanup(func() { // in case a test failure left it
+		cli.ImageRemove(context.Background(), id1, client.ImageRemoveOptions{PruneChildren: true})
+	})
+
+	// Rebuilding from another binary moves the tag and removes the image
+	// it replaced (unless another tag still names it: the engine's build
+	// cache may share it with a concurrent test's image).
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin2 := filepath.Join(t.TempDir(), "vigil")
+	if err := os.WriteFile(bin2, append(data, "\x00trailing bytes make another image"...), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := Build(ctx, bin2, tag, testLogger(t)); err != nil {
 		t.Fatalf("second Build: %v", err)
+	}
+	img2, err := cli.ImageInspect(ctx, tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img2.ID == id1 {
+		t.Errorf("rebuild from another binary kept image %s", id1)
+	}
+	if old, err := cli.ImageInspect(ctx, id1); err == nil && len(old.RepoTags) == 0 {
+		t.Errorf("replaced image %s left dangling", id1)
+	} else if err != nil && !cerrdefs.IsNotFound(err) {
+		t.Fatal(err)
 	}
 
 	res, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{

@@ -120,6 +120,12 @@ func liveAgents(v coord.View) int {
 // the streams end the agents scale back to 1.
 func TestSevenCamerasThreeAgentsSevenClipsThenOneAgent(t *testing.T) {
 	ta := startApp(t, func(c *conf.Config) { intrusionConfig(t, c) })
+	sevenCameras(t, ta)
+}
+
+// sevenCameras runs the story on a started Vigil.
+func sevenCameras(t *testing.T, ta *testApp) {
+	t.Helper()
 	waitFor(t, 20*time.Second, "the first agent", func() bool { return liveAgents(ta.view(t)) == 1 && ta.view(t).Agents[0].Status == "ready" })
 	stop := runFleet(t, ta, cameraFleet(ta.mqttAddr(), "lab", 7))
 	defer stop()
@@ -297,6 +303,20 @@ func TestAnAgentKilledMidStream(t *testing.T) {
 	if !ok {
 		t.Fatalf("runtime is %T", ta.Runtime)
 	}
+	killMidStream(t, ta, func(agent string) {
+		pid := rt.PID(agent)
+		if pid == 0 {
+			t.Fatal("no pid for the agent")
+		}
+		must(t, syscall.Kill(pid, syscall.SIGKILL))
+		t.Logf("killed agent %s (pid %d)", agent, pid)
+	})
+}
+
+// killMidStream runs two cameras on one agent, kills it with kill, and
+// checks that both clips are kept whole.
+func killMidStream(t *testing.T, ta *testApp, kill func(agent string)) {
+	t.Helper()
 	stop := runFleet(t, ta, cameraFleet(ta.mqttAddr(), "vault", 2))
 	defer stop()
 	var victim string
@@ -316,12 +336,7 @@ func TestAnAgentKilledMidStream(t *testing.T) {
 		return victim != "" && live == 2
 	})
 	time.Sleep(3 * time.Second) // let a few seconds of video reach the agent
-	pid := rt.PID(victim)
-	if pid == 0 {
-		t.Fatal("no pid for the agent")
-	}
-	must(t, syscall.Kill(pid, syscall.SIGKILL))
-	t.Logf("killed agent %s (pid %d)", victim, pid)
+	kill(victim)
 
 	waitFor(t, 60*time.Second, "both clips ready", func() bool {
 		cs := ta.clips(t, "vault")
