@@ -13,8 +13,10 @@ import (
 )
 
 type benchFlags struct {
-	streams                     string
+	streams, runtime, image     string
 	width, height, fps, quality int
+	cameras, rounds             int
+	every                       time.Duration
 	target, vigil, profile      string
 	devices, qos                int
 	period, duration            time.Duration
@@ -42,13 +44,19 @@ receives N concurrent RTP/JPEG streams on loopback (pre-encoded frames,
 MB/s, packet loss and the agent's CPU; it stops at the first N with 0.1%
 loss or more.
 
+--target intrusion runs 'vigil up' with --runtime agents and --cameras
+simulated cameras that see an intruder --rounds times, --every apart, and
+reports the latency from detection to the first stored frame and the
+agents' scale-up reaction time (p50, p95).
+
 --target both runs Vigil, then Mosquitto, on the same fleet and prints the
 ratio. Runs are bounded: connecting may take at most 2 minutes plus the ramp,
 draining at most a minute.`,
 	examples: `  vigil bench --devices 10000 --period 1s --duration 60s
   vigil bench --target both --devices 10000 --period 1s --duration 60s --json
   vigil bench --target mosquitto --devices 1000 --qos 0
-  vigil bench --target agent --streams 1,4,8,16,32 --duration 10s`,
+  vigil bench --target agent --streams 1,4,8,16,32 --duration 10s
+  vigil bench --target intrusion --runtime docker --cameras 7 --rounds 5`,
 	flags: func(fs *flag.FlagSet) any {
 		f := &benchFlags{}
 		fs.StringVar(&f.target, "target", "vigil", "vigil, mosquitto or both (MQTT); agent (video ingest)")
@@ -57,6 +65,11 @@ draining at most a minute.`,
 		fs.IntVar(&f.height, "height", 480, "agent: frame height")
 		fs.IntVar(&f.fps, "fps", 15, "agent: frames per second per stream")
 		fs.IntVar(&f.quality, "quality", 70, "agent: JPEG quality")
+		fs.StringVar(&f.runtime, "runtime", "process", "intrusion: agent runtime, process or docker")
+		fs.StringVar(&f.image, "image", "vigil-agent:latest", "intrusion: agent image for the docker runtime")
+		fs.IntVar(&f.cameras, "cameras", 7, "intrusion: simulated cameras")
+		fs.IntVar(&f.rounds, "rounds", 5, "intrusion: intrusions, every --every")
+		fs.DurationVar(&f.every, "every", 20*time.Second, "intrusion: time between intrusions")
 		fs.IntVar(&f.devices, "devices", 10000, "simulated devices")
 		fs.DurationVar(&f.period, "period", time.Second, "time between a device's readings")
 		fs.DurationVar(&f.duration, "duration", 60*time.Second, "length of the measured steady phase")
@@ -75,14 +88,28 @@ func runBench(ctx context.Context, e *env, o any, args []string) error {
 	if len(args) > 0 {
 		return usagef("unexpected argument %q", args[0])
 	}
-	if f.target == "agent" {
+	switch f.target {
+	case "agent":
 		return runAgentBench(ctx, e, f)
+	case "intrusion":
+		r, err := bench.RunIntrusion(ctx, bench.IntrusionOptions{Runtime: f.runtime, Image: f.image, Cameras: f.cameras,
+			Rounds: f.rounds, Every: f.every, Vigil: f.vigil, Progress: e.err})
+		if err != nil {
+			return err
+		}
+		if f.jsonOut {
+			return printJSON(e.out, r)
+		}
+		fmt.Fprintf(e.out, "runtime %s, %d cameras x %d intrusions: %d detections, %d clips ready\n", r.Runtime, r.Cameras, r.Rounds, r.Detections, r.ClipsReady)
+		fmt.Fprintf(e.out, "detection to first stored frame: p50 %.0f ms, p95 %.0f ms\n", r.FirstFrameP50ms, r.FirstFrameP95ms)
+		fmt.Fprintf(e.out, "agent scale-up (start to first heartbeat), %d times: p50 %.0f ms, p95 %.0f ms\n", r.ScaleUps, r.ScaleUpP50ms, r.ScaleUpMaxMS)
+		return nil
 	}
 	targets := []string{f.target}
 	if f.target == "both" {
 		targets = []string{"vigil", "mosquitto"}
 	} else if f.target != "vigil" && f.target != "mosquitto" {
-		return usagef("--target %q is not vigil, mosquitto, both or agent", f.target)
+		return usagef("--target %q is not vigil, mosquitto, both, agent or intrusion", f.target)
 	}
 	if f.devices < 1 || f.period <= 0 || f.duration <= 0 || f.qos < 0 || f.qos > 2 {
 		return usagef("--devices, --period and --duration must be positive and --qos 0, 1 or 2")

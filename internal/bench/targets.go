@@ -14,8 +14,6 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/vigilhq/vigil/internal/users"
 )
@@ -81,25 +79,16 @@ func (t *vigilTarget) pid() int     { return t.cmd.Process.Pid }
 func (t *vigilTarget) close() error { return stopProcess(t.cmd, t.done) }
 
 func (t *vigilTarget) stored(ctx context.Context) (int64, float64, float64, bool, error) {
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+t.http+"/metrics", nil)
-	req.SetBasicAuth("admin", t.adminPassword)
-	resp, err := http.DefaultClient.Do(req)
+	mfs, err := scrape(ctx, t.http, t.adminPassword)
 	if err != nil {
-		return 0, 0, 0, true, err
-	}
-	defer resp.Body.Close()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return 0, 0, 0, true, fmt.Errorf("parse metrics: %w", err)
+		return 0, 0, 0, true, fmt.Errorf("metrics: %w", err)
 	}
 	var n int64
 	if mf := mfs["vigil_telemetry_stored_total"]; mf != nil {
 		n = int64(mf.GetMetric()[0].GetCounter().GetValue())
 	}
 	var p50, p99 float64
-	if mf := mfs["vigil_telemetry_latency_seconds"]; mf != nil {
-		h := mf.GetMetric()[0].GetHistogram()
+	if h := histogram(mfs, "vigil_telemetry_latency_seconds"); h != nil {
 		p50, p99 = histogramQuantile(0.5, h), histogramQuantile(0.99, h)
 	}
 	return n, p50, p99, true, nil
