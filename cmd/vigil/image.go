@@ -37,8 +37,14 @@ the tag) and start 'vigil up'.`,
 	},
 	run: func(ctx context.Context, e *env, o any, args []string) error {
 		f := o.(*imageFlags)
-		if len(args) != 1 || args[0] != "build" {
+		if len(args) == 0 || args[0] != "build" {
 			return usagef("the only subcommand is build")
+		}
+		if err := e.fs.Parse(args[1:]); err != nil { // flags may follow "build"
+			return usagef("%v", err)
+		}
+		if e.fs.NArg() > 0 {
+			return usagef("unexpected argument %q", e.fs.Arg(0))
 		}
 		bin := f.binary
 		if bin == "" {

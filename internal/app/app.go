@@ -69,10 +69,10 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 		opts.Out = os.Stdout
 	}
 	a = &App{cfg: cfg, log: log, started: time.Now()}
+	opened := a // the returns below set a to nil
 	defer func() {
 		if err != nil {
-			a.Close()
-			a = nil
+			opened.Close()
 		}
 	}()
 

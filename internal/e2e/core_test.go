@@ -3,6 +3,8 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/vigilhq/vigil/internal/app"
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/sim"
 	"github.com/vigilhq/vigil/internal/store"
@@ -442,4 +445,22 @@ func TestSubStatsSeeNoLossFromASimFleet(t *testing.T) {
 		t.Errorf("latency %+v", r.Latency)
 	}
 	fmt.Fprint(t.Output(), r.String())
+}
+
+func TestAFailedStartClosesWhatItOpened(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Agents.Runtime = conf.RuntimeDocker
+	cfg.Agents.DockerImage = "vigil-agent-missing:none"
+	_, err := app.Open(context.Background(), cfg, app.Options{AdminPassword: adminPassword, Out: io.Discard}, slog.New(slog.DiscardHandler))
+	if err == nil {
+		t.Fatal("started with a missing agent image")
+	}
+	// Everything was closed: the same data directory and ports open again.
+	cfg.Agents.Runtime = conf.RuntimeProcess
+	cfg.Agents.Binary = vigilBinary(t)
+	a, err := app.Open(context.Background(), cfg, app.Options{AdminPassword: adminPassword, Out: io.Discard}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("reopen after a failed start: %v", err)
+	}
+	a.Close()
 }
