@@ -21,6 +21,7 @@ type benchFlags struct {
 	devices, qos                int
 	period, duration            time.Duration
 	jsonOut, subscriber         bool
+	transcode                   bool
 }
 
 var benchCommand = &command{
@@ -65,6 +66,7 @@ draining at most a minute.`,
 		fs.IntVar(&f.height, "height", 480, "agent: frame height")
 		fs.IntVar(&f.fps, "fps", 15, "agent: frames per second per stream")
 		fs.IntVar(&f.quality, "quality", 70, "agent: JPEG quality")
+		fs.BoolVar(&f.transcode, "transcode", false, "agent: transcode clips with ffmpeg meanwhile, as vigil up does")
 		fs.StringVar(&f.runtime, "runtime", "process", "intrusion: agent runtime, process or docker")
 		fs.StringVar(&f.image, "image", "vigil-agent:latest", "intrusion: agent image for the docker runtime")
 		fs.IntVar(&f.cameras, "cameras", 7, "intrusion: simulated cameras")
@@ -208,7 +210,7 @@ func runAgentBench(ctx context.Context, e *env, f *benchFlags) error {
 	}
 	fmt.Fprintf(e.err, "one agent, %dx%d at %d fps, %v per step\n", f.width, f.height, f.fps, dur)
 	r, err := bench.RunAgent(ctx, bench.AgentOptions{Streams: streams, Duration: dur, Width: f.width, Height: f.height,
-		FPS: f.fps, Quality: f.quality, Vigil: f.vigil, Progress: e.err})
+		FPS: f.fps, Quality: f.quality, Vigil: f.vigil, Progress: e.err, Transcode: f.transcode})
 	if err != nil {
 		return err
 	}
@@ -216,9 +218,9 @@ func runAgentBench(ctx context.Context, e *env, f *benchFlags) error {
 		return printJSON(e.out, r)
 	}
 	tw := tabwriter.NewWriter(e.out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "streams\tframes/s\tMB/s\tpackets sent\tlost\tloss %\tagent CPU %\t")
+	fmt.Fprintln(tw, "streams\tframes/s\tMB/s\tpackets sent\tlost\tloss %\tagent CPU %\ttranscodes\t")
 	for _, s := range r.Steps {
-		fmt.Fprintf(tw, "%d\t%.0f\t%.2f\t%d\t%d\t%.3f\t%.0f\t\n", s.Streams, s.FramesPerSec, s.MBPerSec, s.PacketsSent, s.PacketsLost, s.LossPct, s.AgentCPUPct)
+		fmt.Fprintf(tw, "%d\t%.0f\t%.2f\t%d\t%d\t%.3f\t%.0f\t%d\t\n", s.Streams, s.FramesPerSec, s.MBPerSec, s.PacketsSent, s.PacketsLost, s.LossPct, s.AgentCPUPct, s.Transcodes)
 	}
 	tw.Flush()
 	fmt.Fprintf(e.out, "largest N with loss under 0.1%%: %d streams (%d-byte frames)\n", r.MaxStreams, r.Steps[0].FrameBytes)

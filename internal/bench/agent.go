@@ -33,6 +33,9 @@ type AgentOptions struct {
 	Quality  int
 	Vigil    string // binary; default this executable
 	Progress io.Writer
+	// Transcode runs clip transcoding (ffmpeg, as vigil up does) without
+	// pause during each step, to show it does not make ingest drop frames.
+	Transcode bool
 }
 
 // AgentStep is one step of the sweep: N streams into one agent.
@@ -47,6 +50,7 @@ type AgentStep struct {
 	MBPerSec     float64 `json:"mb_per_s"` // stored JPEG bytes
 	AgentCPUPct  float64 `json:"agent_cpu_pct"`
 	FrameBytes   int     `json:"frame_bytes"`
+	Transcodes   int     `json:"transcodes,omitempty"` // clips transcoded meanwhile
 }
 
 // AgentResult is the sweep.
@@ -128,6 +132,12 @@ func RunAgent(ctx context.Context, o AgentOptions) (*AgentResult, error) {
 	host, port := splitHostPort(addr)
 
 	frames := testFrames(o.Width, o.Height, o.Quality, 30)
+	var sample string
+	if o.Transcode {
+		if sample, err = sampleSegment(filepath.Join(dir, "sample.mp4"), frames, o.FPS); err != nil {
+			return nil, err
+		}
+	}
 	res := &AgentResult{Width: o.Width, Height: o.Height, FPS: o.FPS}
 	for _, n := range o.Streams {
 		step := AgentStep{Streams: n, FrameBytes: len(frames[0])}
@@ -152,6 +162,27 @@ func RunAgent(ctx context.Context, o AgentOptions) (*AgentResult, error) {
 		}
 		cpu0, _ := cpuSeconds(cmd.Process.Pid)
 		t0 := time.Now()
+		stopTranscoding := make(chan struct{})
+		transcoded := make(chan int, 1)
+		go func() {
+			n := 0
+			defer func() { transcoded <- n }()
+			if sample == "" {
+				<-stopTranscoding
+				return
+			}
+			fin := media.NewFinisher()
+			for {
+				select {
+				case <-stopTranscoding:
+					return
+				default:
+				}
+				if _, err := fin.Finish(ctx, []string{sample}, filepath.Join(dir, "out.mp4"), ""); err == nil {
+					n++
+				}
+			}
+		}()
 		var wg sync.WaitGroup
 		var sendMu sync.Mutex
 		for i := range n {
@@ -182,6 +213,8 @@ func RunAgent(ctx context.Context, o AgentOptions) (*AgentResult, error) {
 		}
 		wg.Wait()
 		elapsed := time.Since(t0)
+		close(stopTranscoding)
+		step.Transcodes = <-transcoded
 		if err := waitCond(ctx, 20*time.Second, func() bool {
 			mu.Lock()
 			defer mu.Unlock()
@@ -214,8 +247,8 @@ func RunAgent(ctx context.Context, o AgentOptions) (*AgentResult, error) {
 		step.MBPerSec = float64(bytes) / elapsed.Seconds() / 1e6
 		step.AgentCPUPct = 100 * (cpu1 - cpu0) / elapsed.Seconds()
 		res.Steps = append(res.Steps, step)
-		fmt.Fprintf(o.Progress, "  %2d streams: %5.0f frames/s  %6.2f MB/s  loss %.3f%%  agent CPU %3.0f%%\n",
-			n, step.FramesPerSec, step.MBPerSec, step.LossPct, step.AgentCPUPct)
+		fmt.Fprintf(o.Progress, "  %2d streams: %5.0f frames/s  %6.2f MB/s  loss %.3f%%  agent CPU %3.0f%%  transcodes %d\n",
+			n, step.FramesPerSec, step.MBPerSec, step.LossPct, step.AgentCPUPct, step.Transcodes)
 		os.RemoveAll(filepath.Join(storage, "bench"))
 		if step.LossPct >= 0.1 {
 			break
@@ -223,6 +256,21 @@ func RunAgent(ctx context.Context, o AgentOptions) (*AgentResult, error) {
 		res.MaxStreams = n
 	}
 	return res, nil
+}
+
+// sampleSegment writes 10 s of frames as a clip segment to transcode.
+func sampleSegment(path string, frames [][]byte, fps int) (string, error) {
+	w, err := media.CreateSegment(path)
+	if err != nil {
+		return "", err
+	}
+	for i := range 10 * fps {
+		if err := w.Write(media.Frame{JPEG: frames[i%len(frames)], RTP: uint32(i * media.ClockRate / fps)}); err != nil {
+			w.Close()
+			return "", err
+		}
+	}
+	return path, w.Close()
 }
 
 // testFrames renders n distinct test pictures with about as much detail

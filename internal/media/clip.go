@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/mp4"
@@ -121,8 +122,16 @@ func (f *Finisher) transcode(ctx context.Context, segments []string, out string)
 		"-f", "concat", "-safe", "0", "-i", listFile,
 		"-c:v", "libx264", "-preset", "veryfast", "-crf", "26", "-pix_fmt", "yuv420p",
 		"-threads", threads, "-movflags", "+faststart", "-an", "-f", "mp4", out)
-	if o, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("ffmpeg: %v: %s", err, bytes.TrimSpace(o))
+	var output bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &output, &output
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("ffmpeg: %w", err)
+	}
+	// Transcoding yields to ingest: at a lower priority (nice 10), ffmpeg
+	// only uses what the agents leave of the CPU.
+	syscall.Setpriority(syscall.PRIO_PROCESS, cmd.Process.Pid, 10)
+	if err := cmd.Wait(); err != nil {
+		return fmt.Errorf("ffmpeg: %v: %s", err, bytes.TrimSpace(output.Bytes()))
 	}
 	return nil
 }
