@@ -47,7 +47,8 @@ func TestEveryCommandHasHelpWithExamples(t *testing.T) {
 	for _, c := range commands {
 		t.Run(c.name, func(t *testing.T) {
 			code, out, _ := vigil(t, context.Background(), "", c.name, "--help")
-			if code != 0 || !strings.Contains(out, "Examples:\n  vigil "+c.name) || !strings.Contains(out, "Usage: vigil "+c.name) {
+			_, examples, _ := strings.Cut(out, "\nExamples:\n")
+			if code != 0 || !strings.Contains(examples, "vigil "+c.name) || !strings.Contains(out, "Usage: vigil "+c.name) {
 				t.Errorf("vigil %s --help: exit %d\n%s", c.name, code, out)
 			}
 		})

@@ -88,6 +88,9 @@ func runSub(ctx context.Context, e *env, o any, args []string) error {
 		}
 		mu.Lock()
 		defer mu.Unlock()
+		if f.count > 0 && n >= f.count {
+			return // --count reached; more may arrive before the connection closes
+		}
 		if !f.stats || f.verbose {
 			fmt.Fprintf(e.out, "%s %s\n", m.Topic, m.Payload)
 		}
