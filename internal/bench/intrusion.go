@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -16,7 +14,6 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/vigilhq/vigil/internal/sim"
-	"github.com/vigilhq/vigil/internal/users"
 )
 
 // IntrusionOptions configure an intrusion benchmark.
@@ -24,8 +21,8 @@ type IntrusionOptions struct {
 	Runtime  string // process or docker
 	Image    string // docker: the agent image
 	Cameras  int
-	Rounds   int           // intrusions, every Every
-	Every    time.Duration // between rounds (agents scale back down in between)
+	Rounds   int           // intrusions...
+	Every    time.Duration // ...this far apart (agents scale back down in between)
 	Vigil    string
 	Progress io.Writer
 }
@@ -57,43 +54,26 @@ func RunIntrusion(ctx context.Context, o IntrusionOptions) (*IntrusionResult, er
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	bin := o.Vigil
-	if bin == "" {
-		if bin, err = os.Executable(); err != nil {
-			return nil, err
-		}
-	}
-	mqttAddr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	httpAddr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	password := users.RandomPassword()
-	cmd := exec.Command(bin, "up", "--data-dir", filepath.Join(dir, "data"), "--mqtt-listen", mqttAddr, "--http-listen", httpAddr, "--log-level", "warn")
-	cmd.Env = append(os.Environ(), "VIGIL_ADMIN_PASSWORD="+password, "VIGIL_MQTT_WS_LISTEN=",
+	t, err := startVigil(ctx, o.Vigil, dir,
 		"VIGIL_AGENTS_RUNTIME="+o.Runtime, "VIGIL_AGENTS_DOCKER_IMAGE="+o.Image, "VIGIL_AGENTS_DOCKER_NETWORK=vigil-bench",
 		"VIGIL_AGENTS_SCALE_DOWN_COOLDOWN=3s", "VIGIL_RECORDING_CLIP_SECONDS=5", "VIGIL_RECORDING_PRE_ROLL_SECONDS=2")
-	done, err := startProcess(cmd, dir, "vigil")
 	if err != nil {
 		return nil, err
 	}
-	defer stopProcess(cmd, done)
-	if err := waitPort(ctx, dialCheck(mqttAddr), done); err != nil {
-		log, _ := os.ReadFile(filepath.Join(dir, "vigil.log"))
-		return nil, fmt.Errorf("vigil up: %w\n%s", err, log)
-	}
+	defer t.close()
 
 	sc := sim.NewScenario()
-	sc.Brokers = []string{"mqtt://" + mqttAddr}
+	sc.Brokers = []string{t.url()}
 	f := sim.TypeDefaults(sim.TypeCamera)
 	f.Name, f.Site, f.Count = "cams", "bench", o.Cameras
 	f.Period = 250 * time.Millisecond
 	sc.Fleets = []sim.Fleet{f}
-	sc.Timeline = []sim.Step{{At: 5 * time.Second, Fleet: "cams", Fraction: 1, Action: "intrusion", Duration: 2 * time.Second, DistanceM: 0.5, Every: o.Every}}
-	sc.Duration = 5*time.Second + time.Duration(o.Rounds-1)*o.Every + 20*time.Second
+	for r := range o.Rounds {
+		sc.Timeline = append(sc.Timeline, sim.Step{At: 5*time.Second + time.Duration(r)*o.Every, Fleet: "cams", Fraction: 1,
+			Action: "intrusion", Duration: 2 * time.Second, DistanceM: 0.5})
+	}
+	// The last clip (5 s) is sent whole before the cameras stop.
+	sc.Duration = 5*time.Second + time.Duration(o.Rounds-1)*o.Every + 12*time.Second
 	sc.ApplyDefaults()
 	s, err := sim.New(sc, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -103,9 +83,17 @@ func RunIntrusion(ctx context.Context, o IntrusionOptions) (*IntrusionResult, er
 	if err := s.Run(ctx); err != nil {
 		return nil, err
 	}
-	mfs, err := scrape(ctx, httpAddr, password)
-	if err != nil {
-		return nil, err
+	// Wait for the clips to be finished (transcoded), a minute at most.
+	want := o.Cameras * o.Rounds
+	var mfs map[string]*dto.MetricFamily
+	for deadline := time.Now().Add(time.Minute); ; {
+		if mfs, err = scrape(ctx, t.http, t.adminPassword); err != nil {
+			return nil, err
+		}
+		if clipsReady(mfs) >= want || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 	r := &IntrusionResult{Runtime: o.Runtime, Cameras: o.Cameras, Rounds: o.Rounds}
 	if h := histogram(mfs, "vigil_detection_to_first_frame_seconds"); h != nil {
@@ -116,14 +104,19 @@ func RunIntrusion(ctx context.Context, o IntrusionOptions) (*IntrusionResult, er
 		r.ScaleUps = int(h.GetSampleCount())
 		r.ScaleUpP50ms, r.ScaleUpMaxMS = 1000*histogramQuantile(0.5, h), 1000*histogramQuantile(0.95, h)
 	}
+	r.ClipsReady = clipsReady(mfs)
+	return r, nil
+}
+
+func clipsReady(mfs map[string]*dto.MetricFamily) int {
 	if mf := mfs["vigil_clips_total"]; mf != nil {
 		for _, m := range mf.GetMetric() {
 			if m.GetLabel()[0].GetValue() == "ready" {
-				r.ClipsReady = int(m.GetCounter().GetValue())
+				return int(m.GetCounter().GetValue())
 			}
 		}
 	}
-	return r, nil
+	return 0
 }
 
 func scrape(ctx context.Context, addr, password string) (map[string]*dto.MetricFamily, error) {

@@ -46,7 +46,9 @@ type vigilTarget struct {
 	adminPassword string
 }
 
-func startVigil(ctx context.Context, bin, dir string) (*vigilTarget, error) {
+// startVigil starts `vigil up` in dir on free loopback ports, with extra
+// VIGIL_* settings in env.
+func startVigil(ctx context.Context, bin, dir string, env ...string) (*vigilTarget, error) {
 	if bin == "" {
 		var err error
 		if bin, err = os.Executable(); err != nil {
@@ -63,7 +65,7 @@ func startVigil(ctx context.Context, bin, dir string) (*vigilTarget, error) {
 	}
 	t := &vigilTarget{mqtt: mqttAddr, http: httpAddr, adminPassword: users.RandomPassword()}
 	t.cmd = exec.Command(bin, "up", "--data-dir", filepath.Join(dir, "data"), "--mqtt-listen", mqttAddr, "--http-listen", httpAddr, "--log-level", "warn")
-	t.cmd.Env = append(os.Environ(), "VIGIL_ADMIN_PASSWORD="+t.adminPassword, "VIGIL_MQTT_WS_LISTEN=")
+	t.cmd.Env = append(append(os.Environ(), "VIGIL_ADMIN_PASSWORD="+t.adminPassword, "VIGIL_MQTT_WS_LISTEN="), env...)
 	if t.done, err = startProcess(t.cmd, dir, "vigil"); err != nil {
 		return nil, err
 	}

@@ -21,6 +21,8 @@ import (
 	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
+
+	"github.com/vigilhq/vigil/internal/dockerimg"
 )
 
 // Labels the Docker runtime puts on what it creates.
@@ -118,16 +120,9 @@ func (r *DockerRuntime) connect(ctx context.Context) (*client.Client, error) {
 	if r.cli != nil {
 		return r.cli, nil
 	}
-	cli, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+	cli, err := dockerimg.Connect(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("docker client: %w", err)
-	}
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if _, err := cli.Ping(pctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
-		host := cli.DaemonHost()
-		cli.Close()
-		return nil, fmt.Errorf("docker engine not reachable at %s: %w", host, err)
+		return nil, err
 	}
 	r.cli = cli
 	r.log().Debug("connected to docker engine", "host", cli.DaemonHost(), "api", cli.ClientVersion())

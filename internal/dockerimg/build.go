@@ -41,7 +41,7 @@ func Build(ctx context.Context, binary, tag string, log *slog.Logger) error {
 	if err := checkStatic(binary); err != nil {
 		return err
 	}
-	cli, err := connect(ctx)
+	cli, err := Connect(ctx)
 	if err != nil {
 		return err
 	}
@@ -97,7 +97,7 @@ func removeReplaced(ctx context.Context, cli *client.Client, id string, log *slo
 
 // Exists reports whether the engine has the image tag.
 func Exists(ctx context.Context, tag string) (bool, error) {
-	cli, err := connect(ctx)
+	cli, err := Connect(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -111,9 +111,9 @@ func Exists(ctx context.Context, tag string) (bool, error) {
 	return true, nil
 }
 
-// connect returns a client of the engine $DOCKER_HOST (or the default
+// Connect returns a client of the engine $DOCKER_HOST (or the default
 // socket) names, once it has answered.
-func connect(ctx context.Context) (*client.Client, error) {
+func Connect(ctx context.Context) (*client.Client, error) {
 	cli, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
 	if err != nil {
 		return nil, fmt.Errorf("docker client: %w", err)

@@ -23,17 +23,13 @@ func (s *Store) EnsureSite(ctx context.Context, name string) (detect.Site, error
 
 // GetSite returns a site or a vigil.ENotFound error.
 func (s *Store) GetSite(ctx context.Context, name string) (detect.Site, error) {
-	var site detect.Site
-	var armed int
-	var updated int64
-	err := s.db.QueryRowContext(ctx, `SELECT name, armed, updated FROM sites WHERE name = ?`, name).Scan(&site.Name, &armed, &updated)
+	site, err := scanSite(s.db.QueryRowContext(ctx, `SELECT name, armed, updated FROM sites WHERE name = ?`, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return site, vigil.Errorf(vigil.ENotFound, "no site %q", name)
 	}
 	if err != nil {
 		return site, fmt.Errorf("get site: %w", err)
 	}
-	site.Armed, site.Updated = armed == 1, fromMS(updated)
 	return site, nil
 }
 
@@ -52,23 +48,16 @@ func (s *Store) SetArmed(ctx context.Context, name string, armed bool) (detect.S
 
 // ListSites returns every site by name.
 func (s *Store) ListSites(ctx context.Context) ([]detect.Site, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT name, armed, updated FROM sites ORDER BY name`)
-	if err != nil {
-		return nil, fmt.Errorf("list sites: %w", err)
-	}
-	defer rows.Close()
-	out := []detect.Site{}
-	for rows.Next() {
-		var site detect.Site
-		var armed int
-		var updated int64
-		if err := rows.Scan(&site.Name, &armed, &updated); err != nil {
-			return nil, err
-		}
-		site.Armed, site.Updated = armed == 1, fromMS(updated)
-		out = append(out, site)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, "list sites", scanSite, `SELECT name, armed, updated FROM sites ORDER BY name`)
+}
+
+func scanSite(row scanner) (detect.Site, error) {
+	var site detect.Site
+	var armed int
+	var updated int64
+	err := row.Scan(&site.Name, &armed, &updated)
+	site.Armed, site.Updated = armed == 1, fromMS(updated)
+	return site, err
 }
 
 // SaveEvent inserts or replaces an event.
@@ -92,7 +81,7 @@ func (s *Store) SaveEvent(ctx context.Context, e *detect.Event) error {
 
 const eventColumns = `id, site, sensor, cameras, started, ended, priority, state, distance`
 
-func scanEvent(row interface{ Scan(...any) error }) (detect.Event, error) {
+func scanEvent(row scanner) (detect.Event, error) {
 	var e detect.Event
 	var cams string
 	var started int64
@@ -124,21 +113,8 @@ func (s *Store) GetEvent(ctx context.Context, id string) (detect.Event, error) {
 
 // ListEvents returns events, newest first.
 func (s *Store) ListEvents(ctx context.Context, f detect.EventFilter) ([]detect.Event, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+eventColumns+` FROM events WHERE (? = '' OR site = ?) ORDER BY started DESC, id DESC LIMIT ?`,
-		f.Site, f.Site, limitOr(f.Limit, 100))
-	if err != nil {
-		return nil, fmt.Errorf("list events: %w", err)
-	}
-	defer rows.Close()
-	out := []detect.Event{}
-	for rows.Next() {
-		e, err := scanEvent(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, "list events", scanEvent, `SELECT `+eventColumns+` FROM events
+		WHERE (? = '' OR site = ?) ORDER BY started DESC, id DESC LIMIT ?`, f.Site, f.Site, limitOr(f.Limit, 100))
 }
 
 func limitOr(n, def int) int {
@@ -173,7 +149,7 @@ func (s *Store) SaveClip(ctx context.Context, c *coord.Clip) error {
 
 const clipColumns = `id, event_id, site, camera, started, duration_ms, frames, bytes, packets, packets_lost, dir, file, thumbnail, codec, state, interrupted, segments, error, finished`
 
-func scanClip(row interface{ Scan(...any) error }) (coord.Clip, error) {
+func scanClip(row scanner) (coord.Clip, error) {
 	var c coord.Clip
 	var started int64
 	var finished sql.NullInt64
@@ -232,20 +208,7 @@ func (s *Store) OldestClipsAll(ctx context.Context, limit int) ([]coord.Clip, er
 }
 
 func (s *Store) queryClips(ctx context.Context, q string, args ...any) ([]coord.Clip, error) {
-	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list clips: %w", err)
-	}
-	defer rows.Close()
-	out := []coord.Clip{}
-	for rows.Next() {
-		c, err := scanClip(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, "list clips", scanClip, q, args...)
 }
 
 // SetClipState changes a clip's state.
@@ -273,39 +236,18 @@ func (s *Store) AddHistory(ctx context.Context, h *coord.HistoryEntry) error {
 
 // ListHistory returns the newest decisions, newest first.
 func (s *Store) ListHistory(ctx context.Context, limit int) ([]coord.HistoryEntry, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, at, action, agent, camera, reason, agents, streams, queued FROM agent_history ORDER BY id DESC LIMIT ?`, limitOr(limit, 200))
-	if err != nil {
-		return nil, fmt.Errorf("list history: %w", err)
-	}
-	defer rows.Close()
-	out := []coord.HistoryEntry{}
-	for rows.Next() {
+	return queryAll(ctx, s.db, "list history", func(row scanner) (coord.HistoryEntry, error) {
 		var h coord.HistoryEntry
 		var at int64
-		if err := rows.Scan(&h.ID, &at, &h.Action, &h.Agent, &h.Camera, &h.Reason, &h.Agents, &h.Streams, &h.Queued); err != nil {
-			return nil, err
-		}
+		err := row.Scan(&h.ID, &at, &h.Action, &h.Agent, &h.Camera, &h.Reason, &h.Agents, &h.Streams, &h.Queued)
 		h.At = fromMS(at)
-		out = append(out, h)
-	}
-	return out, rows.Err()
+		return h, err
+	}, `SELECT id, at, action, agent, camera, reason, agents, streams, queued FROM agent_history ORDER BY id DESC LIMIT ?`, limitOr(limit, 200))
 }
 
 // UnfinishedEvents returns events still recording or queued (after a
 // crash, the coordinator closes them).
 func (s *Store) UnfinishedEvents(ctx context.Context) ([]detect.Event, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+eventColumns+` FROM events WHERE state IN (?, ?)`, detect.EventRecording, detect.EventQueued)
-	if err != nil {
-		return nil, fmt.Errorf("unfinished events: %w", err)
-	}
-	defer rows.Close()
-	var out []detect.Event
-	for rows.Next() {
-		e, err := scanEvent(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, "unfinished events", scanEvent, `SELECT `+eventColumns+` FROM events WHERE state IN (?, ?)`,
+		detect.EventRecording, detect.EventQueued)
 }

@@ -65,7 +65,7 @@ func (s *Store) DeleteUser(ctx context.Context, name string) error {
 
 const userColumns = `name, role, hash, publish, subscribe, created, updated`
 
-func scanUser(row interface{ Scan(...any) error }) (*users.User, error) {
+func scanUser(row scanner) (*users.User, error) {
 	var u users.User
 	var pub, sub string
 	var created, updated int64
@@ -96,20 +96,7 @@ func (s *Store) GetUser(ctx context.Context, name string) (*users.User, error) {
 
 // ListUsers returns all users by name.
 func (s *Store) ListUsers(ctx context.Context) ([]*users.User, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+userColumns+` FROM users ORDER BY name`)
-	if err != nil {
-		return nil, fmt.Errorf("list users: %w", err)
-	}
-	defer rows.Close()
-	var out []*users.User
-	for rows.Next() {
-		u, err := scanUser(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list users: %w", err)
-		}
-		out = append(out, u)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, "list users", scanUser, `SELECT `+userColumns+` FROM users ORDER BY name`)
 }
 
 func nonNil(s []string) []string {
