@@ -240,7 +240,7 @@ func (c *Coordinator) liveAgents() int {
 // autoscale starts agents for queued streams, pool by pool, unless agents
 // already starting will have room for them or the pool is at its maximum.
 func (c *Coordinator) autoscale() {
-	if time.Now().Before(c.startBlockedUntil) {
+	if c.closing || time.Now().Before(c.startBlockedUntil) {
 		return
 	}
 	need := map[string]int{}

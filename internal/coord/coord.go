@@ -109,6 +109,7 @@ type Coordinator struct {
 
 	startFailures     int       // agent starts that failed in a row
 	startBlockedUntil time.Time // no new agent before this (backoff)
+	closing           bool      // Close has begun
 
 	viewMu sync.Mutex
 	view   View
@@ -179,6 +180,7 @@ func (c *Coordinator) Close() error {
 	done := make(chan struct{})
 	var ids []string
 	c.do(func() {
+		c.closing = true // no new agents, no reassignment
 		for id, a := range c.agents {
 			a.status = agentStopping
 			ids = append(ids, id)

@@ -234,6 +234,9 @@ func (c *Coordinator) request(st *stream) {
 // drainQueue gives queued streams to agents with room, highest priority
 // first; autoscale starts agents for the rest.
 func (c *Coordinator) drainQueue() {
+	if c.closing {
+		return
+	}
 	var left []*stream
 	for _, st := range c.queue {
 		if !c.assign(st) {
@@ -378,8 +381,8 @@ func (c *Coordinator) interrupted(st *stream, why string) {
 	}
 	st.clip.Interrupted = st.clip.Interrupted || st.segIndex > 0 && st.state == streamLive
 	now := time.Now()
-	if st.state == streamLive && st.remaining(now) < time.Second {
-		c.finish(st)
+	if c.closing || (st.state == streamLive && st.remaining(now) < time.Second) {
+		c.finish(st) // shutting down, or (nearly) done: keep what there is
 		return
 	}
 	c.log.Warn("stream moves to another agent", "stream", st.id, "camera", st.camera, "why", why, "remaining", st.remaining(now).Round(time.Second))

@@ -24,6 +24,7 @@ import (
 	"github.com/vigilhq/vigil/internal/detect"
 	"github.com/vigilhq/vigil/internal/ingest"
 	"github.com/vigilhq/vigil/internal/sim"
+	"github.com/vigilhq/vigil/internal/store"
 	"github.com/vigilhq/vigil/internal/sub"
 	"github.com/vigilhq/vigil/internal/users"
 )
@@ -573,4 +574,34 @@ func TestArmingIsForAdminsAndDisarmedSitesDoNotRecord(t *testing.T) {
 		ta.api(t, "GET", "/api/v1/events?site=shop", "admin", adminPassword, &events)
 		return len(events) == 1
 	})
+}
+
+// TestShutdownMidStreamKeepsTheClip stops Vigil while a camera streams: the
+// clip is kept (interrupted), and no agent is started on the way out.
+func TestShutdownMidStreamKeepsTheClip(t *testing.T) {
+	ta := startApp(t, func(c *conf.Config) {
+		intrusionConfig(t, c)
+		c.Recording.ClipSeconds = 30
+	})
+	stop := runFleet(t, ta, cameraFleet(ta.mqttAddr(), "home", 1))
+	waitFor(t, 30*time.Second, "a stream under way", func() bool {
+		v := ta.view(t)
+		return len(v.Streams) == 1 && v.Streams[0].State == "streaming"
+	})
+	time.Sleep(2 * time.Second)
+	must(t, ta.App.Close())
+	stop()
+
+	st, err := store.Open(context.Background(), filepath.Join(ta.cfg.Data.Dir, "vigil.db"))
+	must(t, err)
+	defer st.Close()
+	cs, err := st.ListClips(context.Background(), coord.ClipFilter{Site: "home"})
+	must(t, err)
+	if len(cs) != 1 || cs[0].State != coord.ClipReady || !cs[0].Interrupted || cs[0].DurationMS < 2000 {
+		t.Fatalf("clips after shutdown: %+v", cs)
+	}
+	logs, _ := filepath.Glob(filepath.Join(ta.cfg.Data.Dir, "agents", "agent-*.log"))
+	if len(logs) != 1 {
+		t.Errorf("%d agents were started, want 1 (none on the way out)", len(logs))
+	}
 }
