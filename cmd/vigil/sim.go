@@ -12,12 +12,12 @@ import (
 )
 
 type simFlags struct {
-	scenario, typ, site, brokers, username, password, logLevel string
-	ca, cert, key                                              string
-	devices, qos, connectRate                                  int
-	period, duration                                           time.Duration
-	seed                                                       uint64
-	insecure, macFromHost, legacy, jsonOut, quiet, retain      bool
+	connFlags
+	scenario, typ, site, logLevel               string
+	devices, qos, connectRate                   int
+	period, duration                            time.Duration
+	seed                                        uint64
+	macFromHost, legacy, jsonOut, quiet, retain bool
 }
 
 var simCommand = &command{
@@ -58,15 +58,9 @@ scripts). Ctrl-C stops it cleanly.`,
 		fs.StringVar(&f.site, "site", "sim", "site the devices belong to")
 		fs.DurationVar(&f.period, "period", 0, "time between readings (default: the type's, 5s for temperature)")
 		fs.DurationVar(&f.duration, "duration", 0, "stop after this long (default: until Ctrl-C)")
-		fs.StringVar(&f.brokers, "broker", "mqtt://127.0.0.1:1883", "broker URL(s), comma-separated, tried in order (mqtt, mqtts, ws, wss)")
+		f.connFlags.register(fs)
 		fs.IntVar(&f.qos, "qos", 1, "QoS of readings: 0, 1 or 2")
 		fs.BoolVar(&f.retain, "retain", false, "publish readings retained")
-		fs.StringVar(&f.username, "username", "", "MQTT username")
-		fs.StringVar(&f.password, "password", "", "MQTT password (or $VIGIL_MQTT_PASSWORD)")
-		fs.StringVar(&f.ca, "ca", "", "CA certificate (PEM) to verify a TLS broker")
-		fs.StringVar(&f.cert, "cert", "", "client certificate (PEM)")
-		fs.StringVar(&f.key, "key", "", "client key (PEM)")
-		fs.BoolVar(&f.insecure, "insecure", false, "do not verify the broker's TLS certificate")
 		fs.Uint64Var(&f.seed, "seed", 1, "seed for MACs and values (same seed, same fleet)")
 		fs.BoolVar(&f.macFromHost, "mac-from-host", false, "derive MACs from the host NIC's MAC plus an index")
 		fs.BoolVar(&f.legacy, "legacy", false, "publish the paper's topic and payload byte for byte")
@@ -116,11 +110,7 @@ func simScenario(e *env, f *simFlags) (*sim.Scenario, error) {
 	if e.set("username") {
 		sc.Username = f.username
 	}
-	password := f.password
-	if password == "" {
-		password = e.getenv("VIGIL_MQTT_PASSWORD")
-	}
-	if password != "" {
+	if password := f.passwordOf(e); password != "" {
 		sc.Password = password
 	}
 	if e.set("ca") {

@@ -9,15 +9,14 @@ import (
 	"time"
 
 	"github.com/vigilhq/vigil/internal/measure"
-	"github.com/vigilhq/vigil/internal/sim"
 	"github.com/vigilhq/vigil/internal/sub"
 )
 
 type subFlags struct {
-	brokers, username, password, ca, cert, key string
-	qos, count                                 int
-	duration                                   time.Duration
-	insecure, stats, jsonOut, quiet, verbose   bool
+	connFlags
+	qos, count                     int
+	duration                       time.Duration
+	stats, jsonOut, quiet, verbose bool
 }
 
 var subCommand = &command{
@@ -39,14 +38,8 @@ messages are counted apart.`,
   vigil sub --broker mqtts://broker.example:8883 --ca ca.pem --username viewer 'vigil/home/#'`,
 	flags: func(fs *flag.FlagSet) any {
 		f := &subFlags{}
-		fs.StringVar(&f.brokers, "broker", "mqtt://127.0.0.1:1883", "broker URL(s), comma-separated, tried in order")
+		f.connFlags.register(fs)
 		fs.IntVar(&f.qos, "qos", 1, "subscription QoS: 0, 1 or 2")
-		fs.StringVar(&f.username, "username", "", "MQTT username")
-		fs.StringVar(&f.password, "password", "", "MQTT password (or $VIGIL_MQTT_PASSWORD)")
-		fs.StringVar(&f.ca, "ca", "", "CA certificate (PEM) to verify a TLS broker")
-		fs.StringVar(&f.cert, "cert", "", "client certificate (PEM)")
-		fs.StringVar(&f.key, "key", "", "client key (PEM)")
-		fs.BoolVar(&f.insecure, "insecure", false, "do not verify the broker's TLS certificate")
 		fs.IntVar(&f.count, "count", 0, "stop after this many messages (0: no limit)")
 		fs.DurationVar(&f.duration, "duration", 0, "stop after this long (0: until Ctrl-C)")
 		fs.BoolVar(&f.stats, "stats", false, "measure rate, latency and loss instead of printing messages")
@@ -66,10 +59,6 @@ func runSub(ctx context.Context, e *env, o any, args []string) error {
 	}
 	if f.qos < 0 || f.qos > 2 {
 		return usagef("--qos %d is not 0, 1 or 2", f.qos)
-	}
-	password := f.password
-	if password == "" {
-		password = e.getenv("VIGIL_MQTT_PASSWORD")
 	}
 	if f.duration > 0 {
 		var cancel context.CancelFunc
@@ -101,8 +90,7 @@ func runSub(ctx context.Context, e *env, o any, args []string) error {
 	connectCtx, cancelConnect := context.WithTimeout(ctx, 15*time.Second)
 	s, err := sub.Subscribe(connectCtx, sub.Options{
 		Brokers: strings.Split(f.brokers, ","), Filters: filters, QoS: f.qos,
-		Username: f.username, Password: password,
-		TLS: sim.TLS{CA: f.ca, Cert: f.cert, Key: f.key, Insecure: f.insecure},
+		Username: f.username, Password: f.passwordOf(e), TLS: f.tls(),
 	}, handle)
 	cancelConnect()
 	if err != nil {
