@@ -9,12 +9,15 @@ package agent
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -53,6 +56,9 @@ type Config struct {
 	// Grace is added to a stream's duration before the agent ends it.
 	Grace     time.Duration
 	Heartbeat time.Duration
+	// HTTPListen is the address of the live view server; "" means the
+	// Listen IP on a free port.
+	HTTPListen string
 }
 
 // Agent is a running ingest agent.
@@ -62,6 +68,9 @@ type Agent struct {
 	rtpConn *net.UDPConn
 	rtcp    *net.UDPConn
 	addr    string
+	http    *http.Server
+	httpLn  net.Listener
+	hAddr   string
 	cm      atomic.Pointer[autopaho.ConnectionManager]
 	started time.Time
 
@@ -109,6 +118,19 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 		host = advertiseHost(cfg.Listen)
 	}
 	a.addr = net.JoinHostPort(host, fmt.Sprint(port))
+	hl := cfg.HTTPListen
+	if hl == "" {
+		hl = net.JoinHostPort(cfg.Listen, "0")
+	}
+	if a.httpLn, err = net.Listen("tcp", hl); err != nil {
+		a.rtpConn.Close()
+		a.rtcp.Close()
+		return nil, fmt.Errorf("live view listener: %w", err)
+	}
+	a.hAddr = net.JoinHostPort(host, fmt.Sprint(a.httpLn.Addr().(*net.TCPAddr).Port))
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /live/{id}", a.live)
+	a.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
@@ -116,9 +138,11 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 		cancel()
 		a.rtpConn.Close()
 		a.rtcp.Close()
+		a.httpLn.Close()
 		return nil, err
 	}
-	a.wg.Add(4)
+	a.wg.Add(5)
+	go func() { defer a.wg.Done(); a.http.Serve(a.httpLn) }()
 	go func() { defer a.wg.Done(); a.readRTP() }()
 	go func() { defer a.wg.Done(); a.readRTCP() }()
 	go func() { defer a.wg.Done(); a.watch(runCtx) }()
@@ -294,7 +318,7 @@ func (a *Agent) heartbeats(ctx context.Context) {
 func (a *Agent) heartbeat() {
 	a.mu.Lock()
 	hb := ingest.Heartbeat{
-		ID: a.cfg.ID, Addr: a.addr, Capacity: a.cfg.Capacity, State: a.state, Streams: []ingest.StreamStatus{},
+		ID: a.cfg.ID, Addr: a.addr, HTTPAddr: a.hAddr, Capacity: a.cfg.Capacity, State: a.state, Streams: []ingest.StreamStatus{},
 		UnknownSSRC: a.unknownSSRC.Load(), WrongSource: a.wrongSource.Load(), NotRTP: a.notRTP.Load(),
 		Started: a.started, Version: version.Version,
 	}
@@ -336,12 +360,15 @@ func (a *Agent) command(payload []byte) {
 
 // expect starts receiving a stream.
 func (a *Agent) expect(c ingest.AgentCommand) error {
-	dir, err := safeJoin(a.cfg.Storage, c.Dir)
-	if err != nil {
-		return err
-	}
-	if c.Segment == "" || c.Segment != filepath.Base(c.Segment) || strings.HasPrefix(c.Segment, ".") {
-		return fmt.Errorf("bad segment name %q", c.Segment)
+	var dir string
+	if !c.LiveOnly {
+		var err error
+		if dir, err = safeJoin(a.cfg.Storage, c.Dir); err != nil {
+			return err
+		}
+		if c.Segment == "" || c.Segment != filepath.Base(c.Segment) || strings.HasPrefix(c.Segment, ".") {
+			return fmt.Errorf("bad segment name %q", c.Segment)
+		}
 	}
 	a.mu.Lock()
 	if a.closing {
@@ -358,19 +385,25 @@ func (a *Agent) expect(c ingest.AgentCommand) error {
 	}
 	a.mu.Unlock()
 
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	w, err := media.CreateSegment(filepath.Join(dir, c.Segment))
-	if err != nil {
-		return err
+	var w *media.SegmentWriter
+	var err error
+	if !c.LiveOnly {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		if w, err = media.CreateSegment(filepath.Join(dir, c.Segment)); err != nil {
+			return err
+		}
 	}
 	rx, err := media.NewReceiver(c.SSRC, nil)
 	if err != nil {
-		w.Close()
+		if w != nil {
+			w.Close()
+		}
 		return err
 	}
-	s := &stream{a: a, cmd: c, rx: rx, w: w, frames: make(chan media.Frame, 1024), created: time.Now(), done: make(chan struct{})}
+	s := &stream{a: a, cmd: c, rx: rx, w: w, frames: make(chan media.Frame, 1024), created: time.Now(), done: make(chan struct{}),
+		watchers: map[chan []byte]struct{}{}}
 	if c.Source != "" {
 		s.sourceIP = net.ParseIP(c.Source)
 	}
@@ -523,6 +556,9 @@ func (a *Agent) Close() error {
 	}
 	a.rtpConn.Close()
 	a.rtcp.Close()
+	hctx, hcancel := context.WithTimeout(context.Background(), time.Second)
+	a.http.Shutdown(hctx)
+	hcancel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	a.cm.Load().Publish(ctx, &paho.Publish{Topic: ingest.AgentTopic(a.cfg.ID, "state"), Payload: []byte(ingest.StateOffline), QoS: 1})
 	a.cm.Load().Disconnect(ctx)
@@ -530,4 +566,63 @@ func (a *Agent) Close() error {
 	a.cancel()
 	a.wg.Wait()
 	return nil
+}
+
+// liveBoundary separates the frames of a live view.
+const liveBoundary = "frame"
+
+// live serves a stream's frames as they arrive, as multipart JPEG
+// (multipart/x-mixed-replace), to whoever holds the stream's live token:
+// vigil up, which proxies it to signed-in users. A stream without a token
+// cannot be watched.
+func (a *Agent) live(w http.ResponseWriter, r *http.Request) {
+	a.mu.Lock()
+	s := a.byID[r.PathValue("id")]
+	a.mu.Unlock()
+	token := r.URL.Query().Get("token")
+	if s == nil || s.cmd.LiveToken == "" || subtle.ConstantTimeCompare([]byte(token), []byte(s.cmd.LiveToken)) != 1 {
+		http.Error(w, "no such stream", http.StatusNotFound)
+		return
+	}
+	frames, cancel, ok := s.watch()
+	if !ok {
+		http.Error(w, "stream ended", http.StatusGone)
+		return
+	}
+	defer cancel()
+	w.Header().Set("Content-Type", "multipart/x-mixed-replace; boundary="+liveBoundary)
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	// Each frame is followed at once by the next boundary, not preceded by
+	// it: a reader (a browser) knows a frame is whole when it sees the
+	// boundary, so it shows the frame as soon as it arrives rather than
+	// when the next one starts. mime/multipart writes boundaries first.
+	if _, err := io.WriteString(w, "--"+liveBoundary+"\r\n"); err != nil {
+		return
+	}
+	rc.Flush()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case jpeg, ok := <-frames:
+			if !ok {
+				return
+			}
+			rc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			if _, err := fmt.Fprintf(w, "Content-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n", len(jpeg)); err != nil {
+				return
+			}
+			if _, err := w.Write(jpeg); err != nil {
+				return
+			}
+			if _, err := io.WriteString(w, "\r\n--"+liveBoundary+"\r\n"); err != nil {
+				return
+			}
+			if err := rc.Flush(); err != nil {
+				return
+			}
+		}
+	}
 }

@@ -9,7 +9,11 @@ import (
 	"image/jpeg"
 	"io"
 	"log/slog"
+	"mime"
+	"mime/multipart"
 	"net"
+	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -275,4 +279,116 @@ func TestExpectRefusesPathsOutsideTheStorage(t *testing.T) {
 	if err := h.a.expect(ingest.AgentCommand{StreamID: "x", SSRC: 1, Dir: "ok", Segment: "../s.mp4"}); err == nil {
 		t.Error("segment with a path accepted")
 	}
+}
+
+// A live-only stream stores nothing; its frames reach a viewer holding the
+// live token as multipart JPEG, and nobody without the token can watch.
+func TestLiveOnlyStreamIsWatchedNotStored(t *testing.T) {
+	h := start(t, 3)
+	b, _ := json.Marshal(ingest.AgentCommand{Action: "expect", StreamID: "live1", SSRC: 4242, LiveOnly: true, LiveToken: "s3cret", Duration: 30})
+	if err := h.b.Publish(ingest.AgentTopic("a1", "cmd"), b, false, 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the live stream", func() bool {
+		h.a.mu.Lock()
+		defer h.a.mu.Unlock()
+		return h.a.byID["live1"] != nil
+	})
+	var httpAddr string
+	waitFor(t, "a heartbeat with the live view address", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		for _, hb := range h.beats {
+			httpAddr = hb.HTTPAddr
+		}
+		return httpAddr != ""
+	})
+	for _, tok := range []string{"", "wrong", "s3cret0"} {
+		resp, err := http.Get("http://" + httpAddr + "/live/live1?token=" + tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("token %q: status %d, want 404", tok, resp.StatusCode)
+		}
+	}
+	resp, err := http.Get("http://" + httpAddr + "/live/live1?token=s3cret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	mt, params, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if resp.StatusCode != 200 || mt != "multipart/x-mixed-replace" {
+		t.Fatalf("status %d, content type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	frames := rtpFrames(t, 4242, 20)
+	c := sendTo(t, h.a.Addr())
+	defer c.Close()
+	got := make(chan []byte, 100)
+	go func() {
+		mr := multipart.NewReader(resp.Body, params["boundary"])
+		for {
+			p, err := mr.NextPart()
+			if err != nil {
+				close(got)
+				return
+			}
+			b, _ := io.ReadAll(p)
+			got <- b
+		}
+	}()
+	for i, f := range frames {
+		for _, p := range f {
+			b, _ := p.Marshal()
+			c.Write(b)
+		}
+		// The viewer gets each frame whole as soon as its last packet is in,
+		// not when the next frame starts.
+		select {
+		case b := <-got:
+			if !samePicture(t, b, frameJPEG(i)) {
+				t.Fatalf("frame %d: the viewer got another picture", i)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("frame %d never reached the viewer", i)
+		}
+	}
+	port, _ := strconv.Atoi(h.a.Addr()[len("127.0.0.1:"):])
+	s, err := media.NewSender("127.0.0.1", port, 4242, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Bye("done")
+	r := h.segment(t, "live1")
+	if r.Reason != ingest.EndBye || r.Frames != 20 || r.Segment != "" {
+		t.Errorf("live stream report %+v", r)
+	}
+	// The viewer's response ends with the stream.
+	for range got {
+	}
+	if entries, _ := os.ReadDir(h.storage); len(entries) != 0 {
+		t.Errorf("a live-only stream stored %d entries", len(entries))
+	}
+}
+
+// samePicture tells whether two JPEGs decode to the same picture (RTP/JPEG
+// rebuilds the headers, so the bytes differ).
+func samePicture(t *testing.T, a, b []byte) bool {
+	t.Helper()
+	ia, err := jpeg.Decode(bytes.NewReader(a))
+	if err != nil {
+		t.Fatalf("the viewer got a bad JPEG: %v", err)
+	}
+	ib, _ := jpeg.Decode(bytes.NewReader(b))
+	ya, yb := ia.(*image.YCbCr), ib.(*image.YCbCr)
+	if ya.Rect != yb.Rect {
+		return false
+	}
+	var diff int
+	for i := range ya.Y {
+		d := int(ya.Y[i]) - int(yb.Y[i])
+		diff += max(d, -d)
+	}
+	return diff/len(ya.Y) < 2
 }

@@ -30,6 +30,10 @@ type stream struct {
 	sourceIP net.IP       // the only IP allowed, when the coordinator knows it
 	latched  *net.UDPAddr // the first source seen; later packets must match it
 
+	liveMu   sync.Mutex
+	watchers map[chan []byte]struct{} // live viewers; nil once the stream ended
+	latest   []byte                   // the newest frame, for a viewer who just arrived
+
 	lastPacket  atomic.Int64 // unix ns
 	wrongSource atomic.Uint64
 	dropped     atomic.Uint64
@@ -65,6 +69,7 @@ func (s *stream) push(p *rtp.Packet, now time.Time) {
 		return
 	}
 	for _, f := range frames {
+		s.broadcast(f.JPEG)
 		select {
 		case s.frames <- f:
 		default:
@@ -80,7 +85,58 @@ func (s *stream) stop(reason string) {
 	if !s.ended {
 		s.ended, s.reason = true, reason
 		close(s.frames)
+		s.liveMu.Lock()
+		for ch := range s.watchers {
+			close(ch)
+		}
+		s.watchers = nil
+		s.liveMu.Unlock()
 	}
+}
+
+// broadcast hands a frame to every live viewer. A viewer who is behind
+// loses its older frame, never the newest one, so a slow browser sees a
+// lower frame rate rather than a growing delay.
+func (s *stream) broadcast(jpeg []byte) {
+	s.liveMu.Lock()
+	defer s.liveMu.Unlock()
+	s.latest = jpeg
+	for ch := range s.watchers {
+		select {
+		case ch <- jpeg:
+		default:
+			select {
+			case <-ch:
+			default:
+			}
+			select {
+			case ch <- jpeg:
+			default:
+			}
+		}
+	}
+}
+
+// watch registers a live viewer; the channel carries the newest frame
+// first (if any) and is closed when the stream ends.
+func (s *stream) watch() (ch chan []byte, cancel func(), ok bool) {
+	s.liveMu.Lock()
+	defer s.liveMu.Unlock()
+	if s.watchers == nil {
+		return nil, nil, false
+	}
+	ch = make(chan []byte, 1)
+	if s.latest != nil {
+		ch <- s.latest
+	}
+	s.watchers[ch] = struct{}{}
+	return ch, func() {
+		s.liveMu.Lock()
+		defer s.liveMu.Unlock()
+		if _, ok := s.watchers[ch]; ok {
+			delete(s.watchers, ch)
+		}
+	}, true
 }
 
 // write stores frames until the stream ends, then finishes the segment and
@@ -91,11 +147,25 @@ func (s *stream) write() {
 	a := s.a
 	report := func(state string) ingest.SegmentReport {
 		st := s.rx.Stats()
-		return ingest.SegmentReport{
+		r := ingest.SegmentReport{
 			StreamID: s.cmd.StreamID, Dir: s.cmd.Dir, Segment: s.cmd.Segment, State: state,
-			Frames: s.w.Frames, Bytes: s.w.Bytes, Packets: st.Packets, Lost: st.Lost, BadFrames: st.BadFrames,
-			DurationMS: s.w.Duration().Milliseconds(), WrongSource: s.wrongSource.Load(), JitterMS: st.JitterMillis,
+			Frames: int(st.Frames), Packets: st.Packets, Lost: st.Lost, BadFrames: st.BadFrames,
+			WrongSource: s.wrongSource.Load(), JitterMS: st.JitterMillis,
 		}
+		if s.w != nil {
+			r.Frames, r.Bytes, r.DurationMS = s.w.Frames, s.w.Bytes, s.w.Duration().Milliseconds()
+		}
+		return r
+	}
+	if s.w == nil { // live only: frames go to viewers, nothing is stored
+		for range s.frames {
+		}
+		s.rx.Close()
+		r := report("done")
+		r.Reason, r.Ended = s.reason, time.Now()
+		a.log.Info("live stream ended", "stream", s.cmd.StreamID, "reason", s.reason, "frames", r.Frames, "packets_lost", r.Lost)
+		a.publish(ingest.AgentTopic(a.cfg.ID, "segment"), r, 1)
+		return
 	}
 	var firstStored time.Time
 	writeErrors := 0

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +23,8 @@ import (
 	"github.com/vigilhq/vigil/internal/coord"
 	"github.com/vigilhq/vigil/internal/detect"
 	"github.com/vigilhq/vigil/internal/httpapi"
+	"github.com/vigilhq/vigil/internal/hub"
+	"github.com/vigilhq/vigil/internal/notify"
 	"github.com/vigilhq/vigil/internal/store"
 	"github.com/vigilhq/vigil/internal/telemetry"
 	"github.com/vigilhq/vigil/internal/users"
@@ -54,7 +57,17 @@ type App struct {
 	Coord     *coord.Coordinator
 	Runtime   coord.Runtime
 	Storage   string // clip storage root
+	Hub       *hub.Hub
+	Sessions  *users.Sessions
+	Limiter   *users.Limiter
 	demo      *demo
+
+	plans sync.Map // site -> plan name set in the UI
+
+	Notifier   *notify.Notifier
+	alerts     alerts
+	notifiedMu sync.Mutex
+	notified   map[string]bool // events people were told of
 
 	closers []func() error // in reverse order of opening
 }
@@ -112,9 +125,16 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 		return nil, err
 	}
 	a.onClose(a.Broker.Close)
+	a.Hub = &hub.Hub{}
+	a.alerts.list = map[string]Alert{}
+	a.notified = map[string]bool{}
+	if err := a.openNotify(ctx); err != nil {
+		return nil, err
+	}
 	if err := a.openIntrusion(ctx, log); err != nil {
 		return nil, err
 	}
+	a.openLive()
 	a.Telemetry.Start()
 	a.onClose(a.Telemetry.Close)
 	for _, f := range a.Telemetry.Filters() {
@@ -130,11 +150,25 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 		System:   a.system,
 		Gatherer: a.Registry,
 
+		Hub:      a.Hub,
+		Sessions: a.Sessions,
+		Limiter:  a.Limiter,
+
 		Intrusion:   a.Store,
 		Sites:       a.Detector,
 		Agents:      a.Coord.View,
-		PlanOf:      func(site string) string { name, _ := cfg.PlanFor(site); return name },
+		PlanOf:      func(site string) string { name, _ := a.planFor(site); return name },
 		ClipStorage: a.Storage,
+		Cameras:     a.Coord,
+		Plans:       a,
+
+		Users:      a.Store,
+		Forget:     a.Users.Forget,
+		BcryptCost: cfg.Auth.BcryptCost,
+
+		Notifier:    a.Notifier,
+		NotifyStore: a.Store,
+		Alerts:      func() any { return a.Alerts() },
 	}, log.With("component", "http")); err != nil {
 		return nil, err
 	}

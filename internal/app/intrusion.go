@@ -14,6 +14,7 @@ import (
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/coord"
 	"github.com/vigilhq/vigil/internal/detect"
+	"github.com/vigilhq/vigil/internal/hub"
 	"github.com/vigilhq/vigil/internal/media"
 )
 
@@ -42,6 +43,7 @@ func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
 			mode = "armed"
 		}
 		a.Broker.Publish("vigil/"+site+"/mode", []byte(mode), true, 1)
+		a.Hub.Publish(hub.Message{Event: "site", Data: map[string]any{"name": site, "armed": armed}})
 	}
 	if err := a.Broker.Subscribe("vigil/+/mode/set", func(topic string, payload []byte, _ string) {
 		a.Detector.ModeCommand(topic, payload)
@@ -91,11 +93,18 @@ func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
 	default:
 		return fmt.Errorf("agents.runtime %q is not one of process, docker", cfg.Agents.Runtime)
 	}
-	c, err = coord.New(coord.Config{Conf: cfg, Storage: storage}, a.Broker, a.Store, a.Runtime, a.finisher(), clog, a.Registry)
+	if err := a.loadPlans(ctx); err != nil {
+		return err
+	}
+	c, err = coord.New(coord.Config{Conf: cfg, Storage: storage, PlanFor: a.planFor}, a.Broker, a.Store, a.Runtime, a.finisher(), clog, a.Registry)
 	if err != nil {
 		return err
 	}
 	a.Coord = c
+	c.Changed = func(kind string, v any) {
+		a.Hub.Publish(hub.Message{Event: kind, Data: v})
+		a.onChange(kind, v)
+	}
 	a.Detector.Out = c.Detected
 	a.Telemetry.Observe(a.Detector.Observe)
 	a.Telemetry.Observe(c.Observe)

@@ -75,10 +75,13 @@ const (
 
 // Recording configures clips.
 type Recording struct {
-	ClipSeconds    int    `yaml:"clip_seconds"`
-	PreRollSeconds int    `yaml:"pre_roll_seconds"`
-	Storage        string `yaml:"storage"`
-	Transcode      bool   `yaml:"transcode"`
+	ClipSeconds    int `yaml:"clip_seconds"`
+	PreRollSeconds int `yaml:"pre_roll_seconds"`
+	// LiveSeconds is how long a camera streams when someone opens its live
+	// view; the page asks again while it stays open.
+	LiveSeconds int    `yaml:"live_seconds"`
+	Storage     string `yaml:"storage"`
+	Transcode   bool   `yaml:"transcode"`
 }
 
 // Retention limits the clips kept.
@@ -89,12 +92,12 @@ type Retention struct {
 
 // Plan is a service tier a site can be on.
 type Plan struct {
-	MaxClips       int  `yaml:"max_clips"`
-	Width          int  `yaml:"width"`
-	Height         int  `yaml:"height"`
-	FPS            int  `yaml:"fps"`
-	Quality        int  `yaml:"quality"`
-	DedicatedAgent bool `yaml:"dedicated_agent"`
+	MaxClips       int  `yaml:"max_clips" json:"max_clips"`
+	Width          int  `yaml:"width" json:"width"`
+	Height         int  `yaml:"height" json:"height"`
+	FPS            int  `yaml:"fps" json:"fps"`
+	Quality        int  `yaml:"quality" json:"quality"`
+	DedicatedAgent bool `yaml:"dedicated_agent" json:"dedicated_agent"`
 }
 
 // SiteConfig is per-site configuration.
@@ -143,6 +146,9 @@ const (
 // HTTP configures the HTTP server (API, health, metrics).
 type HTTP struct {
 	Listen string `yaml:"listen"`
+	// PublicURL is how people reach the web UI (e.g. behind a reverse
+	// proxy with TLS): links in notifications start with it.
+	PublicURL string `yaml:"public_url"`
 }
 
 // Auth configures password hashing.
@@ -205,7 +211,7 @@ func New() *Config {
 			ScaleDownCooldown: 30 * time.Second, HeartbeatTimeout: 5 * time.Second, Idle: 3 * time.Second,
 			Listen: "127.0.0.1", DockerImage: "vigil-agent:latest", DockerNetwork: "vigil",
 		},
-		Recording: Recording{ClipSeconds: 30, PreRollSeconds: 5, Transcode: true},
+		Recording: Recording{ClipSeconds: 30, PreRollSeconds: 5, LiveSeconds: 120, Transcode: true},
 		Retention: Retention{MaxClips: 50},
 		Plans: map[string]Plan{
 			"free": {MaxClips: 50, Width: 640, Height: 480, FPS: 10, Quality: 60},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -50,6 +51,11 @@ func (c *Config) Validate() error {
 	checkAddr("mqtt.ws_listen", c.MQTT.WSListen, true)
 	checkAddr("mqtt.tls_listen", c.MQTT.TLSListen, true)
 	checkAddr("http.listen", c.HTTP.Listen, false)
+	if u := c.HTTP.PublicURL; u != "" {
+		if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			bad("http.public_url", "%q is not an http or https URL", u)
+		}
+	}
 	if c.MQTT.Listen == "" && c.MQTT.WSListen == "" && c.MQTT.TLSListen == "" {
 		bad("mqtt.listen", "at least one of mqtt.listen, mqtt.ws_listen, mqtt.tls_listen must be set")
 	}
@@ -151,6 +157,9 @@ func (c *Config) Validate() error {
 	if r := c.Recording; r.ClipSeconds < 1 || r.ClipSeconds > 3600 {
 		bad("recording.clip_seconds", "%d is outside 1..3600", r.ClipSeconds)
 	}
+	if r := c.Recording; r.LiveSeconds < 10 || r.LiveSeconds > 3600 {
+		bad("recording.live_seconds", "%d is outside 10..3600", r.LiveSeconds)
+	}
 	if r := c.Recording; r.PreRollSeconds < 0 || r.PreRollSeconds > 60 {
 		bad("recording.pre_roll_seconds", "%d is outside 0..60", r.PreRollSeconds)
 	}
@@ -216,6 +225,12 @@ func (c *Config) PlanFor(site string) (string, Plan) {
 	if sc, ok := c.Sites[site]; ok && sc.Plan != "" {
 		name = sc.Plan
 	}
+	return c.PlanNamed(name)
+}
+
+// PlanNamed returns a plan with what it leaves unset taken from the free
+// plan (and retention.max_clips).
+func (c *Config) PlanNamed(name string) (string, Plan) {
 	p := c.Plans[name]
 	base := Plan{MaxClips: c.Retention.MaxClips, Width: 640, Height: 480, FPS: 10, Quality: 60}
 	if free, ok := c.Plans["free"]; ok && name != "free" {

@@ -19,11 +19,15 @@ const (
 	agentStopping = "stopping" // being stopped by the autoscaler
 )
 
+// AgentLost is the status of an agent that stopped answering.
+const AgentLost = agentLost
+
 type agentState struct {
 	id, username string
 	pool         string // "" for the shared pool, else the site it is dedicated to
 	status       string
 	addr         string
+	httpAddr     string // its live view server
 	capacity     int
 	streams      map[string]*stream
 	lastSeen     time.Time
@@ -128,6 +132,7 @@ func (c *Coordinator) onHeartbeat(id string, hb ingest.Heartbeat) {
 	}
 	a.lastSeen = time.Now()
 	a.addr = hb.Addr
+	a.httpAddr = hb.HTTPAddr
 	if hb.Capacity > 0 {
 		a.capacity = hb.Capacity
 	}

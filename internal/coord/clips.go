@@ -3,6 +3,7 @@ package coord
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vigilhq/vigil"
 	"github.com/vigilhq/vigil/internal/detect"
 )
 
@@ -82,12 +84,13 @@ func (c *Coordinator) finishClip(ctx context.Context, cl *Clip) {
 	if err := c.store.SaveClip(ctx, cl); err != nil {
 		c.log.Error("save clip", "clip", cl.ID, "error", err)
 	}
+	c.changed("clip", *cl)
 }
 
 // Retention deletes a site's oldest clips beyond its plan's max_clips, and
 // the oldest of all while the clips exceed retention.max_bytes.
 func (c *Coordinator) Retention(ctx context.Context, site string) {
-	_, plan := c.cfg.Conf.PlanFor(site)
+	_, plan := c.planFor(site)
 	old, err := c.store.OldestClips(ctx, site, plan.MaxClips)
 	if err != nil {
 		c.log.Error("retention", "site", site, "error", err)
@@ -172,4 +175,22 @@ func (c *Coordinator) recover(ctx context.Context) {
 			c.log.Warn("recover event", "event", ev.ID, "error", err)
 		}
 	}
+}
+
+// DeleteClip deletes a finished clip (an admin's request); clips still
+// recording or finishing cannot be deleted.
+func (c *Coordinator) DeleteClip(ctx context.Context, id, by string) error {
+	cl, err := c.store.GetClip(ctx, id)
+	if err != nil {
+		return err
+	}
+	if cl.State != ClipReady && cl.State != ClipFailed {
+		return vigil.Errorf(vigil.EConflict, "clip %s is %s; it can be deleted once it is finished", id, cl.State)
+	}
+	c.deleteClip(ctx, cl, "deleted by "+by)
+	if cl, err := c.store.GetClip(ctx, id); err == nil {
+		return fmt.Errorf("clip %s could not be deleted (it is %s); see the log", id, cl.State)
+	}
+	c.changed("clip_deleted", cl)
+	return nil
 }

@@ -80,6 +80,16 @@ type AgentSpec struct {
 type Config struct {
 	Conf    *conf.Config // agents, recording, retention, plans, sites, cameras, zones
 	Storage string       // the clip storage root on this host
+	// PlanFor returns a site's plan; nil means Conf.PlanFor (the UI may
+	// set a site's plan, which wins over vigil.yaml).
+	PlanFor func(site string) (string, conf.Plan)
+}
+
+func (c *Coordinator) planFor(site string) (string, conf.Plan) {
+	if c.cfg.PlanFor != nil {
+		return c.cfg.PlanFor(site)
+	}
+	return c.cfg.Conf.PlanFor(site)
 }
 
 // Coordinator is the running coordinator.
@@ -113,6 +123,17 @@ type Coordinator struct {
 
 	viewMu sync.Mutex
 	view   View
+
+	// Changed, if set, is told of every event and clip the coordinator
+	// saves ("event" with a detect.Event, "clip" with a Clip). It runs on
+	// the coordinator's goroutines and must not block.
+	Changed func(kind string, v any)
+}
+
+func (c *Coordinator) changed(kind string, v any) {
+	if c.Changed != nil {
+		c.Changed(kind, v)
+	}
 }
 
 // New returns a coordinator; Start runs it.

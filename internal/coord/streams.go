@@ -22,7 +22,8 @@ const (
 	streamDone      = "done"
 )
 
-// stream is one camera recording one event, possibly across agents.
+// stream is one camera recording one event, possibly across agents, or
+// (live) one camera streaming to an agent only to be watched.
 type stream struct {
 	id       string
 	ssrc     uint32
@@ -31,11 +32,16 @@ type stream struct {
 	clientID string
 	pool     string
 	priority int
-	ev       *eventState
-	clip     *Clip
-	agent    *agentState
-	state    string
-	segIndex int
+	ev       *eventState // nil for a live stream
+	clip     *Clip       // nil for a live stream
+	live     bool        // watched, not recorded
+	// superseded is set when a detection needs the camera of a live
+	// stream: the live stream ends and never tells the camera to stream.
+	superseded bool
+	token      string // lets vigil up watch the stream at its agent
+	agent      *agentState
+	state      string
+	segIndex   int
 
 	duration   time.Duration // of the clip
 	started    time.Time     // when the camera was first told to stream
@@ -135,6 +141,9 @@ func (c *Coordinator) onDetection(d detect.Detection) {
 	for _, cam := range cams {
 		ev.Cameras = append(ev.Cameras, cam.id)
 		ev.Priority = max(ev.Priority, c.priority(cam))
+		if cur := c.byCamera[key(cam.site, cam.id)]; cur != nil && cur.live {
+			c.supersede(cur)
+		}
 		if c.byCamera[key(cam.site, cam.id)] != nil {
 			c.log.Info("camera already recording; the event shares its clip", "camera", cam.id, "event", ev.ID)
 			continue
@@ -184,6 +193,7 @@ func (c *Coordinator) saveEvent(ev *detect.Event) {
 	if err := c.store.SaveEvent(ctx, ev); err != nil {
 		c.log.Error("save event", "event", ev.ID, "error", err)
 	}
+	c.changed("event", *ev)
 }
 
 func (c *Coordinator) saveClip(cl *Clip) {
@@ -192,10 +202,11 @@ func (c *Coordinator) saveClip(cl *Clip) {
 	if err := c.store.SaveClip(ctx, cl); err != nil {
 		c.log.Error("save clip", "clip", cl.ID, "error", err)
 	}
+	c.changed("clip", *cl)
 }
 
 func (c *Coordinator) newStream(cam *deviceInfo, es *eventState, at time.Time) *stream {
-	_, plan := c.cfg.Conf.PlanFor(cam.site)
+	_, plan := c.planFor(cam.site)
 	pool := ""
 	if plan.DedicatedAgent {
 		pool = cam.site
@@ -207,7 +218,7 @@ func (c *Coordinator) newStream(cam *deviceInfo, es *eventState, at time.Time) *
 	c.saveClip(clip)
 	st := &stream{
 		id: newID(), ssrc: randomSSRC(), site: cam.site, camera: cam.id, clientID: cam.clientID, pool: pool,
-		priority: c.priority(cam), ev: es, clip: clip,
+		priority: c.priority(cam), ev: es, clip: clip, token: randomHex(16),
 		duration: time.Duration(c.cfg.Conf.Recording.ClipSeconds) * time.Second,
 	}
 	c.streams[st.id] = st
@@ -274,22 +285,31 @@ func (c *Coordinator) assign(st *stream) bool {
 	st.agent = best
 	best.streams[st.id] = st
 	st.segIndex++
-	seg := fmt.Sprintf("seg-%02d-%s.mp4", st.segIndex, best.id)
-	st.clip.Segments = append(st.clip.Segments, seg)
 	st.state = streamExpecting
 	st.expectedAt = now
-	c.saveClip(st.clip)
 	cmd := ingest.AgentCommand{
 		Action: "expect", StreamID: st.id, SSRC: st.ssrc, Source: c.sourceFor(st),
-		Dir: st.clip.Dir, Segment: seg, Duration: int(st.remaining(now).Seconds() + 0.999), Camera: st.camera, Site: st.site,
+		Duration: int(st.remaining(now).Seconds() + 0.999), Camera: st.camera, Site: st.site, LiveToken: st.token,
+	}
+	if st.live {
+		cmd.LiveOnly = true
+	} else {
+		seg := fmt.Sprintf("seg-%02d-%s.mp4", st.segIndex, best.id)
+		st.clip.Segments = append(st.clip.Segments, seg)
+		c.saveClip(st.clip)
+		cmd.Dir, cmd.Segment = st.clip.Dir, seg
 	}
 	c.publish(ingest.AgentTopic(best.id, "cmd"), cmd)
 	what := "assign"
 	if st.segIndex > 1 {
 		what = "reassign"
 	}
-	c.history(what, best.id, st.camera, fmt.Sprintf("stream %s, %d/%d on the agent", st.id, len(best.streams), best.capacity))
-	if st.ev.ev.State == detect.EventQueued {
+	kind := "stream"
+	if st.live {
+		kind = "live stream"
+	}
+	c.history(what, best.id, st.camera, fmt.Sprintf("%s %s, %d/%d on the agent", kind, st.id, len(best.streams), best.capacity))
+	if st.ev != nil && st.ev.ev.State == detect.EventQueued {
 		st.ev.ev.State = detect.EventRecording
 		c.saveEvent(st.ev.ev)
 	}
@@ -326,6 +346,10 @@ func (c *Coordinator) onSegment(agentID string, r ingest.SegmentReport) {
 		if st.state != streamExpecting {
 			return
 		}
+		if st.superseded {
+			c.publish(ingest.AgentTopic(st.agent.id, "cmd"), ingest.AgentCommand{Action: "stop", StreamID: st.id})
+			return
+		}
 		st.state = streamLive
 		first := st.started.IsZero()
 		if first {
@@ -337,19 +361,22 @@ func (c *Coordinator) onSegment(agentID string, r ingest.SegmentReport) {
 		host, port, _ := net.SplitHostPort(st.agent.addr)
 		var p int
 		fmt.Sscan(port, &p)
-		_, plan := c.cfg.Conf.PlanFor(st.site)
+		_, plan := c.planFor(st.site)
 		cmd := ingest.StreamCommand{
-			Action: "stream", StreamID: st.id, EventID: st.ev.ev.ID, Transport: ingest.Transport,
+			Action: "stream", StreamID: st.id, Transport: ingest.Transport,
 			Host: host, Port: p, SSRC: st.ssrc, Duration: int(remaining.Seconds() + 0.999),
 			FPS: plan.FPS, Width: plan.Width, Height: plan.Height, Quality: plan.Quality,
 			MaxPacket: 1200, Resume: !first,
 		}
-		if first {
+		if st.ev != nil {
+			cmd.EventID = st.ev.ev.ID
+		}
+		if first && !st.live {
 			cmd.PreRoll = c.cfg.Conf.Recording.PreRollSeconds
 		}
 		c.publish(ingest.CameraTopic(st.site, st.camera, "cmd"), cmd)
 	case "recording":
-		if !st.firstFrame && !r.FirstStored.IsZero() {
+		if !st.firstFrame && !r.FirstStored.IsZero() && st.ev != nil {
 			st.firstFrame = true
 			c.m.firstFrame.Observe(r.FirstStored.Sub(st.ev.ev.Start).Seconds())
 		}
@@ -357,6 +384,11 @@ func (c *Coordinator) onSegment(agentID string, r ingest.SegmentReport) {
 		delete(st.agent.streams, st.id)
 		if len(st.agent.streams) == 0 {
 			st.agent.emptySince = now
+		}
+		if st.live {
+			c.finish(st) // a viewer asks again if it still wants to watch
+			c.drainQueue()
+			return
 		}
 		st.clip.Packets += r.Packets
 		st.clip.PacketsLost += r.Lost
@@ -377,6 +409,10 @@ func (c *Coordinator) onSegment(agentID string, r ingest.SegmentReport) {
 // what is left of its clip; the clip keeps the partial segment.
 func (c *Coordinator) interrupted(st *stream, why string) {
 	if st.state == streamDone {
+		return
+	}
+	if st.live {
+		c.finish(st) // a viewer asks again if it still wants to watch
 		return
 	}
 	st.clip.Interrupted = st.clip.Interrupted || st.segIndex > 0 && st.state == streamLive
@@ -441,6 +477,10 @@ func (c *Coordinator) finish(st *stream) {
 		delete(c.byCamera, key(st.site, st.camera))
 	}
 	c.queue = slices.DeleteFunc(c.queue, func(x *stream) bool { return x == st })
+	if st.live {
+		c.history("stream_end", agentName(st.agent), st.camera, fmt.Sprintf("live stream %s", st.id))
+		return
+	}
 	st.clip.State = ClipFinishing
 	c.saveClip(st.clip)
 	c.history("stream_end", agentName(st.agent), st.camera, fmt.Sprintf("stream %s, %d segment(s)", st.id, st.segIndex))
@@ -479,4 +519,23 @@ func (c *Coordinator) clipFinished(cl Clip) {
 		es.ev.State = detect.EventPartial
 	}
 	c.saveEvent(es.ev)
+}
+
+// supersede ends a live stream whose camera a detection needs. The camera
+// drops it when told to record; the agent is told to stop.
+func (c *Coordinator) supersede(st *stream) {
+	st.superseded = true
+	if c.byCamera[key(st.site, st.camera)] == st {
+		delete(c.byCamera, key(st.site, st.camera))
+	}
+	switch st.state {
+	case streamQueued:
+		c.finish(st)
+	case streamExpecting:
+		c.publish(ingest.AgentTopic(st.agent.id, "cmd"), ingest.AgentCommand{Action: "stop", StreamID: st.id})
+	case streamLive:
+		c.stopCamera(st)
+		c.publish(ingest.AgentTopic(st.agent.id, "cmd"), ingest.AgentCommand{Action: "stop", StreamID: st.id})
+	}
+	c.log.Info("live view gives way to a recording", "camera", st.camera, "stream", st.id)
 }

@@ -37,6 +37,7 @@ type Clip struct {
 // ClipFilter narrows a clip listing (newest first).
 type ClipFilter struct {
 	Site, Camera, EventID string
+	Since, Until          time.Time // started in [Since, Until) (zero: no bound)
 	Limit                 int
 }
 

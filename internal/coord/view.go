@@ -36,18 +36,30 @@ type StreamView struct {
 	ID       string    `json:"id"`
 	Site     string    `json:"site"`
 	Camera   string    `json:"camera"`
-	EventID  string    `json:"event_id"`
-	ClipID   string    `json:"clip_id"`
+	EventID  string    `json:"event_id,omitempty"`
+	ClipID   string    `json:"clip_id,omitempty"`
+	Live     bool      `json:"live_only,omitempty"` // watched, not recorded
 	Agent    string    `json:"agent,omitempty"`
 	State    string    `json:"state"`
 	Priority int       `json:"priority"`
 	Queued   time.Time `json:"queued"`
 	Segments int       `json:"segments"`
+	// AgentHTTP and Token locate the stream's live pictures at its agent;
+	// they are never shown to users.
+	AgentHTTP string `json:"-"`
+	Token     string `json:"-"`
 }
 
 func (c *Coordinator) streamView(st *stream) StreamView {
-	return StreamView{ID: st.id, Site: st.site, Camera: st.camera, EventID: st.ev.ev.ID, ClipID: st.clip.ID,
-		Agent: agentName(st.agent), State: st.state, Priority: st.priority, Queued: st.queuedAt, Segments: st.segIndex}
+	v := StreamView{ID: st.id, Site: st.site, Camera: st.camera, Live: st.live,
+		Agent: agentName(st.agent), State: st.state, Priority: st.priority, Queued: st.queuedAt, Segments: st.segIndex, Token: st.token}
+	if st.ev != nil {
+		v.EventID, v.ClipID = st.ev.ev.ID, st.clip.ID
+	}
+	if st.agent != nil {
+		v.AgentHTTP = st.agent.httpAddr
+	}
+	return v
 }
 
 // publishView copies the state for readers on other goroutines.

@@ -6,7 +6,7 @@ import "time"
 type Site struct {
 	Name    string    `json:"name"`
 	Armed   bool      `json:"armed"`
-	Plan    string    `json:"plan"`
+	Plan    string    `json:"-"` // set in the UI; "" means vigil.yaml's
 	Updated time.Time `json:"updated"`
 }
 
@@ -37,6 +37,9 @@ type Event struct {
 
 // EventFilter narrows an event listing.
 type EventFilter struct {
-	Site  string
-	Limit int
+	Site   string
+	Camera string    // events a camera recorded
+	Since  time.Time // started at or after (zero: no bound)
+	Until  time.Time // started before (zero: no bound)
+	Limit  int
 }

@@ -50,7 +50,7 @@ type testApp struct {
 }
 
 // testConfig is a Config on free loopback ports in a temporary directory.
-func testConfig(t *testing.T) *conf.Config {
+func testConfig(t testing.TB) *conf.Config {
 	cfg := conf.New()
 	cfg.Data.Dir = t.TempDir()
 	cfg.MQTT.Listen = "127.0.0.1:0"
@@ -63,7 +63,7 @@ func testConfig(t *testing.T) *conf.Config {
 }
 
 // startApp starts a Vigil in-process; mutate adjusts the config first.
-func startApp(t *testing.T, mutate func(*conf.Config)) *testApp {
+func startApp(t testing.TB, mutate func(*conf.Config)) *testApp {
 	t.Helper()
 	cfg := testConfig(t)
 	if mutate != nil {
@@ -72,7 +72,7 @@ func startApp(t *testing.T, mutate func(*conf.Config)) *testApp {
 	return openApp(t, cfg, adminPassword)
 }
 
-func openApp(t *testing.T, cfg *conf.Config, password string) *testApp {
+func openApp(t testing.TB, cfg *conf.Config, password string) *testApp {
 	t.Helper()
 	ta := &testApp{cfg: cfg, logs: &syncBuffer{}, out: &syncBuffer{}}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(ta.logs, t.Output()), &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -94,7 +94,7 @@ func (ta *testApp) mqttPort() string {
 }
 
 // api calls the HTTP API and decodes a JSON answer into out (if not nil).
-func (ta *testApp) api(t *testing.T, method, path, user, password string, out any) int {
+func (ta *testApp) api(t testing.TB, method, path, user, password string, out any) int {
 	t.Helper()
 	req, _ := http.NewRequest(method, "http://"+ta.HTTP.Addr().String()+path, nil)
 	if user != "" {
@@ -114,7 +114,7 @@ func (ta *testApp) api(t *testing.T, method, path, user, password string, out an
 	return resp.StatusCode
 }
 
-func (ta *testApp) devices(t *testing.T) []telemetry.Device {
+func (ta *testApp) devices(t testing.TB) []telemetry.Device {
 	t.Helper()
 	var ds []telemetry.Device
 	if code := ta.api(t, "GET", "/api/v1/devices", "admin", adminPassword, &ds); code != 200 {
@@ -123,7 +123,7 @@ func (ta *testApp) devices(t *testing.T) []telemetry.Device {
 	return ds
 }
 
-func (ta *testApp) readings(t *testing.T, id string) []telemetry.Reading {
+func (ta *testApp) readings(t testing.TB, id string) []telemetry.Reading {
 	t.Helper()
 	var rs []telemetry.Reading
 	ta.api(t, "GET", "/api/v1/devices/"+id+"/telemetry?limit=10000", "admin", adminPassword, &rs)
@@ -131,7 +131,7 @@ func (ta *testApp) readings(t *testing.T, id string) []telemetry.Reading {
 }
 
 // waitFor polls cond until it holds or the timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -145,7 +145,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 // need returns the path of a peer program the test needs. Outside CI a
 // missing program skips the test; in CI (CI set) it fails it, because
 // .ci/run installs them.
-func need(t *testing.T, name string) string {
+func need(t testing.TB, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
@@ -158,7 +158,7 @@ func need(t *testing.T, name string) string {
 }
 
 // mqttConnect connects a raw paho (MQTT 5) client to addr.
-func mqttConnect(t *testing.T, addr, clientID, user, password string) (*paho.Client, *paho.Connack, error) {
+func mqttConnect(t testing.TB, addr, clientID, user, password string) (*paho.Client, *paho.Connack, error) {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
@@ -179,7 +179,7 @@ func mqttConnect(t *testing.T, addr, clientID, user, password string) (*paho.Cli
 	return c, ack, err
 }
 
-func run(t *testing.T, timeout time.Duration, name string, args ...string) (string, error) {
+func run(t testing.TB, timeout time.Duration, name string, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -187,7 +187,7 @@ func run(t *testing.T, timeout time.Duration, name string, args ...string) (stri
 	return string(out), err
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)

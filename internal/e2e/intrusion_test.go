@@ -36,7 +36,7 @@ var (
 )
 
 // vigilBinary builds cmd/vigil once (static, as the Docker image needs).
-func vigilBinary(t *testing.T) string {
+func vigilBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "vigil-e2e-bin-")
@@ -58,7 +58,7 @@ func vigilBinary(t *testing.T) string {
 }
 
 // intrusionConfig is a Vigil with short clips and a quick scale-down.
-func intrusionConfig(t *testing.T, c *conf.Config) {
+func intrusionConfig(t testing.TB, c *conf.Config) {
 	c.Agents.Binary = vigilBinary(t)
 	c.Agents.Capacity = 3
 	c.Agents.Min = 1
@@ -91,14 +91,14 @@ func runFleet(t *testing.T, ta *testApp, sc *sim.Scenario) (stop func()) {
 	return func() { cancel(); <-done }
 }
 
-func (ta *testApp) clips(t *testing.T, site string) []coord.Clip {
+func (ta *testApp) clips(t testing.TB, site string) []coord.Clip {
 	t.Helper()
 	var cs []coord.Clip
 	ta.api(t, "GET", "/api/v1/clips?limit=1000&site="+site, "admin", adminPassword, &cs)
 	return cs
 }
 
-func (ta *testApp) view(t *testing.T) coord.View {
+func (ta *testApp) view(t testing.TB) coord.View {
 	t.Helper()
 	var v coord.View
 	ta.api(t, "GET", "/api/v1/agents", "admin", adminPassword, &v)
@@ -212,7 +212,7 @@ type manualCamera struct {
 	cmds chan ingest.StreamCommand
 }
 
-func newManualCamera(t *testing.T, ta *testApp, site, id string) *manualCamera {
+func newManualCamera(t testing.TB, ta *testApp, site, id string) *manualCamera {
 	t.Helper()
 	mc := &manualCamera{cmds: make(chan ingest.StreamCommand, 10)}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -231,14 +231,14 @@ func newManualCamera(t *testing.T, ta *testApp, site, id string) *manualCamera {
 }
 
 // detect makes a sensor see someone: two motion messages.
-func (ta *testApp) detect(t *testing.T, site, sensor string) {
+func (ta *testApp) detect(t testing.TB, site, sensor string) {
 	t.Helper()
 	for range 2 {
 		must(t, ta.Broker.Publish("vigil/"+site+"/"+sensor+"/motion", []byte(`{"distance_m":0.4}`), false, 1))
 	}
 }
 
-func (mc *manualCamera) command(t *testing.T) ingest.StreamCommand {
+func (mc *manualCamera) command(t testing.TB) ingest.StreamCommand {
 	t.Helper()
 	select {
 	case c := <-mc.cmds:

@@ -2,7 +2,13 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net"
 	"net/http"
+	"strings"
+	"time"
 
 	"github.com/vigilhq/vigil"
 	"github.com/vigilhq/vigil/internal/users"
@@ -10,7 +16,13 @@ import (
 
 type ctxKey int
 
-const userKey ctxKey = 0
+const (
+	userKey ctxKey = iota
+	sessionKey
+)
+
+// SessionCookie is the name of the browser session cookie.
+const SessionCookie = "vigil_session"
 
 // UserFrom returns the authenticated user of a request.
 func UserFrom(ctx context.Context) *users.User {
@@ -18,20 +30,91 @@ func UserFrom(ctx context.Context) *users.User {
 	return u
 }
 
-// authed requires HTTP Basic credentials of an admin or viewer. Device
-// accounts are for MQTT only.
-func (s *Server) authed(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		name, password, ok := r.BasicAuth()
-		if !ok {
-			s.writeError(w, r, vigil.Errorf(vigil.EUnauthorized, "authentication required"))
-			return
+// SessionFrom returns the browser session of a request, or nil (scripts
+// with Basic auth have none).
+func SessionFrom(ctx context.Context) *users.Session {
+	s, _ := ctx.Value(sessionKey).(*users.Session)
+	return s
+}
+
+// safeMethod reports whether a request method changes nothing.
+func safeMethod(m string) bool {
+	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
+}
+
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// Identify returns the user of a request: from HTTP Basic credentials
+// (scripts) or the session cookie (browsers), with the session. Wrong
+// passwords count against the client's address and the username
+// (deps.Limiter); a browser's state-changing request must carry its
+// session's CSRF token in the X-CSRF-Token header.
+func (s *Server) Identify(r *http.Request) (*users.User, *users.Session, error) {
+	if name, password, ok := r.BasicAuth(); ok {
+		if err := s.limited(r, name); err != nil {
+			return nil, nil, err
 		}
 		u, err := s.deps.Auth.Authenticate(r.Context(), name, password)
 		if err != nil {
 			if vigil.ErrorCode(err) == vigil.EUnauthorized {
+				s.failed(r, name)
 				s.log.Info("api request refused: wrong username or password", "username", name, "remote", r.RemoteAddr, "path", r.URL.Path)
 			}
+			return nil, nil, err
+		}
+		return u, nil, nil
+	}
+	c, err := r.Cookie(SessionCookie)
+	if err != nil || s.deps.Sessions == nil {
+		return nil, nil, vigil.Errorf(vigil.EUnauthorized, "authentication required")
+	}
+	sess, u, err := s.deps.Sessions.Lookup(r.Context(), c.Value)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !safeMethod(r.Method) && r.Header.Get("X-CSRF-Token") != sess.CSRF {
+		return nil, nil, vigil.Errorf(vigil.EForbidden, "missing or wrong CSRF token (send the session's token in X-CSRF-Token)")
+	}
+	return u, sess, nil
+}
+
+// limited refuses a client or username with too many recent failures.
+func (s *Server) limited(r *http.Request, name string) error {
+	if s.deps.Limiter == nil {
+		return nil
+	}
+	wait := max(s.deps.Limiter.Wait("ip:"+clientIP(r)), s.deps.Limiter.Wait("user:"+name))
+	if wait > 0 {
+		return &tooMany{wait: wait}
+	}
+	return nil
+}
+
+func (s *Server) failed(r *http.Request, name string) {
+	if s.deps.Limiter != nil {
+		s.deps.Limiter.Fail("ip:" + clientIP(r))
+		s.deps.Limiter.Fail("user:" + name)
+	}
+}
+
+// tooMany is a rate-limited login; it maps to 429 with Retry-After.
+type tooMany struct{ wait time.Duration }
+
+func (e *tooMany) Error() string {
+	return fmt.Sprintf("too many failed logins; try again in %d s", int(math.Ceil(e.wait.Seconds())))
+}
+
+// authed requires an admin or viewer (device accounts are for MQTT only).
+func (s *Server) authed(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, sess, err := s.Identify(r)
+		if err != nil {
 			s.writeError(w, r, err)
 			return
 		}
@@ -39,7 +122,11 @@ func (s *Server) authed(next http.Handler) http.Handler {
 			s.writeError(w, r, vigil.Errorf(vigil.EForbidden, "%s accounts cannot use the API", u.Role))
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userKey, u)))
+		ctx := context.WithValue(r.Context(), userKey, u)
+		if sess != nil {
+			ctx = context.WithValue(ctx, sessionKey, sess)
+		}
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 
@@ -52,4 +139,73 @@ func adminOnly(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// Me is the body of GET /api/v1/me and of a successful login.
+type Me struct {
+	User string `json:"user"`
+	Role string `json:"role"`
+	CSRF string `json:"csrf,omitempty"`
+}
+
+// login: POST /api/v1/login {"username","password"}: a session cookie.
+// It takes JSON only, which a cross-site form cannot send (no login CSRF).
+func (s *Server) login(w http.ResponseWriter, r *http.Request) (any, error) {
+	if s.deps.Sessions == nil {
+		return nil, vigil.Errorf(vigil.EUnavailable, "sessions are not enabled")
+	}
+	if !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+		return nil, vigil.Errorf(vigil.EInvalid, "send the credentials as JSON")
+	}
+	var in struct{ Username, Password string }
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&in); err != nil {
+		return nil, vigil.Errorf(vigil.EInvalid, "send {\"username\": ..., \"password\": ...}")
+	}
+	if err := s.limited(r, in.Username); err != nil {
+		return nil, err
+	}
+	u, err := s.deps.Auth.Authenticate(r.Context(), in.Username, in.Password)
+	if err != nil {
+		if vigil.ErrorCode(err) == vigil.EUnauthorized {
+			s.failed(r, in.Username)
+			s.log.Info("login refused: wrong username or password", "username", in.Username, "remote", r.RemoteAddr)
+		}
+		return nil, err
+	}
+	if u.Role != users.RoleAdmin && u.Role != users.RoleViewer {
+		return nil, vigil.Errorf(vigil.EForbidden, "%s accounts cannot log in", u.Role)
+	}
+	if s.deps.Limiter != nil {
+		s.deps.Limiter.Succeed("user:" + u.Name)
+	}
+	token, sess, err := s.deps.Sessions.Create(r.Context(), u.Name, r.UserAgent())
+	if err != nil {
+		return nil, err
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name: SessionCookie, Value: token, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode,
+		Secure:  r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https",
+		Expires: sess.Expires,
+	})
+	s.log.Info("logged in", "username", u.Name, "remote", r.RemoteAddr)
+	return Me{User: u.Name, Role: u.Role, CSRF: sess.CSRF}, nil
+}
+
+// logout: POST /api/v1/logout (a session and its CSRF token).
+func (s *Server) logout(w http.ResponseWriter, r *http.Request) (any, error) {
+	if c, err := r.Cookie(SessionCookie); err == nil && s.deps.Sessions != nil {
+		s.deps.Sessions.Delete(r.Context(), c.Value)
+	}
+	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", HttpOnly: true, MaxAge: -1, SameSite: http.SameSiteLaxMode})
+	return map[string]bool{"ok": true}, nil
+}
+
+// me: GET /api/v1/me.
+func (s *Server) me(w http.ResponseWriter, r *http.Request) (any, error) {
+	u := UserFrom(r.Context())
+	m := Me{User: u.Name, Role: u.Role}
+	if sess := SessionFrom(r.Context()); sess != nil {
+		m.CSRF = sess.CSRF
+	}
+	return m, nil
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/vigilhq/vigil"
 	"github.com/vigilhq/vigil/internal/coord"
@@ -73,23 +74,60 @@ func limit(r *http.Request, def, max int) (int, error) {
 	return n, nil
 }
 
-// listEvents: GET /api/v1/events[?site=&limit=], newest first.
+// listEvents: GET /api/v1/events[?site=&camera=&since=&until=&limit=], newest first.
 func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) (any, error) {
 	n, err := limit(r, 100, 10000)
 	if err != nil {
 		return nil, err
 	}
-	return s.deps.Intrusion.ListEvents(r.Context(), detect.EventFilter{Site: r.URL.Query().Get("site"), Limit: n})
+	q := r.URL.Query()
+	since, until, err := timeRange(q.Get("since"), q.Get("until"))
+	if err != nil {
+		return nil, err
+	}
+	return s.deps.Intrusion.ListEvents(r.Context(), detect.EventFilter{Site: q.Get("site"), Camera: q.Get("camera"), Since: since, Until: until, Limit: n})
 }
 
-// listClips: GET /api/v1/clips[?site=&camera=&event=&limit=], newest first.
+// timeRange parses since and until: RFC 3339 times, or dates (YYYY-MM-DD,
+// local time; until's whole day is included).
+func timeRange(since, until string) (time.Time, time.Time, error) {
+	parse := func(name, v string, endOfDay bool) (time.Time, error) {
+		if v == "" {
+			return time.Time{}, nil
+		}
+		if t, err := time.Parse(time.RFC3339, v); err == nil {
+			return t, nil
+		}
+		t, err := time.ParseInLocation(time.DateOnly, v, time.Local)
+		if err != nil {
+			return t, vigil.Errorf(vigil.EInvalid, "%s %q is neither an RFC 3339 time nor a date (YYYY-MM-DD)", name, v)
+		}
+		if endOfDay {
+			t = t.AddDate(0, 0, 1)
+		}
+		return t, nil
+	}
+	s, err := parse("since", since, false)
+	if err != nil {
+		return s, s, err
+	}
+	u, err := parse("until", until, true)
+	return s, u, err
+}
+
+// listClips: GET /api/v1/clips[?site=&camera=&event=&since=&until=&limit=], newest first.
 func (s *Server) listClips(w http.ResponseWriter, r *http.Request) (any, error) {
 	n, err := limit(r, 100, 10000)
 	if err != nil {
 		return nil, err
 	}
 	q := r.URL.Query()
-	return s.deps.Intrusion.ListClips(r.Context(), coord.ClipFilter{Site: q.Get("site"), Camera: q.Get("camera"), EventID: q.Get("event"), Limit: n})
+	since, until, err := timeRange(q.Get("since"), q.Get("until"))
+	if err != nil {
+		return nil, err
+	}
+	return s.deps.Intrusion.ListClips(r.Context(), coord.ClipFilter{Site: q.Get("site"), Camera: q.Get("camera"), EventID: q.Get("event"),
+		Since: since, Until: until, Limit: n})
 }
 
 // SiteView is a site in GET /api/v1/sites.

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -19,6 +20,8 @@ import (
 
 	"github.com/vigilhq/vigil"
 	"github.com/vigilhq/vigil/internal/coord"
+	"github.com/vigilhq/vigil/internal/hub"
+	"github.com/vigilhq/vigil/internal/notify"
 	"github.com/vigilhq/vigil/internal/telemetry"
 	"github.com/vigilhq/vigil/internal/users"
 )
@@ -43,12 +46,32 @@ type Deps struct {
 	System   func() any                      // GET /api/v1/system
 	Gatherer prometheus.Gatherer
 
+	// Hub feeds GET /api/v1/stream (server-sent events).
+	Hub *hub.Hub
+
+	// Browser sessions (nil: Basic auth only) and the failed-login limiter.
+	Sessions *users.Sessions
+	Limiter  *users.Limiter
+
 	// Intrusion detection (nil: not served).
 	Intrusion   Intrusion
 	Sites       SiteControl
 	Agents      func() coord.View
 	PlanOf      func(site string) string
 	ClipStorage string
+	Cameras     Cameras     // live view, clip deletion (nil: not served)
+	Plans       PlanControl // plans per site (nil: not served)
+
+	// User management (nil: not served). Forget drops a user's cached
+	// password check after a change.
+	Users      UserAdmin
+	Forget     func(name string)
+	BcryptCost int
+
+	// Notifications (nil: not served) and the alerts that hold now.
+	Notifier    Notifier
+	NotifyStore notify.Store
+	Alerts      func() any
 }
 
 // Server is the running HTTP server.
@@ -58,6 +81,9 @@ type Server struct {
 	ln   net.Listener
 	srv  *http.Server
 	done chan struct{}
+	// closing ends long-lived responses (events, live video) at Close,
+	// which would otherwise wait for them.
+	closing chan struct{}
 }
 
 // Open binds addr and starts serving.
@@ -66,7 +92,7 @@ func Open(addr string, deps Deps, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("http listener: %w", err)
 	}
-	s := &Server{deps: deps, log: log, ln: ln, done: make(chan struct{})}
+	s := &Server{deps: deps, log: log, ln: ln, done: make(chan struct{}), closing: make(chan struct{})}
 	s.srv = &http.Server{
 		Handler:           s.routes(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -88,6 +114,7 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
 // Close stops accepting requests and waits up to 5 s for those in flight.
 func (s *Server) Close() error {
+	close(s.closing)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := s.srv.Shutdown(ctx)
@@ -102,11 +129,18 @@ func (s *Server) routes() http.Handler {
 	api := func(pattern string, h handlerFunc) {
 		mux.Handle(pattern, s.authed(s.json(h)))
 	}
+	mux.Handle("POST /api/v1/login", s.json(s.login))
+	api("POST /api/v1/logout", s.logout)
+	api("GET /api/v1/me", s.me)
+	mux.Handle("GET /api/v1/stream", s.authed(http.HandlerFunc(s.stream)))
 	api("GET /api/v1/devices", s.listDevices)
 	api("GET /api/v1/devices/{id}", s.getDevice)
 	api("GET /api/v1/devices/{id}/telemetry", s.listTelemetry)
 	api("GET /api/v1/system", s.system)
 	s.intrusionRoutes(mux, api)
+	s.cameraRoutes(mux, api)
+	s.userRoutes(api)
+	s.notifyRoutes(api)
 	// Profiles for admins, as Go servers usually offer them.
 	mux.Handle("/debug/pprof/", s.authed(adminOnly(http.HandlerFunc(pprof.Index))))
 	mux.Handle("/debug/pprof/profile", s.authed(adminOnly(http.HandlerFunc(pprof.Profile))))
@@ -115,6 +149,20 @@ func (s *Server) routes() http.Handler {
 		return nil, vigil.Errorf(vigil.ENotFound, "no API endpoint %s %s", r.Method, r.URL.Path)
 	})
 	return mux
+}
+
+// streamContext is a request's context that also ends when the server
+// closes: long-lived responses use it.
+func (s *Server) streamContext(r *http.Request) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(r.Context())
+	go func() {
+		select {
+		case <-s.closing:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 // handlerFunc is an API handler: it returns the value to send as JSON, or
@@ -143,6 +191,12 @@ func (s *Server) json(h handlerFunc) http.Handler {
 }
 
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var tm *tooMany
+	if errors.As(err, &tm) {
+		w.Header().Set("Retry-After", fmt.Sprint(int(math.Ceil(tm.wait.Seconds()))))
+		writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": tm.Error()})
+		return
+	}
 	code := vigil.ErrorCode(err)
 	if code == vigil.EInternal {
 		s.log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "error", err)

@@ -84,12 +84,18 @@ type AgentCommand struct {
 	Duration int    `json:"duration_s,omitempty"` // the stream ends by itself after this, plus a grace
 	Camera   string `json:"camera,omitempty"`
 	Site     string `json:"site,omitempty"`
+	// LiveOnly streams are watched, not recorded: no segment is written.
+	LiveOnly bool `json:"live_only,omitempty"`
+	// LiveToken lets vigil up watch the stream at the agent's
+	// /live/<stream_id>?token=<LiveToken> (multipart JPEG).
+	LiveToken string `json:"live_token,omitempty"`
 }
 
 // Heartbeat is an agent's periodic report (on vigil/agents/<id>/heartbeat).
 type Heartbeat struct {
 	ID       string         `json:"id"`
-	Addr     string         `json:"addr"` // host:port cameras send RTP to
+	Addr     string         `json:"addr"`      // host:port cameras send RTP to
+	HTTPAddr string         `json:"http_addr"` // host:port of its live view server
 	Capacity int            `json:"capacity"`
 	State    string         `json:"state"`
 	Streams  []StreamStatus `json:"streams"`

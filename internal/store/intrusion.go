@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/vigilhq/vigil"
@@ -23,7 +24,7 @@ func (s *Store) EnsureSite(ctx context.Context, name string) (detect.Site, error
 
 // GetSite returns a site or a vigil.ENotFound error.
 func (s *Store) GetSite(ctx context.Context, name string) (detect.Site, error) {
-	site, err := scanSite(s.db.QueryRowContext(ctx, `SELECT name, armed, updated FROM sites WHERE name = ?`, name))
+	site, err := scanSite(s.db.QueryRowContext(ctx, `SELECT name, armed, plan, updated FROM sites WHERE name = ?`, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return site, vigil.Errorf(vigil.ENotFound, "no site %q", name)
 	}
@@ -48,14 +49,24 @@ func (s *Store) SetArmed(ctx context.Context, name string, armed bool) (detect.S
 
 // ListSites returns every site by name.
 func (s *Store) ListSites(ctx context.Context) ([]detect.Site, error) {
-	return queryAll(ctx, s.db, "list sites", scanSite, `SELECT name, armed, updated FROM sites ORDER BY name`)
+	return queryAll(ctx, s.db, "list sites", scanSite, `SELECT name, armed, plan, updated FROM sites ORDER BY name`)
+}
+
+// SetPlan sets a site's plan ("" goes back to vigil.yaml's), creating the
+// site (armed) if needed.
+func (s *Store) SetPlan(ctx context.Context, name, plan string) (detect.Site, error) {
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO sites (name, armed, plan, updated) VALUES (?, 1, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET plan = excluded.plan, updated = excluded.updated`, name, plan, ms(time.Now())); err != nil {
+		return detect.Site{}, fmt.Errorf("set plan: %w", err)
+	}
+	return s.GetSite(ctx, name)
 }
 
 func scanSite(row scanner) (detect.Site, error) {
 	var site detect.Site
 	var armed int
 	var updated int64
-	err := row.Scan(&site.Name, &armed, &updated)
+	err := row.Scan(&site.Name, &armed, &site.Plan, &updated)
 	site.Armed, site.Updated = armed == 1, fromMS(updated)
 	return site, err
 }
@@ -113,8 +124,23 @@ func (s *Store) GetEvent(ctx context.Context, id string) (detect.Event, error) {
 
 // ListEvents returns events, newest first.
 func (s *Store) ListEvents(ctx context.Context, f detect.EventFilter) ([]detect.Event, error) {
+	since, until := bounds(f.Since, f.Until)
 	return queryAll(ctx, s.db, "list events", scanEvent, `SELECT `+eventColumns+` FROM events
-		WHERE (? = '' OR site = ?) ORDER BY started DESC, id DESC LIMIT ?`, f.Site, f.Site, limitOr(f.Limit, 100))
+		WHERE (? = '' OR site = ?) AND (? = '' OR EXISTS (SELECT 1 FROM json_each(events.cameras) WHERE value = ?))
+			AND started >= ? AND started < ?
+		ORDER BY started DESC, id DESC LIMIT ?`, f.Site, f.Site, f.Camera, f.Camera, since, until, limitOr(f.Limit, 100))
+}
+
+// bounds turns an optional time range into milliseconds for a query.
+func bounds(since, until time.Time) (int64, int64) {
+	lo, hi := int64(0), int64(math.MaxInt64)
+	if !since.IsZero() {
+		lo = ms(since)
+	}
+	if !until.IsZero() {
+		hi = ms(until)
+	}
+	return lo, hi
 }
 
 func limitOr(n, def int) int {
@@ -178,9 +204,11 @@ func (s *Store) GetClip(ctx context.Context, id string) (coord.Clip, error) {
 
 // ListClips returns clips, newest first (not those being deleted).
 func (s *Store) ListClips(ctx context.Context, f coord.ClipFilter) ([]coord.Clip, error) {
+	since, until := bounds(f.Since, f.Until)
 	return s.queryClips(ctx, `SELECT `+clipColumns+` FROM clips
 		WHERE state != 'deleting' AND (? = '' OR site = ?) AND (? = '' OR camera = ?) AND (? = '' OR event_id = ?)
-		ORDER BY started DESC, id DESC LIMIT ?`, f.Site, f.Site, f.Camera, f.Camera, f.EventID, f.EventID, limitOr(f.Limit, 100))
+			AND started >= ? AND started < ?
+		ORDER BY started DESC, id DESC LIMIT ?`, f.Site, f.Site, f.Camera, f.Camera, f.EventID, f.EventID, since, until, limitOr(f.Limit, 100))
 }
 
 // ClipsInState returns the clips in a state, oldest first.

@@ -64,14 +64,21 @@ func (s *Store) Close() error {
 // Ping checks that the database answers.
 func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 
-// migrate applies migrations/NNNN_*.sql above PRAGMA user_version, each in
-// its own transaction.
+// migrate applies migrations/NNNN_*.sql numbered above PRAGMA user_version,
+// in order, each in its own transaction. The numbers must run 1, 2, 3...
+// without a gap.
 func (s *Store) migrate(ctx context.Context) error {
 	names, err := fs.Glob(migrations, "migrations/*.sql")
 	if err != nil {
 		return err
 	}
 	sort.Strings(names)
+	for i, n := range names {
+		var num int
+		if _, err := fmt.Sscanf(strings.TrimPrefix(n, "migrations/"), "%04d_", &num); err != nil || num != i+1 {
+			return fmt.Errorf("migration %s is out of sequence (want number %d)", n, i+1)
+		}
+	}
 	var version int
 	if err := s.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
 		return err

@@ -86,3 +86,11 @@ func (v *Verifier) mac(name, password string) [32]byte {
 	copy(out[:], h.Sum(nil))
 	return out
 }
+
+// Forget drops a user's cached password check, after its password or role
+// changed or it was removed.
+func (v *Verifier) Forget(name string) {
+	v.mu.Lock()
+	delete(v.cache, name)
+	v.mu.Unlock()
+}

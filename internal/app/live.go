@@ -1,0 +1,82 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/vigilhq/vigil/internal/hub"
+	"github.com/vigilhq/vigil/internal/telemetry"
+	"github.com/vigilhq/vigil/internal/users"
+)
+
+// openLive sets up the browser side: sessions, the failed-login limiter,
+// readings to the hub (which the detector and the coordinator already
+// feed), the agents' view and the alerts.
+func (a *App) openLive() {
+	a.Sessions = &users.Sessions{Store: a.Store, Users: a.Store, Idle: 12 * time.Hour, MaxAge: 7 * 24 * time.Hour}
+	a.Limiter = &users.Limiter{Max: 5, Window: 5 * time.Minute}
+
+	a.Telemetry.Observe(func(ev telemetry.Event) {
+		if !a.Hub.Active() {
+			return
+		}
+		switch {
+		case ev.Reading != nil:
+			a.Hub.Publish(hub.Message{Event: "reading", Key: ev.DeviceID, Data: map[string]any{
+				"device": ev.DeviceID, "site": ev.Site, "type": ev.Type, "value": ev.Reading.Value,
+				"units": ev.Reading.Units, "timestamp": ev.Reading.Time,
+			}})
+		case ev.Status != "":
+			a.Hub.Publish(hub.Message{Event: "device", Key: ev.DeviceID, Data: map[string]any{"device": ev.DeviceID, "site": ev.Site, "status": ev.Status}})
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		a.publishAgents(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for {
+			a.checkAlerts(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	a.onClose(func() error { cancel(); wg.Wait(); return nil })
+}
+
+// publishAgents sends the agents' view when it changes (at most once a
+// second), and clears expired sessions now and then.
+func (a *App) publishAgents(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var last []byte
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if a.Hub.Active() {
+			v := a.Coord.View()
+			b, _ := json.Marshal(v)
+			if string(b) != string(last) {
+				last = b
+				a.Hub.Publish(hub.Message{Event: "agents", Data: json.RawMessage(b)})
+			}
+		}
+		if i%3600 == 0 {
+			a.Store.DeleteExpiredSessions(ctx, time.Now())
+		}
+	}
+}

@@ -1,0 +1,201 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/vigilhq/vigil"
+	"github.com/vigilhq/vigil/internal/coord"
+	"github.com/vigilhq/vigil/internal/detect"
+	"github.com/vigilhq/vigil/internal/hub"
+	"github.com/vigilhq/vigil/internal/notify"
+)
+
+// Alert is something that needs the owner's attention, shown as the
+// overview's banner until it clears.
+type Alert struct {
+	ID     string    `json:"id"`    // stable while it lasts, e.g. "agent_lost:agent-3"
+	Level  string    `json:"level"` // warning or critical
+	Title  string    `json:"title"`
+	Detail string    `json:"detail,omitempty"`
+	Since  time.Time `json:"since"`
+}
+
+// alerts is the set of alerts that hold now.
+type alerts struct {
+	mu   sync.Mutex
+	list map[string]Alert
+}
+
+// openNotify starts the notifier and makes the default Web Push channel on
+// first start.
+func (a *App) openNotify(ctx context.Context) error {
+	base := a.cfg.HTTP.PublicURL
+	subscriber := ""
+	if strings.HasPrefix(base, "https://") {
+		subscriber = base
+	}
+	var err error
+	if a.Notifier, err = notify.New(a.Store, a.Broker, a.log.With("component", "notify"), a.Registry, notify.Options{
+		BaseURL: base, Subscriber: subscriber,
+	}); err != nil {
+		return err
+	}
+	a.onClose(a.Notifier.Close)
+	if _, err := a.Notifier.VAPIDPublicKey(ctx); err != nil { // keys are made on first start
+		return fmt.Errorf("web push keys: %w", err)
+	}
+	if _, err := a.Store.GetSetting(ctx, "default_channels"); vigil.ErrorCode(err) == vigil.ENotFound {
+		ch := &notify.Channel{Kind: notify.ChannelWebPush, Name: "Browsers and phones", Enabled: true}
+		if err := a.Store.SaveChannel(ctx, ch); err != nil {
+			return err
+		}
+		if err := a.Store.SetSetting(ctx, "default_channels", "made"); err != nil {
+			return err
+		}
+	}
+	a.Notifier.Start()
+	return nil
+}
+
+// onChange reacts to the coordinator's saved events and clips: the first
+// time an event is saved, people are told.
+func (a *App) onChange(kind string, v any) {
+	if kind != "event" || a.Notifier == nil {
+		return
+	}
+	ev := v.(detect.Event)
+	a.notifiedMu.Lock()
+	seen := a.notified[ev.ID]
+	if !seen {
+		if len(a.notified) > 10000 {
+			clear(a.notified) // old events never come back as new
+		}
+		a.notified[ev.ID] = true
+	}
+	a.notifiedMu.Unlock()
+	if seen || ev.State == detect.EventMerged {
+		return // merged: its camera is already recording an event people were told of
+	}
+	a.Notifier.Notify(intrusionNote(ev))
+}
+
+func intrusionNote(ev detect.Event) notify.Notification {
+	cam := ev.Sensor
+	if len(ev.Cameras) > 0 {
+		cam = ev.Cameras[0]
+	}
+	body := fmt.Sprintf("%s saw someone", ev.Sensor)
+	if ev.Distance != nil {
+		body += fmt.Sprintf(" at %.1f m", *ev.Distance)
+	}
+	switch {
+	case len(ev.Cameras) == 0:
+		body += "; no camera covers it."
+	default:
+		body += fmt.Sprintf("; %s %s recording.", strings.Join(ev.Cameras, ", "), map[bool]string{true: "is", false: "are"}[len(ev.Cameras) == 1])
+	}
+	return notify.Notification{
+		Kind: notify.KindIntrusion, Site: ev.Site, Camera: cam, Sensor: ev.Sensor, EventID: ev.ID,
+		Title: "Intrusion at " + ev.Site, Body: body, Priority: ev.Priority, Time: ev.Start, URL: "/events/" + ev.ID,
+	}
+}
+
+// Alerts returns the alerts that hold now, most severe and oldest first.
+func (a *App) Alerts() []Alert {
+	a.alerts.mu.Lock()
+	defer a.alerts.mu.Unlock()
+	out := make([]Alert, 0, len(a.alerts.list))
+	for _, al := range a.alerts.list {
+		out = append(out, al)
+	}
+	slices.SortFunc(out, func(x, y Alert) int {
+		if x.Level != y.Level {
+			return strings.Compare(x.Level, y.Level) // critical < warning
+		}
+		return x.Since.Compare(y.Since)
+	})
+	return out
+}
+
+// checkAlerts looks at what can go wrong and updates the alerts: new ones
+// are notified, cleared ones go; the UI hears of every change.
+func (a *App) checkAlerts(ctx context.Context) {
+	now := time.Now()
+	found := map[string]Alert{}
+	add := func(id, level, title, detail string) {
+		found[id] = Alert{ID: id, Level: level, Title: title, Detail: detail, Since: now}
+	}
+	hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	if err := a.health(hctx); err != nil && ctx.Err() == nil {
+		add("health", "critical", "Vigil is unhealthy", vigil.ErrorMessage(err))
+	}
+	cancel()
+	if a.Coord != nil {
+		for _, ag := range a.Coord.View().Agents {
+			if ag.Status == coord.AgentLost {
+				add("agent_lost:"+ag.ID, "warning", "Agent "+ag.ID+" stopped answering", "its streams move to other agents")
+			}
+		}
+	}
+	for _, dir := range []struct{ name, path string }{{"data", a.cfg.Data.Dir}, {"clips", a.Storage}} {
+		if dir.path == "" {
+			continue
+		}
+		var st syscall.Statfs_t
+		if syscall.Statfs(dir.path, &st) != nil || st.Blocks == 0 {
+			continue
+		}
+		free := float64(st.Bavail) / float64(st.Blocks)
+		freeBytes := st.Bavail * uint64(st.Bsize)
+		if free < 0.05 || freeBytes < 512<<20 {
+			add("disk:"+dir.name, "critical", fmt.Sprintf("The %s disk is almost full", dir.name),
+				fmt.Sprintf("%.1f%% (%d MiB) free at %s", free*100, freeBytes>>20, dir.path))
+		}
+	}
+	if chans, err := a.Store.ListChannels(ctx); err == nil {
+		for _, ch := range chans {
+			if !ch.Enabled {
+				continue
+			}
+			if ds, err := a.Store.ListDeliveries(ctx, ch.ID, 1); err == nil && len(ds) == 1 && !ds[0].OK {
+				add("notify:"+ch.ID, "warning", "Notifications on "+ch.Name+" are failing", ds[0].Error)
+			}
+		}
+	}
+
+	a.alerts.mu.Lock()
+	var raised []Alert
+	changed := len(found) != len(a.alerts.list)
+	for id, al := range found {
+		if old, ok := a.alerts.list[id]; ok {
+			al.Since = old.Since
+			changed = changed || old.Detail != al.Detail
+		} else {
+			raised = append(raised, al)
+			changed = true
+		}
+		found[id] = al
+	}
+	a.alerts.list = found
+	a.alerts.mu.Unlock()
+	for _, al := range raised {
+		a.log.Warn("alert", "id", al.ID, "title", al.Title, "detail", al.Detail)
+		if strings.HasPrefix(al.ID, "notify:") {
+			continue // a failing channel is shown, not notified: no loops
+		}
+		prio := 70
+		if al.Level == "critical" {
+			prio = 90
+		}
+		a.Notifier.Notify(notify.Notification{Kind: notify.KindAlert, Title: al.Title, Body: al.Detail, Priority: prio, URL: "/"})
+	}
+	if changed && a.Hub != nil {
+		a.Hub.Publish(hub.Message{Event: "alerts", Data: a.Alerts()})
+	}
+}

@@ -1,0 +1,77 @@
+package app
+
+import (
+	"context"
+	"sort"
+
+	"github.com/vigilhq/vigil"
+	"github.com/vigilhq/vigil/internal/conf"
+	"github.com/vigilhq/vigil/internal/detect"
+	"github.com/vigilhq/vigil/internal/hub"
+)
+
+// loadPlans reads the plans set in the UI, which win over vigil.yaml's
+// sites.<site>.plan.
+func (a *App) loadPlans(ctx context.Context) error {
+	sites, err := a.Store.ListSites(ctx)
+	if err != nil {
+		return err
+	}
+	for _, s := range sites {
+		if s.Plan != "" {
+			a.plans.Store(s.Name, s.Plan)
+		}
+	}
+	return nil
+}
+
+// planFor is a site's plan: the one set in the UI if it still exists,
+// else vigil.yaml's.
+func (a *App) planFor(site string) (string, conf.Plan) {
+	if v, ok := a.plans.Load(site); ok {
+		if _, exists := a.cfg.Plans[v.(string)]; exists {
+			return a.cfg.PlanNamed(v.(string))
+		}
+	}
+	return a.cfg.PlanFor(site)
+}
+
+// SetPlan sets a site's plan; "" goes back to vigil.yaml's. It applies to
+// the next stream and the next retention pass.
+func (a *App) SetPlan(ctx context.Context, site, plan string) (detect.Site, error) {
+	if _, ok := a.cfg.Plans[plan]; plan != "" && !ok {
+		return detect.Site{}, vigil.Errorf(vigil.EInvalid, "no plan %q; the plans are %v", plan, a.PlanNames())
+	}
+	s, err := a.Store.SetPlan(ctx, site, plan)
+	if err != nil {
+		return s, err
+	}
+	if plan == "" {
+		a.plans.Delete(site)
+	} else {
+		a.plans.Store(site, plan)
+	}
+	name, _ := a.planFor(site)
+	a.Hub.Publish(hub.Message{Event: "site", Data: map[string]any{"name": site, "armed": s.Armed, "plan": name}})
+	go a.Coord.Retention(context.Background(), site) // a smaller plan keeps fewer clips
+	return s, nil
+}
+
+// PlanNames lists the configured plans.
+func (a *App) PlanNames() []string {
+	var names []string
+	for n := range a.cfg.Plans {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Plans returns every plan with its settings filled in.
+func (a *App) Plans() map[string]conf.Plan {
+	out := map[string]conf.Plan{}
+	for n := range a.cfg.Plans {
+		_, out[n] = a.cfg.PlanNamed(n)
+	}
+	return out
+}

@@ -1,0 +1,162 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"time"
+
+	"github.com/vigilhq/vigil"
+	"github.com/vigilhq/vigil/internal/conf"
+	"github.com/vigilhq/vigil/internal/coord"
+	"github.com/vigilhq/vigil/internal/detect"
+)
+
+// Cameras is the coordinator's side of cameras, live view and clips.
+type Cameras interface {
+	Cameras(ctx context.Context) ([]coord.CameraView, error)
+	Live(ctx context.Context, site, camera string) (coord.StreamView, error)
+	CameraStream(ctx context.Context, site, camera string) (coord.StreamView, bool, error)
+	DeleteClip(ctx context.Context, id, by string) error
+}
+
+// PlanControl lists plans and sets a site's.
+type PlanControl interface {
+	Plans() map[string]conf.Plan
+	SetPlan(ctx context.Context, site, plan string) (detect.Site, error)
+}
+
+// LiveView is the answer to POST .../live.
+type LiveView struct {
+	coord.StreamView
+	// MJPEG is where the pictures are, for an <img> or a script.
+	MJPEG string `json:"mjpeg"`
+}
+
+func (s *Server) cameraRoutes(mux *http.ServeMux, api func(string, handlerFunc)) {
+	if s.deps.Cameras != nil {
+		api("GET /api/v1/cameras", func(w http.ResponseWriter, r *http.Request) (any, error) {
+			return s.deps.Cameras.Cameras(r.Context())
+		})
+		api("POST /api/v1/cameras/{site}/{camera}/live", s.startLive)
+		mux.Handle("GET /api/v1/cameras/{site}/{camera}/live.mjpeg", s.authed(http.HandlerFunc(s.liveMJPEG)))
+		api("DELETE /api/v1/clips/{id}", admin(func(w http.ResponseWriter, r *http.Request) (any, error) {
+			if err := s.deps.Cameras.DeleteClip(r.Context(), r.PathValue("id"), UserFrom(r.Context()).Name); err != nil {
+				return nil, err
+			}
+			return map[string]bool{"ok": true}, nil
+		}))
+	}
+	if s.deps.Plans != nil {
+		api("GET /api/v1/plans", func(w http.ResponseWriter, r *http.Request) (any, error) {
+			return s.deps.Plans.Plans(), nil
+		})
+		api("PUT /api/v1/sites/{site}/plan", admin(s.setPlan))
+	}
+}
+
+func coordError(err error) error {
+	switch {
+	case errors.Is(err, coord.ErrNoCamera):
+		return vigil.Errorf(vigil.ENotFound, "%v", err)
+	case errors.Is(err, coord.ErrClosing):
+		return vigil.Errorf(vigil.EUnavailable, "%v", err)
+	}
+	return err
+}
+
+// startLive: POST /api/v1/cameras/{site}/{camera}/live asks the camera to
+// stream for live view (unless it is streaming already).
+func (s *Server) startLive(w http.ResponseWriter, r *http.Request) (any, error) {
+	site, cam := r.PathValue("site"), r.PathValue("camera")
+	v, err := s.deps.Cameras.Live(r.Context(), site, cam)
+	if err != nil {
+		return nil, coordError(err)
+	}
+	s.log.Info("live view", "site", site, "camera", cam, "stream", v.ID, "user", UserFrom(r.Context()).Name)
+	return LiveView{StreamView: v, MJPEG: "/api/v1/cameras/" + url.PathEscape(site) + "/" + url.PathEscape(cam) + "/live.mjpeg"}, nil
+}
+
+// liveMJPEG: GET /api/v1/cameras/{site}/{camera}/live.mjpeg relays the
+// camera's current stream from its agent as multipart JPEG. A stream still
+// starting is waited for (up to 15 s), so a page may ask for live view and
+// open this at once.
+func (s *Server) liveMJPEG(w http.ResponseWriter, r *http.Request) {
+	site, cam := r.PathValue("site"), r.PathValue("camera")
+	ctx, cancel := s.streamContext(r)
+	defer cancel()
+	deadline := time.Now().Add(15 * time.Second)
+	var v coord.StreamView
+	for {
+		var ok bool
+		var err error
+		v, ok, err = s.deps.Cameras.CameraStream(ctx, site, cam)
+		if err != nil {
+			s.writeError(w, r, coordError(err))
+			return
+		}
+		if !ok {
+			s.writeError(w, r, vigil.Errorf(vigil.ENotFound, "camera %s/%s is not streaming; POST to its /live to start", site, cam))
+			return
+		}
+		if v.State == "streaming" && v.AgentHTTP != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			s.writeError(w, r, vigil.Errorf(vigil.EUnavailable, "the stream of %s/%s is still %s", site, cam, v.State))
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	target := &url.URL{Scheme: "http", Host: v.AgentHTTP, Path: "/live/" + url.PathEscape(v.ID), RawQuery: "token=" + url.QueryEscape(v.Token)}
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL = target
+			pr.Out.Host = ""
+			pr.Out.Header = http.Header{} // no cookies or credentials to the agent
+		},
+		FlushInterval: -1,
+		ModifyResponse: func(resp *http.Response) error {
+			resp.Header.Set("Cache-Control", "no-store")
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if ctx.Err() == nil {
+				s.log.Warn("live view relay", "camera", cam, "agent", v.Agent, "error", err)
+			}
+			w.WriteHeader(http.StatusBadGateway)
+		},
+	}
+	proxy.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// setPlan: PUT /api/v1/sites/{site}/plan {"plan": "plus"} ("" goes back to
+// vigil.yaml's).
+func (s *Server) setPlan(w http.ResponseWriter, r *http.Request) (any, error) {
+	site := r.PathValue("site")
+	if !vigil.ValidName(site) {
+		return nil, vigil.Errorf(vigil.EInvalid, "site %q must be 1-64 letters, digits, '-', '_' or '.'", site)
+	}
+	var in struct {
+		Plan string `json:"plan"`
+	}
+	if err := decodeJSON(w, r, &in); err != nil {
+		return nil, err
+	}
+	st, err := s.deps.Plans.SetPlan(r.Context(), site, in.Plan)
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("site plan set", "site", site, "plan", in.Plan, "by", UserFrom(r.Context()).Name)
+	plan := in.Plan
+	if s.deps.PlanOf != nil {
+		plan = s.deps.PlanOf(site)
+	}
+	return SiteView{Site: st, Plan: plan}, nil
+}

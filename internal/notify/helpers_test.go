@@ -1,0 +1,233 @@
+package notify_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vigilhq/vigil/internal/notify"
+	"github.com/vigilhq/vigil/internal/store"
+)
+
+// env is a Notifier on a real SQLite store, with its registry and log.
+type env struct {
+	n     *notify.Notifier
+	st    *store.Store
+	reg   *prometheus.Registry
+	log   *logBuffer
+	clock *clock
+}
+
+// newEnv opens a store and starts a Notifier with short retries, an
+// injected clock (noon local time) and base URL https://vigil.example.
+func newEnv(t *testing.T, pub notify.Publisher, opts notify.Options) *env {
+	t.Helper()
+	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "vigil.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	e := &env{st: st, reg: prometheus.NewRegistry(), log: &logBuffer{},
+		clock: &clock{t: time.Date(2026, 5, 1, 12, 0, 0, 0, time.Local)}}
+	if opts.Retry == nil {
+		opts.Retry = []time.Duration{10 * time.Millisecond, 10 * time.Millisecond, 10 * time.Millisecond}
+	}
+	if opts.Now == nil {
+		opts.Now = e.clock.Now
+	}
+	if opts.BaseURL == "" {
+		opts.BaseURL = "https://vigil.example"
+	}
+	log := slog.New(slog.NewTextHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	e.n, err = notify.New(st, pub, log, e.reg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.n.Start()
+	t.Cleanup(func() { e.n.Close() }) // runs before the store's Close
+	return e
+}
+
+// addChannel saves a channel and returns its ID.
+func (e *env) addChannel(t *testing.T, c notify.Channel) string {
+	t.Helper()
+	if err := e.st.SaveChannel(context.Background(), &c); err != nil {
+		t.Fatal(err)
+	}
+	return c.ID
+}
+
+// deliveries returns a channel's delivery log, newest first.
+func (e *env) deliveries(t *testing.T, channelID string) []notify.Delivery {
+	t.Helper()
+	ds, err := e.st.ListDeliveries(context.Background(), channelID, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ds
+}
+
+// metric returns the value of a counter (or a histogram's count) whose
+// labels include the given name/value pairs.
+func (e *env) metric(t *testing.T, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, l := range m.GetLabel() {
+					if l.GetName() == labels[i] && l.GetValue() == labels[i+1] {
+						found = true
+					}
+				}
+				if !found {
+					continue next
+				}
+			}
+			if h := m.GetHistogram(); h != nil {
+				sum += float64(h.GetSampleCount())
+			} else {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// assertNoSecrets fails if the log holds any of the secrets.
+func (e *env) assertNoSecrets(t *testing.T, secrets ...string) {
+	t.Helper()
+	e.n.Close()
+	logged := e.log.String()
+	for _, s := range secrets {
+		if s != "" && strings.Contains(logged, s) {
+			t.Errorf("the log holds the secret %q:\n%s", s, logged)
+		}
+	}
+}
+
+// clock is an injectable time.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Set(t time.Time) {
+	c.mu.Lock()
+	c.t = t
+	c.mu.Unlock()
+}
+
+func (c *clock) Advance(d time.Duration) { c.Set(c.Now().Add(d)) }
+
+// logBuffer collects log output from many goroutines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// request is what a receiver got.
+type request struct {
+	Path   string
+	Header http.Header
+	Body   []byte
+}
+
+// receiver is an HTTP server on loopback that records requests and
+// answers with status(n, request), n counting from 1 per path.
+type receiver struct {
+	*httptest.Server
+	mu     sync.Mutex
+	reqs   []request
+	status func(n int, r request) int
+}
+
+func newReceiver(t *testing.T, status func(n int, r request) int) *receiver {
+	t.Helper()
+	rc := &receiver{status: status}
+	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		req := request{Path: r.URL.Path, Header: r.Header.Clone(), Body: body}
+		rc.mu.Lock()
+		rc.reqs = append(rc.reqs, req)
+		n := 0
+		for _, q := range rc.reqs {
+			if q.Path == req.Path {
+				n++
+			}
+		}
+		rc.mu.Unlock()
+		code := http.StatusOK
+		if rc.status != nil {
+			code = rc.status(n, req)
+		}
+		w.WriteHeader(code)
+	}))
+	t.Cleanup(rc.Close)
+	return rc
+}
+
+// requests returns the requests to a path ("" = all).
+func (rc *receiver) requests(path string) []request {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	var out []request
+	for _, r := range rc.reqs {
+		if path == "" || r.Path == path {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (rc *receiver) count(path string) int { return len(rc.requests(path)) }
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		<-tick.C
+	}
+}
