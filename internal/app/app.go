@@ -29,6 +29,7 @@ import (
 	"github.com/vigilhq/vigil/internal/telemetry"
 	"github.com/vigilhq/vigil/internal/users"
 	"github.com/vigilhq/vigil/internal/version"
+	"github.com/vigilhq/vigil/internal/web"
 )
 
 // Options are the inputs of an App besides its configuration.
@@ -143,6 +144,10 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 		}
 	}
 
+	ui, err := web.New(log.With("component", "web"))
+	if err != nil {
+		return nil, err
+	}
 	if a.HTTP, err = httpapi.Open(cfg.HTTP.Listen, httpapi.Deps{
 		Devices:  a.Store,
 		Auth:     a.Users,
@@ -169,6 +174,7 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 		Notifier:    a.Notifier,
 		NotifyStore: a.Store,
 		Alerts:      func() any { return a.Alerts() },
+		Web:         ui.Handler(),
 	}, log.With("component", "http")); err != nil {
 		return nil, err
 	}

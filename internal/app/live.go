@@ -26,7 +26,7 @@ func (a *App) openLive() {
 		case ev.Reading != nil:
 			a.Hub.Publish(hub.Message{Event: "reading", Key: ev.DeviceID, Data: map[string]any{
 				"device": ev.DeviceID, "site": ev.Site, "type": ev.Type, "value": ev.Reading.Value,
-				"units": ev.Reading.Units, "timestamp": ev.Reading.Time,
+				"units": ev.Reading.Units, "timestamp": ev.Reading.Time, "seq": ev.Reading.Seq,
 			}})
 		case ev.Status != "":
 			a.Hub.Publish(hub.Message{Event: "device", Key: ev.DeviceID, Data: map[string]any{"device": ev.DeviceID, "site": ev.Site, "status": ev.Status}})

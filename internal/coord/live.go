@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vigilhq/vigil/internal/ingest"
@@ -20,6 +21,39 @@ var ErrClosing = errors.New("the coordinator is shutting down")
 // livePriority puts live streams behind every recording when agents are
 // scarce.
 const livePriority = -1000
+
+// liveIdle is how long a live-only stream runs with nobody watching (a
+// page reconnecting, or opening it before it streams) before it ends, so
+// that it frees its agent's slot.
+const liveIdle = 15 * time.Second
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// Watch counts a viewer of a stream until release is called: a live-only
+// stream nobody watches ends after liveIdle.
+func (c *Coordinator) Watch(streamID string) (release func()) {
+	c.do(func() {
+		if st := c.streams[streamID]; st != nil {
+			st.viewers++
+		}
+	})
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			c.do(func() {
+				if st := c.streams[streamID]; st != nil {
+					st.viewers--
+					st.lastViewer = time.Now()
+				}
+			})
+		})
+	}
+}
 
 // CameraView is a camera the coordinator knows, and its stream if it has
 // one.

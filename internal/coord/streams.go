@@ -38,7 +38,9 @@ type stream struct {
 	// superseded is set when a detection needs the camera of a live
 	// stream: the live stream ends and never tells the camera to stream.
 	superseded bool
-	token      string // lets vigil up watch the stream at its agent
+	token      string    // lets vigil up watch the stream at its agent
+	viewers    int       // people watching it through vigil up
+	lastViewer time.Time // when the last one left
 	agent      *agentState
 	state      string
 	segIndex   int
@@ -456,6 +458,11 @@ func (c *Coordinator) checkStream(st *stream, now time.Time) {
 			c.interrupted(st, "agent did not answer")
 		}
 	case streamLive:
+		if st.live && !st.superseded && st.viewers == 0 && now.Sub(later(st.liveAt, st.lastViewer)) > liveIdle {
+			c.log.Info("live view ends: nobody watches", "camera", st.camera, "stream", st.id)
+			c.supersede(st)
+			return
+		}
 		if now.After(st.deadline) && st.agent != nil {
 			c.publish(ingest.AgentTopic(st.agent.id, "cmd"), ingest.AgentCommand{Action: "stop", StreamID: st.id})
 			st.deadline = now.Add(10 * time.Second)

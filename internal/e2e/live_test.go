@@ -226,6 +226,46 @@ func TestLiveViewOnDemandThenWhileRecording(t *testing.T) {
 	if cs := ta.clips(t, "home"); len(cs) != 1 || clip.EventID != rec.EventID || clip.Frames < 25 {
 		t.Errorf("clips %+v: want one, of the recording, not of the live view", cs)
 	}
+
+	// Live view nobody watches any more ends soon, freeing its agent's
+	// slot, rather than running its full recording.live_seconds.
+	cam2 := newManualCamera(t, ta, "home", "yard")
+	waitFor(t, 5*time.Second, "the second camera", func() bool {
+		var cs []coord.CameraView
+		ta.api(t, "GET", "/api/v1/cameras", "watcher", "watcher-pass-1", &cs)
+		return len(cs) == 2
+	})
+	_, ls3 := openLive(t, ta, "home", "yard", "watcher", "watcher-pass-1")
+	c3 := cam2.command(t)
+	sending := make(chan struct{})
+	sentAll := make(chan struct{})
+	go func() { // the camera streams until it is told to stop
+		defer close(sentAll)
+		s, err := media.NewSender(c3.Host, c3.Port, c3.SSRC, 1200)
+		if err != nil {
+			return
+		}
+		defer s.Close()
+		for i := 0; ; i++ {
+			select {
+			case <-sending:
+				return
+			case <-time.After(100 * time.Millisecond):
+				s.Send(grayFrame(i), time.Now())
+			}
+		}
+	}()
+	waitFor(t, 5*time.Second, "the viewer to see the yard", func() bool { return len(ls3.frames()) > 3 })
+	left := time.Now()
+	ls3.close()
+	stop := cam2.command(t)
+	close(sending)
+	<-sentAll
+	if stop.Action != "stop" || stop.StreamID != c3.StreamID {
+		t.Fatalf("after the viewer left the camera got %+v, want a stop", stop)
+	}
+	t.Logf("live view ended %v after its last viewer left", time.Since(left).Round(time.Second))
+	waitFor(t, 10*time.Second, "the stream to end", func() bool { return len(ta.view(t).Streams) == 0 })
 }
 
 // BenchmarkLiveViewLatency measures how long a frame takes from the camera

@@ -191,10 +191,17 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) (any, error) {
 	return Me{User: u.Name, Role: u.Role, CSRF: sess.CSRF}, nil
 }
 
-// logout: POST /api/v1/logout (a session and its CSRF token).
+// logout: POST /api/v1/logout ends the session (its CSRF token required,
+// so that no other site can log a user out) and clears the cookie, which
+// it also does for a session that has already expired.
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) (any, error) {
 	if c, err := r.Cookie(SessionCookie); err == nil && s.deps.Sessions != nil {
-		s.deps.Sessions.Delete(r.Context(), c.Value)
+		if sess, _, err := s.deps.Sessions.Lookup(r.Context(), c.Value); err == nil {
+			if r.Header.Get("X-CSRF-Token") != sess.CSRF {
+				return nil, vigil.Errorf(vigil.EForbidden, "missing or wrong CSRF token (send the session's token in X-CSRF-Token)")
+			}
+			s.deps.Sessions.Delete(r.Context(), c.Value)
+		}
 	}
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", HttpOnly: true, MaxAge: -1, SameSite: http.SameSiteLaxMode})
 	return map[string]bool{"ok": true}, nil

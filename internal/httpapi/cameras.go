@@ -20,6 +20,8 @@ type Cameras interface {
 	Live(ctx context.Context, site, camera string) (coord.StreamView, error)
 	CameraStream(ctx context.Context, site, camera string) (coord.StreamView, bool, error)
 	DeleteClip(ctx context.Context, id, by string) error
+	// Watch counts a viewer of a stream until release.
+	Watch(streamID string) (release func())
 }
 
 // PlanControl lists plans and sets a site's.
@@ -35,10 +37,11 @@ type LiveView struct {
 	MJPEG string `json:"mjpeg"`
 }
 
-func (s *Server) cameraRoutes(mux *http.ServeMux, api func(string, handlerFunc)) {
+func (s *Server) cameraRoutes(mux *routeMux, api func(string, handlerFunc)) {
 	if s.deps.Cameras != nil {
 		api("GET /api/v1/cameras", func(w http.ResponseWriter, r *http.Request) (any, error) {
-			return s.deps.Cameras.Cameras(r.Context())
+			cams, err := s.deps.Cameras.Cameras(r.Context())
+			return cams, coordError(err)
 		})
 		api("POST /api/v1/cameras/{site}/{camera}/live", s.startLive)
 		mux.Handle("GET /api/v1/cameras/{site}/{camera}/live.mjpeg", s.authed(http.HandlerFunc(s.liveMJPEG)))
@@ -114,6 +117,7 @@ func (s *Server) liveMJPEG(w http.ResponseWriter, r *http.Request) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+	defer s.deps.Cameras.Watch(v.ID)()
 	target := &url.URL{Scheme: "http", Host: v.AgentHTTP, Path: "/live/" + url.PathEscape(v.ID), RawQuery: "token=" + url.QueryEscape(v.Token)}
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"time"
@@ -59,4 +60,44 @@ func parseSince(v string, now time.Time) (time.Time, error) {
 		return time.UnixMilli(n), nil
 	}
 	return time.Time{}, vigil.Errorf(vigil.EInvalid, "since must be an RFC 3339 time, Unix milliseconds or a duration such as 15m")
+}
+
+// BucketLister summarises readings by time (the store does).
+type BucketLister interface {
+	ListBuckets(ctx context.Context, deviceID string, since time.Time, step time.Duration) ([]telemetry.Bucket, error)
+}
+
+// maxBuckets bounds a summary's size.
+const maxBuckets = 5000
+
+// listBuckets: GET /api/v1/devices/{id}/telemetry/summary?since=24h[&step=5m]:
+// average, min and max per step, for charts over long ranges. Without
+// step, one is chosen for about 300 buckets.
+func (s *Server) listBuckets(w http.ResponseWriter, r *http.Request) (any, error) {
+	bl, ok := s.deps.Devices.(BucketLister)
+	if !ok {
+		return nil, vigil.Errorf(vigil.EUnavailable, "summaries are not available")
+	}
+	now := time.Now()
+	since := now.Add(-24 * time.Hour)
+	if v := r.URL.Query().Get("since"); v != "" {
+		t, err := parseSince(v, now)
+		if err != nil {
+			return nil, err
+		}
+		since = t
+	}
+	span := now.Sub(since)
+	step := max(span/300, time.Second).Round(time.Second)
+	if v := r.URL.Query().Get("step"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Second {
+			return nil, vigil.Errorf(vigil.EInvalid, "step must be a duration of at least 1s, such as 5m")
+		}
+		step = d
+	}
+	if span/step > maxBuckets {
+		return nil, vigil.Errorf(vigil.EInvalid, "since and step make more than %d buckets; take a longer step", maxBuckets)
+	}
+	return bl.ListBuckets(r.Context(), r.PathValue("id"), since, step)
 }

@@ -30,7 +30,7 @@ type SiteControl interface {
 	SetArmed(ctx context.Context, site string, armed bool) (detect.Site, error)
 }
 
-func (s *Server) intrusionRoutes(mux *http.ServeMux, api func(string, handlerFunc)) {
+func (s *Server) intrusionRoutes(mux *routeMux, api func(string, handlerFunc)) {
 	if s.deps.Intrusion == nil {
 		return
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/vigilhq/vigil"
 	"github.com/vigilhq/vigil/internal/notify"
+	"github.com/vigilhq/vigil/internal/users"
 )
 
 // Notifier is what the API needs of the notifier.
@@ -112,8 +113,7 @@ func (s *Server) notifyRoutes(api func(string, handlerFunc)) {
 			return nil, err
 		}
 		s.log.Info("notification channel added", "channel", c.ID, "kind", c.Kind, "by", UserFrom(r.Context()).Name)
-		w.WriteHeader(http.StatusCreated)
-		return channelView(c), nil
+		return created{channelView(c)}, nil
 	}))
 	api("PUT /api/v1/notify/channels/{id}", admin(func(w http.ResponseWriter, r *http.Request) (any, error) {
 		c, err := st.GetChannel(r.Context(), r.PathValue("id"))
@@ -174,22 +174,34 @@ func (s *Server) notifyRoutes(api func(string, handlerFunc)) {
 			return nil, err
 		}
 		s.log.Info("browser subscribed to notifications", "user", u.Name)
-		w.WriteHeader(http.StatusCreated)
-		return map[string]bool{"ok": true}, nil
+		return created{map[string]bool{"ok": true}}, nil
 	})
 	api("DELETE /api/v1/notify/subscriptions", func(w http.ResponseWriter, r *http.Request) (any, error) {
 		var in PushInput
 		if err := decodeJSONLoose(r, &in); err != nil {
 			return nil, err
 		}
+		// Users remove their own devices; admins anyone's.
+		subs, err := st.ListPushSubscriptions(r.Context())
+		if err != nil {
+			return nil, err
+		}
+		u := UserFrom(r.Context())
+		found := false
+		for _, sub := range subs {
+			if sub.Endpoint == in.Endpoint {
+				found = true
+				if sub.User != u.Name && u.Role != users.RoleAdmin {
+					return nil, vigil.Errorf(vigil.EForbidden, "that device was subscribed by another user")
+				}
+			}
+		}
+		if !found {
+			return nil, vigil.Errorf(vigil.ENotFound, "no such subscription")
+		}
 		if err := s.deps.Notifier.Unsubscribe(r.Context(), in.Endpoint); err != nil {
 			return nil, err
 		}
 		return map[string]bool{"ok": true}, nil
 	})
-	if s.deps.Alerts != nil {
-		api("GET /api/v1/alerts", func(w http.ResponseWriter, r *http.Request) (any, error) {
-			return s.deps.Alerts(), nil
-		})
-	}
 }

@@ -1,6 +1,8 @@
-// Package httpapi serves Vigil's HTTP API: JSON under /api/v1, /healthz
-// and Prometheus /metrics. Every path but /healthz requires a user; scripts
-// authenticate with HTTP Basic.
+// Package httpapi serves Vigil's HTTP API: JSON under /api/v1 (described
+// by /api/v1/openapi.json), /healthz, Prometheus /metrics, and the web UI
+// (Deps.Web) at every other path. Scripts authenticate with HTTP Basic,
+// browsers with a session cookie and a CSRF token; only /healthz, the
+// OpenAPI document, login and logout answer without a user.
 package httpapi
 
 import (
@@ -68,6 +70,10 @@ type Deps struct {
 	Forget     func(name string)
 	BcryptCost int
 
+	// Web is the browser UI, served at every path the API does not take
+	// (nil: none).
+	Web http.Handler
+
 	// Notifications (nil: not served) and the alerts that hold now.
 	Notifier    Notifier
 	NotifyStore notify.Store
@@ -122,20 +128,22 @@ func (s *Server) Close() error {
 	return err
 }
 
-func (s *Server) routes() http.Handler {
-	mux := http.NewServeMux()
+func (s *Server) routes() *routeMux {
+	mux := &routeMux{ServeMux: http.NewServeMux()}
 	mux.HandleFunc("GET /healthz", s.handleHealth)
+	mux.HandleFunc("GET /api/v1/openapi.json", serveOpenAPI)
 	mux.Handle("GET /metrics", s.authed(promhttp.HandlerFor(s.deps.Gatherer, promhttp.HandlerOpts{})))
 	api := func(pattern string, h handlerFunc) {
 		mux.Handle(pattern, s.authed(s.json(h)))
 	}
 	mux.Handle("POST /api/v1/login", s.json(s.login))
-	api("POST /api/v1/logout", s.logout)
+	mux.Handle("POST /api/v1/logout", s.json(s.logout))
 	api("GET /api/v1/me", s.me)
 	mux.Handle("GET /api/v1/stream", s.authed(http.HandlerFunc(s.stream)))
 	api("GET /api/v1/devices", s.listDevices)
 	api("GET /api/v1/devices/{id}", s.getDevice)
 	api("GET /api/v1/devices/{id}/telemetry", s.listTelemetry)
+	api("GET /api/v1/devices/{id}/telemetry/summary", s.listBuckets)
 	api("GET /api/v1/system", s.system)
 	s.intrusionRoutes(mux, api)
 	s.cameraRoutes(mux, api)
@@ -145,9 +153,17 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("/debug/pprof/", s.authed(adminOnly(http.HandlerFunc(pprof.Index))))
 	mux.Handle("/debug/pprof/profile", s.authed(adminOnly(http.HandlerFunc(pprof.Profile))))
 	mux.Handle("/debug/pprof/trace", s.authed(adminOnly(http.HandlerFunc(pprof.Trace))))
+	if s.deps.Alerts != nil {
+		api("GET /api/v1/alerts", func(w http.ResponseWriter, r *http.Request) (any, error) {
+			return s.deps.Alerts(), nil
+		})
+	}
 	api("/api/", func(w http.ResponseWriter, r *http.Request) (any, error) {
 		return nil, vigil.Errorf(vigil.ENotFound, "no API endpoint %s %s", r.Method, r.URL.Path)
 	})
+	if s.deps.Web != nil {
+		mux.Handle("/", s.browser(s.deps.Web))
+	}
 	return mux
 }
 
@@ -179,11 +195,18 @@ var statusOf = map[string]int{
 	vigil.EInternal:     http.StatusInternalServerError,
 }
 
+// created is a handler's answer that made something: 201 Created.
+type created struct{ v any }
+
 func (s *Server) json(h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		v, err := h(w, r)
 		if err != nil {
 			s.writeError(w, r, err)
+			return
+		}
+		if c, ok := v.(created); ok {
+			writeJSON(w, http.StatusCreated, c.v)
 			return
 		}
 		writeJSON(w, http.StatusOK, v)
@@ -201,7 +224,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if code == vigil.EInternal {
 		s.log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "error", err)
 	}
-	if code == vigil.EUnauthorized {
+	// A Basic challenge makes browsers pop up their own login dialog:
+	// scripts get it, pages' own requests (fetch, EventSource) do not.
+	if code == vigil.EUnauthorized && (r.Header.Get("Sec-Fetch-Mode") == "" || r.Header.Get("Sec-Fetch-Mode") == "navigate") && r.URL.Path != "/api/v1/login" {
 		w.Header().Set("WWW-Authenticate", `Basic realm="vigil", charset="UTF-8"`)
 	}
 	writeJSON(w, statusOf[code], map[string]string{"error": vigil.ErrorMessage(err)})

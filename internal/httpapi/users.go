@@ -99,8 +99,11 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request) (any, error)
 		return nil, err
 	}
 	s.log.Info("user added", "user", u.Name, "role", u.Role, "by", UserFrom(r.Context()).Name)
-	w.WriteHeader(http.StatusCreated)
-	return u, nil
+	saved, err := s.deps.Users.GetUser(r.Context(), u.Name)
+	if err != nil {
+		return nil, err
+	}
+	return created{saved}, nil
 }
 
 // updateUser changes a user's password, role or ACL. Admins change anyone;
@@ -155,7 +158,7 @@ func (s *Server) updateUser(w http.ResponseWriter, r *http.Request) (any, error)
 		s.deps.Sessions.EndAll(r.Context(), name, keep)
 	}
 	s.log.Info("user changed", "user", name, "by", me.Name, "password_changed", in.Password != "")
-	return u, nil
+	return s.deps.Users.GetUser(r.Context(), name)
 }
 
 func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request) (any, error) {

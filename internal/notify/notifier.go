@@ -172,7 +172,7 @@ func (n *Notifier) Test(ctx context.Context, channelID string) error {
 		Title: "Vigil test notification",
 		Body:  fmt.Sprintf("Notifications on channel %q work.", ch.Name),
 	}
-	return n.deliver(ctx, ch, note, time.Now(), 1)
+	return n.deliver(ctx, ch, note, time.Now(), 1, true)
 }
 
 // run is the dispatcher.
@@ -238,7 +238,7 @@ func (n *Notifier) dispatch(q queued) {
 		n.wg.Add(1)
 		go func() {
 			defer func() { <-n.sem; n.wg.Done() }()
-			n.deliver(n.ctx, ch, note, q.enqueued, len(n.opts.Retry)+1)
+			n.deliver(n.ctx, ch, note, q.enqueued, len(n.opts.Retry)+1, false)
 		}()
 	}
 }
@@ -266,8 +266,9 @@ type delivery struct {
 }
 
 // deliver sends a notification on a channel in up to maxAttempts attempts,
-// then records, counts and logs the outcome, which it returns.
-func (n *Notifier) deliver(ctx context.Context, ch Channel, note Notification, enqueued time.Time, maxAttempts int) error {
+// then records, counts and logs the outcome, which it returns. A Web Push
+// channel nobody subscribed to is no failure, except in a test.
+func (n *Notifier) deliver(ctx context.Context, ch Channel, note Notification, enqueued time.Time, maxAttempts int, test bool) error {
 	note.URL = n.absURL(note.URL)
 	d := &delivery{id: newID(), ch: ch, n: note}
 	var err error
@@ -289,6 +290,10 @@ func (n *Notifier) deliver(ctx context.Context, ch Channel, note Notification, e
 		if err == nil || isPermanent(err) || ctx.Err() != nil {
 			break
 		}
+	}
+	if errors.Is(err, errNobodySubscribed) && !test {
+		n.log.Debug("notification not sent: no browser is subscribed", "channel", ch.ID, "title", note.Title)
+		return nil
 	}
 	if err != nil && n.ctx.Err() != nil {
 		err = fmt.Errorf("%w after %d attempts: %w", errShutdown, attempts, err)

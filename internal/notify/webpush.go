@@ -32,6 +32,10 @@ const (
 )
 
 // pushPayload is what the service worker receives.
+// errNobodySubscribed: a Web Push channel with no browser to send to. It
+// fails a test; a notification just has nobody to reach there.
+var errNobodySubscribed = errors.New("webpush: no browser is subscribed")
+
 type pushPayload struct {
 	Title   string    `json:"title"`
 	Body    string    `json:"body"`
@@ -167,7 +171,7 @@ func (n *Notifier) sendWebPush(ctx context.Context, d *delivery) error {
 			return fmt.Errorf("webpush: list subscriptions: %w", err)
 		}
 		if len(subs) == 0 {
-			return permanent(errors.New("webpush: no browser is subscribed"))
+			return permanent(errNobodySubscribed)
 		}
 		st = &pushState{pending: subs, total: len(subs)}
 		d.push = st

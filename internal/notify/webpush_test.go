@@ -295,11 +295,25 @@ func TestWebPushReachesEveryBrowserEncrypted(t *testing.T) {
 	e.assertNoSecrets(t, priv, "/push/alice", "/push/bob")
 }
 
-func TestWebPushWithoutSubscriptionsFails(t *testing.T) {
+// A Web Push channel nobody has subscribed to fails its test, but a
+// notification on it is no failure: a fresh install has such a channel
+// and must not warn about it.
+func TestWebPushWithoutSubscriptions(t *testing.T) {
 	e := newEnv(t, nil, notify.Options{})
 	id := e.addChannel(t, notify.Channel{Kind: notify.ChannelWebPush, Name: "browsers", Enabled: true})
 	err := e.n.Test(context.Background(), id)
 	if err == nil || !strings.Contains(err.Error(), "no browser") {
 		t.Errorf("Test = %v, want no browser subscribed", err)
+	}
+	e.n.Notify(notify.Notification{Kind: notify.KindIntrusion, Site: "home", Camera: "cam1", Title: "Intrusion at home"})
+	waitFor(t, 2*time.Second, "the notification to be dispatched", func() bool {
+		return strings.Contains(e.log.String(), "no browser is subscribed\" channel=")
+	})
+	e.n.Close()
+	if ds := e.deliveries(t, id); len(ds) != 1 || ds[0].Title != "Vigil test notification" {
+		t.Errorf("deliveries %+v: want only the failed test", ds)
+	}
+	if f := e.metric(t, "vigil_notifications_total", "result", "failed"); f != 1 {
+		t.Errorf("%v failures counted, want 1 (the test)", f)
 	}
 }

@@ -26,6 +26,9 @@ type Sim struct {
 	tls     *tls.Config
 
 	connErrLogged atomic.Bool
+
+	applyMu  sync.Mutex
+	applyRng *rand.Rand // for Apply
 }
 
 // New builds the fleet of a validated scenario: MACs, value generators and
@@ -34,7 +37,8 @@ func New(sc *Scenario, log *slog.Logger) (*Sim, error) {
 	if err := sc.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Sim{sc: sc, log: log, stats: newStats(sc.Devices()), byFleet: map[string][]*device{}}
+	s := &Sim{sc: sc, log: log, stats: newStats(sc.Devices()), byFleet: map[string][]*device{},
+		applyRng: rand.New(rand.NewPCG(sc.Seed, 0x6170706c79))} // "apply"
 	for _, b := range sc.Brokers {
 		u, err := ParseBrokerURL(b)
 		if err != nil {
@@ -139,20 +143,35 @@ func (s *Sim) timeline(ctx context.Context) {
 			return
 		}
 		st := s.sc.Timeline[next.step]
-		targets := s.devices
-		if st.Fleet != "" {
-			targets = s.byFleet[st.Fleet]
-		}
-		n := int(float64(len(targets))*st.Fraction + 0.5)
-		now := time.Now()
-		for _, j := range rng.Perm(len(targets))[:n] {
-			targets[j].apply(st.Action, now, st.Duration, st.DistanceM)
-		}
+		n := s.apply(rng, st)
 		s.log.Info("timeline", "step", next.step, "action", st.Action, "devices", n, "for", st.Duration.String())
 		if st.Every > 0 {
 			plan = append(plan, due{next.at.Add(st.Every), next.step})
 		}
 	}
+}
+
+// Apply runs a timeline step now (its At and Every are ignored), on a
+// random Fraction of its fleet; it returns how many devices it touched.
+// A running simulation can so be driven by hand: an intrusion when a
+// test or a demo wants one.
+func (s *Sim) Apply(st Step) int {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	return s.apply(s.applyRng, st)
+}
+
+func (s *Sim) apply(rng *rand.Rand, st Step) int {
+	targets := s.devices
+	if st.Fleet != "" {
+		targets = s.byFleet[st.Fleet]
+	}
+	n := int(float64(len(targets))*st.Fraction + 0.5)
+	now := time.Now()
+	for _, j := range rng.Perm(len(targets))[:n] {
+		targets[j].apply(st.Action, now, st.Duration, st.DistanceM)
+	}
+	return n
 }
 
 // connectError logs the first connection failure at warning level; the

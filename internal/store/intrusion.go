@@ -47,9 +47,12 @@ func (s *Store) SetArmed(ctx context.Context, name string, armed bool) (detect.S
 	return s.GetSite(ctx, name)
 }
 
-// ListSites returns every site by name.
+// ListSites returns every site by name: those armed, disarmed or given a
+// plan, and those only known from their devices (armed, as a new site is).
 func (s *Store) ListSites(ctx context.Context) ([]detect.Site, error) {
-	return queryAll(ctx, s.db, "list sites", scanSite, `SELECT name, armed, plan, updated FROM sites ORDER BY name`)
+	return queryAll(ctx, s.db, "list sites", scanSite, `SELECT name, armed, plan, updated FROM sites
+		UNION ALL SELECT site, 1, '', MIN(first_seen) FROM devices WHERE site NOT IN (SELECT name FROM sites) GROUP BY site
+		ORDER BY 1`)
 }
 
 // SetPlan sets a site's plan ("" goes back to vigil.yaml's), creating the

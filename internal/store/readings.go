@@ -84,3 +84,31 @@ func (s *Store) CountReadings(ctx context.Context) (int64, error) {
 	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM readings`).Scan(&n)
 	return n, err
 }
+
+// ListBuckets summarises a device's readings since a time in buckets of
+// step (by device time), oldest first: what a chart over days needs
+// rather than every reading.
+func (s *Store) ListBuckets(ctx context.Context, deviceID string, since time.Time, step time.Duration) ([]telemetry.Bucket, error) {
+	pk, err := s.devicePK(ctx, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	stepMS := max(step.Milliseconds(), 1)
+	rows, err := s.db.QueryContext(ctx, `SELECT (ts / ?) * ? AS b, AVG(value), MIN(value), MAX(value), COUNT(*) FROM readings
+		WHERE device = ? AND ts >= ? GROUP BY b ORDER BY b`, stepMS, stepMS, pk, ms(since))
+	if err != nil {
+		return nil, fmt.Errorf("list buckets: %w", err)
+	}
+	defer rows.Close()
+	out := []telemetry.Bucket{}
+	for rows.Next() {
+		var b telemetry.Bucket
+		var at int64
+		if err := rows.Scan(&at, &b.Avg, &b.Min, &b.Max, &b.Count); err != nil {
+			return nil, fmt.Errorf("list buckets: %w", err)
+		}
+		b.Time = fromMS(at)
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}

@@ -94,6 +94,41 @@ func TestListReadingsLatestAndSince(t *testing.T) {
 	}
 }
 
+func TestListBucketsSummarisesByStep(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var evs []telemetry.Event
+	for i := range 100 { // 0..99, one a second
+		evs = append(evs, reading("d", t0.Add(time.Duration(i)*time.Second), float64(i), int64(i)))
+	}
+	if err := s.Apply(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	bs, err := s.ListBuckets(ctx, "d", t0.Add(20*time.Second), 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 20..29, 30..59, 60..89, 90..99
+	want := []telemetry.Bucket{
+		{Time: t0, Avg: 24.5, Min: 20, Max: 29, Count: 10},
+		{Time: t0.Add(30 * time.Second), Avg: 44.5, Min: 30, Max: 59, Count: 30},
+		{Time: t0.Add(60 * time.Second), Avg: 74.5, Min: 60, Max: 89, Count: 30},
+		{Time: t0.Add(90 * time.Second), Avg: 94.5, Min: 90, Max: 99, Count: 10},
+	}
+	if len(bs) != len(want) {
+		t.Fatalf("buckets %+v", bs)
+	}
+	for i := range want {
+		if !bs[i].Time.Equal(want[i].Time) || bs[i].Avg != want[i].Avg || bs[i].Min != want[i].Min || bs[i].Max != want[i].Max || bs[i].Count != want[i].Count {
+			t.Errorf("bucket %d = %+v, want %+v", i, bs[i], want[i])
+		}
+	}
+	if _, err := s.ListBuckets(ctx, "nosuch", t0, time.Minute); err == nil {
+		t.Error("buckets of an unknown device: no error")
+	}
+}
+
 func TestRetentionDeletesOnlyOldReadings(t *testing.T) {
 	s := openTest(t)
 	ctx := context.Background()
@@ -267,5 +302,33 @@ func TestMetaIsKeptWithTheDevice(t *testing.T) {
 	d, err := s.GetDevice(ctx, "pi1")
 	if err != nil || !d.Meta.Has("camera") || d.Meta.Zone != "hall" || d.Status != "online" {
 		t.Fatalf("device %+v, %v", d, err)
+	}
+}
+
+// Sites are known from their devices before anyone arms or disarms them,
+// and a site set in the UI keeps its state and plan.
+func TestListSitesIncludesSitesOfDevices(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ev := reading("t1", t0, 20, 1)
+	ev2 := reading("t2", t0, 20, 1)
+	ev2.Site = "barn"
+	if err := s.Apply(ctx, []telemetry.Event{ev, ev2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetArmed(ctx, "barn", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetPlan(ctx, "barn", "plus"); err != nil {
+		t.Fatal(err)
+	}
+	sites, err := s.ListSites(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sites) != 2 || sites[0].Name != "barn" || sites[0].Armed || sites[0].Plan != "plus" ||
+		sites[1].Name != "home" || !sites[1].Armed || sites[1].Plan != "" || !sites[1].Updated.Equal(t0) {
+		t.Errorf("sites %+v", sites)
 	}
 }

@@ -95,6 +95,15 @@ type DeviceFilter struct {
 	Site string
 }
 
+// Bucket summarises a device's readings over one step of time.
+type Bucket struct {
+	Time  time.Time `json:"time"` // the bucket's start
+	Avg   float64   `json:"avg"`
+	Min   float64   `json:"min"`
+	Max   float64   `json:"max"`
+	Count int       `json:"count"`
+}
+
 // ReadingQuery selects readings of one device, oldest first. With Since
 // zero it returns the latest Limit readings.
 type ReadingQuery struct {

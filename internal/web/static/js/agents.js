@@ -1,0 +1,55 @@
+import { api, el, clear, pill, stream, toast, fmtTime, fmtAgo } from './app.js';
+import { chart } from './chart.js';
+
+const pool = document.querySelector('#pool tbody');
+const summary = document.getElementById('pool-summary');
+const queue = document.getElementById('queue');
+const chartEl = document.getElementById('history-chart');
+const decisions = document.querySelector('#decisions tbody');
+let history = []; // newest first, as the API gives it
+
+function stat(n, label) { return el('div', { class: 'stat' }, el('b', {}, n), el('span', {}, label)); }
+
+function renderPool(v) {
+  const live = v.agents.filter(a => a.status === 'ready' || a.status === 'starting');
+  const streams = v.agents.reduce((n, a) => n + a.streams.length, 0);
+  clear(summary, stat(live.length, `agents (min ${v.min}, max ${v.max})`), stat(streams, `streams (${v.capacity} per agent)`), stat(v.queue.length, 'queued'), stat(v.runtime, 'runtime'));
+  clear(pool, v.agents.map(a => el('tr', { dataset: { agent: a.id } },
+    el('td', {}, a.id), el('td', {}, pill(a.status)), el('td', { class: 'num' }, `${a.streams.length}/${a.capacity}`),
+    el('td', {}, a.dedicated_site || '–'), el('td', { title: new Date(a.started).toLocaleString() }, fmtAgo(a.started)))));
+  if (v.agents.length === 0) clear(pool, el('tr', {}, el('td', { colspan: 5, class: 'muted' }, 'No agent.')));
+  clear(queue, v.queue.length ? v.queue.map(s => el('li', {}, `${s.site}/${s.camera} `, pill(s.live_only ? 'live view' : 'recording', 'queued'), ` since ${fmtTime(s.queued)}`)) : el('li', { class: 'muted' }, 'Nothing waits for an agent.'));
+}
+
+function renderHistory() {
+  const asc = history.slice().reverse();
+  const pts = (k) => asc.map(h => [new Date(h.at).getTime(), h[k]]);
+  const now = Date.now();
+  const from = asc.length ? Math.min(new Date(asc[0].at).getTime(), now - 600000) : now - 600000;
+  chart(chartEl, {
+    series: [{ name: 'agents', points: pts('agents'), step: true }, { name: 'streams', points: pts('streams'), step: true }, { name: 'queued', points: pts('queued'), step: true }],
+    from, to: now, label: 'Agents, streams and queued streams over time', fmt: (v) => String(Math.round(v)),
+  });
+  clear(decisions, history.slice(0, 50).map(h => el('tr', {},
+    el('td', {}, fmtTime(h.at)), el('td', {}, h.action), el('td', {}, h.agent || ''), el('td', {}, h.camera || ''),
+    el('td', { class: 'small' }, h.reason || ''), el('td', { class: 'num' }, h.agents), el('td', { class: 'num' }, h.streams))));
+}
+
+async function loadHistory() {
+  history = await api('GET', '/api/v1/agents/history?limit=2000');
+  renderHistory();
+}
+
+let pending = null;
+api('GET', '/api/v1/agents').then(renderPool).catch(e => toast(e.message, true));
+loadHistory().catch(e => toast(e.message, true));
+addEventListener('resize', renderHistory);
+stream(['agents'], {
+  agents: (v) => {
+    renderPool(v);
+    // The decisions behind the change are in the history: fetch it once
+    // things settle.
+    clearTimeout(pending);
+    pending = setTimeout(() => loadHistory().catch(() => {}), 500);
+  },
+});

@@ -1,0 +1,86 @@
+import { api, el, clear, pill, params, stream, toast, fmtValue, fmtTime, fmtAgo, shortUnits } from './app.js';
+import { chart } from './chart.js';
+
+const id = params.id;
+const chartEl = document.getElementById('chart');
+const note = document.getElementById('chart-note');
+const facts = document.getElementById('device-facts');
+const latest = document.querySelector('#latest tbody');
+const LIVE_WINDOW = 10 * 60 * 1000;
+let range = 'live';
+let device = null;
+let points = []; // [t, v] for live and short ranges
+let band = null;
+
+function fact(k, v) { return [el('dt', {}, k), el('dd', {}, v)]; }
+function renderFacts() {
+  const d = device;
+  clear(facts, fact('Site', d.site), fact('Type', d.type || '–'), fact('Status', pill(d.status, d.status)),
+    fact('Last value', el('span', { id: 'last-value' }, fmtValue(d.last_value, d.units))), fact('Last seen', fmtAgo(d.last_seen)),
+    fact('First seen', fmtTime(d.first_seen)), d.meta?.name ? fact('Name', d.meta.name) : null, d.meta?.zone ? fact('Zone', d.meta.zone) : null);
+}
+
+function draw() {
+  const unit = shortUnits(device?.units || '');
+  const now = Date.now();
+  if (range === 'live') {
+    const from = now - LIVE_WINDOW;
+    points = points.filter(p => p[0] >= from - 60000);
+    chart(chartEl, { series: [{ name: device?.type || 'value', points }], yUnit: unit, from, to: now, label: `${id}, last 10 minutes` });
+    note.textContent = points.length ? `${points.length} readings in the last 10 minutes; new ones appear as they arrive.` : 'Waiting for readings…';
+  } else {
+    const span = parseFloat(range) * 3600000;
+    chart(chartEl, { series: [{ name: 'average', points }], band, yUnit: unit, from: now - span, to: now, label: `${id}, last ${range}` });
+    note.textContent = band ? `Average per bucket, with the minimum–maximum band.` : '';
+  }
+}
+
+function renderLatest(rs) {
+  clear(latest, rs.slice(-10).reverse().map(r => el('tr', {}, el('td', {}, fmtTime(r.timestamp)), el('td', { class: 'num' }, fmtValue(r.value, r.units)), el('td', { class: 'num' }, r.seq ?? ''))));
+}
+
+async function load() {
+  device = await api('GET', '/api/v1/devices/' + encodeURIComponent(id));
+  document.getElementById('device-title').textContent = device.meta?.name ? `${device.meta.name} (${id})` : id;
+  renderFacts();
+  if (range === 'live') {
+    const rs = await api('GET', `/api/v1/devices/${encodeURIComponent(id)}/telemetry?since=10m&limit=10000`);
+    points = rs.map(r => [new Date(r.timestamp).getTime(), r.value]);
+    band = null;
+    renderLatest(rs);
+  } else {
+    const bs = await api('GET', `/api/v1/devices/${encodeURIComponent(id)}/telemetry/summary?since=${range}`);
+    points = bs.map(b => [new Date(b.time).getTime(), b.avg]);
+    band = bs.map(b => [new Date(b.time).getTime(), b.min, b.max]);
+    const rs = await api('GET', `/api/v1/devices/${encodeURIComponent(id)}/telemetry?limit=10`);
+    renderLatest(rs);
+  }
+  draw();
+}
+
+for (const b of document.querySelectorAll('[data-range]')) {
+  b.addEventListener('click', () => {
+    range = b.dataset.range;
+    for (const x of document.querySelectorAll('[data-range]')) x.setAttribute('aria-pressed', String(x === b));
+    load().catch(e => toast(e.message, true));
+  });
+}
+addEventListener('resize', () => { if (device) draw(); });
+setInterval(() => { if (device && range === 'live') draw(); }, 5000);
+load().catch(e => toast(e.message, true));
+
+stream(['reading', 'device'], {
+  reading: (r) => {
+    if (!device) return;
+    device.last_value = r.value; device.last_seen = new Date().toISOString(); device.status = 'online';
+    document.getElementById('last-value').textContent = fmtValue(r.value, r.units);
+    if (range === 'live') {
+      points.push([new Date(r.timestamp).getTime(), r.value]);
+      draw();
+    }
+    const row = el('tr', {}, el('td', {}, fmtTime(r.timestamp)), el('td', { class: 'num' }, fmtValue(r.value, r.units)), el('td', { class: 'num' }, r.seq ?? ''));
+    latest.prepend(row);
+    while (latest.children.length > 10) latest.lastChild.remove();
+  },
+  device: (m) => { if (device) { device.status = m.status; renderFacts(); } },
+}, { device: id });
