@@ -17,13 +17,15 @@ type upFlags struct {
 
 var upCommand = &command{
 	name:    "up",
-	summary: "run Vigil: MQTT broker, telemetry pipeline, database and HTTP API",
+	summary: "run Vigil: MQTT broker, telemetry pipeline, database, detection, web UI and API",
 	usage:   "up [flags]",
 	help: `
 Starts everything in one process on embedded defaults: the MQTT broker (TCP
 127.0.0.1:1883, WebSocket 127.0.0.1:9001, TLS when configured), the SQLite
-database in --data-dir, the telemetry pipeline and the HTTP API on
-127.0.0.1:8080 (/api/v1, /healthz, /metrics).
+database in --data-dir, the telemetry pipeline, intrusion detection with its
+ingest agents, notifications, and on 127.0.0.1:8080 the web UI (log in as
+admin), the HTTP API (/api/v1, described at /api/v1/openapi.json), /healthz
+and /metrics.
 
 On first start it creates the user "admin" and prints its password once
 (also written to <data-dir>/initial-admin-password), unless

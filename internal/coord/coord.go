@@ -243,8 +243,17 @@ func (c *Coordinator) Close() error {
 
 // history records a decision.
 func (c *Coordinator) history(action, agent, camera, reason string) {
-	h := &HistoryEntry{At: time.Now(), Action: action, Agent: agent, Camera: camera, Reason: reason,
-		Agents: c.liveAgents(), Streams: len(c.streams) - len(c.queue), Queued: len(c.queue)}
+	// Counted from the streams' own state: a decision may be recorded
+	// while the queue is being drained.
+	h := &HistoryEntry{At: time.Now(), Action: action, Agent: agent, Camera: camera, Reason: reason, Agents: c.liveAgents()}
+	for _, a := range c.agents {
+		h.Streams += len(a.streams)
+	}
+	for _, st := range c.streams {
+		if st.state == streamQueued {
+			h.Queued++
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := c.store.AddHistory(ctx, h); err != nil {

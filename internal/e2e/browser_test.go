@@ -235,6 +235,36 @@ func TestTheWebUIInChromium(t *testing.T) {
 	c.screenshot("live-view")
 	c.run("stop watching", chromedp.Click(".cam .bar button"))
 
+	// The agents page charts the pool over time.
+	c.run("open the agents page", chromedp.Navigate(c.base+"/agents"), chromedp.WaitVisible("#history-chart"))
+	c.waitJS("the history chart", `document.querySelector('#history-chart path.s0') !== null && document.querySelectorAll('#decisions tbody tr').length >= 3`, 10*time.Second)
+	c.screenshot("agents")
+
+	// Every page works on a phone (nothing wider than the screen) and
+	// labels its controls and pictures.
+	c.run("phone-sized window", chromedp.EmulateViewport(390, 844))
+	for _, p := range []struct{ path, name string }{{"/", "overview"}, {"/devices", "devices"}, {"/devices/" + temp, "device"},
+		{"/events", "events"}, {"/live", "live"}, {"/agents", "agents"}, {"/settings", "settings"}} {
+		c.run("open "+p.path, chromedp.Navigate(c.base+p.path), chromedp.WaitVisible("#main"))
+		time.Sleep(300 * time.Millisecond) // the page's first API answers
+		var problems []string
+		c.run("check "+p.path, chromedp.Evaluate(`(() => {
+			const out = [];
+			if (document.documentElement.scrollWidth > innerWidth + 1) out.push('page is ' + document.documentElement.scrollWidth + 'px wide');
+			for (const e of document.querySelectorAll('input, select, textarea, button')) {
+				if (e.type === 'hidden' || e.closest('[hidden]')) continue;
+				if (!(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim()) out.push('unlabelled ' + e.outerHTML.slice(0, 80));
+			}
+			for (const i of document.querySelectorAll('img')) if (!i.hasAttribute('alt')) out.push('img without alt ' + i.src);
+			return out;
+		})()`, &problems))
+		if len(problems) > 0 {
+			t.Errorf("%s: %v", p.path, problems)
+		}
+		c.screenshot("phone-" + p.name)
+	}
+	c.run("desktop-sized window", chromedp.EmulateViewport(1280, 900))
+
 	// Log out; pages then need a login again.
 	c.run("log out", chromedp.Click("#logout"), chromedp.WaitVisible("#login-form"))
 	c.run("open a page after logout", chromedp.Navigate(c.base+"/settings"), chromedp.WaitVisible("#login-form"))

@@ -25,10 +25,11 @@ function renderHistory() {
   const asc = history.slice().reverse();
   const pts = (k) => asc.map(h => [new Date(h.at).getTime(), h[k]]);
   const now = Date.now();
-  const from = asc.length ? Math.min(new Date(asc[0].at).getTime(), now - 600000) : now - 600000;
+  const first = asc.length ? new Date(asc[0].at).getTime() : now - 600000;
+  const from = Math.min(first - (now - first) * 0.03, now - 60000);
   chart(chartEl, {
     series: [{ name: 'agents', points: pts('agents'), step: true }, { name: 'streams', points: pts('streams'), step: true }, { name: 'queued', points: pts('queued'), step: true }],
-    from, to: now, label: 'Agents, streams and queued streams over time', fmt: (v) => String(Math.round(v)),
+    from, to: now, integer: true, label: 'Agents, streams and queued streams over time', fmt: (v) => String(Math.round(v)),
   });
   clear(decisions, history.slice(0, 50).map(h => el('tr', {},
     el('td', {}, fmtTime(h.at)), el('td', {}, h.action), el('td', {}, h.agent || ''), el('td', {}, h.camera || ''),

@@ -11,11 +11,13 @@ function s(tag, attrs, text) {
 }
 
 // niceTicks returns about n round values covering [lo, hi].
-export function niceTicks(lo, hi, n) {
+export function niceTicks(lo, hi, n, integer) {
   if (!(hi > lo)) { const d = Math.abs(lo) * 0.1 || 1; lo -= d; hi += d; }
+  if (integer) { lo = Math.min(lo, 0); hi = Math.max(Math.ceil(hi), 1); }
   const raw = (hi - lo) / n;
   const mag = Math.pow(10, Math.floor(Math.log10(raw)));
-  const step = [1, 2, 2.5, 5, 10].map(m => m * mag).find(x => x >= raw);
+  let step = [1, 2, 2.5, 5, 10].map(m => m * mag).find(x => x >= raw);
+  if (integer) step = Math.max(1, Math.round(step));
   const out = [];
   for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(+v.toFixed(10));
   return { ticks: out, lo: Math.min(lo, out[0] ?? lo), hi: Math.max(hi, out[out.length - 1] ?? hi) };
@@ -37,8 +39,9 @@ function timeLabel(t, step, span) {
 }
 
 // chart draws into container. series: [{name, points: [[t, v], ...], step}]
-// with t in ms; band: [[t, min, max], ...]; from/to bound the time axis.
-export function chart(container, { series, band, yUnit = '', from, to, label = 'chart', fmt = (v) => String(+v.toFixed(2)) }) {
+// with t in ms; band: [[t, min, max], ...]; from/to bound the time axis;
+// integer: counts, whose axis has whole numbers only.
+export function chart(container, { series, band, yUnit = '', from, to, label = 'chart', integer = false, fmt = (v) => String(+v.toFixed(2)) }) {
   const W = Math.max(container.clientWidth || 600, 280), H = 260;
   const m = { l: 48, r: 12, t: 12, b: 28 };
   const svg = s('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': label });
@@ -52,7 +55,7 @@ export function chart(container, { series, band, yUnit = '', from, to, label = '
   from = from ?? Math.min(...pts.map(p => p[0]));
   to = to ?? Math.max(...pts.map(p => p[0]));
   if (to <= from) to = from + 1000;
-  const y = niceTicks(Math.min(...all), Math.max(...all), 5);
+  const y = niceTicks(Math.min(...all), Math.max(...all), 5, integer);
   const X = (t) => m.l + (t - from) / (to - from) * (W - m.l - m.r);
   const Y = (v) => H - m.b - (v - y.lo) / (y.hi - y.lo) * (H - m.t - m.b);
 

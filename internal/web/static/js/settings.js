@@ -1,4 +1,6 @@
-import { api, el, clear, pill, me, guard, toast, fmtTime } from './app.js';
+import { api, el, clear, pill, me, guard, toast, fmtTime, stream } from './app.js';
+
+stream([], {}); // the banner's alerts
 
 // This device: Web Push.
 const pushState = document.getElementById('push-state');
