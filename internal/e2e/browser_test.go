@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,13 +14,14 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/vigilhq/vigil/internal/conf"
+	"github.com/vigilhq/vigil/internal/media"
 	"github.com/vigilhq/vigil/internal/sim"
 	"github.com/vigilhq/vigil/internal/telemetry"
 )
 
 // artifacts is where browser tests leave their screenshots:
 // $VIGIL_ARTIFACTS, else testdata/artifacts (ignored by git).
-func artifacts(t *testing.T) string {
+func artifacts(t testing.TB) string {
 	dir := os.Getenv("VIGIL_ARTIFACTS")
 	if dir == "" {
 		dir = filepath.Join("testdata", "artifacts")
@@ -31,14 +33,14 @@ func artifacts(t *testing.T) string {
 
 // browser is a headless Chromium driven over the DevTools protocol.
 type chrome struct {
-	t    *testing.T
+	t    testing.TB
 	ctx  context.Context
 	base string
 	dir  string
 	shot int
 }
 
-func newChrome(t *testing.T, base string) *chrome {
+func newChrome(t testing.TB, base string) *chrome {
 	t.Helper()
 	exe := need(t, "chromium")
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
@@ -302,4 +304,51 @@ func TestTheWebUIInChromium(t *testing.T) {
 	}
 	c.screenshot("viewer-overview")
 	c.run("viewer logs out", chromedp.Click("#logout"), chromedp.WaitVisible("#login-form"))
+}
+
+// BenchmarkLiveViewInChromium measures live view from camera to screen: a
+// camera sends numbered frames at 10 fps, and the live page in headless
+// Chromium notes when each is decoded and shown (its "frame" event). The
+// latency is that moment minus the send time (one clock, this host):
+// go test -run '^$' -bench LiveViewInChromium ./internal/e2e
+func BenchmarkLiveViewInChromium(b *testing.B) {
+	ta := startApp(b, func(c *conf.Config) { intrusionConfig(b, c) })
+	cam := newManualCamera(b, ta, "home", "door")
+	waitFor(b, 20*time.Second, "an agent and the camera", func() bool {
+		var cs []struct{ ID string }
+		ta.api(b, "GET", "/api/v1/cameras", "admin", adminPassword, &cs)
+		v := ta.view(b)
+		return liveAgents(v) == 1 && v.Agents[0].Status == "ready" && len(cs) == 1
+	})
+	c := newChrome(b, "http://"+ta.HTTP.Addr().String())
+	c.login("admin", adminPassword)
+	const frames = 50
+	var all []time.Duration
+	for b.Loop() {
+		c.run("open live view", chromedp.Navigate(c.base+"/live/home/door"), chromedp.WaitVisible(".cam"),
+			chromedp.Evaluate(`window.shown = []; document.querySelector('.cam').addEventListener('frame', () => window.shown.push(Date.now()))`, nil))
+		cmd := cam.command(b)
+		sent := sendFrames(b, cmd, frames, 10)
+		var shown []float64
+		deadline := time.Now().Add(5 * time.Second)
+		for len(shown) < frames && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+			c.run("read the frame times", chromedp.Evaluate(`window.shown`, &shown))
+		}
+		if len(shown) != frames {
+			b.Fatalf("the page showed %d of %d frames", len(shown), frames)
+		}
+		for i, ms := range shown {
+			all = append(all, time.UnixMilli(int64(ms)).Sub(sent[i]))
+		}
+		c.run("leave the page", chromedp.Navigate("about:blank"))
+		s, err := media.NewSender(cmd.Host, cmd.Port, cmd.SSRC, 0)
+		must(b, err)
+		s.Bye("done")
+		waitFor(b, 30*time.Second, "the live stream to end", func() bool { return len(ta.view(b).Streams) == 0 })
+	}
+	slices.Sort(all)
+	b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "ms-p50")
+	b.ReportMetric(float64(all[len(all)*95/100].Microseconds())/1000, "ms-p95")
+	b.ReportMetric(float64(all[len(all)-1].Microseconds())/1000, "ms-max")
 }

@@ -131,10 +131,11 @@ func (s *Server) liveMJPEG(w http.ResponseWriter, r *http.Request) {
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			if ctx.Err() == nil {
-				s.log.Warn("live view relay", "camera", cam, "agent", v.Agent, "error", err)
+			if ctx.Err() != nil {
+				return // the viewer left, or the server is closing
 			}
-			w.WriteHeader(http.StatusBadGateway)
+			s.log.Warn("live view relay", "camera", cam, "agent", v.Agent, "error", err)
+			s.writeError(w, r, vigil.Errorf(vigil.EUnavailable, "the agent of %s/%s does not answer", site, cam))
 		},
 	}
 	proxy.ServeHTTP(w, r.WithContext(ctx))
