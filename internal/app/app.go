@@ -159,6 +159,8 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 		Sessions: a.Sessions,
 		Limiter:  a.Limiter,
 
+		TrustedProxies: cfg.HTTP.ProxyNets(),
+
 		Intrusion:   a.Store,
 		Sites:       a.Detector,
 		Agents:      a.Coord.View,

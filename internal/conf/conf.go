@@ -4,6 +4,7 @@
 package conf
 
 import (
+	"net"
 	"time"
 )
 
@@ -149,6 +150,33 @@ type HTTP struct {
 	// PublicURL is how people reach the web UI (e.g. behind a reverse
 	// proxy with TLS): links in notifications start with it.
 	PublicURL string `yaml:"public_url"`
+	// TrustedProxies are the reverse proxies (addresses or CIDRs) whose
+	// X-Forwarded-For and X-Forwarded-Proto headers are believed.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+}
+
+// ProxyNets parses http.trusted_proxies (validated).
+func (h HTTP) ProxyNets() []*net.IPNet {
+	out := []*net.IPNet{}
+	for _, p := range h.TrustedProxies {
+		if n, err := parseNet(p); err == nil {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// parseNet reads an address or a CIDR.
+func parseNet(s string) (*net.IPNet, error) {
+	if ip := net.ParseIP(s); ip != nil {
+		bits := 32
+		if ip.To4() == nil {
+			bits = 128
+		}
+		return &net.IPNet{IP: ip, Mask: net.CIDRMask(bits, bits)}, nil
+	}
+	_, n, err := net.ParseCIDR(s)
+	return n, err
 }
 
 // Auth configures password hashing.
@@ -192,7 +220,7 @@ func New() *Config {
 			SysInterval:   10 * time.Second,
 			Persistence:   true,
 		},
-		HTTP: HTTP{Listen: "127.0.0.1:8080"},
+		HTTP: HTTP{Listen: "127.0.0.1:8080", TrustedProxies: []string{}},
 		Auth: Auth{BcryptCost: 10},
 		Telemetry: Telemetry{
 			Retention:      14 * 24 * time.Hour,

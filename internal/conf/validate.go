@@ -51,6 +51,11 @@ func (c *Config) Validate() error {
 	checkAddr("mqtt.ws_listen", c.MQTT.WSListen, true)
 	checkAddr("mqtt.tls_listen", c.MQTT.TLSListen, true)
 	checkAddr("http.listen", c.HTTP.Listen, false)
+	for _, p := range c.HTTP.TrustedProxies {
+		if _, err := parseNet(p); err != nil {
+			bad("http.trusted_proxies", "%q is neither an IP address nor a CIDR", p)
+		}
+	}
 	if u := c.HTTP.PublicURL; u != "" {
 		if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
 			bad("http.public_url", "%q is not an http or https URL", u)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -132,7 +133,17 @@ func (c *Coordinator) onHeartbeat(id string, hb ingest.Heartbeat) {
 	}
 	a.lastSeen = time.Now()
 	a.addr = hb.Addr
-	a.httpAddr = hb.HTTPAddr
+	a.httpAddr = ""
+	// vigil up fetches live pictures from this address: only where the
+	// agent's own MQTT connection comes from (an agent cannot point vigil
+	// up at another host).
+	if host, _, err := net.SplitHostPort(hb.HTTPAddr); err == nil {
+		if sameHost(net.ParseIP(host), net.ParseIP(c.broker.ClientIP("vigil-agent-"+id))) {
+			a.httpAddr = hb.HTTPAddr
+		} else if a.status == agentStarting {
+			c.log.Warn("agent's live view address is not where it connects from; live view through it is off", "agent", id, "addr", hb.HTTPAddr)
+		}
+	}
 	if hb.Capacity > 0 {
 		a.capacity = hb.Capacity
 	}
@@ -326,4 +337,29 @@ func (c *Coordinator) stopAgent(a *agentState) {
 			c.broker.RemoveCredential(a.username)
 		})
 	}()
+}
+
+// sameHost tells whether an agent that connects to the broker from from
+// can be serving at ip: the same address, or, for an agent on this host
+// (it connects over loopback), any of this host's addresses.
+func sameHost(ip, from net.IP) bool {
+	if ip == nil || from == nil {
+		return false
+	}
+	if ip.Equal(from) {
+		return true
+	}
+	if !from.IsLoopback() {
+		return false
+	}
+	if ip.IsLoopback() {
+		return true
+	}
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+			return true
+		}
+	}
+	return false
 }

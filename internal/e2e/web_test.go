@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/users"
 )
 
@@ -157,5 +158,107 @@ func TestServerSentEventsCarryReadings(t *testing.T) {
 		t.Logf("reading reached the browser stream in %v", time.Since(start))
 	case <-time.After(5 * time.Second):
 		t.Fatal("no event within 5s")
+	}
+}
+
+// A browser's cross-site request cannot change anything, even when the
+// browser remembers Basic credentials for Vigil (which bypass the CSRF
+// token); and a body must be declared JSON, which an HTML form cannot.
+func TestCrossSiteRequestsAreRefused(t *testing.T) {
+	ta := startApp(t, nil)
+	base := "http://" + ta.HTTP.Addr().String()
+	post := func(path, ctype, body string, headers map[string]string) int {
+		req, _ := http.NewRequest("POST", base+path, strings.NewReader(body))
+		req.SetBasicAuth("admin", adminPassword)
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		for k, v := range headers {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		must(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	form := `{"name":"evil","role":"admin","password":"evil-password-1","x":"=1"}`
+	for _, h := range []map[string]string{{"Sec-Fetch-Site": "cross-site"}, {"Origin": "http://evil.example"}} {
+		if code := post("/api/v1/sites/home/disarm", "", "", h); code != 403 {
+			t.Errorf("cross-site disarm with %v: %d, want 403", h, code)
+		}
+		if code := post("/api/v1/users", "text/plain", form, h); code != 403 {
+			t.Errorf("cross-site text/plain user creation with %v: %d, want 403", h, code)
+		}
+	}
+	if code := post("/api/v1/users", "text/plain", form, nil); code != 400 {
+		t.Errorf("a text/plain body: %d, want 400", code)
+	}
+	if code := post("/api/v1/sites/home/disarm", "", "", map[string]string{"Sec-Fetch-Site": "same-origin"}); code != 200 {
+		t.Errorf("same-origin disarm: %d, want 200", code)
+	}
+	var us []users.User
+	ta.api(t, "GET", "/api/v1/users", "admin", adminPassword, &us)
+	for _, u := range us {
+		if u.Name == "evil" {
+			t.Error("a cross-site request created a user")
+		}
+	}
+}
+
+// Guesses sent all at once are limited like guesses in a row: each try is
+// counted before its password is checked.
+func TestParallelGuessesAreLimited(t *testing.T) {
+	ta := startApp(t, nil)
+	b := newBrowser(t, ta)
+	codes := make(chan int, 40)
+	for range 40 {
+		go func() {
+			resp, err := http.Post(b.base+"/api/v1/login", "application/json", strings.NewReader(`{"username":"admin","password":"guess-guess"}`))
+			if err != nil {
+				codes <- 0
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	n := map[int]int{}
+	for range 40 {
+		n[<-codes]++
+	}
+	if n[401] != 5 || n[429] != 35 {
+		t.Errorf("40 parallel guesses: %v; want 5 checked (401) and 35 refused (429)", n)
+	}
+}
+
+// Behind a trusted reverse proxy the limiter counts the real client, so
+// one client's typos do not lock out everyone; X-Forwarded-For from
+// anyone else is ignored.
+func TestTrustedProxyClientsAreLimitedApart(t *testing.T) {
+	for _, trusted := range []bool{true, false} {
+		ta := startApp(t, func(c *conf.Config) {
+			if trusted {
+				c.HTTP.TrustedProxies = []string{"127.0.0.1"}
+			}
+		})
+		b := newBrowser(t, ta)
+		login := func(client, password string) int {
+			body := `{"username":"admin","password":"` + password + `"}`
+			code, _, _ := b.do("POST", "/api/v1/login", "application/json", []byte(body), map[string]string{"X-Forwarded-For": client})
+			return code
+		}
+		for range 5 {
+			login("203.0.113.1", "wrong-password")
+		}
+		if code := login("203.0.113.1", adminPassword); code != 429 {
+			t.Errorf("trusted=%v: the guessing client: %d, want 429", trusted, code)
+		}
+		want := 429 // without a trusted proxy, everyone is 127.0.0.1
+		if trusted {
+			want = 200
+		}
+		if code := login("203.0.113.2", adminPassword); code != want {
+			t.Errorf("trusted=%v: another client: %d, want %d", trusted, code, want)
+		}
 	}
 }

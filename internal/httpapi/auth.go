@@ -42,12 +42,90 @@ func safeMethod(m string) bool {
 	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
 }
 
-func clientIP(r *http.Request) string {
+// clientIP is the address of the client: the connection's, or, when that
+// is a trusted reverse proxy, the nearest address in X-Forwarded-For that
+// is not one.
+func (s *Server) clientIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host = r.RemoteAddr
+	}
+	if !s.trusted(host) {
+		return host
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		h := strings.TrimSpace(hops[i])
+		if net.ParseIP(h) == nil {
+			break
+		}
+		if !s.trusted(h) {
+			return h
+		}
 	}
 	return host
+}
+
+// trusted tells whether an address is one of deps.TrustedProxies.
+func (s *Server) trusted(addr string) bool {
+	ip := net.ParseIP(addr)
+	for _, n := range s.deps.TrustedProxies {
+		if ip != nil && n.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// secure tells whether the browser reached us over TLS (directly, or
+// through a trusted proxy that says so).
+func (s *Server) secure(r *http.Request) bool {
+	if r.TLS != nil {
+		return true
+	}
+	host, _, _ := net.SplitHostPort(r.RemoteAddr)
+	return s.trusted(host) && r.Header.Get("X-Forwarded-Proto") == "https"
+}
+
+// cachedAuthenticator can tell a password it verified recently without
+// bcrypt (users.Verifier): such a request is no guess and skips the
+// limiter.
+type cachedAuthenticator interface {
+	Cached(name, password string) *users.User
+}
+
+// checkPassword verifies a username and password under the limiter: the
+// try is counted first (so that parallel guesses cannot pass the limit),
+// and taken back if the password was right.
+func (s *Server) checkPassword(r *http.Request, name, password string) (*users.User, error) {
+	if ca, ok := s.deps.Auth.(cachedAuthenticator); ok {
+		if u := ca.Cached(name, password); u != nil {
+			return u, nil
+		}
+	}
+	l := s.deps.Limiter
+	ipKey, userKey := "ip:"+s.clientIP(r), "user:"+name
+	if l != nil {
+		if wait := l.Attempt(ipKey, l.Max); wait > 0 {
+			return nil, &tooMany{wait: wait}
+		}
+		if wait := l.Attempt(userKey, l.Max*users.UserFactor); wait > 0 {
+			l.Release(ipKey)
+			return nil, &tooMany{wait: wait}
+		}
+	}
+	u, err := s.deps.Auth.Authenticate(r.Context(), name, password)
+	if l != nil {
+		switch {
+		case err == nil:
+			l.Release(ipKey)
+			l.Succeed(userKey)
+		case vigil.ErrorCode(err) != vigil.EUnauthorized: // not a wrong password: not a guess
+			l.Release(ipKey)
+			l.Release(userKey)
+		}
+	}
+	return u, err
 }
 
 // Identify returns the user of a request: from HTTP Basic credentials
@@ -57,14 +135,10 @@ func clientIP(r *http.Request) string {
 // session's CSRF token in the X-CSRF-Token header.
 func (s *Server) Identify(r *http.Request) (*users.User, *users.Session, error) {
 	if name, password, ok := r.BasicAuth(); ok {
-		if err := s.limited(r, name); err != nil {
-			return nil, nil, err
-		}
-		u, err := s.deps.Auth.Authenticate(r.Context(), name, password)
+		u, err := s.checkPassword(r, name, password)
 		if err != nil {
 			if vigil.ErrorCode(err) == vigil.EUnauthorized {
-				s.failed(r, name)
-				s.log.Info("api request refused: wrong username or password", "username", name, "remote", r.RemoteAddr, "path", r.URL.Path)
+				s.log.Info("api request refused: wrong username or password", "username", name, "remote", s.clientIP(r), "path", r.URL.Path)
 			}
 			return nil, nil, err
 		}
@@ -82,25 +156,6 @@ func (s *Server) Identify(r *http.Request) (*users.User, *users.Session, error) 
 		return nil, nil, vigil.Errorf(vigil.EForbidden, "missing or wrong CSRF token (send the session's token in X-CSRF-Token)")
 	}
 	return u, sess, nil
-}
-
-// limited refuses a client or username with too many recent failures.
-func (s *Server) limited(r *http.Request, name string) error {
-	if s.deps.Limiter == nil {
-		return nil
-	}
-	wait := max(s.deps.Limiter.Wait("ip:"+clientIP(r)), s.deps.Limiter.Wait("user:"+name))
-	if wait > 0 {
-		return &tooMany{wait: wait}
-	}
-	return nil
-}
-
-func (s *Server) failed(r *http.Request, name string) {
-	if s.deps.Limiter != nil {
-		s.deps.Limiter.Fail("ip:" + clientIP(r))
-		s.deps.Limiter.Fail("user:" + name)
-	}
 }
 
 // tooMany is a rate-limited login; it maps to 429 with Retry-After.
@@ -161,33 +216,27 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&in); err != nil {
 		return nil, vigil.Errorf(vigil.EInvalid, "send {\"username\": ..., \"password\": ...}")
 	}
-	if err := s.limited(r, in.Username); err != nil {
-		return nil, err
-	}
-	u, err := s.deps.Auth.Authenticate(r.Context(), in.Username, in.Password)
+	u, err := s.checkPassword(r, in.Username, in.Password)
 	if err != nil {
 		if vigil.ErrorCode(err) == vigil.EUnauthorized {
-			s.failed(r, in.Username)
-			s.log.Info("login refused: wrong username or password", "username", in.Username, "remote", r.RemoteAddr)
+			s.log.Info("login refused: wrong username or password", "username", in.Username, "remote", s.clientIP(r))
 		}
 		return nil, err
 	}
 	if u.Role != users.RoleAdmin && u.Role != users.RoleViewer {
 		return nil, vigil.Errorf(vigil.EForbidden, "%s accounts cannot log in", u.Role)
 	}
-	if s.deps.Limiter != nil {
-		s.deps.Limiter.Succeed("user:" + u.Name)
-	}
 	token, sess, err := s.deps.Sessions.Create(r.Context(), u.Name, r.UserAgent())
 	if err != nil {
 		return nil, err
 	}
+	// The cookie lives as long as a session can; the server ends it
+	// sooner when it is idle.
 	http.SetCookie(w, &http.Cookie{
 		Name: SessionCookie, Value: token, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode,
-		Secure:  r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https",
-		Expires: sess.Expires,
+		Secure: s.secure(r), Expires: sess.Created.Add(s.deps.Sessions.MaxAge),
 	})
-	s.log.Info("logged in", "username", u.Name, "remote", r.RemoteAddr)
+	s.log.Info("logged in", "username", u.Name, "remote", s.clientIP(r))
 	return Me{User: u.Name, Role: u.Role, CSRF: sess.CSRF}, nil
 }
 
@@ -203,7 +252,7 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) (any, error) {
 			s.deps.Sessions.Delete(r.Context(), c.Value)
 		}
 	}
-	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", HttpOnly: true, MaxAge: -1, SameSite: http.SameSiteLaxMode})
+	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", HttpOnly: true, MaxAge: -1, SameSite: http.SameSiteLaxMode, Secure: s.secure(r)})
 	return map[string]bool{"ok": true}, nil
 }
 

@@ -3,6 +3,8 @@ package httpapi
 import (
 	"context"
 	"errors"
+	"fmt"
+	"mime"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -126,8 +128,19 @@ func (s *Server) liveMJPEG(w http.ResponseWriter, r *http.Request) {
 			pr.Out.Header = http.Header{} // no cookies or credentials to the agent
 		},
 		FlushInterval: -1,
+		// Only the agent's pictures pass, with headers of our own: nothing
+		// an agent says can become a page or a cookie on Vigil's origin.
 		ModifyResponse: func(resp *http.Response) error {
-			resp.Header.Set("Cache-Control", "no-store")
+			mt, params, err := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+			if resp.StatusCode != http.StatusOK || err != nil || mt != "multipart/x-mixed-replace" || params["boundary"] == "" {
+				return fmt.Errorf("agent answered %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+			}
+			resp.Header = http.Header{
+				"Content-Type":            {mime.FormatMediaType(mt, map[string]string{"boundary": params["boundary"]})},
+				"Cache-Control":           {"no-store"},
+				"X-Content-Type-Options":  {"nosniff"},
+				"Content-Security-Policy": {"sandbox"},
+			}
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

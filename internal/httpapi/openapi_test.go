@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"mime"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -79,6 +80,8 @@ func allDeps(t *testing.T) Deps {
 		NotifyStore: fakeNotifyStore{},
 		Alerts:      func() any { return []any{} },
 		Web:         http.NotFoundHandler(),
+
+		TrustedProxies: []*net.IPNet{},
 	}
 	// A dependency added to Deps may gate new routes: it must be set here
 	// too, or those routes would escape TestOpenAPIDocumentsEveryRoute.

@@ -54,6 +54,9 @@ type Deps struct {
 	// Browser sessions (nil: Basic auth only) and the failed-login limiter.
 	Sessions *users.Sessions
 	Limiter  *users.Limiter
+	// TrustedProxies are reverse proxies whose X-Forwarded-For and
+	// X-Forwarded-Proto are believed (http.trusted_proxies).
+	TrustedProxies []*net.IPNet
 
 	// Intrusion detection (nil: not served).
 	Intrusion   Intrusion
@@ -99,8 +102,15 @@ func Open(addr string, deps Deps, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("http listener: %w", err)
 	}
 	s := &Server{deps: deps, log: log, ln: ln, done: make(chan struct{}), closing: make(chan struct{})}
+	// Browsers' cross-site state-changing requests are refused whatever
+	// credentials they carry (a session cookie, or Basic credentials a
+	// browser remembers); scripts send no Sec-Fetch-Site or Origin.
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, vigil.Errorf(vigil.EForbidden, "cross-origin request refused"))
+	}))
 	s.srv = &http.Server{
-		Handler:           s.routes(),
+		Handler:           cop.Handler(s.routes()),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),

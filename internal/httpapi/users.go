@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"mime"
 	"net/http"
 
 	"github.com/vigilhq/vigil"
@@ -56,9 +57,21 @@ func admin(h handlerFunc) handlerFunc {
 	}
 }
 
+// jsonBody refuses bodies that are not declared JSON (an HTML form cannot
+// send application/json).
+func jsonBody(r *http.Request) error {
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		return vigil.Errorf(vigil.EInvalid, "send the body as JSON (Content-Type: application/json)")
+	}
+	return nil
+}
+
 // decodeJSONLoose decodes a body that may carry fields we do not use (a
 // browser's objects).
 func decodeJSONLoose(r *http.Request, v any) error {
+	if err := jsonBody(r); err != nil {
+		return err
+	}
 	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(v); err != nil {
 		return vigil.Errorf(vigil.EInvalid, "bad JSON body: %v", err)
 	}
@@ -66,6 +79,9 @@ func decodeJSONLoose(r *http.Request, v any) error {
 }
 
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	if err := jsonBody(r); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -107,8 +123,8 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request) (any, error)
 }
 
 // updateUser changes a user's password, role or ACL. Admins change anyone;
-// others only their own password, giving the current one. A changed
-// password ends the user's other sessions.
+// others only their own password. Changing one's own password takes the
+// current one. A changed password ends the user's other sessions.
 func (s *Server) updateUser(w http.ResponseWriter, r *http.Request) (any, error) {
 	me := UserFrom(r.Context())
 	name := r.PathValue("name")
@@ -124,8 +140,15 @@ func (s *Server) updateUser(w http.ResponseWriter, r *http.Request) (any, error)
 	if err != nil {
 		return nil, err
 	}
-	if !isAdmin && !users.CheckPassword(u.PasswordHash, in.CurrentPassword) {
-		return nil, vigil.Errorf(vigil.EForbidden, "the current password is wrong")
+	// Anyone changing their own password gives the current one (a stolen
+	// session is not enough), under the login limiter.
+	if name == me.Name && in.Password != "" {
+		if _, err := s.checkPassword(r, me.Name, in.CurrentPassword); err != nil {
+			if vigil.ErrorCode(err) == vigil.EUnauthorized {
+				return nil, vigil.Errorf(vigil.EForbidden, "the current password is wrong")
+			}
+			return nil, err
+		}
 	}
 	if in.Role != "" && in.Role != u.Role {
 		if name == me.Name {

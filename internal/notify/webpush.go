@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -121,8 +122,11 @@ func (n *Notifier) Unsubscribe(ctx context.Context, endpoint string) error {
 }
 
 func validateSubscription(s *PushSubscription) error {
+	// Browsers' push services are all https; plain http is allowed only on
+	// loopback (a push service of one's own, or a test), so that a user
+	// cannot make Vigil post to hosts of the local network.
 	u, err := url.Parse(s.Endpoint)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+	if err != nil || u.Host == "" || (u.Scheme != "https" && (u.Scheme != "http" || !loopbackHost(u.Hostname()))) {
 		return vigil.Errorf(vigil.EInvalid, "push subscription endpoint: want an https URL")
 	}
 	key, err := decodeKey(s.P256dh)
@@ -276,4 +280,9 @@ func truncate(s string, n int) string {
 		n--
 	}
 	return s[:n] + "…"
+}
+
+func loopbackHost(h string) bool {
+	ip := net.ParseIP(h)
+	return h == "localhost" || (ip != nil && ip.IsLoopback())
 }

@@ -280,6 +280,11 @@ func TestWebPushReachesEveryBrowserEncrypted(t *testing.T) {
 		if err := e.n.Subscribe(ctx, bad); vigil.ErrorCode(err) != vigil.EInvalid {
 			t.Errorf("Subscribe(bad key) = %v, want invalid", err)
 		}
+		for _, ep := range []string{"http://192.168.1.1/push/x", "ftp://push.example/x", "https:///x"} {
+			if err := e.n.Subscribe(ctx, alice.subscription("alice", ep)); vigil.ErrorCode(err) != vigil.EInvalid {
+				t.Errorf("Subscribe(%s) = %v, want invalid (plain http only on loopback)", ep, err)
+			}
+		}
 		if err := e.n.Unsubscribe(ctx, push.URL+"/push/bob"); err != nil {
 			t.Fatal(err)
 		}

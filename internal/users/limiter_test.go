@@ -1,40 +1,68 @@
 package users
 
 import (
+	"sync"
 	"testing"
 	"time"
 )
 
-// Five failures within the window lock a key until the oldest is a window
-// old; other keys are not affected; a success clears the key.
-func TestLimiterLocksAfterMaxFailuresWithinTheWindow(t *testing.T) {
+// Five tries within the window lock a key until the oldest is a window
+// old; other keys are not affected; a released try does not count; a
+// success clears the key.
+func TestLimiterLocksAfterMaxTriesWithinTheWindow(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	l := &Limiter{Max: 5, Window: 5 * time.Minute, Now: func() time.Time { return now }}
 	for i := range 5 {
-		if w := l.Wait("ip:1"); w != 0 {
+		if w := l.Attempt("ip:1", 5); w != 0 {
 			t.Fatalf("try %d must wait %v", i+1, w)
 		}
-		l.Fail("ip:1")
 		now = now.Add(time.Minute)
 	}
-	// Failures at 0..4 min; now 5 min: the first is exactly a window old.
+	// Tries at 0..4 min; now 5 min less a second.
 	now = now.Add(-time.Second)
-	if w := l.Wait("ip:1"); w != time.Second {
-		t.Errorf("after 5 failures: wait %v, want 1s", w)
+	if w := l.Attempt("ip:1", 5); w != time.Second {
+		t.Errorf("after 5 tries: wait %v, want 1s", w)
 	}
-	if w := l.Wait("ip:2"); w != 0 {
+	if w := l.Attempt("ip:2", 5); w != 0 {
 		t.Errorf("another key waits %v", w)
 	}
 	now = now.Add(time.Second)
-	if w := l.Wait("ip:1"); w != 0 {
-		t.Errorf("once the oldest failure is a window old: wait %v", w)
+	if w := l.Attempt("ip:1", 5); w != 0 {
+		t.Errorf("once the oldest try is a window old: wait %v", w)
 	}
-	l.Fail("ip:1")
-	if w := l.Wait("ip:1"); w != time.Minute {
-		t.Errorf("a new failure within the window: wait %v, want 1m (until the second is old)", w)
+	if w := l.Attempt("ip:1", 5); w != time.Minute {
+		t.Errorf("5 tries within the window again: wait %v, want 1m", w)
+	}
+	l.Release("ip:1")
+	if w := l.Attempt("ip:1", 5); w != 0 {
+		t.Errorf("after a released try: wait %v", w)
 	}
 	l.Succeed("ip:1")
-	if w := l.Wait("ip:1"); w != 0 {
-		t.Errorf("after a success: wait %v", w)
+	for i := range 5 {
+		if w := l.Attempt("ip:1", 5); w != 0 {
+			t.Fatalf("after a success, try %d waits %v", i+1, w)
+		}
+	}
+}
+
+// Tries made at once cannot pass the limit: each is counted before it is
+// checked.
+func TestLimiterHoldsUnderParallelTries(t *testing.T) {
+	l := &Limiter{Max: 5, Window: time.Minute}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	allowed := 0
+	for range 200 {
+		wg.Go(func() {
+			if l.Attempt("user:admin", 5) == 0 {
+				mu.Lock()
+				allowed++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if allowed != 5 {
+		t.Errorf("%d of 200 parallel tries allowed, want 5", allowed)
 	}
 }

@@ -94,3 +94,16 @@ func (v *Verifier) Forget(name string) {
 	delete(v.cache, name)
 	v.mu.Unlock()
 }
+
+// Cached returns the user if name and password are what Authenticate
+// accepted within the cache's TTL, without bcrypt; otherwise nil.
+func (v *Verifier) Cached(name, password string) *User {
+	mac := v.mac(name, password)
+	v.mu.Lock()
+	c, ok := v.cache[name]
+	v.mu.Unlock()
+	if ok && time.Now().Before(c.expires) && hmac.Equal(c.mac[:], mac[:]) {
+		return c.user
+	}
+	return nil
+}

@@ -215,9 +215,20 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	u.render(w, "login", view{Page: "login", Title: "Log in", Script: "login.js", Version: version.Version, Params: map[string]string{}})
 }
 
-// safeNext keeps a post-login redirect on this site.
+// safeNext keeps a post-login redirect on this site: a path, with no
+// scheme or host however a browser might read it (browsers drop tabs and
+// newlines and take "\\" for "/").
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+	if !strings.HasPrefix(next, "/") || strings.ContainsAny(next, "\\") || strings.HasPrefix(next, "//") {
+		return "/"
+	}
+	for _, r := range next {
+		if r < 0x20 || r == 0x7f {
+			return "/"
+		}
+	}
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil {
 		return "/"
 	}
 	return next

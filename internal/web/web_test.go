@@ -41,7 +41,9 @@ func TestPagesSendStrangersToLogin(t *testing.T) {
 }
 
 func TestSafeNextStaysOnSite(t *testing.T) {
-	for in, want := range map[string]string{"/events/x": "/events/x", "": "/", "https://evil.example": "/", "//evil.example/x": "/", "/\\evil.example": "/"} {
+	for in, want := range map[string]string{"/events/x": "/events/x", "/events?site=a%2Fb": "/events?site=a%2Fb", "": "/",
+		"https://evil.example": "/", "//evil.example/x": "/", "/\\evil.example": "/", "/\t/evil.example": "/", "/\n/evil.example": "/",
+		"/%09/evil.example": "/%09/evil.example", "javascript:alert(1)": "/"} {
 		if got := safeNext(in); got != want {
 			t.Errorf("safeNext(%q) = %q, want %q", in, got, want)
 		}

@@ -46,6 +46,7 @@ api('GET', '/api/v1/agents').then(renderPool).catch(e => toast(e.message, true))
 loadHistory().catch(e => toast(e.message, true));
 addEventListener('resize', renderHistory);
 stream(['agents'], {
+  reload: () => { api('GET', '/api/v1/agents').then(renderPool).catch(() => {}); loadHistory().catch(() => {}); },
   agents: (v) => {
     renderPool(v);
     // The decisions behind the change are in the history: fetch it once

@@ -108,19 +108,27 @@ export function fmtDuration(ms) {
 export function timeEl(t) { return el('time', { datetime: t, title: new Date(t).toLocaleString() }, fmtTime(t)); }
 
 // stream opens the one server-sent events stream with the events a page
-// wants (plus alerts, for the banner). handlers: {event: fn(data)}.
-// It reconnects by itself; the dot in the header shows its state.
+// wants (plus alerts, for the banner). handlers: {event: fn(data)}, and
+// reload(), called when updates may have been missed (after a reconnect,
+// or when the server dropped some for a slow connection). It reconnects by
+// itself; the dot in the header shows its state.
 export function stream(events, handlers, query) {
   const q = new URLSearchParams({ events: [...new Set([...events, 'alerts'])].join(',') });
   for (const [k, v] of Object.entries(query || {})) q.set(k, v);
   const dot = document.getElementById('live-status');
   const state = (cls, label) => { if (dot) { dot.className = 'live-dot ' + cls; dot.setAttribute('aria-label', label); dot.title = label; } };
   const es = new EventSource('/api/v1/stream?' + q);
-  es.onopen = () => { state('on', 'Live updates: connected'); handlers.open?.(); };
+  let opened = false;
+  es.onopen = () => {
+    state('on', 'Live updates: connected');
+    if (opened) { handlers.reload?.(); api('GET', '/api/v1/alerts').then(showAlerts).catch(() => {}); }
+    opened = true;
+  };
   es.onerror = () => state('off', 'Live updates: reconnecting');
+  es.addEventListener('dropped', () => handlers.reload?.());
   const all = { ...handlers, alerts: (a) => { showAlerts(a); handlers.alerts?.(a); } };
   for (const [name, fn] of Object.entries(all)) {
-    if (name === 'open') continue;
+    if (name === 'reload') continue;
     es.addEventListener(name, (e) => { let d; try { d = JSON.parse(e.data); } catch { return; } fn(d); });
   }
   addEventListener('pagehide', () => es.close());

@@ -39,20 +39,27 @@ function renderLatest(rs) {
   clear(latest, rs.slice(-10).reverse().map(r => el('tr', {}, el('td', {}, fmtTime(r.timestamp)), el('td', { class: 'num' }, fmtValue(r.value, r.units)), el('td', { class: 'num' }, r.seq ?? ''))));
 }
 
+let loads = 0;
 async function load() {
-  device = await api('GET', '/api/v1/devices/' + encodeURIComponent(id));
+  const n = ++loads; // a newer load (another range) wins
+  const d = await api('GET', '/api/v1/devices/' + encodeURIComponent(id));
+  if (n !== loads) return;
+  device = d;
   document.getElementById('device-title').textContent = device.meta?.name ? `${device.meta.name} (${id})` : id;
   renderFacts();
   if (range === 'live') {
     const rs = await api('GET', `/api/v1/devices/${encodeURIComponent(id)}/telemetry?since=10m&limit=10000`);
+    if (n !== loads) return;
     points = rs.map(r => [new Date(r.timestamp).getTime(), r.value]);
     band = null;
     renderLatest(rs);
   } else {
     const bs = await api('GET', `/api/v1/devices/${encodeURIComponent(id)}/telemetry/summary?since=${range}`);
+    if (n !== loads) return;
     points = bs.map(b => [new Date(b.time).getTime(), b.avg]);
     band = bs.map(b => [new Date(b.time).getTime(), b.min, b.max]);
     const rs = await api('GET', `/api/v1/devices/${encodeURIComponent(id)}/telemetry?limit=10`);
+    if (n !== loads) return;
     renderLatest(rs);
   }
   draw();
@@ -70,6 +77,7 @@ setInterval(() => { if (device && range === 'live') draw(); }, 5000);
 load().catch(e => toast(e.message, true));
 
 stream(['reading', 'device'], {
+  reload: () => load().catch(() => {}),
   reading: (r) => {
     if (!device) return;
     device.last_value = r.value; device.last_seen = new Date().toISOString(); device.status = 'online';

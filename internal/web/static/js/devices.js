@@ -42,7 +42,7 @@ load().catch(e => toast(e.message, true));
 setInterval(() => { for (const [id, r] of rows) { const d = devices.get(id); r.querySelector('.seen').textContent = fmtAgo(d.last_seen); } }, 5000);
 
 stream(['reading', 'device'], {
-  open: () => load().catch(() => {}),
+  reload: () => load().catch(() => {}),
   reading: (m) => {
     const d = devices.get(m.device);
     if (!d) { load().catch(() => {}); return; }

@@ -47,12 +47,16 @@ async function addClips(evs) {
   }
 }
 
+let loads = 0;
 async function load() {
+  const n = ++loads; // a newer load (the filters changed again) wins
   const evs = await api('GET', '/api/v1/events?' + query({ limit: PAGE }));
+  if (n !== loads) return;
   events = evs;
   clips.clear();
   more.hidden = evs.length < PAGE;
   await addClips(evs);
+  if (n !== loads) return;
   if (params.id && !events.some(e => e.id === params.id)) {
     try {
       const ev = await api('GET', '/api/v1/events/' + encodeURIComponent(params.id));
@@ -114,6 +118,7 @@ load().then(() => {
 }).catch(e => toast(e.message, true));
 
 stream(['event', 'clip', 'clip_deleted'], {
+  reload: () => load().catch(() => {}),
   event: (ev) => {
     const i = events.findIndex(x => x.id === ev.id);
     if (i >= 0) events[i] = ev;

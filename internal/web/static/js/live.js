@@ -10,11 +10,11 @@ function card(c) {
   const img = el('img', { alt: `Live picture of ${c.name || c.id}`, hidden: true });
   const state = el('span', { class: 'state' }, 'not streaming');
   const frame = el('div', { class: 'frame' }, img, state);
-  const info = el('span', { class: 'muted small', 'aria-live': 'polite' });
+  const info = el('span', { class: 'muted small' });
   const btn = el('button', { type: 'button', class: 'btn small primary' }, 'Watch');
   const root = el('article', { class: 'cam' + (params.camera ? ' solo' : ''), dataset: { camera: c.id, site: c.site }, 'aria-label': `${c.site} ${c.id}` },
     frame, el('div', { class: 'bar' }, el('span', {}, el('strong', {}, c.name || c.id), ' ', el('small', { class: 'muted' }, c.site)), info, btn));
-  const st = { c, root, img, state, info, btn, watching: false, ctrl: null, frames: 0, streamID: '', times: [], url: '' };
+  const st = { c, root, img, state, info, btn, watching: false, gen: 0, ctrl: null, frames: 0, streamID: '', times: [], url: '' };
   btn.addEventListener('click', () => st.watching ? stop(st) : watch(st));
   return st;
 }
@@ -27,30 +27,36 @@ function setState(st, text, cls) {
 // stops watching; when a stream ends (a live view times out, a recording
 // takes over) it asks again.
 async function watch(st) {
+  const gen = ++st.gen; // Stop, or another Watch, ends this loop
+  const live = () => st.watching && st.gen === gen;
   st.watching = true;
   st.btn.textContent = 'Stop';
-  while (st.watching) {
+  while (live()) {
+    const ctrl = new AbortController();
+    st.ctrl = ctrl;
     try {
       setState(st, 'starting…', 'starting');
       const v = await api('POST', `/api/v1/cameras/${encodeURIComponent(st.c.site)}/${encodeURIComponent(st.c.id)}/live`);
+      if (!live()) break;
       st.streamID = v.id;
       st.root.dataset.stream = v.id;
-      st.ctrl = new AbortController();
-      const resp = await fetch(v.mjpeg, { signal: st.ctrl.signal, credentials: 'same-origin' });
+      const resp = await fetch(v.mjpeg, { signal: ctrl.signal, credentials: 'same-origin' });
       if (!resp.ok) {
         let msg = resp.statusText;
         try { msg = (await resp.json()).error || msg; } catch { /* not JSON */ }
         throw new Error(msg);
       }
       setState(st, v.live_only ? 'live' : 'live · recording', v.live_only ? 'streaming' : 'recording');
-      await readMJPEG(resp, (jpeg) => show(st, jpeg));
+      await readMJPEG(resp, (jpeg) => { if (live()) show(st, jpeg); });
     } catch (e) {
-      if (!st.watching) break;
+      if (!live()) break;
       if (e.name !== 'AbortError') {
         setState(st, 'unavailable', 'bad');
         st.info.textContent = e.message;
         await new Promise(r => setTimeout(r, 3000));
       }
+    } finally {
+      ctrl.abort();
     }
   }
 }
@@ -60,9 +66,9 @@ function show(st, jpeg) {
   const old = st.url;
   st.url = url;
   st.img.src = url;
+  if (old) URL.revokeObjectURL(old); // the picture has moved on, shown or not
   st.img.decode().then(() => {
     st.img.hidden = false;
-    if (old) URL.revokeObjectURL(old);
     st.frames++;
     const now = performance.now();
     st.times.push(now);
@@ -71,11 +77,12 @@ function show(st, jpeg) {
     st.info.textContent = `${st.frames} frames · ${fps.toFixed(1)} fps`;
     st.root.dataset.frames = st.frames;
     st.root.dispatchEvent(new CustomEvent('frame', { detail: { frames: st.frames, width: st.img.naturalWidth } }));
-  }).catch(() => { URL.revokeObjectURL(url); });
+  }).catch(() => { /* a newer frame replaced it before it was decoded */ });
 }
 
 function stop(st) {
   st.watching = false;
+  st.gen++;
   st.ctrl?.abort();
   st.btn.textContent = 'Watch';
   setState(st, 'not streaming');
@@ -110,4 +117,4 @@ function agents(v) {
 
 addEventListener('pagehide', () => { for (const st of cards.values()) stop(st); });
 load().catch(e => toast(e.message, true));
-stream(['agents'], { agents, open: () => load().catch(() => {}) });
+stream(['agents'], { agents, reload: () => load().catch(() => {}) });

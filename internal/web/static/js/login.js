@@ -9,8 +9,8 @@ form.addEventListener('submit', async (e) => {
   btn.disabled = true;
   try {
     await api('POST', '/api/v1/login', { username: form.username.value.trim(), password: form.password.value });
-    const next = new URLSearchParams(location.search).get('next') || '/';
-    location.href = next.startsWith('/') && !next.startsWith('//') ? next : '/';
+    const next = new URL(new URLSearchParams(location.search).get('next') || '/', location.origin);
+    location.href = next.origin === location.origin ? next.pathname + next.search + next.hash : '/';
   } catch (x) {
     err.textContent = x.status === 401 ? 'Wrong username or password.' : x.message;
     err.hidden = false;

@@ -65,15 +65,15 @@ async function load() {
 }
 
 load().catch(e => toast(e.message, true));
-stream(['site', 'device', 'reading', 'event', 'clip', 'clip_deleted', 'agents'], {
-  open: () => load().catch(() => {}),
+setInterval(() => api('GET', '/api/v1/devices').then(ds => { devices = new Map(ds.map(d => [d.id, d])); renderDevices(); }).catch(() => {}), 30000);
+stream(['site', 'device', 'event', 'clip', 'clip_deleted', 'agents'], {
+  reload: () => load().catch(() => {}),
   site: (s) => {
     const cur = sites.find(x => x.name === s.name);
     if (cur) { cur.armed = s.armed; if (s.plan) cur.plan = s.plan; } else sites.push({ plan: 'free', ...s });
     renderSites();
   },
   device: (d) => { const cur = devices.get(d.device); if (cur) cur.status = d.status; else devices.set(d.device, { id: d.device, status: d.status }); renderDevices(); },
-  reading: (r) => { if (!devices.has(r.device)) { devices.set(r.device, { id: r.device, status: 'online' }); renderDevices(); } },
   event: (ev) => {
     const i = events.findIndex(x => x.id === ev.id);
     if (i >= 0) events[i] = ev; else { events.unshift(ev); ev._new = true; }
