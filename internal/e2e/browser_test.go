@@ -27,6 +27,7 @@ func artifacts(t testing.TB) string {
 		dir = filepath.Join("testdata", "artifacts")
 	}
 	dir = filepath.Join(dir, t.Name())
+	must(t, os.RemoveAll(dir)) // this run's screenshots only
 	must(t, os.MkdirAll(dir, 0o755))
 	return dir
 }
