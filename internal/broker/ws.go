@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -12,6 +11,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/vigilhq/vigil/internal/wsconn"
 )
 
 // websocketListener serves MQTT over WebSocket on a listener that is already
@@ -49,7 +50,7 @@ func (l *websocketListener) upgrade(w http.ResponseWriter, r *http.Request) {
 		return // the upgrader has answered the client
 	}
 	defer c.Close()
-	if err := l.establish(l.id, &wsConn{Conn: c.UnderlyingConn(), c: c}); err != nil {
+	if err := l.establish(l.id, wsconn.New(c)); err != nil {
 		l.log.Debug("websocket client ended", "error", err)
 	}
 }
@@ -80,43 +81,3 @@ func (l *websocketListener) Close(closeClients listeners.CloseFn) {
 	closeClients(l.id)
 }
 
-// wsConn presents a WebSocket connection carrying binary MQTT frames as a
-// net.Conn stream.
-type wsConn struct {
-	net.Conn
-	c *websocket.Conn
-	r io.Reader // current message, nil between messages
-}
-
-var errNotBinary = errors.New("websocket: MQTT needs binary messages")
-
-func (ws *wsConn) Read(p []byte) (int, error) {
-	for {
-		if ws.r == nil {
-			op, r, err := ws.c.NextReader()
-			if err != nil {
-				return 0, err
-			}
-			if op != websocket.BinaryMessage {
-				return 0, errNotBinary
-			}
-			ws.r = r
-		}
-		n, err := ws.r.Read(p)
-		if errors.Is(err, io.EOF) {
-			ws.r = nil
-			if n == 0 {
-				continue // an empty or finished message: read the next one
-			}
-			err = nil
-		}
-		return n, err
-	}
-}
-
-func (ws *wsConn) Write(p []byte) (int, error) {
-	if err := ws.c.WriteMessage(websocket.BinaryMessage, p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}

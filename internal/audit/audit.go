@@ -1,0 +1,342 @@
+// Package audit diagnoses the security and availability of MQTT brokers,
+// Vigil's own or anyone's, as `vigil audit` and `vigil up`'s self-audit do:
+// which ports answer, TLS, anonymous access, weak credentials, what $SYS and
+// wildcard subscriptions leak, ACLs, retained secrets, client-id takeover,
+// what the broker accepts that the MQTT specification forbids, resource
+// limits, QoS support, latency and failover between brokers; and, when
+// nmap is installed, its mqtt-subscribe script's view.
+//
+// Each check has a stable id and gives findings, each with a severity,
+// evidence and a remediation. Checks of one target share what they learn
+// (the ports that answer, an identity that can connect, the topics seen)
+// through an Env; they run in a fixed order (Order).
+package audit
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Severity ranks a finding.
+type Severity int
+
+// Severities, from the least to the most serious.
+const (
+	Info Severity = iota
+	Low
+	Medium
+	High
+	Critical
+)
+
+var severityNames = []string{"info", "low", "medium", "high", "critical"}
+
+func (s Severity) String() string {
+	if s < Info || s > Critical {
+		return fmt.Sprintf("severity(%d)", int(s))
+	}
+	return severityNames[s]
+}
+
+// ParseSeverity reads a severity name.
+func ParseSeverity(v string) (Severity, error) {
+	for i, n := range severityNames {
+		if strings.EqualFold(v, n) {
+			return Severity(i), nil
+		}
+	}
+	return 0, fmt.Errorf("severity %q is not one of %s", v, strings.Join(severityNames, ", "))
+}
+
+// MarshalText writes the severity's name.
+func (s Severity) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText reads a severity's name.
+func (s *Severity) UnmarshalText(b []byte) error {
+	v, err := ParseSeverity(string(b))
+	*s = v
+	return err
+}
+
+// Finding is one thing an audit found.
+type Finding struct {
+	ID          string   `json:"id"` // the check's id
+	Severity    Severity `json:"severity"`
+	Title       string   `json:"title"`       // one line
+	Evidence    string   `json:"evidence"`    // what was seen, secrets redacted
+	Remediation string   `json:"remediation"` // how to fix it
+}
+
+// CheckResult says how a check went.
+type CheckResult struct {
+	ID         string `json:"id"`
+	Status     string `json:"status"`         // passed, found, skipped, error
+	Note       string `json:"note,omitempty"` // why it was skipped, or its error
+	DurationMS int64  `json:"duration_ms"`
+}
+
+// Check statuses.
+const (
+	StatusPassed  = "passed"
+	StatusFound   = "found"
+	StatusSkipped = "skipped"
+	StatusError   = "error"
+)
+
+// Report is the audit of one target.
+type Report struct {
+	Target     string        `json:"target"`
+	Grade      string        `json:"grade"` // A (nothing above info) to F
+	Findings   []Finding     `json:"findings"`
+	Checks     []CheckResult `json:"checks"`
+	Broker     string        `json:"broker,omitempty"` // product and version, when known
+	Nmap       string        `json:"nmap"`             // used, not installed, skipped, failed: ...
+	Started    time.Time     `json:"started"`
+	DurationMS int64         `json:"duration_ms"`
+}
+
+// Worst returns the most serious severity of the findings (Info if none).
+func (r *Report) Worst() Severity {
+	w := Info
+	for _, f := range r.Findings {
+		w = max(w, f.Severity)
+	}
+	return w
+}
+
+// Grade turns the worst severity into a grade: A nothing above info, B
+// low, C medium, D high, F critical.
+func Grade(worst Severity) string {
+	return [...]string{"A", "B", "C", "D", "F"}[worst]
+}
+
+// Options configure an audit.
+type Options struct {
+	// Checks selects checks by id (nil: all); Skip removes some.
+	Checks, Skip []string
+	// Username and Password, if set, are the identity the checks use.
+	Username, Password string
+	// ClientID prefix for the audit's connections (default "vigil-audit").
+	ClientID string
+	// UserList and PassList extend the built-in default credentials that
+	// weak-credentials tries; CredentialBudget bounds the tries per user
+	// (default 20) and CredentialRate their pace (default 5 a second).
+	UserList, PassList []string
+	CredentialBudget   int
+	CredentialRate     float64
+	// CAFile trusts a CA for TLS checks and mqtts/wss connections;
+	// Insecure connects over TLS without verifying (the tls-cert check
+	// still reports what it sees).
+	CAFile   string
+	Insecure bool
+	// Timeout bounds each network step (default 3 s).
+	Timeout time.Duration
+	// Ports are extra ports the open-ports check tries.
+	Ports []int
+	// NoNmap skips nmap; Nmap is its path (default: looked up in PATH).
+	NoNmap bool
+	Nmap   string
+	// LocalMode says the target is Vigil in local mode (its own
+	// self-audit): anonymous access on loopback is expected, and reported
+	// as such.
+	LocalMode bool
+	// Progress, if set, is told of each check as it starts.
+	Progress func(target, check string, i, n int)
+	Log      *slog.Logger
+	// Now tells the time (certificate expiry; tests set it).
+	Now func() time.Time
+}
+
+func (o *Options) defaults() {
+	if o.ClientID == "" {
+		o.ClientID = "vigil-audit"
+	}
+	if o.CredentialBudget <= 0 {
+		o.CredentialBudget = 20
+	}
+	if o.CredentialRate <= 0 {
+		o.CredentialRate = 5
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 3 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// Check is one diagnostic.
+type Check struct {
+	ID    string
+	Title string // what it checks, for --help and the report
+	// Run probes the target and returns findings; an error means the check
+	// could not run (reported, not a finding). ErrSkip skips it.
+	Run func(ctx context.Context, env *Env) ([]Finding, error)
+	// Multi checks look at all the targets at once (failover); Run then
+	// gets the Env of the first target and env.All holds every one.
+	Multi bool
+}
+
+// SkipError skips a check, saying why.
+type SkipError struct{ Why string }
+
+func (e *SkipError) Error() string { return e.Why }
+
+// Skip returns a SkipError.
+func Skip(format string, args ...any) error { return &SkipError{Why: fmt.Sprintf(format, args...)} }
+
+// Order is the order checks run in: later checks use what earlier ones
+// learnt (the ports that answer, an identity, the topics seen).
+var Order = []string{
+	"open-ports", "no-tls", "tls-weak", "tls-cert",
+	"anonymous-access", "weak-credentials",
+	"broker-fingerprint", "sys-topics-exposed", "wildcard-subscribe", "retained-leak",
+	"sys-publish", "acl-publish", "client-id-takeover",
+	"invalid-topic", "invalid-utf8", "invalid-qos", "max-payload", "slow-connect",
+	"qos-support", "latency", "nmap", "failover",
+}
+
+var (
+	registryMu sync.Mutex
+	registry   = map[string]*Check{}
+)
+
+// register adds a check; its id must be in Order.
+func register(c *Check) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	if !slices.Contains(Order, c.ID) {
+		panic("audit: check " + c.ID + " is not in Order")
+	}
+	registry[c.ID] = c
+}
+
+// Checks returns the registered checks in Order.
+func Checks() []*Check {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	var out []*Check
+	for _, id := range Order {
+		if c := registry[id]; c != nil {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// selected returns the checks the options ask for.
+func selected(o *Options) ([]*Check, error) {
+	known := map[string]bool{}
+	for _, c := range Checks() {
+		known[c.ID] = true
+	}
+	for _, id := range append(slices.Clone(o.Checks), o.Skip...) {
+		if !known[id] {
+			return nil, fmt.Errorf("no check %q; the checks are %s", id, strings.Join(Order, ", "))
+		}
+	}
+	var out []*Check
+	for _, c := range Checks() {
+		if (len(o.Checks) == 0 || slices.Contains(o.Checks, c.ID)) && !slices.Contains(o.Skip, c.ID) {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// Run audits each target (a URL, or a bare host for the usual ports) and
+// returns a report per target, in order.
+func Run(ctx context.Context, targets []string, opts Options) ([]*Report, error) {
+	opts.defaults()
+	checks, err := selected(&opts)
+	if err != nil {
+		return nil, err
+	}
+	var envs []*Env
+	for _, t := range targets {
+		tg, err := ParseTarget(t)
+		if err != nil {
+			return nil, err
+		}
+		env, err := newEnv(tg, &opts)
+		if err != nil {
+			return nil, err
+		}
+		envs = append(envs, env)
+	}
+	for _, e := range envs {
+		e.All = envs
+	}
+	for _, env := range envs {
+		for i, c := range checks {
+			if c.Multi {
+				continue
+			}
+			if opts.Progress != nil {
+				opts.Progress(env.Target.Input, c.ID, i+1, len(checks))
+			}
+			env.run(ctx, c)
+		}
+	}
+	// Multi-target checks run once, on the first target's report.
+	for i, c := range checks {
+		if c.Multi && len(envs) > 0 {
+			if opts.Progress != nil {
+				opts.Progress(envs[0].Target.Input, c.ID, i+1, len(checks))
+			}
+			envs[0].run(ctx, c)
+		}
+	}
+	reports := make([]*Report, len(envs))
+	for i, env := range envs {
+		r := env.report
+		r.DurationMS = time.Since(r.Started).Milliseconds()
+		slices.SortStableFunc(r.Findings, func(a, b Finding) int {
+			if a.Severity != b.Severity {
+				return int(b.Severity) - int(a.Severity)
+			}
+			return slices.Index(Order, a.ID) - slices.Index(Order, b.ID)
+		})
+		r.Grade = Grade(r.Worst())
+		reports[i] = r
+	}
+	return reports, ctx.Err()
+}
+
+// run runs one check on a target and records its outcome.
+func (env *Env) run(ctx context.Context, c *Check) {
+	start := time.Now()
+	res := CheckResult{ID: c.ID}
+	if ctx.Err() != nil {
+		res.Status, res.Note = StatusSkipped, "the audit was interrupted"
+		env.report.Checks = append(env.report.Checks, res)
+		return
+	}
+	findings, err := c.Run(ctx, env)
+	res.DurationMS = time.Since(start).Milliseconds()
+	var skip *SkipError
+	switch {
+	case err != nil && errorsAs(err, &skip):
+		res.Status, res.Note = StatusSkipped, skip.Why
+	case err != nil:
+		res.Status, res.Note = StatusError, err.Error()
+		env.Opts.Log.Warn("audit check failed", "target", env.Target.Input, "check", c.ID, "error", err)
+	case len(findings) > 0:
+		res.Status = StatusFound
+	default:
+		res.Status = StatusPassed
+	}
+	for i := range findings {
+		findings[i].ID = c.ID
+	}
+	env.report.Findings = append(env.report.Findings, findings...)
+	env.report.Checks = append(env.report.Checks, res)
+}

@@ -1,0 +1,380 @@
+package audit
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/vigilhq/vigil/internal/wsconn"
+)
+
+func errorsAs(err error, target any) bool { return errors.As(err, target) }
+
+// Identity is who the checks connect as.
+type Identity struct {
+	Username, Password string
+	Source             string // given, weak-credentials or anonymous
+}
+
+// Anonymous tells whether the identity has no username.
+func (id *Identity) Anonymous() bool { return id.Username == "" }
+
+func (id *Identity) String() string {
+	if id.Anonymous() {
+		return "an anonymous client"
+	}
+	return fmt.Sprintf("user %q (%s)", id.Username, id.Source)
+}
+
+// Env is what the checks of one target share.
+type Env struct {
+	Target *Target
+	Opts   *Options
+	// All holds every target's Env (for multi-target checks).
+	All []*Env
+
+	report *Report
+	tls    *tls.Config // for connections (CA, insecure)
+	seq    atomic.Int64
+
+	mu sync.Mutex
+	// Open are the endpoints whose port accepts a TCP connection (set by
+	// open-ports; without it, every endpoint of the target).
+	open    []Endpoint
+	openSet bool
+	// MQTT are the open endpoints that answered a CONNECT.
+	mqtt []Endpoint
+	// Identity is who later checks connect as: the given credentials, a
+	// weak password weak-credentials found, or anonymous if that is
+	// allowed; nil if nobody can connect.
+	identity *Identity
+	// AnonymousOK: an anonymous CONNECT was accepted.
+	anonymousOK bool
+	// Sys holds $SYS values seen; Topics the topics seen; Retained the
+	// retained messages seen.
+	sys      map[string]string
+	topics   map[string]bool
+	retained map[string][]byte
+}
+
+func newEnv(t *Target, o *Options) (*Env, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: o.Insecure}
+	if o.CAFile != "" {
+		pem, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("--ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--ca %s: no PEM certificate in it", o.CAFile)
+		}
+		cfg.RootCAs = pool
+	}
+	env := &Env{Target: t, Opts: o, tls: cfg,
+		report: &Report{Target: t.Input, Findings: []Finding{}, Checks: []CheckResult{}, Started: o.Now(), Nmap: "skipped"},
+		sys:    map[string]string{}, topics: map[string]bool{}, retained: map[string][]byte{}}
+	if o.Username != "" {
+		env.identity = &Identity{Username: o.Username, Password: o.Password, Source: "given"}
+	}
+	return env, nil
+}
+
+// ClientID returns a fresh client id for a probe.
+func (env *Env) ClientID(what string) string {
+	return fmt.Sprintf("%s-%s-%d-%d", env.Opts.ClientID, what, os.Getpid()%10000, env.seq.Add(1))
+}
+
+// TLSConfig returns the TLS configuration connections use, for a host.
+func (env *Env) TLSConfig(host string) *tls.Config {
+	c := env.tls.Clone()
+	c.ServerName = host
+	return c
+}
+
+// Open returns the endpoints that accept connections.
+func (env *Env) Open() []Endpoint {
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	if !env.openSet {
+		return env.Target.Endpoints
+	}
+	return append([]Endpoint(nil), env.open...)
+}
+
+// SetOpen records the endpoints that accept connections.
+func (env *Env) SetOpen(eps []Endpoint) {
+	env.mu.Lock()
+	env.open, env.openSet = eps, true
+	env.mu.Unlock()
+}
+
+// MQTT returns the endpoints that answered an MQTT CONNECT, plain ones
+// first; without that knowledge, the open ones.
+func (env *Env) MQTT() []Endpoint {
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	if len(env.mqtt) > 0 {
+		return append([]Endpoint(nil), env.mqtt...)
+	}
+	if env.openSet {
+		return append([]Endpoint(nil), env.open...)
+	}
+	return env.Target.Endpoints
+}
+
+// AddMQTT records an endpoint that speaks MQTT.
+func (env *Env) AddMQTT(ep Endpoint) {
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	for _, e := range env.mqtt {
+		if e == ep {
+			return
+		}
+	}
+	env.mqtt = append(env.mqtt, ep)
+	sort.SliceStable(env.mqtt, func(i, j int) bool { return !env.mqtt[i].WS() && env.mqtt[j].WS() })
+}
+
+// Primary is the endpoint the identity checks use: the first that speaks
+// MQTT (plain TCP or TLS before WebSocket).
+func (env *Env) Primary() (Endpoint, bool) {
+	eps := env.MQTT()
+	if len(eps) == 0 {
+		return Endpoint{}, false
+	}
+	return eps[0], true
+}
+
+// Identity returns who later checks connect as (nil: nobody can).
+func (env *Env) Identity() *Identity {
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	return env.identity
+}
+
+// SetIdentity sets who later checks connect as, unless one was given.
+func (env *Env) SetIdentity(id *Identity) {
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	if env.identity == nil || env.identity.Source != "given" {
+		env.identity = id
+	}
+}
+
+// AnonymousOK tells whether an anonymous client could connect.
+func (env *Env) AnonymousOK() bool {
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	return env.anonymousOK
+}
+
+// SetAnonymousOK records whether an anonymous client could connect.
+func (env *Env) SetAnonymousOK(ok bool) {
+	env.mu.Lock()
+	env.anonymousOK = ok
+	env.mu.Unlock()
+}
+
+// Sys returns the $SYS values seen.
+func (env *Env) Sys() map[string]string {
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	out := make(map[string]string, len(env.sys))
+	for k, v := range env.sys {
+		out[k] = v
+	}
+	return out
+}
+
+// Seen records a message seen on the broker.
+func (env *Env) Seen(topic string, payload []byte, retained bool) {
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	if len(topic) > 4 && topic[:5] == "$SYS/" {
+		if len(env.sys) < 1000 {
+			env.sys[topic] = string(payload)
+		}
+		return
+	}
+	if len(env.topics) < 10000 {
+		env.topics[topic] = true
+	}
+	if retained && len(env.retained) < 10000 {
+		env.retained[topic] = append([]byte(nil), payload...)
+	}
+}
+
+// Topics returns the (non-$SYS) topics seen, sorted.
+func (env *Env) Topics() []string {
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	out := make([]string, 0, len(env.topics))
+	for t := range env.topics {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Retained returns the retained messages seen.
+func (env *Env) Retained() map[string][]byte {
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	out := make(map[string][]byte, len(env.retained))
+	for k, v := range env.retained {
+		out[k] = v
+	}
+	return out
+}
+
+// SetBroker records the broker's product and version.
+func (env *Env) SetBroker(s string) {
+	env.mu.Lock()
+	env.report.Broker = s
+	env.mu.Unlock()
+}
+
+// Broker returns the broker's product and version, if known.
+func (env *Env) Broker() string {
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	return env.report.Broker
+}
+
+// SetNmap records how nmap was used.
+func (env *Env) SetNmap(s string) {
+	env.mu.Lock()
+	env.report.Nmap = s
+	env.mu.Unlock()
+}
+
+// AddEvidence appends to the evidence of an earlier finding of check id,
+// if there is one (nmap merges its view this way); it reports whether it
+// did.
+func (env *Env) AddEvidence(id, evidence string) bool {
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	for i := range env.report.Findings {
+		if env.report.Findings[i].ID == id {
+			env.report.Findings[i].Evidence += "\n" + evidence
+			return true
+		}
+	}
+	return false
+}
+
+// Dial opens a connection to an endpoint: TCP, TLS, or WebSocket.
+func (env *Env) Dial(ctx context.Context, ep Endpoint) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, env.Opts.Timeout)
+	defer cancel()
+	if ep.WS() {
+		scheme := "ws"
+		if ep.TLS() {
+			scheme = "wss"
+		}
+		u := &url.URL{Scheme: scheme, Host: ep.Addr(), Path: ep.Path}
+		c, _, err := wsconn.Dial(ctx, u, env.TLSConfig(ep.Host))
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	d := net.Dialer{}
+	if ep.TLS() {
+		td := tls.Dialer{NetDialer: &d, Config: env.TLSConfig(ep.Host)}
+		return td.DialContext(ctx, "tcp", ep.Addr())
+	}
+	return d.DialContext(ctx, "tcp", ep.Addr())
+}
+
+// Session is an MQTT 5 connection of a probe.
+type Session struct {
+	*paho.Client
+	Connack *paho.Connack
+	// Messages receives what the session's subscriptions deliver (a full
+	// channel drops).
+	Messages chan *paho.Publish
+	// Disconnected is closed when the server ends the connection.
+	Disconnected chan struct{}
+	ServerDisconnect *paho.Disconnect
+}
+
+// Connect opens an MQTT 5 session to ep as id (nil: anonymous). A refused
+// CONNECT returns the CONNACK with an error.
+func (env *Env) Connect(ctx context.Context, ep Endpoint, clientID string, id *Identity) (*Session, error) {
+	conn, err := env.Dial(ctx, ep)
+	if err != nil {
+		return nil, err
+	}
+	s := &Session{Messages: make(chan *paho.Publish, 1024), Disconnected: make(chan struct{})}
+	var once sync.Once
+	gone := func() { once.Do(func() { close(s.Disconnected) }) }
+	s.Client = paho.NewClient(paho.ClientConfig{
+		Conn: conn,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			select {
+			case s.Messages <- pr.Packet:
+			default:
+			}
+			return true, nil
+		}},
+		OnServerDisconnect: func(d *paho.Disconnect) { s.ServerDisconnect = d; gone() },
+		OnClientError:      func(error) { gone() },
+	})
+	cp := &paho.Connect{ClientID: clientID, KeepAlive: 30, CleanStart: true}
+	if id != nil && id.Username != "" {
+		cp.Username, cp.UsernameFlag = id.Username, true
+		cp.Password, cp.PasswordFlag = []byte(id.Password), true
+	}
+	cctx, cancel := context.WithTimeout(ctx, env.Opts.Timeout)
+	defer cancel()
+	ack, err := s.Client.Connect(cctx, cp)
+	s.Connack = ack
+	if err != nil {
+		conn.Close()
+		return s, err
+	}
+	return s, nil
+}
+
+// Close disconnects the session.
+func (s *Session) Close() {
+	if s == nil || s.Client == nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() { s.Client.Disconnect(&paho.Disconnect{ReasonCode: 0}); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+	}
+}
+
+// Collect gathers the messages a session receives for d (or until n).
+func (s *Session) Collect(ctx context.Context, d time.Duration, n int) []*paho.Publish {
+	var out []*paho.Publish
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for len(out) < n {
+		select {
+		case m := <-s.Messages:
+			out = append(out, m)
+		case <-t.C:
+			return out
+		case <-ctx.Done():
+			return out
+		}
+	}
+	return out
+}
