@@ -306,7 +306,7 @@ type Session struct {
 	// channel drops).
 	Messages chan *paho.Publish
 	// Disconnected is closed when the server ends the connection.
-	Disconnected chan struct{}
+	Disconnected     chan struct{}
 	ServerDisconnect *paho.Disconnect
 }
 

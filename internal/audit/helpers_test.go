@@ -142,4 +142,3 @@ func describe(r *Report) string {
 	}
 	return b.String()
 }
-

@@ -80,4 +80,3 @@ func (l *websocketListener) Close(closeClients listeners.CloseFn) {
 	})
 	closeClients(l.id)
 }
-
