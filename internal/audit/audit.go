@@ -136,8 +136,12 @@ type Options struct {
 	Insecure bool
 	// Timeout bounds each network step (default 3 s).
 	Timeout time.Duration
-	// Ports are extra ports the open-ports check tries.
-	Ports []int
+	// Ports are extra ports open-ports tries on every target, finding out
+	// which of MQTT, MQTT over TLS, WebSocket or secure WebSocket each
+	// speaks; NoDefaultPorts leaves out a bare host's usual ports (tests,
+	// and `--ports-only`).
+	Ports          []int
+	NoDefaultPorts bool
 	// NoNmap skips nmap; Nmap is its path (default: looked up in PATH).
 	NoNmap bool
 	Nmap   string

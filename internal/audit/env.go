@@ -87,6 +87,9 @@ func newEnv(t *Target, o *Options) (*Env, error) {
 	if o.Username != "" {
 		env.identity = &Identity{Username: o.Username, Password: o.Password, Source: "given"}
 	}
+	if !t.Given && o.NoDefaultPorts {
+		t.Endpoints = nil
+	}
 	return env, nil
 }
 
