@@ -8,8 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests talk to: Mosquitto and its clients, the paper's
-# Python simulator's paho-mqtt, ffmpeg (clips, RTP senders, ffprobe) and
-# Chromium (the web UI's browser tests, headless). The Docker runtime's
+# Python simulator's paho-mqtt, ffmpeg (clips, RTP senders, ffprobe),
+# Chromium (the web UI's browser tests, headless) and nmap (its
+# mqtt-subscribe script, merged into audits). The Docker runtime's
 # tests use the Docker engine the machine runs.
 need=()
 command -v mosquitto >/dev/null || need+=(mosquitto)
@@ -17,6 +18,7 @@ command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
 /usr/bin/python3 -c 'import paho.mqtt.client' 2>/dev/null || need+=(python3-paho-mqtt)
 command -v chromium >/dev/null || need+=(chromium)
+command -v nmap >/dev/null || need+=(nmap)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     echo "installing ${need[*]}"

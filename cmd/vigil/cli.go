@@ -62,7 +62,7 @@ func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(fo
 var commands []*command
 
 func init() {
-	commands = []*command{upCommand, simCommand, subCommand, userCommand, agentCommand, cameraCommand, imageCommand, benchCommand, versionCommand}
+	commands = []*command{upCommand, simCommand, subCommand, userCommand, agentCommand, cameraCommand, imageCommand, benchCommand, auditCommand, watchCommand, versionCommand}
 }
 
 func lookup(name string) *command {

@@ -125,7 +125,7 @@ type Options struct {
 	ClientID string
 	// UserList and PassList extend the built-in default credentials that
 	// weak-credentials tries; CredentialBudget bounds the tries per user
-	// (default 20) and CredentialRate their pace (default 5 a second).
+	// (default 20) and CredentialRate their pace (default 20 a second).
 	UserList, PassList []string
 	CredentialBudget   int
 	CredentialRate     float64
@@ -164,7 +164,7 @@ func (o *Options) defaults() {
 		o.CredentialBudget = 20
 	}
 	if o.CredentialRate <= 0 {
-		o.CredentialRate = 5
+		o.CredentialRate = 20
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = 3 * time.Second

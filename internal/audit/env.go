@@ -16,6 +16,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/vigilhq/vigil/internal/mqttconn"
 	"github.com/vigilhq/vigil/internal/wsconn"
 )
 
@@ -66,6 +67,9 @@ type Env struct {
 	sys      map[string]string
 	topics   map[string]bool
 	retained map[string][]byte
+	// sysRead: $SYS/# was granted to sysBy (set by broker-fingerprint).
+	sysRead bool
+	sysBy   *Identity
 }
 
 func newEnv(t *Target, o *Options) (*Env, error) {
@@ -301,6 +305,16 @@ func (env *Env) Dial(ctx context.Context, ep Endpoint) (net.Conn, error) {
 	return d.DialContext(ctx, "tcp", ep.Addr())
 }
 
+// dialPaho opens a connection for a paho client: over TLS and WebSocket,
+// each MQTT packet goes out whole (mqttconn).
+func (env *Env) dialPaho(ctx context.Context, ep Endpoint) (net.Conn, error) {
+	c, err := env.Dial(ctx, ep)
+	if err != nil || !(ep.TLS() || ep.WS()) {
+		return c, err
+	}
+	return mqttconn.Whole(c), nil
+}
+
 // Session is an MQTT 5 connection of a probe.
 type Session struct {
 	*paho.Client
@@ -309,14 +323,19 @@ type Session struct {
 	// channel drops).
 	Messages chan *paho.Publish
 	// Disconnected is closed when the server ends the connection.
-	Disconnected     chan struct{}
-	ServerDisconnect *paho.Disconnect
+	Disconnected chan struct{}
 }
 
 // Connect opens an MQTT 5 session to ep as id (nil: anonymous). A refused
 // CONNECT returns the CONNACK with an error.
 func (env *Env) Connect(ctx context.Context, ep Endpoint, clientID string, id *Identity) (*Session, error) {
-	conn, err := env.Dial(ctx, ep)
+	return env.connectWith(ctx, ep, clientID, id, nil)
+}
+
+// connectWith is Connect with a last say on the CONNECT packet (edit may
+// be nil).
+func (env *Env) connectWith(ctx context.Context, ep Endpoint, clientID string, id *Identity, edit func(*paho.Connect)) (*Session, error) {
+	conn, err := env.dialPaho(ctx, ep)
 	if err != nil {
 		return nil, err
 	}
@@ -332,13 +351,16 @@ func (env *Env) Connect(ctx context.Context, ep Endpoint, clientID string, id *I
 			}
 			return true, nil
 		}},
-		OnServerDisconnect: func(d *paho.Disconnect) { s.ServerDisconnect = d; gone() },
+		OnServerDisconnect: func(*paho.Disconnect) { gone() },
 		OnClientError:      func(error) { gone() },
 	})
 	cp := &paho.Connect{ClientID: clientID, KeepAlive: 30, CleanStart: true}
 	if id != nil && id.Username != "" {
 		cp.Username, cp.UsernameFlag = id.Username, true
 		cp.Password, cp.PasswordFlag = []byte(id.Password), true
+	}
+	if edit != nil {
+		edit(cp)
 	}
 	cctx, cancel := context.WithTimeout(ctx, env.Opts.Timeout)
 	defer cancel()

@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"crypto/subtle"
 	"log/slog"
@@ -36,6 +35,10 @@ type authHook struct {
 
 	clients sync.Map // *mqtt.Client -> *users.User; absent: full access (anonymous on loopback, internal)
 	creds   sync.Map // username -> credential, for agents
+	own     sync.Map // *mqtt.Client -> struct{}: Vigil's own logins (internal, agents), never blocked
+
+	// failed is told of every refused login (set before the broker serves).
+	failed func(cl *mqtt.Client, username string)
 }
 
 // credential is an in-memory login (see Server.AddCredential).
@@ -55,8 +58,14 @@ func newAuthHook(authn Authenticator, log *slog.Logger) *authHook {
 
 func (h *authHook) ID() string { return "vigil-auth" }
 
+// Provides is asked for every hook on every event (every packet): a switch,
+// not a slice search.
 func (h *authHook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect}, []byte{b})
+	switch b {
+	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect:
+		return true
+	}
+	return false
 }
 
 func (h *authHook) setListener(id string, anonymous bool) {
@@ -77,19 +86,28 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 		if !ok {
 			h.log.Info("anonymous client refused: this listener requires a username and password",
 				"listener", cl.Net.Listener, "remote", cl.Net.Remote, "client_id", cl.ID)
+			h.fail(cl, "")
 		}
 		return ok
 	}
 	if name == internalUser {
-		return subtle.ConstantTimeCompare([]byte(password), []byte(h.internalPassword)) == 1
+		if subtle.ConstantTimeCompare([]byte(password), []byte(h.internalPassword)) != 1 {
+			h.log.Info("client refused: wrong password", "listener", cl.Net.Listener, "remote", cl.Net.Remote, "client_id", cl.ID, "username", name)
+			h.fail(cl, name)
+			return false
+		}
+		h.own.Store(cl, struct{}{})
+		return true
 	}
 	if v, ok := h.creds.Load(name); ok {
 		c := v.(credential)
 		if subtle.ConstantTimeCompare([]byte(password), []byte(c.password)) != 1 {
 			h.log.Info("client refused: wrong password", "listener", cl.Net.Listener, "remote", cl.Net.Remote, "client_id", cl.ID, "username", name)
+			h.fail(cl, name)
 			return false
 		}
 		h.clients.Store(cl, c.user)
+		h.own.Store(cl, struct{}{})
 		return true
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -98,6 +116,7 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	if err != nil {
 		h.log.Info("client refused: wrong username or password",
 			"listener", cl.Net.Listener, "remote", cl.Net.Remote, "client_id", cl.ID, "username", name)
+		h.fail(cl, name)
 		return false
 	}
 	h.clients.Store(cl, u)
@@ -126,4 +145,36 @@ func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 
 func (h *authHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	h.clients.Delete(cl)
+	h.own.Delete(cl)
+}
+
+func (h *authHook) fail(cl *mqtt.Client, username string) {
+	if h.failed != nil {
+		h.failed(cl, username)
+	}
+}
+
+// isOwn reports whether a connected client logged in as Vigil itself (the
+// internal user, or an agent's credential).
+func (h *authHook) isOwn(cl *mqtt.Client) bool {
+	_, ok := h.own.Load(cl)
+	return ok
+}
+
+// ownLogin reports whether a CONNECT carries Vigil's own credentials (the
+// internal user's, or an agent's), without logging or counting anything.
+func (h *authHook) ownLogin(pk packets.Packet) bool {
+	if !pk.Connect.UsernameFlag || !pk.Connect.PasswordFlag {
+		return false
+	}
+	name := string(pk.Connect.Username)
+	want := h.internalPassword
+	if name != internalUser {
+		v, ok := h.creds.Load(name)
+		if !ok {
+			return false
+		}
+		want = v.(credential).password
+	}
+	return subtle.ConstantTimeCompare(pk.Connect.Password, []byte(want)) == 1
 }

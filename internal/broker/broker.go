@@ -1,8 +1,9 @@
 // Package broker runs Vigil's embedded MQTT broker (mochi-mqtt v2): TCP,
 // WebSocket and TLS listeners bound synchronously, authentication and
 // per-user ACLs with anonymous access limited to loopback listeners,
-// persistence of retained messages and sessions, $SYS topics, and in-process
-// subscriptions for Vigil's own components.
+// response actions against clients that fail to log in repeatedly or flood
+// (blocks), persistence of retained messages and sessions, $SYS topics, and
+// in-process subscriptions for Vigil's own components.
 package broker
 
 import (
@@ -41,6 +42,7 @@ type Config struct {
 type Server struct {
 	mochi *mqtt.Server
 	auth  *authHook
+	guard *guard
 	addrs map[string]net.Addr // listener kind -> bound address
 	log   *slog.Logger
 	subID atomic.Int64
@@ -68,6 +70,11 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 	})
 	s := &Server{mochi: m, addrs: map[string]net.Addr{}, log: log, anonymousPolicy: cfg.MQTT.Anonymous}
 	s.auth = newAuthHook(authn, log)
+	s.guard = newGuard(cfg.MQTT, m, s.auth, log)
+	s.auth.failed = s.guard.authFailed
+	if err := m.AddHook(&guardHook{g: s.guard}, nil); err != nil {
+		return nil, fmt.Errorf("add block hook: %w", err)
+	}
 	if err := m.AddHook(s.auth, nil); err != nil {
 		return nil, fmt.Errorf("add auth hook: %w", err)
 	}
@@ -131,7 +138,7 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 		return fail(fmt.Errorf("start broker: %w", err))
 	}
 	if reg != nil {
-		if err := registerMetrics(reg, m); err != nil {
+		if err := registerMetrics(reg, m, s.guard.collectors()...); err != nil {
 			return fail(err)
 		}
 	}

@@ -4,7 +4,9 @@
 package conf
 
 import (
+	"fmt"
 	"net"
+	"net/netip"
 	"time"
 )
 
@@ -133,6 +135,50 @@ type MQTT struct {
 	MaxPacketSize int           `yaml:"max_packet_size"`
 	SysInterval   time.Duration `yaml:"sys_interval"`
 	Persistence   bool          `yaml:"persistence"`
+
+	// BlockAuthFailures failed CONNECT authentications from one address
+	// within BlockWindow block that address (0: never).
+	BlockAuthFailures int           `yaml:"block_auth_failures"`
+	BlockWindow       time.Duration `yaml:"block_window"`
+	// BlockFloodMessages is the PUBLISH rate (messages a second, averaged
+	// over 3 s) above which a client is disconnected and its client id and
+	// address blocked (0: never).
+	BlockFloodMessages int `yaml:"block_flood_messages"`
+	// BlockDuration is how long a block lasts.
+	BlockDuration time.Duration `yaml:"block_duration"`
+	// BlockExempt are addresses and CIDRs that are never blocked.
+	BlockExempt []string `yaml:"block_exempt"`
+}
+
+// BlockExemptPrefixes parses mqtt.block_exempt (validated); IPv4-mapped
+// IPv6 forms become IPv4.
+func (m MQTT) BlockExemptPrefixes() []netip.Prefix {
+	out := []netip.Prefix{}
+	for _, s := range m.BlockExempt {
+		if p, err := parsePrefix(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// parsePrefix reads an address (a prefix of its full length) or a CIDR.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		if a.Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("%q: zones are not allowed", s)
+		}
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+	}
+	return p.Masked(), nil
 }
 
 // Anonymous access policies for the MQTT listeners.
@@ -219,6 +265,16 @@ func New() *Config {
 			MaxPacketSize: 1 << 20,
 			SysInterval:   10 * time.Second,
 			Persistence:   true,
+
+			BlockAuthFailures:  10,
+			BlockWindow:        time.Minute,
+			BlockFloodMessages: 1000,
+			BlockDuration:      10 * time.Minute,
+			// Loopback is Vigil's own side of the machine: its agents, the
+			// demo fleet, its self-audit (which guesses passwords on
+			// purpose), `vigil bench` and local tools. See docs/security.md
+			// for when to remove it (a reverse proxy on the same host).
+			BlockExempt: []string{"127.0.0.0/8", "::1"},
 		},
 		HTTP: HTTP{Listen: "127.0.0.1:8080", TrustedProxies: []string{}},
 		Auth: Auth{BcryptCost: 10},

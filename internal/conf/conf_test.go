@@ -1,6 +1,7 @@
 package conf
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -125,5 +126,81 @@ func TestValidateNamesEveryWrongKey(t *testing.T) {
 		if !strings.Contains(err.Error(), key) {
 			t.Errorf("error does not mention %s:\n%v", key, err)
 		}
+	}
+}
+
+func TestBlockDefaults(t *testing.T) {
+	m := New().MQTT
+	if m.BlockAuthFailures != 10 || m.BlockWindow != time.Minute || m.BlockFloodMessages != 1000 || m.BlockDuration != 10*time.Minute {
+		t.Errorf("block defaults: %d failures in %v, %d msg/s, %v", m.BlockAuthFailures, m.BlockWindow, m.BlockFloodMessages, m.BlockDuration)
+	}
+	got := m.BlockExemptPrefixes()
+	want := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("exempt = %v, want %v", got, want)
+	}
+}
+
+func TestBlockExemptAcceptsAddressesAndCIDRs(t *testing.T) {
+	m := New().MQTT
+	m.BlockExempt = []string{"192.168.1.7", "10.0.0.1/8", "::ffff:10.1.0.0/112", "2001:db8::/32"}
+	want := []netip.Prefix{
+		netip.MustParsePrefix("192.168.1.7/32"),
+		netip.MustParsePrefix("10.0.0.0/8"),
+		netip.MustParsePrefix("10.1.0.0/16"),
+		netip.MustParsePrefix("2001:db8::/32"),
+	}
+	if got := m.BlockExemptPrefixes(); !reflect.DeepEqual(got, want) {
+		t.Errorf("exempt = %v, want %v", got, want)
+	}
+}
+
+func TestValidateRejectsBadBlockKeys(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		mutate func(*MQTT)
+		want   string
+	}{
+		{"negative failures", func(m *MQTT) { m.BlockAuthFailures = -1 }, "mqtt.block_auth_failures: -1 is outside 0..100000"},
+		{"a window below a second", func(m *MQTT) { m.BlockWindow = 500 * time.Millisecond }, "mqtt.block_window: 500ms is outside 1s..24h"},
+		{"a window over a day", func(m *MQTT) { m.BlockWindow = 25 * time.Hour }, "mqtt.block_window: 25h0m0s is outside 1s..24h"},
+		{"a negative flood rate", func(m *MQTT) { m.BlockFloodMessages = -5 }, "mqtt.block_flood_messages: -5 is outside 0..10000000"},
+		{"a zero duration", func(m *MQTT) { m.BlockDuration = 0 }, "mqtt.block_duration: 0s is outside 1s..8760h"},
+		{"an exempt entry that is no address", func(m *MQTT) { m.BlockExempt = []string{"127.0.0.1", "localhost"} }, `mqtt.block_exempt: "localhost" is neither an IP address nor a CIDR`},
+		{"a bad CIDR", func(m *MQTT) { m.BlockExempt = []string{"10.0.0.0/33"} }, `mqtt.block_exempt: "10.0.0.0/33"`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := New()
+			tt.mutate(&cfg.MQTT)
+			err := cfg.Validate()
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+	t.Run("zero turns either action off", func(t *testing.T) {
+		cfg := New()
+		cfg.MQTT.BlockAuthFailures, cfg.MQTT.BlockFloodMessages, cfg.MQTT.BlockExempt = 0, 0, nil
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestBlockKeysFromFileAndEnvironment(t *testing.T) {
+	p := writeConfig(t, "mqtt:\n  block_auth_failures: 5\n  block_window: 30s\n  block_exempt: [10.0.0.0/8]\n")
+	cfg, err := Load(p, []string{"VIGIL_MQTT_BLOCK_DURATION=1h", "VIGIL_MQTT_BLOCK_FLOOD_MESSAGES=0", "VIGIL_MQTT_BLOCK_EXEMPT=192.168.0.0/16, ::1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := cfg.MQTT
+	if m.BlockAuthFailures != 5 || m.BlockWindow != 30*time.Second || m.BlockDuration != time.Hour || m.BlockFloodMessages != 0 {
+		t.Errorf("loaded %d failures in %v, %d msg/s, %v", m.BlockAuthFailures, m.BlockWindow, m.BlockFloodMessages, m.BlockDuration)
+	}
+	if !reflect.DeepEqual(m.BlockExempt, []string{"192.168.0.0/16", "::1"}) {
+		t.Errorf("exempt = %q, want the environment's", m.BlockExempt)
+	}
+	if _, err := Load(writeConfig(t, "mqtt:\n  block_duraton: 1h\n"), nil); err == nil || !strings.Contains(err.Error(), `did you mean "mqtt.block_duration"`) {
+		t.Errorf("a misspelt key: %v", err)
 	}
 }

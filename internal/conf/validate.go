@@ -78,6 +78,23 @@ func (c *Config) Validate() error {
 	if c.MQTT.SysInterval < time.Second {
 		bad("mqtt.sys_interval", "%v is below the minimum of 1s", c.MQTT.SysInterval)
 	}
+	if n := c.MQTT.BlockAuthFailures; n < 0 || n > 100000 {
+		bad("mqtt.block_auth_failures", "%d is outside 0..100000 (0: never block for failed logins)", n)
+	}
+	if w := c.MQTT.BlockWindow; w < time.Second || w > 24*time.Hour {
+		bad("mqtt.block_window", "%v is outside 1s..24h", w)
+	}
+	if n := c.MQTT.BlockFloodMessages; n < 0 || n > 10000000 {
+		bad("mqtt.block_flood_messages", "%d is outside 0..10000000 messages a second (0: never block for flooding)", n)
+	}
+	if d := c.MQTT.BlockDuration; d < time.Second || d > 8760*time.Hour {
+		bad("mqtt.block_duration", "%v is outside 1s..8760h", d)
+	}
+	for _, p := range c.MQTT.BlockExempt {
+		if _, err := parsePrefix(p); err != nil {
+			bad("mqtt.block_exempt", "%q is neither an IP address nor a CIDR (for example 192.168.1.0/24)", p)
+		}
+	}
 
 	if c.Auth.BcryptCost < 4 || c.Auth.BcryptCost > 16 {
 		bad("auth.bcrypt_cost", "%d is outside 4..16", c.Auth.BcryptCost)

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sync"
 
 	"github.com/gorilla/websocket"
 )
@@ -19,8 +20,9 @@ import (
 // net.Conn stream.
 type Conn struct {
 	net.Conn
-	c *websocket.Conn
-	r io.Reader // current message, nil between messages
+	c  *websocket.Conn
+	r  io.Reader  // current message, nil between messages
+	wm sync.Mutex // a WebSocket takes one writer at a time
 }
 
 // New wraps an established WebSocket connection.
@@ -54,6 +56,8 @@ func (ws *Conn) Read(p []byte) (int, error) {
 }
 
 func (ws *Conn) Write(p []byte) (int, error) {
+	ws.wm.Lock()
+	defer ws.wm.Unlock()
 	if err := ws.c.WriteMessage(websocket.BinaryMessage, p); err != nil {
 		return 0, err
 	}

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/vigilhq/vigil/internal/app"
+	"github.com/vigilhq/vigil/internal/conf"
+	"github.com/vigilhq/vigil/internal/testpeer"
+)
+
+func TestWatchPrintsRoundsAndASummary(t *testing.T) {
+	m := testpeer.StartMosquitto(t, testpeer.MosquittoConfig{Anonymous: true})
+	url := fmt.Sprintf("mqtt://127.0.0.1:%d", m.Port)
+	code, out, errOut := vigil(t, context.Background(), "", "watch", "--count", "3", "--interval", "100ms", url)
+	t.Logf("stdout:\n%s", out)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{"round 1  " + url + " up ", "round 3  " + url + " up ", "100.0%", "uptime", "p99 round trip", "100.00%"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in the output", want)
+		}
+	}
+	if strings.Contains(out, "round 4") || strings.Contains(out, "DOWN") || strings.Contains(out, "Outages:") {
+		t.Error("more than 3 rounds, or an outage")
+	}
+}
+
+func TestWatchSaysABrokerIsDownAndExitsOne(t *testing.T) {
+	url := fmt.Sprintf("mqtt://127.0.0.1:%d", testpeer.FreePort(t))
+	code, out, errOut := vigil(t, context.Background(), "", "watch", "--count", "2", "--interval", "100ms", url)
+	t.Logf("stdout:\n%s", out)
+	if code != 1 || !strings.Contains(errOut, "1 of 1 brokers down at the end: "+url) {
+		t.Errorf("exit %d: %s", code, errOut)
+	}
+	if strings.Count(out, "OUTAGE "+url+": ") != 1 || !strings.Contains(out, "connection refused") ||
+		!strings.Contains(out, "round 2  "+url+" DOWN 0.0%") || !strings.Contains(out, "-> still down") {
+		t.Error("the output does not say the broker is down, once")
+	}
+	if code, _, errOut := vigil(t, context.Background(), "", "watch", url, "--count", "1"); code != 2 || !strings.Contains(errOut, "flags go before the URLs: --count") {
+		t.Errorf("a flag after the URL: %d %s", code, errOut)
+	}
+	if code, _, errOut := vigil(t, context.Background(), "", "watch", "http://example.com"); code != 2 || !strings.Contains(errOut, `scheme "http"`) {
+		t.Errorf("a wrong scheme: %d %s", code, errOut)
+	}
+}
+
+func TestWatchJSONAgainstVigilsBroker(t *testing.T) {
+	cfg := conf.New()
+	cfg.Data.Dir = t.TempDir()
+	cfg.MQTT.Listen, cfg.MQTT.WSListen, cfg.HTTP.Listen = "127.0.0.1:0", "", "127.0.0.1:0"
+	cfg.Auth.BcryptCost = 4
+	a, err := app.Open(context.Background(), cfg, app.Options{AdminPassword: "admin-password", Out: io.Discard}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	url := a.Broker.URL("tcp")
+	code, out, errOut := vigil(t, context.Background(), "", "watch", "--count", "2", "--interval", "100ms", "--json", url)
+	if code != 0 {
+		t.Fatalf("exit %d: %s\n%s", code, errOut, out)
+	}
+	var probes, statuses int
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var v struct {
+			Type        string            `json:"type"`
+			OK          bool              `json:"ok"`
+			RoundTripMS float64           `json:"round_trip_ms"`
+			Sys         map[string]string `json:"sys"`
+			Up          bool              `json:"up"`
+			Uptime      float64           `json:"uptime_percent"`
+		}
+		if err := json.Unmarshal([]byte(line), &v); err != nil {
+			t.Fatalf("not JSON: %q: %v", line, err)
+		}
+		switch v.Type {
+		case "probe":
+			probes++
+			if !v.OK || v.RoundTripMS <= 0 {
+				t.Errorf("probe %s", line)
+			}
+			t.Logf("Vigil's broker: round trip %.2f ms, $SYS %v", v.RoundTripMS, v.Sys)
+		case "status":
+			statuses++
+			if !v.Up || v.Uptime != 100 {
+				t.Errorf("status %s", line)
+			}
+		default:
+			t.Errorf("unexpected line %s", line)
+		}
+	}
+	if probes != 2 || statuses != 1 {
+		t.Errorf("%d probe and %d status lines:\n%s", probes, statuses, out)
+	}
+}

@@ -1,0 +1,452 @@
+package audit
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/vigilhq/vigil/internal/wsconn"
+)
+
+// The open-ports check: which ports answer, and what they speak.
+
+func init() {
+	register(&Check{ID: "open-ports", Title: "Which MQTT ports answer", Run: checkOpenPorts})
+}
+
+// scanParallel bounds the ports probed at once.
+const scanParallel = 16
+
+// portAnswer is what one port said.
+type portAnswer struct {
+	ep       Endpoint // its scheme is the one found (or the one given)
+	open     bool     // accepts TCP connections
+	mqtt     bool     // answered a CONNECT with a CONNACK
+	detected bool     // the scheme was found out (a port of Options.Ports)
+	note     string   // what else was seen, when not MQTT
+	// instead is what a given URL's port speaks when it is not the
+	// URL's scheme (found out as for Options.Ports).
+	instead *portAnswer
+}
+
+func (a portAnswer) line() string {
+	where := a.ep.URL()
+	if a.ep.Scheme == "" {
+		where = a.ep.Addr()
+	}
+	var what string
+	switch {
+	case a.mqtt && a.ep.TLS() && a.ep.WS():
+		what = "speaks MQTT over secure WebSocket"
+	case a.mqtt && a.ep.TLS():
+		what = "speaks MQTT over TLS"
+	case a.mqtt && a.ep.WS():
+		what = "speaks MQTT over WebSocket"
+	case a.mqtt:
+		what = "speaks MQTT"
+	default:
+		what = "open, no MQTT answer"
+		if a.note != "" {
+			what += " (" + a.note + ")"
+		}
+	}
+	if a.detected {
+		what += ", detected"
+	}
+	if a.instead != nil && a.instead.mqtt {
+		what += "; it speaks MQTT as " + a.instead.ep.URL()
+	}
+	return where + ": " + what
+}
+
+func checkOpenPorts(ctx context.Context, env *Env) ([]Finding, error) {
+	answers, closed := scanPorts(ctx, env)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var lines []string
+	nMQTT := 0
+	for _, a := range answers {
+		lines = append(lines, a.line())
+		if a.mqtt || a.instead != nil && a.instead.mqtt {
+			nMQTT++
+		}
+	}
+	if len(closed) > 0 {
+		lines = append(lines, "no answer: "+strings.Join(closed, ", "))
+	}
+	remedy := "Expose only the ports your clients need and bind the others to loopback or turn them off. " +
+		"Mosquitto: one `listener PORT [ADDRESS]` per port, `listener 1883 127.0.0.1` for local-only. " +
+		"EMQX: `listeners.tcp.default.bind`, `listeners.ssl.default.bind`, `listeners.ws.default.bind`, `listeners.wss.default.bind` (`enable = false` turns one off). " +
+		"Vigil: `mqtt.listen`, `mqtt.ws_listen` and `mqtt.tls_listen` in vigil.yaml (\"\" turns one off)."
+	if len(answers) == 0 {
+		return []Finding{{
+			Severity:    Info,
+			Title:       "Nothing answers on the ports tried",
+			Evidence:    strings.Join(lines, "\n"),
+			Remediation: "Check the host name and the ports (a bare host tries 1883, 8883, 80, 443, 8080, 8083, 8084 and 9001; --ports adds others), and that no firewall drops them. The other checks are skipped.",
+		}}, nil
+	}
+	return []Finding{{
+		Severity:    Info,
+		Title:       fmt.Sprintf("%s, MQTT on %d", portsAnswering(len(answers)), nMQTT),
+		Evidence:    strings.Join(lines, "\n"),
+		Remediation: remedy,
+	}}, nil
+}
+
+func portsAnswering(n int) string {
+	if n == 1 {
+		return "1 port answers"
+	}
+	return fmt.Sprintf("%d ports answer", n)
+}
+
+func countNoun(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
+
+// scanPorts probes the target's endpoints and Options.Ports in parallel,
+// records the open ones and those that speak MQTT in env, and returns
+// the answers (in the order tried) and the ports that did not answer.
+func scanPorts(ctx context.Context, env *Env) ([]portAnswer, []string) {
+	type job struct {
+		ep    Endpoint
+		given bool // scheme known
+	}
+	var jobs []job
+	seen := map[int]bool{}
+	for _, ep := range env.Target.Endpoints {
+		jobs = append(jobs, job{ep, true})
+		seen[ep.Port] = true
+	}
+	for _, p := range env.Opts.Ports {
+		if p < 1 || p > 65535 || seen[p] {
+			continue
+		}
+		seen[p] = true
+		jobs = append(jobs, job{Endpoint{Host: env.Target.Host, Port: p}, false})
+	}
+	answers := make([]portAnswer, len(jobs))
+	sem := make(chan struct{}, scanParallel)
+	var wg sync.WaitGroup
+	for i, j := range jobs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if j.given {
+				a, err := probeKnown(ctx, env, j.ep)
+				if a.open && !a.mqtt && env.Target.Given && !timedOut(err) {
+					// A URL with the wrong scheme: say what would work
+					// (a port that stays silent would only be silent
+					// again).
+					d := probeUnknown(ctx, env, Endpoint{Host: j.ep.Host, Port: j.ep.Port})
+					a.instead = &d
+				}
+				answers[i] = a
+			} else {
+				answers[i] = probeUnknown(ctx, env, j.ep)
+			}
+		}()
+	}
+	wg.Wait()
+
+	var open []Endpoint
+	var out []portAnswer
+	var closed []string
+	for _, a := range answers {
+		if !a.open {
+			closed = append(closed, strconv.Itoa(a.ep.Port))
+			continue
+		}
+		out = append(out, a)
+		if a.ep.Scheme != "" {
+			open = append(open, a.ep)
+		}
+		if a.mqtt {
+			env.AddMQTT(a.ep)
+		}
+		if d := a.instead; d != nil && d.mqtt {
+			open = append(open, d.ep)
+			env.AddMQTT(d.ep)
+		}
+	}
+	env.SetOpen(open)
+	return out, closed
+}
+
+// probeKnown checks that an endpoint of a known scheme accepts
+// connections and answers MQTT.
+func probeKnown(ctx context.Context, env *Env, ep Endpoint) (portAnswer, error) {
+	a := portAnswer{ep: ep}
+	if !tcpOpen(ctx, env, ep) {
+		return a, nil
+	}
+	a.open = true
+	err := mqttHello(ctx, env, ep)
+	if err != nil {
+		a.note = probeNote(err, env.Opts.Timeout)
+	} else {
+		a.mqtt = true
+	}
+	return a, err
+}
+
+func timedOut(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// probeUnknown finds out what an open port speaks: MQTT, else TLS (then
+// MQTT or MQTT over WebSocket in it), else MQTT over WebSocket. The
+// tries of a stage run at once, so that a port that never answers costs
+// one timeout, not one per try.
+func probeUnknown(ctx context.Context, env *Env, ep Endpoint) portAnswer {
+	a := portAnswer{ep: ep, detected: true}
+	if !tcpOpen(ctx, env, ep) {
+		return a
+	}
+	a.open = true
+	as := func(scheme, path string) Endpoint {
+		e := ep
+		e.Scheme, e.Path = scheme, path
+		return e
+	}
+	var mqttErr, wsErr error
+	var tlsOK bool
+	parallel(
+		func() { mqttErr = mqttHello(ctx, env, as("mqtt", "")) },
+		func() { tlsOK = tlsHandshakes(ctx, env, ep) },
+		func() { wsErr = mqttHello(ctx, env, as("ws", "/mqtt")) },
+	)
+	switch {
+	case mqttErr == nil:
+		a.ep, a.mqtt = as("mqtt", ""), true
+	case tlsOK:
+		var mqttsErr, wssErr error
+		parallel(
+			func() { mqttsErr = mqttHello(ctx, env, as("mqtts", "")) },
+			func() { wssErr = mqttHello(ctx, env, as("wss", "/mqtt")) },
+		)
+		switch {
+		case mqttsErr == nil:
+			a.ep, a.mqtt = as("mqtts", ""), true
+		case wssErr == nil:
+			a.ep, a.mqtt = as("wss", "/mqtt"), true
+		default:
+			a.ep, a.note = as("mqtts", ""), "TLS, but neither MQTT nor MQTT over WebSocket inside"
+		}
+	case wsErr == nil:
+		a.ep, a.mqtt = as("ws", "/mqtt"), true
+	default:
+		a.note = "neither MQTT, TLS nor WebSocket: " + probeNote(mqttErr, env.Opts.Timeout)
+	}
+	return a
+}
+
+// parallel runs functions at once and waits for them.
+func parallel(fs ...func()) {
+	var wg sync.WaitGroup
+	for _, f := range fs {
+		wg.Add(1)
+		go func() { defer wg.Done(); f() }()
+	}
+	wg.Wait()
+}
+
+// probeNote says in words why a CONNECT got no CONNACK.
+func probeNote(err error, timeout time.Duration) string {
+	switch {
+	case timedOut(err):
+		return fmt.Sprintf("no answer to a CONNECT within %s", timeout)
+	case errors.Is(err, errNotConnack):
+		return "the answer to a CONNECT is not a CONNACK"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, errClosedEarly):
+		return "it closed the connection without answering a CONNECT"
+	default:
+		return err.Error()
+	}
+}
+
+// tcpOpen tells whether the endpoint's port accepts a TCP connection.
+func tcpOpen(ctx context.Context, env *Env, ep Endpoint) bool {
+	ctx, cancel := context.WithTimeout(ctx, env.Opts.Timeout)
+	defer cancel()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", ep.Addr())
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// probeTLS is the client configuration of the transport probes: any
+// certificate (tls-cert judges it), any version and suite Go still has,
+// so that an old or odd server still shows what it speaks.
+func probeTLS(host string) *tls.Config {
+	return &tls.Config{
+		ServerName:         host,
+		InsecureSkipVerify: true, // the probes look at what is offered; tls-cert verifies it
+		MinVersion:         tls.VersionTLS10,
+		CipherSuites:       allSuites(),
+	}
+}
+
+// tlsHandshakes tells whether a TLS handshake succeeds on the port.
+func tlsHandshakes(ctx context.Context, env *Env, ep Endpoint) bool {
+	c, err := tlsHandshake(ctx, env, ep, probeTLS(ep.Host))
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// tlsHandshake connects and completes a TLS handshake with cfg.
+func tlsHandshake(ctx context.Context, env *Env, ep Endpoint, cfg *tls.Config) (*tls.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, env.Opts.Timeout)
+	defer cancel()
+	d := tls.Dialer{Config: cfg}
+	c, err := d.DialContext(ctx, "tcp", ep.Addr())
+	if err != nil {
+		return nil, err
+	}
+	return c.(*tls.Conn), nil
+}
+
+// probeDial connects to an endpoint for a probe: TLS without verifying,
+// WebSocket with the subprotocol mqtt.
+func probeDial(ctx context.Context, env *Env, ep Endpoint) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, env.Opts.Timeout)
+	defer cancel()
+	if ep.WS() {
+		u := &url.URL{Scheme: "ws", Host: ep.Addr(), Path: ep.Path}
+		if ep.TLS() {
+			u.Scheme = "wss"
+		}
+		c, _, err := wsconn.Dial(ctx, u, probeTLS(ep.Host))
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	if ep.TLS() {
+		d := tls.Dialer{Config: probeTLS(ep.Host)}
+		return d.DialContext(ctx, "tcp", ep.Addr())
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", ep.Addr())
+}
+
+var (
+	errNotConnack  = errors.New("the answer is not an MQTT CONNACK")
+	errClosedEarly = errors.New("the connection was closed without an answer")
+)
+
+// mqttHello sends an anonymous MQTT 3.1.1 CONNECT (never credentials: the
+// port may be plaintext) and waits for a CONNACK, whatever its return
+// code. An accepted connection is closed with a DISCONNECT.
+func mqttHello(ctx context.Context, env *Env, ep Endpoint) error {
+	c, err := probeDial(ctx, env, ep)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	if err := c.SetDeadline(time.Now().Add(env.Opts.Timeout)); err != nil {
+		return err
+	}
+	connect := packets.Packet{
+		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
+		ProtocolVersion: 4,
+		Connect: packets.ConnectParams{
+			ProtocolName:     []byte("MQTT"),
+			ClientIdentifier: env.ClientID("ports"),
+			Keepalive:        30,
+			Clean:            true,
+		},
+	}
+	var buf bytes.Buffer
+	if err := connect.ConnectEncode(&buf); err != nil {
+		return err
+	}
+	if _, err := c.Write(buf.Bytes()); err != nil {
+		return err
+	}
+	code, err := readConnack(bufio.NewReader(c))
+	if err != nil {
+		return err
+	}
+	if code == 0 {
+		buf.Reset()
+		bye := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}, ProtocolVersion: 4}
+		if bye.DisconnectEncode(&buf) == nil {
+			c.Write(buf.Bytes())
+		}
+	}
+	return nil
+}
+
+// readConnack reads one packet and returns its return code if it is a
+// CONNACK.
+func readConnack(r *bufio.Reader) (byte, error) {
+	b, err := r.ReadByte()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return 0, errClosedEarly
+		}
+		return 0, err
+	}
+	var fh packets.FixedHeader
+	if err := fh.Decode(b); err != nil || fh.Type != packets.Connack {
+		return 0, errNotConnack
+	}
+	n, _, err := packets.DecodeLength(r)
+	if err != nil || n < 2 || n > 1<<16 {
+		return 0, errNotConnack
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0, errNotConnack
+	}
+	ack := packets.Packet{FixedHeader: fh, ProtocolVersion: 4}
+	if err := ack.ConnackDecode(body); err != nil {
+		return 0, errNotConnack
+	}
+	return ack.ReasonCode, nil
+}
+
+// scanned makes sure open-ports' knowledge is there (it runs first, but
+// may have been left out with --skip) and returns the endpoints that
+// speak MQTT.
+func scanned(ctx context.Context, env *Env) []Endpoint {
+	env.mu.Lock()
+	done := env.openSet
+	env.mu.Unlock()
+	if !done {
+		scanPorts(ctx, env)
+	}
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	return slices.Clone(env.mqtt)
+}

@@ -1,0 +1,147 @@
+package audit
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// QoS support and round-trip latency.
+
+func init() {
+	register(&Check{ID: "qos-support", Title: "QoS 0, 1 and 2 are delivered as asked", Run: checkQoS})
+	register(&Check{ID: "latency", Title: "Round-trip latency and loss at each QoS", Run: checkLatency})
+}
+
+// loop is a subscriber and a publisher on one fresh topic.
+type loop struct {
+	sub, pub *Session
+	topic    string
+}
+
+func (env *Env) newLoop(ctx context.Context, what string) (*loop, *Identity, error) {
+	sub, id, err := env.session(ctx, what+"s")
+	if err != nil {
+		return nil, nil, err
+	}
+	pub, _, err := env.session(ctx, what+"p")
+	if err != nil {
+		sub.Close()
+		return nil, nil, err
+	}
+	l := &loop{sub: sub, pub: pub, topic: "vigil-audit/" + what + "/" + randomHex(6)}
+	sctx, cancel := context.WithTimeout(ctx, env.Opts.Timeout)
+	defer cancel()
+	sa, err := sub.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: l.topic, QoS: 2}}})
+	if err != nil || !granted(sa.Reasons, 0) {
+		l.close()
+		return nil, nil, Skip("%s may not subscribe to %s: %v", id, l.topic, err)
+	}
+	return l, id, nil
+}
+
+func (l *loop) close() { l.sub.Close(); l.pub.Close() }
+
+func checkQoS(ctx context.Context, env *Env) ([]Finding, error) {
+	l, id, err := env.newLoop(ctx, "qos")
+	if err != nil {
+		return nil, err
+	}
+	defer l.close()
+	var got []string
+	var missing []string
+	for qos := byte(0); qos <= 2; qos++ {
+		pctx, cancel := context.WithTimeout(ctx, env.Opts.Timeout)
+		_, err := l.pub.Publish(pctx, &paho.Publish{Topic: l.topic, QoS: qos, Payload: []byte{qos}})
+		cancel()
+		if err != nil {
+			missing = append(missing, fmt.Sprintf("QoS %d publish: %v", qos, err))
+			continue
+		}
+		ms := l.sub.Collect(ctx, env.Opts.Timeout, 1)
+		if len(ms) == 0 {
+			missing = append(missing, fmt.Sprintf("QoS %d: not delivered", qos))
+			continue
+		}
+		got = append(got, fmt.Sprintf("QoS %d delivered at QoS %d", qos, ms[0].QoS))
+	}
+	maxQoS := "2"
+	if p := l.sub.Connack.Properties; p != nil && p.MaximumQoS != nil {
+		maxQoS = fmt.Sprint(*p.MaximumQoS)
+	}
+	ev := strings.Join(append(got, missing...), "\n") + "\nCONNACK maximum QoS: " + maxQoS + "; as " + id.String()
+	if len(missing) > 0 {
+		return []Finding{{Severity: Low, Title: "Not every QoS level is delivered", Evidence: ev,
+			Remediation: "Clients that need delivery guarantees must get QoS 1 or 2; check the broker's max_qos settings and queue limits."}}, nil
+	}
+	return []Finding{{Severity: Info, Title: "QoS 0, 1 and 2 round trips work", Evidence: ev, Remediation: "Nothing to do."}}, nil
+}
+
+// latencyRun is how many messages each QoS sends, and how long the run
+// may take at most.
+const (
+	latencyMessages = 50
+	latencyMax      = 2 * time.Second
+)
+
+func checkLatency(ctx context.Context, env *Env) ([]Finding, error) {
+	l, _, err := env.newLoop(ctx, "lat")
+	if err != nil {
+		return nil, err
+	}
+	defer l.close()
+	deadline := time.Now().Add(latencyMax)
+	var lines []string
+	worst := Info
+	for qos := byte(0); qos <= 2; qos++ {
+		var rtts []time.Duration
+		lost := 0
+		for i := 0; i < latencyMessages && time.Now().Before(deadline); i++ {
+			start := time.Now()
+			pctx, cancel := context.WithTimeout(ctx, env.Opts.Timeout)
+			_, err := l.pub.Publish(pctx, &paho.Publish{Topic: l.topic, QoS: qos, Payload: []byte(fmt.Sprintf("%d/%d", qos, i))})
+			cancel()
+			if err != nil {
+				lost++
+				continue
+			}
+			ms := l.sub.Collect(ctx, 500*time.Millisecond, 1)
+			if len(ms) == 0 {
+				lost++
+				continue
+			}
+			rtts = append(rtts, time.Since(start))
+		}
+		sent := len(rtts) + lost
+		if sent == 0 {
+			continue
+		}
+		slices.Sort(rtts)
+		p50, p99 := pct(rtts, 50), pct(rtts, 99)
+		lines = append(lines, fmt.Sprintf("QoS %d: %d messages, p50 %s, p99 %s, %d lost", qos, sent, p50, p99, lost))
+		if lost > 0 && qos > 0 {
+			worst = max(worst, Medium)
+		}
+		if p99 > time.Second {
+			worst = max(worst, Low)
+		}
+	}
+	f := Finding{Severity: worst, Title: "Round trips work at QoS 0, 1 and 2 without loss", Evidence: strings.Join(lines, "\n"),
+		Remediation: "Nothing to do."}
+	if worst > Info {
+		f.Title = "Messages are slow or lost"
+		f.Remediation = "Check the broker's load ($SYS), its queue limits (Mosquitto max_queued_messages, EMQX mqueue, Vigil's per-client queue) and the network."
+	}
+	return []Finding{f}, nil
+}
+
+func pct(d []time.Duration, p int) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	return d[min(len(d)-1, len(d)*p/100)].Round(10 * time.Microsecond)
+}
