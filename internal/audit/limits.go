@@ -209,7 +209,7 @@ watch:
 			Remediation: "Mosquitto has no CONNECT timeout setting (2.0 drops a silent connection after about 90 s, 1.5 times its default keep-alive): " +
 				"cap max_connections per listener and limit connections per address in a firewall (nftables ct count, iptables connlimit). " +
 				"EMQX: mqtt.idle_timeout (15s by default) closes them; also the listener's max_connections and max_conn_rate. " +
-				"Vigil: its broker has no CONNECT timeout yet; keep its MQTT listeners on loopback or a private network, or limit connections per address in a firewall."}}, nil
+				"Vigil: mqtt.connect_timeout (10s by default) closes them, later than this check waits; lower it, and limit connections per address in a firewall."}}, nil
 	}
 	return []Finding{{Severity: Info, Title: "The broker drops connections that send no CONNECT", Evidence: evidence.String()}}, nil
 }

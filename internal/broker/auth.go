@@ -126,6 +126,13 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 // OnACLCheck applies the user's ACL; anonymous loopback clients and Vigil's
 // own clients may use every topic.
 func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	// mochi only checks where '#' stands; a filter such as "a/x+/b" or
+	// "a/x#", which MQTT forbids, is refused here (SUBACK "not
+	// authorised"), whoever asks.
+	if !write && !users.ValidFilter(topic) {
+		h.log.Debug("malformed topic filter refused", "client_id", cl.ID, "filter", topic)
+		return false
+	}
 	v, ok := h.clients.Load(cl)
 	if !ok {
 		return true

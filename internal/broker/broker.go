@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -49,6 +50,7 @@ type Server struct {
 	once  sync.Once
 
 	anonymousPolicy string
+	connectTimeout  time.Duration
 }
 
 // Open binds every configured listener (so a port in use fails here, at
@@ -68,7 +70,7 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 		SysTopicResendInterval: int64(cfg.MQTT.SysInterval.Seconds()),
 		Logger:                 slog.New(quietHandler{log.Handler(), slog.LevelWarn}).With("library", "mochi"),
 	})
-	s := &Server{mochi: m, addrs: map[string]net.Addr{}, log: log, anonymousPolicy: cfg.MQTT.Anonymous}
+	s := &Server{mochi: m, addrs: map[string]net.Addr{}, log: log, anonymousPolicy: cfg.MQTT.Anonymous, connectTimeout: cfg.MQTT.ConnectTimeout}
 	s.auth = newAuthHook(authn, log)
 	s.guard = newGuard(cfg.MQTT, m, s.auth, log)
 	s.auth.failed = s.guard.authFailed
@@ -105,7 +107,7 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 		if err != nil {
 			return fmt.Errorf("mqtt %s listener: %w", kind, err)
 		}
-		if err := m.AddListener(newCloseGuard(l, m, log)); err != nil {
+		if err := m.AddListener(newCloseGuard(l, m, log, s.connectTimeout)); err != nil {
 			return fmt.Errorf("mqtt %s listener: %w", kind, err)
 		}
 		s.addrs[kind] = ln.Addr()
@@ -129,7 +131,12 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 		if err != nil {
 			return nil, fmt.Errorf("load mqtt.tls_cert/mqtt.tls_key: %w", err)
 		}
-		tl := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		// TLS 1.2 with forward-secret AEAD suites only (TLS 1.3's are
+		// all such): no CBC, no RSA key exchange.
+		tl := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, CipherSuites: []uint16{
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+		}})
 		return listeners.NewNet(TLS, tl), nil
 	}); err != nil {
 		return fail(err)
@@ -214,7 +221,7 @@ func (s *Server) AddListener(id, addr string) (net.Addr, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mqtt %s listener: %w", id, err)
 	}
-	l := newCloseGuard(listeners.NewNet(id, ln), s.mochi, s.log)
+	l := newCloseGuard(listeners.NewNet(id, ln), s.mochi, s.log, s.connectTimeout)
 	s.auth.setListener(id, s.anonymousPolicy == conf.AnonymousLoopback && isLoopback(ln.Addr()))
 	if err := s.mochi.AddListener(l); err != nil {
 		ln.Close()

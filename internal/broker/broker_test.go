@@ -134,3 +134,60 @@ func TestWebSocketRefusesTextFrames(t *testing.T) {
 		t.Fatal("the broker answered a text frame instead of closing")
 	}
 }
+
+// MQTT forbids a '+' or '#' inside a level of a filter; mochi only checks
+// where '#' stands, so the broker refuses such filters itself.
+func TestMalformedFiltersAreRefused(t *testing.T) {
+	s := open(t, nil)
+	conn, err := net.DialTimeout("tcp", s.Addr(TCP).String(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := paho.NewClient(paho.ClientConfig{Conn: conn})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := c.Connect(ctx, &paho.Connect{ClientID: "f", KeepAlive: 10, CleanStart: true}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect(&paho.Disconnect{})
+	for filter, ok := range map[string]bool{"a/+/b": true, "a/#": true, "a/x+/b": false, "a/x#": false, "a/#/b": false} {
+		sa, _ := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter}}})
+		if sa == nil || (sa.Reasons[0] < 0x80) != ok {
+			t.Errorf("SUBSCRIBE %q: %+v, want granted %v", filter, sa, ok)
+		}
+	}
+}
+
+// A connection that sends no CONNECT is closed after mqtt.connect_timeout;
+// one that connects lives on its keep-alive.
+func TestSilentConnectionsAreClosed(t *testing.T) {
+	s := open(t, func(c *conf.MQTT) { c.ConnectTimeout = 300 * time.Millisecond })
+	silent, err := net.Dial("tcp", s.Addr(TCP).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	start := time.Now()
+	silent.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := silent.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the broker sent something to a silent connection")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("the silent connection was still open after 5s")
+	}
+	if d := time.Since(start); d < 250*time.Millisecond {
+		t.Errorf("closed after %v, before the connect timeout", d)
+	}
+	// A client that connected is not cut at the connect timeout.
+	conn, _ := net.Dial("tcp", s.Addr(TCP).String())
+	c := paho.NewClient(paho.ClientConfig{Conn: conn})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := c.Connect(ctx, &paho.Connect{ClientID: "k", KeepAlive: 30, CleanStart: true}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect(&paho.Disconnect{})
+	time.Sleep(600 * time.Millisecond)
+	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "a"}}}); err != nil {
+		t.Errorf("a connected client was cut: %v", err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -28,6 +29,8 @@ type closeGuard struct {
 	listeners.Listener
 	srv *mqtt.Server
 	log *slog.Logger
+	// connectTimeout closes connections that send no CONNECT (0: never).
+	connectTimeout time.Duration
 
 	mu      sync.Mutex
 	closing bool
@@ -35,8 +38,8 @@ type closeGuard struct {
 	wg      sync.WaitGroup
 }
 
-func newCloseGuard(l listeners.Listener, srv *mqtt.Server, log *slog.Logger) *closeGuard {
-	return &closeGuard{Listener: l, srv: srv, log: log, conns: map[net.Conn]struct{}{}}
+func newCloseGuard(l listeners.Listener, srv *mqtt.Server, log *slog.Logger, connectTimeout time.Duration) *closeGuard {
+	return &closeGuard{Listener: l, srv: srv, log: log, conns: map[net.Conn]struct{}{}, connectTimeout: connectTimeout}
 }
 
 func (g *closeGuard) Serve(establish listeners.EstablishFn) {
@@ -55,6 +58,11 @@ func (g *closeGuard) Serve(establish listeners.EstablishFn) {
 			g.mu.Unlock()
 			g.wg.Done()
 		}()
+		// Until its CONNECT, a connection lives at most connectTimeout;
+		// mochi then sets the deadline from the client's keep-alive.
+		if g.connectTimeout > 0 {
+			c.SetDeadline(time.Now().Add(g.connectTimeout))
+		}
 		// How a connection ended is no news (mochi would log it as an
 		// untitled warning): refused logins are logged by the auth hook.
 		if err := establish(id, c); err != nil {

@@ -134,7 +134,10 @@ type MQTT struct {
 	Anonymous     string        `yaml:"anonymous"`
 	MaxPacketSize int           `yaml:"max_packet_size"`
 	SysInterval   time.Duration `yaml:"sys_interval"`
-	Persistence   bool          `yaml:"persistence"`
+	// ConnectTimeout closes a connection that has not sent its CONNECT
+	// within it (a slow-loris client holds no connection for long).
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	Persistence    bool          `yaml:"persistence"`
 
 	// BlockAuthFailures failed CONNECT authentications from one address
 	// within BlockWindow block that address (0: never).
@@ -259,12 +262,13 @@ func New() *Config {
 		Log:  Log{Level: "info", Format: "text"},
 		Data: Data{Dir: "./vigil-data"},
 		MQTT: MQTT{
-			Listen:        "127.0.0.1:1883",
-			WSListen:      "127.0.0.1:9001",
-			Anonymous:     AnonymousLoopback,
-			MaxPacketSize: 1 << 20,
-			SysInterval:   10 * time.Second,
-			Persistence:   true,
+			Listen:         "127.0.0.1:1883",
+			WSListen:       "127.0.0.1:9001",
+			Anonymous:      AnonymousLoopback,
+			MaxPacketSize:  1 << 20,
+			SysInterval:    10 * time.Second,
+			ConnectTimeout: 10 * time.Second,
+			Persistence:    true,
 
 			BlockAuthFailures:  10,
 			BlockWindow:        time.Minute,

@@ -75,6 +75,9 @@ func (c *Config) Validate() error {
 	if c.MQTT.MaxPacketSize < 1024 || c.MQTT.MaxPacketSize > 256<<20 {
 		bad("mqtt.max_packet_size", "%d is outside 1024..268435456 bytes", c.MQTT.MaxPacketSize)
 	}
+	if t := c.MQTT.ConnectTimeout; t < time.Second || t > 5*time.Minute {
+		bad("mqtt.connect_timeout", "%v is outside 1s..5m", t)
+	}
 	if c.MQTT.SysInterval < time.Second {
 		bad("mqtt.sys_interval", "%v is below the minimum of 1s", c.MQTT.SysInterval)
 	}
