@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -401,5 +403,37 @@ func (s *Session) Collect(ctx context.Context, d time.Duration, n int) []*paho.P
 			return out
 		}
 	}
+	return out
+}
+
+// probeBases are topic prefixes where the audit may try to publish and
+// subscribe its probes as id, most neutral first: its own namespace, then
+// the places ACLs usually give a user (Vigil's vigil/+/%u/#, devices/%u/#,
+// %u/#, and the levels of topics seen that carry the username). Nothing
+// reads vigil-audit levels; nonce keeps concurrent audits apart.
+func (env *Env) probeBases(id *Identity, nonce string) []string {
+	out := []string{"vigil-audit/" + nonce}
+	u := ""
+	if id != nil {
+		u = id.Username
+	}
+	if u == "" || strings.ContainsAny(u, "+#/\x00") {
+		return out
+	}
+	add := func(prefix string) {
+		b := prefix + "/vigil-audit/" + nonce
+		if !slices.Contains(out, b) && len(out) < 8 {
+			out = append(out, b)
+		}
+	}
+	out = append(out, "vigil/vigil-audit/"+u+"/"+nonce) // vigil/+/%u/#: "vigil-audit" stands for the site
+	for _, t := range env.Topics() {
+		levels := strings.Split(t, "/")
+		if i := slices.Index(levels, u); i >= 0 {
+			add(strings.Join(levels[:i+1], "/"))
+		}
+	}
+	add("devices/" + u)
+	add(u)
 	return out
 }

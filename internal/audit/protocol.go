@@ -2,8 +2,6 @@ package audit
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -133,14 +131,7 @@ func (p *prober) subscribe(ctx context.Context, filter string, qos byte) (outcom
 // under vigil-audit/, and for a user one in Vigil's device namespace,
 // since a Vigil device may only use vigil/<site>/<its name>/# (none of
 // Vigil's components reads vigil/vigil-audit/<name>/<nonce>/...).
-func (p *prober) bases() []string {
-	nonce := auditNonce()
-	out := []string{"vigil-audit/" + nonce}
-	if u := p.id.Username; u != "" && !strings.ContainsAny(u, "+#/\x00") {
-		out = append(out, "vigil/vigil-audit/"+u+"/"+nonce)
-	}
-	return out
-}
+func (p *prober) bases() []string { return p.env.probeBases(p.id, randomHex(4)) }
 
 // writable returns a topic prefix the identity may publish to (a QoS 1
 // PUBLISH there got a successful PUBACK), or "" and what the broker said
@@ -177,13 +168,6 @@ func (p *prober) subscribable(ctx context.Context) (string, string, error) {
 	return "", strings.Join(tried, "; "), nil
 }
 
-// auditNonce is a random topic level, so that probes of concurrent
-// audits do not meet.
-func auditNonce() string {
-	b := make([]byte, 4)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
 
 // verdicts collects the probes of a check and what the broker did.
 type verdicts struct {

@@ -33,15 +33,33 @@ func (env *Env) newLoop(ctx context.Context, what string) (*loop, *Identity, err
 		sub.Close()
 		return nil, nil, err
 	}
-	l := &loop{sub: sub, pub: pub, topic: "vigil-audit/" + what + "/" + randomHex(6)}
-	sctx, cancel := context.WithTimeout(ctx, env.Opts.Timeout)
-	defer cancel()
-	sa, err := sub.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: l.topic, QoS: 2}}})
-	if err != nil || !granted(sa.Reasons, 0) {
-		l.close()
-		return nil, nil, Skip("%s may not subscribe to %s: %v", id, l.topic, err)
+	l := &loop{sub: sub, pub: pub}
+	// The first probe base where a QoS 1 message goes round: brokers may
+	// grant a subscription and still refuse the publish, or filter what
+	// they deliver by ACL.
+	var tried []string
+	for _, base := range env.probeBases(id, randomHex(4)) {
+		topic := base + "/" + what
+		sctx, cancel := context.WithTimeout(ctx, env.Opts.Timeout)
+		sa, err := sub.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 2}}})
+		cancel()
+		if err != nil || !granted(sa.Reasons, 0) {
+			tried = append(tried, fmt.Sprintf("SUBSCRIBE %s refused", topic))
+			continue
+		}
+		took, code, err := probePublish(ctx, env, pub, topic, []byte("vigil audit: loop probe"))
+		if err != nil {
+			l.close()
+			return nil, nil, err
+		}
+		if took && len(sub.Collect(ctx, 500*time.Millisecond, 1)) == 1 {
+			l.topic = topic
+			return l, id, nil
+		}
+		tried = append(tried, fmt.Sprintf("PUBLISH %s: PUBACK 0x%02x, not delivered", topic, code))
 	}
-	return l, id, nil
+	l.close()
+	return nil, nil, Skip("%s found no topic to send itself messages on (%s)", id, strings.Join(tried, "; "))
 }
 
 func (l *loop) close() { l.sub.Close(); l.pub.Close() }
