@@ -168,7 +168,6 @@ func (p *prober) subscribable(ctx context.Context) (string, string, error) {
 	return "", strings.Join(tried, "; "), nil
 }
 
-
 // verdicts collects the probes of a check and what the broker did.
 type verdicts struct {
 	lines    []string
