@@ -19,7 +19,7 @@ import (
 )
 
 type auditFlags struct {
-	username, password, ca       string
+	username, password, ca, name string
 	insecure, noNmap, portsOnly  bool
 	format, output, failOn       string
 	checks, skip, ports          string
@@ -65,6 +65,7 @@ code-scanning) and html (a standalone report).`,
 		fs.StringVar(&f.password, "password", "", "its password (or $VIGIL_MQTT_PASSWORD)")
 		fs.StringVar(&f.ca, "ca", "", "CA certificate (PEM) that TLS certificates should chain to")
 		fs.BoolVar(&f.insecure, "insecure", false, "connect over TLS without verifying certificates (tls-cert still reports them)")
+		fs.StringVar(&f.name, "cert-name", "", "the name clients use for the broker, which its certificate must hold (default: the host audited)")
 		fs.StringVar(&f.format, "format", "text", "output format: text, json, sarif or html")
 		fs.StringVar(&f.output, "output", "", "write the report to this file (default: standard output)")
 		fs.StringVar(&f.failOn, "fail-on", "", "exit 1 when a finding is at or above this severity: critical, high, medium, low or info")
@@ -130,7 +131,7 @@ func runAudit(ctx context.Context, e *env, o any, args []string) error {
 	}
 	opts := audit.Options{
 		Checks: splitList(f.checks), Skip: splitList(f.skip),
-		Username: f.username, Password: f.password, CAFile: f.ca, Insecure: f.insecure,
+		Username: f.username, Password: f.password, CAFile: f.ca, Insecure: f.insecure, CertName: f.name,
 		CredentialBudget: f.budget, CredentialRate: f.rate, Timeout: f.timeout,
 		NoNmap: f.noNmap, Nmap: f.nmapPath, NoDefaultPorts: f.portsOnly,
 	}

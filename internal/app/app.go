@@ -29,6 +29,7 @@ import (
 	"github.com/vigilhq/vigil/internal/telemetry"
 	"github.com/vigilhq/vigil/internal/users"
 	"github.com/vigilhq/vigil/internal/version"
+	"github.com/vigilhq/vigil/internal/watch"
 	"github.com/vigilhq/vigil/internal/web"
 )
 
@@ -66,6 +67,8 @@ type App struct {
 	plans sync.Map // site -> plan name set in the UI
 
 	Notifier   *notify.Notifier
+	Watcher    *watch.Watcher // nil when no broker is watched
+	auditMu    sync.Mutex
 	alerts     alerts
 	notifiedMu sync.Mutex
 	notified   map[string]bool // events people were told of
@@ -135,6 +138,9 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 	if err := a.openIntrusion(ctx, log); err != nil {
 		return nil, err
 	}
+	if err := a.openSecurity(ctx); err != nil {
+		return nil, err
+	}
 	a.openLive()
 	a.Telemetry.Start()
 	a.onClose(a.Telemetry.Close)
@@ -177,6 +183,7 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 		NotifyStore: a.Store,
 		Alerts:      func() any { return a.Alerts() },
 		Web:         ui.Handler(),
+		Security:    securityAPI{a},
 	}, log.With("component", "http")); err != nil {
 		return nil, err
 	}

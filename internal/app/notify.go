@@ -158,6 +158,7 @@ func (a *App) checkAlerts(ctx context.Context) {
 				fmt.Sprintf("%.1f%% (%d MiB) free at %s", free*100, freeBytes>>20, dir.path))
 		}
 	}
+	a.securityAlerts(ctx, add)
 	if chans, err := a.Store.ListChannels(ctx); err == nil {
 		for _, ch := range chans {
 			if !ch.Enabled {
@@ -186,14 +187,18 @@ func (a *App) checkAlerts(ctx context.Context) {
 	a.alerts.mu.Unlock()
 	for _, al := range raised {
 		a.log.Warn("alert", "id", al.ID, "title", al.Title, "detail", al.Detail)
-		if strings.HasPrefix(al.ID, "notify:") {
-			continue // a failing channel is shown, not notified: no loops
+		if strings.HasPrefix(al.ID, "notify:") || al.ID == "blocks" {
+			continue // a failing channel is shown, not notified (no loops); blocks were notified as they happened
 		}
 		prio := 70
 		if al.Level == "critical" {
 			prio = 90
 		}
-		a.Notifier.Notify(notify.Notification{Kind: notify.KindAlert, Title: al.Title, Body: al.Detail, Priority: prio, URL: "/"})
+		link := "/"
+		if strings.HasPrefix(al.ID, "audit:") || strings.HasPrefix(al.ID, "watch") {
+			link = "/security"
+		}
+		a.Notifier.Notify(notify.Notification{Kind: notify.KindAlert, Title: al.Title, Body: al.Detail, Priority: prio, URL: link})
 	}
 	if changed && a.Hub != nil {
 		a.Hub.Publish(hub.Message{Event: "alerts", Data: a.Alerts()})

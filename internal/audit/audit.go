@@ -134,6 +134,9 @@ type Options struct {
 	// still reports what it sees).
 	CAFile   string
 	Insecure bool
+	// CertName is the name clients use to reach the broker, which its
+	// TLS certificate must hold (default: the target's host).
+	CertName string
 	// Timeout bounds each network step (default 3 s).
 	Timeout time.Duration
 	// Ports are extra ports open-ports tries on every target, finding out

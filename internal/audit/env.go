@@ -104,11 +104,23 @@ func (env *Env) ClientID(what string) string {
 	return fmt.Sprintf("%s-%s-%d-%d", env.Opts.ClientID, what, os.Getpid()%10000, env.seq.Add(1))
 }
 
-// TLSConfig returns the TLS configuration connections use, for a host.
+// TLSConfig returns the TLS configuration connections use, for a host
+// (Options.CertName, if set, is the name asked for).
 func (env *Env) TLSConfig(host string) *tls.Config {
 	c := env.tls.Clone()
 	c.ServerName = host
+	if env.Opts.CertName != "" {
+		c.ServerName = env.Opts.CertName
+	}
 	return c
+}
+
+// CertName is the name the broker's certificate must hold.
+func (env *Env) CertName() string {
+	if env.Opts.CertName != "" {
+		return env.Opts.CertName
+	}
+	return env.Target.Host
 }
 
 // Open returns the endpoints that accept connections.

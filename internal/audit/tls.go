@@ -339,7 +339,7 @@ func checkTLSCert(ctx context.Context, env *Env) ([]Finding, error) {
 	}
 	return []Finding{{
 		Severity:    Info,
-		Title:       "The certificate is valid, trusted and matches " + env.Target.Host,
+		Title:       "The certificate is valid, trusted and matches " + env.CertName(),
 		Evidence:    strings.Join(ev, "\n\n"),
 		Remediation: "Nothing to do; renew it before it expires (an ACME client such as certbot does it by itself).",
 	}}, nil
@@ -352,7 +352,7 @@ const certFiles = "Mosquitto: `certfile` and `keyfile` of the TLS listener. EMQX
 func certProblems(env *Env, sc *servedCert) []Finding {
 	leaf := sc.chain[0]
 	now := env.Opts.Now()
-	host := env.Target.Host
+	host := env.CertName()
 	ev := certEvidence(sc, now)
 	var out []Finding
 	valid := true

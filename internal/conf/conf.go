@@ -27,6 +27,8 @@ type Config struct {
 	Sites     map[string]SiteConfig `yaml:"sites"`
 	Cameras   map[string]Camera     `yaml:"cameras"`
 	Demo      Demo                  `yaml:"demo"`
+	Audit     Audit                 `yaml:"audit"`
+	Watch     Watch                 `yaml:"watch"`
 }
 
 // Detection configures intrusion detection.
@@ -246,6 +248,32 @@ type Telemetry struct {
 	LogInterval    time.Duration `yaml:"log_interval"`
 }
 
+// Audit configures vigil up's audit of its own broker.
+type Audit struct {
+	OnStart bool          `yaml:"on_start"` // a few seconds after start
+	Every   time.Duration `yaml:"every"`    // then this often (0: never again)
+}
+
+// Watch configures the brokers vigil up watches for availability.
+type Watch struct {
+	Targets  []WatchTarget `yaml:"targets"`
+	Interval time.Duration `yaml:"interval"`
+	Timeout  time.Duration `yaml:"timeout"`
+	Latency  time.Duration `yaml:"latency"` // a slower round trip is a breach (0: off)
+}
+
+// WatchTarget is one broker to watch.
+type WatchTarget struct {
+	Name     string `yaml:"name"`
+	URL      string `yaml:"url"`
+	Username string `yaml:"username"`
+	// PasswordEnv names the environment variable that holds the password
+	// (passwords stay out of vigil.yaml).
+	PasswordEnv string `yaml:"password_env"`
+	CA          string `yaml:"ca"`
+	Insecure    bool   `yaml:"insecure"`
+}
+
 // Demo configures the built-in demo fleet started by `vigil up --demo`.
 type Demo struct {
 	Enabled        bool          `yaml:"enabled"`
@@ -309,5 +337,7 @@ func New() *Config {
 		Sites:   map[string]SiteConfig{},
 		Cameras: map[string]Camera{},
 		Demo:    Demo{Enabled: false, Devices: 6, Period: 2 * time.Second, Cameras: 1, IntrusionEvery: time.Minute},
+		Audit:   Audit{OnStart: true, Every: 24 * time.Hour},
+		Watch:   Watch{Targets: []WatchTarget{}, Interval: 30 * time.Second, Timeout: 5 * time.Second, Latency: time.Second},
 	}
 }

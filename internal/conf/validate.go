@@ -224,6 +224,38 @@ func (c *Config) Validate() error {
 	if c.Demo.Period < 100*time.Millisecond {
 		bad("demo.period", "%v is below the minimum of 100ms", c.Demo.Period)
 	}
+	if e := c.Audit.Every; e != 0 && e < time.Minute {
+		bad("audit.every", "%v is below the minimum of 1m (0: only at start)", e)
+	}
+	w := c.Watch
+	if w.Interval < time.Second {
+		bad("watch.interval", "%v is below the minimum of 1s", w.Interval)
+	}
+	if w.Timeout < 100*time.Millisecond || w.Timeout > w.Interval {
+		bad("watch.timeout", "%v is outside 100ms..watch.interval (%v)", w.Timeout, w.Interval)
+	}
+	if w.Latency < 0 {
+		bad("watch.latency", "%v is negative", w.Latency)
+	}
+	names := map[string]bool{}
+	for i, t := range w.Targets {
+		key := fmt.Sprintf("watch.targets[%d]", i)
+		u, err := url.Parse(t.URL)
+		if err != nil || u.Host == "" || !slices.Contains([]string{"mqtt", "mqtts", "tcp", "ssl", "tls", "ws", "wss"}, u.Scheme) {
+			bad(key+".url", "%q is not an mqtt://, mqtts://, ws:// or wss:// URL", t.URL)
+		}
+		name := t.Name
+		if name == "" {
+			name = t.URL
+		}
+		if names[name] {
+			bad(key+".name", "%q is used twice", name)
+		}
+		names[name] = true
+		if t.PasswordEnv != "" && t.Username == "" {
+			bad(key+".password_env", "is set without a username")
+		}
+	}
 	return errors.Join(errs...)
 }
 

@@ -59,6 +59,7 @@ func testConfig(t testing.TB) *conf.Config {
 	cfg.Auth.BcryptCost = 4
 	cfg.Telemetry.FlushInterval = 20 * time.Millisecond
 	cfg.Log.Level = "debug"
+	cfg.Audit.OnStart = false // tests that want a self-audit run it
 	return cfg
 }
 

@@ -38,6 +38,7 @@ type (
 	fakeUsers       struct{ UserAdmin }
 	fakeNotifier    struct{ Notifier }
 	fakeNotifyStore struct{ notify.Store }
+	fakeSecurity    struct{ Security }
 )
 
 type cameraSource = Cameras
@@ -80,6 +81,7 @@ func allDeps(t *testing.T) Deps {
 		NotifyStore: fakeNotifyStore{},
 		Alerts:      func() any { return []any{} },
 		Web:         http.NotFoundHandler(),
+		Security:    fakeSecurity{},
 
 		TrustedProxies: []*net.IPNet{},
 	}

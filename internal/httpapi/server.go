@@ -77,6 +77,10 @@ type Deps struct {
 	// (nil: none).
 	Web http.Handler
 
+	// Security: self-audits, watched brokers, blocked MQTT clients (nil:
+	// not served).
+	Security Security
+
 	// Notifications (nil: not served) and the alerts that hold now.
 	Notifier    Notifier
 	NotifyStore notify.Store
@@ -159,6 +163,7 @@ func (s *Server) routes() *routeMux {
 	s.cameraRoutes(mux, api)
 	s.userRoutes(api)
 	s.notifyRoutes(api)
+	s.securityRoutes(api)
 	// Profiles for admins, as Go servers usually offer them.
 	mux.Handle("/debug/pprof/", s.authed(adminOnly(http.HandlerFunc(pprof.Index))))
 	mux.Handle("/debug/pprof/profile", s.authed(adminOnly(http.HandlerFunc(pprof.Profile))))

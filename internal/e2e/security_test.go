@@ -1,0 +1,105 @@
+package e2e_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigilhq/vigil/internal/conf"
+	"github.com/vigilhq/vigil/internal/store"
+	"github.com/vigilhq/vigil/internal/testpeer"
+	"github.com/vigilhq/vigil/internal/users"
+)
+
+// vigil up audits itself. In local mode the report says plainly that
+// anonymous access is allowed on loopback only, and there is nothing to
+// warn about; in production configuration (listeners on 0.0.0.0, TLS,
+// users) nothing is above low either; a weak password is a critical
+// finding, shown as an alert (the overview's banner) and notified.
+func TestSelfAudit(t *testing.T) {
+	t.Run("local mode", func(t *testing.T) {
+		ta := startApp(t, nil)
+		start := time.Now()
+		rec, err := ta.RunAudit(context.Background(), "manual")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("self-audit in local mode: grade %s in %v", rec.Grade, time.Since(start).Round(time.Millisecond))
+		r := rec.Report
+		for _, f := range r.Findings {
+			if f.Severity.String() != "info" && f.Severity.String() != "low" {
+				t.Errorf("local mode: %s %s: %s", f.Severity, f.ID, f.Title)
+			}
+			if f.ID == "anonymous-access" && (!strings.Contains(f.Title, "loopback only") || !strings.Contains(f.Remediation, "leave local mode")) {
+				t.Errorf("local mode is not explained plainly: %+v", f)
+			}
+		}
+		var list []store.AuditSummary
+		ta.api(t, "GET", "/api/v1/audits", "admin", adminPassword, &list)
+		var latest store.AuditRecord
+		ta.api(t, "GET", "/api/v1/audits/latest", "admin", adminPassword, &latest)
+		if len(list) != 1 || latest.ID != list[0].ID || latest.Report == nil || len(latest.Report.Findings) != len(r.Findings) {
+			t.Errorf("API: %+v / %+v", list, latest.AuditSummary)
+		}
+		var alerts []struct{ ID string }
+		ta.api(t, "GET", "/api/v1/alerts", "admin", adminPassword, &alerts)
+		for _, a := range alerts {
+			if strings.HasPrefix(a.ID, "audit:") {
+				t.Errorf("local mode raised %s", a.ID)
+			}
+		}
+	})
+
+	t.Run("production, then a weak password", func(t *testing.T) {
+		cert := testpeer.SelfSigned(t, t.TempDir(), testpeer.CertOptions{})
+		ta := startApp(t, func(c *conf.Config) {
+			c.MQTT.Listen, c.MQTT.WSListen = "0.0.0.0:0", ""
+			c.MQTT.TLSListen, c.MQTT.TLSCert, c.MQTT.TLSKey = "0.0.0.0:0", cert.CertFile, cert.KeyFile
+		})
+		hook := newReceiver(t, 0)
+		ta.apiJSON(t, "POST", "/api/v1/notify/channels", map[string]any{"kind": "webhook", "name": "ops", "url": hook.srv.URL, "kinds": []string{"alert"}}, nil)
+		start := time.Now()
+		rec, err := ta.RunAudit(context.Background(), "manual")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("self-audit in production: grade %s in %v", rec.Grade, time.Since(start).Round(time.Millisecond))
+		for _, f := range rec.Report.Findings {
+			if s := f.Severity.String(); s != "info" && s != "low" {
+				t.Errorf("production: %s %s: %s\n%s", s, f.ID, f.Title, f.Evidence)
+			}
+		}
+
+		addUser(t, ta, "homeassistant", users.RoleDevice, "homeassistant", nil, nil)
+		if _, err := ta.RunAudit(context.Background(), "manual"); err != nil {
+			t.Fatal(err)
+		}
+		var alerts []struct{ ID, Level, Title string }
+		ta.api(t, "GET", "/api/v1/alerts", "admin", adminPassword, &alerts)
+		found := false
+		for _, a := range alerts {
+			found = found || a.ID == "audit:weak-credentials" && a.Level == "critical"
+		}
+		if !found {
+			t.Fatalf("no critical alert for the weak password: %+v", alerts)
+		}
+		waitFor(t, 5*time.Second, "the alert's notification", func() bool {
+			for _, r := range hook.ok() {
+				if strings.Contains(string(r.body), "Default or weak credentials work") {
+					return true
+				}
+			}
+			return false
+		})
+		// A second audit with the same finding notifies nothing new.
+		n := len(hook.ok())
+		if _, err := ta.RunAudit(context.Background(), "manual"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond)
+		if got := len(hook.ok()); got != n {
+			t.Errorf("the same finding was notified again (%d notifications, had %d)", got, n)
+		}
+	})
+}
