@@ -243,11 +243,19 @@ func TestTheWebUIInChromium(t *testing.T) {
 	c.waitJS("the history chart", `document.querySelector('#history-chart path.s0') !== null && document.querySelectorAll('#decisions tbody tr').length >= 3`, 10*time.Second)
 	c.screenshot("agents")
 
+	// The security page runs an audit of vigil up's own broker and shows
+	// its grade and findings; local mode is explained.
+	c.run("open the security page", chromedp.Navigate(c.base+"/security"), chromedp.WaitVisible("#run-audit"))
+	c.run("run an audit", chromedp.Click("#run-audit"))
+	c.waitJS("the audit's grade", `document.querySelector('#audit-summary .grade') !== null`, 40*time.Second)
+	c.waitJS("local mode explained", `[...document.querySelectorAll('#findings .finding')].some(f => f.dataset.check === 'anonymous-access' && f.textContent.includes('loopback only'))`, 5*time.Second)
+	c.screenshot("security")
+
 	// Every page works on a phone (nothing wider than the screen) and
 	// labels its controls and pictures.
 	c.run("phone-sized window", chromedp.EmulateViewport(390, 844))
 	for _, p := range []struct{ path, name string }{{"/", "overview"}, {"/devices", "devices"}, {"/devices/" + temp, "device"},
-		{"/events", "events"}, {"/live", "live"}, {"/agents", "agents"}, {"/settings", "settings"}} {
+		{"/events", "events"}, {"/live", "live"}, {"/agents", "agents"}, {"/security", "security"}, {"/settings", "settings"}} {
 		c.run("open "+p.path, chromedp.Navigate(c.base+p.path), chromedp.WaitVisible("#main"))
 		time.Sleep(300 * time.Millisecond) // the page's first API answers
 		var problems []string

@@ -58,6 +58,7 @@ var pages = []page{
 	{name: "events", title: "Events and clips", script: "events.js"},
 	{name: "live", title: "Live view", script: "live.js"},
 	{name: "agents", title: "Agents", script: "agents.js"},
+	{name: "security", title: "Security", script: "security.js"},
 	{name: "settings", title: "Settings", script: "settings.js"},
 }
 
@@ -116,6 +117,7 @@ func (u *UI) Handler() http.Handler {
 	mux.HandleFunc("GET /live", u.page("live"))
 	mux.HandleFunc("GET /live/{site}/{camera}", u.page("live"))
 	mux.HandleFunc("GET /agents", u.page("agents"))
+	mux.HandleFunc("GET /security", u.page("security"))
 	mux.HandleFunc("GET /settings", u.page("settings"))
 	mux.HandleFunc("GET /static/{file...}", u.serveStatic)
 	mux.HandleFunc("GET /sw.js", func(w http.ResponseWriter, r *http.Request) {

@@ -23,7 +23,7 @@ func newUI(t *testing.T) *UI {
 // and comes back to where it was going.
 func TestPagesSendStrangersToLogin(t *testing.T) {
 	h := newUI(t).Handler()
-	for _, p := range []string{"/", "/devices", "/devices/t1", "/events", "/events/e1", "/live", "/live/home/cam1", "/agents", "/settings"} {
+	for _, p := range []string{"/", "/devices", "/devices/t1", "/events", "/events/e1", "/live", "/live/home/cam1", "/agents", "/security", "/settings"} {
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, httptest.NewRequest("GET", p, nil))
 		if w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/login?next="+strings.ReplaceAll(p, "/", "%2F") {
