@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -102,4 +103,68 @@ func TestSelfAudit(t *testing.T) {
 			t.Errorf("the same finding was notified again (%d notifications, had %d)", got, n)
 		}
 	})
+}
+
+// vigil up watches a configured broker: an outage becomes an alert and
+// one notification; the recovery clears the alert without notifying.
+func TestVigilUpWatchesABroker(t *testing.T) {
+	m := testpeer.StartMosquitto(t, testpeer.MosquittoConfig{Anonymous: true})
+	ta := startApp(t, func(c *conf.Config) {
+		c.Watch.Targets = []conf.WatchTarget{{Name: "site-a", URL: fmt.Sprintf("mqtt://127.0.0.1:%d", m.Port)}}
+		c.Watch.Interval, c.Watch.Timeout = time.Second, 500*time.Millisecond
+	})
+	hook := newReceiver(t, 0)
+	ta.apiJSON(t, "POST", "/api/v1/notify/channels", map[string]any{"kind": "webhook", "name": "ops", "url": hook.srv.URL, "cooldown_s": 0}, nil)
+	type status struct {
+		Target  string
+		Up      bool
+		Probes  int
+		Outages []struct{ End *time.Time }
+	}
+	watchStatus := func() status {
+		var st []status
+		ta.api(t, "GET", "/api/v1/watch", "admin", adminPassword, &st)
+		if len(st) != 1 {
+			t.Fatalf("watch status %+v", st)
+		}
+		return st[0]
+	}
+	alerted := func() bool {
+		var alerts []struct{ ID string }
+		ta.api(t, "GET", "/api/v1/alerts", "admin", adminPassword, &alerts)
+		for _, a := range alerts {
+			if a.ID == "watch:site-a" {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor(t, 5*time.Second, "site-a up", func() bool { s := watchStatus(); return s.Up && s.Probes > 0 })
+	m.Stop()
+	stopped := time.Now()
+	waitFor(t, 5*time.Second, "the outage alert", alerted)
+	t.Logf("outage alert %v after the broker stopped", time.Since(stopped).Round(10*time.Millisecond))
+	waitFor(t, 5*time.Second, "the outage notification", func() bool {
+		for _, r := range hook.ok() {
+			if strings.Contains(string(r.body), "Broker site-a is down") {
+				return true
+			}
+		}
+		return false
+	})
+	m.Restart()
+	waitFor(t, 5*time.Second, "the recovery", func() bool {
+		s := watchStatus()
+		return s.Up && len(s.Outages) == 1 && s.Outages[0].End != nil && !alerted()
+	})
+	time.Sleep(500 * time.Millisecond)
+	down := 0
+	for _, r := range hook.ok() {
+		if strings.Contains(string(r.body), "site-a") {
+			down++
+		}
+	}
+	if down != 1 {
+		t.Errorf("%d notifications about site-a, want exactly 1 (the outage)", down)
+	}
 }
