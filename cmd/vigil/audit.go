@@ -115,8 +115,31 @@ func readLines(path string) ([]string, error) {
 
 func runAudit(ctx context.Context, e *env, o any, args []string) error {
 	f := o.(*auditFlags)
+	// Flags may follow the targets too.
+	var targets []string
+	for rest := args; len(rest) > 0; {
+		if strings.HasPrefix(rest[0], "-") {
+			if err := e.fs.Parse(rest); err != nil {
+				return usagef("%v", err)
+			}
+			rest = e.fs.Args()
+			continue
+		}
+		targets, rest = append(targets, rest[0]), rest[1:]
+	}
+	args = targets
 	if len(args) == 0 {
 		return usagef("give at least one URL or host to audit")
+	}
+	for _, t := range args {
+		if _, err := audit.ParseTarget(t); err != nil {
+			return usagef("%v", err)
+		}
+	}
+	for _, id := range append(splitList(f.checks), splitList(f.skip)...) {
+		if !slices.Contains(audit.Order, id) {
+			return usagef("no check %q; the checks are %s", id, strings.Join(audit.Order, ", "))
+		}
 	}
 	if !slices.Contains(audit.Formats, f.format) {
 		return usagef("--format %q is not one of %s", f.format, strings.Join(audit.Formats, ", "))

@@ -2,7 +2,9 @@ package app
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -22,6 +24,7 @@ import (
 	"github.com/vigilhq/vigil/internal/hub"
 	"github.com/vigilhq/vigil/internal/notify"
 	"github.com/vigilhq/vigil/internal/store"
+	"github.com/vigilhq/vigil/internal/users"
 	"github.com/vigilhq/vigil/internal/watch"
 )
 
@@ -111,6 +114,17 @@ func (a *App) RunAudit(ctx context.Context, trigger string) (store.AuditRecord, 
 		Skip: selfAuditSkip, NoNmap: true, NoDefaultPorts: true, LocalMode: a.localMode(),
 		ClientID: "vigil-self-audit", Timeout: 3 * time.Second, Log: a.log.With("component", "audit"),
 	}
+	if !a.mayGuess() {
+		// Guessing passwords from loopback would get this host blocked.
+		opts.Skip = append(opts.Skip, "weak-credentials")
+	}
+	// The checks run as a device would: a throwaway account with the
+	// device role's ACL, so that what a device can reach is tested too.
+	name := "vigil-self-audit-" + randomSuffix()
+	pub, sub := users.DefaultACL(users.RoleDevice)
+	opts.Username, opts.Password = name, users.RandomPassword()
+	a.Broker.AddCredential(name, opts.Password, &users.User{Name: name, Role: users.RoleDevice, Publish: pub, Subscribe: sub})
+	defer a.Broker.RemoveCredential(name)
 	if a.cfg.MQTT.TLSListen != "" {
 		// Devices are given the broker's certificate (or its CA); the
 		// name they use is the public URL's, else one the certificate
@@ -276,3 +290,29 @@ func (s securityAPI) WatchStatus() []watch.Status {
 func (s securityAPI) Blocks() []broker.Block { return s.Broker.Blocks() }
 
 func (s securityAPI) Unblock(key string) bool { return s.Broker.Unblock(key) }
+
+// mayGuess tells whether the self-audit may try passwords: the broker
+// does not block loopback for failed logins (it is exempt, or blocking is
+// off).
+func (a *App) mayGuess() bool {
+	m := a.cfg.MQTT
+	if m.BlockAuthFailures == 0 {
+		return true
+	}
+	lo := net.ParseIP("127.0.0.1")
+	for _, e := range m.BlockExempt {
+		if _, n, err := net.ParseCIDR(e); err == nil && n.Contains(lo) {
+			return true
+		}
+		if ip := net.ParseIP(e); ip != nil && ip.Equal(lo) {
+			return true
+		}
+	}
+	return false
+}
+
+func randomSuffix() string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -140,8 +140,8 @@ func (env *Env) SetOpen(eps []Endpoint) {
 	env.mu.Unlock()
 }
 
-// MQTT returns the endpoints that answered an MQTT CONNECT, plain ones
-// first; without that knowledge, the open ones.
+// MQTT returns the endpoints that answered an MQTT CONNECT, TLS ones
+// first (see AddMQTT); without that knowledge, the open ones.
 func (env *Env) MQTT() []Endpoint {
 	env.mu.Lock()
 	defer env.mu.Unlock()
@@ -164,11 +164,23 @@ func (env *Env) AddMQTT(ep Endpoint) {
 		}
 	}
 	env.mqtt = append(env.mqtt, ep)
-	sort.SliceStable(env.mqtt, func(i, j int) bool { return !env.mqtt[i].WS() && env.mqtt[j].WS() })
+	// Identities' credentials go over TLS when the broker offers it:
+	// MQTT over TLS, plain MQTT, then secure and plain WebSocket.
+	rank := func(e Endpoint) int {
+		r := 0
+		if e.WS() {
+			r += 2
+		}
+		if !e.TLS() {
+			r++
+		}
+		return r
+	}
+	sort.SliceStable(env.mqtt, func(i, j int) bool { return rank(env.mqtt[i]) < rank(env.mqtt[j]) })
 }
 
 // Primary is the endpoint the identity checks use: the first that speaks
-// MQTT (plain TCP or TLS before WebSocket).
+// MQTT (TLS before plain, TCP before WebSocket).
 func (env *Env) Primary() (Endpoint, bool) {
 	eps := env.MQTT()
 	if len(eps) == 0 {
@@ -295,17 +307,29 @@ func (env *Env) AddEvidence(id, evidence string) bool {
 	return false
 }
 
-// Dial opens a connection to an endpoint: TCP, TLS, or WebSocket.
-func (env *Env) Dial(ctx context.Context, ep Endpoint) (net.Conn, error) {
+// Dial opens a connection to an endpoint (TCP, TLS, or WebSocket) for a
+// probe that sends no secret: over TLS it does not verify the certificate
+// (tls-cert judges it), so that an untrusted certificate does not pass for
+// a refusal.
+func (env *Env) Dial(ctx context.Context, ep Endpoint) (net.Conn, error) { return env.DialAs(ctx, ep, nil) }
+
+// DialAs opens a connection to send id's credentials over: over TLS the
+// certificate is verified (unless Options.Insecure), so that a password
+// never goes to an impostor. Without a username it is Dial.
+func (env *Env) DialAs(ctx context.Context, ep Endpoint, id *Identity) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, env.Opts.Timeout)
 	defer cancel()
+	cfg := env.TLSConfig(ep.Host)
+	if id == nil || id.Anonymous() {
+		cfg.InsecureSkipVerify = true
+	}
 	if ep.WS() {
 		scheme := "ws"
 		if ep.TLS() {
 			scheme = "wss"
 		}
 		u := &url.URL{Scheme: scheme, Host: ep.Addr(), Path: ep.Path}
-		c, _, err := wsconn.Dial(ctx, u, env.TLSConfig(ep.Host))
+		c, _, err := wsconn.Dial(ctx, u, cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -313,16 +337,16 @@ func (env *Env) Dial(ctx context.Context, ep Endpoint) (net.Conn, error) {
 	}
 	d := net.Dialer{}
 	if ep.TLS() {
-		td := tls.Dialer{NetDialer: &d, Config: env.TLSConfig(ep.Host)}
+		td := tls.Dialer{NetDialer: &d, Config: cfg}
 		return td.DialContext(ctx, "tcp", ep.Addr())
 	}
 	return d.DialContext(ctx, "tcp", ep.Addr())
 }
 
-// dialPaho opens a connection for a paho client: over TLS and WebSocket,
-// each MQTT packet goes out whole (mqttconn).
-func (env *Env) dialPaho(ctx context.Context, ep Endpoint) (net.Conn, error) {
-	c, err := env.Dial(ctx, ep)
+// dialPaho opens a connection for a paho client as id: over TLS and
+// WebSocket, each MQTT packet goes out whole (mqttconn).
+func (env *Env) dialPaho(ctx context.Context, ep Endpoint, id *Identity) (net.Conn, error) {
+	c, err := env.DialAs(ctx, ep, id)
 	if err != nil || !(ep.TLS() || ep.WS()) {
 		return c, err
 	}
@@ -349,7 +373,7 @@ func (env *Env) Connect(ctx context.Context, ep Endpoint, clientID string, id *I
 // connectWith is Connect with a last say on the CONNECT packet (edit may
 // be nil).
 func (env *Env) connectWith(ctx context.Context, ep Endpoint, clientID string, id *Identity, edit func(*paho.Connect)) (*Session, error) {
-	conn, err := env.dialPaho(ctx, ep)
+	conn, err := env.dialPaho(ctx, ep, id)
 	if err != nil {
 		return nil, err
 	}

@@ -62,11 +62,19 @@ func (env *Env) session(ctx context.Context, what string) (*Session, *Identity, 
 		return nil, nil, Skip("no identity could connect (anonymous access is refused and no credentials were given or found)")
 	}
 	s, err := env.Connect(ctx, ep, env.ClientID(what), id)
+	if connackCode(s) == rcBanned {
+		return nil, nil, errBanned
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to %s as %s: %w", ep.URL(), id, err)
 	}
 	return s, id, nil
 }
+
+// errBanned skips the checks that cannot connect any more because the
+// broker banned the audit's address (after its failed logins: good).
+var errBanned = Skip("the broker banned this address after the audit's failed logins (it limits guessing); " +
+	"audit from an address it exempts, or after the block ends")
 
 func checkAnonymous(ctx context.Context, env *Env) ([]Finding, error) {
 	eps := env.MQTT()
@@ -107,8 +115,8 @@ func checkAnonymous(ctx context.Context, env *Env) ([]Finding, error) {
 	}
 	return []Finding{{Severity: Critical, Title: "Anyone who can reach the broker can connect without a username",
 		Evidence: evidence,
-		Remediation: "Mosquitto: allow_anonymous false with a password_file (the default since 2.0). EMQX: enable an authenticator and " +
-			"allow_anonymous = false. Vigil: bind non-loopback listeners (anonymous clients are refused there) or set mqtt.anonymous: never."}}, nil
+		Remediation: "Mosquitto: allow_anonymous false with a password_file (the default since 2.0). EMQX 5: enable an authenticator " +
+			"(authentication = [...]): clients without credentials are then refused. Vigil: bind non-loopback listeners (anonymous clients are refused there) or set mqtt.anonymous: never."}}, nil
 }
 
 // defaultCredentials are vendors' and tutorials' usual accounts.
@@ -495,6 +503,9 @@ func checkRetainedLeak(ctx context.Context, env *Env) ([]Finding, error) {
 	if len(retained) == 0 {
 		if id := env.Identity(); id == nil {
 			return nil, Skip("no identity could connect")
+		}
+		if env.checkStatus("wildcard-subscribe") == StatusPassed && len(env.Topics()) == 0 {
+			return nil, Skip("%s read no other client's messages through #, so no retained message was seen", env.Identity())
 		}
 		return nil, nil
 	}

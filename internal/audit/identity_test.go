@@ -17,7 +17,7 @@ var identityChecks = []string{"anonymous-access", "weak-credentials", "broker-fi
 	"wildcard-subscribe", "retained-leak", "sys-publish", "acl-publish"}
 
 // retain publishes retained messages to a broker, as devices would have.
-func retain(t *testing.T, target, user, pass string, msgs map[string]string) {
+func retain(t testing.TB, target, user, pass string, msgs map[string]string) {
 	t.Helper()
 	o := Options{Timeout: 2 * time.Second}
 	o.defaults()

@@ -54,7 +54,7 @@ type nmapView struct {
 func checkNmap(ctx context.Context, env *Env) ([]Finding, error) {
 	if env.Opts.NoNmap {
 		env.SetNmap("skipped (--no-nmap)")
-		return nil, nil
+		return nil, Skip("--no-nmap")
 	}
 	bin := env.Opts.Nmap
 	if bin == "" {

@@ -94,8 +94,9 @@ func checkOpenPorts(ctx context.Context, env *Env) ([]Finding, error) {
 		"EMQX: `listeners.tcp.default.bind`, `listeners.ssl.default.bind`, `listeners.ws.default.bind`, `listeners.wss.default.bind` (`enable = false` turns one off). " +
 		"Vigil: `mqtt.listen`, `mqtt.ws_listen` and `mqtt.tls_listen` in vigil.yaml (\"\" turns one off)."
 	if len(answers) == 0 {
+		// The broker is down or not there: for a CI gate, that fails.
 		return []Finding{{
-			Severity:    Info,
+			Severity:    High,
 			Title:       "Nothing answers on the ports tried",
 			Evidence:    strings.Join(lines, "\n"),
 			Remediation: "Check the host name and the ports (a bare host tries 1883, 8883, 80, 443, 8080, 8083, 8084 and 9001; --ports adds others), and that no firewall drops them. The other checks are skipped.",
@@ -230,12 +231,28 @@ func probeUnknown(ctx context.Context, env *Env, ep Endpoint) portAnswer {
 		e.Scheme, e.Path = scheme, path
 		return e
 	}
+	// The three tries run at once; the first that succeeds ends the
+	// others (an HTTP server, for one, never answers a raw CONNECT).
 	var mqttErr, wsErr error
 	var tlsOK bool
+	pctx, found := context.WithCancel(ctx)
+	defer found()
 	parallel(
-		func() { mqttErr = mqttHello(ctx, env, as("mqtt", "")) },
-		func() { tlsOK = tlsHandshakes(ctx, env, ep) },
-		func() { wsErr = mqttHello(ctx, env, as("ws", "/mqtt")) },
+		func() {
+			if mqttErr = mqttHello(pctx, env, as("mqtt", "")); mqttErr == nil {
+				found()
+			}
+		},
+		func() {
+			if tlsOK = tlsHandshakes(pctx, env, ep); tlsOK {
+				found()
+			}
+		},
+		func() {
+			if wsErr = mqttHello(pctx, env, as("ws", "/mqtt")); wsErr == nil {
+				found()
+			}
+		},
 	)
 	switch {
 	case mqttErr == nil:

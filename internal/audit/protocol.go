@@ -94,6 +94,10 @@ func (p *prober) close() {
 func (p *prober) send(ctx context.Context, pk *packets.Packet) (outcome, error) {
 	if p.c == nil {
 		c, err := p.env.rawConnect(ctx, p.ep, p.env.ClientID(p.what), p.id)
+		var refused *connectRefused
+		if errors.As(err, &refused) && refused.Code == rcBanned {
+			return outcome{}, errBanned
+		}
 		if err != nil {
 			return outcome{}, fmt.Errorf("connect to %s as %s: %w", p.ep.URL(), p.id, err)
 		}
@@ -240,11 +244,14 @@ func checkClientIDTakeover(ctx context.Context, env *Env) ([]Finding, error) {
 		}
 		return []Finding{{Severity: sev, Title: "Anyone can disconnect any client whose client id they know",
 			Evidence: evidence + "\nDevices' client ids are often their MAC addresses or serial numbers, easy to guess or read from $SYS and logs.",
-			Remediation: "Require authentication (Mosquitto allow_anonymous false, EMQX allow_anonymous = false, Vigil non-loopback listeners or mqtt.anonymous: never); then " +
+			Remediation: "Require authentication (Mosquitto allow_anonymous false, EMQX 5 an authenticator, Vigil non-loopback listeners or mqtt.anonymous: never); then " +
 				strings.ToLower(remedy[:1]) + remedy[1:]}}, nil
 	}
-	return []Finding{{Severity: Low, Title: fmt.Sprintf("Any client of user %q can take over another's session by its client id", p.id.Username),
-		Evidence: evidence, Remediation: remedy}}, nil
+	// The same user taking over its own client id is MQTT's rule; what
+	// helps is one account per device.
+	return []Finding{{Severity: Info, Title: fmt.Sprintf("Clients of user %q can take over each other's sessions by client id", p.id.Username),
+		Evidence: evidence + "\nAny client of this user can disconnect another of its clients whose id it knows.",
+		Remediation: "Give each device its own account, so that one device cannot take over another's session. " + remedy}}, nil
 }
 
 func checkInvalidTopic(ctx context.Context, env *Env) ([]Finding, error) {

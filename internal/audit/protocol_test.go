@@ -72,7 +72,7 @@ func TestProtocolChecksOnRealBrokers(t *testing.T) {
 				m := testpeer.StartMosquitto(t, testpeer.MosquittoConfig{Users: map[string]string{"alice": alicePass}})
 				return brokerURL("mqtt", m.Port), Options{Username: "alice", Password: alicePass}
 			},
-			want: map[string]string{"client-id-takeover": "low", "invalid-topic": "passed", "invalid-utf8": "passed",
+			want: map[string]string{"client-id-takeover": "info", "invalid-topic": "passed", "invalid-utf8": "passed",
 				"invalid-qos": "passed", "max-payload": "low", "slow-connect": "low"},
 			evidence: map[string][]string{
 				"client-id-takeover": {`user "alice"`, "use_username_as_clientid"},
@@ -100,7 +100,7 @@ func TestProtocolChecksOnRealBrokers(t *testing.T) {
 				return brokerURL("mqtt", m.Port), Options{Username: "alice", Password: alicePass}
 			},
 			checks: []string{"client-id-takeover", "invalid-topic", "invalid-utf8", "invalid-qos", "max-payload"},
-			want: map[string]string{"client-id-takeover": "low", "invalid-topic": "passed", "invalid-utf8": "skipped",
+			want: map[string]string{"client-id-takeover": "info", "invalid-topic": "passed", "invalid-utf8": "skipped",
 				"invalid-qos": "passed", "max-payload": "skipped"},
 			notes: map[string][]string{
 				"invalid-utf8": {`user "alice" (given) may not publish under the audit's topics`, "PUBACK 0x87 (Not authorized)"},
@@ -115,7 +115,7 @@ func TestProtocolChecksOnRealBrokers(t *testing.T) {
 				v := startVigil(t, true, map[string]string{"dev1": devPass})
 				return brokerURL("mqtt", v.Port), Options{Username: "dev1", Password: devPass}
 			},
-			want: map[string]string{"client-id-takeover": "low", "invalid-topic": "passed", "invalid-utf8": "passed",
+			want: map[string]string{"client-id-takeover": "info", "invalid-topic": "passed", "invalid-utf8": "passed",
 				"invalid-qos": "passed", "max-payload": "info", "slow-connect": "low"},
 			evidence: map[string][]string{
 				"client-id-takeover": {`user "dev1"`, "DISCONNECT 0x8E (Session taken over)"},

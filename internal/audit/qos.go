@@ -115,6 +115,7 @@ func checkLatency(ctx context.Context, env *Env) ([]Finding, error) {
 	deadline := time.Now().Add(latencyMax)
 	var lines []string
 	worst := Info
+	lostAny := false
 	for qos := byte(0); qos <= 2; qos++ {
 		var rtts []time.Duration
 		lost := 0
@@ -141,6 +142,7 @@ func checkLatency(ctx context.Context, env *Env) ([]Finding, error) {
 		slices.Sort(rtts)
 		p50, p99 := pct(rtts, 50), pct(rtts, 99)
 		lines = append(lines, fmt.Sprintf("QoS %d: %d messages, p50 %s, p99 %s, %d lost", qos, sent, p50, p99, lost))
+		lostAny = lostAny || lost > 0
 		if lost > 0 && qos > 0 {
 			worst = max(worst, Medium)
 		}
@@ -148,8 +150,11 @@ func checkLatency(ctx context.Context, env *Env) ([]Finding, error) {
 			worst = max(worst, Low)
 		}
 	}
-	f := Finding{Severity: worst, Title: "Round trips work at QoS 0, 1 and 2 without loss", Evidence: strings.Join(lines, "\n"),
-		Remediation: "Nothing to do."}
+	title := "Round trips work at QoS 0, 1 and 2 without loss"
+	if lostAny {
+		title = "Round trips work; some QoS 0 messages were lost (QoS 0 may lose them)"
+	}
+	f := Finding{Severity: worst, Title: title, Evidence: strings.Join(lines, "\n"), Remediation: "Nothing to do."}
 	if worst > Info {
 		f.Title = "Messages are slow or lost"
 		f.Remediation = "Check the broker's load ($SYS), its queue limits (Mosquitto max_queued_messages, EMQX mqueue, Vigil's per-client queue) and the network."

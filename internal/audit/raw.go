@@ -57,8 +57,8 @@ const probeGrace = 200 * time.Millisecond
 var errNoAnswer = errors.New("no answer")
 
 // rawDial opens a connection for raw packets; cancelling ctx closes it.
-func (env *Env) rawDial(ctx context.Context, ep Endpoint) (*rawConn, error) {
-	conn, err := env.Dial(ctx, ep)
+func (env *Env) rawDial(ctx context.Context, ep Endpoint, id *Identity) (*rawConn, error) {
+	conn, err := env.DialAs(ctx, ep, id)
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +91,7 @@ func (e *connectRefused) Error() string {
 // rawConnect opens a connection to ep and completes an MQTT 5 CONNECT as
 // id; a refused CONNECT is a *connectRefused.
 func (env *Env) rawConnect(ctx context.Context, ep Endpoint, clientID string, id *Identity) (*rawConn, error) {
-	c, err := env.rawDial(ctx, ep)
+	c, err := env.rawDial(ctx, ep, id)
 	if err != nil {
 		return nil, err
 	}

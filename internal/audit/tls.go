@@ -216,7 +216,7 @@ const remedyTLSVersions = "Accept TLS 1.2 and 1.3 only. " +
 const remedyTLSSuites = "Offer only forward-secret AEAD suites (ECDHE with AES-GCM or ChaCha20-Poly1305) at TLS 1.2. " +
 	"Mosquitto: `ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305` on the TLS listener. " +
 	"EMQX: the same list in `listeners.ssl.default.ssl_options.ciphers`. " +
-	"Vigil: its TLS listener uses Go's default suites (AEADs first; ECDHE CBC-SHA1 kept for old clients), there is no setting for them."
+	"Vigil: its TLS listener offers only those (and TLS 1.3's); upgrade an older Vigil."
 
 func checkTLSWeak(ctx context.Context, env *Env) ([]Finding, error) {
 	eps, err := tlsEndpoints(ctx, env)
