@@ -311,7 +311,9 @@ func (env *Env) AddEvidence(id, evidence string) bool {
 // probe that sends no secret: over TLS it does not verify the certificate
 // (tls-cert judges it), so that an untrusted certificate does not pass for
 // a refusal.
-func (env *Env) Dial(ctx context.Context, ep Endpoint) (net.Conn, error) { return env.DialAs(ctx, ep, nil) }
+func (env *Env) Dial(ctx context.Context, ep Endpoint) (net.Conn, error) {
+	return env.DialAs(ctx, ep, nil)
+}
 
 // DialAs opens a connection to send id's credentials over: over TLS the
 // certificate is verified (unless Options.Insecure), so that a password

@@ -250,7 +250,7 @@ func checkClientIDTakeover(ctx context.Context, env *Env) ([]Finding, error) {
 	// The same user taking over its own client id is MQTT's rule; what
 	// helps is one account per device.
 	return []Finding{{Severity: Info, Title: fmt.Sprintf("Clients of user %q can take over each other's sessions by client id", p.id.Username),
-		Evidence: evidence + "\nAny client of this user can disconnect another of its clients whose id it knows.",
+		Evidence:    evidence + "\nAny client of this user can disconnect another of its clients whose id it knows.",
 		Remediation: "Give each device its own account, so that one device cannot take over another's session. " + remedy}}, nil
 }
 
