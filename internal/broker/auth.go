@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -39,6 +40,8 @@ type authHook struct {
 
 	// failed is told of every refused login (set before the broker serves).
 	failed func(cl *mqtt.Client, username string)
+
+	lastSweep atomic.Int64 // unix seconds of the last sweep of clients and own
 }
 
 // credential is an in-memory login (see Server.AddCredential).
@@ -50,7 +53,7 @@ type credential struct {
 func newAuthHook(authn Authenticator, log *slog.Logger) *authHook {
 	return &authHook{
 		authn:            authn,
-		log:              log.With("component", "mqtt-auth"),
+		log:              log.With("part", "auth"),
 		internalPassword: users.RandomPassword(),
 		anonymous:        map[string]bool{},
 	}
@@ -77,6 +80,7 @@ func (h *authHook) setListener(id string, anonymous bool) {
 // OnConnectAuthenticate accepts anonymous clients only on listeners that
 // allow them, and everyone else by username and password.
 func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	h.sweep()
 	name := string(pk.Connect.Username)
 	password := string(pk.Connect.Password)
 	if !pk.Connect.UsernameFlag || name == "" {
@@ -153,6 +157,25 @@ func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 func (h *authHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	h.clients.Delete(cl)
 	h.own.Delete(cl)
+}
+
+// sweep forgets clients that ended without OnDisconnect, at most once a
+// minute: mochi skips it when the CONNACK or the resend of a session's
+// messages fails after the login succeeded.
+func (h *authHook) sweep() {
+	now := time.Now().Unix()
+	last := h.lastSweep.Load()
+	if now-last < 60 || !h.lastSweep.CompareAndSwap(last, now) {
+		return
+	}
+	for _, m := range []*sync.Map{&h.clients, &h.own} {
+		m.Range(func(k, _ any) bool {
+			if k.(*mqtt.Client).Closed() {
+				m.Delete(k)
+			}
+			return true
+		})
+	}
 }
 
 func (h *authHook) fail(cl *mqtt.Client, username string) {

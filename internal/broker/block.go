@@ -55,8 +55,10 @@ type Block struct {
 	Since  time.Time `json:"since"`
 	Until  time.Time `json:"until"`
 	// Count is the failed logins within mqtt.block_window, or the messages
-	// published within the flood window (3 s), that caused the block.
-	Count int64 `json:"count"`
+	// published within the flood window (3 s), that caused the block;
+	// WindowS is that window in seconds.
+	Count   int64   `json:"count"`
+	WindowS float64 `json:"window_s"`
 	// Address, ClientID and Username describe the connection that caused
 	// the block (for a failed login: the last one tried; never a password).
 	Address  string `json:"address"`
@@ -102,7 +104,7 @@ func newGuard(c conf.MQTT, m *mqtt.Server, auth *authHook, log *slog.Logger) *gu
 		exempt:     c.BlockExemptPrefixes(),
 		mochi:      m,
 		auth:       auth,
-		log:        log.With("component", "mqtt-block"),
+		log:        log.With("part", "block"),
 		epoch:      time.Now(),
 		blocks:     map[blockKey]*Block{},
 		failures:   map[string]*window{},
@@ -268,8 +270,12 @@ func (g *guard) addLocked(kind, key, reason string, n int64, addr, clientID, use
 	} else if ok {
 		g.active.Add(-1)
 	}
+	window := time.Duration(g.authWindow)
+	if reason == ReasonFlood {
+		window = floodWindow
+	}
 	b := &Block{
-		Kind: kind, Key: key, Reason: reason, Since: now, Until: now.Add(g.duration), Count: n,
+		Kind: kind, Key: key, Reason: reason, Since: now, Until: now.Add(g.duration), Count: n, WindowS: window.Seconds(),
 		Address: addr, ClientID: clientID, Username: username,
 	}
 	g.blocks[k] = b

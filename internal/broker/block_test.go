@@ -278,7 +278,7 @@ func TestAnAddressThatFailsToLogInRepeatedlyIsBlocked(t *testing.T) {
 		}
 		b := bs[0]
 		if b.Kind != KindAddress || b.Key != here || b.Reason != ReasonAuthFailures || b.Count != 3 ||
-			b.Username != devUser || b.Address != here {
+			b.WindowS != conf.New().MQTT.BlockWindow.Seconds() || b.Username != devUser || b.Address != here {
 			t.Errorf("block = %+v", b)
 		}
 		if d := b.Until.Sub(b.Since); d != conf.New().MQTT.BlockDuration {
@@ -435,7 +435,7 @@ func TestAFloodingClientIsDisconnectedAndBlocked(t *testing.T) {
 		keys := map[string]string{}
 		for _, b := range bs {
 			keys[b.Kind] = b.Key
-			if b.Reason != ReasonFlood || b.ClientID != "flooder" || b.Address != here || b.Count <= 300 {
+			if b.Reason != ReasonFlood || b.ClientID != "flooder" || b.Address != here || b.Count <= 300 || b.WindowS != 3 {
 				t.Errorf("block = %+v", b)
 			}
 		}

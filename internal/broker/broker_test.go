@@ -13,6 +13,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/gorilla/websocket"
+	mqtt "github.com/mochi-mqtt/server/v2"
 
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/users"
@@ -189,5 +190,73 @@ func TestSilentConnectionsAreClosed(t *testing.T) {
 	time.Sleep(600 * time.Millisecond)
 	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "a"}}}); err != nil {
 		t.Errorf("a connected client was cut: %v", err)
+	}
+}
+
+// A client that breaks the protocol is logged with the error and its
+// client id, not with a dump of the whole packet.
+func TestProtocolViolationsAreLoggedInOneShortLine(t *testing.T) {
+	var out strings.Builder
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(&lockedWriter{w: &out, mu: &mu}, nil))
+	c := conf.New().MQTT
+	c.Listen, c.WSListen, c.Persistence = "127.0.0.1:0", "", false
+	s, err := Open(Config{MQTT: c, DataDir: t.TempDir()}, noUsers{}, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	conn, err := net.DialTimeout("tcp", s.Addr(TCP).String(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	connect := []byte{0x10, 19, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 10, 0, 7, 'r', 'u', 'd', 'e', '-', 'c', 'l'}
+	publish := []byte{0x30, 6, 0, 3, 'a', '/', '+', 'x'} // a wildcard in a topic name
+	conn.Write(append(connect, publish...))
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	io.Copy(io.Discard, conn) // CONNACK, then the broker closes the connection
+	var line string
+	for deadline := time.Now().Add(5 * time.Second); line == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		mu.Lock()
+		for _, l := range strings.Split(out.String(), "\n") {
+			if strings.Contains(l, "error processing packet") {
+				line = l
+			}
+		}
+		mu.Unlock()
+	}
+	if line == "" {
+		t.Fatal("the protocol violation was not logged")
+	}
+	if !strings.Contains(line, "client=rude-cl") || !strings.Contains(line, "wildcards") {
+		t.Errorf("the line does not say who and what: %s", line)
+	}
+	if strings.Contains(line, "pk=") || len(line) > 400 {
+		t.Errorf("the line dumps the packet (%d bytes): %s", len(line), line)
+	}
+}
+
+// Clients that ended without OnDisconnect (mochi skips it when the CONNACK
+// cannot be written) are forgotten by the next sweep; open ones are kept.
+func TestTheAuthHookForgetsClientsThatEndedWithoutDisconnect(t *testing.T) {
+	h := newAuthHook(noUsers{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	m := mqtt.New(nil)
+	a, b := net.Pipe()
+	defer b.Close()
+	ended, open := m.NewClient(a, "tcp", "ended", false), m.NewClient(nil, "tcp", "open", true)
+	for _, cl := range []*mqtt.Client{ended, open} {
+		h.clients.Store(cl, &users.User{Name: cl.ID})
+		h.own.Store(cl, struct{}{})
+	}
+	ended.Stop(errors.New("connack write failed"))
+	h.sweep()
+	for name, m := range map[string]*sync.Map{"clients": &h.clients, "own": &h.own} {
+		if _, ok := m.Load(ended); ok {
+			t.Errorf("%s still holds the ended client", name)
+		}
+		if _, ok := m.Load(open); !ok {
+			t.Errorf("%s lost the open client", name)
+		}
 	}
 }

@@ -1,7 +1,8 @@
 // Package mqttconn carries paho's MQTT packets whole: paho writes a packet
 // in several Writes, which over TLS or WebSocket become records or frames
 // of their own, and some brokers (Mosquitto 2.0) then leave the end of a
-// packet unread until more data arrives.
+// packet unread until more data arrives. It also names MQTT 5 reason
+// codes (ReasonName), for the audit's and the watcher's messages.
 package mqttconn
 
 import (

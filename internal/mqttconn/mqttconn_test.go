@@ -54,3 +54,17 @@ func FuzzPacketLen(f *testing.F) {
 		}
 	})
 }
+
+func TestReasonNameNamesEveryKindOfCode(t *testing.T) {
+	for code, want := range map[byte]string{
+		0x00: "Success", 0x01: "Granted QoS 1", 0x10: "No matching subscribers",
+		0x86: "Bad User Name or Password",                  // CONNACK's own
+		0x87: "Not authorized", 0x8E: "Session taken over", // DISCONNECT's
+		0x91: "Packet Identifier in use", // the acks' own
+		0x7F: "",                         // not defined
+	} {
+		if got := ReasonName(code); got != want {
+			t.Errorf("0x%02X: %q, want %q", code, got, want)
+		}
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -37,15 +38,28 @@ func Need(t testing.TB, name string) string {
 	return p
 }
 
-// FreePort returns a loopback TCP port nobody listens on (now).
+// handedOut are the ports FreePort returned in this test binary: the
+// kernel may give a port that was just closed to the next listener on
+// port 0, so two calls in a row could return the same one.
+var handedOut sync.Map
+
+// FreePort returns a loopback TCP port nobody listens on (now), never one
+// it returned before in this test binary.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if _, taken := handedOut.LoadOrStore(port, true); !taken {
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port in 100 tries")
+	return 0
 }
 
 // Cert is a certificate and its key on disk.

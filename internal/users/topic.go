@@ -5,19 +5,25 @@ import "strings"
 // ValidFilter reports whether f is a valid MQTT topic filter: not empty, '#'
 // only as the whole last level, '+' only as a whole level, no NUL.
 func ValidFilter(f string) bool {
-	if f == "" || strings.ContainsRune(f, 0) {
+	if f == "" || strings.IndexByte(f, 0) >= 0 {
 		return false
 	}
-	levels := strings.Split(f, "/")
-	for i, l := range levels {
-		if strings.Contains(l, "#") && (l != "#" || i != len(levels)-1) {
+	if !strings.ContainsAny(f, "+#") {
+		return true // the common case, a topic name: no allocation
+	}
+	for rest := f; ; {
+		l, r, more := strings.Cut(rest, "/")
+		if strings.Contains(l, "#") && (l != "#" || more) {
 			return false
 		}
 		if strings.Contains(l, "+") && l != "+" {
 			return false
 		}
+		if !more {
+			return true
+		}
+		rest = r
 	}
-	return true
 }
 
 // MatchTopic reports whether the topic name matches filter. As the MQTT spec
