@@ -14,6 +14,7 @@ package audit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -124,8 +125,12 @@ type Options struct {
 	// ClientID prefix for the audit's connections (default "vigil-audit").
 	ClientID string
 	// UserList and PassList extend the built-in default credentials that
-	// weak-credentials tries; CredentialBudget bounds the tries per user
-	// (default 20) and CredentialRate their pace (default 20 a second).
+	// weak-credentials tries. The evidence names a password found by
+	// where it came from, PassList[i] as "--passlist line i+1": empty
+	// entries hold the place of lines that are not passwords (comments).
+	// CredentialBudget bounds the tries per user
+	// (default 20) and CredentialRate their pace (default 20 a second, at
+	// most MaxCredentialRate).
 	UserList, PassList []string
 	CredentialBudget   int
 	CredentialRate     float64
@@ -159,6 +164,10 @@ type Options struct {
 	Now func() time.Time
 }
 
+// MaxCredentialRate is the most tries a second weak-credentials makes;
+// a higher Options.CredentialRate is taken as this.
+const MaxCredentialRate = 1000
+
 func (o *Options) defaults() {
 	if o.ClientID == "" {
 		o.ClientID = "vigil-audit"
@@ -166,7 +175,10 @@ func (o *Options) defaults() {
 	if o.CredentialBudget <= 0 {
 		o.CredentialBudget = 20
 	}
-	if o.CredentialRate <= 0 {
+	switch r := o.CredentialRate; {
+	case r > MaxCredentialRate: // +Inf too
+		o.CredentialRate = MaxCredentialRate
+	case !(r > 0): // NaN, -Inf too
 		o.CredentialRate = 20
 	}
 	if o.Timeout <= 0 {
@@ -239,34 +251,47 @@ func Checks() []*Check {
 	return out
 }
 
-// selected returns the checks the options ask for.
-func selected(o *Options) ([]*Check, error) {
+// Validate checks what Run would refuse before it sends anything: each
+// target must parse (ParseTarget) and each id of Options.Checks and
+// Options.Skip must name a check.
+func Validate(targets []string, opts Options) error {
+	for _, t := range targets {
+		if _, err := ParseTarget(t); err != nil {
+			return err
+		}
+	}
 	known := map[string]bool{}
 	for _, c := range Checks() {
 		known[c.ID] = true
 	}
-	for _, id := range append(slices.Clone(o.Checks), o.Skip...) {
+	for _, id := range append(slices.Clone(opts.Checks), opts.Skip...) {
 		if !known[id] {
-			return nil, fmt.Errorf("no check %q; the checks are %s", id, strings.Join(Order, ", "))
+			return fmt.Errorf("no check %q; the checks are %s", id, strings.Join(Order, ", "))
 		}
 	}
+	return nil
+}
+
+// selected returns the checks the options ask for.
+func selected(o *Options) []*Check {
 	var out []*Check
 	for _, c := range Checks() {
 		if (len(o.Checks) == 0 || slices.Contains(o.Checks, c.ID)) && !slices.Contains(o.Skip, c.ID) {
 			out = append(out, c)
 		}
 	}
-	return out, nil
+	return out
 }
 
 // Run audits each target (a URL, or a bare host for the usual ports) and
-// returns a report per target, in order.
+// returns a report per target, in order. What Validate refuses is an
+// error before anything is sent.
 func Run(ctx context.Context, targets []string, opts Options) ([]*Report, error) {
-	opts.defaults()
-	checks, err := selected(&opts)
-	if err != nil {
+	if err := Validate(targets, opts); err != nil {
 		return nil, err
 	}
+	opts.defaults()
+	checks := selected(&opts)
 	var envs []*Env
 	for _, t := range targets {
 		tg, err := ParseTarget(t)
@@ -331,7 +356,7 @@ func (env *Env) run(ctx context.Context, c *Check) {
 	res.DurationMS = time.Since(start).Milliseconds()
 	var skip *SkipError
 	switch {
-	case err != nil && errorsAs(err, &skip):
+	case errors.As(err, &skip):
 		res.Status, res.Note = StatusSkipped, skip.Why
 	case err != nil:
 		res.Status, res.Note = StatusError, err.Error()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -21,8 +20,6 @@ import (
 	"github.com/vigilhq/vigil/internal/mqttconn"
 	"github.com/vigilhq/vigil/internal/wsconn"
 )
-
-func errorsAs(err error, target any) bool { return errors.As(err, target) }
 
 // Identity is who the checks connect as.
 type Identity struct {
@@ -52,10 +49,8 @@ type Env struct {
 	seq    atomic.Int64
 
 	mu sync.Mutex
-	// Open are the endpoints whose port accepts a TCP connection (set by
-	// open-ports; without it, every endpoint of the target).
-	open    []Endpoint
-	openSet bool
+	// scannedPorts: open-ports' scan ran (mqtt is then all there is).
+	scannedPorts bool
 	// MQTT are the open endpoints that answered a CONNECT.
 	mqtt []Endpoint
 	// Identity is who later checks connect as: the given credentials, a
@@ -123,33 +118,23 @@ func (env *Env) CertName() string {
 	return env.Target.Host
 }
 
-// Open returns the endpoints that accept connections.
-func (env *Env) Open() []Endpoint {
+// setScanned records that open-ports' scan ran: the endpoints that speak
+// MQTT are known.
+func (env *Env) setScanned() {
 	env.mu.Lock()
-	defer env.mu.Unlock()
-	if !env.openSet {
-		return env.Target.Endpoints
-	}
-	return append([]Endpoint(nil), env.open...)
-}
-
-// SetOpen records the endpoints that accept connections.
-func (env *Env) SetOpen(eps []Endpoint) {
-	env.mu.Lock()
-	env.open, env.openSet = eps, true
+	env.scannedPorts = true
 	env.mu.Unlock()
 }
 
 // MQTT returns the endpoints that answered an MQTT CONNECT, TLS ones
-// first (see AddMQTT); without that knowledge, the open ones.
+// first (see AddMQTT). Once open-ports has run these are the only ones
+// (none, when no port speaks MQTT); before (it was skipped), the
+// target's endpoints, untested.
 func (env *Env) MQTT() []Endpoint {
 	env.mu.Lock()
 	defer env.mu.Unlock()
-	if len(env.mqtt) > 0 {
+	if env.scannedPorts || len(env.mqtt) > 0 {
 		return append([]Endpoint(nil), env.mqtt...)
-	}
-	if env.openSet {
-		return append([]Endpoint(nil), env.open...)
 	}
 	return env.Target.Endpoints
 }
@@ -187,6 +172,23 @@ func (env *Env) Primary() (Endpoint, bool) {
 		return Endpoint{}, false
 	}
 	return eps[0], true
+}
+
+// localMode tells whether the target is Vigil in local mode on loopback
+// (Options.LocalMode), where anonymous access is expected: what an
+// anonymous client can do there is reported as info.
+func (env *Env) localMode() bool { return env.Opts.LocalMode && env.Target.Loopback() }
+
+// severityFor is the severity of what id could do: named for a user, anon
+// for an anonymous client, info for an anonymous client in local mode.
+func (env *Env) severityFor(id *Identity, anon, named Severity) Severity {
+	switch {
+	case !id.Anonymous():
+		return named
+	case env.localMode():
+		return Info
+	}
+	return anon
 }
 
 // Identity returns who later checks connect as (nil: nobody can).
@@ -276,13 +278,6 @@ func (env *Env) SetBroker(s string) {
 	env.mu.Lock()
 	env.report.Broker = s
 	env.mu.Unlock()
-}
-
-// Broker returns the broker's product and version, if known.
-func (env *Env) Broker() string {
-	env.mu.Lock()
-	defer env.mu.Unlock()
-	return env.report.Broker
 }
 
 // SetNmap records how nmap was used.
@@ -442,6 +437,26 @@ func (s *Session) Collect(ctx context.Context, d time.Duration, n int) []*paho.P
 		}
 	}
 	return out
+}
+
+// Await waits up to d for a message with this topic and payload, and
+// drops the others that come meanwhile (a late answer to an earlier
+// probe).
+func (s *Session) Await(ctx context.Context, topic, payload string, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case m := <-s.Messages:
+			if m.Topic == topic && string(m.Payload) == payload {
+				return true
+			}
+		case <-t.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 // probeBases are topic prefixes where the audit may try to publish and

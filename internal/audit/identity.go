@@ -81,7 +81,7 @@ func checkAnonymous(ctx context.Context, env *Env) ([]Finding, error) {
 	if len(eps) == 0 {
 		return nil, Skip("no endpoint speaks MQTT")
 	}
-	var open, refused []string
+	var open, refused, failed []string
 	for _, ep := range eps {
 		s, err := env.Connect(ctx, ep, env.ClientID("anon"), nil)
 		if err == nil {
@@ -89,13 +89,17 @@ func checkAnonymous(ctx context.Context, env *Env) ([]Finding, error) {
 			s.Close()
 			continue
 		}
-		code := connackCode(s)
-		if code < 0 {
-			refused = append(refused, fmt.Sprintf("%s: %v", ep.URL(), err))
-		} else {
+		if code := connackCode(s); code >= 0 {
 			refused = append(refused, fmt.Sprintf("%s: CONNACK 0x%02x", ep.URL(), code))
+		} else {
+			failed = append(failed, fmt.Sprintf("%s: %v", ep.URL(), err))
 		}
 	}
+	if len(open) == 0 && len(refused) == 0 {
+		// No CONNACK at all: nothing was refused, nothing is known.
+		return nil, fmt.Errorf("no endpoint answered an anonymous CONNECT with a CONNACK (%s)", strings.Join(failed, "; "))
+	}
+	refused = append(refused, failed...)
 	if len(open) == 0 {
 		return nil, nil
 	}
@@ -107,7 +111,7 @@ func checkAnonymous(ctx context.Context, env *Env) ([]Finding, error) {
 	if len(refused) > 0 {
 		evidence += "\nRefused on " + strings.Join(refused, "; ")
 	}
-	if env.Opts.LocalMode && env.Target.Loopback() {
+	if env.localMode() {
 		return []Finding{{Severity: Info, Title: "Anonymous access is allowed on loopback only (Vigil's local mode)",
 			Evidence: evidence + "\nThis is Vigil's local mode: every listener is on loopback, so only programs on this machine can connect.",
 			Remediation: "To leave local mode: create users (vigil user add NAME --role device --generate), then bind a non-loopback address " +
@@ -127,41 +131,42 @@ var defaultCredentials = [][2]string{
 	{"device", "device"}, {"iot", "iot"},
 }
 
+// guess is a password to try, and where it came from (what the evidence
+// says instead of the password).
+type guess struct{ pass, from string }
+
 // candidates are the passwords to try per user: its defaults, then every
 // password of the lists, each once.
-func candidates(o *Options) (names []string, byUser map[string][]string) {
-	byUser = map[string][]string{}
-	add := func(u, p string) {
+func candidates(o *Options) (names []string, byUser map[string][]guess) {
+	byUser = map[string][]guess{}
+	add := func(u, p, from string) {
 		if !slices.Contains(names, u) {
 			names = append(names, u)
 		}
-		if !slices.Contains(byUser[u], p) {
-			byUser[u] = append(byUser[u], p)
+		if !slices.ContainsFunc(byUser[u], func(g guess) bool { return g.pass == p }) {
+			byUser[u] = append(byUser[u], guess{p, from})
 		}
 	}
 	for _, c := range defaultCredentials {
-		add(c[0], c[1])
+		add(c[0], c[1], "a built-in vendor default")
 	}
 	for _, u := range o.UserList {
 		if u = strings.TrimSpace(u); u != "" && !slices.Contains(names, u) {
 			names = append(names, u)
 		}
 	}
+	hasPass := slices.ContainsFunc(o.PassList, func(p string) bool { return p != "" })
 	for _, u := range names {
-		for _, p := range o.PassList {
+		for i, p := range o.PassList {
 			if p != "" {
-				add(u, p)
+				add(u, p, fmt.Sprintf("--passlist line %d", i+1))
 			}
 		}
-		if len(o.PassList) == 0 && byUser[u] == nil {
-			add(u, u) // a user from --userlist: at least its name as password
+		if !hasPass && byUser[u] == nil {
+			add(u, u, "the guess for a --userlist user without --passlist") // at least its name as password
 		}
 	}
 	return names, byUser
-}
-
-func redact(secret string) string {
-	return fmt.Sprintf("%d characters, starting %q", len(secret), secret[:min(1, len(secret))])
 }
 
 func checkWeakCredentials(ctx context.Context, env *Env) ([]Finding, error) {
@@ -204,11 +209,11 @@ func checkWeakCredentials(ctx context.Context, env *Env) ([]Finding, error) {
 	var found []string
 	tries, blocked := 0, ""
 	for _, user := range names {
-		for i, pass := range byUser[user] {
+		for i, g := range byUser[user] {
 			if i >= env.Opts.CredentialBudget {
 				break
 			}
-			ok, code, err := try(user, pass)
+			ok, code, err := try(user, g.pass)
 			if err != nil {
 				return nil, err
 			}
@@ -218,9 +223,11 @@ func checkWeakCredentials(ctx context.Context, env *Env) ([]Finding, error) {
 				break
 			}
 			if ok {
-				found = append(found, fmt.Sprintf("user %q: password found (%s)", user, redact(pass)))
+				// Neither the password nor a hint of it (its length,
+				// a character): only where the guess came from.
+				found = append(found, fmt.Sprintf("user %q: password found: %s", user, g.from))
 				if id := env.Identity(); id == nil || id.Anonymous() {
-					env.SetIdentity(&Identity{Username: user, Password: pass, Source: "weak-credentials"})
+					env.SetIdentity(&Identity{Username: user, Password: g.pass, Source: "weak-credentials"})
 				}
 				break // the first hit per user
 			}
@@ -404,13 +411,7 @@ func checkSysExposed(ctx context.Context, env *Env) ([]Finding, error) {
 	if len(keys) > 8 {
 		ev = append(ev, fmt.Sprintf("... %d topics in all", len(keys)))
 	}
-	sev, who := Low, by.String()
-	if by.Anonymous() {
-		sev = Medium
-	}
-	if env.Opts.LocalMode && env.Target.Loopback() && by.Anonymous() {
-		sev = Info
-	}
+	sev, who := env.severityFor(by, Medium, Low), by.String()
 	return []Finding{{Severity: sev, Title: "$SYS topics can be read by " + who,
 		Evidence:    strings.Join(ev, "\n"),
 		Remediation: "Restrict $SYS to administrators: Mosquitto ACL (no 'topic read $SYS/#' for others), EMQX ACL deny $SYS/#, Vigil: only admin and viewer roles may subscribe to $SYS/#."}}, nil
@@ -468,13 +469,7 @@ func checkWildcard(ctx context.Context, env *Env) ([]Finding, error) {
 		ev = fmt.Sprintf("SUBACK granted # (QoS %d) to %s, and a probe it published on %s reached that subscription: "+
 			"# delivers every topic (no other client's messages passed by during the check)", codes[0], id, probe)
 	}
-	sev := Low
-	if id.Anonymous() {
-		sev = High
-	}
-	if env.Opts.LocalMode && env.Target.Loopback() && id.Anonymous() {
-		sev = Info
-	}
+	sev := env.severityFor(id, High, Low)
 	return []Finding{{Severity: sev, Title: "Subscribing to # is allowed to " + id.String(), Evidence: ev,
 		Remediation: "Give each client an ACL limited to its own topics: Mosquitto acl_file with pattern lines (%u, %c), " +
 			"EMQX ACL, Vigil per-user publish/subscribe patterns (vigil user add --pub/--sub)."}}, nil
@@ -542,8 +537,6 @@ func countTopics(h []leak) int {
 	}
 	return len(seen)
 }
-
-var errNoPublish = errors.New("publish refused")
 
 // probePublish publishes a QoS 1 probe and reports whether the broker
 // took it (a PUBACK below 0x80), with the reason code. A broker that
@@ -624,7 +617,7 @@ func checkACLPublish(ctx context.Context, env *Env) ([]Finding, error) {
 	var took []string
 	for _, t := range targets {
 		ok, code, err := probePublish(ctx, env, s, t, []byte(`{"vigil_audit":"ACL probe, please ignore"}`))
-		if err != nil && !errors.Is(err, errNoPublish) {
+		if err != nil {
 			return nil, err
 		}
 		if ok {
@@ -642,13 +635,7 @@ func checkACLPublish(ctx context.Context, env *Env) ([]Finding, error) {
 	if len(took) == 0 {
 		return nil, nil
 	}
-	sev := Medium
-	if id.Anonymous() {
-		sev = High
-	}
-	if env.Opts.LocalMode && env.Target.Loopback() && id.Anonymous() {
-		sev = Info
-	}
+	sev := env.severityFor(id, High, Medium)
 	return []Finding{{Severity: sev, Title: fmt.Sprintf("%s can publish to %d topics of other clients", id, len(took)),
 		Evidence: "Accepted: " + strings.Join(took, ", ") + "\n(one non-retained probe message each, marked as the audit's)",
 		Remediation: "Limit each client to its own topics: Mosquitto acl_file 'pattern write devices/%u/#', EMQX ACL, " +

@@ -1,8 +1,10 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -159,6 +161,61 @@ func TestIdentityChecksOnRealBrokers(t *testing.T) {
 				f, ok := finding(r, "anonymous-access")
 				if !ok || !strings.Contains(f.Title, "loopback only") || !strings.Contains(f.Remediation, "leave local mode") {
 					t.Errorf("local mode is not explained plainly: %+v", f)
+				}
+			}
+		})
+	}
+}
+
+// The guessing rate paces a ticker: whatever a caller gives, the defaults
+// leave a rate a ticker takes (above 0, at most 1000 a second).
+func TestCredentialRateIsClamped(t *testing.T) {
+	for _, tt := range []struct {
+		give, want float64
+	}{
+		{0, 20}, {-5, 20}, {math.NaN(), 20}, {math.Inf(-1), 20},
+		{0.5, 0.5}, {20, 20}, {1000, 1000},
+		{1001, 1000}, {1e9, 1000}, {1e300, 1000}, {math.Inf(1), 1000},
+	} {
+		t.Run(fmt.Sprintf("a rate of %g becomes %g", tt.give, tt.want), func(t *testing.T) {
+			o := Options{CredentialRate: tt.give}
+			o.defaults()
+			if o.CredentialRate != tt.want {
+				t.Errorf("rate %g, want %g", o.CredentialRate, tt.want)
+			}
+			time.NewTicker(time.Duration(float64(time.Second) / o.CredentialRate)).Stop() // panics on a period <= 0
+		})
+	}
+}
+
+// A password weak-credentials guesses is never in a report, in any
+// format: not the password, nor a hint such as its length and first
+// character. The evidence says where the guess came from instead.
+func TestGuessedPasswordsNeverShow(t *testing.T) {
+	const guessed = "Tr0ub4dor-and-3"
+	m := testpeer.StartMosquitto(t, testpeer.MosquittoConfig{Users: map[string]string{"admin": "admin", "dev1": guessed}})
+	r := audit(t, brokerURL("mqtt", m.Port), Options{UserList: []string{"dev1"}, PassList: []string{"", "letmein", "", guessed}, CredentialRate: 200},
+		"anonymous-access", "weak-credentials", "broker-fingerprint")
+	f, ok := finding(r, "weak-credentials")
+	if !ok || f.Severity != Critical {
+		t.Fatalf("no weak-credentials finding:\n%s", describe(r))
+	}
+	for _, want := range []string{`user "admin": password found: a built-in vendor default`, `user "dev1": password found: --passlist line 4`} {
+		if !strings.Contains(f.Evidence, want) {
+			t.Errorf("evidence lacks %q:\n%s", want, f.Evidence)
+		}
+	}
+	for _, format := range Formats {
+		t.Run("the "+format+" report holds no password nor hint", func(t *testing.T) {
+			var b bytes.Buffer
+			if err := Write(&b, format, []*Report{r}, FormatOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			out := b.String()
+			for _, leak := range []string{guessed, "characters", "starting", `\"T\"`, `"T"`, `"a"`, `&#34;T&#34;`, "15 ", "5 char"} {
+				if strings.Contains(out, leak) {
+					i := strings.Index(out, leak)
+					t.Errorf("%s holds %q: ...%s...", format, leak, out[max(0, i-80):min(len(out), i+80)])
 				}
 			}
 		})

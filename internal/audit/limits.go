@@ -95,8 +95,12 @@ const (
 )
 
 func checkSlowConnect(ctx context.Context, env *Env) ([]Finding, error) {
+	eps := env.MQTT()
+	if len(eps) == 0 {
+		return nil, Skip("no endpoint speaks MQTT")
+	}
 	var ep Endpoint
-	for _, e := range env.MQTT() {
+	for _, e := range eps {
 		if !e.WS() && (ep.Scheme == "" || ep.TLS() && !e.TLS()) {
 			ep = e // plain MQTT first, else MQTT over TLS
 		}
@@ -221,14 +225,14 @@ func halfConnect(ctx context.Context, env *Env, ep Endpoint) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	pk := connectPacket(env.ClientID("slow"), nil)
-	var buf bytes.Buffer
-	if err := pk.ConnectEncode(&buf); err != nil {
+	pk := connectPacket(5, env.ClientID("slow"), nil)
+	b, err := encodePackets(5, &pk)
+	if err != nil {
 		c.Close()
 		return nil, err
 	}
 	c.SetWriteDeadline(time.Now().Add(env.Opts.Timeout))
-	if _, err := c.Write(buf.Bytes()[:buf.Len()/2]); err != nil {
+	if _, err := c.Write(b[:len(b)/2]); err != nil {
 		c.Close()
 		return nil, err
 	}

@@ -66,16 +66,26 @@ func checkNmap(ctx context.Context, env *Env) ([]Finding, error) {
 		return nil, Skip("nmap is not installed")
 	}
 	var eps []Endpoint
+	offersTLS := false
 	for _, ep := range scanned(ctx, env) {
 		if ep.Scheme == "mqtt" {
 			eps = append(eps, ep)
 		}
+		offersTLS = offersTLS || ep.TLS()
 	}
 	if len(eps) == 0 {
 		env.SetNmap("not used: no plain MQTT port answers")
 		return nil, Skip("mqtt-subscribe needs a plain MQTT port, and none answers")
 	}
 	id := env.Identity()
+	var note string
+	if id != nil && id.Password != "" && offersTLS {
+		// The script speaks plain MQTT only; the identity's password
+		// goes only over TLS when the broker offers it.
+		note = fmt.Sprintf("mqtt-subscribe ran anonymously: the broker offers MQTT over TLS, and mqtt-subscribe speaks only plain MQTT, "+
+			"which would carry user %q's password in clear", id.Username)
+		id = nil
+	}
 	msgs := nmapExpected(ctx, env, eps[0], id)
 
 	limit := nmapSafety
@@ -89,12 +99,17 @@ func checkNmap(ctx context.Context, env *Env) ([]Finding, error) {
 	}
 	env.SetNmap(fmt.Sprintf("used (nmap %s)", run.Version))
 	views := nmapViews(run, eps)
-	return []Finding{nmapMerge(env, run.Version, id, views, limit)}, nil
+	f := nmapMerge(env, run.Version, id, views, limit)
+	if note != "" {
+		f.Evidence += "\n" + note
+	}
+	return []Finding{f}, nil
 }
 
 // nmapExpected counts the messages a subscription to $SYS/# and # gets at
 // once (retained ones), for the script's listen-msgs; -1 if it could not
-// connect (nor will the script: it ends at once).
+// connect (nor will the script: it ends at once). It connects as the
+// script will, id (nil: anonymous) on the plain port ep.
 func nmapExpected(ctx context.Context, env *Env, ep Endpoint, id *Identity) int {
 	s, err := env.Connect(ctx, ep, env.ClientID("nmap"), id)
 	if err != nil {

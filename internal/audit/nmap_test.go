@@ -19,6 +19,10 @@ func TestNmapMergesItsViewOrSaysWhyNot(t *testing.T) {
 	const secret = `n0t,in"evi\dence{=}`
 	closed := testpeer.StartMosquitto(t, testpeer.MosquittoConfig{Users: map[string]string{"alice": secret}})
 	vigil := startVigil(t, true, map[string]string{"admin": secret})
+	// Plain MQTT beside TLS, logging each client's username.
+	cert := testpeer.SelfSigned(t, t.TempDir(), testpeer.CertOptions{})
+	both := testpeer.StartMosquitto(t, testpeer.MosquittoConfig{Users: map[string]string{"alice": secret}, TLS: &cert,
+		Extra: "log_type notice\nconnection_messages true\n"})
 	// A retained message for nmap's # subscription to bring back.
 	pub := testpeer.Need(t, "mosquitto_pub")
 	for _, args := range [][]string{
@@ -39,6 +43,7 @@ func TestNmapMergesItsViewOrSaysWhyNot(t *testing.T) {
 		status string   // the nmap check's status
 		parts  []string // in the nmap finding's evidence
 		into   []string // the checks whose evidence gets nmap's view
+		after  func(t *testing.T)
 	}{
 		{
 			name:   "against an open Mosquitto, nmap's view is merged",
@@ -67,6 +72,25 @@ func TestNmapMergesItsViewOrSaysWhyNot(t *testing.T) {
 			status: StatusFound,
 			parts:  []string{`mqtt-subscribe as user "admin" (given): no result within 2s`},
 			into:   []string{"open-ports"},
+		},
+		{
+			// nmap's script speaks plain MQTT only: where the broker
+			// offers TLS, the password must not cross in clear.
+			name:   "when the broker offers TLS, nmap runs anonymously rather than send the password in clear",
+			target: "127.0.0.1",
+			opts:   Options{NoDefaultPorts: true, Ports: []int{both.Port, both.TLSPort}, CAFile: cert.CAFile, Username: "alice", Password: secret},
+			nmap:   "used (nmap ",
+			status: StatusFound,
+			parts: []string{"mqtt-subscribe as an anonymous client",
+				`ran anonymously: the broker offers MQTT over TLS, and mqtt-subscribe speaks only plain MQTT, which would carry user "alice"'s password in clear`},
+			into: []string{"open-ports"},
+			after: func(t *testing.T) {
+				for _, l := range strings.Split(both.Log(), "\n") {
+					if strings.Contains(l, "-nmap-") && strings.Contains(l, "u'alice'") {
+						t.Errorf("nmap's connections went as alice: %s", l)
+					}
+				}
+			},
 		},
 		{
 			name:   "with --no-nmap, the report says skipped and nmap adds nothing",
@@ -130,6 +154,9 @@ func TestNmapMergesItsViewOrSaysWhyNot(t *testing.T) {
 			}
 			if strings.Contains(strings.Join(text, "\n"), secret) {
 				t.Errorf("the report holds the password:\n%s", describe(r))
+			}
+			if tt.after != nil {
+				tt.after(t)
 			}
 			if t.Failed() {
 				t.Log(describe(r))

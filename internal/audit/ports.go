@@ -2,13 +2,13 @@ package audit
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http/httptrace"
 	"net/url"
 	"slices"
 	"strconv"
@@ -102,6 +102,17 @@ func checkOpenPorts(ctx context.Context, env *Env) ([]Finding, error) {
 			Remediation: "Check the host name and the ports (a bare host tries 1883, 8883, 80, 443, 8080, 8083, 8084 and 9001; --ports adds others), and that no firewall drops them. The other checks are skipped.",
 		}}, nil
 	}
+	if nMQTT == 0 {
+		// Something listens, but not an MQTT broker (a web server, a
+		// wrong port): for a CI gate, that fails too.
+		return []Finding{{
+			Severity: High,
+			Title:    portsAnswering(len(answers)) + ", but none speaks MQTT",
+			Evidence: strings.Join(lines, "\n"),
+			Remediation: "Check that the URL or port is the broker's (a bare host tries 1883, 8883, 80, 443, 8080, 8083, 8084 and 9001; --ports adds others) " +
+				"and that the broker is running and answers within --timeout. The checks that need MQTT are skipped.",
+		}}, nil
+	}
 	return []Finding{{
 		Severity:    Info,
 		Title:       fmt.Sprintf("%s, MQTT on %d", portsAnswering(len(answers)), nMQTT),
@@ -125,8 +136,8 @@ func countNoun(n int, what string) string {
 }
 
 // scanPorts probes the target's endpoints and Options.Ports in parallel,
-// records the open ones and those that speak MQTT in env, and returns
-// the answers (in the order tried) and the ports that did not answer.
+// records those that speak MQTT in env, and returns the answers (in the
+// order tried) and the ports that did not answer.
 func scanPorts(ctx context.Context, env *Env) ([]portAnswer, []string) {
 	type job struct {
 		ep    Endpoint
@@ -170,7 +181,6 @@ func scanPorts(ctx context.Context, env *Env) ([]portAnswer, []string) {
 	}
 	wg.Wait()
 
-	var open []Endpoint
 	var out []portAnswer
 	var closed []string
 	for _, a := range answers {
@@ -179,18 +189,14 @@ func scanPorts(ctx context.Context, env *Env) ([]portAnswer, []string) {
 			continue
 		}
 		out = append(out, a)
-		if a.ep.Scheme != "" {
-			open = append(open, a.ep)
-		}
 		if a.mqtt {
 			env.AddMQTT(a.ep)
 		}
 		if d := a.instead; d != nil && d.mqtt {
-			open = append(open, d.ep)
 			env.AddMQTT(d.ep)
 		}
 	}
-	env.SetOpen(open)
+	env.setScanned()
 	return out, closed
 }
 
@@ -198,11 +204,11 @@ func scanPorts(ctx context.Context, env *Env) ([]portAnswer, []string) {
 // connections and answers MQTT.
 func probeKnown(ctx context.Context, env *Env, ep Endpoint) (portAnswer, error) {
 	a := portAnswer{ep: ep}
-	if !tcpOpen(ctx, env, ep) {
+	open, err := mqttHello(ctx, env, ep)
+	if !open {
 		return a, nil
 	}
 	a.open = true
-	err := mqttHello(ctx, env, ep)
 	if err != nil {
 		a.note = probeNote(err, env.Opts.Timeout)
 	} else {
@@ -216,52 +222,52 @@ func timedOut(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// probeUnknown finds out what an open port speaks: MQTT, else TLS (then
-// MQTT or MQTT over WebSocket in it), else MQTT over WebSocket. The
-// tries of a stage run at once, so that a port that never answers costs
-// one timeout, not one per try.
+// probeUnknown finds out whether a port is open and what it speaks: MQTT,
+// else TLS (then MQTT or MQTT over WebSocket in it), else MQTT over
+// WebSocket. The tries of a stage run at once, so that a port that never
+// answers costs one timeout, not one per try.
 func probeUnknown(ctx context.Context, env *Env, ep Endpoint) portAnswer {
 	a := portAnswer{ep: ep, detected: true}
-	if !tcpOpen(ctx, env, ep) {
-		return a
-	}
-	a.open = true
 	as := func(scheme, path string) Endpoint {
 		e := ep
 		e.Scheme, e.Path = scheme, path
 		return e
 	}
 	// The three tries run at once; the first that succeeds ends the
-	// others (an HTTP server, for one, never answers a raw CONNECT).
+	// others (an HTTP server, for one, never answers a raw CONNECT). The
+	// port is open if one of them connected.
 	var mqttErr, wsErr error
-	var tlsOK bool
+	var mqttOpen, tlsOpen, tlsOK, wsOpen bool
 	pctx, found := context.WithCancel(ctx)
 	defer found()
 	parallel(
 		func() {
-			if mqttErr = mqttHello(pctx, env, as("mqtt", "")); mqttErr == nil {
+			if mqttOpen, mqttErr = mqttHello(pctx, env, as("mqtt", "")); mqttErr == nil {
 				found()
 			}
 		},
 		func() {
-			if tlsOK = tlsHandshakes(pctx, env, ep); tlsOK {
+			if tlsOpen, tlsOK = tlsHandshakes(pctx, env, as("mqtts", "")); tlsOK {
 				found()
 			}
 		},
 		func() {
-			if wsErr = mqttHello(pctx, env, as("ws", "/mqtt")); wsErr == nil {
+			if wsOpen, wsErr = mqttHello(pctx, env, as("ws", "/mqtt")); wsErr == nil {
 				found()
 			}
 		},
 	)
+	if a.open = mqttOpen || tlsOpen || wsOpen; !a.open {
+		return a
+	}
 	switch {
 	case mqttErr == nil:
 		a.ep, a.mqtt = as("mqtt", ""), true
 	case tlsOK:
 		var mqttsErr, wssErr error
 		parallel(
-			func() { mqttsErr = mqttHello(ctx, env, as("mqtts", "")) },
-			func() { wssErr = mqttHello(ctx, env, as("wss", "/mqtt")) },
+			func() { _, mqttsErr = mqttHello(ctx, env, as("mqtts", "")) },
+			func() { _, wssErr = mqttHello(ctx, env, as("wss", "/mqtt")) },
 		)
 		switch {
 		case mqttsErr == nil:
@@ -303,19 +309,6 @@ func probeNote(err error, timeout time.Duration) string {
 	}
 }
 
-// tcpOpen tells whether the endpoint's port accepts a TCP connection.
-func tcpOpen(ctx context.Context, env *Env, ep Endpoint) bool {
-	ctx, cancel := context.WithTimeout(ctx, env.Opts.Timeout)
-	defer cancel()
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", ep.Addr())
-	if err != nil {
-		return false
-	}
-	c.Close()
-	return true
-}
-
 // probeTLS is the client configuration of the transport probes: any
 // certificate (tls-cert judges it), any version and suite Go still has,
 // so that an old or odd server still shows what it speaks.
@@ -328,14 +321,15 @@ func probeTLS(host string) *tls.Config {
 	}
 }
 
-// tlsHandshakes tells whether a TLS handshake succeeds on the port.
-func tlsHandshakes(ctx context.Context, env *Env, ep Endpoint) bool {
-	c, err := tlsHandshake(ctx, env, ep, probeTLS(ep.Host))
+// tlsHandshakes tells whether the port of an mqtts endpoint accepts a TCP
+// connection, and whether a TLS handshake succeeds on it.
+func tlsHandshakes(ctx context.Context, env *Env, ep Endpoint) (open, ok bool) {
+	c, open, err := probeDial(ctx, env, ep)
 	if err != nil {
-		return false
+		return open, false
 	}
 	c.Close()
-	return true
+	return true, true
 }
 
 // tlsHandshake connects and completes a TLS handshake with cfg.
@@ -351,8 +345,9 @@ func tlsHandshake(ctx context.Context, env *Env, ep Endpoint, cfg *tls.Config) (
 }
 
 // probeDial connects to an endpoint for a probe: TLS without verifying,
-// WebSocket with the subprotocol mqtt.
-func probeDial(ctx context.Context, env *Env, ep Endpoint) (net.Conn, error) {
+// WebSocket with the subprotocol mqtt. open tells whether the port
+// accepted a TCP connection, whatever happened next.
+func probeDial(ctx context.Context, env *Env, ep Endpoint) (c net.Conn, open bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, env.Opts.Timeout)
 	defer cancel()
 	if ep.WS() {
@@ -360,18 +355,27 @@ func probeDial(ctx context.Context, env *Env, ep Endpoint) (net.Conn, error) {
 		if ep.TLS() {
 			u.Scheme = "wss"
 		}
-		c, _, err := wsconn.Dial(ctx, u, probeTLS(ep.Host))
+		// The WebSocket dialer (gorilla) calls GotConn once its TCP
+		// connection is made, before TLS and the HTTP upgrade.
+		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { open = true }})
+		wc, _, err := wsconn.Dial(ctx, u, probeTLS(ep.Host))
 		if err != nil {
-			return nil, err
+			return nil, open, err
 		}
-		return c, nil
-	}
-	if ep.TLS() {
-		d := tls.Dialer{Config: probeTLS(ep.Host)}
-		return d.DialContext(ctx, "tcp", ep.Addr())
+		return wc, true, nil
 	}
 	var d net.Dialer
-	return d.DialContext(ctx, "tcp", ep.Addr())
+	c, err = d.DialContext(ctx, "tcp", ep.Addr())
+	if err != nil || !ep.TLS() {
+		return c, err == nil, err
+	}
+	// What tls.Dialer does, after the TCP connection.
+	tc := tls.Client(c, probeTLS(ep.Host))
+	if err := tc.HandshakeContext(ctx); err != nil {
+		c.Close()
+		return nil, true, err
+	}
+	return tc, true, nil
 }
 
 var (
@@ -381,53 +385,45 @@ var (
 
 // mqttHello sends an anonymous MQTT 3.1.1 CONNECT (never credentials: the
 // port may be plaintext) and waits for a CONNACK, whatever its return
-// code. An accepted connection is closed with a DISCONNECT.
-func mqttHello(ctx context.Context, env *Env, ep Endpoint) error {
-	c, err := probeDial(ctx, env, ep)
+// code. An accepted connection is closed with a DISCONNECT. open tells
+// whether the port accepted a TCP connection.
+func mqttHello(ctx context.Context, env *Env, ep Endpoint) (open bool, err error) {
+	c, open, err := probeDial(ctx, env, ep)
 	if err != nil {
-		return err
+		return open, err
 	}
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 	if err := c.SetDeadline(time.Now().Add(env.Opts.Timeout)); err != nil {
-		return err
+		return true, err
 	}
-	connect := packets.Packet{
-		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
-		ProtocolVersion: 4,
-		Connect: packets.ConnectParams{
-			ProtocolName:     []byte("MQTT"),
-			ClientIdentifier: env.ClientID("ports"),
-			Keepalive:        30,
-			Clean:            true,
-		},
+	connect := connectPacket(4, env.ClientID("ports"), nil)
+	b, err := encodePackets(4, &connect)
+	if err != nil {
+		return true, err
 	}
-	var buf bytes.Buffer
-	if err := connect.ConnectEncode(&buf); err != nil {
-		return err
-	}
-	if _, err := c.Write(buf.Bytes()); err != nil {
-		return err
+	if _, err := c.Write(b); err != nil {
+		return true, err
 	}
 	code, err := readConnack(bufio.NewReader(c))
 	if err != nil {
-		return err
+		return true, err
 	}
 	if code == 0 {
-		buf.Reset()
-		bye := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}, ProtocolVersion: 4}
-		if bye.DisconnectEncode(&buf) == nil {
-			c.Write(buf.Bytes())
+		bye := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}}
+		if b, err := encodePackets(4, &bye); err == nil {
+			c.Write(b)
 		}
 	}
-	return nil
+	return true, nil
 }
 
-// readConnack reads one packet and returns its return code if it is a
-// CONNACK.
+// readConnack reads one packet and returns its return code if it is an
+// MQTT 3.1.1 CONNACK. It looks at the first byte before reading on, so
+// that what is not MQTT (an HTTP answer, a TLS alert) is told at once.
 func readConnack(r *bufio.Reader) (byte, error) {
-	b, err := r.ReadByte()
+	first, err := r.Peek(1)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			return 0, errClosedEarly
@@ -435,19 +431,15 @@ func readConnack(r *bufio.Reader) (byte, error) {
 		return 0, err
 	}
 	var fh packets.FixedHeader
-	if err := fh.Decode(b); err != nil || fh.Type != packets.Connack {
+	if err := fh.Decode(first[0]); err != nil || fh.Type != packets.Connack {
 		return 0, errNotConnack
 	}
-	n, _, err := packets.DecodeLength(r)
-	if err != nil || n < 2 || n > 1<<16 {
+	hb, body, err := readFrame(r, 1<<16)
+	if err != nil {
 		return 0, errNotConnack
 	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
-		return 0, errNotConnack
-	}
-	ack := packets.Packet{FixedHeader: fh, ProtocolVersion: 4}
-	if err := ack.ConnackDecode(body); err != nil {
+	ack, err := decodePacket(4, hb, body) // fails on fewer than 2 bytes
+	if err != nil {
 		return 0, errNotConnack
 	}
 	return ack.ReasonCode, nil
@@ -458,7 +450,7 @@ func readConnack(r *bufio.Reader) (byte, error) {
 // speak MQTT.
 func scanned(ctx context.Context, env *Env) []Endpoint {
 	env.mu.Lock()
-	done := env.openSet
+	done := env.scannedPorts
 	env.mu.Unlock()
 	if !done {
 		scanPorts(ctx, env)

@@ -83,6 +83,7 @@ func TestOpenPortsListsWhatAnswers(t *testing.T) {
 		lines   []string // in its evidence
 		noTLS   string   // the no-tls outcome
 		fastest time.Duration
+		sev     Severity // open-ports' severity
 	}{
 		{
 			name:   "an open Mosquitto's plain port speaks MQTT",
@@ -109,9 +110,10 @@ func TestOpenPortsListsWhatAnswers(t *testing.T) {
 		{
 			name:   "a port that speaks something else is open but not MQTT",
 			target: brokerURL("mqtt", other),
-			title:  "1 port answers, MQTT on 0",
+			title:  "1 port answers, but none speaks MQTT",
 			lines:  []string{fmt.Sprintf("mqtt://127.0.0.1:%d: open, no MQTT answer (no answer to a CONNECT within 2s)", other)},
 			noTLS:  "skipped",
+			sev:    High, // not a broker: a CI gate fails
 		},
 		{
 			name:    "nothing listening is said at once, without waiting for timeouts",
@@ -121,18 +123,15 @@ func TestOpenPortsListsWhatAnswers(t *testing.T) {
 			lines:   []string{fmt.Sprintf("no answer: %d, %d, %d", quiet[0], quiet[1], quiet[2])},
 			noTLS:   "skipped",
 			fastest: time.Second,
+			sev:     High, // the broker is down or not there: a CI gate fails
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := audit(t, tt.target, tt.opts, "open-ports", "no-tls")
 			f, ok := finding(r, "open-ports")
-			want := Info
-			if tt.title == "Nothing answers on the ports tried" {
-				want = High // the broker is down or not there: a CI gate fails
-			}
-			if !ok || f.Severity != want {
-				t.Fatalf("want one %s finding from open-ports:\n%s", want, describe(r))
+			if !ok || f.Severity != tt.sev {
+				t.Fatalf("want one %s finding from open-ports:\n%s", tt.sev, describe(r))
 			}
 			if f.Title != tt.title {
 				t.Errorf("title %q, want %q", f.Title, tt.title)
@@ -227,6 +226,37 @@ func FuzzReadConnack(f *testing.F) {
 		}
 		if b[1] < 0x80 && code != b[3] {
 			t.Fatalf("return code %d, want the CONNACK's second byte in %x", code, b)
+		}
+	})
+}
+
+// A port that accepts TCP but does not speak MQTT (a web server given as
+// mqtt://host:port) is not a broker: open-ports says so as high, the
+// checks that need MQTT do not run against it, and anonymous-access does
+// not pass for lack of an answer.
+func TestAuditOfAPortThatDoesNotSpeakMQTT(t *testing.T) {
+	target := brokerURL("mqtt", httpServer(t))
+	t.Run("a full audit grades it D or worse", func(t *testing.T) {
+		r := audit(t, target, Options{Timeout: time.Second}, Order...)
+		if got := outcomeOf(r, "open-ports"); got != "high" {
+			t.Errorf("open-ports: %s, want high\n%s", got, describe(r))
+		}
+		if r.Grade != "D" && r.Grade != "F" {
+			t.Errorf("grade %s, want D or F\n%s", r.Grade, describe(r))
+		}
+		if s := status(r, "anonymous-access"); s.Status == StatusPassed {
+			t.Errorf("anonymous-access passed against a web server\n%s", describe(r))
+		}
+		for _, f := range r.Findings {
+			if f.ID != "open-ports" {
+				t.Errorf("%s judged a port that does not speak MQTT: %s %q", f.ID, f.Severity, f.Title)
+			}
+		}
+	})
+	t.Run("anonymous-access alone fails without a CONNACK", func(t *testing.T) {
+		r := audit(t, target, Options{Timeout: time.Second}, "anonymous-access")
+		if s := status(r, "anonymous-access"); s.Status != StatusError || !strings.Contains(s.Note, "CONNACK") {
+			t.Errorf("anonymous-access: %+v, want an error that no CONNACK came", s)
 		}
 	})
 }

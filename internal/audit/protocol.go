@@ -238,7 +238,7 @@ func checkClientIDTakeover(ctx context.Context, env *Env) ([]Finding, error) {
 		"EMQX an authorization rule on ${clientid} (or mqtt.use_username_as_clientid); Vigil ACL patterns with %c (e.g. clients/%c/#) for device users."
 	if p.id.Anonymous() {
 		sev := Medium
-		if env.Opts.LocalMode && env.Target.Loopback() {
+		if env.localMode() {
 			evidence += "\nVigil's local mode: only programs on this machine can connect anonymously."
 			sev = Info // as anonymous-access: local mode is explained there
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -100,11 +101,20 @@ func checkQoS(ctx context.Context, env *Env) ([]Finding, error) {
 }
 
 // latencyRun is how many messages each QoS sends, and how long the run
-// may take at most.
+// may take at most; each QoS gets its share of what is left.
 const (
 	latencyMessages = 50
 	latencyMax      = 2 * time.Second
+	latencyWait     = 500 * time.Millisecond // for one message
 )
+
+// latencyLevel is what one QoS level measured: no round trip and nothing
+// lost means it was not measured.
+type latencyLevel struct {
+	qos  byte
+	rtts []time.Duration // sorted
+	lost int
+}
 
 func checkLatency(ctx context.Context, env *Env) ([]Finding, error) {
 	l, _, err := env.newLoop(ctx, "lat")
@@ -112,54 +122,84 @@ func checkLatency(ctx context.Context, env *Env) ([]Finding, error) {
 		return nil, err
 	}
 	defer l.close()
-	deadline := time.Now().Add(latencyMax)
-	var lines []string
-	worst := Info
-	lostAny := false
+	end := time.Now().Add(latencyMax)
+	var levels []latencyLevel
 	for qos := byte(0); qos <= 2; qos++ {
-		var rtts []time.Duration
-		lost := 0
-		for i := 0; i < latencyMessages && time.Now().Before(deadline); i++ {
+		// This level's share of the time left: a level that finishes
+		// early leaves its time to the next.
+		deadline := time.Now().Add(time.Until(end) / time.Duration(3-qos))
+		lv := latencyLevel{qos: qos}
+		for i := 0; i < latencyMessages && time.Now().Before(deadline) && ctx.Err() == nil; i++ {
+			// Each message is told apart by its payload, so that one
+			// that comes late is not taken for the next one's round trip.
+			payload := fmt.Sprintf("%d/%d", qos, i)
 			start := time.Now()
 			pctx, cancel := context.WithTimeout(ctx, env.Opts.Timeout)
-			_, err := l.pub.Publish(pctx, &paho.Publish{Topic: l.topic, QoS: qos, Payload: []byte(fmt.Sprintf("%d/%d", qos, i))})
+			_, err := l.pub.Publish(pctx, &paho.Publish{Topic: l.topic, QoS: qos, Payload: []byte(payload)})
 			cancel()
-			if err != nil {
-				lost++
+			if err != nil || !l.sub.Await(ctx, l.topic, payload, latencyWait) {
+				lv.lost++
 				continue
 			}
-			ms := l.sub.Collect(ctx, 500*time.Millisecond, 1)
-			if len(ms) == 0 {
-				lost++
-				continue
-			}
-			rtts = append(rtts, time.Since(start))
+			lv.rtts = append(lv.rtts, time.Since(start))
 		}
-		sent := len(rtts) + lost
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		slices.Sort(lv.rtts)
+		levels = append(levels, lv)
+	}
+	return latencyFindings(levels)
+}
+
+// latencyFindings judges the levels: the title names the levels measured
+// and those that were not.
+func latencyFindings(levels []latencyLevel) ([]Finding, error) {
+	var lines, measured, unmeasured []string
+	worst := Info
+	lostAny := false
+	for _, lv := range levels {
+		sent := len(lv.rtts) + lv.lost
 		if sent == 0 {
+			unmeasured = append(unmeasured, strconv.Itoa(int(lv.qos)))
+			lines = append(lines, fmt.Sprintf("QoS %d: not measured (its share of the %s run was used up)", lv.qos, latencyMax))
 			continue
 		}
-		slices.Sort(rtts)
-		p50, p99 := pct(rtts, 50), pct(rtts, 99)
-		lines = append(lines, fmt.Sprintf("QoS %d: %d messages, p50 %s, p99 %s, %d lost", qos, sent, p50, p99, lost))
-		lostAny = lostAny || lost > 0
-		if lost > 0 && qos > 0 {
+		measured = append(measured, strconv.Itoa(int(lv.qos)))
+		p50, p99 := pct(lv.rtts, 50), pct(lv.rtts, 99)
+		lines = append(lines, fmt.Sprintf("QoS %d: %d messages, p50 %s, p99 %s, %d lost", lv.qos, sent, p50, p99, lv.lost))
+		lostAny = lostAny || lv.lost > 0
+		if lv.lost > 0 && lv.qos > 0 {
 			worst = max(worst, Medium)
 		}
 		if p99 > time.Second {
 			worst = max(worst, Low)
 		}
 	}
-	title := "Round trips work at QoS 0, 1 and 2 without loss"
+	if len(measured) == 0 {
+		return nil, fmt.Errorf("no QoS level could be measured within %s", latencyMax)
+	}
+	title := "Round trips work at QoS " + andList(measured) + " without loss"
 	if lostAny {
-		title = "Round trips work; some QoS 0 messages were lost (QoS 0 may lose them)"
+		title = "Round trips work at QoS " + andList(measured) + "; some QoS 0 messages were lost (QoS 0 may lose them)"
 	}
 	f := Finding{Severity: worst, Title: title, Evidence: strings.Join(lines, "\n"), Remediation: "Nothing to do."}
 	if worst > Info {
 		f.Title = "Messages are slow or lost"
 		f.Remediation = "Check the broker's load ($SYS), its queue limits (Mosquitto max_queued_messages, EMQX mqueue, Vigil's per-client queue) and the network."
 	}
+	if len(unmeasured) > 0 {
+		f.Title += "; QoS " + andList(unmeasured) + " not measured"
+	}
 	return []Finding{f}, nil
+}
+
+// andList joins words as "a", "a and b", "a, b and c".
+func andList(words []string) string {
+	if len(words) < 2 {
+		return strings.Join(words, "")
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " and " + words[len(words)-1]
 }
 
 func pct(d []time.Duration, p int) time.Duration {

@@ -11,8 +11,9 @@ import (
 	"strings"
 	"time"
 
-	pahopackets "github.com/eclipse/paho.golang/packets"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/vigilhq/vigil/internal/mqttconn"
 )
 
 // rawConn is an MQTT 5 connection for probes that send what the
@@ -69,10 +70,11 @@ func (env *Env) rawDial(ctx context.Context, ep Endpoint, id *Identity) (*rawCon
 	return c, nil
 }
 
-// connectPacket is an MQTT 5 CONNECT with a clean start, as id (nil or no
+// connectPacket is a CONNECT with a clean start in protocol version v (4:
+// MQTT 3.1.1, which has no properties; 5: MQTT 5), as id (nil or no
 // username: anonymous).
-func connectPacket(clientID string, id *Identity) packets.Packet {
-	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5,
+func connectPacket(v byte, clientID string, id *Identity) packets.Packet {
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: v,
 		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30, ClientIdentifier: clientID}}
 	if id != nil && id.Username != "" {
 		pk.Connect.UsernameFlag, pk.Connect.Username = true, []byte(id.Username)
@@ -95,7 +97,7 @@ func (env *Env) rawConnect(ctx context.Context, ep Endpoint, clientID string, id
 	if err != nil {
 		return nil, err
 	}
-	pk := connectPacket(clientID, id)
+	pk := connectPacket(5, clientID, id)
 	if err := c.send(&pk); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("send CONNECT: %w", err)
@@ -167,26 +169,45 @@ func (c *rawConn) next(d time.Duration) (packets.Packet, error) {
 
 // readPacket reads and decodes one MQTT 5 packet.
 func readPacket(r *bufio.Reader) (packets.Packet, error) {
-	var pk packets.Packet
+	hb, body, err := readFrame(r, rawReadLimit)
+	if err != nil {
+		return packets.Packet{}, err
+	}
+	return decodePacket(5, hb, body)
+}
+
+// readFrame reads one packet's first byte and its body, refusing a body
+// longer than limit.
+func readFrame(r *bufio.Reader, limit int) (byte, []byte, error) {
 	hb, err := r.ReadByte()
 	if err != nil {
-		return pk, err
+		return 0, nil, err
 	}
 	n, _, err := packets.DecodeLength(r)
 	if err != nil {
-		return pk, err
+		return 0, nil, err
 	}
-	if n > rawReadLimit {
-		return pk, fmt.Errorf("a %d-byte packet is larger than a probe reads", n)
+	if n > limit {
+		return 0, nil, fmt.Errorf("a %d-byte packet is larger than a probe reads", n)
 	}
 	body := make([]byte, n)
 	if _, err := io.ReadFull(r, body); err != nil {
-		return pk, err
+		return 0, nil, err
 	}
+	return hb, body, nil
+}
+
+// decodePacket decodes a packet of protocol version v (4: MQTT 3.1.1; 5:
+// MQTT 5) from its first byte and body; of a type probes do not read, only
+// the fixed header.
+func decodePacket(v, hb byte, body []byte) (packets.Packet, error) {
+	var pk packets.Packet
 	if err := pk.FixedHeader.Decode(hb); err != nil {
 		return pk, err
 	}
-	pk.FixedHeader.Remaining, pk.ProtocolVersion = n, 5
+	n := len(body)
+	pk.FixedHeader.Remaining, pk.ProtocolVersion = n, v
+	var err error
 	switch pk.FixedHeader.Type {
 	case packets.Connack:
 		err = pk.ConnackDecode(body)
@@ -221,9 +242,22 @@ func (c *rawConn) id() uint16 {
 
 // send encodes and writes packets, in one write.
 func (c *rawConn) send(pks ...*packets.Packet) error {
+	b, err := encodePackets(5, pks...)
+	if err != nil {
+		return err
+	}
+	// Allow 1 MiB a second beyond the timeout.
+	c.conn.SetWriteDeadline(time.Now().Add(c.timeout + time.Duration(len(b))*time.Second/(1<<20)))
+	_, err = c.conn.Write(b)
+	return err
+}
+
+// encodePackets encodes packets, one after the other, in protocol version
+// v (4: MQTT 3.1.1; 5: MQTT 5), which it sets in each.
+func encodePackets(v byte, pks ...*packets.Packet) ([]byte, error) {
 	var buf bytes.Buffer
 	for _, pk := range pks {
-		pk.ProtocolVersion = 5
+		pk.ProtocolVersion = v
 		var err error
 		switch pk.FixedHeader.Type {
 		case packets.Connect:
@@ -234,17 +268,16 @@ func (c *rawConn) send(pks ...*packets.Packet) error {
 			err = pk.SubscribeEncode(&buf)
 		case packets.Pingreq:
 			err = pk.PingreqEncode(&buf)
+		case packets.Disconnect:
+			err = pk.DisconnectEncode(&buf)
 		default:
 			err = fmt.Errorf("probes do not send %s", packetName(pk.FixedHeader.Type))
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 	}
-	// Allow 1 MiB a second beyond the timeout.
-	c.conn.SetWriteDeadline(time.Now().Add(c.timeout + time.Duration(buf.Len())*time.Second/(1<<20)))
-	_, err := c.conn.Write(buf.Bytes())
-	return err
+	return buf.Bytes(), nil
 }
 
 // outcome is how a broker answered a probe.
@@ -412,22 +445,7 @@ func packetName(t byte) string {
 // reasonName is an MQTT 5 reason code with its meaning, e.g. "0x87 (Not
 // authorized)".
 func reasonName(code byte) string {
-	var name string
-	switch code {
-	case 0x00:
-		name = "Success"
-	case 0x01, 0x02:
-		name = fmt.Sprintf("Granted QoS %d", code)
-	case 0x10:
-		name = "No matching subscribers"
-	default:
-		// Error codes mean the same in every packet; DISCONNECT's and
-		// CONNACK's lists have them all but the acks' 0x91.
-		name, _, _ = strings.Cut((&pahopackets.Disconnect{ReasonCode: code}).Reason(), " - ")
-		if name == "" {
-			name, _, _ = strings.Cut((&pahopackets.Connack{ReasonCode: code}).Reason(), " - ")
-		}
-	}
+	name := mqttconn.ReasonName(code)
 	if name == "" {
 		return fmt.Sprintf("0x%02X", code)
 	}

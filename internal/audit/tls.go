@@ -73,7 +73,7 @@ func checkNoTLS(ctx context.Context, env *Env) ([]Finding, error) {
 	default:
 		return nil, nil
 	}
-	if env.Opts.LocalMode && env.Target.Loopback() {
+	if env.localMode() {
 		f.Severity = Info
 		f.Title = "Local mode: plaintext MQTT on loopback only"
 		f.Evidence += "\nVigil's local mode listens on loopback only: this traffic never leaves this host."
@@ -99,6 +99,17 @@ func tlsEndpoints(ctx context.Context, env *Env) ([]Endpoint, error) {
 		return nil, Skip("no endpoint speaks MQTT over TLS")
 	}
 	return out, nil
+}
+
+// noHandshake skips a TLS check when no handshake succeeded on any of
+// the endpoints open-ports found (the broker went away since, or wants a
+// client certificate): there is nothing to judge.
+func noHandshake(urls []string, detail string) error {
+	why := fmt.Sprintf("no TLS handshake succeeded on %s (a client certificate may be required)", strings.Join(urls, ", "))
+	if detail != "" {
+		why += ": " + detail
+	}
+	return Skip("%s", why)
 }
 
 // allSuites are every TLS 1.0–1.2 cipher suite Go implements.
@@ -224,13 +235,14 @@ func checkTLSWeak(ctx context.Context, env *Env) ([]Finding, error) {
 		return nil, err
 	}
 	var findings []Finding
-	var fine []string
+	var fine, failed []string
 	for _, ep := range eps {
 		s, err := probeTLSSupport(ctx, env, ep)
 		if err != nil {
 			return nil, err
 		}
 		if len(s.versions) == 0 {
+			failed = append(failed, ep.URL())
 			fine = append(fine, ep.URL()+": no TLS handshake succeeded (a client certificate may be required)")
 			continue
 		}
@@ -277,6 +289,9 @@ func checkTLSWeak(ctx context.Context, env *Env) ([]Finding, error) {
 	if len(findings) > 0 {
 		return findings, nil
 	}
+	if len(failed) == len(eps) {
+		return nil, noHandshake(failed, "")
+	}
 	return []Finding{{
 		Severity:    Info,
 		Title:       "TLS 1.2 or later only, no weak cipher suite",
@@ -298,14 +313,15 @@ func checkTLSCert(ctx context.Context, env *Env) ([]Finding, error) {
 	}
 	var certs []*servedCert
 	byPrint := map[[32]byte]*servedCert{}
-	var failed []string
+	var failed, why []string
 	for _, ep := range eps {
 		c, err := tlsHandshake(ctx, env, ep, probeTLS(ep.Host))
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
 		if err != nil {
-			failed = append(failed, fmt.Sprintf("%s: %v", ep.URL(), err))
+			failed = append(failed, ep.URL())
+			why = append(why, fmt.Sprintf("%s: %v", ep.URL(), err))
 			continue
 		}
 		chain := c.ConnectionState().PeerCertificates
@@ -323,7 +339,7 @@ func checkTLSCert(ctx context.Context, env *Env) ([]Finding, error) {
 		sc.eps = append(sc.eps, ep.URL())
 	}
 	if len(certs) == 0 {
-		return nil, fmt.Errorf("no TLS handshake succeeded: %s", strings.Join(failed, "; "))
+		return nil, noHandshake(failed, strings.Join(why, "; "))
 	}
 	var findings []Finding
 	var ev []string

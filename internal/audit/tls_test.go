@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -192,6 +193,37 @@ func TestTransportEvidenceNamesWhatWasSeen(t *testing.T) {
 				if !strings.Contains(all, p) {
 					t.Errorf("evidence lacks %q:\n%s", p, all)
 				}
+			}
+		})
+	}
+}
+
+// When no TLS handshake succeeds on the endpoints open-ports found (the
+// broker went away, or wants a client certificate), tls-weak and tls-cert
+// both skip and say why: neither passes, reports info, nor fails.
+func TestTLSChecksSkipWithoutAHandshake(t *testing.T) {
+	o := Options{Timeout: time.Second}
+	o.defaults()
+	tg, err := ParseTarget("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := newEnv(tg, &o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep := Endpoint{Scheme: "mqtts", Host: "127.0.0.1", Port: testpeer.FreePort(t)} // nothing listens
+	env.AddMQTT(ep)
+	env.setScanned()
+	for _, id := range []string{"tls-weak", "tls-cert"} {
+		t.Run(id+" skips", func(t *testing.T) {
+			env.run(context.Background(), registry[id])
+			s := status(env.report, id)
+			if s.Status != StatusSkipped || !strings.Contains(s.Note, "no TLS handshake succeeded on "+ep.URL()) {
+				t.Errorf("%+v\n%s", s, describe(env.report))
+			}
+			if f, ok := finding(env.report, id); ok {
+				t.Errorf("finding %+v", f)
 			}
 		})
 	}
