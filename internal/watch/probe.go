@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/vigilhq/vigil/internal/mqttconn"
@@ -102,7 +101,7 @@ func (t *target) probe(ctx context.Context, p *Probe) error {
 	ack, err := client.Connect(ctx, cp) // on failure it closes conn
 	if err != nil {
 		if ack != nil && ack.ReasonCode >= 0x80 {
-			return fmt.Errorf("broker refused the connection: %s", reasonText((&packets.Connack{ReasonCode: ack.ReasonCode}).Reason()))
+			return fmt.Errorf("broker refused the connection: %s", mqttconn.ReasonName(ack.ReasonCode))
 		}
 		return fmt.Errorf("mqtt connect: %w", describe(err, "CONNACK"))
 	}
@@ -179,19 +178,11 @@ func describe(err error, waitingFor string) error {
 
 // refusal names a SUBACK or PUBACK failure code.
 func refusal(code byte) string {
-	name := map[byte]string{0x80: "Unspecified error", 0x83: "Implementation specific error", 0x87: "Not authorized",
-		0x8f: "Topic Filter invalid", 0x90: "Topic Name invalid", 0x91: "Packet Identifier in use", 0x97: "Quota exceeded",
-		0x99: "Payload format invalid"}[code]
+	name := mqttconn.ReasonName(code)
 	if name == "" {
 		name = "refused"
 	}
 	return fmt.Sprintf("%s (reason code 0x%02x)", name, code)
-}
-
-// reasonText keeps the short name of an MQTT reason ("Not authorized").
-func reasonText(s string) string {
-	short, _, _ := strings.Cut(s, " - ")
-	return short
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

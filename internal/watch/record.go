@@ -41,16 +41,32 @@ type change struct {
 	outageStarted bool
 }
 
-// load takes outages from a store: history to show, and an outage still
-// open to continue.
-func (r *record) load(outages []Outage) {
+// load takes probes and outages from a store, oldest first: history to
+// count and show, the last probe's state, and an outage still open to
+// continue.
+func (r *record) load(probes []Probe, outages []Outage) {
+	for _, p := range probes {
+		if r.first.IsZero() {
+			r.first = p.At
+		}
+		r.samples = append(r.samples, sample{at: p.At, ok: p.OK, rtMS: p.RoundTripMS})
+	}
+	if n := len(probes); n > 0 {
+		last := probes[n-1]
+		r.last, r.up, r.since = &last, last.OK, r.first
+	}
 	r.outages = make([]Outage, 0, len(outages))
 	for _, o := range outages {
 		r.outages = append(r.outages, copyOutage(o))
 	}
 	sort.SliceStable(r.outages, func(i, j int) bool { return r.outages[i].Start.Before(r.outages[j].Start) })
-	if o := r.open(); o != nil {
-		r.since = o.Start
+	if n := len(r.outages); n > 0 {
+		switch o := r.outages[n-1]; {
+		case o.End == nil:
+			r.since = o.Start
+		case r.up && o.End.After(r.since):
+			r.since = *o.End
+		}
 	}
 }
 

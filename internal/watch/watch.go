@@ -115,6 +115,11 @@ type Event struct {
 // Store persists probes and outages; the watcher works without one.
 type Store interface {
 	SaveProbe(ctx context.Context, p Probe) error
+	// ListProbes returns the target's probes at or after since, oldest
+	// first, at most limit.
+	ListProbes(ctx context.Context, target string, since time.Time, limit int) ([]Probe, error)
+	// DeleteProbesBefore forgets probes older than cutoff.
+	DeleteProbesBefore(ctx context.Context, cutoff time.Time) error
 	// SaveOutage inserts an outage, or updates it (End set on recovery);
 	// an outage is identified by its Target and Start.
 	SaveOutage(ctx context.Context, o *Outage) error
@@ -143,6 +148,9 @@ type Watcher struct {
 	wg        sync.WaitGroup
 	startOnce sync.Once
 	closeOnce sync.Once
+
+	pruneMu   sync.Mutex
+	lastPrune time.Time // when stored probes older than the window were last deleted
 }
 
 // target is a Target with its record.
@@ -157,8 +165,10 @@ type target struct {
 }
 
 // New checks the configuration and returns a watcher that has not started
-// probing. With a store, outages still open in it (the previous run ended
-// during one) are continued rather than reported again. notify receives
+// probing. With a store, the record picks up where the previous run left
+// it: probes within the window count towards uptime and latency again, and
+// an outage still open (the previous run ended during one) is continued
+// rather than reported again. notify receives
 // every event on the probing goroutine and must return quickly; it may be
 // nil. reg may be nil (no metrics).
 func New(cfg Config, store Store, notify func(Event), log *slog.Logger, reg prometheus.Registerer) (*Watcher, error) {
@@ -215,11 +225,15 @@ func New(cfg Config, store Store, notify func(Event), log *slog.Logger, reg prom
 		defer cancel()
 		since := time.Now().Add(-cfg.Window)
 		for _, t := range w.targets {
+			probes, err := store.ListProbes(ctx, t.Name, since, maxSamples)
+			if err != nil {
+				return nil, fmt.Errorf("watch: load probes of %q: %w", t.Name, err)
+			}
 			outages, err := store.ListOutages(ctx, t.Name, since)
 			if err != nil {
 				return nil, fmt.Errorf("watch: load outages of %q: %w", t.Name, err)
 			}
-			t.rec.load(outages)
+			t.rec.load(probes, outages)
 		}
 	}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
@@ -327,6 +341,7 @@ func (w *Watcher) run(ctx context.Context, t *target) (Probe, bool) {
 		if err := w.store.SaveProbe(sctx, p); err != nil {
 			w.log.Warn("could not save a probe", "target", t.Name, "error", err)
 		}
+		w.pruneStore(sctx, p.At)
 		if ch.outage != nil {
 			if err := w.store.SaveOutage(sctx, ch.outage); err != nil {
 				w.log.Warn("could not save an outage", "target", t.Name, "error", err)
@@ -347,4 +362,20 @@ func (w *Watcher) run(ctx context.Context, t *target) (Probe, bool) {
 		w.notify(e)
 	}
 	return p, true
+}
+
+// pruneStore deletes stored probes older than the window, at most once an
+// hour: the record only ever reads that far back.
+func (w *Watcher) pruneStore(ctx context.Context, now time.Time) {
+	w.pruneMu.Lock()
+	due := now.Sub(w.lastPrune) >= time.Hour
+	if due {
+		w.lastPrune = now
+	}
+	w.pruneMu.Unlock()
+	if due {
+		if err := w.store.DeleteProbesBefore(ctx, now.Add(-w.cfg.Window)); err != nil {
+			w.log.Warn("could not delete old probes", "error", err)
+		}
+	}
 }

@@ -137,10 +137,27 @@ type memStore struct {
 	probes  []Probe
 	saves   []Outage // every SaveOutage, in order
 	outages []Outage // what ListOutages returns
+	deletes int      // DeleteProbesBefore calls
 }
 
 func (s *memStore) SaveProbe(_ context.Context, p Probe) error {
 	s.probes = append(s.probes, p)
+	return nil
+}
+
+func (s *memStore) ListProbes(_ context.Context, target string, since time.Time, limit int) ([]Probe, error) {
+	var out []Probe
+	for _, p := range s.probes {
+		if p.Target == target && !p.At.Before(since) && len(out) < limit {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+func (s *memStore) DeleteProbesBefore(_ context.Context, cutoff time.Time) error {
+	s.probes = slices.DeleteFunc(s.probes, func(p Probe) bool { return p.At.Before(cutoff) })
+	s.deletes++
 	return nil
 }
 
@@ -373,5 +390,45 @@ func TestAProbeSaysWhatTheBrokerRefused(t *testing.T) {
 				t.Errorf("error %q, want %q", p.Error, tc.want)
 			}
 		})
+	}
+}
+
+// A restarted watcher picks up its record from the store: the uptime and
+// latency of the window still count the previous run's probes, and the
+// store keeps no probe older than the window.
+func TestARestartedWatcherKeepsItsUptimeAndTheStoreStaysBounded(t *testing.T) {
+	now := time.Now()
+	store := &memStore{}
+	store.probes = append(store.probes, Probe{Target: "m", At: now.Add(-48 * time.Hour), OK: true, RoundTripMS: 1})
+	for i := 60; i > 0; i-- { // a probe a minute for the last hour, down from -30 to -20 minutes
+		at := now.Add(-time.Duration(i) * time.Minute)
+		ok := i > 30 || i <= 20
+		store.probes = append(store.probes, Probe{Target: "m", At: at, OK: ok, RoundTripMS: float64(i)})
+	}
+	outageEnd := now.Add(-20 * time.Minute)
+	store.outages = []Outage{{Target: "m", Start: now.Add(-30 * time.Minute), End: &outageEnd, Reason: "connection refused"}}
+	url := mqttURL(testpeer.FreePort(t)) // nobody answers there
+	w, err := New(Config{Targets: []Target{{Name: "m", URL: url}}, Timeout: time.Second}, store, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	st := w.Status()[0]
+	if st.Probes != 60 || !st.Up || !st.Since.Equal(outageEnd) || st.LastProbe == nil {
+		t.Errorf("after a restart: %d probes, up %v since %v (want 60, up since %v), last %+v", st.Probes, st.Up, st.Since, outageEnd, st.LastProbe)
+	}
+	if st.UptimePercent < 82 || st.UptimePercent > 85 { // 10 of 60 minutes down
+		t.Errorf("uptime %.2f %%, want about 83.3", st.UptimePercent)
+	}
+	if st.LatencyP50MS < 25 || st.LatencyP50MS > 40 {
+		t.Errorf("p50 %.1f ms from the stored probes' round trips, want about 30", st.LatencyP50MS)
+	}
+	for range 2 {
+		if _, err := w.ProbeNow(context.Background(), "m"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if store.deletes != 1 || store.probes[0].At.Before(now.Add(-25*time.Hour)) {
+		t.Errorf("%d deletes (want 1 for 2 probes), oldest stored probe %v", store.deletes, store.probes[0].At)
 	}
 }
