@@ -66,12 +66,13 @@ type App struct {
 
 	plans sync.Map // site -> plan name set in the UI
 
-	Notifier   *notify.Notifier
-	Watcher    *watch.Watcher // nil when no broker is watched
-	auditMu    sync.Mutex
-	alerts     alerts
-	notifiedMu sync.Mutex
-	notified   map[string]bool // events people were told of
+	Notifier    *notify.Notifier
+	Watcher     *watch.Watcher // nil when no broker is watched
+	auditMu     sync.Mutex
+	alerts      alerts
+	auditAlerts auditAlerts
+	notifiedMu  sync.Mutex
+	notified    map[string]bool // events people were told of
 
 	closers []func() error // in reverse order of opening
 }
@@ -131,6 +132,7 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 	a.onClose(a.Broker.Close)
 	a.Hub = &hub.Hub{}
 	a.alerts.list = map[string]Alert{}
+	a.loadAlerts(ctx)
 	a.notified = map[string]bool{}
 	if err := a.openNotify(ctx); err != nil {
 		return nil, err

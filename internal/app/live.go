@@ -49,6 +49,7 @@ func (a *App) openLive() {
 			case <-ctx.Done():
 				return
 			case <-t.C:
+			case <-a.alerts.kick:
 			}
 		}
 	}()

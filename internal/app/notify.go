@@ -2,7 +2,9 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -28,8 +30,43 @@ type Alert struct {
 
 // alerts is the set of alerts that hold now.
 type alerts struct {
+	check sync.Mutex // one checkAlerts at a time: each replaces the whole list
+	kick  chan struct{}
+
 	mu   sync.Mutex
 	list map[string]Alert
+	// held are the alerts people were told of, as stored in the settings
+	// (id -> since): an alert that still holds after a restart is not
+	// notified again.
+	held map[string]time.Time
+}
+
+// alertsSetting is where the held alerts are stored.
+const alertsSetting = "alerts_held"
+
+// loadAlerts reads the alerts that held when Vigil last stopped.
+func (a *App) loadAlerts(ctx context.Context) {
+	a.alerts.held = map[string]time.Time{}
+	a.alerts.kick = make(chan struct{}, 1)
+	v, err := a.Store.GetSetting(ctx, alertsSetting)
+	if err != nil {
+		if vigil.ErrorCode(err) != vigil.ENotFound {
+			a.log.Warn("read the alerts held before the restart", "error", err)
+		}
+		return
+	}
+	if err := json.Unmarshal([]byte(v), &a.alerts.held); err != nil {
+		a.log.Warn("read the alerts held before the restart", "error", err)
+	}
+}
+
+// kickAlerts has the alerts checked soon, without waiting for the next
+// tick; it never blocks.
+func (a *App) kickAlerts() {
+	select {
+	case a.alerts.kick <- struct{}{}:
+	default:
+	}
 }
 
 // openNotify starts the notifier and makes the default Web Push channel on
@@ -126,6 +163,8 @@ func (a *App) Alerts() []Alert {
 // checkAlerts looks at what can go wrong and updates the alerts: new ones
 // are notified, cleared ones go; the UI hears of every change.
 func (a *App) checkAlerts(ctx context.Context) {
+	a.alerts.check.Lock()
+	defer a.alerts.check.Unlock()
 	now := time.Now()
 	found := map[string]Alert{}
 	add := func(id, level, title, detail string) {
@@ -158,7 +197,7 @@ func (a *App) checkAlerts(ctx context.Context) {
 				fmt.Sprintf("%.1f%% (%d MiB) free at %s", free*100, freeBytes>>20, dir.path))
 		}
 	}
-	a.securityAlerts(ctx, add)
+	a.securityAlerts(add)
 	if chans, err := a.Store.ListChannels(ctx); err == nil {
 		for _, ch := range chans {
 			if !ch.Enabled {
@@ -173,22 +212,35 @@ func (a *App) checkAlerts(ctx context.Context) {
 	a.alerts.mu.Lock()
 	var raised []Alert
 	changed := len(found) != len(a.alerts.list)
+	held := make(map[string]time.Time, len(found))
 	for id, al := range found {
 		if old, ok := a.alerts.list[id]; ok {
 			al.Since = old.Since
-			changed = changed || old.Detail != al.Detail
+			changed = changed || old.Detail != al.Detail || old.Title != al.Title
+		} else if since, ok := a.alerts.held[id]; ok {
+			al.Since = since // it held before a restart: people were told
+			changed = true
 		} else {
 			raised = append(raised, al)
 			changed = true
 		}
 		found[id] = al
+		held[id] = al.Since
 	}
 	a.alerts.list = found
+	save := !maps.Equal(held, a.alerts.held)
+	a.alerts.held = held
 	a.alerts.mu.Unlock()
+	if save {
+		b, _ := json.Marshal(held)
+		if err := a.Store.SetSetting(context.WithoutCancel(ctx), alertsSetting, string(b)); err != nil {
+			a.log.Warn("save the alerts that hold", "error", err)
+		}
+	}
 	for _, al := range raised {
 		a.log.Warn("alert", "id", al.ID, "title", al.Title, "detail", al.Detail)
-		if strings.HasPrefix(al.ID, "notify:") || al.ID == "blocks" {
-			continue // a failing channel is shown, not notified (no loops); blocks were notified as they happened
+		if strings.HasPrefix(al.ID, "notify:") {
+			continue // a failing channel is shown, not notified (no loops)
 		}
 		prio := 70
 		if al.Level == "critical" {

@@ -1,16 +1,18 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -22,7 +24,6 @@ import (
 	"github.com/vigilhq/vigil/internal/broker"
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/hub"
-	"github.com/vigilhq/vigil/internal/notify"
 	"github.com/vigilhq/vigil/internal/store"
 	"github.com/vigilhq/vigil/internal/users"
 	"github.com/vigilhq/vigil/internal/watch"
@@ -42,7 +43,10 @@ func (a *App) openSecurity(ctx context.Context) error {
 		for _, t := range w.Targets {
 			wt := watch.Target{Name: t.Name, URL: t.URL, Username: t.Username, CAFile: t.CA, Insecure: t.Insecure}
 			if t.PasswordEnv != "" {
-				wt.Password = os.Getenv(t.PasswordEnv)
+				var ok bool
+				if wt.Password, ok = os.LookupEnv(t.PasswordEnv); !ok {
+					return fmt.Errorf("watch target %q: password_env %s is not set", cmp.Or(t.Name, t.URL), t.PasswordEnv)
+				}
 			}
 			targets = append(targets, wt)
 		}
@@ -55,21 +59,14 @@ func (a *App) openSecurity(ctx context.Context) error {
 		a.onClose(a.Watcher.Close)
 	}
 	a.Broker.SetOnBlock(func(b broker.Block) {
-		// On the blocked client's goroutine: the notifier queues.
-		what := "address " + b.Key
-		if b.Kind == broker.KindClient {
-			what = "client id " + b.Key
-		}
-		why := fmt.Sprintf("%d failed logins", b.Count)
-		if b.Reason == broker.ReasonFlood {
-			why = fmt.Sprintf("%d messages in 3 s", b.Count)
-		}
-		a.Notifier.Notify(notify.Notification{Kind: notify.KindAlert, Priority: 70, URL: "/security",
-			Title: "MQTT " + what + " blocked", Body: fmt.Sprintf("After %s; blocked until %s.", why, b.Until.Local().Format("15:04"))})
+		// On the blocked client's goroutine. The "blocks" alert tells
+		// people once while any block lasts, however many follow.
 		a.Hub.Publish(hub.Message{Event: "block", Data: b})
+		a.kickAlerts()
 	})
 	a.onClose(func() error { a.Broker.SetOnBlock(nil); return nil })
 
+	a.loadAuditAlerts(ctx)
 	actx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { a.auditSchedule(actx) })
@@ -114,10 +111,6 @@ func (a *App) RunAudit(ctx context.Context, trigger string) (store.AuditRecord, 
 		Skip: selfAuditSkip, NoNmap: true, NoDefaultPorts: true, LocalMode: a.localMode(),
 		ClientID: "vigil-self-audit", Timeout: 3 * time.Second, Log: a.log.With("component", "audit"),
 	}
-	if !a.mayGuess() {
-		// Guessing passwords from loopback would get this host blocked.
-		opts.Skip = append(opts.Skip, "weak-credentials")
-	}
 	// The checks run as a device would: a throwaway account with the
 	// device role's ACL, so that what a device can reach is tested too.
 	name := "vigil-self-audit-" + randomSuffix()
@@ -133,15 +126,22 @@ func (a *App) RunAudit(ctx context.Context, trigger string) (store.AuditRecord, 
 		opts.CertName = a.certName()
 	}
 	var last store.AuditRecord
+	var reports []*audit.Report
 	for _, host := range targets {
 		o := opts
 		o.Ports = ports[host]
+		if !a.mayGuess(host) {
+			// Guessing passwords from this address would get the host
+			// blocked.
+			o.Skip = append(slices.Clip(o.Skip), "weak-credentials")
+		}
 		start := time.Now()
-		reports, err := audit.Run(ctx, []string{host}, o)
+		rs, err := audit.Run(ctx, []string{host}, o)
 		if err != nil {
 			return last, err
 		}
-		r := reports[0]
+		r := rs[0]
+		reports = append(reports, r)
 		id, err := a.Store.SaveAudit(ctx, r, trigger)
 		if err != nil {
 			return last, err
@@ -152,9 +152,70 @@ func (a *App) RunAudit(ctx context.Context, trigger string) (store.AuditRecord, 
 		last.ID, last.Grade, last.Target, last.Started, last.Trigger = id, r.Grade, r.Target, r.Started, trigger
 	}
 	a.Store.DeleteAuditsBefore(ctx, time.Now().Add(-90*24*time.Hour))
+	a.setAuditAlerts(reports)
 	a.Hub.Publish(hub.Message{Event: "audit", Data: map[string]any{"id": last.ID, "grade": last.Grade, "target": last.Target}})
 	a.checkAlerts(ctx)
 	return last, nil
+}
+
+// auditAlerts are the alerts of the newest self-audit of each listener
+// address: one per check, target and severity.
+type auditAlerts struct {
+	mu   sync.Mutex
+	list []Alert
+}
+
+// setAuditAlerts makes the findings above low of one self-audit run (a
+// report per listener address) the audit's alerts.
+func (a *App) setAuditAlerts(reports []*audit.Report) {
+	var list []Alert
+	seen := map[string]int{}
+	for _, r := range reports {
+		for _, f := range r.Findings { // most severe first
+			if f.Severity <= audit.Low {
+				continue
+			}
+			id := "audit:" + f.ID + ":" + f.Severity.String() + ":" + r.Target
+			if i, ok := seen[id]; ok {
+				list[i].Detail = fmt.Sprintf("%s severity, %s, and more like it; see Security", f.Severity, r.Target)
+				continue
+			}
+			level := "warning"
+			if f.Severity >= audit.High {
+				level = "critical"
+			}
+			seen[id] = len(list)
+			list = append(list, Alert{ID: id, Level: level, Title: "Security audit: " + f.Title,
+				Detail: fmt.Sprintf("%s severity, %s; see Security", f.Severity, r.Target)})
+		}
+	}
+	a.auditAlerts.mu.Lock()
+	a.auditAlerts.list = list
+	a.auditAlerts.mu.Unlock()
+}
+
+// loadAuditAlerts takes the alerts of the stored newest self-audit of each
+// listener address, so that they hold from the start.
+func (a *App) loadAuditAlerts(ctx context.Context) {
+	hosts, _ := a.selfTargets()
+	recent, err := a.Store.ListAudits(ctx, 100)
+	if err != nil {
+		a.log.Warn("read the newest audits", "error", err)
+		return
+	}
+	var reports []*audit.Report
+	for _, host := range hosts {
+		for _, sum := range recent { // newest first
+			if sum.Target != host {
+				continue
+			}
+			if rec, err := a.Store.GetAudit(ctx, sum.ID); err == nil {
+				reports = append(reports, rec.Report)
+			}
+			break
+		}
+	}
+	a.setAuditAlerts(reports)
 }
 
 // selfTargets are the hosts to audit (loopback for listeners on every
@@ -224,27 +285,18 @@ func (a *App) certName() string {
 // alerts (checkAlerts notifies them once); every event goes to the UI.
 func (a *App) onWatchEvent(e watch.Event) {
 	a.Hub.Publish(hub.Message{Event: "watch", Data: e})
-	go a.checkAlerts(context.Background())
+	a.kickAlerts()
 }
 
 // securityAlerts are the alerts of the newest self-audit (each finding
 // above low), of watched brokers (down, or slow) and of blocked MQTT
 // clients.
-func (a *App) securityAlerts(ctx context.Context, add func(id, level, title, detail string)) {
-	if rec, err := a.Store.GetAudit(ctx, 0); err == nil {
-		for _, f := range rec.Report.Findings {
-			if f.Severity <= audit.Low {
-				continue
-			}
-			level := "warning"
-			if f.Severity >= audit.High {
-				level = "critical"
-			}
-			add("audit:"+f.ID, level, "Security audit: "+f.Title, fmt.Sprintf("%s severity, %s; see Security", f.Severity, rec.Target))
-		}
-	} else if !errors.Is(err, context.Canceled) && vigil.ErrorCode(err) != vigil.ENotFound {
-		a.log.Warn("read the newest audit", "error", err)
+func (a *App) securityAlerts(add func(id, level, title, detail string)) {
+	a.auditAlerts.mu.Lock()
+	for _, al := range a.auditAlerts.list {
+		add(al.ID, al.Level, al.Title, al.Detail)
 	}
+	a.auditAlerts.mu.Unlock()
 	if a.Watcher != nil {
 		for _, s := range a.Watcher.Status() {
 			switch {
@@ -255,7 +307,11 @@ func (a *App) securityAlerts(ctx context.Context, add func(id, level, title, det
 				}
 				add("watch:"+s.Target, "critical", "Broker "+s.Target+" is down", detail)
 			case s.LatencyBreach:
-				add("watch-latency:"+s.Target, "warning", "Broker "+s.Target+" is slow", fmt.Sprintf("round trips p50 %.0f ms", s.LatencyP50MS))
+				detail := fmt.Sprintf("round trips above %s", a.cfg.Watch.Latency)
+				if s.LastProbe != nil {
+					detail = fmt.Sprintf("round trip %.0f ms, above %s", s.LastProbe.RoundTripMS, a.cfg.Watch.Latency)
+				}
+				add("watch-latency:"+s.Target, "warning", "Broker "+s.Target+" is slow", detail)
 			}
 		}
 	}
@@ -291,20 +347,21 @@ func (s securityAPI) Blocks() []broker.Block { return s.Broker.Blocks() }
 
 func (s securityAPI) Unblock(key string) bool { return s.Broker.Unblock(key) }
 
-// mayGuess tells whether the self-audit may try passwords: the broker
-// does not block loopback for failed logins (it is exempt, or blocking is
-// off).
-func (a *App) mayGuess() bool {
+// mayGuess tells whether the self-audit may try passwords against host:
+// the broker does not block that address for failed logins (it is exempt,
+// or blocking is off).
+func (a *App) mayGuess(host string) bool {
 	m := a.cfg.MQTT
 	if m.BlockAuthFailures == 0 {
 		return true
 	}
-	lo := net.ParseIP("127.0.0.1")
-	for _, e := range m.BlockExempt {
-		if _, n, err := net.ParseCIDR(e); err == nil && n.Contains(lo) {
-			return true
-		}
-		if ip := net.ParseIP(e); ip != nil && ip.Equal(lo) {
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	ip = ip.Unmap()
+	for _, p := range m.BlockExemptPrefixes() {
+		if p.Contains(ip) {
 			return true
 		}
 	}

@@ -118,14 +118,19 @@ func TestValidateNamesEveryWrongKey(t *testing.T) {
 	cfg.MQTT.Anonymous = "always"
 	cfg.MQTT.TLSListen = "0.0.0.0:8883"
 	cfg.Telemetry.LegacySite = "my site"
+	cfg.Watch.Targets = []WatchTarget{{URL: "mqtt://ops:hunter2@broker.lan:1883"}} // the UI and logs show the URL
 	err := cfg.Validate()
 	if err == nil {
 		t.Fatal("invalid config validated")
 	}
-	for _, key := range []string{"http.listen", "mqtt.anonymous", "mqtt.tls_listen: needs", "telemetry.legacy_site"} {
+	for _, key := range []string{"http.listen", "mqtt.anonymous", "mqtt.tls_listen: needs", "telemetry.legacy_site",
+		"watch.targets[0].url: \"mqtt://ops:xxxxx@broker.lan:1883\" holds credentials"} {
 		if !strings.Contains(err.Error(), key) {
 			t.Errorf("error does not mention %s:\n%v", key, err)
 		}
+	}
+	if strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("the error shows the password: %v", err)
 	}
 }
 

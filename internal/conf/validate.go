@@ -243,6 +243,9 @@ func (c *Config) Validate() error {
 		u, err := url.Parse(t.URL)
 		if err != nil || u.Host == "" || !slices.Contains([]string{"mqtt", "mqtts", "tcp", "ssl", "tls", "ws", "wss"}, u.Scheme) {
 			bad(key+".url", "%q is not an mqtt://, mqtts://, ws:// or wss:// URL", t.URL)
+		} else if u.User != nil {
+			// The URL is shown in the UI, the API and the logs.
+			bad(key+".url", "%q holds credentials; give them as username and password_env", u.Redacted())
 		}
 		name := t.Name
 		if name == "" {

@@ -114,11 +114,13 @@ func (d *Detector) Observe(ev telemetry.Event) {
 	st.fired = true
 	d.mu.Unlock()
 	det := Detection{Site: ev.Site, Sensor: ev.DeviceID, At: r.Time}
+	attrs := []any{"site", ev.Site, "sensor", ev.DeviceID}
 	if ev.Type == telemetry.TypeDistance {
 		v := r.Value
 		det.Distance = &v
+		attrs = append(attrs, "distance_m", v)
 	}
-	d.log.Info("detected", "site", ev.Site, "sensor", ev.DeviceID, "distance_m", det.Distance)
+	d.log.Info("detected", attrs...)
 	if d.Out != nil {
 		d.Out(det)
 	}

@@ -8,7 +8,7 @@ CREATE TABLE audits (
     grade       TEXT NOT NULL,
     worst       TEXT NOT NULL,    -- the most serious severity
     findings    INTEGER NOT NULL, -- how many above info
-    trigger     TEXT NOT NULL,    -- start, daily, manual
+    trigger     TEXT NOT NULL,    -- start, scheduled, manual
     report      TEXT NOT NULL     -- audit.Report as JSON
 );
 CREATE INDEX audits_started ON audits(started);

@@ -59,7 +59,7 @@ async function loadBlocks() {
   }
   clear(tbody, bs.map(b => el('tr', {},
     el('td', {}, `${b.kind} `, el('code', {}, b.key)),
-    el('td', {}, b.reason === 'flood' ? `flooding (${b.count} messages in 3 s)` : `${b.count} failed logins`),
+    el('td', {}, b.reason === 'flood' ? `flooding (${b.count} messages in ${b.window_s} s)` : `${b.count} failed logins in ${b.window_s} s`),
     el('td', {}, fmtTime(b.since)), el('td', {}, fmtTime(b.until)),
     el('td', {}, me.admin ? el('button', { type: 'button', class: 'btn small', onclick: () => guard(async () => {
       await api('DELETE', '/api/v1/mqtt/blocks/' + encodeURIComponent(b.key));
