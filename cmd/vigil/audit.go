@@ -76,7 +76,7 @@ code-scanning) and html (a standalone report).`,
 		fs.StringVar(&f.userlist, "userlist", "", "file of usernames weak-credentials also tries, one per line")
 		fs.StringVar(&f.passlist, "passlist", "", "file of passwords weak-credentials also tries, one per line")
 		fs.IntVar(&f.budget, "budget", 20, "weak-credentials: at most this many passwords per user")
-		fs.Float64Var(&f.rate, "rate", 20, "weak-credentials: at most this many tries a second")
+		fs.Float64Var(&f.rate, "rate", 20, "weak-credentials: at most this many tries a second (1000 at most)")
 		fs.DurationVar(&f.timeout, "timeout", 3*time.Second, "bound on each network step")
 		fs.BoolVar(&f.noNmap, "no-nmap", false, "do not run nmap even if it is installed")
 		fs.StringVar(&f.nmapPath, "nmap", "", "nmap to run (default: nmap in PATH)")
@@ -96,6 +96,9 @@ func splitList(s string) []string {
 	return out
 }
 
+// readLines reads a --userlist or --passlist file: one entry per line,
+// "" for a comment or an empty line, so that entry i is line i+1 (the
+// report names a password found by its line, never by its text).
 func readLines(path string) ([]string, error) {
 	if path == "" {
 		return nil, nil
@@ -105,10 +108,11 @@ func readLines(path string) ([]string, error) {
 		return nil, err
 	}
 	var out []string
-	for _, l := range strings.Split(string(b), "\n") {
-		if l = strings.TrimRight(l, "\r"); l != "" && !strings.HasPrefix(l, "#") {
-			out = append(out, l)
+	for _, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		if l = strings.TrimRight(l, "\r"); strings.HasPrefix(l, "#") {
+			l = ""
 		}
+		out = append(out, l)
 	}
 	return out, nil
 }
@@ -131,15 +135,11 @@ func runAudit(ctx context.Context, e *env, o any, args []string) error {
 	if len(args) == 0 {
 		return usagef("give at least one URL or host to audit")
 	}
-	for _, t := range args {
-		if _, err := audit.ParseTarget(t); err != nil {
-			return usagef("%v", err)
-		}
+	if err := audit.Validate(args, audit.Options{Checks: splitList(f.checks), Skip: splitList(f.skip)}); err != nil {
+		return usagef("%v", err)
 	}
-	for _, id := range append(splitList(f.checks), splitList(f.skip)...) {
-		if !slices.Contains(audit.Order, id) {
-			return usagef("no check %q; the checks are %s", id, strings.Join(audit.Order, ", "))
-		}
+	if !(f.rate > 0 && f.rate <= audit.MaxCredentialRate) { // NaN and ±Inf too
+		return usagef("--rate %v: give a number of tries a second above 0 and at most %d", f.rate, audit.MaxCredentialRate)
 	}
 	if !slices.Contains(audit.Formats, f.format) {
 		return usagef("--format %q is not one of %s", f.format, strings.Join(audit.Formats, ", "))

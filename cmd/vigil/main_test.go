@@ -150,16 +150,27 @@ func TestUserCommands(t *testing.T) {
 	}
 }
 
-func TestSimAndSubAgainstARunningVigil(t *testing.T) {
+// startVigil runs a vigil up in the test (loopback listeners on port 0,
+// the admin's password "admin-password"), changed first by mutate.
+func startVigil(t *testing.T, mutate func(*conf.Config)) *app.App {
+	t.Helper()
 	cfg := conf.New()
 	cfg.Data.Dir = t.TempDir()
 	cfg.MQTT.Listen, cfg.MQTT.WSListen, cfg.HTTP.Listen = "127.0.0.1:0", "", "127.0.0.1:0"
 	cfg.Auth.BcryptCost = 4
+	if mutate != nil {
+		mutate(cfg)
+	}
 	a, err := app.Open(context.Background(), cfg, app.Options{AdminPassword: "admin-password", Out: io.Discard}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer a.Close()
+	t.Cleanup(func() { a.Close() })
+	return a
+}
+
+func TestSimAndSubAgainstARunningVigil(t *testing.T) {
+	a := startVigil(t, nil)
 	broker := a.Broker.URL("tcp")
 
 	subDone := make(chan string)

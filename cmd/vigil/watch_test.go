@@ -4,13 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"strings"
 	"testing"
 
-	"github.com/vigilhq/vigil/internal/app"
-	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/testpeer"
 )
 
@@ -52,15 +48,7 @@ func TestWatchSaysABrokerIsDownAndExitsOne(t *testing.T) {
 }
 
 func TestWatchJSONAgainstVigilsBroker(t *testing.T) {
-	cfg := conf.New()
-	cfg.Data.Dir = t.TempDir()
-	cfg.MQTT.Listen, cfg.MQTT.WSListen, cfg.HTTP.Listen = "127.0.0.1:0", "", "127.0.0.1:0"
-	cfg.Auth.BcryptCost = 4
-	a, err := app.Open(context.Background(), cfg, app.Options{AdminPassword: "admin-password", Out: io.Discard}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
+	a := startVigil(t, nil)
 	url := a.Broker.URL("tcp")
 	code, out, errOut := vigil(t, context.Background(), "", "watch", "--count", "2", "--interval", "100ms", "--json", url)
 	if code != 0 {

@@ -19,31 +19,11 @@ import (
 	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/client"
 
+	"github.com/vigilhq/vigil/internal/testpeer"
+
 	"github.com/vigilhq/vigil/internal/coord"
 	"github.com/vigilhq/vigil/internal/dockerimg"
 )
-
-// dockerEngine returns a client of the local Docker engine, skipping the
-// test when there is none, unless $CI is set: then it fails.
-func dockerEngine(t *testing.T) *client.Client {
-	t.Helper()
-	cli, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
-	if err == nil {
-		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-		defer cancel()
-		if _, err = cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
-			cli.Close()
-		}
-	}
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("no Docker engine, and CI is set: %v", err)
-		}
-		t.Skipf("no Docker engine: %v", err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
-}
 
 func randomName() string { return strings.ToLower(rand.Text()[:10]) }
 
@@ -91,7 +71,7 @@ type exit struct {
 }
 
 func TestDockerRuntime(t *testing.T) {
-	cli := dockerEngine(t)
+	cli := testpeer.DockerEngine(t)
 	ctx := t.Context()
 	tag := buildAgentImage(t, cli)
 	run := randomName()
@@ -337,7 +317,7 @@ func TestDockerRuntime(t *testing.T) {
 }
 
 func TestDockerRuntimeMissingImage(t *testing.T) {
-	dockerEngine(t)
+	testpeer.DockerEngine(t)
 	rt := &coord.DockerRuntime{Image: "vigil-agent-test:missing-" + randomName(), Network: "vigil-test-" + randomName(), Storage: t.TempDir()}
 	defer rt.Close()
 	_, err := rt.Setup(t.Context())

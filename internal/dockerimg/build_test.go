@@ -19,29 +19,9 @@ import (
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
-)
 
-// engine returns a client of the local Docker engine, skipping the test
-// when there is none, unless $CI is set: then it fails.
-func engine(t *testing.T) *client.Client {
-	t.Helper()
-	cli, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
-	if err == nil {
-		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-		defer cancel()
-		if _, err = cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
-			cli.Close()
-		}
-	}
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("no Docker engine, and CI is set: %v", err)
-		}
-		t.Skipf("no Docker engine: %v", err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
-}
+	"github.com/vigilhq/vigil/internal/testpeer"
+)
 
 // buildVigil builds a static vigil for Linux into a temporary directory.
 func buildVigil(t *testing.T) string {
@@ -128,7 +108,7 @@ func TestReadProgressError(t *testing.T) {
 }
 
 func TestBuildAndRun(t *testing.T) {
-	cli := engine(t)
+	cli := testpeer.DockerEngine(t)
 	ctx := t.Context()
 	tag := randomTag(t)
 	if ok, err := Exists(ctx, tag); err != nil || ok {

@@ -17,6 +17,7 @@ import (
 	"github.com/vigilhq/vigil/internal/media"
 	"github.com/vigilhq/vigil/internal/sim"
 	"github.com/vigilhq/vigil/internal/telemetry"
+	"github.com/vigilhq/vigil/internal/testpeer"
 )
 
 // artifacts is where browser tests leave their screenshots:
@@ -43,7 +44,7 @@ type chrome struct {
 
 func newChrome(t testing.TB, base string) *chrome {
 	t.Helper()
-	exe := need(t, "chromium")
+	exe := testpeer.Need(t, "chromium")
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.DisableGPU,
 		chromedp.Flag("disable-background-networking", true),

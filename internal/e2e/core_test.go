@@ -22,6 +22,7 @@ import (
 	"github.com/vigilhq/vigil/internal/store"
 	"github.com/vigilhq/vigil/internal/sub"
 	"github.com/vigilhq/vigil/internal/telemetry"
+	"github.com/vigilhq/vigil/internal/testpeer"
 	"github.com/vigilhq/vigil/internal/users"
 )
 
@@ -59,10 +60,10 @@ func TestDemoFleetShowsUpInTheAPIWithinSeconds(t *testing.T) {
 func TestThePapersScriptRunsUnchanged(t *testing.T) {
 	python := "/usr/bin/python3"
 	if _, err := os.Stat(python); err != nil {
-		need(t, "python3-paho-mqtt's /usr/bin/python3")
+		testpeer.Need(t, "python3-paho-mqtt's /usr/bin/python3")
 	}
 	if out, err := exec.Command(python, "-c", "import paho.mqtt.client").CombinedOutput(); err != nil {
-		need(t, "python3-paho-mqtt") // skips or fails with the install hint
+		testpeer.Need(t, "python3-paho-mqtt") // skips or fails with the install hint
 		t.Fatalf("paho-mqtt for %s: %v: %s", python, err, out)
 	}
 	ta := startApp(t, func(c *conf.Config) { c.MQTT.Listen = "127.0.0.1:1883" })
@@ -102,7 +103,7 @@ func firstLines(s string, n int) string {
 }
 
 func TestMosquittoClientsInteroperateOnLoopbackWithoutAuth(t *testing.T) {
-	pub, subBin := need(t, "mosquitto_pub"), need(t, "mosquitto_sub")
+	pub, subBin := testpeer.Need(t, "mosquitto_pub"), testpeer.Need(t, "mosquitto_sub")
 	ta := startApp(t, nil)
 	port := ta.mqttPort()
 
@@ -224,7 +225,7 @@ func TestNonLoopbackListenerRequiresAuthAndEnforcesACLs(t *testing.T) {
 	})
 
 	t.Run("mosquitto clients authenticate too", func(t *testing.T) {
-		pub := need(t, "mosquitto_pub")
+		pub := testpeer.Need(t, "mosquitto_pub")
 		port := ta.mqttPort()
 		o, err := run(t, 5*time.Second, pub, "-h", "127.0.0.1", "-p", port, "-t", "vigil/lab/x/telemetry", "-m", `{"value":1}`, "-q", "1")
 		if err == nil || !strings.Contains(strings.ToLower(o), "not authori") {
@@ -337,7 +338,13 @@ func TestShutdownStoresEverythingAcknowledged(t *testing.T) {
 	// Every acknowledged reading is stored, none twice; a few more may be
 	// stored, whose acknowledgement was still in flight when the fleet
 	// stopped.
-	if n < published || published < 1000 {
+	// How many the fleet gets acknowledged in 2 s depends on the machine's
+	// load (926 on a busy CI run with -race); a few hundred are enough to
+	// have readings queued at shutdown, with a 1 s flush interval.
+	if published < 200 {
+		t.Fatalf("the fleet got only %d readings acknowledged; too few to test a shutdown", published)
+	}
+	if n < published {
 		t.Fatalf("stored %d readings of %d acknowledged", n, published)
 	}
 	devs, err := st.ListDevices(context.Background(), telemetry.DeviceFilter{})

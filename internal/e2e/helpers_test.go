@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"sync"
 	"testing"
@@ -141,21 +140,6 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
-}
-
-// need returns the path of a peer program the test needs. Outside CI a
-// missing program skips the test; in CI (CI set) it fails it, because
-// .ci/run installs them.
-func need(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is not installed; scripts/test.sh installs it", name)
-		}
-		t.Skipf("%s is not installed (scripts/test.sh installs it)", name)
-	}
-	return p
 }
 
 // mqttConnect connects a raw paho (MQTT 5) client to addr.

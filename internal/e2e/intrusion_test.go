@@ -26,6 +26,7 @@ import (
 	"github.com/vigilhq/vigil/internal/sim"
 	"github.com/vigilhq/vigil/internal/store"
 	"github.com/vigilhq/vigil/internal/sub"
+	"github.com/vigilhq/vigil/internal/testpeer"
 	"github.com/vigilhq/vigil/internal/users"
 )
 
@@ -187,7 +188,7 @@ func checkClipFile(t *testing.T, ta *testApp, c coord.Clip, wantSeconds float64)
 
 func ffprobe(t *testing.T, path string) (string, float64) {
 	t.Helper()
-	bin := need(t, "ffprobe")
+	bin := testpeer.Need(t, "ffprobe")
 	out, err := exec.Command(bin, "-v", "error", "-show_entries", "format=duration:stream=codec_name", "-of", "json", path).Output()
 	if err != nil {
 		t.Fatalf("ffprobe %s: %v", path, err)
@@ -252,7 +253,7 @@ func (mc *manualCamera) command(t testing.TB) ingest.StreamCommand {
 // TestAnFFmpegSenderMakesAValidClip streams with ffmpeg's RTP muxer to the
 // agent the coordinator assigned, as any RTP/JPEG camera would.
 func TestAnFFmpegSenderMakesAValidClip(t *testing.T) {
-	ffmpeg := need(t, "ffmpeg")
+	ffmpeg := testpeer.Need(t, "ffmpeg")
 	ta := startApp(t, func(c *conf.Config) {
 		intrusionConfig(t, c)
 		c.Recording.ClipSeconds = 4
@@ -465,7 +466,7 @@ func TestADedicatedAgentForAProSite(t *testing.T) {
 // TestVigilCameraWithFFmpeg runs `vigil camera` on an ffmpeg test pattern,
 // as the paper's Pi with a real camera, and records a clip from it.
 func TestVigilCameraWithFFmpeg(t *testing.T) {
-	need(t, "ffmpeg")
+	testpeer.Need(t, "ffmpeg")
 	ta := startApp(t, func(c *conf.Config) {
 		intrusionConfig(t, c)
 		c.Recording.ClipSeconds = 3

@@ -3,9 +3,12 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/store"
@@ -17,7 +20,8 @@ import (
 // anonymous access is allowed on loopback only, and there is nothing to
 // warn about; in production configuration (listeners on 0.0.0.0, TLS,
 // users) nothing is above low either; a weak password is a critical
-// finding, shown as an alert (the overview's banner) and notified.
+// finding, shown as an alert (the overview's banner) and notified once:
+// not again by the next audit, nor after a restart.
 func TestSelfAudit(t *testing.T) {
 	t.Run("local mode", func(t *testing.T) {
 		ta := startApp(t, nil)
@@ -59,7 +63,7 @@ func TestSelfAudit(t *testing.T) {
 			c.MQTT.TLSListen, c.MQTT.TLSCert, c.MQTT.TLSKey = "0.0.0.0:0", cert.CertFile, cert.KeyFile
 		})
 		hook := newReceiver(t, 0)
-		ta.apiJSON(t, "POST", "/api/v1/notify/channels", map[string]any{"kind": "webhook", "name": "ops", "url": hook.srv.URL, "kinds": []string{"alert"}}, nil)
+		ta.apiJSON(t, "POST", "/api/v1/notify/channels", map[string]any{"kind": "webhook", "name": "ops", "url": hook.srv.URL, "kinds": []string{"alert"}, "cooldown_s": 0}, nil)
 		start := time.Now()
 		rec, err := ta.RunAudit(context.Background(), "manual")
 		if err != nil {
@@ -76,15 +80,22 @@ func TestSelfAudit(t *testing.T) {
 		if _, err := ta.RunAudit(context.Background(), "manual"); err != nil {
 			t.Fatal(err)
 		}
-		var alerts []struct{ ID, Level, Title string }
-		ta.api(t, "GET", "/api/v1/alerts", "admin", adminPassword, &alerts)
-		found := false
-		for _, a := range alerts {
-			found = found || a.ID == "audit:weak-credentials" && a.Level == "critical"
+		type alert struct {
+			ID, Level, Title string
+			Since            time.Time
 		}
-		if !found {
+		weak := func(ta *testApp) *alert {
+			var alerts []alert
+			ta.api(t, "GET", "/api/v1/alerts", "admin", adminPassword, &alerts)
+			for _, a := range alerts {
+				if strings.HasPrefix(a.ID, "audit:weak-credentials:") && a.Level == "critical" {
+					return &a
+				}
+			}
 			t.Fatalf("no critical alert for the weak password: %+v", alerts)
+			return nil
 		}
+		before := weak(ta)
 		waitFor(t, 5*time.Second, "the alert's notification", func() bool {
 			for _, r := range hook.ok() {
 				if strings.Contains(string(r.body), "Default or weak credentials work") {
@@ -101,6 +112,17 @@ func TestSelfAudit(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 		if got := len(hook.ok()); got != n {
 			t.Errorf("the same finding was notified again (%d notifications, had %d)", got, n)
+		}
+		// Nor after a restart: the alert holds from the start, since when
+		// it first held, and is not notified again.
+		ta.Close()
+		ta = openApp(t, ta.cfg, adminPassword)
+		if after := weak(ta); !after.Since.Equal(before.Since) {
+			t.Errorf("after a restart the alert holds since %v, want %v", after.Since, before.Since)
+		}
+		time.Sleep(time.Second)
+		if got := len(hook.ok()); got != n {
+			t.Errorf("a restart notified the finding again (%d notifications, had %d)", got, n)
 		}
 	})
 }
@@ -167,4 +189,67 @@ func TestVigilUpWatchesABroker(t *testing.T) {
 	if down != 1 {
 		t.Errorf("%d notifications about site-a, want exactly 1 (the outage)", down)
 	}
+}
+
+// Blocked MQTT clients are one alert, notified when the first block
+// starts however many follow; lifting every block clears it, and the next
+// block is notified again.
+func TestBlocksAreNotifiedOncePerEpisode(t *testing.T) {
+	ta := startApp(t, func(c *conf.Config) {
+		c.MQTT.Listen, c.MQTT.WSListen = "0.0.0.0:0", ""
+		c.MQTT.BlockExempt, c.MQTT.BlockAuthFailures = nil, 2
+	})
+	hook := newReceiver(t, 0)
+	ta.apiJSON(t, "POST", "/api/v1/notify/channels", map[string]any{"kind": "webhook", "name": "ops", "url": hook.srv.URL, "kinds": []string{"alert"}, "cooldown_s": 0}, nil)
+	addr := "127.0.0.1:" + ta.mqttPort()
+	guess := func(client string) {
+		for range 3 {
+			if c, _, err := mqttConnect(t, addr, client, "admin", "wrong-password"); err == nil {
+				c.Disconnect(&paho.Disconnect{})
+				t.Fatal("a wrong password was accepted")
+			}
+		}
+	}
+	blocked := func() []string {
+		var list []struct{ Key string }
+		ta.api(t, "GET", "/api/v1/mqtt/blocks", "admin", adminPassword, &list)
+		var keys []string
+		for _, b := range list {
+			keys = append(keys, b.Key)
+		}
+		return keys
+	}
+	notes := func() int {
+		n := 0
+		for _, r := range hook.ok() {
+			if strings.Contains(string(r.body), "MQTT clients or addresses are blocked") {
+				n++
+			}
+		}
+		return n
+	}
+	guess("guesser-1")
+	waitFor(t, 5*time.Second, "the address blocked", func() bool { return slices.Contains(blocked(), "127.0.0.1") })
+	waitFor(t, 5*time.Second, "the notification", func() bool { return notes() == 1 })
+	time.Sleep(time.Second) // the next alert checks see the same block
+	if n := notes(); n != 1 {
+		t.Errorf("%d notifications for one block, want 1", n)
+	}
+	for _, key := range blocked() {
+		if code := ta.apiJSON(t, "DELETE", "/api/v1/mqtt/blocks/"+key, nil, nil); code != 204 && code != 200 {
+			t.Fatalf("unblock %s: %d", key, code)
+		}
+	}
+	waitFor(t, 10*time.Second, "the alert cleared", func() bool {
+		var alerts []struct{ ID string }
+		ta.api(t, "GET", "/api/v1/alerts", "admin", adminPassword, &alerts)
+		for _, a := range alerts {
+			if a.ID == "blocks" {
+				return false
+			}
+		}
+		return true
+	})
+	guess("guesser-2")
+	waitFor(t, 5*time.Second, "the second block's notification", func() bool { return notes() == 2 })
 }
