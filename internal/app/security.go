@@ -3,9 +3,7 @@ package app
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"net"
@@ -24,6 +22,7 @@ import (
 	"github.com/vigilhq/vigil/internal/broker"
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/hub"
+	"github.com/vigilhq/vigil/internal/rnd"
 	"github.com/vigilhq/vigil/internal/store"
 	"github.com/vigilhq/vigil/internal/users"
 	"github.com/vigilhq/vigil/internal/watch"
@@ -113,7 +112,7 @@ func (a *App) RunAudit(ctx context.Context, trigger string) (store.AuditRecord, 
 	}
 	// The checks run as a device would: a throwaway account with the
 	// device role's ACL, so that what a device can reach is tested too.
-	name := "vigil-self-audit-" + randomSuffix()
+	name := "vigil-self-audit-" + rnd.Hex(4)
 	pub, sub := users.DefaultACL(users.RoleDevice)
 	opts.Username, opts.Password = name, users.RandomPassword()
 	a.Broker.AddCredential(name, opts.Password, &users.User{Name: name, Role: users.RoleDevice, Publish: pub, Subscribe: sub})
@@ -366,10 +365,4 @@ func (a *App) mayGuess(host string) bool {
 		}
 	}
 	return false
-}
-
-func randomSuffix() string {
-	b := make([]byte, 4)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }

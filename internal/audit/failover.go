@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/vigilhq/vigil/internal/rnd"
 )
 
 // failover: given several URLs of one deployment, can clients move between
@@ -195,7 +197,7 @@ func failoverTopic(ctx context.Context, a, b *Env, epA, epB Endpoint, idA, idB *
 		}
 		defer s.pub.Close()
 	}
-	nonce := randomHex(4)
+	nonce := rnd.Hex(4)
 	basesB := b.probeBases(idB, nonce)
 	var tried []string
 bases:
@@ -209,7 +211,7 @@ bases:
 				tried = append(tried, fmt.Sprintf("SUBSCRIBE %s on %s: %v", topic, s.ep.URL(), err))
 				continue bases
 			}
-			payload := "vigil audit failover probe " + randomHex(4)
+			payload := "vigil audit failover probe " + rnd.Hex(4)
 			took, code, err := probePublish(ctx, s.env, s.pub, topic, []byte(payload))
 			if err != nil {
 				return "", untested("publish to %s on %s: %w", topic, s.ep.URL(), err)

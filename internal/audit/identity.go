@@ -2,8 +2,6 @@ package audit
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
@@ -12,6 +10,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/vigilhq/vigil/internal/rnd"
 )
 
 // The checks about who can connect and what they can read and write.
@@ -34,12 +34,6 @@ const (
 	rcBadUserOrPass = 0x86
 	rcBanned        = 0x8A
 )
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
 
 // connackCode is the reason code a failed CONNECT got (-1: none, the
 // connection failed before).
@@ -194,7 +188,7 @@ func checkWeakCredentials(ctx context.Context, env *Env) ([]Finding, error) {
 		return false, code, nil
 	}
 	// A broker that takes any password: guessing means nothing.
-	if ok, _, err := try("vigil-audit-"+randomHex(4), randomHex(12)); err != nil {
+	if ok, _, err := try("vigil-audit-"+rnd.Hex(4), rnd.Hex(12)); err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", ep.URL(), err)
 	} else if ok {
 		if env.AnonymousOK() {
@@ -446,7 +440,7 @@ func checkWildcard(ctx context.Context, env *Env) ([]Finding, error) {
 			others[m.Topic] = true
 		}
 	}
-	probe := "vigil-audit/wildcard/" + randomHex(6)
+	probe := "vigil-audit/wildcard/" + rnd.Hex(6)
 	if len(others) == 0 {
 		if pub, _, err := env.session(ctx, "wildp"); err == nil {
 			pctx, cancel := context.WithTimeout(ctx, env.Opts.Timeout)
@@ -570,7 +564,7 @@ func checkSysPublish(ctx context.Context, env *Env) ([]Finding, error) {
 		return nil, err
 	}
 	defer pub.Close()
-	topic := "$SYS/vigil-audit/" + randomHex(4)
+	topic := "$SYS/vigil-audit/" + rnd.Hex(4)
 	codes, _, _ := collect(ctx, env, sub, []string{topic}, 10*time.Millisecond, 20*time.Millisecond)
 	took, code, err := probePublish(ctx, env, pub, topic, []byte("vigil audit: $SYS publish probe"))
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/vigilhq/vigil/internal/rnd"
 	"github.com/vigilhq/vigil/internal/testpeer"
 )
 
@@ -32,7 +33,7 @@ func retain(t testing.TB, target, user, pass string, msgs map[string]string) {
 	if user != "" {
 		id = &Identity{Username: user, Password: pass}
 	}
-	s, err := env.Connect(context.Background(), tg.Endpoints[0], "device-"+randomHex(3), id)
+	s, err := env.Connect(context.Background(), tg.Endpoints[0], "device-"+rnd.Hex(3), id)
 	if err != nil {
 		t.Fatal(err)
 	}

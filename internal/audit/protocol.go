@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/vigilhq/vigil/internal/rnd"
 )
 
 // The protocol checks: who can take over a client id, and whether the
@@ -135,7 +137,7 @@ func (p *prober) subscribe(ctx context.Context, filter string, qos byte) (outcom
 // under vigil-audit/, and for a user one in Vigil's device namespace,
 // since a Vigil device may only use vigil/<site>/<its name>/# (none of
 // Vigil's components reads vigil/vigil-audit/<name>/<nonce>/...).
-func (p *prober) bases() []string { return p.env.probeBases(p.id, randomHex(4)) }
+func (p *prober) bases() []string { return p.env.probeBases(p.id, rnd.Hex(4)) }
 
 // writable returns a topic prefix the identity may publish to (a QoS 1
 // PUBLISH there got a successful PUBACK), or "" and what the broker said

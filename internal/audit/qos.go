@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/vigilhq/vigil/internal/rnd"
 )
 
 // QoS support and round-trip latency.
@@ -39,7 +41,7 @@ func (env *Env) newLoop(ctx context.Context, what string) (*loop, *Identity, err
 	// grant a subscription and still refuse the publish, or filter what
 	// they deliver by ACL.
 	var tried []string
-	for _, base := range env.probeBases(id, randomHex(4)) {
+	for _, base := range env.probeBases(id, rnd.Hex(4)) {
 		topic := base + "/" + what
 		sctx, cancel := context.WithTimeout(ctx, env.Opts.Timeout)
 		sa, err := sub.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 2}}})

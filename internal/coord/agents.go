@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vigilhq/vigil/internal/ingest"
+	"github.com/vigilhq/vigil/internal/rnd"
 	"github.com/vigilhq/vigil/internal/users"
 )
 
@@ -87,7 +88,7 @@ func (c *Coordinator) startAgent(pool, reason string) *agentState {
 		id: id, username: "agent-" + id, pool: pool, status: agentStarting,
 		capacity: c.cfg.Conf.Agents.Capacity, streams: map[string]*stream{}, startedAt: time.Now(), reason: reason,
 	}
-	password := randomHex(18)
+	password := rnd.Hex(18)
 	c.broker.AddCredential(a.username, password, &users.User{
 		Name: a.username, Role: users.RoleDevice,
 		Publish:   []string{"vigil/agents/" + id + "/#"},

@@ -15,7 +15,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -26,6 +25,7 @@ import (
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/detect"
 	"github.com/vigilhq/vigil/internal/media"
+	"github.com/vigilhq/vigil/internal/rnd"
 	"github.com/vigilhq/vigil/internal/users"
 )
 
@@ -143,7 +143,7 @@ func New(cfg Config, b Broker, st Store, rt Runtime, fin *media.Finisher, log *s
 		in: make(chan func(), 4096), jobs: make(chan string, 4096), stop: make(chan struct{}),
 		agents: map[string]*agentState{}, streams: map[string]*stream{}, byCamera: map[string]*stream{},
 		devices: map[string]*deviceInfo{}, events: map[string]*eventState{},
-		instance: randomHex(3),
+		instance: rnd.Hex(3),
 	}
 	m, err := newMetrics(reg, rt.Name())
 	if err != nil {
@@ -266,15 +266,9 @@ func (c *Coordinator) history(action, agent, camera, reason string) {
 func newID() string {
 	u, err := uuid.NewV7()
 	if err != nil {
-		return randomHex(16)
+		return rnd.Hex(16)
 	}
 	return u.String()
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return fmt.Sprintf("%x", b)
 }
 
 // randomSSRC returns a random SSRC below 2^31: ffmpeg's -ssrc option takes

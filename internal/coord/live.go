@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vigilhq/vigil/internal/ingest"
+	"github.com/vigilhq/vigil/internal/rnd"
 	"github.com/vigilhq/vigil/internal/telemetry"
 )
 
@@ -119,7 +120,7 @@ func (c *Coordinator) Live(ctx context.Context, site, camera string) (StreamView
 		}
 		st := &stream{
 			id: newID(), ssrc: randomSSRC(), site: site, camera: camera, clientID: d.clientID, pool: pool,
-			priority: livePriority + c.priority(d), live: true, token: randomHex(16),
+			priority: livePriority + c.priority(d), live: true, token: rnd.Hex(16),
 			duration: time.Duration(c.cfg.Conf.Recording.LiveSeconds) * time.Second,
 		}
 		c.streams[st.id] = st

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vigilhq/vigil/internal/detect"
 	"github.com/vigilhq/vigil/internal/ingest"
+	"github.com/vigilhq/vigil/internal/rnd"
 	"github.com/vigilhq/vigil/internal/telemetry"
 )
 
@@ -220,7 +221,7 @@ func (c *Coordinator) newStream(cam *deviceInfo, es *eventState, at time.Time) *
 	c.saveClip(clip)
 	st := &stream{
 		id: newID(), ssrc: randomSSRC(), site: cam.site, camera: cam.id, clientID: cam.clientID, pool: pool,
-		priority: c.priority(cam), ev: es, clip: clip, token: randomHex(16),
+		priority: c.priority(cam), ev: es, clip: clip, token: rnd.Hex(16),
 		duration: time.Duration(c.cfg.Conf.Recording.ClipSeconds) * time.Second,
 	}
 	c.streams[st.id] = st

@@ -2,9 +2,7 @@ package watch
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -17,6 +15,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/vigilhq/vigil/internal/mqttconn"
+	"github.com/vigilhq/vigil/internal/rnd"
 	"github.com/vigilhq/vigil/internal/wsconn"
 )
 
@@ -68,7 +67,7 @@ func (t *target) probe(ctx context.Context, p *Probe) error {
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	id := randomHex(8)
+	id := rnd.Hex(8)
 	topic := TopicPrefix + id
 	back := make(chan time.Time, 1)
 	var sysMu sync.Mutex
@@ -186,9 +185,3 @@ func refusal(code byte) string {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
