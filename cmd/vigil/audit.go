@@ -119,19 +119,6 @@ func readLines(path string) ([]string, error) {
 
 func runAudit(ctx context.Context, e *env, o any, args []string) error {
 	f := o.(*auditFlags)
-	// Flags may follow the targets too.
-	var targets []string
-	for rest := args; len(rest) > 0; {
-		if strings.HasPrefix(rest[0], "-") {
-			if err := e.fs.Parse(rest); err != nil {
-				return usagef("%v", err)
-			}
-			rest = e.fs.Args()
-			continue
-		}
-		targets, rest = append(targets, rest[0]), rest[1:]
-	}
-	args = targets
 	if len(args) == 0 {
 		return usagef("give at least one URL or host to audit")
 	}

@@ -103,7 +103,8 @@ func run(ctx context.Context, args []string, io stdio, environ []string) int {
 		opts = c.flags(fs)
 	}
 	fs.Usage = func() { printHelp(io.err, c, fs) }
-	if err := fs.Parse(args[1:]); err != nil {
+	positional, err := parseInterspersed(fs, args[1:])
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printHelp(io.out, c, fs)
 			return 0
@@ -111,7 +112,7 @@ func run(ctx context.Context, args []string, io stdio, environ []string) int {
 		return 2
 	}
 	e := &env{stdio: io, environ: environ, fs: fs}
-	if err := c.run(ctx, e, opts, fs.Args()); err != nil {
+	if err := c.run(ctx, e, opts, positional); err != nil {
 		var ue usageError
 		if errors.As(err, &ue) {
 			fmt.Fprintf(io.err, "vigil %s: %v\nRun 'vigil %s --help' for usage.\n", c.name, err, c.name)
@@ -121,6 +122,30 @@ func run(ctx context.Context, args []string, io stdio, environ []string) int {
 		return 1
 	}
 	return 0
+}
+
+// parseInterspersed parses flags wherever they stand among the arguments,
+// as GNU tools do ("vigil audit HOST --fail-on high"), and returns the
+// arguments that are not flags, in order. After "--" everything is an
+// argument, even what starts with "-".
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(positional, rest...), nil
+		}
+		for len(rest) > 0 && (rest[0] == "-" || !strings.HasPrefix(rest[0], "-")) {
+			positional, rest = append(positional, rest[0]), rest[1:]
+		}
+		if len(rest) == 0 {
+			return positional, nil
+		}
+		args = rest
+	}
 }
 
 func mainHelp(w io.Writer) {
@@ -135,7 +160,8 @@ Commands:
 		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(w, `
-Run 'vigil <command> --help' for a command's flags and examples.
+Run 'vigil <command> --help' for a command's flags and examples. Flags may
+stand before or after the arguments; after "--" everything is an argument.
 
 Quick start:
   vigil up --demo                 # broker, database, API and a demo fleet

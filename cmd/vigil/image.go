@@ -40,11 +40,8 @@ the tag) and start 'vigil up'.`,
 		if len(args) == 0 || args[0] != "build" {
 			return usagef("the only subcommand is build")
 		}
-		if err := e.fs.Parse(args[1:]); err != nil { // flags may follow "build"
-			return usagef("%v", err)
-		}
-		if e.fs.NArg() > 0 {
-			return usagef("unexpected argument %q", e.fs.Arg(0))
+		if len(args) > 1 {
+			return usagef("unexpected argument %q", args[1])
 		}
 		bin := f.binary
 		if bin == "" {

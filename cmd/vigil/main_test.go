@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -189,5 +191,34 @@ func TestSimAndSubAgainstARunningVigil(t *testing.T) {
 	subOut := <-subDone
 	if strings.Count(subOut, "sensors/temperature {\n    \"sensor_id\": ") != 3 {
 		t.Errorf("sub printed:\n%s", subOut)
+	}
+}
+
+func TestFlagsMayStandAnywhereAmongTheArguments(t *testing.T) {
+	for _, tt := range []struct {
+		args       []string
+		positional []string
+		count      int
+		jsonOut    bool
+	}{
+		{[]string{"a", "b"}, []string{"a", "b"}, 0, false},
+		{[]string{"--count", "3", "a"}, []string{"a"}, 3, false},
+		{[]string{"a", "--count", "3", "b", "--json"}, []string{"a", "b"}, 3, true},
+		{[]string{"a", "-", "--json"}, []string{"a", "-"}, 0, true},
+		{[]string{"a", "--", "--json", "-b"}, []string{"a", "--json", "-b"}, 0, false},
+		{[]string{"--json", "--", "-a"}, []string{"-a"}, 0, true},
+	} {
+		fs := flag.NewFlagSet("test", flag.ContinueOnError)
+		count := fs.Int("count", 0, "")
+		jsonOut := fs.Bool("json", false, "")
+		got, err := parseInterspersed(fs, tt.args)
+		if err != nil || !slices.Equal(got, tt.positional) || *count != tt.count || *jsonOut != tt.jsonOut {
+			t.Errorf("%q: positional %q, count %d, json %v, err %v; want %q, %d, %v", tt.args, got, *count, *jsonOut, err, tt.positional, tt.count, tt.jsonOut)
+		}
+	}
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	if _, err := parseInterspersed(fs, []string{"a", "--nope"}); err == nil || !strings.Contains(err.Error(), "nope") {
+		t.Errorf("an unknown flag after an argument: %v", err)
 	}
 }

@@ -73,22 +73,13 @@ func runUser(ctx context.Context, e *env, o any, args []string) error {
 	if len(args) == 0 {
 		return usagef("missing subcommand: add, list, remove or passwd")
 	}
-	// Flags may also follow the subcommand and name.
 	sub, rest := args[0], args[1:]
-	if err := e.fs.Parse(rest); err != nil {
-		return usagef("%v", err)
-	}
-	rest = e.fs.Args()
 	var name string
 	if sub != "list" {
 		if len(rest) < 1 {
 			return usagef("%s needs a user name", sub)
 		}
 		name, rest = rest[0], rest[1:]
-		if err := e.fs.Parse(rest); err != nil {
-			return usagef("%v", err)
-		}
-		rest = e.fs.Args()
 	}
 	if len(rest) > 0 {
 		return usagef("unexpected argument %q", rest[0])

@@ -163,11 +163,6 @@ func (o *watchOutput) summary(sts []watch.Status) {
 
 func runWatch(ctx context.Context, e *env, o any, args []string) error {
 	f := o.(*watchFlags)
-	for _, a := range args {
-		if strings.HasPrefix(a, "-") {
-			return usagef("flags go before the URLs: %s", a)
-		}
-	}
 	switch {
 	case len(args) == 0:
 		return usagef("no broker URL to watch")
