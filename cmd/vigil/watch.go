@@ -11,6 +11,10 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	vigilpkg "github.com/vigilhq/vigil"
+	"github.com/vigilhq/vigil/internal/notify"
 	"github.com/vigilhq/vigil/internal/watch"
 )
 
@@ -19,6 +23,7 @@ type watchFlags struct {
 	interval, timeout, latency time.Duration
 	count                      int
 	jsonOut                    bool
+	webhooks, ntfys            stringList
 }
 
 var watchCommand = &command{
@@ -41,6 +46,12 @@ uptime, outages with start and end, p50/p99 round trip. --json prints one
 JSON line per probe and per event instead, then a status line per broker.
 Ctrl-C ends it; the exit code is 1 if a broker was down at the end.
 
+--webhook and --ntfy send an alert when a broker goes down or becomes slow
+(a signed JSON POST, as vigil up's webhook channels send, or an ntfy
+message); recoveries are printed, not sent. The webhook's HMAC key comes
+from $VIGIL_WEBHOOK_SECRET, an ntfy access token from $VIGIL_NTFY_TOKEN.
+Alerts still under way at the end get up to 10 s to go out.
+
 URLs are mqtt://, mqtts://, ws:// or wss:// (a bare host:port is mqtt://).
 The password may come from $VIGIL_MQTT_PASSWORD instead of --password.
 'vigil up' can watch brokers too (see docs/watch.md).`,
@@ -48,7 +59,9 @@ The password may come from $VIGIL_MQTT_PASSWORD instead of --password.
   # both brokers of one deployment, every 10 s, alarm above 200 ms:
   vigil watch --interval 10s --latency 200ms mqtt://10.0.0.5:1883 mqtt://10.0.0.6:1883
   vigil watch --count 3 --json --ca ca.pem --username monitor mqtts://broker.example:8883
-  VIGIL_MQTT_PASSWORD=secret vigil watch --username monitor wss://broker.example/mqtt`,
+  VIGIL_MQTT_PASSWORD=secret vigil watch --username monitor wss://broker.example/mqtt
+  # alert a phone through ntfy and a webhook when a broker goes down:
+  vigil watch --ntfy https://ntfy.sh/my-brokers --webhook https://hooks.example/vigil mqtt://10.0.0.5:1883`,
 	flags: func(fs *flag.FlagSet) any {
 		f := &watchFlags{}
 		fs.DurationVar(&f.interval, "interval", watch.DefaultInterval, "time between probe rounds")
@@ -60,6 +73,8 @@ The password may come from $VIGIL_MQTT_PASSWORD instead of --password.
 		fs.StringVar(&f.ca, "ca", "", "CA certificate (PEM) to verify a TLS broker")
 		fs.BoolVar(&f.insecure, "insecure", false, "do not verify the broker's TLS certificate")
 		fs.BoolVar(&f.jsonOut, "json", false, "one JSON line per probe and per event")
+		fs.Var(&f.webhooks, "webhook", "POST alerts to this URL (repeatable; HMAC key from $VIGIL_WEBHOOK_SECRET)")
+		fs.Var(&f.ntfys, "ntfy", "send alerts to this ntfy topic URL (repeatable; token from $VIGIL_NTFY_TOKEN)")
 		return f
 	},
 	run: runWatch,
@@ -176,7 +191,12 @@ func runWatch(ctx context.Context, e *env, o any, args []string) error {
 		cfg.Targets = append(cfg.Targets, watch.Target{URL: u, Username: f.username, Password: f.passwordOf(e), CAFile: f.ca, Insecure: f.insecure})
 	}
 	out := &watchOutput{w: e.out, json: f.jsonOut}
-	w, err := watch.New(cfg, nil, out.event, nil, nil)
+	alerts, err := newWatchAlerts(e, f)
+	if err != nil {
+		return err
+	}
+	defer alerts.close()
+	w, err := watch.New(cfg, nil, func(ev watch.Event) { out.event(ev); alerts.send(ev) }, nil, nil)
 	if err != nil {
 		return usageError{strings.TrimPrefix(err.Error(), "watch: ")}
 	}
@@ -220,4 +240,74 @@ func runWatch(ctx context.Context, e *env, o any, args []string) error {
 		return fmt.Errorf("%d of %d brokers down at the end: %s", len(down), len(sts), strings.Join(down, ", "))
 	}
 	return nil
+}
+
+// watchAlerts sends outages and latency breaches to the --webhook and
+// --ntfy channels, through the same notifier as vigil up's.
+type watchAlerts struct {
+	n      *notify.Notifier
+	errOut io.Writer
+}
+
+func newWatchAlerts(e *env, f *watchFlags) (*watchAlerts, error) {
+	if len(f.webhooks)+len(f.ntfys) == 0 {
+		return &watchAlerts{}, nil
+	}
+	st := notify.NewMemStore()
+	ctx := context.Background()
+	count := map[string]int{}
+	add := func(kind, url, secret string) error {
+		// Named by kind and order: an ntfy topic URL is as good as a
+		// password, and the name shows in failure messages.
+		count[kind]++
+		ch := notify.Channel{Kind: kind, Name: fmt.Sprintf("%s %d", kind, count[kind]), Enabled: true, URL: url, Secret: secret,
+			Cooldown: -1} // the watcher already sends each outage once
+		if err := st.SaveChannel(ctx, &ch); err != nil {
+			return usagef("--%s %s: %v", kind, url, vigilpkg.ErrorMessage(err))
+		}
+		return nil
+	}
+	for _, u := range f.webhooks {
+		if err := add(notify.ChannelWebhook, u, e.getenv("VIGIL_WEBHOOK_SECRET")); err != nil {
+			return nil, err
+		}
+	}
+	for _, u := range f.ntfys {
+		if err := add(notify.ChannelNtfy, u, e.getenv("VIGIL_NTFY_TOKEN")); err != nil {
+			return nil, err
+		}
+	}
+	log := newLogger(e.err, "warn", "text") // failed deliveries only
+	n, err := notify.New(st, nil, log, prometheus.NewRegistry(), notify.Options{})
+	if err != nil {
+		return nil, err
+	}
+	n.Start()
+	return &watchAlerts{n: n, errOut: e.err}, nil
+}
+
+// send notifies an outage or a latency breach.
+func (a *watchAlerts) send(ev watch.Event) {
+	if a.n == nil {
+		return
+	}
+	switch ev.Kind {
+	case watch.EventOutage:
+		a.n.Notify(notify.Notification{Kind: notify.KindAlert, Title: "Broker " + ev.Target + " is down", Body: ev.Detail, Priority: 90, Time: ev.At})
+	case watch.EventLatency:
+		a.n.Notify(notify.Notification{Kind: notify.KindAlert, Title: "Broker " + ev.Target + " is slow", Body: ev.Detail, Priority: 70, Time: ev.At})
+	}
+}
+
+// close gives alerts under way up to 10 s, then stops.
+func (a *watchAlerts) close() {
+	if a.n == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if a.n.Drain(ctx) != nil {
+		fmt.Fprintln(a.errOut, "vigil watch: alerts still under way after 10 s were abandoned")
+	}
+	a.n.Close()
 }

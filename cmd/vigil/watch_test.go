@@ -4,9 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/vigilhq/vigil/internal/notify"
 	"github.com/vigilhq/vigil/internal/testpeer"
 )
 
@@ -86,5 +92,60 @@ func TestWatchJSONAgainstVigilsBroker(t *testing.T) {
 	}
 	if probes != 2 || statuses != 1 {
 		t.Errorf("%d probe and %d status lines:\n%s", probes, statuses, out)
+	}
+}
+
+// A broker that is down for the whole run is one alert on each channel:
+// a signed webhook and an ntfy message, which vigil watch waits for
+// before it exits.
+func TestWatchAlertsItsChannelsOncePerOutage(t *testing.T) {
+	var mu sync.Mutex
+	got := map[string][]*http.Request{}
+	bodies := map[string][]byte{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		// Answer after vigil watch's last round: the alert goes out only
+		// if vigil watch waits for it.
+		select {
+		case <-time.After(300 * time.Millisecond):
+		case <-r.Context().Done():
+			return
+		}
+		mu.Lock()
+		got[r.URL.Path] = append(got[r.URL.Path], r)
+		bodies[r.URL.Path] = b
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	url := fmt.Sprintf("mqtt://127.0.0.1:%d", testpeer.FreePort(t))
+	var out, errb lockedBuffer
+	code := run(context.Background(), []string{"watch", "--count", "3", "--interval", "50ms", url,
+		"--webhook", srv.URL + "/hook", "--ntfy", srv.URL + "/brokers"},
+		stdio{in: strings.NewReader(""), out: &out, err: &errb},
+		[]string{"HOME=/nonexistent", "VIGIL_WEBHOOK_SECRET=hook-key", "VIGIL_NTFY_TOKEN=ntfy-token"})
+	if code != 1 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got["/hook"]) != 1 || len(got["/brokers"]) != 1 {
+		t.Fatalf("webhook got %d requests and ntfy %d, want one each", len(got["/hook"]), len(got["/brokers"]))
+	}
+	var n notify.Notification
+	if err := json.Unmarshal(bodies["/hook"], &n); err != nil || n.Title != "Broker "+url+" is down" || !strings.Contains(n.Body, "refused") {
+		t.Errorf("webhook body %s (%v)", bodies["/hook"], err)
+	}
+	if sig := got["/hook"][0].Header.Get(notify.HeaderSignature); sig != notify.Sign("hook-key", bodies["/hook"]) {
+		t.Errorf("webhook signature %q does not match the body", sig)
+	}
+	if h := got["/brokers"][0].Header; h.Get("Authorization") != "Bearer ntfy-token" || !strings.Contains(h.Get("Title"), "is down") {
+		t.Errorf("ntfy headers %v", h)
+	}
+	if strings.Contains(errb.String(), "hook-key") || strings.Contains(out.String(), "hook-key") {
+		t.Error("the webhook secret was printed")
+	}
+
+	if code, _, errOut := vigil(t, context.Background(), "", "watch", "--webhook", "ftp://x", url); code != 2 || !strings.Contains(errOut, "--webhook ftp://x") {
+		t.Errorf("a wrong webhook URL: %d %s", code, errOut)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -60,6 +61,8 @@ type Notifier struct {
 	startOnce, closeOnce sync.Once
 
 	cooldowns map[string]time.Time // key -> end of its cooldown; owned by the dispatcher
+
+	pending atomic.Int64 // notifications queued or being dispatched, and deliveries under way: for Drain
 
 	vapidMu             sync.Mutex
 	vapidPub, vapidPriv string
@@ -148,12 +151,30 @@ func (n *Notifier) Notify(note Notification) {
 		n.m.dropped.Inc()
 		return
 	}
+	n.pending.Add(1)
 	select {
 	case n.queue <- queued{n: note, now: now, enqueued: time.Now()}:
 	default:
+		n.pending.Add(-1)
 		n.m.dropped.Inc()
 		n.log.Warn("notification dropped: queue full", "kind", note.Kind, "site", note.Site, "camera", note.Camera, "title", note.Title)
 	}
+}
+
+// Drain waits until every notification sent so far is delivered or has
+// failed (retries included), or until ctx ends. A command that exits after
+// its last Notify calls it before Close.
+func (n *Notifier) Drain(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for n.pending.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
 }
 
 // Test sends a test notification on one channel, enabled or not, ignoring
@@ -190,6 +211,7 @@ func (n *Notifier) run() {
 // dispatch applies every channel's rules to a notification and starts the
 // deliveries.
 func (n *Notifier) dispatch(q queued) {
+	defer n.pending.Add(-1)
 	note := q.n
 	chans, err := n.store.ListChannels(n.ctx)
 	if err != nil {
@@ -236,8 +258,9 @@ func (n *Notifier) dispatch(q queued) {
 			continue
 		}
 		n.wg.Add(1)
+		n.pending.Add(1)
 		go func() {
-			defer func() { <-n.sem; n.wg.Done() }()
+			defer func() { <-n.sem; n.pending.Add(-1); n.wg.Done() }()
 			n.deliver(n.ctx, ch, note, q.enqueued, len(n.opts.Retry)+1, false)
 		}()
 	}
