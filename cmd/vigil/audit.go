@@ -51,7 +51,7 @@ they test, never retained (docs/audit.md lists what each check sends).
 Audit only brokers you may test.
 
 --fail-on SEVERITY makes the exit code 1 when a finding is at or above it,
-for CI gates. Output formats: text (default), json, sarif (for
+or when a check could not run, for CI gates. Output formats: text (default), json, sarif (for
 code-scanning) and html (a standalone report).`,
 	examples: `  vigil audit 127.0.0.1                              # the usual ports of this host
   vigil audit mqtt://broker.lan:1883 --username dev1  # as a device (password: $VIGIL_MQTT_PASSWORD)
@@ -68,7 +68,7 @@ code-scanning) and html (a standalone report).`,
 		fs.StringVar(&f.name, "cert-name", "", "the name clients use for the broker, which its certificate must hold (default: the host audited)")
 		fs.StringVar(&f.format, "format", "text", "output format: text, json, sarif or html")
 		fs.StringVar(&f.output, "output", "", "write the report to this file (default: standard output)")
-		fs.StringVar(&f.failOn, "fail-on", "", "exit 1 when a finding is at or above this severity: critical, high, medium, low or info")
+		fs.StringVar(&f.failOn, "fail-on", "", "exit 1 when a finding is at or above this severity (critical, high, medium, low or info), or a check could not run")
 		fs.StringVar(&f.checks, "checks", "", "run only these checks (comma-separated ids; see docs/audit.md)")
 		fs.StringVar(&f.skip, "skip", "", "skip these checks (comma-separated ids)")
 		fs.StringVar(&f.ports, "ports", "", "also try these ports (comma-separated); what each speaks is found out")
@@ -214,8 +214,24 @@ func runAudit(ctx context.Context, e *env, o any, args []string) error {
 				}
 			}
 		}
+		// A gate cannot vouch for what it could not check either.
+		var failed []string
+		for _, r := range reports {
+			for _, c := range r.Checks {
+				if c.Status == audit.StatusError {
+					failed = append(failed, r.Target+" "+c.ID)
+				}
+			}
+		}
+		var why []string
 		if n > 0 {
-			return fmt.Errorf("%d finding(s) at or above %s (--fail-on)", n, failOn)
+			why = append(why, fmt.Sprintf("%d finding(s) at or above %s", n, failOn))
+		}
+		if len(failed) > 0 {
+			why = append(why, fmt.Sprintf("%d check(s) could not run: %s", len(failed), strings.Join(failed, ", ")))
+		}
+		if len(why) > 0 {
+			return fmt.Errorf("%s (--fail-on)", strings.Join(why, "; "))
 		}
 	}
 	return err

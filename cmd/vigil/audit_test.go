@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/testpeer"
@@ -125,5 +128,48 @@ func TestAuditRejectsWhatItCannotAudit(t *testing.T) {
 				t.Errorf("exit %d, want 2 and %q\n%s", code, tt.want, errOut)
 			}
 		})
+	}
+}
+
+// A broker that accepts a CONNECT and then hangs up makes checks fail to
+// run. A --fail-on gate then fails, naming them; without --fail-on the
+// exit code stays 0.
+func TestAuditFailOnFailsWhenACheckCouldNotRun(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				b := make([]byte, 4096)
+				n, _ := c.Read(b)
+				i := bytes.Index(b[:n], []byte("MQTT"))
+				if n == 0 || b[0] != 0x10 || i < 0 || i+4 >= n {
+					return
+				}
+				if b[i+4] == 5 {
+					c.Write([]byte{0x20, 3, 0, 0, 0})
+				} else {
+					c.Write([]byte{0x20, 2, 0, 0})
+				}
+				c.Read(b) // and hang up on whatever comes next
+			}()
+		}
+	}()
+	url := "mqtt://" + ln.Addr().String()
+	code, out, errOut := vigil(t, context.Background(), "", "audit", url, "--quiet", "--checks", "anonymous-access,wildcard-subscribe", "--fail-on", "critical")
+	if code != 1 || !strings.Contains(errOut, "1 check(s) could not run: "+url+" wildcard-subscribe (--fail-on)") {
+		t.Errorf("exit %d\n%s\n%s", code, out, errOut)
+	}
+	if code, out, errOut := vigil(t, context.Background(), "", "audit", url, "--quiet", "--checks", "anonymous-access,wildcard-subscribe"); code != 0 || !strings.Contains(out, "failed wildcard-subscribe") {
+		t.Errorf("without --fail-on: exit %d\n%s\n%s", code, out, errOut)
 	}
 }
