@@ -213,6 +213,20 @@ func (s *Server) ClientIP(clientID string) string {
 	return host
 }
 
+// ClientLogin returns the name a connected client logged in with: a
+// user's name, an in-memory credential's name (AddCredential), or "" for
+// an anonymous client. ok is false when no client with that id is
+// connected. Vigil's own components use it to accept a message only from
+// the connection it claims to come from (an agent's reports from that
+// agent's credential).
+func (s *Server) ClientLogin(clientID string) (name string, ok bool) {
+	cl, ok := s.mochi.Clients.Get(clientID)
+	if !ok || cl.Closed() {
+		return "", false
+	}
+	return string(cl.Properties.Username), true
+}
+
 // AddListener adds a TCP listener while the broker runs (for example on a
 // Docker network's gateway, for agents in containers). Anonymous clients
 // are refused on it unless it is on loopback and mqtt.anonymous allows.
