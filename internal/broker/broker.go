@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigilhq/vigil/internal/conf"
+	"github.com/vigilhq/vigil/internal/ratelog"
 	"github.com/vigilhq/vigil/internal/users"
 )
 
@@ -49,6 +50,11 @@ type Server struct {
 	subID atomic.Int64
 	once  sync.Once
 
+	hooks     []mqtt.Hook // ours, in the order added (see recovered)
+	contain   containment
+	rlog      *ratelog.Logger
+	maxPacket int
+
 	anonymousPolicy string
 	connectTimeout  time.Duration
 }
@@ -70,20 +76,23 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 		SysTopicResendInterval: int64(cfg.MQTT.SysInterval.Seconds()),
 		Logger:                 slog.New(quietHandler{log.Handler(), slog.LevelWarn}).With("library", "mochi"),
 	})
-	s := &Server{mochi: m, addrs: map[string]net.Addr{}, log: log, anonymousPolicy: cfg.MQTT.Anonymous, connectTimeout: cfg.MQTT.ConnectTimeout}
+	s := &Server{mochi: m, addrs: map[string]net.Addr{}, log: log, anonymousPolicy: cfg.MQTT.Anonymous, connectTimeout: cfg.MQTT.ConnectTimeout,
+		contain: newContainment(), rlog: ratelog.New(log, time.Minute), maxPacket: cfg.MQTT.MaxPacketSize}
 	s.auth = newAuthHook(authn, log)
 	s.guard = newGuard(cfg.MQTT, m, s.auth, log)
 	s.auth.failed = s.guard.authFailed
-	if err := m.AddHook(&guardHook{g: s.guard}, nil); err != nil {
-		return nil, fmt.Errorf("add block hook: %w", err)
-	}
-	if err := m.AddHook(s.auth, nil); err != nil {
-		return nil, fmt.Errorf("add auth hook: %w", err)
+	for _, h := range []mqtt.Hook{&guardHook{g: s.guard}, s.auth} {
+		if err := m.AddHook(h, nil); err != nil {
+			return nil, fmt.Errorf("add %s hook: %w", h.ID(), err)
+		}
+		s.hooks = append(s.hooks, h)
 	}
 	if cfg.MQTT.Persistence {
-		if err := addPersistence(m, filepath.Join(cfg.DataDir, "broker.bolt")); err != nil {
+		h, err := addPersistence(m, filepath.Join(cfg.DataDir, "broker.bolt"))
+		if err != nil {
 			return nil, err
 		}
+		s.hooks = append(s.hooks, h)
 	}
 
 	var bound []net.Listener
@@ -107,7 +116,7 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 		if err != nil {
 			return fmt.Errorf("mqtt %s listener: %w", kind, err)
 		}
-		if err := m.AddListener(newCloseGuard(l, m, log, s.connectTimeout)); err != nil {
+		if err := m.AddListener(newCloseGuard(l, s)); err != nil {
 			return fmt.Errorf("mqtt %s listener: %w", kind, err)
 		}
 		s.addrs[kind] = ln.Addr()
@@ -145,7 +154,7 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 		return fail(fmt.Errorf("start broker: %w", err))
 	}
 	if reg != nil {
-		if err := registerMetrics(reg, m, s.guard.collectors()...); err != nil {
+		if err := registerMetrics(reg, m, append(s.guard.collectors(), s.contain.panics)...); err != nil {
 			return fail(err)
 		}
 	}
@@ -235,7 +244,7 @@ func (s *Server) AddListener(id, addr string) (net.Addr, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mqtt %s listener: %w", id, err)
 	}
-	l := newCloseGuard(listeners.NewNet(id, ln), s.mochi, s.log, s.connectTimeout)
+	l := newCloseGuard(listeners.NewNet(id, ln), s)
 	s.auth.setListener(id, s.anonymousPolicy == conf.AnonymousLoopback && isLoopback(ln.Addr()))
 	if err := s.mochi.AddListener(l); err != nil {
 		ln.Close()

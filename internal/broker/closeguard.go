@@ -1,12 +1,10 @@
 package broker
 
 import (
-	"log/slog"
 	"net"
 	"sync"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -27,10 +25,7 @@ import (
 // mochi's own wait begins.
 type closeGuard struct {
 	listeners.Listener
-	srv *mqtt.Server
-	log *slog.Logger
-	// connectTimeout closes connections that send no CONNECT (0: never).
-	connectTimeout time.Duration
+	s *Server
 
 	mu      sync.Mutex
 	closing bool
@@ -38,8 +33,8 @@ type closeGuard struct {
 	wg      sync.WaitGroup
 }
 
-func newCloseGuard(l listeners.Listener, srv *mqtt.Server, log *slog.Logger, connectTimeout time.Duration) *closeGuard {
-	return &closeGuard{Listener: l, srv: srv, log: log, conns: map[net.Conn]struct{}{}, connectTimeout: connectTimeout}
+func newCloseGuard(l listeners.Listener, s *Server) *closeGuard {
+	return &closeGuard{Listener: l, s: s, conns: map[net.Conn]struct{}{}}
 }
 
 func (g *closeGuard) Serve(establish listeners.EstablishFn) {
@@ -60,13 +55,21 @@ func (g *closeGuard) Serve(establish listeners.EstablishFn) {
 		}()
 		// Until its CONNECT, a connection lives at most connectTimeout;
 		// mochi then sets the deadline from the client's keep-alive.
-		if g.connectTimeout > 0 {
-			c.SetDeadline(time.Now().Add(g.connectTimeout))
+		if g.s.connectTimeout > 0 {
+			c.SetDeadline(time.Now().Add(g.s.connectTimeout))
 		}
+		cc := g.s.checkConn(c)
+		// A panic on this connection's goroutine (in mochi's handling of
+		// its packets, or in a hook) ends this connection, not the process.
+		defer func() {
+			if v := recover(); v != nil {
+				g.s.recovered(id, cc, v)
+			}
+		}()
 		// How a connection ended is no news (mochi would log it as an
 		// untitled warning): refused logins are logged by the auth hook.
-		if err := establish(id, c); err != nil {
-			g.log.Debug("client connection ended", "listener", id, "remote", c.RemoteAddr().String(), "error", err)
+		if err := establish(id, cc); err != nil {
+			g.s.log.Debug("client connection ended", "listener", id, "remote", c.RemoteAddr().String(), "error", err)
 		}
 		return nil
 	})
@@ -77,9 +80,9 @@ func (g *closeGuard) Close(listeners.CloseFn) {
 	g.closing = true
 	g.mu.Unlock()
 	g.Listener.Close(func(id string) {
-		for _, cl := range g.srv.Clients.GetAll() {
+		for _, cl := range g.s.mochi.Clients.GetAll() {
 			if cl.Net.Listener == id && !cl.Closed() {
-				_ = g.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+				_ = g.s.mochi.DisconnectClient(cl, packets.ErrServerShuttingDown)
 			}
 		}
 	})

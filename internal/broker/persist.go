@@ -37,7 +37,7 @@ var persisted = []byte{
 
 func (h persistHook) Provides(b byte) bool { return slices.Contains(persisted, b) }
 
-func addPersistence(m *mqtt.Server, path string) error {
+func addPersistence(m *mqtt.Server, path string) (mqtt.Hook, error) {
 	h := persistHook{new(bolt.Hook)}
 	err := m.AddHook(h, &bolt.Options{
 		Path: path,
@@ -47,10 +47,10 @@ func addPersistence(m *mqtt.Server, path string) error {
 		Options: &bbolt.Options{Timeout: 2 * time.Second, NoSync: true},
 	})
 	if errors.Is(err, bbolt.ErrTimeout) {
-		return fmt.Errorf("open %s: another vigil is using this data directory (set --data-dir)", path)
+		return nil, fmt.Errorf("open %s: another vigil is using this data directory (set --data-dir)", path)
 	}
 	if err != nil {
-		return fmt.Errorf("open %s: %w", path, err)
+		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	return nil
+	return h, nil
 }

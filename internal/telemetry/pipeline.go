@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigilhq/vigil/internal/ratelog"
 )
 
 // Store is what the pipeline needs to keep readings.
@@ -37,7 +39,7 @@ type Pipeline struct {
 	cfg   Config
 	store Store
 	log   *slog.Logger
-	rlog  *rateLog
+	rlog  *ratelog.Logger
 	m     *metrics
 
 	mu     sync.RWMutex // held for reading while sending to queue; Close takes it to close queue
@@ -77,7 +79,7 @@ func New(cfg Config, store Store, log *slog.Logger, reg prometheus.Registerer) (
 		cfg:   cfg,
 		store: store,
 		log:   log,
-		rlog:  newRateLog(log, cfg.LogInterval),
+		rlog:  ratelog.New(log, cfg.LogInterval),
 		queue: make(chan item, cfg.QueueSize),
 		stop:  make(chan struct{}),
 	}
@@ -143,7 +145,7 @@ func (p *Pipeline) reject(topic, clientID string, err error) {
 		reason = pe.Reason
 	}
 	p.m.rejected.WithLabelValues(reason).Inc()
-	p.rlog.warn(reason, "telemetry message rejected", "reason", reason, "topic", topic, "client_id", clientID, "detail", err.Error())
+	p.rlog.Warn(reason, "telemetry message rejected", "reason", reason, "topic", topic, "client_id", clientID, "detail", err.Error())
 }
 
 func (p *Pipeline) enqueue(it item) bool {
@@ -257,7 +259,7 @@ func (p *Pipeline) write(batch []Event) {
 			return
 		}
 		p.m.storeErrors.Inc()
-		p.rlog.warn("store", "telemetry store failed; retrying", "error", err, "events", len(batch), "attempt", attempt)
+		p.rlog.Warn("store", "telemetry store failed; retrying", "error", err, "events", len(batch), "attempt", attempt)
 		select {
 		case <-p.stop:
 			if deadline.IsZero() {

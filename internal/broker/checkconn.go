@@ -1,0 +1,231 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// errPanicPacket ends a connection whose packet would have panicked
+// mochi's decoder.
+var errPanicPacket = errors.New("malformed packet")
+
+// checkedConn hands a client's bytes to mochi one whole packet at a time,
+// each already decoded once, under recover, by the decoder mochi is about
+// to run on it. mochi v2.7.9's decoders index past the end of some
+// malformed packets (an MQTT 5 SUBSCRIBE whose filter has no options
+// byte, for one), and a panic on a client's goroutine would end the whole
+// process. A packet that panics here becomes a read error instead, before
+// mochi sees a byte of it: mochi then ends the connection as it ends any
+// broken one (last will, hooks, session clean-up), and nothing is left
+// half-registered. The packets before it are delivered and processed.
+//
+// Anything else that is wrong (bad flags, a malformed length, a packet
+// over the size limit) is left to mochi, which refuses it with its own
+// reason: from then on the bytes pass through unchecked.
+type checkedConn struct {
+	net.Conn
+	max     int                 // mqtt.max_packet_size: larger packets are mochi's to refuse
+	onPanic func(t byte, v any) // told of each packet refused
+	version byte                // the protocol version, from the CONNECT
+
+	buf                 []byte
+	start, checked, end int  // buf[start:checked] may be read; buf[checked:end] is not yet checked
+	pass                bool // stopped checking
+	err                 error
+}
+
+// checkBufSize is the first size of a connection's buffer; it grows to
+// the largest packet the client sends and shrinks back once that is read.
+const checkBufSize = 1024
+
+func newCheckedConn(c net.Conn, maxPacket int, onPanic func(t byte, v any)) *checkedConn {
+	return &checkedConn{Conn: c, max: maxPacket, onPanic: onPanic}
+}
+
+func (c *checkedConn) Read(p []byte) (int, error) {
+	for c.start == c.checked {
+		if c.err != nil {
+			return 0, c.err
+		}
+		if c.pass {
+			if c.end > c.start {
+				c.checked = c.end
+				break
+			}
+			return c.Conn.Read(p)
+		}
+		if c.check() {
+			break
+		}
+		if c.err != nil || c.pass {
+			continue
+		}
+		if err := c.fill(); err != nil {
+			return 0, err
+		}
+	}
+	n := copy(p, c.buf[c.start:c.checked])
+	c.start += n
+	if c.start == c.end {
+		c.start, c.checked, c.end = 0, 0, 0
+		if cap(c.buf) > 64<<10 {
+			c.buf = nil // give a large packet's memory back
+		}
+	}
+	return n, nil
+}
+
+// check moves c.checked past every whole packet buffered that decodes
+// without a panic, and reports whether it moved.
+func (c *checkedConn) check() bool {
+	moved := false
+	for {
+		rest := c.buf[c.checked:c.end]
+		if len(rest) < 2 {
+			return moved
+		}
+		remaining, n, ok := varint(rest[1:])
+		switch {
+		case !ok:
+			return moved // the length is not all here yet
+		case n < 0, remaining+1 > c.max:
+			c.pass = true // a malformed length, or too large: mochi refuses it
+			return moved
+		}
+		total := 1 + n + remaining
+		if len(rest) < total {
+			c.reserve(total)
+			return moved
+		}
+		var fh packets.FixedHeader
+		if fh.Decode(rest[0]) != nil {
+			c.pass = true // bad flags: mochi refuses it
+			return moved
+		}
+		fh.Remaining = remaining
+		if v, panicked := c.decode(fh, rest[1+n:total]); panicked {
+			c.err = fmt.Errorf("%w: %s packet would crash the decoder", errPanicPacket, packetName(fh.Type))
+			if c.onPanic != nil {
+				c.onPanic(fh.Type, v)
+			}
+			return moved
+		}
+		c.checked += total
+		moved = true
+	}
+}
+
+// decode runs mochi's decoder for fh's type on body, as mochi's
+// Client.ReadPacket does, and reports whether it panicked. A CONNECT
+// that decodes sets the protocol version later packets are decoded for.
+func (c *checkedConn) decode(fh packets.FixedHeader, body []byte) (v any, panicked bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			v, panicked = r, true
+		}
+	}()
+	pk := packets.Packet{ProtocolVersion: c.version, FixedHeader: fh}
+	var err error
+	switch fh.Type {
+	case packets.Connect:
+		if err = pk.ConnectDecode(body); err == nil {
+			c.version = pk.ProtocolVersion
+		}
+	case packets.Disconnect:
+		err = pk.DisconnectDecode(body)
+	case packets.Connack:
+		err = pk.ConnackDecode(body)
+	case packets.Publish:
+		err = pk.PublishDecode(body)
+	case packets.Puback:
+		err = pk.PubackDecode(body)
+	case packets.Pubrec:
+		err = pk.PubrecDecode(body)
+	case packets.Pubrel:
+		err = pk.PubrelDecode(body)
+	case packets.Pubcomp:
+		err = pk.PubcompDecode(body)
+	case packets.Subscribe:
+		err = pk.SubscribeDecode(body)
+	case packets.Suback:
+		err = pk.SubackDecode(body)
+	case packets.Unsubscribe:
+		err = pk.UnsubscribeDecode(body)
+	case packets.Unsuback:
+		err = pk.UnsubackDecode(body)
+	case packets.Auth:
+		err = pk.AuthDecode(body)
+	}
+	_ = err // a decoding error is mochi's to report, on its own read of the packet
+	return nil, false
+}
+
+// reserve makes room in buf for a packet of total bytes at c.checked.
+func (c *checkedConn) reserve(total int) {
+	if need := c.checked + total; need > cap(c.buf) {
+		if c.start > 0 { // move the unread bytes to the front first
+			c.compact()
+			if c.checked+total <= cap(c.buf) {
+				return
+			}
+		}
+		nb := make([]byte, c.end, max(c.checked+total, 2*cap(c.buf)))
+		copy(nb, c.buf[:c.end])
+		c.buf = nb
+	}
+}
+
+func (c *checkedConn) compact() {
+	n := copy(c.buf, c.buf[c.start:c.end])
+	c.checked -= c.start
+	c.end, c.start = n, 0
+	c.buf = c.buf[:n]
+}
+
+// fill reads more of the connection into buf.
+func (c *checkedConn) fill() error {
+	if c.buf == nil {
+		c.buf = make([]byte, 0, checkBufSize)
+	}
+	if c.end == cap(c.buf) {
+		if c.start > 0 {
+			c.compact()
+		} else {
+			c.reserve(2 * cap(c.buf))
+		}
+	}
+	n, err := c.Conn.Read(c.buf[c.end:cap(c.buf)])
+	c.end += n
+	c.buf = c.buf[:c.end]
+	if n > 0 {
+		return nil
+	}
+	return err
+}
+
+// varint reads an MQTT variable byte integer: the value and its length in
+// bytes; ok is false when b ends before it does, n is -1 when it is longer
+// than 4 bytes.
+func varint(b []byte) (v, n int, ok bool) {
+	for i := 0; i < 4; i++ {
+		if i >= len(b) {
+			return 0, 0, false
+		}
+		v |= int(b[i]&0x7f) << (7 * i)
+		if b[i]&0x80 == 0 {
+			return v, i + 1, true
+		}
+	}
+	return 0, -1, true
+}
+
+// packetName names an MQTT packet type for logs.
+func packetName(t byte) string {
+	if n, ok := packets.PacketNames[t]; ok {
+		return n
+	}
+	return fmt.Sprintf("type %d", t)
+}

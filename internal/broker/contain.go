@@ -1,0 +1,79 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"runtime/debug"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Where a client's packet was stopped from taking the broker down: the
+// label of vigil_mqtt_panics_total.
+const (
+	panicDecode  = "decode"  // mochi's decoder would have panicked: refused before mochi read it
+	panicProcess = "process" // handling a packet panicked: recovered on the connection's goroutine
+)
+
+// containment counts and logs the packets that would have crashed the
+// broker, and ends only the connection that sent them.
+type containment struct {
+	panics *prometheus.CounterVec
+}
+
+func newContainment() containment {
+	return containment{panics: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "vigil_mqtt_panics_total",
+		Help: "Client packets that would have crashed the broker, by where they were stopped; each ended only its own connection.",
+	}, []string{"where"})}
+}
+
+// checkConn wraps a new connection so that a packet that would panic
+// mochi's decoder ends that connection instead (see checkedConn).
+func (s *Server) checkConn(c net.Conn) net.Conn {
+	return newCheckedConn(c, s.maxPacket, func(t byte, v any) {
+		s.contain.panics.WithLabelValues(panicDecode).Inc()
+		s.rlog.Warn(panicDecode, "mqtt client sent a malformed packet that would crash the decoder; connection closed",
+			"remote", c.RemoteAddr().String(), "packet", packetName(t), "panic", fmt.Sprint(v))
+	})
+}
+
+// recovered ends a connection whose handling panicked (after the decoder:
+// in mochi or in a hook) and removes what mochi had registered for it,
+// as mochi does for a connection that ends with an error: the client
+// leaves the hooks' maps, and a session that ends with the connection
+// loses its subscriptions, in-flight messages and registry entry. Its
+// last will is not published: the connection broke the broker, not the
+// network.
+func (s *Server) recovered(listener string, conn net.Conn, v any) {
+	s.contain.panics.WithLabelValues(panicProcess).Inc()
+	s.rlog.Warn(panicProcess, "mqtt client's packet crashed the broker's handling of it; connection closed",
+		"listener", listener, "remote", conn.RemoteAddr().String(), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	conn.Close()
+	var cl *mqtt.Client
+	for _, c := range s.mochi.Clients.GetAll() {
+		if c.Net.Conn == conn {
+			cl = c
+			break
+		}
+	}
+	if cl == nil {
+		return // it ended before mochi registered it; the hooks sweep closed clients
+	}
+	err := errors.New("packet handling panicked")
+	cl.Stop(err)
+	expire := (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) ||
+		(cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean)
+	for _, h := range s.hooks {
+		h.OnDisconnect(cl, err, expire)
+	}
+	if expire && !cl.IsTakenOver() {
+		cl.ClearInflights()
+		s.mochi.UnsubscribeClient(cl)
+		if cur, ok := s.mochi.Clients.Get(cl.ID); ok && cur == cl {
+			s.mochi.Clients.Delete(cl.ID)
+		}
+	}
+}
