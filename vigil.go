@@ -76,3 +76,15 @@ func ValidName(s string) bool {
 	}
 	return true
 }
+
+// Reserved reports whether s is one of Vigil's own topic levels under
+// vigil/ (vigil/agents/..., vigil/<site>/mode, vigil/<site>/alerts), which
+// no site, device or device account may be named: a device called "mode"
+// would otherwise own vigil/<site>/mode/set, where sites are disarmed.
+func Reserved(s string) bool {
+	switch s {
+	case "agents", "mode", "alerts":
+		return true
+	}
+	return false
+}

@@ -37,7 +37,7 @@ MQTT ACLs are topic patterns with + and #, where %u stands for the username
 and %c for the client id. Without --pub/--sub a user gets its role's default:
   admin   publish #, subscribe #
   viewer  subscribe vigil/#, sensors/#, $SYS/#
-  device  publish vigil/+/%u/# and sensors/#, subscribe vigil/+/%u/#
+  device  publish and subscribe vigil/+/%u/# (its own subtree)
 
 The password is asked for on a terminal, read from the first line of stdin
 with --password-stdin, or made up and printed with --generate.

@@ -24,6 +24,7 @@ import (
 	"github.com/vigilhq/vigil/internal/detect"
 	"github.com/vigilhq/vigil/internal/httpapi"
 	"github.com/vigilhq/vigil/internal/hub"
+	"github.com/vigilhq/vigil/internal/ingest"
 	"github.com/vigilhq/vigil/internal/notify"
 	"github.com/vigilhq/vigil/internal/store"
 	"github.com/vigilhq/vigil/internal/telemetry"
@@ -126,7 +127,8 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 		return nil, err
 	}
 
-	if a.Broker, err = broker.Open(broker.Config{MQTT: cfg.MQTT, DataDir: cfg.Data.Dir}, a.Users, log.With("component", "broker"), a.Registry); err != nil {
+	if a.Broker, err = broker.Open(broker.Config{MQTT: cfg.MQTT, DataDir: cfg.Data.Dir,
+		NoRetain: []string{detect.ModeSetFilter, ingest.CameraCommandFilter, ingest.AgentCommandFilter}}, a.Users, log.With("component", "broker"), a.Registry); err != nil {
 		return nil, err
 	}
 	a.onClose(a.Broker.Close)

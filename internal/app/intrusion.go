@@ -42,10 +42,10 @@ func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
 		if armed {
 			mode = "armed"
 		}
-		a.Broker.Publish("vigil/"+site+"/mode", []byte(mode), true, 1)
+		a.Broker.Publish(detect.ModeTopic(site), []byte(mode), true, 1)
 		a.Hub.Publish(hub.Message{Event: "site", Data: map[string]any{"name": site, "armed": armed}})
 	}
-	if err := a.Broker.Subscribe("vigil/+/mode/set", func(topic string, payload []byte, _ string) {
+	if err := a.Broker.Subscribe(detect.ModeSetFilter, func(topic string, payload []byte, _ string) {
 		a.Detector.ModeCommand(topic, payload)
 	}); err != nil {
 		return err

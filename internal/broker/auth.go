@@ -3,7 +3,9 @@ package broker
 import (
 	"context"
 	"crypto/subtle"
+	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,6 +13,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/vigilhq/vigil/internal/ratelog"
 	"github.com/vigilhq/vigil/internal/users"
 )
 
@@ -30,6 +33,9 @@ type authHook struct {
 	authn            Authenticator
 	log              *slog.Logger
 	internalPassword string
+	mochi            *mqtt.Server
+	noRetainFilters  []string
+	rlog             *ratelog.Logger
 
 	mu        sync.RWMutex
 	anonymous map[string]bool // listener id -> anonymous clients allowed
@@ -67,6 +73,8 @@ func (h *authHook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect:
 		return true
+	case mqtt.OnPublish:
+		return len(h.noRetainFilters) > 0
 	}
 	return false
 }
@@ -78,9 +86,40 @@ func (h *authHook) setListener(id string, anonymous bool) {
 }
 
 // OnConnectAuthenticate accepts anonymous clients only on listeners that
-// allow them, and everyone else by username and password.
+// allow them, and everyone else by username and password; then the
+// client's last will, which the broker publishes on its behalf, must be
+// one it could publish itself.
 func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	h.sweep()
+	u, own, ok := h.login(cl, pk)
+	if !ok {
+		return false
+	}
+	if pk.Connect.WillFlag && !own {
+		if code, why := h.willRefused(cl, pk, u); code != nil {
+			name := ""
+			if u != nil {
+				name = u.Name
+			}
+			h.log.Info("client refused: "+why, "listener", cl.Net.Listener, "remote", cl.Net.Remote, "client_id", cl.ID,
+				"username", name, "will_topic", pk.Connect.WillTopic, "will_retain", pk.Connect.WillRetain)
+			h.refuse(cl, *code)
+			return false
+		}
+	}
+	if u != nil {
+		h.clients.Store(cl, u)
+	}
+	if own {
+		h.own.Store(cl, struct{}{})
+	}
+	return true
+}
+
+// login checks a CONNECT's credentials. It returns the user whose ACL
+// applies (nil: every topic, for anonymous clients where allowed and
+// Vigil's own internal client) and whether the login is Vigil's own.
+func (h *authHook) login(cl *mqtt.Client, pk packets.Packet) (u *users.User, own, ok bool) {
 	name := string(pk.Connect.Username)
 	password := string(pk.Connect.Password)
 	if !pk.Connect.UsernameFlag || name == "" {
@@ -92,27 +131,24 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 				"listener", cl.Net.Listener, "remote", cl.Net.Remote, "client_id", cl.ID)
 			h.fail(cl, "")
 		}
-		return ok
+		return nil, false, ok
 	}
 	if name == internalUser {
 		if subtle.ConstantTimeCompare([]byte(password), []byte(h.internalPassword)) != 1 {
 			h.log.Info("client refused: wrong password", "listener", cl.Net.Listener, "remote", cl.Net.Remote, "client_id", cl.ID, "username", name)
 			h.fail(cl, name)
-			return false
+			return nil, false, false
 		}
-		h.own.Store(cl, struct{}{})
-		return true
+		return nil, true, true
 	}
 	if v, ok := h.creds.Load(name); ok {
 		c := v.(credential)
 		if subtle.ConstantTimeCompare([]byte(password), []byte(c.password)) != 1 {
 			h.log.Info("client refused: wrong password", "listener", cl.Net.Listener, "remote", cl.Net.Remote, "client_id", cl.ID, "username", name)
 			h.fail(cl, name)
-			return false
+			return nil, false, false
 		}
-		h.clients.Store(cl, c.user)
-		h.own.Store(cl, struct{}{})
-		return true
+		return c.user, true, true
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -121,10 +157,76 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 		h.log.Info("client refused: wrong username or password",
 			"listener", cl.Net.Listener, "remote", cl.Net.Remote, "client_id", cl.ID, "username", name)
 		h.fail(cl, name)
-		return false
+		return nil, false, false
 	}
-	h.clients.Store(cl, u)
-	return true
+	return u, false, true
+}
+
+// willRefused says why a CONNECT's last will is refused, or returns nil:
+// its topic must be a topic name the user may publish to, and nobody but
+// Vigil may leave a retained message where Vigil takes commands.
+func (h *authHook) willRefused(cl *mqtt.Client, pk packets.Packet, u *users.User) (*packets.Code, string) {
+	topic := pk.Connect.WillTopic
+	switch {
+	case !validTopicName(topic):
+		return &packets.ErrTopicNameInvalid, "its last will's topic is not a valid topic name"
+	case u != nil && !u.CanPublish(topic, cl.ID):
+		return &packets.ErrNotAuthorized, "its last will is on a topic it may not publish to"
+	case pk.Connect.WillRetain && h.noRetain(topic):
+		return &packets.ErrNotAuthorized, "its last will would be retained on a command topic"
+	}
+	return nil, ""
+}
+
+// noRetain reports whether topic is one where no client may leave a
+// retained message (mqtt's command topics, Config.NoRetain).
+func (h *authHook) noRetain(topic string) bool {
+	for _, f := range h.noRetainFilters {
+		if users.MatchTopic(f, topic) {
+			return true
+		}
+	}
+	return false
+}
+
+// refuse answers a CONNECT with code (its MQTT 3.1.1 equivalent for older
+// clients) and ends the connection, so that mochi's own answer to a
+// failed authentication is never sent.
+func (h *authHook) refuse(cl *mqtt.Client, code packets.Code) {
+	if cl.Properties.ProtocolVersion < 5 {
+		code = packets.Err3NotAuthorized
+	}
+	_ = h.mochi.SendConnack(cl, code, false, nil)
+	cl.Stop(errRefused)
+}
+
+// errRefused ends a connection whose CONNECT was refused by the auth hook.
+var errRefused = errors.New("connect refused")
+
+// validTopicName reports whether t may be published to: not empty, no
+// wildcard, no NUL.
+func validTopicName(t string) bool {
+	return t != "" && !strings.ContainsAny(t, "+#\x00")
+}
+
+// OnPublish refuses a retained message on a command topic from anyone but
+// Vigil itself: a retained "disarm" would disarm its site again at every
+// start of Vigil. MQTT 5 publishers at QoS 1 and 2 are told "not
+// authorised" in their acknowledgement; MQTT 3.1.1 ones, which have no
+// such answer, are disconnected, as for any publish their ACL refuses.
+func (h *authHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if !pk.FixedHeader.Retain || cl.Net.Inline || !h.noRetain(pk.TopicName) || h.isOwn(cl) {
+		return pk, nil
+	}
+	h.rlog.Warn("retained-command", "retained message on a command topic refused", "client_id", cl.ID,
+		"username", string(cl.Properties.Username), "remote", cl.Net.Remote, "topic", pk.TopicName)
+	switch {
+	case cl.Properties.ProtocolVersion < 5:
+		cl.Stop(packets.ErrNotAuthorized) // MQTT 3.1.1 has no DISCONNECT from the server
+	case pk.FixedHeader.Qos > 0:
+		return pk, packets.ErrNotAuthorized
+	}
+	return pk, packets.ErrRejectPacket
 }
 
 // OnACLCheck applies the user's ACL; anonymous loopback clients and Vigil's

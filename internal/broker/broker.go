@@ -38,6 +38,10 @@ const (
 type Config struct {
 	MQTT    conf.MQTT
 	DataDir string
+	// NoRetain are topic filters where no client but Vigil's own may leave
+	// a retained message, nor a retained last will: the topics Vigil takes
+	// commands on.
+	NoRetain []string
 }
 
 // Server is the running broker.
@@ -79,6 +83,7 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 	s := &Server{mochi: m, addrs: map[string]net.Addr{}, log: log, anonymousPolicy: cfg.MQTT.Anonymous, connectTimeout: cfg.MQTT.ConnectTimeout,
 		contain: newContainment(), rlog: ratelog.New(log, time.Minute), maxPacket: cfg.MQTT.MaxPacketSize}
 	s.auth = newAuthHook(authn, log)
+	s.auth.mochi, s.auth.noRetainFilters, s.auth.rlog = m, cfg.NoRetain, s.rlog
 	s.guard = newGuard(cfg.MQTT, m, s.auth, log)
 	s.auth.failed = s.guard.authFailed
 	for _, h := range []mqtt.Hook{&guardHook{g: s.guard}, s.auth} {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
+	"strings"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -27,9 +29,9 @@ var errPanicPacket = errors.New("malformed packet")
 // reason: from then on the bytes pass through unchecked.
 type checkedConn struct {
 	net.Conn
-	max     int                 // mqtt.max_packet_size: larger packets are mochi's to refuse
-	onPanic func(t byte, v any) // told of each packet refused
-	version byte                // the protocol version, from the CONNECT
+	max     int                            // mqtt.max_packet_size: larger packets are mochi's to refuse
+	onPanic func(t byte, v any, at string) // told of each packet refused
+	version byte                           // the protocol version, from the CONNECT
 
 	buf                 []byte
 	start, checked, end int  // buf[start:checked] may be read; buf[checked:end] is not yet checked
@@ -41,7 +43,7 @@ type checkedConn struct {
 // the largest packet the client sends and shrinks back once that is read.
 const checkBufSize = 1024
 
-func newCheckedConn(c net.Conn, maxPacket int, onPanic func(t byte, v any)) *checkedConn {
+func newCheckedConn(c net.Conn, maxPacket int, onPanic func(t byte, v any, at string)) *checkedConn {
 	return &checkedConn{Conn: c, max: maxPacket, onPanic: onPanic}
 }
 
@@ -106,10 +108,10 @@ func (c *checkedConn) check() bool {
 			return moved
 		}
 		fh.Remaining = remaining
-		if v, panicked := c.decode(fh, rest[1+n:total]); panicked {
+		if v, at, panicked := c.decode(fh, rest[1+n:total]); panicked {
 			c.err = fmt.Errorf("%w: %s packet would crash the decoder", errPanicPacket, packetName(fh.Type))
 			if c.onPanic != nil {
-				c.onPanic(fh.Type, v)
+				c.onPanic(fh.Type, v, at)
 			}
 			return moved
 		}
@@ -121,10 +123,10 @@ func (c *checkedConn) check() bool {
 // decode runs mochi's decoder for fh's type on body, as mochi's
 // Client.ReadPacket does, and reports whether it panicked. A CONNECT
 // that decodes sets the protocol version later packets are decoded for.
-func (c *checkedConn) decode(fh packets.FixedHeader, body []byte) (v any, panicked bool) {
+func (c *checkedConn) decode(fh packets.FixedHeader, body []byte) (v any, at string, panicked bool) {
 	defer func() {
 		if r := recover(); r != nil {
-			v, panicked = r, true
+			v, at, panicked = r, panicSite(), true
 		}
 	}()
 	pk := packets.Packet{ProtocolVersion: c.version, FixedHeader: fh}
@@ -160,7 +162,23 @@ func (c *checkedConn) decode(fh packets.FixedHeader, body []byte) (v any, panick
 		err = pk.AuthDecode(body)
 	}
 	_ = err // a decoding error is mochi's to report, on its own read of the packet
-	return nil, false
+	return nil, "", false
+}
+
+// panicSite names the function of mochi's that panicked, from a deferred
+// recover: the deepest frame in mochi's packets package.
+func panicSite() string {
+	pcs := make([]uintptr, 32)
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(3, pcs)])
+	for {
+		f, more := frames.Next()
+		if i := strings.Index(f.Function, "/packets."); i >= 0 && strings.Contains(f.Function, "mochi-mqtt") {
+			return fmt.Sprintf("%s:%d", f.Function[i+1:], f.Line)
+		}
+		if !more {
+			return "unknown"
+		}
+	}
 }
 
 // reserve makes room in buf for a packet of total bytes at c.checked.

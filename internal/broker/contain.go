@@ -33,10 +33,10 @@ func newContainment() containment {
 // checkConn wraps a new connection so that a packet that would panic
 // mochi's decoder ends that connection instead (see checkedConn).
 func (s *Server) checkConn(c net.Conn) net.Conn {
-	return newCheckedConn(c, s.maxPacket, func(t byte, v any) {
+	return newCheckedConn(c, s.maxPacket, func(t byte, v any, at string) {
 		s.contain.panics.WithLabelValues(panicDecode).Inc()
 		s.rlog.Warn(panicDecode, "mqtt client sent a malformed packet that would crash the decoder; connection closed",
-			"remote", c.RemoteAddr().String(), "packet", packetName(t), "panic", fmt.Sprint(v))
+			"remote", c.RemoteAddr().String(), "packet", packetName(t), "panic", fmt.Sprint(v), "at", at)
 	})
 }
 

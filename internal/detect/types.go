@@ -10,6 +10,16 @@ type Site struct {
 	Updated time.Time `json:"updated"`
 }
 
+// Topics of a site's mode.
+const (
+	// ModeSetFilter matches every site's mode commands,
+	// vigil/<site>/mode/set ("arm" or "disarm").
+	ModeSetFilter = "vigil/+/mode/set"
+)
+
+// ModeTopic returns vigil/<site>/mode, where the site's mode is retained.
+func ModeTopic(site string) string { return "vigil/" + site + "/mode" }
+
 // Event states.
 const (
 	EventRecording = "recording" // cameras are streaming

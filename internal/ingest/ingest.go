@@ -19,6 +19,10 @@ const (
 	AgentFilter = "vigil/agents/+/+"
 	// CameraStreamFilter matches every camera's stream reports.
 	CameraStreamFilter = "vigil/+/+/stream"
+	// CameraCommandFilter and AgentCommandFilter match the topics Vigil
+	// commands cameras and agents on.
+	CameraCommandFilter = "vigil/+/+/cmd"
+	AgentCommandFilter  = "vigil/agents/+/cmd"
 )
 
 // AgentTopic returns vigil/agents/<id>/<leaf>; leaf is one of "cmd",

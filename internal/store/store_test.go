@@ -332,3 +332,38 @@ func TestListSitesIncludesSitesOfDevices(t *testing.T) {
 		t.Errorf("sites %+v", sites)
 	}
 }
+
+func TestDeviceAccountsLoseTheLegacyTopicOnUpgrade(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "vigil.db")
+	ctx := context.Background()
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Accounts as issue 9's predecessor made them: the old default ACL,
+	// and a device whose admin gave it an ACL of its own.
+	for _, q := range []string{
+		`INSERT INTO users (name, role, hash, publish, subscribe, created, updated) VALUES ('old', 'device', 'x', '["vigil/+/%u/#","sensors/#"]', '["vigil/+/%u/#"]', 0, 0)`,
+		`INSERT INTO users (name, role, hash, publish, subscribe, created, updated) VALUES ('custom', 'device', 'x', '["sensors/#"]', '[]', 0, 0)`,
+		`PRAGMA user_version = 6`,
+	} {
+		if _, err := s.db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	if s, err = Open(ctx, path); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	old, err := s.GetUser(ctx, "old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if old.CanPublish("sensors/temperature", "c") || !old.CanPublish("vigil/home/old/telemetry", "c") {
+		t.Errorf("after the upgrade the old default is %v", old.Publish)
+	}
+	if custom, _ := s.GetUser(ctx, "custom"); custom == nil || !custom.CanPublish("sensors/temperature", "c") {
+		t.Error("an ACL an admin chose was changed")
+	}
+}

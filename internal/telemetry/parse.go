@@ -93,6 +93,9 @@ func (p *Parser) Parse(topic string, payload []byte, clientID string, received t
 		if !vigil.ValidName(site) || !vigil.ValidName(device) {
 			return Event{}, reject(ReasonInvalid, "site and device in %q must be 1-64 letters, digits, '-', '_' or '.'", topic)
 		}
+		if vigil.Reserved(site) || vigil.Reserved(device) {
+			return Event{}, reject(ReasonInvalid, "%q uses a name Vigil keeps for itself (agents, mode, alerts)", topic)
+		}
 		switch levels[3] {
 		case "telemetry":
 			return p.parseReading(payload, "", device, site, clientID, received, false)
@@ -172,8 +175,8 @@ func sensorID(raw json.RawMessage) (string, error) {
 		}
 		id = strconv.FormatInt(n, 10)
 	}
-	if !vigil.ValidName(id) {
-		return "", reject(ReasonInvalid, "sensor_id %q must be 1-64 letters, digits, '-', '_' or '.'", id)
+	if !vigil.ValidName(id) || vigil.Reserved(id) {
+		return "", reject(ReasonInvalid, "sensor_id %q must be 1-64 letters, digits, '-', '_' or '.', and not agents, mode or alerts", id)
 	}
 	return id, nil
 }

@@ -189,3 +189,15 @@ func TestParseMeta(t *testing.T) {
 		t.Errorf("meta = %+v", m)
 	}
 }
+
+func TestVigilsOwnTopicLevelsAreNoDevicesOrSites(t *testing.T) {
+	p := &Parser{MaxPayload: 8192, LegacySite: "lab", LegacyTZ: time.UTC}
+	for _, topic := range []string{"vigil/agents/a-1/telemetry", "vigil/home/mode/telemetry", "vigil/home/alerts/status"} {
+		if _, err := p.Parse(topic, []byte(`{"value": 1}`), "c", time.Now()); err == nil {
+			t.Errorf("%s was accepted as a device's message", topic)
+		}
+	}
+	if _, err := p.Parse("sensors/temperature", []byte(`{"sensor_id": "mode", "value": 1}`), "c", time.Now()); err == nil {
+		t.Error(`sensor_id "mode" was accepted`)
+	}
+}

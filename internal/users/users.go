@@ -49,8 +49,12 @@ func DefaultACL(role string) (publish, subscribe []string) {
 		return []string{"#"}, []string{"#"}
 	case RoleViewer:
 		return nil, []string{"vigil/#", "sensors/#", "$SYS/#"}
-	default: // device: its own subtree under any site, and the seed's topics
-		return []string{"vigil/+/%u/#", "sensors/#"}, []string{"vigil/+/%u/#"}
+	default: // device: its own subtree under any site
+		// Not the paper's sensors/<type>: there the payload's sensor_id
+		// names the device, so any device could write any other's
+		// readings. The paper's script logs in anonymously (loopback); an
+		// account that must use those topics is given them explicitly.
+		return []string{"vigil/+/%u/#"}, []string{"vigil/+/%u/#"}
 	}
 }
 
@@ -58,6 +62,9 @@ func DefaultACL(role string) (publish, subscribe []string) {
 func (u *User) Validate() error {
 	if !vigil.ValidName(u.Name) {
 		return vigil.Errorf(vigil.EInvalid, "user name %q must be 1-64 letters, digits, '-', '_' or '.'", u.Name)
+	}
+	if u.Role == RoleDevice && vigil.Reserved(u.Name) {
+		return vigil.Errorf(vigil.EInvalid, "a device cannot be named %q: Vigil uses that name in its own topics", u.Name)
 	}
 	if !slices.Contains(Roles, u.Role) {
 		return vigil.Errorf(vigil.EInvalid, "role %q is not one of %s", u.Role, strings.Join(Roles, ", "))
@@ -99,7 +106,7 @@ func (u *User) expand(pattern, clientID string) string {
 		return pattern
 	}
 	safe := func(s string) string {
-		if s == "" || strings.ContainsAny(s, "+#/") {
+		if s == "" || strings.ContainsAny(s, "+#/") || vigil.Reserved(s) {
 			return "\x00" // matches no topic level
 		}
 		return s

@@ -98,3 +98,26 @@ func TestPasswords(t *testing.T) {
 		t.Errorf("random passwords %q %q", a, b)
 	}
 }
+
+func TestADeviceCannotWriteAnotherDevicesReadingsOrVigilsOwnTopics(t *testing.T) {
+	pub, sub := DefaultACL(RoleDevice)
+	dev := &User{Name: "dev1", Role: RoleDevice, Publish: pub, Subscribe: sub}
+	if dev.CanPublish("sensors/temperature", "c1") {
+		t.Error("a device may write the paper's topic, where the payload names any device")
+	}
+	if !dev.CanPublish("vigil/home/dev1/telemetry", "c1") {
+		t.Error("a device cannot write its own readings")
+	}
+	for _, name := range []string{"mode", "alerts", "agents"} {
+		u := User{Name: name, Role: RoleDevice, Publish: pub, Subscribe: sub}
+		if u.Validate() == nil {
+			t.Errorf("a device account named %q validated", name)
+		}
+		// An account made before the rule expands %u into nothing.
+		for _, topic := range []string{"vigil/home/" + name + "/set", "vigil/home/" + name, "vigil/agents/" + name + "/heartbeat"} {
+			if u.CanPublish(topic, "c1") {
+				t.Errorf("a device named %q may publish to %s", name, topic)
+			}
+		}
+	}
+}
