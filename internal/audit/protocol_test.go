@@ -230,22 +230,24 @@ func TestForbiddenPacketsAnswers(t *testing.T) {
 		defer b.Close()
 		return a.probe(nil)
 	}
+	// Under vigil-audit/, where Vigil's anonymous clients may publish
+	// and subscribe.
 	rows := []struct {
 		what             string
 		probe            probe
 		mosquitto, vigil string
 	}{
-		{"a valid PUBLISH QoS 1", pub("a/b", 1), "PUBACK 0x10 (No matching subscribers)", "PUBACK 0x00 (Success)"},
-		{"PUBLISH to a topic name with '+'", pub("a/+", 1), "DISCONNECT 0x82 (Protocol Error)", "DISCONNECT 0x82 (Protocol Error)"},
-		{"PUBLISH to a topic name with '#'", pub("a/b#", 1), "DISCONNECT 0x82 (Protocol Error)", "DISCONNECT 0x82 (Protocol Error)"},
-		{"PUBLISH to a topic name of invalid UTF-8", pub("a/\xc3\x28", 1), "DISCONNECT 0x81 (Malformed Packet)", "connection closed"},
-		{"PUBLISH to a topic name with U+0000", pub("a/\x00", 1), "DISCONNECT 0x81 (Malformed Packet)", "connection closed"},
-		{"PUBLISH with QoS 3", pub("a/b", 3), "DISCONNECT 0x81 (Malformed Packet)", "connection closed"},
-		{"a valid SUBSCRIBE", sub("a/#", 0), "SUBACK 0x00 (Success)", "SUBACK 0x00 (Success)"},
-		{"SUBSCRIBE to a filter with '#' not last", sub("a/#/b", 0), "DISCONNECT 0x81 (Malformed Packet)", "SUBACK 0x8F (Topic Filter invalid)"},
-		{"SUBSCRIBE to a filter with '+' inside a level", sub("a/x+/b", 0), "DISCONNECT 0x81 (Malformed Packet)", "SUBACK 0x87 (Not authorized)"},
-		{"SUBSCRIBE to a filter with '#' inside a level", sub("a/x#", 0), "DISCONNECT 0x81 (Malformed Packet)", "SUBACK 0x87 (Not authorized)"},
-		{"SUBSCRIBE requesting QoS 3", sub("a/#", 3), "DISCONNECT 0x81 (Malformed Packet)", "connection closed"},
+		{"a valid PUBLISH QoS 1", pub("vigil-audit/a/b", 1), "PUBACK 0x10 (No matching subscribers)", "PUBACK 0x00 (Success)"},
+		{"PUBLISH to a topic name with '+'", pub("vigil-audit/a/+", 1), "DISCONNECT 0x82 (Protocol Error)", "DISCONNECT 0x82 (Protocol Error)"},
+		{"PUBLISH to a topic name with '#'", pub("vigil-audit/a/b#", 1), "DISCONNECT 0x82 (Protocol Error)", "DISCONNECT 0x82 (Protocol Error)"},
+		{"PUBLISH to a topic name of invalid UTF-8", pub("vigil-audit/a/\xc3\x28", 1), "DISCONNECT 0x81 (Malformed Packet)", "connection closed"},
+		{"PUBLISH to a topic name with U+0000", pub("vigil-audit/a/\x00", 1), "DISCONNECT 0x81 (Malformed Packet)", "connection closed"},
+		{"PUBLISH with QoS 3", pub("vigil-audit/a/b", 3), "DISCONNECT 0x81 (Malformed Packet)", "connection closed"},
+		{"a valid SUBSCRIBE", sub("vigil-audit/a/#", 0), "SUBACK 0x00 (Success)", "SUBACK 0x00 (Success)"},
+		{"SUBSCRIBE to a filter with '#' not last", sub("vigil-audit/a/#/b", 0), "DISCONNECT 0x81 (Malformed Packet)", "SUBACK 0x8F (Topic Filter invalid)"},
+		{"SUBSCRIBE to a filter with '+' inside a level", sub("vigil-audit/a/x+/b", 0), "DISCONNECT 0x81 (Malformed Packet)", "SUBACK 0x87 (Not authorized)"},
+		{"SUBSCRIBE to a filter with '#' inside a level", sub("vigil-audit/a/x#", 0), "DISCONNECT 0x81 (Malformed Packet)", "SUBACK 0x87 (Not authorized)"},
+		{"SUBSCRIBE requesting QoS 3", sub("vigil-audit/a/#", 3), "DISCONNECT 0x81 (Malformed Packet)", "connection closed"},
 		{"a second CONNECT with a client id in use (to the first)", takeover, "connection closed", "DISCONNECT 0x8E (Session taken over)"},
 	}
 	for _, b := range []struct{ name, target string }{{"mosquitto", brokerURL("mqtt", m.Port)}, {"vigil", brokerURL("mqtt", v.Port)}} {

@@ -40,7 +40,10 @@ type authHook struct {
 	mu        sync.RWMutex
 	anonymous map[string]bool // listener id -> anonymous clients allowed
 
-	clients sync.Map // *mqtt.Client -> *users.User; absent: full access (anonymous on loopback, internal)
+	// anonymousUser is the ACL anonymous clients get (mqtt.anonymous_*).
+	anonymousUser *users.User
+
+	clients sync.Map // *mqtt.Client -> *users.User (anonymous clients: anonymousUser); absent: full access (Vigil's internal client)
 	creds   sync.Map // username -> credential, for agents
 	own     sync.Map // *mqtt.Client -> struct{}: Vigil's own logins (internal, agents), never blocked
 
@@ -117,8 +120,9 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 }
 
 // login checks a CONNECT's credentials. It returns the user whose ACL
-// applies (nil: every topic, for anonymous clients where allowed and
-// Vigil's own internal client) and whether the login is Vigil's own.
+// applies (anonymousUser for anonymous clients where they are allowed;
+// nil, every topic, for Vigil's own internal client) and whether the
+// login is Vigil's own.
 func (h *authHook) login(cl *mqtt.Client, pk packets.Packet) (u *users.User, own, ok bool) {
 	name := string(pk.Connect.Username)
 	password := string(pk.Connect.Password)
@@ -131,7 +135,7 @@ func (h *authHook) login(cl *mqtt.Client, pk packets.Packet) (u *users.User, own
 				"listener", cl.Net.Listener, "remote", cl.Net.Remote, "client_id", cl.ID)
 			h.fail(cl, "")
 		}
-		return nil, false, ok
+		return h.anonymousUser, false, ok
 	}
 	if name == internalUser {
 		if subtle.ConstantTimeCompare([]byte(password), []byte(h.internalPassword)) != 1 {
@@ -229,8 +233,8 @@ func (h *authHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	return pk, packets.ErrRejectPacket
 }
 
-// OnACLCheck applies the user's ACL; anonymous loopback clients and Vigil's
-// own clients may use every topic.
+// OnACLCheck applies the user's ACL (anonymous clients: mqtt.anonymous_*);
+// Vigil's internal client may use every topic.
 func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	// mochi only checks where '#' stands; a filter such as "a/x+/b" or
 	// "a/x#", which MQTT forbids, is refused here (SUBACK "not

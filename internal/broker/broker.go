@@ -84,6 +84,7 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 		contain: newContainment(), rlog: ratelog.New(log, time.Minute), maxPacket: cfg.MQTT.MaxPacketSize}
 	s.auth = newAuthHook(authn, log)
 	s.auth.mochi, s.auth.noRetainFilters, s.auth.rlog = m, cfg.NoRetain, s.rlog
+	s.auth.anonymousUser = &users.User{Name: "", Role: "anonymous", Publish: cfg.MQTT.AnonymousPublish, Subscribe: cfg.MQTT.AnonymousSubscribe}
 	s.guard = newGuard(cfg.MQTT, m, s.auth, log)
 	s.auth.failed = s.guard.authFailed
 	for _, h := range []mqtt.Hook{&guardHook{g: s.guard}, s.auth} {
@@ -125,7 +126,9 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 			return fmt.Errorf("mqtt %s listener: %w", kind, err)
 		}
 		s.addrs[kind] = ln.Addr()
-		anonymous := cfg.MQTT.Anonymous == conf.AnonymousLoopback && isLoopback(ln.Addr())
+		// Anonymous access never on WebSocket, where browsers and reverse
+		// proxies stand in front, nor on TLS, which is for the network.
+		anonymous := cfg.MQTT.Anonymous == conf.AnonymousLoopback && isLoopback(ln.Addr()) && kind == TCP
 		s.auth.setListener(kind, anonymous)
 		log.Info("mqtt listening", "listener", kind, "addr", ln.Addr().String(), "anonymous", anonymous)
 		return nil
@@ -136,7 +139,7 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 		return fail(err)
 	}
 	if err := add(WS, cfg.MQTT.WSListen, func(ln net.Listener) (listeners.Listener, error) {
-		return newWebsocket(WS, ln), nil
+		return newWebsocket(WS, ln, cfg.MQTT.WSOrigins), nil
 	}); err != nil {
 		return fail(err)
 	}

@@ -29,6 +29,8 @@ func open(t *testing.T, mutate func(*conf.MQTT)) *Server {
 	t.Helper()
 	c := conf.New().MQTT
 	c.Listen, c.WSListen, c.Persistence = "127.0.0.1:0", "127.0.0.1:0", false
+	// These tests are about other things than the anonymous ACL.
+	c.AnonymousPublish, c.AnonymousSubscribe = []string{"#"}, []string{"#"}
 	if mutate != nil {
 		mutate(&c)
 	}

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,15 +31,20 @@ type websocketListener struct {
 	once      sync.Once
 }
 
-func newWebsocket(id string, ln net.Listener) *websocketListener {
+// newWebsocket serves MQTT over WebSocket on ln to clients that send no
+// Origin (not browsers) and to pages of the allowed origins: a page that
+// any site opens in a browser on the Vigil host must not reach a broker
+// that trusts loopback.
+func newWebsocket(id string, ln net.Listener, origins []string) *websocketListener {
 	l := &websocketListener{
 		id: id,
 		ln: ln,
 		upgrader: websocket.Upgrader{
 			Subprotocols: []string{"mqtt"},
-			// MQTT clients in browsers on other origins are legitimate;
-			// the broker authenticates every client itself.
-			CheckOrigin: func(*http.Request) bool { return true },
+			CheckOrigin: func(r *http.Request) bool {
+				o := r.Header.Get("Origin")
+				return o == "" || slices.ContainsFunc(origins, func(a string) bool { return strings.EqualFold(a, o) })
+			},
 		},
 	}
 	l.srv = &http.Server{Handler: http.HandlerFunc(l.upgrade), ReadHeaderTimeout: 10 * time.Second}

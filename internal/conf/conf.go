@@ -128,12 +128,22 @@ type Data struct {
 
 // MQTT configures the embedded broker.
 type MQTT struct {
-	Listen        string        `yaml:"listen"`
-	WSListen      string        `yaml:"ws_listen"`
-	TLSListen     string        `yaml:"tls_listen"`
-	TLSCert       string        `yaml:"tls_cert"`
-	TLSKey        string        `yaml:"tls_key"`
-	Anonymous     string        `yaml:"anonymous"`
+	Listen    string `yaml:"listen"`
+	WSListen  string `yaml:"ws_listen"`
+	TLSListen string `yaml:"tls_listen"`
+	TLSCert   string `yaml:"tls_cert"`
+	TLSKey    string `yaml:"tls_key"`
+	Anonymous string `yaml:"anonymous"`
+	// AnonymousPublish and AnonymousSubscribe are the ACL of anonymous
+	// clients, where Anonymous lets them in: what the paper's devices
+	// and local tools need, never Vigil's command topics.
+	AnonymousPublish   []string `yaml:"anonymous_publish"`
+	AnonymousSubscribe []string `yaml:"anonymous_subscribe"`
+	// WSOrigins are the web origins (scheme://host[:port]) whose pages may
+	// open MQTT over WebSocket; a browser's request from any other origin
+	// is refused. Clients that send no Origin (not browsers) are not
+	// affected.
+	WSOrigins     []string      `yaml:"ws_origins"`
 	MaxPacketSize int           `yaml:"max_packet_size"`
 	SysInterval   time.Duration `yaml:"sys_interval"`
 	// ConnectTimeout closes a connection that has not sent its CONNECT
@@ -188,8 +198,10 @@ func parsePrefix(s string) (netip.Prefix, error) {
 
 // Anonymous access policies for the MQTT listeners.
 const (
-	// AnonymousLoopback allows anonymous clients on listeners bound to a
-	// loopback address only (Mosquitto 2's local-only mode).
+	// AnonymousLoopback allows anonymous clients on the TCP listener
+	// when it is bound to a loopback address (Mosquitto 2's local-only
+	// mode), with the ACL of MQTT.AnonymousPublish and
+	// AnonymousSubscribe; never on WebSocket, TLS or other addresses.
 	AnonymousLoopback = "loopback"
 	// AnonymousNever requires every client to authenticate.
 	AnonymousNever = "never"
@@ -290,13 +302,17 @@ func New() *Config {
 		Log:  Log{Level: "info", Format: "text"},
 		Data: Data{Dir: "./vigil-data"},
 		MQTT: MQTT{
-			Listen:         "127.0.0.1:1883",
-			WSListen:       "127.0.0.1:9001",
-			Anonymous:      AnonymousLoopback,
-			MaxPacketSize:  1 << 20,
-			SysInterval:    10 * time.Second,
-			ConnectTimeout: 10 * time.Second,
-			Persistence:    true,
+			Listen:    "127.0.0.1:1883",
+			WSListen:  "127.0.0.1:9001",
+			Anonymous: AnonymousLoopback,
+			AnonymousPublish: []string{"sensors/#", "vigil/+/+/telemetry", "vigil/+/+/status", "vigil/+/+/motion",
+				"vigil/+/+/meta", "vigil/+/+/stream", "vigil-audit/#", "vigil-watch/#"},
+			AnonymousSubscribe: []string{"vigil/#", "sensors/#", "$SYS/#", "vigil-audit/#", "vigil-watch/#"},
+			WSOrigins:          []string{},
+			MaxPacketSize:      1 << 20,
+			SysInterval:        10 * time.Second,
+			ConnectTimeout:     10 * time.Second,
+			Persistence:        true,
 
 			BlockAuthFailures:  10,
 			BlockWindow:        time.Minute,

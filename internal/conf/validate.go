@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vigilhq/vigil"
+	"github.com/vigilhq/vigil/internal/users"
 )
 
 // Validate checks every key and returns all problems at once, each naming
@@ -71,6 +72,21 @@ func (c *Config) Validate() error {
 	case AnonymousLoopback, AnonymousNever:
 	default:
 		bad("mqtt.anonymous", "%q is not one of %s, %s", c.MQTT.Anonymous, AnonymousLoopback, AnonymousNever)
+	}
+	for _, acl := range []struct {
+		key      string
+		patterns []string
+	}{{"mqtt.anonymous_publish", c.MQTT.AnonymousPublish}, {"mqtt.anonymous_subscribe", c.MQTT.AnonymousSubscribe}} {
+		for _, p := range acl.patterns {
+			if !users.ValidFilter(p) {
+				bad(acl.key, "%q is not a valid MQTT topic filter", p)
+			}
+		}
+	}
+	for _, o := range c.MQTT.WSOrigins {
+		if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" {
+			bad("mqtt.ws_origins", "%q is not an origin such as https://dashboard.example:8443", o)
+		}
 	}
 	if c.MQTT.MaxPacketSize < 1024 || c.MQTT.MaxPacketSize > 256<<20 {
 		bad("mqtt.max_packet_size", "%d is outside 1024..268435456 bytes", c.MQTT.MaxPacketSize)

@@ -111,7 +111,7 @@ func TestMosquittoClientsInteroperateOnLoopbackWithoutAuth(t *testing.T) {
 		t.Run(v, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			s := exec.CommandContext(ctx, subBin, "-h", "127.0.0.1", "-p", port, "-V", v, "-q", "2", "-t", "lab/"+v+"/#", "-C", "1", "-v")
+			s := exec.CommandContext(ctx, subBin, "-h", "127.0.0.1", "-p", port, "-V", v, "-q", "2", "-t", "vigil/lab/"+v+"/#", "-C", "1", "-v")
 			var out syncBuffer
 			s.Stdout, s.Stderr = &out, &out
 			must(t, s.Start())
@@ -119,13 +119,13 @@ func TestMosquittoClientsInteroperateOnLoopbackWithoutAuth(t *testing.T) {
 			go func() { done <- s.Wait() }()
 			// Publish until the subscriber has it (it may not be subscribed yet).
 			for i := 0; ; i++ {
-				o, err := run(t, 5*time.Second, pub, "-h", "127.0.0.1", "-p", port, "-V", v, "-q", "1", "-t", "lab/"+v+"/x", "-m", "hello "+v)
+				o, err := run(t, 5*time.Second, pub, "-h", "127.0.0.1", "-p", port, "-V", v, "-q", "1", "-t", "vigil/lab/"+v+"/telemetry", "-m", `{"value": 1}`)
 				if err != nil {
 					t.Fatalf("mosquitto_pub: %v: %s", err, o)
 				}
 				select {
 				case err := <-done:
-					if err != nil || !strings.Contains(out.String(), "lab/"+v+"/x hello "+v) {
+					if err != nil || !strings.Contains(out.String(), "vigil/lab/"+v+`/telemetry {"value": 1}`) {
 						t.Fatalf("mosquitto_sub: %v: %q", err, out.String())
 					}
 					return
@@ -413,11 +413,14 @@ func TestWebSocketAndTLSListeners(t *testing.T) {
 			got := make(chan string, 10)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			s, err := sub.Subscribe(ctx, sub.Options{Brokers: []string{tt.url}, Filters: []string{"vigil/+/+/telemetry"}, QoS: 1, TLS: tt.tls}, func(m sub.Message) { got <- m.Topic })
+			// WebSocket and TLS listeners have no anonymous access.
+			s, err := sub.Subscribe(ctx, sub.Options{Brokers: []string{tt.url}, Filters: []string{"vigil/+/+/telemetry"}, QoS: 1, TLS: tt.tls,
+				Username: "admin", Password: adminPassword}, func(m sub.Message) { got <- m.Topic })
 			must(t, err)
 			defer s.Close()
 			sc := sim.NewScenario()
 			sc.Brokers, sc.TLS, sc.Duration = []string{tt.url}, tt.tls, 3*time.Second
+			sc.Username, sc.Password = "admin", adminPassword
 			sc.Fleets = []sim.Fleet{{Name: tt.name, Site: tt.name, Count: 2, Period: 200 * time.Millisecond}}
 			sc.ApplyDefaults()
 			sm, err := sim.New(sc, ta.log)
