@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,8 +44,9 @@ type authHook struct {
 	// anonymousUser is the ACL anonymous clients get (mqtt.anonymous_*).
 	anonymousUser *users.User
 
-	clients sync.Map // *mqtt.Client -> *users.User (anonymous clients: anonymousUser); absent: full access (Vigil's internal client)
-	creds   sync.Map // username -> credential, for agents
+	clients  sync.Map // *mqtt.Client -> *users.User (anonymous clients: anonymousUser); absent: full access (Vigil's internal client)
+	creds    sync.Map // username -> credential, for agents
+	reserved sync.Map // client id -> the credential's name that alone may use it
 	own     sync.Map // *mqtt.Client -> struct{}: Vigil's own logins (internal, agents), never blocked
 
 	// failed is told of every refused login (set before the broker serves).
@@ -55,8 +57,9 @@ type authHook struct {
 
 // credential is an in-memory login (see Server.AddCredential).
 type credential struct {
-	password string
-	user     *users.User
+	password  string
+	user      *users.User
+	clientIDs []string // if any, the only client ids it may use
 }
 
 func newAuthHook(authn Authenticator, log *slog.Logger) *authHook {
@@ -96,6 +99,12 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	h.sweep()
 	u, own, ok := h.login(cl, pk)
 	if !ok {
+		return false
+	}
+	if code, why := h.clientIDRefused(cl, pk); code != nil {
+		h.log.Info("client refused: "+why, "listener", cl.Net.Listener, "remote", cl.Net.Remote, "client_id", cl.ID,
+			"username", string(pk.Connect.Username))
+		h.refuse(cl, *code)
 		return false
 	}
 	if pk.Connect.WillFlag && !own {
@@ -166,6 +175,31 @@ func (h *authHook) login(cl *mqtt.Client, pk packets.Packet) (u *users.User, own
 	return u, false, true
 }
 
+// clientIDRefused says why a client, whose login succeeded, may not use
+// the client id it asks for, or returns nil. A client id belongs to the
+// login whose session holds it: another login (another user, anonymous
+// against a user, a user against anonymous) may not take the session
+// over, which would disconnect its owner and inherit its subscriptions.
+// Ids reserved for an in-memory credential (an agent's) are that
+// credential's alone, even while it is offline, and such a credential
+// uses no other.
+func (h *authHook) clientIDRefused(cl *mqtt.Client, pk packets.Packet) (*packets.Code, string) {
+	login := ""
+	if pk.Connect.UsernameFlag {
+		login = string(pk.Connect.Username)
+	}
+	if owner, ok := h.reserved.Load(cl.ID); ok && owner.(string) != login {
+		return &packets.ErrClientIdentifierNotValid, "its client id is reserved for one of Vigil's own logins"
+	}
+	if v, ok := h.creds.Load(login); ok && len(v.(credential).clientIDs) > 0 && !slices.Contains(v.(credential).clientIDs, cl.ID) {
+		return &packets.ErrClientIdentifierNotValid, "this login may only use its own client id"
+	}
+	if old, ok := h.mochi.Clients.Get(cl.ID); ok && string(old.Properties.Username) != login {
+		return &packets.ErrClientIdentifierNotValid, "its client id belongs to another login's session"
+	}
+	return nil, ""
+}
+
 // willRefused says why a CONNECT's last will is refused, or returns nil:
 // its topic must be a topic name the user may publish to, and nobody but
 // Vigil may leave a retained message where Vigil takes commands.
@@ -194,11 +228,15 @@ func (h *authHook) noRetain(topic string) bool {
 }
 
 // refuse answers a CONNECT with code (its MQTT 3.1.1 equivalent for older
-// clients) and ends the connection, so that mochi's own answer to a
-// failed authentication is never sent.
+// clients, else "not authorised") and ends the connection, so that
+// mochi's own answer to a failed authentication is never sent.
 func (h *authHook) refuse(cl *mqtt.Client, code packets.Code) {
 	if cl.Properties.ProtocolVersion < 5 {
-		code = packets.Err3NotAuthorized
+		if v3, ok := packets.V5CodesToV3[code]; ok {
+			code = v3
+		} else {
+			code = packets.Err3NotAuthorized
+		}
 	}
 	_ = h.mochi.SendConnack(cl, code, false, nil)
 	cl.Stop(errRefused)

@@ -66,7 +66,10 @@ type Block struct {
 	Username string `json:"username,omitempty"`
 }
 
-type blockKey struct{ kind, key string }
+// blockKey names a block: an address, or a client id together with the
+// username it was used with (a flood blocks that login's use of the id,
+// never another user's).
+type blockKey struct{ kind, key, user string }
 
 // guard keeps the blocks and the counts that lead to them. Its hook
 // (guardHook) enforces them; the auth hook reports failed logins to it.
@@ -218,7 +221,7 @@ func (g *guard) authFailed(cl *mqtt.Client, username string) {
 			"address", ip.String(), "client_id", cl.ID, "username", username, "count", n)
 		return
 	}
-	b, isNew := g.addLocked(KindAddress, key, ReasonAuthFailures, n, ip.String(), cl.ID, username)
+	b, isNew := g.addLocked(blockKey{KindAddress, key, ""}, ReasonAuthFailures, n, ip.String(), cl.ID, username)
 	g.mu.Unlock()
 	if isNew {
 		g.announce(b)
@@ -248,8 +251,8 @@ func (g *guard) flooded(cl *mqtt.Client, n int64) bool {
 	kick(g.mochi, cl, packets.ErrMessageRateTooHigh)
 	key := addressKey(ip)
 	g.mu.Lock()
-	cb, newClient := g.addLocked(KindClient, cl.ID, ReasonFlood, n, ip.String(), cl.ID, username)
-	ab, newAddr := g.addLocked(KindAddress, key, ReasonFlood, n, ip.String(), cl.ID, username)
+	cb, newClient := g.addLocked(blockKey{KindClient, cl.ID, username}, ReasonFlood, n, ip.String(), cl.ID, username)
+	ab, newAddr := g.addLocked(blockKey{KindAddress, key, ""}, ReasonFlood, n, ip.String(), cl.ID, username)
 	g.mu.Unlock()
 	if newClient {
 		g.announce(cb)
@@ -262,8 +265,7 @@ func (g *guard) flooded(cl *mqtt.Client, n int64) bool {
 }
 
 // addLocked adds a block unless one for the key is in force.
-func (g *guard) addLocked(kind, key, reason string, n int64, addr, clientID, username string) (Block, bool) {
-	k := blockKey{kind, key}
+func (g *guard) addLocked(k blockKey, reason string, n int64, addr, clientID, username string) (Block, bool) {
 	now := time.Now()
 	if b, ok := g.blocks[k]; ok && now.Before(b.Until) {
 		return *b, false
@@ -275,7 +277,7 @@ func (g *guard) addLocked(kind, key, reason string, n int64, addr, clientID, use
 		window = floodWindow
 	}
 	b := &Block{
-		Kind: kind, Key: key, Reason: reason, Since: now, Until: now.Add(g.duration), Count: n, WindowS: window.Seconds(),
+		Kind: k.kind, Key: k.key, Reason: reason, Since: now, Until: now.Add(g.duration), Count: n, WindowS: window.Seconds(),
 		Address: addr, ClientID: clientID, Username: username,
 	}
 	g.blocks[k] = b
@@ -318,8 +320,8 @@ func kick(m *mqtt.Server, cl *mqtt.Client, code packets.Code) {
 	cl.Stop(code)
 }
 
-// blocked returns the block in force on a connecting client's address or
-// client id, if any.
+// blocked returns the block in force on a connecting client's address, or
+// on its client id used with its username, if any.
 func (g *guard) blocked(cl *mqtt.Client) (Block, bool) {
 	if g.active.Load() == 0 {
 		return Block{}, false
@@ -340,11 +342,11 @@ func (g *guard) blocked(cl *mqtt.Client) (Block, bool) {
 		return *b, true
 	}
 	if ip, ok := remoteIP(cl); ok {
-		if b, ok := check(blockKey{KindAddress, addressKey(ip)}); ok {
+		if b, ok := check(blockKey{KindAddress, addressKey(ip), ""}); ok {
 			return b, true
 		}
 	}
-	return check(blockKey{KindClient, cl.ID})
+	return check(blockKey{KindClient, cl.ID, string(cl.Properties.Username)})
 }
 
 // sweepLocked drops expired blocks and failure counts, at most once per
@@ -397,8 +399,8 @@ func (g *guard) lift(key string) bool {
 	}
 	g.mu.Lock()
 	lifted := false
-	for _, k := range []blockKey{{KindAddress, addr}, {KindClient, key}} {
-		if b, ok := g.blocks[k]; ok {
+	for k, b := range g.blocks {
+		if (k.kind == KindAddress && k.key == addr) || (k.kind == KindClient && k.key == key) {
 			delete(g.blocks, k)
 			g.active.Add(-1)
 			lifted = lifted || now.Before(b.Until)

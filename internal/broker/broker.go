@@ -209,13 +209,24 @@ func (s *Server) Publish(topic string, payload []byte, retain bool, qos byte) er
 
 // AddCredential lets a client log in as name with password and the ACL of
 // u, without a user in the database: for agents, whose passwords live only
-// as long as they do.
-func (s *Server) AddCredential(name, password string, u *users.User) {
-	s.auth.creds.Store(name, credential{password: password, user: u})
+// as long as they do. With clientIDs, the login may use only those client
+// ids, and nobody else may use them.
+func (s *Server) AddCredential(name, password string, u *users.User, clientIDs ...string) {
+	s.auth.creds.Store(name, credential{password: password, user: u, clientIDs: clientIDs})
+	for _, id := range clientIDs {
+		s.auth.reserved.Store(id, name)
+	}
 }
 
-// RemoveCredential removes a credential added with AddCredential.
-func (s *Server) RemoveCredential(name string) { s.auth.creds.Delete(name) }
+// RemoveCredential removes a credential added with AddCredential, and
+// frees its client ids.
+func (s *Server) RemoveCredential(name string) {
+	if v, ok := s.auth.creds.LoadAndDelete(name); ok {
+		for _, id := range v.(credential).clientIDs {
+			s.auth.reserved.CompareAndDelete(id, name)
+		}
+	}
+}
 
 // ClientIP returns the IP address a connected client connects from, or "".
 func (s *Server) ClientIP(clientID string) string {

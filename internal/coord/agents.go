@@ -93,7 +93,7 @@ func (c *Coordinator) startAgent(pool, reason string) *agentState {
 		Name: a.username, Role: users.RoleDevice,
 		Publish:   []string{"vigil/agents/" + id + "/#"},
 		Subscribe: []string{"vigil/agents/" + id + "/cmd"},
-	})
+	}, ingest.AgentClientID(id))
 	c.agents[id] = a
 	what := "scale_up"
 	if pool != "" {
@@ -139,7 +139,7 @@ func (c *Coordinator) onHeartbeat(id string, hb ingest.Heartbeat) {
 	// agent's own MQTT connection comes from (an agent cannot point vigil
 	// up at another host).
 	if host, _, err := net.SplitHostPort(hb.HTTPAddr); err == nil {
-		if sameHost(net.ParseIP(host), net.ParseIP(c.broker.ClientIP("vigil-agent-"+id))) {
+		if sameHost(net.ParseIP(host), net.ParseIP(c.broker.ClientIP(ingest.AgentClientID(id)))) {
 			a.httpAddr = hb.HTTPAddr
 		} else if a.status == agentStarting {
 			c.log.Warn("agent's live view address is not where it connects from; live view through it is off", "agent", id, "addr", hb.HTTPAddr)

@@ -33,7 +33,7 @@ import (
 type Broker interface {
 	Publish(topic string, payload []byte, retain bool, qos byte) error
 	Subscribe(filter string, h func(topic string, payload []byte, clientID string)) error
-	AddCredential(name, password string, u *users.User)
+	AddCredential(name, password string, u *users.User, clientIDs ...string)
 	RemoveCredential(name string)
 	ClientIP(clientID string) string
 }

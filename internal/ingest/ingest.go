@@ -29,6 +29,10 @@ const (
 // "state", "heartbeat", "segment".
 func AgentTopic(id, leaf string) string { return agentPrefix + id + "/" + leaf }
 
+// AgentClientID is the MQTT client id of agent id; the broker reserves it
+// for that agent's credential.
+func AgentClientID(id string) string { return "vigil-agent-" + id }
+
 // CameraTopic returns vigil/<site>/<camera>/<leaf>; leaf is "cmd" (to the
 // camera) or "stream" (from it).
 func CameraTopic(site, camera, leaf string) string {
