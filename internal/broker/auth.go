@@ -47,7 +47,7 @@ type authHook struct {
 	clients  sync.Map // *mqtt.Client -> *users.User (anonymous clients: anonymousUser); absent: full access (Vigil's internal client)
 	creds    sync.Map // username -> credential, for agents
 	reserved sync.Map // client id -> the credential's name that alone may use it
-	own     sync.Map // *mqtt.Client -> struct{}: Vigil's own logins (internal, agents), never blocked
+	own      sync.Map // *mqtt.Client -> struct{}: Vigil's own logins (internal, agents), never blocked
 
 	// failed is told of every refused login (set before the broker serves).
 	failed func(cl *mqtt.Client, username string)
