@@ -179,8 +179,13 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 		Cameras:     a.Coord,
 		Plans:       a,
 
-		Users:      a.Store,
-		Forget:     a.Users.Forget,
+		Users: a.Store,
+		// A user changed or removed through the API forgets its cached
+		// password and loses its MQTT sessions at once.
+		Forget: func(name string) {
+			a.Users.Forget(name)
+			a.Broker.EndSessions(name)
+		},
 		BcryptCost: cfg.Auth.BcryptCost,
 
 		Notifier:    a.Notifier,

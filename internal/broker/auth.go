@@ -48,6 +48,10 @@ type authHook struct {
 	creds    sync.Map // username -> credential, for agents
 	reserved sync.Map // client id -> the credential's name that alone may use it
 	own      sync.Map // *mqtt.Client -> struct{}: Vigil's own logins (internal, agents), never blocked
+	revoked  sync.Map // *mqtt.Client -> struct{}: its user was removed or changed; its session ends with it
+
+	// expire removes a client's session (set by Open).
+	expire func(cl *mqtt.Client)
 
 	// failed is told of every refused login (set before the broker serves).
 	failed func(cl *mqtt.Client, username string)
@@ -301,6 +305,9 @@ func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 func (h *authHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	h.clients.Delete(cl)
 	h.own.Delete(cl)
+	if _, ok := h.revoked.LoadAndDelete(cl); ok && h.expire != nil {
+		h.expire(cl)
+	}
 }
 
 // sweep forgets clients that ended without OnDisconnect, at most once a
@@ -312,7 +319,7 @@ func (h *authHook) sweep() {
 	if now-last < 60 || !h.lastSweep.CompareAndSwap(last, now) {
 		return
 	}
-	for _, m := range []*sync.Map{&h.clients, &h.own} {
+	for _, m := range []*sync.Map{&h.clients, &h.own, &h.revoked} {
 		m.Range(func(k, _ any) bool {
 			if k.(*mqtt.Client).Closed() {
 				m.Delete(k)

@@ -55,6 +55,8 @@ type Server struct {
 	once  sync.Once
 
 	hooks     []mqtt.Hook // ours, in the order added (see recovered)
+	stop      chan struct{}
+	wg        sync.WaitGroup
 	contain   containment
 	rlog      *ratelog.Logger
 	maxPacket int
@@ -81,9 +83,10 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 		Logger:                 slog.New(quietHandler{log.Handler(), slog.LevelWarn}).With("library", "mochi"),
 	})
 	s := &Server{mochi: m, addrs: map[string]net.Addr{}, log: log, anonymousPolicy: cfg.MQTT.Anonymous, connectTimeout: cfg.MQTT.ConnectTimeout,
-		contain: newContainment(), rlog: ratelog.New(log, time.Minute), maxPacket: cfg.MQTT.MaxPacketSize}
+		contain: newContainment(), rlog: ratelog.New(log, time.Minute), maxPacket: cfg.MQTT.MaxPacketSize, stop: make(chan struct{})}
 	s.auth = newAuthHook(authn, log)
 	s.auth.mochi, s.auth.noRetainFilters, s.auth.rlog = m, cfg.NoRetain, s.rlog
+	s.auth.expire = s.expireSession
 	s.auth.anonymousUser = &users.User{Name: "", Role: "anonymous", Publish: cfg.MQTT.AnonymousPublish, Subscribe: cfg.MQTT.AnonymousSubscribe}
 	s.guard = newGuard(cfg.MQTT, m, s.auth, log)
 	s.auth.failed = s.guard.authFailed
@@ -165,6 +168,10 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 		if err := registerMetrics(reg, m, append(s.guard.collectors(), s.contain.panics)...); err != nil {
 			return fail(err)
 		}
+	}
+	if lookup, ok := authn.(UserLookup); ok {
+		s.wg.Add(1)
+		go s.watchSessions(lookup)
 	}
 	return s, nil
 }
@@ -288,6 +295,8 @@ func (s *Server) ClientsConnected() int64 { return s.mochi.Info.ClientsConnected
 func (s *Server) Close() error {
 	var err error
 	s.once.Do(func() {
+		close(s.stop)
+		s.wg.Wait()
 		err = s.mochi.Close()
 		if errors.Is(err, net.ErrClosed) {
 			err = nil

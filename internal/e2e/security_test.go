@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -252,4 +253,63 @@ func TestBlocksAreNotifiedOncePerEpisode(t *testing.T) {
 	})
 	guess("guesser-2")
 	waitFor(t, 5*time.Second, "the second block's notification", func() bool { return notes() == 2 })
+}
+
+// Removing a user or changing its role through the API ends its MQTT
+// sessions at once: a revoked device does not go on publishing.
+func TestRevokingAUserThroughTheAPIEndsItsMQTTSessions(t *testing.T) {
+	ta := startApp(t, nil)
+	ctx := context.Background()
+	for _, name := range []string{"door-1", "door-2"} {
+		h, err := users.HashPassword(name+"-password", 4)
+		must(t, err)
+		pub, sub := users.DefaultACL(users.RoleDevice)
+		must(t, ta.Store.CreateUser(ctx, &users.User{Name: name, Role: users.RoleDevice, PasswordHash: h, Publish: pub, Subscribe: sub}))
+	}
+	d1, ack, err := mqttConnect(t, ta.mqttAddr(), "door-1", "door-1", "door-1-password")
+	if err != nil || ack.ReasonCode != 0 {
+		t.Fatalf("door-1: %v %v", ack, err)
+	}
+	d2, ack, err := mqttConnect(t, ta.mqttAddr(), "door-2", "door-2", "door-2-password")
+	if err != nil || ack.ReasonCode != 0 {
+		t.Fatalf("door-2: %v %v", ack, err)
+	}
+
+	if code := ta.api(t, "DELETE", "/api/v1/users/door-1", "admin", adminPassword, nil); code != 200 {
+		t.Fatalf("DELETE: %d", code)
+	}
+	select {
+	case <-d1.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the removed user's MQTT session is still open")
+	}
+	if _, ack, _ := mqttConnect(t, ta.mqttAddr(), "door-1", "door-1", "door-1-password"); ack == nil || ack.ReasonCode == 0 {
+		t.Errorf("the removed user logged in again: %v", ack)
+	}
+
+	body := strings.NewReader(`{"role": "viewer"}`)
+	req, _ := http.NewRequest("PATCH", "http://"+ta.HTTP.Addr().String()+"/api/v1/users/door-2", body)
+	req.SetBasicAuth("admin", adminPassword)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	must(t, err)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("PATCH role: %d", resp.StatusCode)
+	}
+	select {
+	case <-d2.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the user whose role changed kept its MQTT session")
+	}
+	// Logged in again, it has the viewer's rights: it may no longer publish.
+	c, ack, err := mqttConnect(t, ta.mqttAddr(), "door-2", "door-2", "door-2-password")
+	if err != nil || ack.ReasonCode != 0 {
+		t.Fatalf("door-2 as a viewer: %v %v", ack, err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if pr, err := c.Publish(cctx, &paho.Publish{Topic: "vigil/home/door-2/telemetry", QoS: 1, Payload: []byte(`{"value": 1}`)}); err == nil && pr.ReasonCode == 0 {
+		t.Error("the device made a viewer may still publish")
+	}
 }

@@ -87,6 +87,13 @@ func (v *Verifier) mac(name, password string) [32]byte {
 	return out
 }
 
+// LookupUser returns the user as it is now in the store (a vigil.ENotFound
+// error if it was removed), without checking a password: for the broker's
+// check that its sessions' users still hold.
+func (v *Verifier) LookupUser(ctx context.Context, name string) (*User, error) {
+	return v.store.GetUser(ctx, name)
+}
+
 // Forget drops a user's cached password check, after its password or role
 // changed or it was removed.
 func (v *Verifier) Forget(name string) {

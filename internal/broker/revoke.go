@@ -1,0 +1,120 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/vigilhq/vigil"
+	"github.com/vigilhq/vigil/internal/users"
+)
+
+// UserLookup is an Authenticator that can also read a user as it is now.
+// The broker then checks the users of its sessions every sessionCheck and
+// ends those of users that were removed or changed by anyone (the API,
+// `vigil user` in another process, a direct edit of the database).
+type UserLookup interface {
+	LookupUser(ctx context.Context, name string) (*users.User, error)
+}
+
+// sessionCheck is how often the sessions' users are checked against the
+// store. Changes made through the API end sessions at once (EndSessions).
+const sessionCheck = 30 * time.Second
+
+// errRevoked ends the sessions of a removed or changed user.
+var errRevoked = errors.New("the user was removed or changed")
+
+// EndSessions ends every session of the user name, connected or waiting
+// for its client: its role, ACL or password changed, or it was removed.
+// Each client must log in again, and gets what holds now: sessions are not
+// resumed (a persistent session's subscriptions were granted under the
+// old ACL, so they go with it), and last wills are dropped (a revoked
+// login says nothing more). It returns the number of sessions ended.
+func (s *Server) EndSessions(name string) int {
+	if name == "" || name == internalUser {
+		return 0
+	}
+	n := 0
+	for _, cl := range s.mochi.Clients.GetAll() {
+		if string(cl.Properties.Username) != name || cl.Net.Inline {
+			continue
+		}
+		n++
+		atomic.StoreUint32(&cl.Properties.Will.Flag, 0)
+		if cl.Closed() {
+			s.expireSession(cl)
+			continue
+		}
+		// The session goes when the connection's goroutine ends (the auth
+		// hook's OnDisconnect), so that no packet it is still handling
+		// subscribes again after the clean-up.
+		s.auth.revoked.Store(cl, struct{}{})
+		kick(s.mochi, cl, packets.ErrAdministrativeAction)
+	}
+	if n > 0 {
+		s.log.Info("mqtt sessions ended: the user was removed or changed", "username", name, "sessions", n)
+	}
+	return n
+}
+
+// expireSession removes a client's session as mochi does when a clean
+// session ends: the hooks forget it (persistence deletes it), its
+// subscriptions and in-flight messages go, and the registry entry if it is
+// still this client's.
+func (s *Server) expireSession(cl *mqtt.Client) {
+	for _, h := range s.hooks {
+		h.OnDisconnect(cl, errRevoked, true)
+	}
+	cl.ClearInflights()
+	s.mochi.UnsubscribeClient(cl)
+	if cur, ok := s.mochi.Clients.Get(cl.ID); ok && cur == cl {
+		s.mochi.Clients.Delete(cl.ID)
+	}
+}
+
+// checkSessions ends the sessions of users that no longer exist or have
+// changed since they logged in.
+func (s *Server) checkSessions(ctx context.Context, lookup UserLookup) {
+	seen := map[string]bool{}
+	s.auth.clients.Range(func(k, v any) bool {
+		u := v.(*users.User)
+		if u == s.auth.anonymousUser || seen[u.Name] {
+			return true
+		}
+		if _, own := s.auth.own.Load(k); own {
+			return true
+		}
+		seen[u.Name] = true
+		cur, err := lookup.LookupUser(ctx, u.Name)
+		switch {
+		case vigil.ErrorCode(err) == vigil.ENotFound:
+			s.EndSessions(u.Name)
+		case err != nil:
+			s.log.Debug("session check: user lookup failed", "username", u.Name, "error", err)
+		case !cur.Updated.Equal(u.Updated) || cur.PasswordHash != u.PasswordHash:
+			s.EndSessions(u.Name)
+		}
+		return ctx.Err() == nil
+	})
+}
+
+// watchSessions runs checkSessions every sessionCheck until Close.
+func (s *Server) watchSessions(lookup UserLookup) {
+	defer s.wg.Done()
+	t := time.NewTicker(sessionCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), sessionCheck)
+			s.checkSessions(ctx, lookup)
+			cancel()
+		}
+	}
+}
