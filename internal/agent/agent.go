@@ -247,7 +247,7 @@ func (a *Agent) connect(wait, ctx context.Context) error {
 			a.log.Debug("broker connection failed", "error", err)
 		},
 		ClientConfig: paho.ClientConfig{
-			ClientID: "vigil-agent-" + a.cfg.ID,
+			ClientID: ingest.AgentClientID(a.cfg.ID),
 			OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 				a.command(pr.Packet.Payload)
 				return true, nil

@@ -25,6 +25,11 @@ const (
 // "state", "heartbeat", "segment".
 func AgentTopic(id, leaf string) string { return agentPrefix + id + "/" + leaf }
 
+// AgentClientID is the MQTT client id agent <id> connects with. The
+// coordinator accepts an agent's reports only from this client, logged in
+// with the agent's own credential.
+func AgentClientID(id string) string { return "vigil-agent-" + id }
+
 // CameraTopic returns vigil/<site>/<camera>/<leaf>; leaf is "cmd" (to the
 // camera) or "stream" (from it).
 func CameraTopic(site, camera, leaf string) string {
@@ -61,9 +66,17 @@ type StreamCommand struct {
 	Resume    bool   `json:"resume,omitempty"`      // the stream moves to another agent: keep going
 }
 
+// Camera stream states, in a CameraStreamEvent.
+const (
+	CameraStarted = "started" // the camera sends
+	CameraQuit    = "quit"    // it has sent the whole duration: the seed's [Quit]
+	CameraError   = "error"   // it cannot stream (Reason says why)
+)
+
 // CameraStreamEvent is what a camera says about a stream (on
-// vigil/<site>/<camera>/stream): "started", or "quit" when it has sent the
-// whole duration (the seed's [Quit]), or "error".
+// vigil/<site>/<camera>/stream): CameraStarted, CameraQuit or CameraError.
+// The coordinator heeds it only for a stream of that site and camera, and
+// (where it knows the camera's client id) only from that client.
 type CameraStreamEvent struct {
 	StreamID string `json:"stream_id"`
 	State    string `json:"state"`
