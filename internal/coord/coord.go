@@ -35,7 +35,11 @@ type Broker interface {
 	Subscribe(filter string, h func(topic string, payload []byte, clientID string)) error
 	AddCredential(name, password string, u *users.User)
 	RemoveCredential(name string)
+	// ClientIP is the IP a connected client connects from, or "".
 	ClientIP(clientID string) string
+	// ClientLogin is the name a connected client logged in with ("" when
+	// anonymous); ok is false when no client with that id is connected.
+	ClientLogin(clientID string) (name string, ok bool)
 }
 
 // Store is what the coordinator needs of the database.
@@ -101,6 +105,7 @@ type Coordinator struct {
 	finisher *media.Finisher
 	log      *slog.Logger
 	m        *metrics
+	refusals *rateLog // owned by the loop goroutine
 
 	in   chan func()
 	jobs chan string // clip ids to finish
@@ -143,7 +148,7 @@ func New(cfg Config, b Broker, st Store, rt Runtime, fin *media.Finisher, log *s
 		in: make(chan func(), 4096), jobs: make(chan string, 4096), stop: make(chan struct{}),
 		agents: map[string]*agentState{}, streams: map[string]*stream{}, byCamera: map[string]*stream{},
 		devices: map[string]*deviceInfo{}, events: map[string]*eventState{},
-		instance: rnd.Hex(3),
+		instance: rnd.Hex(3), refusals: newRateLog(log, time.Minute),
 	}
 	m, err := newMetrics(reg, rt.Name())
 	if err != nil {
