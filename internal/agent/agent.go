@@ -479,7 +479,8 @@ func (a *Agent) readRTCP() {
 
 // rtcpPacket ends the streams an RTCP BYE names.
 func (a *Agent) rtcpPacket(b []byte) {
-	for _, ssrc := range media.ByeSSRCs(b) {
+	ssrcs, _ := media.ByeSSRCs(b)
+	for _, ssrc := range ssrcs {
 		a.mu.Lock()
 		s := a.bySSRC[ssrc]
 		a.mu.Unlock()
