@@ -113,11 +113,14 @@ type Heartbeat struct {
 	State    string         `json:"state"`
 	Streams  []StreamStatus `json:"streams"`
 	// Datagrams dropped before reaching a stream.
-	UnknownSSRC uint64    `json:"unknown_ssrc"`
-	WrongSource uint64    `json:"wrong_source"`
-	NotRTP      uint64    `json:"not_rtp"`
-	Started     time.Time `json:"started"`
-	Version     string    `json:"version"`
+	UnknownSSRC uint64 `json:"unknown_ssrc"`
+	WrongSource uint64 `json:"wrong_source"` // RTP, and RTCP BYEs, from an address the stream does not take
+	NotRTP      uint64 `json:"not_rtp"`
+	// ByeRefused counts RTCP datagrams refused whole because their BYEs
+	// name more sources than media.MaxByeSSRCs.
+	ByeRefused uint64    `json:"bye_refused"`
+	Started    time.Time `json:"started"`
+	Version    string    `json:"version"`
 }
 
 // StreamStatus is one stream in a heartbeat.
