@@ -80,7 +80,7 @@ type Agent struct {
 	state   string
 	closing bool
 
-	unknownSSRC, wrongSource, notRTP atomic.Uint64
+	unknownSSRC, wrongSource, notRTP, byeRefused atomic.Uint64
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -319,11 +319,11 @@ func (a *Agent) heartbeat() {
 	a.mu.Lock()
 	hb := ingest.Heartbeat{
 		ID: a.cfg.ID, Addr: a.addr, HTTPAddr: a.hAddr, Capacity: a.cfg.Capacity, State: a.state, Streams: []ingest.StreamStatus{},
-		UnknownSSRC: a.unknownSSRC.Load(), WrongSource: a.wrongSource.Load(), NotRTP: a.notRTP.Load(),
+		UnknownSSRC: a.unknownSSRC.Load(), WrongSource: a.wrongSource.Load(), NotRTP: a.notRTP.Load(), ByeRefused: a.byeRefused.Load(),
 		Started: a.started, Version: version.Version,
 	}
 	for _, s := range a.byID {
-		st := s.rx.Stats()
+		st := s.rx.Load().Stats()
 		hb.Streams = append(hb.Streams, ingest.StreamStatus{StreamID: s.cmd.StreamID, Frames: st.Frames, Packets: st.Packets, Lost: st.Lost, JitterMS: st.JitterMillis})
 	}
 	a.mu.Unlock()
@@ -402,8 +402,9 @@ func (a *Agent) expect(c ingest.AgentCommand) error {
 		}
 		return err
 	}
-	s := &stream{a: a, cmd: c, rx: rx, w: w, frames: make(chan media.Frame, 1024), created: time.Now(), done: make(chan struct{}),
+	s := &stream{a: a, cmd: c, w: w, frames: make(chan media.Frame, 1024), created: time.Now(), done: make(chan struct{}),
 		watchers: map[chan []byte]struct{}{}}
+	s.rx.Store(rx)
 	if c.Source != "" {
 		s.sourceIP = net.ParseIP(c.Source)
 	}
@@ -440,7 +441,7 @@ func (a *Agent) readRTP() {
 		}
 		now := time.Now()
 		if media.IsRTCP(buf[:n]) {
-			a.rtcpPacket(buf[:n])
+			a.rtcpPacket(buf[:n], from)
 			continue
 		}
 		data := append([]byte(nil), buf[:n]...) // the receiver may hold it to reorder
@@ -456,37 +457,44 @@ func (a *Agent) readRTP() {
 			a.unknownSSRC.Add(1)
 			continue
 		}
-		if !s.accepts(from) {
-			a.wrongSource.Add(1)
-			s.wrongSource.Add(1)
-			continue
-		}
-		s.lastPacket.Store(now.UnixNano())
-		s.push(&p, now)
+		s.receive(&p, from, now)
 	}
 }
 
 func (a *Agent) readRTCP() {
 	buf := make([]byte, 65536)
 	for {
-		n, _, err := a.rtcp.ReadFromUDP(buf)
+		n, from, err := a.rtcp.ReadFromUDP(buf)
 		if err != nil {
 			return
 		}
-		a.rtcpPacket(buf[:n])
+		a.rtcpPacket(buf[:n], from)
 	}
 }
 
-// rtcpPacket ends the streams an RTCP BYE names.
-func (a *Agent) rtcpPacket(b []byte) {
-	for _, ssrc := range media.ByeSSRCs(b) {
+// rtcpPacket ends the streams an RTCP BYE from from names, if it comes
+// from their source (stream.byeFrom; otherwise it counts as wrong_source).
+// A datagram whose BYEs name more than media.MaxByeSSRCs sources is
+// refused whole (bye_refused).
+func (a *Agent) rtcpPacket(b []byte, from *net.UDPAddr) {
+	ssrcs, err := media.ByeSSRCs(b)
+	if err != nil {
+		a.byeRefused.Add(1)
+		return
+	}
+	for _, ssrc := range ssrcs {
 		a.mu.Lock()
 		s := a.bySSRC[ssrc]
 		a.mu.Unlock()
-		if s != nil {
-			s.rx.Bye()
-			a.end(s, ingest.EndBye)
+		if s == nil {
+			continue
 		}
+		if !s.byeFrom(from.IP) {
+			s.wrong(1)
+			continue
+		}
+		s.bye()
+		a.end(s, ingest.EndBye)
 	}
 }
 

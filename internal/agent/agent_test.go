@@ -9,10 +9,12 @@ import (
 	"image/jpeg"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"mime"
 	"mime/multipart"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -21,6 +23,7 @@ import (
 	"time"
 
 	"github.com/bluenviron/gortsplib/v5/pkg/format/rtpmjpeg"
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 
 	"github.com/vigilhq/vigil/internal/broker"
@@ -75,8 +78,12 @@ func start(t *testing.T, capacity int) *harness {
 			h.beats = append(h.beats, hb)
 		}
 	})
-	a, err := Open(context.Background(), Config{ID: "a1", Brokers: []string{b.URL(broker.TCP)}, Listen: "127.0.0.1", Storage: h.storage,
-		Capacity: capacity, Idle: time.Second, Heartbeat: 100 * time.Millisecond}, log)
+	// The agent logs in as the coordinator would have it: its own
+	// credential and client id.
+	b.AddCredential("agent-a1", "agent-password", &users.User{Name: "agent-a1", Role: users.RoleDevice,
+		Publish: []string{"vigil/agents/a1/#"}, Subscribe: []string{"vigil/agents/a1/cmd"}}, ingest.AgentClientID("a1"))
+	a, err := Open(context.Background(), Config{ID: "a1", Brokers: []string{b.URL(broker.TCP)}, Username: "agent-a1", Password: "agent-password",
+		Listen: "127.0.0.1", Storage: h.storage, Capacity: capacity, Idle: time.Second, Heartbeat: 100 * time.Millisecond}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,4 +398,216 @@ func samePicture(t *testing.T, a, b []byte) bool {
 		diff += max(d, -d)
 	}
 	return diff/len(ya.Y) < 2
+}
+
+// sendFrom returns a UDP socket on ip (any port) connected to addr.
+func sendFrom(t *testing.T, ip, addr string) *net.UDPConn {
+	t.Helper()
+	ua, _ := net.ResolveUDPAddr("udp", addr)
+	c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(ip)}, ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func write(c *net.UDPConn, pkts ...*rtp.Packet) {
+	for _, p := range pkts {
+		b, _ := p.Marshal()
+		c.Write(b)
+	}
+}
+
+// frames is how many frames stream id has reassembled so far.
+func (h *harness) frames(id string) uint64 {
+	h.a.mu.Lock()
+	s := h.a.byID[id]
+	h.a.mu.Unlock()
+	if s == nil {
+		return 0
+	}
+	return s.rx.Load().Stats().Frames
+}
+
+func (h *harness) stop(t *testing.T, id string) ingest.SegmentReport {
+	t.Helper()
+	b, _ := json.Marshal(ingest.AgentCommand{Action: "stop", StreamID: id})
+	if err := h.b.Publish(ingest.AgentTopic("a1", "cmd"), b, false, 1); err != nil {
+		t.Fatal(err)
+	}
+	return h.segment(t, id)
+}
+
+// bye makes an RTCP BYE datagram naming ssrcs (31 per BYE packet).
+func bye(ssrcs ...uint32) []byte {
+	var pkts []rtcp.Packet
+	for len(ssrcs) > 0 {
+		n := min(len(ssrcs), 31)
+		pkts = append(pkts, &rtcp.Goodbye{Sources: ssrcs[:n]})
+		ssrcs = ssrcs[n:]
+	}
+	b, _ := rtcp.Marshal(pkts)
+	return b
+}
+
+// TestAByeEndsAStreamOnlyFromItsSource: an RTCP BYE ends a stream when it
+// comes from the stream's source, and never when it names thousands of
+// streams at once. The BYEs go to the RTP port (multiplexed RTCP), so that
+// the camera's frames sent after them are handled after them.
+func TestAByeEndsAStreamOnlyFromItsSource(t *testing.T) {
+	all := make([]uint32, 10000)
+	for i := range all {
+		all[i] = uint32(i + 1)
+	}
+	for _, c := range []struct {
+		name         string
+		source       string // the camera's IP as the coordinator gives it
+		framesBefore int    // the camera's frames before the BYE
+		from         string // where the BYE comes from: "camera" (its own socket) or an IP
+		bye          []byte
+		ends         bool
+		wrong        uint64 // wrong_source in the report
+		refused      uint64 // bye_refused in the heartbeat
+	}{
+		{name: "the camera's BYE ends its stream", framesBefore: 10, from: "camera", bye: bye(5000), ends: true},
+		{name: "a BYE from a third address does not end a recording", framesBefore: 10, from: "127.0.0.2", bye: bye(5000), wrong: 1},
+		{name: "a BYE from a third address does not end a recording whose camera is known", source: "127.0.0.1", framesBefore: 10, from: "127.0.0.2", bye: bye(5000), wrong: 1},
+		{name: "a BYE before the camera sent anything ends nothing", from: "127.0.0.1", bye: bye(5000), wrong: 1},
+		{name: "a BYE naming 10,000 sources ends nothing, though it comes from the camera", framesBefore: 10, from: "camera", bye: bye(all...), refused: 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := start(t, 1)
+			h.expect(t, "s", 5000, c.source)
+			frames := rtpFrames(t, 5000, 20)
+			camera := sendFrom(t, "127.0.0.1", h.a.Addr())
+			for _, f := range frames[:c.framesBefore] {
+				write(camera, f...)
+			}
+			waitFor(t, "the frames before the BYE", func() bool { return h.frames("s") == uint64(c.framesBefore) })
+			from := camera
+			if c.from != "camera" {
+				from = sendFrom(t, c.from, h.a.Addr())
+			}
+			from.Write(c.bye)
+			if c.ends {
+				if r := h.segment(t, "s"); r.Reason != ingest.EndBye || r.Frames != c.framesBefore {
+					t.Errorf("report %+v, want ended by BYE after %d frames", r, c.framesBefore)
+				}
+				return
+			}
+			for _, f := range frames[c.framesBefore:] {
+				write(camera, f...)
+			}
+			waitFor(t, "every frame", func() bool { return h.frames("s") == 20 })
+			waitFor(t, "a heartbeat that counts the refused BYE", func() bool {
+				h.mu.Lock()
+				defer h.mu.Unlock()
+				return len(h.beats) > 0 && h.beats[len(h.beats)-1].ByeRefused == c.refused && h.beats[len(h.beats)-1].WrongSource == c.wrong
+			})
+			if r := h.stop(t, "s"); r.Reason != ingest.EndQuit || r.Frames != 20 || r.BadFrames != 0 || r.WrongSource != c.wrong {
+				t.Errorf("report %+v, want 20 frames ended by quit, %d wrong source", r, c.wrong)
+			}
+		})
+	}
+}
+
+// junk is what a racer sends with a stream's SSRC: random payloads, frames
+// of garbage behind a valid RTP/JPEG header, and another payload type.
+func junk(ssrc uint32, n int) []*rtp.Packet {
+	r := mrand.New(mrand.NewPCG(uint64(ssrc), 7))
+	var out []*rtp.Packet
+	for i := range n {
+		p := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 26, SequenceNumber: uint16(r.IntN(65536)), Timestamp: r.Uint32(), SSRC: ssrc, Marker: true}}
+		data := make([]byte, 100+r.IntN(400))
+		for j := range data {
+			data[j] = byte(r.IntN(256))
+		}
+		switch i % 3 {
+		case 0:
+			p.Payload, p.Marker = data, r.IntN(2) == 0
+		case 1:
+			p.Payload = append([]byte{0, 0, 0, 0, 1, 99, 20, 15}, data...) // 160x120, offset 0
+		case 2:
+			p.PayloadType, p.Payload = 96, data
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// TestARacerDoesNotCaptureAStream: junk sent with the stream's SSRC before
+// the camera's first frame, and between its frames, from the camera's IP,
+// does not keep the camera's frames out: the segment holds the camera's
+// pictures, and every junk packet is counted.
+func TestARacerDoesNotCaptureAStream(t *testing.T) {
+	for _, c := range []struct{ name, source string }{
+		{"when the camera's address is not known", ""},
+		{"when only the camera's IP is known", "127.0.0.1"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := start(t, 1)
+			h.expect(t, "s", 6000, c.source)
+			camera := sendFrom(t, "127.0.0.1", h.a.Addr())
+			racer := sendFrom(t, "127.0.0.1", h.a.Addr())
+			bad := junk(6000, 40)
+			write(racer, bad[:10]...)
+			for i, f := range rtpFrames(t, 6000, 30) {
+				write(camera, f...)
+				write(racer, bad[10+i])
+			}
+			waitFor(t, "the camera's 30 frames", func() bool { return h.frames("s") == 30 })
+			r := h.stop(t, "s")
+			if r.Frames != 30 || r.BadFrames != 0 || r.WrongSource != 40 {
+				t.Errorf("report %+v, want the camera's 30 frames, none bad, 40 from the wrong source", r)
+			}
+			seg, err := media.ReadSegment(filepath.Join(h.storage, "lab/s/seg-1.mp4"))
+			if err != nil || len(seg.Samples) != 30 {
+				t.Fatalf("segment: %v, %d frames", err, len(seg.Samples))
+			}
+			for i, s := range seg.Samples {
+				if !samePicture(t, s.JPEG, frameJPEG(i)) {
+					t.Errorf("frame %d is not the camera's", i)
+				}
+			}
+		})
+	}
+}
+
+// TestSourceTrialsAreBounded: while junk senders hold every trial, another
+// address is refused; once their window has passed, the camera gets a
+// trial and its first whole frame latches it.
+func TestSourceTrialsAreBounded(t *testing.T) {
+	h := start(t, 1)
+	h.expect(t, "s", 7000, "")
+	h.a.mu.Lock()
+	s := h.a.byID["s"]
+	h.a.mu.Unlock()
+	t0 := time.Now()
+	bad := junk(7000, maxTrials)
+	for i := range maxTrials {
+		s.receive(bad[i], &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1000 + i}, t0)
+	}
+	camera := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 2000}
+	frames := rtpFrames(t, 7000, 2)
+	for _, p := range frames[0] {
+		s.receive(p, camera, t0.Add(time.Second))
+	}
+	state := func() (latched netip.AddrPort, trials int) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.latched, len(s.trials)
+	}
+	if latched, _ := state(); latched.IsValid() || s.wrongSource.Load() != uint64(len(frames[0])) {
+		t.Fatalf("with every trial taken: latched %v, %d refused; want none latched, %d refused", latched, s.wrongSource.Load(), len(frames[0]))
+	}
+	for _, p := range frames[1] {
+		s.receive(p, camera, t0.Add(trialWindow+time.Millisecond))
+	}
+	if latched, trials := state(); latched != camera.AddrPort() || s.rx.Load().Stats().Frames != 1 || trials != 0 {
+		t.Fatalf("after the window: latched %v, %d frames, %d trials; want the camera, 1 frame, no trials", latched, s.rx.Load().Stats().Frames, trials)
+	}
+	if got, want := s.wrongSource.Load(), uint64(len(frames[0])+maxTrials); got != want {
+		t.Errorf("%d refused, want %d (the camera's first frame and each junk sender's packet)", got, want)
+	}
 }

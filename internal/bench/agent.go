@@ -116,8 +116,14 @@ func RunAgent(ctx context.Context, o AgentOptions) (*AgentResult, error) {
 		maxN = max(maxN, n)
 	}
 	storage := filepath.Join(dir, "clips")
-	cmd := exec.Command(bin, "agent", "--id", "bench", "--broker", b.URL(broker.TCP), "--listen", "127.0.0.1",
+	// The agent logs in as vigil up's agents do, with a credential of its
+	// own.
+	password := users.RandomPassword()
+	b.AddCredential("agent-bench", password, &users.User{Name: "agent-bench", Role: users.RoleDevice,
+		Publish: []string{"vigil/agents/bench/#"}, Subscribe: []string{"vigil/agents/bench/cmd"}}, ingest.AgentClientID("bench"))
+	cmd := exec.Command(bin, "agent", "--id", "bench", "--broker", b.URL(broker.TCP), "--username", "agent-bench", "--listen", "127.0.0.1",
 		"--storage", storage, "--capacity", fmt.Sprint(maxN+1), "--idle", "5s", "--log-level", "warn")
+	cmd.Env = append(os.Environ(), "VIGIL_AGENT_PASSWORD="+password)
 	done, err := startProcess(cmd, dir, "agent")
 	if err != nil {
 		return nil, err

@@ -127,13 +127,13 @@ func (s *stream) run(ctx context.Context) {
 	defer close(s.done)
 	sender, err := media.NewSender(s.cmd.Host, s.cmd.Port, s.cmd.SSRC, s.cmd.MaxPacket)
 	if err != nil {
-		s.report("error", err.Error())
+		s.report(ingest.CameraError, err.Error())
 		return
 	}
 	s.mu.Lock()
 	s.sender = sender
 	s.mu.Unlock()
-	s.report("started", "")
+	s.report(ingest.CameraStarted, "")
 	p := params(s.cmd, s.c.Source.Limits())
 	t0 := time.Now()
 	from := t0.Add(-time.Duration(s.cmd.PreRoll) * time.Second)
@@ -163,7 +163,7 @@ func (s *stream) run(ctx context.Context) {
 		s.sender = nil
 	}
 	s.mu.Unlock()
-	s.report("quit", "duration")
+	s.report(ingest.CameraQuit, "duration")
 	s.c.mu.Lock()
 	if s.c.cur == s {
 		s.c.cur = nil
@@ -175,7 +175,7 @@ func (s *stream) run(ctx context.Context) {
 func (s *stream) moveTo(cmd ingest.StreamCommand) {
 	sender, err := media.NewSender(cmd.Host, cmd.Port, cmd.SSRC, cmd.MaxPacket)
 	if err != nil {
-		s.report("error", err.Error())
+		s.report(ingest.CameraError, err.Error())
 		return
 	}
 	s.mu.Lock()

@@ -162,8 +162,11 @@ func TestACameraStreamsPreRollThenLiveAndSaysQuit(t *testing.T) {
 	}
 	rtcpConn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	n, err := rtcpConn.Read(buf)
-	if err != nil || len(media.ByeSSRCs(buf[:n])) != 1 {
+	if err != nil {
 		t.Fatalf("no RTCP BYE: %v", err)
+	}
+	if ssrcs, err := media.ByeSSRCs(buf[:n]); err != nil || len(ssrcs) != 1 {
+		t.Fatalf("RTCP BYE for %v: %v", ssrcs, err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {

@@ -46,36 +46,52 @@ func (a *agentState) free() int { return a.capacity - len(a.streams) }
 // removed.
 const lostGrace = 30 * time.Second
 
-// subscribe listens to the agents and the cameras.
+// subscribe listens to the agents and the cameras. Who published each
+// message is asked of the broker here, while it is being delivered; the
+// decision is made on the coordinator's goroutine (see trust.go).
 func (c *Coordinator) subscribe() error {
-	if err := c.broker.Subscribe(ingest.AgentFilter, func(topic string, payload []byte, _ string) {
+	if err := c.broker.Subscribe(ingest.AgentFilter, func(topic string, payload []byte, clientID string) {
 		parts := strings.Split(topic, "/")
 		if len(parts) != 4 {
 			return
 		}
 		id, leaf := parts[2], parts[3]
-		p := append([]byte(nil), payload...)
 		switch leaf {
-		case "heartbeat":
-			var hb ingest.Heartbeat
-			if json.Unmarshal(p, &hb) == nil {
-				c.do(func() { c.onHeartbeat(id, hb) })
-			}
-		case "state":
-			c.do(func() { c.onAgentState(id, string(p)) })
-		case "segment":
-			var r ingest.SegmentReport
-			if json.Unmarshal(p, &r) == nil {
-				c.do(func() { c.onSegment(id, r) })
-			}
+		case "heartbeat", "state", "segment":
+		default:
+			return // "cmd" is the coordinator's own
 		}
+		o := c.originOf(clientID)
+		p := append([]byte(nil), payload...)
+		c.do(func() {
+			if why := fromAgent(id, leaf, p, o); why != "" {
+				c.refuse(leaf, why, "agent report refused: not from the agent's own connection",
+					"agent", id, "client_id", o.clientID, "login", o.login, "connected", o.connected)
+				return
+			}
+			switch leaf {
+			case "heartbeat":
+				var hb ingest.Heartbeat
+				if json.Unmarshal(p, &hb) == nil {
+					c.onHeartbeat(id, hb, o.ip)
+				}
+			case "state":
+				c.onAgentState(id, string(p))
+			case "segment":
+				var r ingest.SegmentReport
+				if json.Unmarshal(p, &r) == nil {
+					c.onSegment(id, r)
+				}
+			}
+		})
 	}); err != nil {
 		return err
 	}
-	return c.broker.Subscribe(ingest.CameraStreamFilter, func(topic string, payload []byte, _ string) {
+	return c.broker.Subscribe(ingest.CameraStreamFilter, func(topic string, payload []byte, clientID string) {
+		parts := strings.Split(topic, "/")
 		var e ingest.CameraStreamEvent
-		if json.Unmarshal(payload, &e) == nil {
-			c.do(func() { c.onCameraStream(e) })
+		if len(parts) == 4 && json.Unmarshal(payload, &e) == nil {
+			c.do(func() { c.onCameraStream(parts[1], parts[2], clientID, e) })
 		}
 	})
 }
@@ -85,7 +101,7 @@ func (c *Coordinator) startAgent(pool, reason string) *agentState {
 	c.nextID++
 	id := fmt.Sprintf("%s-%d", c.instance, c.nextID)
 	a := &agentState{
-		id: id, username: "agent-" + id, pool: pool, status: agentStarting,
+		id: id, username: agentUsername(id), pool: pool, status: agentStarting,
 		capacity: c.cfg.Conf.Agents.Capacity, streams: map[string]*stream{}, startedAt: time.Now(), reason: reason,
 	}
 	password := rnd.Hex(18)
@@ -126,20 +142,30 @@ func (c *Coordinator) startFailed(id string, err error) {
 	c.history("start_failed", id, "", fmt.Sprintf("%v; next try in %v", err, backoff))
 }
 
-// onHeartbeat marks an agent alive; its first heartbeat makes it ready.
-func (c *Coordinator) onHeartbeat(id string, hb ingest.Heartbeat) {
+// onHeartbeat marks an agent alive; its first heartbeat with an address
+// cameras may be sent to makes it ready. from is where the agent's MQTT
+// connection comes from.
+func (c *Coordinator) onHeartbeat(id string, hb ingest.Heartbeat, from net.IP) {
 	a := c.agents[id]
 	if a == nil || a.status == agentStopping {
 		return
 	}
 	a.lastSeen = time.Now()
-	a.addr = hb.Addr
+	hadAddr := a.addr != ""
+	// Cameras are sent to this address: only one on the host the agent
+	// connects from, or none (and no new streams for the agent).
+	if err := checkAgentAddr(hb.Addr, from); err != nil {
+		a.addr = ""
+		c.refuse("heartbeat", refusedBadAddr, "agent's RTP address refused; it gets no streams", "agent", id, "addr", hb.Addr, "error", err)
+	} else {
+		a.addr = hb.Addr
+	}
 	a.httpAddr = ""
 	// vigil up fetches live pictures from this address: only where the
 	// agent's own MQTT connection comes from (an agent cannot point vigil
 	// up at another host).
 	if host, _, err := net.SplitHostPort(hb.HTTPAddr); err == nil {
-		if sameHost(net.ParseIP(host), net.ParseIP(c.broker.ClientIP(ingest.AgentClientID(id)))) {
+		if sameHost(net.ParseIP(host), from) {
 			a.httpAddr = hb.HTTPAddr
 		} else if a.status == agentStarting {
 			c.log.Warn("agent's live view address is not where it connects from; live view through it is off", "agent", id, "addr", hb.HTTPAddr)
@@ -148,8 +174,11 @@ func (c *Coordinator) onHeartbeat(id string, hb ingest.Heartbeat) {
 	if hb.Capacity > 0 {
 		a.capacity = hb.Capacity
 	}
-	if a.status == agentStarting || a.status == agentLost {
+	switch {
+	case (a.status == agentStarting || a.status == agentLost) && a.addr != "":
 		c.ready(a)
+	case a.status == agentReady && !hadAddr && a.addr != "":
+		c.drainQueue() // it takes streams again
 	}
 }
 
@@ -338,29 +367,4 @@ func (c *Coordinator) stopAgent(a *agentState) {
 			c.broker.RemoveCredential(a.username)
 		})
 	}()
-}
-
-// sameHost tells whether an agent that connects to the broker from from
-// can be serving at ip: the same address, or, for an agent on this host
-// (it connects over loopback), any of this host's addresses.
-func sameHost(ip, from net.IP) bool {
-	if ip == nil || from == nil {
-		return false
-	}
-	if ip.Equal(from) {
-		return true
-	}
-	if !from.IsLoopback() {
-		return false
-	}
-	if ip.IsLoopback() {
-		return true
-	}
-	addrs, _ := net.InterfaceAddrs()
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
-			return true
-		}
-	}
-	return false
 }

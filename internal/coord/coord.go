@@ -25,6 +25,7 @@ import (
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/detect"
 	"github.com/vigilhq/vigil/internal/media"
+	"github.com/vigilhq/vigil/internal/ratelog"
 	"github.com/vigilhq/vigil/internal/rnd"
 	"github.com/vigilhq/vigil/internal/users"
 )
@@ -35,7 +36,11 @@ type Broker interface {
 	Subscribe(filter string, h func(topic string, payload []byte, clientID string)) error
 	AddCredential(name, password string, u *users.User, clientIDs ...string)
 	RemoveCredential(name string)
+	// ClientIP is the IP a connected client connects from, or "".
 	ClientIP(clientID string) string
+	// ClientLogin is the name a connected client logged in with ("" when
+	// anonymous); ok is false when no client with that id is connected.
+	ClientLogin(clientID string) (name string, ok bool)
 }
 
 // Store is what the coordinator needs of the database.
@@ -101,6 +106,7 @@ type Coordinator struct {
 	finisher *media.Finisher
 	log      *slog.Logger
 	m        *metrics
+	refusals *ratelog.Logger
 
 	in   chan func()
 	jobs chan string // clip ids to finish
@@ -143,7 +149,7 @@ func New(cfg Config, b Broker, st Store, rt Runtime, fin *media.Finisher, log *s
 		in: make(chan func(), 4096), jobs: make(chan string, 4096), stop: make(chan struct{}),
 		agents: map[string]*agentState{}, streams: map[string]*stream{}, byCamera: map[string]*stream{},
 		devices: map[string]*deviceInfo{}, events: map[string]*eventState{},
-		instance: rnd.Hex(3),
+		instance: rnd.Hex(3), refusals: ratelog.New(log, time.Minute),
 	}
 	m, err := newMetrics(reg, rt.Name())
 	if err != nil {

@@ -119,7 +119,7 @@ func (c *Coordinator) Live(ctx context.Context, site, camera string) (StreamView
 			pool = site
 		}
 		st := &stream{
-			id: newID(), ssrc: randomSSRC(), site: site, camera: camera, clientID: d.clientID, pool: pool,
+			id: newID(), ssrc: randomSSRC(), site: site, camera: camera, clientID: d.clientID, clientKnown: !d.guessed && d.clientID != "", pool: pool,
 			priority: livePriority + c.priority(d), live: true, token: rnd.Hex(16),
 			duration: time.Duration(c.cfg.Conf.Recording.LiveSeconds) * time.Second,
 		}

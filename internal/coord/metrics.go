@@ -12,6 +12,7 @@ type metrics struct {
 	deleted       prometheus.Counter
 	reassigned    prometheus.Counter
 	atMax         prometheus.Counter
+	refused       *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, runtime string) (*metrics, error) {
@@ -40,9 +41,12 @@ func newMetrics(reg prometheus.Registerer, runtime string) (*metrics, error) {
 		deleted:    prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_clips_deleted_total", Help: "Clips removed by retention."}),
 		reassigned: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_streams_reassigned_total", Help: "Streams moved to another agent mid-clip."}),
 		atMax:      prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_autoscale_at_max_total", Help: "Times streams waited because agents were at agents.max."}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_coordinator_refused_messages_total", Help: "Agent and camera reports the coordinator refused, by topic (heartbeat, state, segment, stream) and reason (other_client, other_login, not_connected, bad_addr, other_camera).",
+		}, []string{"topic", "reason"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.decisions, m.agentStates, m.scaleUp, m.firstFrame, m.finishSeconds, m.clips, m.deleted, m.reassigned, m.atMax} {
+		for _, c := range []prometheus.Collector{m.decisions, m.agentStates, m.scaleUp, m.firstFrame, m.finishSeconds, m.clips, m.deleted, m.reassigned, m.atMax, m.refused} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

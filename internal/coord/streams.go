@@ -30,12 +30,15 @@ type stream struct {
 	ssrc     uint32
 	site     string
 	camera   string
-	clientID string
-	pool     string
-	priority int
-	ev       *eventState // nil for a live stream
-	clip     *Clip       // nil for a live stream
-	live     bool        // watched, not recorded
+	clientID string // the camera's MQTT client id (a guess unless clientKnown)
+	// clientKnown is set when the camera announced itself (its meta): its
+	// reports are then heeded only from clientID.
+	clientKnown bool
+	pool        string
+	priority    int
+	ev          *eventState // nil for a live stream
+	clip        *Clip       // nil for a live stream
+	live        bool        // watched, not recorded
 	// superseded is set when a detection needs the camera of a live
 	// stream: the live stream ends and never tells the camera to stream.
 	superseded bool
@@ -73,6 +76,9 @@ type eventState struct {
 type deviceInfo struct {
 	site, id, clientID string
 	meta               *telemetry.Meta
+	// guessed is set for a camera named in config that has not announced
+	// itself: clientID is then its id, a guess.
+	guessed bool
 }
 
 func key(site, id string) string { return site + "/" + id }
@@ -119,7 +125,7 @@ func (c *Coordinator) camerasFor(site, sensor string) []*deviceInfo {
 					add(d)
 				} else {
 					// A camera named in config but not (yet) announced.
-					add(&deviceInfo{site: site, id: cam, clientID: cam, meta: &telemetry.Meta{Capabilities: []string{telemetry.CapCamera}}})
+					add(&deviceInfo{site: site, id: cam, clientID: cam, guessed: true, meta: &telemetry.Meta{Capabilities: []string{telemetry.CapCamera}}})
 				}
 			}
 		}
@@ -220,7 +226,7 @@ func (c *Coordinator) newStream(cam *deviceInfo, es *eventState, at time.Time) *
 	clip.Dir = path.Join(cam.site, cam.id, at.UTC().Format("2006-01-02"), clip.ID)
 	c.saveClip(clip)
 	st := &stream{
-		id: newID(), ssrc: randomSSRC(), site: cam.site, camera: cam.id, clientID: cam.clientID, pool: pool,
+		id: newID(), ssrc: randomSSRC(), site: cam.site, camera: cam.id, clientID: cam.clientID, clientKnown: !cam.guessed && cam.clientID != "", pool: pool,
 		priority: c.priority(cam), ev: es, clip: clip, token: rnd.Hex(16),
 		duration: time.Duration(c.cfg.Conf.Recording.ClipSeconds) * time.Second,
 	}
@@ -353,6 +359,16 @@ func (c *Coordinator) onSegment(agentID string, r ingest.SegmentReport) {
 			c.publish(ingest.AgentTopic(st.agent.id, "cmd"), ingest.AgentCommand{Action: "stop", StreamID: st.id})
 			return
 		}
+		if st.agent.addr == "" {
+			// Its address was refused since it took the stream: tell the
+			// camera nothing, give the stream to another agent.
+			a := st.agent
+			delete(a.streams, st.id)
+			c.publish(ingest.AgentTopic(a.id, "cmd"), ingest.AgentCommand{Action: "stop", StreamID: st.id})
+			c.interrupted(st, "agent "+a.id+" has no address cameras may be sent to")
+			c.drainQueue()
+			return
+		}
 		st.state = streamLive
 		first := st.started.IsZero()
 		if first {
@@ -430,19 +446,31 @@ func (c *Coordinator) interrupted(st *stream, why string) {
 	c.m.reassigned.Inc()
 }
 
-// onCameraStream handles a camera's report on its stream: "quit" (the
-// seed's [Quit]) ends it at the agent.
-func (c *Coordinator) onCameraStream(e ingest.CameraStreamEvent) {
+// onCameraStream handles a camera's report on its stream, published on
+// vigil/<site>/<camera>/stream by clientID: "quit" (the seed's [Quit]) ends
+// it at the agent. A report counts only for a stream of that site and
+// camera, and only from the camera's own client id when it is known.
+func (c *Coordinator) onCameraStream(site, camera, clientID string, e ingest.CameraStreamEvent) {
 	st := c.streams[e.StreamID]
 	if st == nil {
 		return
 	}
+	if st.site != site || st.camera != camera {
+		c.refuse("stream", refusedOtherCamera, "camera report refused: the stream is another camera's",
+			"site", site, "camera", camera, "stream", e.StreamID, "client_id", clientID)
+		return
+	}
+	if st.clientKnown && clientID != st.clientID {
+		c.refuse("stream", refusedOtherClient, "camera report refused: not from the camera's client",
+			"site", site, "camera", camera, "stream", e.StreamID, "client_id", clientID)
+		return
+	}
 	switch e.State {
-	case "quit":
+	case ingest.CameraQuit:
 		if st.agent != nil {
 			c.publish(ingest.AgentTopic(st.agent.id, "cmd"), ingest.AgentCommand{Action: "stop", StreamID: st.id})
 		}
-	case "error":
+	case ingest.CameraError:
 		c.log.Warn("camera cannot stream", "camera", st.camera, "stream", st.id, "reason", e.Reason)
 	}
 }

@@ -29,8 +29,9 @@ const (
 // "state", "heartbeat", "segment".
 func AgentTopic(id, leaf string) string { return agentPrefix + id + "/" + leaf }
 
-// AgentClientID is the MQTT client id of agent id; the broker reserves it
-// for that agent's credential.
+// AgentClientID is the MQTT client id agent <id> connects with. The
+// broker reserves it for the agent's credential, and the coordinator
+// accepts an agent's reports only from this client, logged in with it.
 func AgentClientID(id string) string { return "vigil-agent-" + id }
 
 // CameraTopic returns vigil/<site>/<camera>/<leaf>; leaf is "cmd" (to the
@@ -69,9 +70,17 @@ type StreamCommand struct {
 	Resume    bool   `json:"resume,omitempty"`      // the stream moves to another agent: keep going
 }
 
+// Camera stream states, in a CameraStreamEvent.
+const (
+	CameraStarted = "started" // the camera sends
+	CameraQuit    = "quit"    // it has sent the whole duration: the seed's [Quit]
+	CameraError   = "error"   // it cannot stream (Reason says why)
+)
+
 // CameraStreamEvent is what a camera says about a stream (on
-// vigil/<site>/<camera>/stream): "started", or "quit" when it has sent the
-// whole duration (the seed's [Quit]), or "error".
+// vigil/<site>/<camera>/stream): CameraStarted, CameraQuit or CameraError.
+// The coordinator heeds it only for a stream of that site and camera, and
+// (where it knows the camera's client id) only from that client.
 type CameraStreamEvent struct {
 	StreamID string `json:"stream_id"`
 	State    string `json:"state"`
@@ -108,11 +117,14 @@ type Heartbeat struct {
 	State    string         `json:"state"`
 	Streams  []StreamStatus `json:"streams"`
 	// Datagrams dropped before reaching a stream.
-	UnknownSSRC uint64    `json:"unknown_ssrc"`
-	WrongSource uint64    `json:"wrong_source"`
-	NotRTP      uint64    `json:"not_rtp"`
-	Started     time.Time `json:"started"`
-	Version     string    `json:"version"`
+	UnknownSSRC uint64 `json:"unknown_ssrc"`
+	WrongSource uint64 `json:"wrong_source"` // RTP, and RTCP BYEs, from an address the stream does not take
+	NotRTP      uint64 `json:"not_rtp"`
+	// ByeRefused counts RTCP datagrams refused whole because their BYEs
+	// name more sources than media.MaxByeSSRCs.
+	ByeRefused uint64    `json:"bye_refused"`
+	Started    time.Time `json:"started"`
+	Version    string    `json:"version"`
 }
 
 // StreamStatus is one stream in a heartbeat.

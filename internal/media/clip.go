@@ -47,7 +47,6 @@ func NewFinisher() *Finisher {
 // in) from the segments, in order. It replaces out atomically.
 func (f *Finisher) Finish(ctx context.Context, segments []string, out, thumb string) (ClipInfo, error) {
 	var info ClipInfo
-	var segs []*Segment
 	var all []Sample
 	width, height := 0, 0
 	for _, p := range segments {
@@ -65,7 +64,6 @@ func (f *Finisher) Finish(ctx context.Context, segments []string, out, thumb str
 			width, height = s.Width, s.Height
 		}
 		info.Truncated = info.Truncated || s.Truncated
-		segs = append(segs, s)
 		all = append(all, s.Samples...)
 		info.Duration += s.Duration()
 	}

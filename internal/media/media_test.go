@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -186,14 +187,78 @@ func FuzzReceiver(f *testing.F) {
 	})
 }
 
+// byes makes an RTCP compound packet: a receiver report, then BYE packets
+// naming n sources in all (at most 31 each), from 1 up.
+func byes(n int) []byte {
+	pkts := []rtcp.Packet{&rtcp.ReceiverReport{SSRC: 1}}
+	for next := uint32(1); n > 0; {
+		g := &rtcp.Goodbye{}
+		for range min(n, 31) {
+			g.Sources = append(g.Sources, next)
+			next++
+			n--
+		}
+		pkts = append(pkts, g)
+	}
+	b, err := rtcp.Marshal(pkts)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
 func TestRTCPHelpers(t *testing.T) {
 	b, _ := rtcp.Marshal([]rtcp.Packet{&rtcp.ReceiverReport{SSRC: 1}, &rtcp.Goodbye{Sources: []uint32{9, 10}}})
 	if !IsRTCP(b) || IsRTCP([]byte{0x80, 26, 0, 0}) {
 		t.Error("IsRTCP")
 	}
-	if got := ByeSSRCs(b); len(got) != 2 || got[0] != 9 {
-		t.Errorf("ByeSSRCs = %v", got)
+	for _, c := range []struct {
+		name string
+		b    []byte
+		want int
+		err  error
+	}{
+		{"a camera's goodbye names its source", b, 2, nil},
+		{"one full BYE packet is accepted", byes(31), 31, nil},
+		{"32 sources in two BYE packets are refused", byes(32), 0, ErrTooManyByes},
+		{"10,000 sources are refused", byes(10000), 0, ErrTooManyByes},
+		{"a datagram that is not RTCP names none", []byte("hello, agent"), 0, nil},
+		{"a truncated BYE names none", b[:len(b)-2], 0, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := ByeSSRCs(c.b)
+			if len(got) != c.want || err != c.err {
+				t.Errorf("ByeSSRCs = %d sources, %v; want %d, %v", len(got), err, c.want, c.err)
+			}
+		})
 	}
+}
+
+// FuzzByeSSRCs: nothing may panic, no answer names more than MaxByeSSRCs
+// sources, and what is accepted is what the RTCP parser finds.
+func FuzzByeSSRCs(f *testing.F) {
+	f.Add(byes(1))
+	f.Add(byes(31))
+	f.Add(byes(32))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, err := ByeSSRCs(b)
+		if len(got) > MaxByeSSRCs {
+			t.Fatalf("%d sources accepted", len(got))
+		}
+		if err != nil {
+			return
+		}
+		pkts, perr := rtcp.Unmarshal(b)
+		var want []uint32
+		for _, p := range pkts {
+			if g, ok := p.(*rtcp.Goodbye); ok && perr == nil {
+				want = append(want, g.Sources...)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("ByeSSRCs = %v, the parser finds %v", got, want)
+		}
+	})
 }
 
 // writeTestSegment writes n frames at 15 fps and returns the path.

@@ -7,8 +7,11 @@
 package media
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"image/jpeg"
 	"sync"
 	"time"
 
@@ -152,11 +155,34 @@ func IsRTCP(b []byte) bool {
 	return len(b) >= 2 && b[0]>>6 == 2 && b[1] >= 192 && b[1] <= 223
 }
 
-// ByeSSRCs returns the SSRCs that an RTCP compound packet says goodbye for.
-func ByeSSRCs(b []byte) []uint32 {
+// MaxByeSSRCs is the most sources the BYEs of one RTCP datagram may name:
+// as many as one BYE packet can hold (its count has 5 bits). A camera names
+// one, its own. More is no sender's goodbye but a way to end every stream
+// of an agent with one datagram (one can name some 16,000), so such a
+// datagram is refused whole.
+const MaxByeSSRCs = 31
+
+// ErrTooManyByes is returned for an RTCP datagram whose BYEs name more
+// than MaxByeSSRCs sources.
+var ErrTooManyByes = fmt.Errorf("rtcp: the BYEs name more than %d sources", MaxByeSSRCs)
+
+// ByeSSRCs returns the SSRCs that an RTCP compound packet says goodbye for:
+// none if it is not valid RTCP, and ErrTooManyByes if they are more than
+// MaxByeSSRCs (counted from the packets' headers before anything is
+// parsed).
+func ByeSSRCs(b []byte) ([]uint32, error) {
+	n := 0
+	for off := 0; off+4 <= len(b) && b[off]>>6 == 2; off += 4 * (int(binary.BigEndian.Uint16(b[off+2:])) + 1) {
+		if b[off+1] == rtcpBye {
+			n += int(b[off] & 0x1f)
+		}
+	}
+	if n > MaxByeSSRCs {
+		return nil, ErrTooManyByes
+	}
 	pkts, err := rtcp.Unmarshal(b)
 	if err != nil {
-		return nil
+		return nil, nil
 	}
 	var out []uint32
 	for _, p := range pkts {
@@ -164,5 +190,19 @@ func ByeSSRCs(b []byte) []uint32 {
 			out = append(out, g.Sources...)
 		}
 	}
-	return out
+	if len(out) > MaxByeSSRCs {
+		return nil, ErrTooManyByes
+	}
+	return out, nil
+}
+
+// rtcpBye is the RTCP packet type of a BYE (RFC 3550).
+const rtcpBye = 203
+
+// ValidJPEG tells whether b decodes as a picture. An agent takes a
+// stream's source to be whoever first sends it a frame that does, so that
+// junk sent first does not capture the stream.
+func ValidJPEG(b []byte) bool {
+	_, err := jpeg.Decode(bytes.NewReader(b))
+	return err == nil
 }
