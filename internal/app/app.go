@@ -62,7 +62,6 @@ type App struct {
 	Storage   string // clip storage root
 	Hub       *hub.Hub
 	Sessions  *users.Sessions
-	Limiter   *users.Limiter
 	demo      *demo
 
 	plans sync.Map // site -> plan name set in the UI
@@ -106,6 +105,9 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 		return nil, err
 	}
 	a.Users = users.NewVerifier(a.Store, time.Minute, cfg.Auth.BcryptCost)
+	// One budget of password tries per client address and per username,
+	// whatever they come through: the API, the web UI, MQTT.
+	a.Users.Limiter = &users.Limiter{Max: 5, Window: 5 * time.Minute}
 
 	a.Registry = prometheus.NewRegistry()
 	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -167,7 +169,6 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 
 		Hub:      a.Hub,
 		Sessions: a.Sessions,
-		Limiter:  a.Limiter,
 
 		TrustedProxies: cfg.HTTP.ProxyNets(),
 

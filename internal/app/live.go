@@ -16,7 +16,6 @@ import (
 // feed), the agents' view and the alerts.
 func (a *App) openLive() {
 	a.Sessions = &users.Sessions{Store: a.Store, Users: a.Store, Idle: 12 * time.Hour, MaxAge: 7 * 24 * time.Hour}
-	a.Limiter = &users.Limiter{Max: 5, Window: 5 * time.Minute}
 
 	a.Telemetry.Observe(func(ev telemetry.Event) {
 		if !a.Hub.Active() {

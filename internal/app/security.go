@@ -108,7 +108,7 @@ func (a *App) RunAudit(ctx context.Context, trigger string) (store.AuditRecord, 
 	targets, ports := a.selfTargets()
 	opts := audit.Options{
 		Skip: selfAuditSkip, NoNmap: true, NoDefaultPorts: true, LocalMode: a.localMode(),
-		ClientID: "vigil-self-audit", Timeout: 3 * time.Second, Log: a.log.With("component", "audit"),
+		ClientID: a.Broker.SelfAuditClientID(), Timeout: 3 * time.Second, Log: a.log.With("component", "audit"),
 	}
 	// The checks run as a device would: a throwaway account with the
 	// device role's ACL, so that what a device can reach is tested too.
@@ -145,8 +145,11 @@ func (a *App) RunAudit(ctx context.Context, trigger string) (store.AuditRecord, 
 		if err != nil {
 			return last, err
 		}
+		// The broker logged the probes it refused at debug: they are the
+		// audit's own, not attacks. One line says how many.
+		refused, violations := a.Broker.TakeSelfAuditCounts()
 		a.log.Info("self-audit", "target", host, "grade", r.Grade, "worst", r.Worst().String(), "findings", len(r.Findings),
-			"took", time.Since(start).Round(time.Millisecond))
+			"took", time.Since(start).Round(time.Millisecond), "probes_refused", refused, "protocol_violations_provoked", violations)
 		last = store.AuditRecord{Report: r}
 		last.ID, last.Grade, last.Target, last.Started, last.Trigger = id, r.Grade, r.Target, r.Started, trigger
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -55,6 +56,11 @@ type authHook struct {
 
 	// failed is told of every refused login (set before the broker serves).
 	failed func(cl *mqtt.Client, username string)
+	// exempt reports an address that is never blocked (mqtt.block_exempt).
+	exempt func(ip netip.Addr) bool
+
+	// selfAudit recognises vigil up's self-audit probes.
+	selfAudit *selfAudit
 
 	lastSweep atomic.Int64 // unix seconds of the last sweep of clients and own
 }
@@ -66,12 +72,13 @@ type credential struct {
 	clientIDs []string // if any, the only client ids it may use
 }
 
-func newAuthHook(authn Authenticator, log *slog.Logger) *authHook {
+func newAuthHook(authn Authenticator, log *slog.Logger, sa *selfAudit) *authHook {
 	return &authHook{
 		authn:            authn,
 		log:              log.With("part", "auth"),
 		internalPassword: users.RandomPassword(),
 		anonymous:        map[string]bool{},
+		selfAudit:        sa,
 	}
 }
 
@@ -101,24 +108,22 @@ func (h *authHook) setListener(id string, anonymous bool) {
 // one it could publish itself.
 func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	h.sweep()
-	u, own, ok := h.login(cl, pk)
-	if !ok {
-		return false
+	u, own, code := h.login(cl, pk)
+	if code != nil {
+		if *code != packets.ErrBadUsernameOrPassword {
+			h.refuse(cl, *code)
+		}
+		return false // mochi answers "bad user name or password"
 	}
 	if code, why := h.clientIDRefused(cl, pk); code != nil {
-		h.log.Info("client refused: "+why, "listener", cl.Net.Listener, "remote", cl.Net.Remote, "client_id", cl.ID,
-			"username", string(pk.Connect.Username))
+		h.refused(cl, why, false, "username", string(pk.Connect.Username))
 		h.refuse(cl, *code)
 		return false
 	}
 	if pk.Connect.WillFlag && !own {
 		if code, why := h.willRefused(cl, pk, u); code != nil {
-			name := ""
-			if u != nil {
-				name = u.Name
-			}
-			h.log.Info("client refused: "+why, "listener", cl.Net.Listener, "remote", cl.Net.Remote, "client_id", cl.ID,
-				"username", name, "will_topic", pk.Connect.WillTopic, "will_retain", pk.Connect.WillRetain)
+			h.refused(cl, why, false, "username", string(pk.Connect.Username),
+				"will_topic", pk.Connect.WillTopic, "will_retain", pk.Connect.WillRetain)
 			h.refuse(cl, *code)
 			return false
 		}
@@ -135,48 +140,91 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 // login checks a CONNECT's credentials. It returns the user whose ACL
 // applies (anonymousUser for anonymous clients where they are allowed;
 // nil, every topic, for Vigil's own internal client) and whether the
-// login is Vigil's own.
-func (h *authHook) login(cl *mqtt.Client, pk packets.Packet) (u *users.User, own, ok bool) {
+// login is Vigil's own; or the code to refuse it with.
+func (h *authHook) login(cl *mqtt.Client, pk packets.Packet) (u *users.User, own bool, refuse *packets.Code) {
 	name := string(pk.Connect.Username)
 	password := string(pk.Connect.Password)
+	bad := &packets.ErrBadUsernameOrPassword
 	if !pk.Connect.UsernameFlag || name == "" {
 		h.mu.RLock()
 		ok := h.anonymous[cl.Net.Listener]
 		h.mu.RUnlock()
 		if !ok {
-			h.log.Info("anonymous client refused: this listener requires a username and password",
-				"listener", cl.Net.Listener, "remote", cl.Net.Remote, "client_id", cl.ID)
-			h.fail(cl, "")
+			h.refused(cl, "anonymous, and this listener requires a username and password", true)
+			return nil, false, bad
 		}
-		return h.anonymousUser, false, ok
+		return h.anonymousUser, false, nil
 	}
 	if name == internalUser {
 		if subtle.ConstantTimeCompare([]byte(password), []byte(h.internalPassword)) != 1 {
-			h.log.Info("client refused: wrong password", "listener", cl.Net.Listener, "remote", cl.Net.Remote, "client_id", cl.ID, "username", name)
-			h.fail(cl, name)
-			return nil, false, false
+			h.refused(cl, "wrong password", true, "username", name)
+			return nil, false, bad
 		}
-		return nil, true, true
+		return nil, true, nil
 	}
 	if v, ok := h.creds.Load(name); ok {
 		c := v.(credential)
 		if subtle.ConstantTimeCompare([]byte(password), []byte(c.password)) != 1 {
-			h.log.Info("client refused: wrong password", "listener", cl.Net.Listener, "remote", cl.Net.Remote, "client_id", cl.ID, "username", name)
-			h.fail(cl, name)
-			return nil, false, false
+			h.refused(cl, "wrong password", true, "username", name)
+			return nil, false, bad
 		}
-		return c.user, true, true
+		return c.user, true, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	u, err := h.authn.Authenticate(ctx, name, password)
-	if err != nil {
-		h.log.Info("client refused: wrong username or password",
-			"listener", cl.Net.Listener, "remote", cl.Net.Remote, "client_id", cl.ID, "username", name)
-		h.fail(cl, name)
-		return nil, false, false
+	var err error
+	if l, ok := h.authn.(loginLimiter); ok && !h.isSelfAudit(cl) {
+		// Under the login limiter the API and the web UI share: guesses
+		// over MQTT and HTTP draw on one budget per address and username.
+		ip, _ := remoteIP(cl)
+		u, err = l.Login(ctx, ip.String(), name, password)
+	} else {
+		u, err = h.authn.Authenticate(ctx, name, password)
 	}
-	return u, false, true
+	var tm *users.TooManyError
+	switch {
+	case errors.As(err, &tm):
+		h.refused(cl, "too many login attempts from this address or for this user; try again in "+tm.Wait.Round(time.Second).String(), true, "username", name)
+		return nil, false, &packets.ErrConnectionRateExceeded
+	case err != nil:
+		h.refused(cl, "wrong username or password", true, "username", name)
+		return nil, false, bad
+	}
+	return u, false, nil
+}
+
+// loginLimiter is an Authenticator with the shared login limiter
+// (users.Verifier).
+type loginLimiter interface {
+	Login(ctx context.Context, addr, name, password string) (*users.User, error)
+}
+
+// refused logs a refused CONNECT and, for a failed login, tells the guard
+// (blocks). The self-audit's own refusals are expected: logged at debug,
+// counted for its summary, never held against its address.
+func (h *authHook) refused(cl *mqtt.Client, why string, failedLogin bool, args ...any) {
+	args = append([]any{"listener", cl.Net.Listener, "remote", cl.Net.Remote, "client_id", cl.ID}, args...)
+	if h.isSelfAudit(cl) {
+		h.selfAudit.refused.Add(1)
+		h.log.Debug("self-audit probe refused: "+why, args...)
+		return
+	}
+	h.log.Info("client refused: "+why, args...)
+	if failedLogin {
+		h.fail(cl, string(cl.Properties.Username))
+	}
+}
+
+// isSelfAudit reports whether a client is one of vigil up's self-audit
+// probes: its client id carries the secret prefix only this process knows
+// (Server.SelfAuditClientID), and it connects from an address that is
+// never blocked (where the self-audit guesses passwords).
+func (h *authHook) isSelfAudit(cl *mqtt.Client) bool {
+	if !h.selfAudit.is(cl.ID) {
+		return false
+	}
+	ip, ok := remoteIP(cl)
+	return ok && h.exempt(ip)
 }
 
 // clientIDRefused says why a client, whose login succeeded, may not use

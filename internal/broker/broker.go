@@ -24,6 +24,7 @@ import (
 
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/ratelog"
+	"github.com/vigilhq/vigil/internal/rnd"
 	"github.com/vigilhq/vigil/internal/users"
 )
 
@@ -55,6 +56,7 @@ type Server struct {
 	once  sync.Once
 
 	hooks     []mqtt.Hook // ours, in the order added (see recovered)
+	selfAudit *selfAudit
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	contain   containment
@@ -76,20 +78,21 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 	// 650 MB. A subscriber more than this far behind loses messages, as
 	// with Mosquitto's max_queued_messages.
 	caps.MaximumClientWritesPending = 2048
+	sa := &selfAudit{prefix: "vigil-self-audit-" + rnd.Hex(8)}
 	m := mqtt.New(&mqtt.Options{
 		Capabilities:           caps,
 		InlineClient:           true,
 		SysTopicResendInterval: int64(cfg.MQTT.SysInterval.Seconds()),
-		Logger:                 slog.New(quietHandler{log.Handler(), slog.LevelWarn}).With("library", "mochi"),
+		Logger:                 slog.New(quietHandler{log.Handler(), slog.LevelWarn, sa}).With("library", "mochi"),
 	})
 	s := &Server{mochi: m, addrs: map[string]net.Addr{}, log: log, anonymousPolicy: cfg.MQTT.Anonymous, connectTimeout: cfg.MQTT.ConnectTimeout,
-		contain: newContainment(), rlog: ratelog.New(log, time.Minute), maxPacket: cfg.MQTT.MaxPacketSize, stop: make(chan struct{})}
-	s.auth = newAuthHook(authn, log)
+		selfAudit: sa, contain: newContainment(), rlog: ratelog.New(log, time.Minute), maxPacket: cfg.MQTT.MaxPacketSize, stop: make(chan struct{})}
+	s.auth = newAuthHook(authn, log, sa)
 	s.auth.mochi, s.auth.noRetainFilters, s.auth.rlog = m, cfg.NoRetain, s.rlog
 	s.auth.expire = s.expireSession
 	s.auth.anonymousUser = &users.User{Name: "", Role: "anonymous", Publish: cfg.MQTT.AnonymousPublish, Subscribe: cfg.MQTT.AnonymousSubscribe}
 	s.guard = newGuard(cfg.MQTT, m, s.auth, log)
-	s.auth.failed = s.guard.authFailed
+	s.auth.failed, s.auth.exempt = s.guard.authFailed, s.guard.isExempt
 	for _, h := range []mqtt.Hook{&guardHook{g: s.guard}, s.auth} {
 		if err := m.AddHook(h, nil); err != nil {
 			return nil, fmt.Errorf("add %s hook: %w", h.ID(), err)
@@ -287,8 +290,23 @@ func (s *Server) InternalCredentials() (username, password string) {
 	return internalUser, s.auth.internalPassword
 }
 
+// SelfAuditClientID is the client id prefix vigil up's self-audit must use
+// (audit.Options.ClientID): the broker then knows its probes for what they
+// are, from an address that is never blocked (mqtt.block_exempt), and
+// neither logs their refusals as attacks nor counts its password guesses
+// against the login limiter, so that the self-audit locks nobody out.
+// The prefix is random and known only to this process.
+func (s *Server) SelfAuditClientID() string { return s.selfAudit.prefix }
+
+// TakeSelfAuditCounts returns how many of the self-audit's CONNECTs were
+// refused and how many of its packets broke the protocol since the last
+// call (for one summary line per self-audit).
+func (s *Server) TakeSelfAuditCounts() (refused, violations int64) {
+	return s.selfAudit.refused.Swap(0), s.selfAudit.violations.Swap(0)
+}
+
 // ClientsConnected returns the number of connected clients.
-func (s *Server) ClientsConnected() int64 { return s.mochi.Info.ClientsConnected }
+func (s *Server) ClientsConnected() int64 { return atomic.LoadInt64(&s.mochi.Info.ClientsConnected) }
 
 // Close disconnects every client and stops the broker. In-process
 // subscription handlers have returned when it returns.

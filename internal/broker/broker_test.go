@@ -242,7 +242,7 @@ func TestProtocolViolationsAreLoggedInOneShortLine(t *testing.T) {
 // Clients that ended without OnDisconnect (mochi skips it when the CONNACK
 // cannot be written) are forgotten by the next sweep; open ones are kept.
 func TestTheAuthHookForgetsClientsThatEndedWithoutDisconnect(t *testing.T) {
-	h := newAuthHook(noUsers{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h := newAuthHook(noUsers{}, slog.New(slog.NewTextHandler(io.Discard, nil)), &selfAudit{})
 	m := mqtt.New(nil)
 	a, b := net.Pipe()
 	defer b.Close()

@@ -3,6 +3,8 @@ package broker
 import (
 	"context"
 	"log/slog"
+	"strings"
+	"sync/atomic"
 )
 
 // quietHandler passes on only records at or above min: mochi logs every
@@ -11,9 +13,14 @@ import (
 // packet": a dump of the whole packet struct, kilobytes per line, that a
 // misbehaving client could otherwise fill the log with; the error and the
 // client id say what happened.
+//
+// Records about vigil up's self-audit probes (its client ids, see
+// selfAudit) are expected, not warnings: they are counted for the
+// self-audit's summary line and logged at debug.
 type quietHandler struct {
 	slog.Handler
-	min slog.Level
+	min       slog.Level
+	selfAudit *selfAudit
 }
 
 func (h quietHandler) Enabled(ctx context.Context, l slog.Level) bool {
@@ -21,15 +28,27 @@ func (h quietHandler) Enabled(ctx context.Context, l slog.Level) bool {
 }
 
 func (h quietHandler) Handle(ctx context.Context, r slog.Record) error {
-	dump := false
+	dump, probe := false, false
 	r.Attrs(func(a slog.Attr) bool {
-		dump = a.Key == "pk"
-		return !dump
+		switch a.Key {
+		case "pk":
+			dump = true
+		case "client":
+			probe = h.selfAudit != nil && h.selfAudit.is(a.Value.String())
+		}
+		return true
 	})
+	level := r.Level
+	if probe {
+		h.selfAudit.violations.Add(1)
+		if level, r.Level = slog.LevelDebug, slog.LevelDebug; !h.Handler.Enabled(ctx, level) {
+			return nil
+		}
+	}
 	if !dump {
 		return h.Handler.Handle(ctx, r)
 	}
-	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	out := slog.NewRecord(r.Time, level, r.Message, r.PC)
 	r.Attrs(func(a slog.Attr) bool {
 		if a.Key != "pk" {
 			out.AddAttrs(a)
@@ -40,9 +59,21 @@ func (h quietHandler) Handle(ctx context.Context, r slog.Record) error {
 }
 
 func (h quietHandler) WithAttrs(a []slog.Attr) slog.Handler {
-	return quietHandler{h.Handler.WithAttrs(a), h.min}
+	return quietHandler{h.Handler.WithAttrs(a), h.min, h.selfAudit}
 }
 
 func (h quietHandler) WithGroup(name string) slog.Handler {
-	return quietHandler{h.Handler.WithGroup(name), h.min}
+	return quietHandler{h.Handler.WithGroup(name), h.min, h.selfAudit}
+}
+
+// selfAudit recognises vigil up's self-audit probes by the prefix of their
+// client ids, random and known only to this process, and counts what they
+// provoked.
+type selfAudit struct {
+	prefix              string
+	refused, violations atomic.Int64
+}
+
+func (s *selfAudit) is(clientID string) bool {
+	return s.prefix != "" && strings.HasPrefix(clientID, s.prefix)
 }

@@ -3,7 +3,9 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -312,4 +314,114 @@ func TestRevokingAUserThroughTheAPIEndsItsMQTTSessions(t *testing.T) {
 	if pr, err := c.Publish(cctx, &paho.Publish{Topic: "vigil/home/door-2/telemetry", QoS: 1, Payload: []byte(`{"value": 1}`)}); err == nil && pr.ReasonCode == 0 {
 		t.Error("the device made a viewer may still publish")
 	}
+}
+
+// mqttConnectFrom connects paho (MQTT 5) from a local address.
+func mqttConnectFrom(t *testing.T, from, addr, clientID, user, password string) *paho.Connack {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	conn, err := d.Dial("tcp", addr)
+	must(t, err)
+	c := paho.NewClient(paho.ClientConfig{Conn: conn})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ack, _ := c.Connect(ctx, &paho.Connect{ClientID: clientID, KeepAlive: 30, CleanStart: true,
+		Username: user, UsernameFlag: true, Password: []byte(password), PasswordFlag: true})
+	if ack == nil {
+		t.Fatalf("no CONNACK for %s from %s", user, from)
+	}
+	if ack.ReasonCode == 0 {
+		c.Disconnect(&paho.Disconnect{})
+	}
+	return ack
+}
+
+// httpLoginFrom calls the API with Basic credentials from a local address.
+func httpLoginFrom(t *testing.T, ta *testApp, from, user, password string) int {
+	t.Helper()
+	tr := &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}).DialContext}
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest("GET", "http://"+ta.HTTP.Addr().String()+"/api/v1/system", nil)
+	req.SetBasicAuth(user, password)
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	must(t, err)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// Password guesses draw on one budget whatever they come through: an
+// address the web login refused is refused over MQTT too, and a username
+// guessed over MQTT from many addresses is locked for the web as well.
+func TestPasswordGuessesShareOneBudgetAcrossHTTPAndMQTT(t *testing.T) {
+	ta := startApp(t, func(c *conf.Config) { c.HTTP.Listen, c.MQTT.Listen, c.MQTT.WSListen = "0.0.0.0:0", "0.0.0.0:0", "" })
+	addUser(t, ta, "door", users.RoleAdmin, "door-password-1", nil, nil)
+	addUser(t, ta, "gate", users.RoleAdmin, "gate-password-1", nil, nil)
+	mqtt := "127.0.0.1:" + ta.mqttPort()
+
+	t.Run("an address the web login refused cannot guess over MQTT", func(t *testing.T) {
+		for range 5 {
+			if code := httpLoginFrom(t, ta, "127.0.0.2", "door", "wrong"); code != 401 {
+				t.Fatalf("wrong password over HTTP: %d", code)
+			}
+		}
+		if code := httpLoginFrom(t, ta, "127.0.0.2", "door", "wrong"); code != 429 {
+			t.Fatalf("6th wrong password over HTTP: %d, want 429", code)
+		}
+		// Even the right password is not tried from there now.
+		if ack := mqttConnectFrom(t, "127.0.0.2", mqtt, "d1", "door", "door-password-1"); ack.ReasonCode != 0x9F {
+			t.Errorf("MQTT from the refused address: CONNACK %#x, want 0x9F (connection rate exceeded)", ack.ReasonCode)
+		}
+		// Another address is not concerned.
+		if ack := mqttConnectFrom(t, "127.0.0.3", mqtt, "d2", "door", "door-password-1"); ack.ReasonCode != 0 {
+			t.Errorf("MQTT from another address: CONNACK %#x", ack.ReasonCode)
+		}
+	})
+	t.Run("a username guessed over MQTT from many addresses is locked for the web too", func(t *testing.T) {
+		for i := range 20 {
+			from := fmt.Sprintf("127.0.1.%d", i+1) // 1 guess per address: no address reaches its limit
+			if ack := mqttConnectFrom(t, from, mqtt, fmt.Sprintf("g%d", i), "gate", "wrong"); ack.ReasonCode != 0x86 {
+				t.Fatalf("guess %d: CONNACK %#x", i, ack.ReasonCode)
+			}
+		}
+		if ack := mqttConnectFrom(t, "127.0.2.1", mqtt, "g21", "gate", "wrong"); ack.ReasonCode != 0x9F {
+			t.Errorf("21st guess over MQTT: CONNACK %#x, want 0x9F", ack.ReasonCode)
+		}
+		if code := httpLoginFrom(t, ta, "127.0.2.2", "gate", "gate-password-1"); code != 429 {
+			t.Errorf("the web login of the guessed user: %d, want 429", code)
+		}
+	})
+}
+
+// The self-audit's own probes are not attacks: they lock nobody out, and a
+// start logs one line about them rather than a refusal per guess, while a
+// real refusal stays visible.
+func TestTheSelfAuditIsQuietAndLocksNobodyOut(t *testing.T) {
+	ta := startApp(t, nil)
+	rec, err := ta.RunAudit(context.Background(), "manual")
+	must(t, err)
+	logs := ta.logs.String()
+	for _, line := range strings.Split(logs, "\n") {
+		if strings.Contains(line, "level=DEBUG") {
+			continue
+		}
+		if strings.Contains(line, "client refused") || strings.Contains(line, "error processing packet") || strings.Contains(line, "exempt address") {
+			t.Errorf("the self-audit's probe was logged as news: %s", line)
+		}
+	}
+	if !regexp.MustCompile(`msg=self-audit .*probes_refused=[1-9]`).MatchString(logs) {
+		t.Errorf("no summary line of the refused probes in:\n%s", logs)
+	}
+	t.Logf("self-audit grade %s; summary: %s", rec.Grade, regexp.MustCompile(`msg=self-audit [^\n]*`).FindString(logs))
+	// The weak-credentials check guessed admin's password many times; the
+	// admin can still log in.
+	if code := ta.api(t, "GET", "/api/v1/system", "admin", adminPassword, nil); code != 200 {
+		t.Errorf("admin after the self-audit: %d", code)
+	}
+	// A real wrong password is still news.
+	if ack := mqttConnectFrom(t, "127.0.0.1", ta.mqttAddr(), "intruder", "admin", "guess"); ack.ReasonCode == 0 {
+		t.Fatal("a wrong password was accepted")
+	}
+	waitFor(t, 5*time.Second, "the real refusal in the log", func() bool {
+		return strings.Contains(ta.logs.String(), `level=INFO msg="client refused: wrong username or password"`)
+	})
 }

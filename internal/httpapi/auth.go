@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -87,43 +88,13 @@ func (s *Server) secure(r *http.Request) bool {
 	return s.trusted(host) && r.Header.Get("X-Forwarded-Proto") == "https"
 }
 
-// cachedAuthenticator can tell a password it verified recently without
-// bcrypt (users.Verifier): such a request is no guess and skips the
-// limiter.
-type cachedAuthenticator interface {
-	Cached(name, password string) *users.User
-}
-
-// checkPassword verifies a username and password under the limiter: the
-// try is counted first (so that parallel guesses cannot pass the limit),
-// and taken back if the password was right.
+// checkPassword verifies a username and password for the request's
+// client under the login limiter that MQTT logins share (users.Verifier.Login).
 func (s *Server) checkPassword(r *http.Request, name, password string) (*users.User, error) {
-	if ca, ok := s.deps.Auth.(cachedAuthenticator); ok {
-		if u := ca.Cached(name, password); u != nil {
-			return u, nil
-		}
-	}
-	l := s.deps.Limiter
-	ipKey, userKey := "ip:"+s.clientIP(r), "user:"+name
-	if l != nil {
-		if wait := l.Attempt(ipKey, l.Max); wait > 0 {
-			return nil, &tooMany{wait: wait}
-		}
-		if wait := l.Attempt(userKey, l.Max*users.UserFactor); wait > 0 {
-			l.Release(ipKey)
-			return nil, &tooMany{wait: wait}
-		}
-	}
-	u, err := s.deps.Auth.Authenticate(r.Context(), name, password)
-	if l != nil {
-		switch {
-		case err == nil:
-			l.Release(ipKey)
-			l.Succeed(userKey)
-		case vigil.ErrorCode(err) != vigil.EUnauthorized: // not a wrong password: not a guess
-			l.Release(ipKey)
-			l.Release(userKey)
-		}
+	u, err := s.deps.Auth.Login(r.Context(), s.clientIP(r), name, password)
+	var tm *users.TooManyError
+	if errors.As(err, &tm) {
+		return nil, &tooMany{wait: tm.Wait}
 	}
 	return u, err
 }
@@ -131,7 +102,7 @@ func (s *Server) checkPassword(r *http.Request, name, password string) (*users.U
 // Identify returns the user of a request: from HTTP Basic credentials
 // (scripts) or the session cookie (browsers), with the session. Wrong
 // passwords count against the client's address and the username
-// (deps.Limiter); a browser's state-changing request must carry its
+// (users.Verifier.Login); a browser's state-changing request must carry its
 // session's CSRF token in the X-CSRF-Token header.
 func (s *Server) Identify(r *http.Request) (*users.User, *users.Session, error) {
 	if name, password, ok := r.BasicAuth(); ok {

@@ -16,7 +16,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -46,7 +45,7 @@ type cameraSource = Cameras
 // viewerAuth takes any password and says the user is a viewer.
 type viewerAuth struct{}
 
-func (viewerAuth) Authenticate(_ context.Context, name, _ string) (*users.User, error) {
+func (viewerAuth) Login(_ context.Context, _, name, _ string) (*users.User, error) {
 	return &users.User{Name: name, Role: users.RoleViewer}, nil
 }
 
@@ -63,7 +62,6 @@ func allDeps(t *testing.T) Deps {
 
 		Hub:      &hub.Hub{},
 		Sessions: &users.Sessions{},
-		Limiter:  &users.Limiter{Max: 5, Window: time.Minute},
 
 		Intrusion:   fakeIntrusion{},
 		Sites:       fakeSites{},

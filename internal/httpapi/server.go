@@ -37,7 +37,10 @@ type Devices interface {
 
 // Authenticator checks a username and password.
 type Authenticator interface {
-	Authenticate(ctx context.Context, username, password string) (*users.User, error)
+	// Login checks a username and password for a client at addr, under
+	// the limiter that MQTT logins share; *users.TooManyError when
+	// limited (users.Verifier.Login).
+	Login(ctx context.Context, addr, username, password string) (*users.User, error)
 }
 
 // Deps are the components the API serves from.
@@ -51,9 +54,8 @@ type Deps struct {
 	// Hub feeds GET /api/v1/stream (server-sent events).
 	Hub *hub.Hub
 
-	// Browser sessions (nil: Basic auth only) and the failed-login limiter.
+	// Browser sessions (nil: Basic auth only).
 	Sessions *users.Sessions
-	Limiter  *users.Limiter
 	// TrustedProxies are reverse proxies whose X-Forwarded-For and
 	// X-Forwarded-Proto are believed (http.trusted_proxies).
 	TrustedProxies []*net.IPNet

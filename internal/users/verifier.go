@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/vigilhq/vigil"
 )
 
@@ -22,10 +24,14 @@ type Getter interface {
 // the API often do not pay for bcrypt each time. A change of password or ACL
 // therefore takes effect within TTL.
 type Verifier struct {
-	store Getter
-	ttl   time.Duration
-	key   [32]byte
-	dummy string // hash compared against for unknown users, to keep timing flat
+	// Limiter, if set, limits the tries Login makes (set before use).
+	Limiter *Limiter
+
+	store  Getter
+	ttl    time.Duration
+	key    [32]byte
+	dummy  string // hash compared against for unknown users, to keep timing flat
+	flight singleflight.Group
 
 	mu    sync.Mutex
 	cache map[string]verified
