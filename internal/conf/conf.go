@@ -29,6 +29,7 @@ type Config struct {
 	Demo      Demo                  `yaml:"demo"`
 	Audit     Audit                 `yaml:"audit"`
 	Watch     Watch                 `yaml:"watch"`
+	Notify    Notify                `yaml:"notify"`
 }
 
 // Detection configures intrusion detection.
@@ -274,6 +275,27 @@ type WatchTarget struct {
 	Insecure    bool   `yaml:"insecure"`
 }
 
+// Notify configures where notifications may go.
+type Notify struct {
+	// PushServices are the hosts ("*.example.com" for any name under it)
+	// whose https URLs Web Push subscriptions may use.
+	PushServices []string `yaml:"push_services"`
+	// AllowTargets are loopback or link-local addresses and CIDRs that
+	// webhooks, ntfy and Web Push may reach anyway.
+	AllowTargets []string `yaml:"allow_targets"`
+}
+
+// AllowTargetPrefixes parses notify.allow_targets (validated).
+func (n Notify) AllowTargetPrefixes() []netip.Prefix {
+	out := []netip.Prefix{}
+	for _, s := range n.AllowTargets {
+		if p, err := parsePrefix(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // Demo configures the built-in demo fleet started by `vigil up --demo`.
 type Demo struct {
 	Enabled        bool          `yaml:"enabled"`
@@ -339,5 +361,11 @@ func New() *Config {
 		Demo:    Demo{Enabled: false, Devices: 6, Period: 2 * time.Second, Cameras: 1, IntrusionEvery: time.Minute},
 		Audit:   Audit{OnStart: true, Every: 24 * time.Hour},
 		Watch:   Watch{Targets: []WatchTarget{}, Interval: 30 * time.Second, Timeout: 5 * time.Second, Latency: time.Second},
+		Notify: Notify{
+			// What browsers use: Chrome, Opera, Brave, Samsung Internet
+			// (FCM), Firefox, Safari, Edge (WNS).
+			PushServices: []string{"fcm.googleapis.com", "updates.push.services.mozilla.com", "web.push.apple.com", "*.notify.windows.com"},
+			AllowTargets: []string{},
+		},
 	}
 }
