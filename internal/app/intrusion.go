@@ -31,7 +31,7 @@ func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(storage, 0o755); err != nil {
+	if err := privateDir(storage); err != nil {
 		return fmt.Errorf("clip storage: %w", err)
 	}
 	a.Storage = storage

@@ -239,7 +239,7 @@ func (r *DockerRuntime) Start(ctx context.Context, spec AgentSpec) error {
 	if err != nil {
 		return fmt.Errorf("storage: %w", err)
 	}
-	if err := os.MkdirAll(storage, 0o755); err != nil {
+	if err := os.MkdirAll(storage, 0o700); err != nil {
 		return fmt.Errorf("storage: %w", err)
 	}
 	name := containerPrefix + spec.ID

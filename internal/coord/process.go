@@ -58,11 +58,16 @@ func (r *ProcessRuntime) Start(ctx context.Context, spec AgentSpec) error {
 }
 
 func (r *ProcessRuntime) launch(p *proc) error {
-	if err := os.MkdirAll(r.LogDir, 0o755); err != nil {
+	if err := os.MkdirAll(r.LogDir, 0o700); err != nil {
 		return err
 	}
-	logf, err := os.OpenFile(filepath.Join(r.LogDir, "agent-"+p.spec.ID+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	logf, err := os.OpenFile(filepath.Join(r.LogDir, "agent-"+p.spec.ID+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
+		return err
+	}
+	// A log an older Vigil made readable by everyone, and the directory.
+	if err := errors.Join(logf.Chmod(0o600), os.Chmod(r.LogDir, 0o700)); err != nil {
+		logf.Close()
 		return err
 	}
 	cmd := exec.Command(r.Binary, "agent",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/vigilhq/vigil/internal/app"
 	"github.com/vigilhq/vigil/internal/conf"
+	"github.com/vigilhq/vigil/internal/coord"
 	"github.com/vigilhq/vigil/internal/sim"
 	"github.com/vigilhq/vigil/internal/store"
 	"github.com/vigilhq/vigil/internal/sub"
@@ -484,4 +486,55 @@ func TestAFailedStartClosesWhatItOpened(t *testing.T) {
 		t.Fatalf("reopen after a failed start: %v", err)
 	}
 	a.Close()
+}
+
+// TestTheDataDirectoryIsPrivate: the database (VAPID private key, channel
+// secrets, sessions), the broker's state, agent logs and clips are this user's only, even in a data directory (and files
+// in it) that an earlier Vigil or the owner made readable by everyone.
+func TestTheDataDirectoryIsPrivate(t *testing.T) {
+	cfg := testConfig(t)
+	intrusionConfig(t, cfg)
+	dir := cfg.Data.Dir
+	must(t, os.Chmod(dir, 0o755))
+	for _, d := range []string{"clips", "agents"} {
+		must(t, os.Mkdir(filepath.Join(dir, d), 0o755))
+	}
+	for _, f := range []string{"vigil.db", "broker.bolt"} { // empty: both open an empty file as new
+		must(t, os.WriteFile(filepath.Join(dir, f), nil, 0o644))
+	}
+	must(t, os.Chmod(dir, 0o755))
+	ta := openApp(t, cfg, adminPassword)
+	waitFor(t, 20*time.Second, "the first agent", func() bool { return liveAgents(ta.view(t)) == 1 && ta.view(t).Agents[0].Status == "ready" })
+	stop := runFleet(t, ta, cameraFleet(ta.mqttAddr(), "home", 1))
+	defer stop()
+	waitFor(t, 30*time.Second, "a clip", func() bool {
+		cs := ta.clips(t, "home")
+		return len(cs) == 1 && cs[0].State == coord.ClipReady
+	})
+	seen := map[string]bool{}
+	must(t, filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		seen[rel], seen[d.Name()], seen[filepath.Dir(rel)+"/*"+filepath.Ext(rel)] = true, true, true
+		want := fs.FileMode(0o600)
+		if d.IsDir() {
+			want = 0o700
+		}
+		if fi.Mode().Perm() != want {
+			t.Errorf("%s has mode %v, want %v", rel, fi.Mode().Perm(), want)
+		}
+		return nil
+	}))
+	for _, f := range []string{".", "vigil.db", "vigil.db-wal", "vigil.db-shm", "broker.bolt",
+		"agents", "agents/*.log", "clips", "clips/home", "clip.mp4", "thumb.jpg"} {
+		if !seen[f] {
+			t.Errorf("no %s in the data directory", f)
+		}
+	}
 }
