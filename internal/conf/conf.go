@@ -71,6 +71,10 @@ type Agents struct {
 	Binary            string        `yaml:"binary"`
 	DockerImage       string        `yaml:"docker_image"`
 	DockerNetwork     string        `yaml:"docker_network"`
+	// DockerMemory (bytes) and DockerPids (processes and threads) limit
+	// each agent container; 0: no limit.
+	DockerMemory int64 `yaml:"docker_memory"`
+	DockerPids   int64 `yaml:"docker_pids"`
 }
 
 // Agent runtimes.
@@ -348,6 +352,7 @@ func New() *Config {
 			Runtime: RuntimeProcess, Capacity: 3, Min: 1, Max: 8,
 			ScaleDownCooldown: 30 * time.Second, HeartbeatTimeout: 5 * time.Second, Idle: 3 * time.Second,
 			Listen: "127.0.0.1", DockerImage: "vigil-agent:latest", DockerNetwork: "vigil",
+			DockerMemory: 256 << 20, DockerPids: 256,
 		},
 		Recording: Recording{ClipSeconds: 30, PreRollSeconds: 5, LiveSeconds: 120, Transcode: true},
 		Retention: Retention{MaxClips: 50},

@@ -251,3 +251,25 @@ func TestNotifyKeys(t *testing.T) {
 		}
 	})
 }
+
+func TestDockerLimits(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		mutate func(*Agents)
+		want   string
+	}{
+		{"a memory limit below 16 MiB is refused", func(a *Agents) { a.DockerMemory = 1 << 20 }, "agents.docker_memory: 1048576 is outside"},
+		{"a negative memory limit is refused", func(a *Agents) { a.DockerMemory = -1 }, "agents.docker_memory: -1 is outside"},
+		{"a pids limit below 16 is refused", func(a *Agents) { a.DockerPids = 4 }, "agents.docker_pids: 4 is outside"},
+		{"no limits at all is allowed", func(a *Agents) { a.DockerMemory, a.DockerPids = 0, 0 }, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := New()
+			tt.mutate(&cfg.Agents)
+			err := cfg.Validate()
+			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+				t.Fatalf("error = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}

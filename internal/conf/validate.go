@@ -179,6 +179,12 @@ func (c *Config) Validate() error {
 	if net.ParseIP(a.Listen) == nil {
 		bad("agents.listen", "%q is not an IP address", a.Listen)
 	}
+	if m := a.DockerMemory; m != 0 && (m < 16<<20 || m > 1<<40) {
+		bad("agents.docker_memory", "%d is outside 16777216 (16 MiB)..1099511627776 bytes (0: no limit)", m)
+	}
+	if p := a.DockerPids; p != 0 && (p < 16 || p > 1000000) {
+		bad("agents.docker_pids", "%d is outside 16..1000000 (0: no limit)", p)
+	}
 
 	if r := c.Recording; r.ClipSeconds < 1 || r.ClipSeconds > 3600 {
 		bad("recording.clip_seconds", "%d is outside 1..3600", r.ClipSeconds)
