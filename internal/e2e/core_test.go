@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -536,5 +537,39 @@ func TestTheDataDirectoryIsPrivate(t *testing.T) {
 		if !seen[f] {
 			t.Errorf("no %s in the data directory", f)
 		}
+	}
+}
+
+// TestLoginAnswersTheSameForEveryRole: the login page tells nobody which
+// accounts exist, what role they have or whether a device's password is
+// right: every refusal is the same 401.
+func TestLoginAnswersTheSameForEveryRole(t *testing.T) {
+	ta := startApp(t, nil)
+	addUser(t, ta, "viewer1", users.RoleViewer, "viewer-password", nil, nil)
+	addUser(t, ta, "dev1", users.RoleDevice, "device-password", nil, nil)
+	login := func(user, password string) (int, string) {
+		body := fmt.Sprintf(`{"username": %q, "password": %q}`, user, password)
+		resp, err := http.Post("http://"+ta.HTTP.Addr().String()+"/api/v1/login", "application/json", strings.NewReader(body))
+		must(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := login("viewer1", "viewer-password"); code != 200 {
+		t.Errorf("a viewer's login: %d", code)
+	}
+	_, want := login("nobody", "wrong-password") // 5 refusals per address: this and 4 more
+	for _, tc := range []struct{ name, user, password string }{
+		{"the admin with a wrong password", "admin", "wrong-password"},
+		{"a viewer with a wrong password", "viewer1", "wrong-password"},
+		{"a device with a wrong password", "dev1", "wrong-password"},
+		{"a device with its right password", "dev1", "device-password"},
+	} {
+		t.Run(tc.name+" gets 401", func(t *testing.T) {
+			code, body := login(tc.user, tc.password)
+			if code != 401 || body != want {
+				t.Errorf("login: %d %s, want 401 %s", code, body, want)
+			}
+		})
 	}
 }
