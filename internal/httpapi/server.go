@@ -128,8 +128,8 @@ func Open(addr string, deps Deps, log *slog.Logger) (*Server, error) {
 		// (net/http's background read), so the event stream and live video
 		// last as long as they need.
 		ReadTimeout: readTimeout,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		IdleTimeout: 2 * time.Minute,
+		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	go func() {
 		defer close(s.done)
