@@ -20,7 +20,7 @@ import (
 // built from this tree and a network of its own, removed at the end.
 func dockerConfig(t *testing.T) func(*conf.Config) {
 	t.Helper()
-	cli, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+	cli, err := client.New(client.FromEnv)
 	if err == nil {
 		_, err = cli.Ping(context.Background(), client.PingOptions{})
 	}
@@ -73,7 +73,7 @@ func TestADockerAgentKilledMidStream(t *testing.T) {
 		t.Fatalf("runtime is %T", ta.Runtime)
 	}
 	killMidStream(t, ta, func(agent string) {
-		cli, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+		cli, err := client.New(client.FromEnv)
 		must(t, err)
 		defer cli.Close()
 		_, err = cli.ContainerKill(context.Background(), rt.ContainerID(agent), client.ContainerKillOptions{Signal: "KILL"})
@@ -104,7 +104,7 @@ func TestADedicatedDockerAgentRecordsItsSite(t *testing.T) {
 		}
 		return false
 	})
-	cli, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+	cli, err := client.New(client.FromEnv)
 	must(t, err)
 	defer cli.Close()
 	res, err := cli.ContainerInspect(context.Background(), ta.Runtime.(*coord.DockerRuntime).ContainerID(dedicated), client.ContainerInspectOptions{})
