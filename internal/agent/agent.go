@@ -101,7 +101,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = time.Second
 	}
-	if err := os.MkdirAll(cfg.Storage, 0o755); err != nil {
+	if err := os.MkdirAll(cfg.Storage, 0o700); err != nil {
 		return nil, fmt.Errorf("storage: %w", err)
 	}
 	a := &Agent{cfg: cfg, log: log, started: time.Now(), bySSRC: map[uint32]*stream{}, byID: map[string]*stream{}, state: ingest.StateEmpty}
@@ -388,7 +388,7 @@ func (a *Agent) expect(c ingest.AgentCommand) error {
 	var w *media.SegmentWriter
 	var err error
 	if !c.LiveOnly {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return err
 		}
 		if w, err = media.CreateSegment(filepath.Join(dir, c.Segment)); err != nil {

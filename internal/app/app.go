@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -94,7 +95,14 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 		}
 	}()
 
-	if err := os.MkdirAll(cfg.Data.Dir, 0o700); err != nil {
+	// The database holds the VAPID private key, channel secrets and
+	// sessions: the directory and Vigil's files in it are this user's
+	// only, also where an earlier Vigil or the owner made them 0755/0644
+	// (vigil.db and its -wal and -shm: store.Open).
+	if err := privateDir(cfg.Data.Dir); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	if err := os.Chmod(filepath.Join(cfg.Data.Dir, "broker.bolt"), 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
 	if a.Store, err = store.Open(ctx, filepath.Join(cfg.Data.Dir, "vigil.db")); err != nil {
@@ -209,6 +217,15 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 }
 
 func (a *App) onClose(f func() error) { a.closers = append(a.closers, f) }
+
+// privateDir makes dir, or makes an existing dir, readable by this user
+// only (0700).
+func privateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return os.Chmod(dir, 0o700)
+}
 
 // Close stops everything in reverse order: the demo fleet, the HTTP server,
 // the broker (disconnecting clients), then the pipeline, which stores all

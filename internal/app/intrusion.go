@@ -31,7 +31,7 @@ func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(storage, 0o755); err != nil {
+	if err := privateDir(storage); err != nil {
 		return fmt.Errorf("clip storage: %w", err)
 	}
 	a.Storage = storage
@@ -76,6 +76,7 @@ func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
 		rt := &coord.DockerRuntime{
 			Image: cfg.Agents.DockerImage, Network: cfg.Agents.DockerNetwork, Storage: storage,
 			Instance: hex.EncodeToString(sum[:6]), Exited: exited, Log: clog,
+			Memory: noLimit(cfg.Agents.DockerMemory), PidsLimit: noLimit(cfg.Agents.DockerPids),
 		}
 		gw, err := rt.Setup(ctx)
 		if err != nil {
@@ -121,4 +122,13 @@ func (a *App) finisher() *media.Finisher {
 		f.FFmpeg = ""
 	}
 	return f
+}
+
+// noLimit maps a configured limit, where 0 is none, to the runtime's,
+// where 0 is its default and negative none.
+func noLimit(v int64) int64 {
+	if v == 0 {
+		return -1
+	}
+	return v
 }

@@ -29,6 +29,7 @@ type Config struct {
 	Demo      Demo                  `yaml:"demo"`
 	Audit     Audit                 `yaml:"audit"`
 	Watch     Watch                 `yaml:"watch"`
+	Notify    Notify                `yaml:"notify"`
 }
 
 // Detection configures intrusion detection.
@@ -70,6 +71,10 @@ type Agents struct {
 	Binary            string        `yaml:"binary"`
 	DockerImage       string        `yaml:"docker_image"`
 	DockerNetwork     string        `yaml:"docker_network"`
+	// DockerMemory (bytes) and DockerPids (processes and threads) limit
+	// each agent container; 0: no limit.
+	DockerMemory int64 `yaml:"docker_memory"`
+	DockerPids   int64 `yaml:"docker_pids"`
 }
 
 // Agent runtimes.
@@ -286,6 +291,27 @@ type WatchTarget struct {
 	Insecure    bool   `yaml:"insecure"`
 }
 
+// Notify configures where notifications may go.
+type Notify struct {
+	// PushServices are the hosts ("*.example.com" for any name under it)
+	// whose https URLs Web Push subscriptions may use.
+	PushServices []string `yaml:"push_services"`
+	// AllowTargets are loopback or link-local addresses and CIDRs that
+	// webhooks, ntfy and Web Push may reach anyway.
+	AllowTargets []string `yaml:"allow_targets"`
+}
+
+// AllowTargetPrefixes parses notify.allow_targets (validated).
+func (n Notify) AllowTargetPrefixes() []netip.Prefix {
+	out := []netip.Prefix{}
+	for _, s := range n.AllowTargets {
+		if p, err := parsePrefix(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // Demo configures the built-in demo fleet started by `vigil up --demo`.
 type Demo struct {
 	Enabled        bool          `yaml:"enabled"`
@@ -342,6 +368,7 @@ func New() *Config {
 			Runtime: RuntimeProcess, Capacity: 3, Min: 1, Max: 8,
 			ScaleDownCooldown: 30 * time.Second, HeartbeatTimeout: 5 * time.Second, Idle: 3 * time.Second,
 			Listen: "127.0.0.1", DockerImage: "vigil-agent:latest", DockerNetwork: "vigil",
+			DockerMemory: 256 << 20, DockerPids: 256,
 		},
 		Recording: Recording{ClipSeconds: 30, PreRollSeconds: 5, LiveSeconds: 120, Transcode: true},
 		Retention: Retention{MaxClips: 50},
@@ -355,5 +382,11 @@ func New() *Config {
 		Demo:    Demo{Enabled: false, Devices: 6, Period: 2 * time.Second, Cameras: 1, IntrusionEvery: time.Minute},
 		Audit:   Audit{OnStart: true, Every: 24 * time.Hour},
 		Watch:   Watch{Targets: []WatchTarget{}, Interval: 30 * time.Second, Timeout: 5 * time.Second, Latency: time.Second},
+		Notify: Notify{
+			// What browsers use: Chrome, Opera, Brave, Samsung Internet
+			// (FCM), Firefox, Safari, Edge (WNS).
+			PushServices: []string{"fcm.googleapis.com", "updates.push.services.mozilla.com", "web.push.apple.com", "*.notify.windows.com"},
+			AllowTargets: []string{},
+		},
 	}
 }

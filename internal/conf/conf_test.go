@@ -209,3 +209,67 @@ func TestBlockKeysFromFileAndEnvironment(t *testing.T) {
 		t.Errorf("a misspelt key: %v", err)
 	}
 }
+
+func TestNotifyKeys(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		mutate func(*Notify)
+		want   string
+	}{
+		{"a push service with a scheme", func(n *Notify) { n.PushServices = []string{"https://fcm.googleapis.com"} }, `notify.push_services: "https://fcm.googleapis.com" is not a host name`},
+		{"a push service with a port", func(n *Notify) { n.PushServices = []string{"fcm.googleapis.com:443"} }, `notify.push_services: "fcm.googleapis.com:443"`},
+		{"a push service with a path", func(n *Notify) { n.PushServices = []string{"fcm.googleapis.com/fcm"} }, `notify.push_services: "fcm.googleapis.com/fcm"`},
+		{"a bare wildcard", func(n *Notify) { n.PushServices = []string{"*"} }, `notify.push_services: "*"`},
+		{"a wildcard inside a name", func(n *Notify) { n.PushServices = []string{"push.*.com"} }, `notify.push_services: "push.*.com"`},
+		{"an allowed target that is a name", func(n *Notify) { n.AllowTargets = []string{"localhost"} }, `notify.allow_targets: "localhost" is neither an IP address nor a CIDR`},
+		{"an allowed target that is a bad CIDR", func(n *Notify) { n.AllowTargets = []string{"127.0.0.0/40"} }, `notify.allow_targets: "127.0.0.0/40"`},
+	} {
+		t.Run(tt.name+" is refused", func(t *testing.T) {
+			cfg := New()
+			tt.mutate(&cfg.Notify)
+			err := cfg.Validate()
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+	t.Run("names, wildcards, addresses and CIDRs are taken from the file and the environment", func(t *testing.T) {
+		p := writeConfig(t, "notify:\n  push_services: [push.example.net, \"*.push.example.org\", 10.0.0.5]\n")
+		cfg, err := Load(p, []string{"VIGIL_NOTIFY_ALLOW_TARGETS=127.0.0.1, ::1, 169.254.0.0/16"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		want := []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("::1/128"), netip.MustParsePrefix("169.254.0.0/16")}
+		if got := cfg.Notify.AllowTargetPrefixes(); !reflect.DeepEqual(got, want) {
+			t.Errorf("allow_targets = %v, want %v", got, want)
+		}
+		if got := cfg.Notify.PushServices; !reflect.DeepEqual(got, []string{"push.example.net", "*.push.example.org", "10.0.0.5"}) {
+			t.Errorf("push_services = %q", got)
+		}
+	})
+}
+
+func TestDockerLimits(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		mutate func(*Agents)
+		want   string
+	}{
+		{"a memory limit below 16 MiB is refused", func(a *Agents) { a.DockerMemory = 1 << 20 }, "agents.docker_memory: 1048576 is outside"},
+		{"a negative memory limit is refused", func(a *Agents) { a.DockerMemory = -1 }, "agents.docker_memory: -1 is outside"},
+		{"a pids limit below 16 is refused", func(a *Agents) { a.DockerPids = 4 }, "agents.docker_pids: 4 is outside"},
+		{"no limits at all is allowed", func(a *Agents) { a.DockerMemory, a.DockerPids = 0, 0 }, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := New()
+			tt.mutate(&cfg.Agents)
+			err := cfg.Validate()
+			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+				t.Fatalf("error = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -194,6 +195,12 @@ func (c *Config) Validate() error {
 	if net.ParseIP(a.Listen) == nil {
 		bad("agents.listen", "%q is not an IP address", a.Listen)
 	}
+	if m := a.DockerMemory; m != 0 && (m < 16<<20 || m > 1<<40) {
+		bad("agents.docker_memory", "%d is outside 16777216 (16 MiB)..1099511627776 bytes (0: no limit)", m)
+	}
+	if p := a.DockerPids; p != 0 && (p < 16 || p > 1000000) {
+		bad("agents.docker_pids", "%d is outside 16..1000000 (0: no limit)", p)
+	}
 
 	if r := c.Recording; r.ClipSeconds < 1 || r.ClipSeconds > 3600 {
 		bad("recording.clip_seconds", "%d is outside 1..3600", r.ClipSeconds)
@@ -275,7 +282,40 @@ func (c *Config) Validate() error {
 			bad(key+".password_env", "is set without a username")
 		}
 	}
+	for _, h := range c.Notify.PushServices {
+		if !validHostPattern(h) {
+			bad("notify.push_services", "%q is not a host name (fcm.googleapis.com), a wildcard (*.notify.windows.com) or an IP address; no scheme, port or path", h)
+		}
+	}
+	for _, p := range c.Notify.AllowTargets {
+		if _, err := parsePrefix(p); err != nil {
+			bad("notify.allow_targets", "%q is neither an IP address nor a CIDR (for example 127.0.0.1 or 127.0.0.0/8)", p)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// validHostPattern reports whether s is a DNS name, "*." and a DNS name,
+// or an IP address.
+func validHostPattern(s string) bool {
+	if _, err := netip.ParseAddr(s); err == nil {
+		return !strings.Contains(s, "%")
+	}
+	name := strings.TrimPrefix(s, "*.")
+	if name == "" || len(name) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(name, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func checkListenAddr(addr string) error {

@@ -117,7 +117,7 @@ func (c *Coordinator) startAgent(pool, reason string) *agentState {
 		reason += " (site " + pool + ")"
 	}
 	c.history(what, id, "", reason)
-	spec := AgentSpec{ID: id, Username: a.username, Password: password, Capacity: a.capacity, Idle: c.cfg.Conf.Agents.Idle}
+	spec := AgentSpec{ID: id, Username: a.username, Password: password, Capacity: a.capacity, Idle: c.cfg.Conf.Agents.Idle, Site: pool}
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()

@@ -79,6 +79,9 @@ type AgentSpec struct {
 	Password string
 	Capacity int
 	Idle     time.Duration
+	// Site is the site an agent dedicated to one serves ("" for the shared
+	// pool): a runtime that can may give it that site's clips only.
+	Site string
 }
 
 // Config configures the coordinator.

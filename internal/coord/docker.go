@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -36,6 +38,16 @@ const (
 // the agent's id.
 const containerPrefix = "vigil-agent-"
 
+// Default resource limits of an agent container.
+const (
+	DefaultAgentMemory = 256 << 20 // bytes
+	DefaultAgentPids   = 256       // processes and threads
+)
+
+// agentUID is the uid and gid agent containers run as when vigil up runs
+// as root (the distroless "nonroot" id, unlikely to be a user of the host).
+const agentUID = 65532
+
 // defaultStopTimeout is how long Stop lets an agent finish its segments
 // after SIGTERM before the engine kills it.
 const defaultStopTimeout = 10 * time.Second
@@ -47,6 +59,12 @@ const defaultStopTimeout = 10 * time.Second
 // Exited and not restarted: the coordinator replaces lost agents. The
 // exited container is kept (for `docker logs`) until Stop or Close.
 //
+// Containers are confined: vigil up's uid and gid (65532 when vigil up is
+// root, never root), no capabilities, no-new-privileges, a read-only root
+// file system, memory and pids limits, and of the clip storage only what
+// the agent writes: its site's directory for an agent dedicated to a site,
+// the whole storage for the shared pool (which serves every site).
+//
 // Call Setup before anything else, then set Broker.
 type DockerRuntime struct {
 	Image    string // agent image, e.g. vigil-agent:latest
@@ -57,6 +75,10 @@ type DockerRuntime struct {
 	// StopTimeout is how long Stop waits after SIGTERM before the engine
 	// kills the agent; 0 means 10s.
 	StopTimeout time.Duration
+	// Memory limits each agent's memory, in bytes; 0 means
+	// DefaultAgentMemory, negative no limit. PidsLimit limits its
+	// processes and threads; 0 means DefaultAgentPids, negative no limit.
+	Memory, PidsLimit int64
 	// Exited is told when an agent's container exits on its own.
 	Exited func(id string, err error)
 	Log    *slog.Logger // nil discards the runtime's logs
@@ -108,7 +130,93 @@ func (r *DockerRuntime) Setup(ctx context.Context) (gateway net.IP, err error) {
 	if err := r.removeLeftovers(ctx); err != nil {
 		return nil, err
 	}
+	if err := r.adoptStorage(); err != nil {
+		return nil, err
+	}
 	return r.setupNetwork(ctx)
+}
+
+// agentUser is the uid and gid agents run as: vigil up's own, so that
+// vigil up and the agents share the clip files (0600 in 0700 directories),
+// or agentUID when vigil up is root.
+func agentUser() (uid, gid int) {
+	if os.Getuid() == 0 {
+		return agentUID, agentUID
+	}
+	return os.Getuid(), os.Getgid()
+}
+
+// adoptStorage gives the clip storage's directories to the agents' uid
+// when vigil up is root (so that agents write there, and root agents of an
+// older Vigil left none the new ones cannot write). Files stay as they are:
+// agents only create new ones.
+func (r *DockerRuntime) adoptStorage() error {
+	uid, gid := agentUser()
+	if os.Getuid() != 0 || r.Storage == "" {
+		return nil
+	}
+	if err := os.MkdirAll(r.Storage, 0o700); err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	err := filepath.WalkDir(r.Storage, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		return chownDir(p, uid, gid)
+	})
+	if err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	return nil
+}
+
+// chownDir gives dir to uid:gid if it is not theirs already.
+func chownDir(dir string, uid, gid int) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) == uid && int(st.Gid) == gid {
+		return nil
+	}
+	return os.Lchown(dir, uid, gid)
+}
+
+// storageMount is the clip storage an agent gets: its site's directory at
+// the same place under /clips for a dedicated agent, else all of it.
+func (r *DockerRuntime) storageMount(spec AgentSpec) (mount.Mount, error) {
+	storage, err := filepath.Abs(r.Storage)
+	if err != nil {
+		return mount.Mount{}, fmt.Errorf("storage: %w", err)
+	}
+	src, dst := storage, "/clips"
+	if spec.Site != "" {
+		if spec.Site == "." || spec.Site == ".." || strings.ContainsAny(spec.Site, `/\`) {
+			return mount.Mount{}, fmt.Errorf("site %q: not a directory name", spec.Site)
+		}
+		src, dst = filepath.Join(storage, spec.Site), "/clips/"+spec.Site
+	}
+	if err := os.MkdirAll(src, 0o700); err != nil {
+		return mount.Mount{}, fmt.Errorf("storage: %w", err)
+	}
+	if os.Getuid() == 0 {
+		uid, gid := agentUser()
+		if err := chownDir(src, uid, gid); err != nil {
+			return mount.Mount{}, fmt.Errorf("storage: %w", err)
+		}
+	}
+	return mount.Mount{Type: mount.TypeBind, Source: src, Target: dst}, nil
+}
+
+// limit is a configured limit: 0 is def, negative none (0 for Docker).
+func limit(v, def int64) int64 {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
 }
 
 func (r *DockerRuntime) connect(ctx context.Context) (*client.Client, error) {
@@ -235,13 +343,12 @@ func (r *DockerRuntime) Start(ctx context.Context, spec AgentSpec) error {
 	case dup:
 		return fmt.Errorf("agent %s is already running", spec.ID)
 	}
-	storage, err := filepath.Abs(r.Storage)
+	clips, err := r.storageMount(spec)
 	if err != nil {
-		return fmt.Errorf("storage: %w", err)
+		return err
 	}
-	if err := os.MkdirAll(storage, 0o755); err != nil {
-		return fmt.Errorf("storage: %w", err)
-	}
+	uid, gid := agentUser()
+	pids := limit(r.PidsLimit, DefaultAgentPids)
 	name := containerPrefix + spec.ID
 	opts := client.ContainerCreateOptions{
 		Name: name,
@@ -252,7 +359,7 @@ func (r *DockerRuntime) Start(ctx context.Context, spec AgentSpec) error {
 				"--listen", "0.0.0.0", "--storage", "/clips",
 				"--capacity", fmt.Sprint(spec.Capacity), "--idle", spec.Idle.String()},
 			Env:  []string{"VIGIL_AGENT_PASSWORD=" + spec.Password},
-			User: fmt.Sprintf("%d:%d", os.Getuid(), os.Getgid()),
+			User: fmt.Sprintf("%d:%d", uid, gid),
 			Labels: map[string]string{
 				labelManaged:  "true",
 				labelInstance: r.Instance,
@@ -260,8 +367,12 @@ func (r *DockerRuntime) Start(ctx context.Context, spec AgentSpec) error {
 			},
 		},
 		HostConfig: &container.HostConfig{
-			NetworkMode: container.NetworkMode(r.Network),
-			Mounts:      []mount.Mount{{Type: mount.TypeBind, Source: storage, Target: "/clips"}},
+			NetworkMode:    container.NetworkMode(r.Network),
+			Mounts:         []mount.Mount{clips},
+			ReadonlyRootfs: true,
+			CapDrop:        []string{"ALL"},
+			SecurityOpt:    []string{"no-new-privileges"},
+			Resources:      container.Resources{Memory: limit(r.Memory, DefaultAgentMemory), PidsLimit: &pids},
 		},
 	}
 	res, err := cli.ContainerCreate(ctx, opts)

@@ -203,9 +203,22 @@ func TestDockerRuntime(t *testing.T) {
 				t.Errorf("label %s = %q, want %q", k, c.Config.Labels[k], v)
 			}
 		}
-		if want := fmt.Sprintf("%d:%d", os.Getuid(), os.Getgid()); c.Config.User != want {
+		want := fmt.Sprintf("%d:%d", os.Getuid(), os.Getgid())
+		if os.Getuid() == 0 {
+			want = "65532:65532" // never root
+		}
+		if c.Config.User != want {
 			t.Errorf("user %q, want %q", c.Config.User, want)
 		}
+		hc := c.HostConfig
+		if !hc.ReadonlyRootfs || !slices.Equal(hc.CapDrop, []string{"ALL"}) || len(hc.CapAdd) != 0 || !slices.Contains(hc.SecurityOpt, "no-new-privileges") {
+			t.Errorf("read-only root %v, capabilities dropped %v added %v, security options %v; want a read-only root, ALL dropped, none added, no-new-privileges",
+				hc.ReadonlyRootfs, hc.CapDrop, hc.CapAdd, hc.SecurityOpt)
+		}
+		if hc.Memory != coord.DefaultAgentMemory || hc.PidsLimit == nil || *hc.PidsLimit != coord.DefaultAgentPids {
+			t.Errorf("memory limit %d, pids limit %v; want %d, %d", hc.Memory, hc.PidsLimit, coord.DefaultAgentMemory, coord.DefaultAgentPids)
+		}
+		checkConfined(t, c.State.Pid)
 		wantCmd := []string{"agent", "--id", a1, "--broker", rt.Broker, "--username", "agent-" + a1,
 			"--listen", "0.0.0.0", "--storage", "/clips", "--capacity", "2", "--idle", "3s"}
 		if !slices.Equal(c.Config.Cmd, wantCmd) {
@@ -233,6 +246,29 @@ func TestDockerRuntime(t *testing.T) {
 		}
 		if err := rt.Start(ctx, coord.AgentSpec{ID: a1, Capacity: 1}); err == nil {
 			t.Error("second Start of the same agent succeeded")
+		}
+	})
+
+	t.Run("a dedicated agent sees its site's clips only", func(t *testing.T) {
+		a6 := run + "-6"
+		if err := rt.Start(ctx, coord.AgentSpec{ID: a6, Username: "agent-" + a6, Capacity: 1, Idle: time.Second, Site: "bank"}); err != nil {
+			t.Fatal(err)
+		}
+		defer rt.Stop(ctx, a6)
+		c, err := inspect(rt.ContainerID(a6))
+		if err != nil {
+			t.Fatal(err)
+		}
+		site := filepath.Join(storage, "bank")
+		if len(c.Mounts) != 1 || c.Mounts[0].Source != site || c.Mounts[0].Destination != "/clips/bank" || !c.Mounts[0].RW {
+			t.Errorf("mounts %+v, want only %s at /clips/bank", c.Mounts, site)
+		}
+		if fi, err := os.Stat(site); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Errorf("the site's directory: %v, %v; want mode 0700", fi.Mode().Perm(), err)
+		}
+		if err := rt.Start(ctx, coord.AgentSpec{ID: run + "-7", Capacity: 1, Site: ".."}); err == nil {
+			rt.Stop(ctx, run+"-7")
+			t.Error("an agent for site \"..\" started")
 		}
 	})
 
@@ -314,6 +350,44 @@ func TestDockerRuntime(t *testing.T) {
 			t.Error("Start after Close succeeded")
 		}
 	})
+}
+
+// checkConfined reads what the kernel says of a running container's
+// process: its user, capabilities, no_new_privs and root mount.
+func checkConfined(t *testing.T, pid int) {
+	t.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Skipf("cannot read the container process's status: %v", err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		k, v, _ := strings.Cut(line, ":")
+		v = strings.Join(strings.Fields(v), " ")
+		switch k {
+		case "Uid", "Gid":
+			if strings.HasPrefix(v, "0 ") {
+				t.Errorf("the agent runs with %s %s, want no root", k, v)
+			}
+		case "CapEff", "CapPrm", "CapBnd":
+			if v != "0000000000000000" {
+				t.Errorf("the agent has capabilities %s %s, want none", k, v)
+			}
+		case "NoNewPrivs":
+			if v != "1" {
+				t.Errorf("NoNewPrivs %s, want 1", v)
+			}
+		}
+	}
+	mounts, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(mounts), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 5 && f[4] == "/" && !slices.Contains(strings.Split(f[5], ","), "ro") {
+			t.Errorf("the agent's root is mounted %s, want ro", f[5])
+		}
+	}
 }
 
 func TestDockerRuntimeMissingImage(t *testing.T) {

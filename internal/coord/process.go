@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -58,18 +60,23 @@ func (r *ProcessRuntime) Start(ctx context.Context, spec AgentSpec) error {
 }
 
 func (r *ProcessRuntime) launch(p *proc) error {
-	if err := os.MkdirAll(r.LogDir, 0o755); err != nil {
+	if err := os.MkdirAll(r.LogDir, 0o700); err != nil {
 		return err
 	}
-	logf, err := os.OpenFile(filepath.Join(r.LogDir, "agent-"+p.spec.ID+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	logf, err := os.OpenFile(filepath.Join(r.LogDir, "agent-"+p.spec.ID+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
+		return err
+	}
+	// A log an older Vigil made readable by everyone, and the directory.
+	if err := errors.Join(logf.Chmod(0o600), os.Chmod(r.LogDir, 0o700)); err != nil {
+		logf.Close()
 		return err
 	}
 	cmd := exec.Command(r.Binary, "agent",
 		"--id", p.spec.ID, "--broker", r.Broker, "--username", p.spec.Username,
 		"--listen", r.Listen, "--storage", r.Storage,
 		"--capacity", fmt.Sprint(p.spec.Capacity), "--idle", p.spec.Idle.String())
-	cmd.Env = append(os.Environ(), "VIGIL_AGENT_PASSWORD="+p.spec.Password)
+	cmd.Env = append(agentEnv(os.Environ()), "VIGIL_AGENT_PASSWORD="+p.spec.Password)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group, so that a Ctrl-C meant for vigil up reaches the
 	// agents through vigil up's orderly shutdown; and SIGTERM if vigil up
@@ -82,6 +89,23 @@ func (r *ProcessRuntime) launch(p *proc) error {
 	logf.Close() // the child has its own descriptor
 	p.cmd = cmd
 	return nil
+}
+
+// agentEnvKeys are what an agent may see of vigil up's environment: where
+// things are, the time zone, and the Go runtime's settings. Nothing else:
+// vigil up's environment holds secrets (VIGIL_ADMIN_PASSWORD, a watched
+// broker's password, cloud credentials) that an agent has no use for.
+var agentEnvKeys = []string{"PATH", "HOME", "TMPDIR", "TZ", "GODEBUG", "GOGC", "GOMAXPROCS", "GOMEMLIMIT", "GOTRACEBACK"}
+
+// agentEnv keeps the agentEnvKeys of environ.
+func agentEnv(environ []string) []string {
+	var out []string
+	for _, kv := range environ {
+		if k, _, ok := strings.Cut(kv, "="); ok && slices.Contains(agentEnvKeys, k) {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // supervise waits for the agent; if it exits on its own, it reports that

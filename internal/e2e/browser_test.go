@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
@@ -361,4 +363,42 @@ func BenchmarkLiveViewInChromium(b *testing.B) {
 	b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "ms-p50")
 	b.ReportMetric(float64(all[len(all)*95/100].Microseconds())/1000, "ms-p95")
 	b.ReportMetric(float64(all[len(all)-1].Microseconds())/1000, "ms-max")
+}
+
+// TestLoginStaysOnTheSite: whatever the login page's ?next= holds, the
+// browser lands on Vigil after logging in, never on another host.
+func TestLoginStaysOnTheSite(t *testing.T) {
+	ta := startApp(t, nil)
+	c := newChrome(t, "http://"+ta.HTTP.Addr().String())
+	for _, tc := range []struct{ next, want string }{
+		{"/events?site=home", "/events?site=home"},
+		{"/.//evil.example/x", ""},
+		{"/./\\evil.example/x", ""},
+		{"/a/..//evil.example/x", ""},
+		{"//evil.example/x", "/"},
+		{"/\\evil.example/x", "/"},
+		{"https://evil.example/x", "/"},
+		{"javascript:alert(1)", "/"},
+	} {
+		t.Run("next="+tc.next, func(t *testing.T) {
+			c.run("log out", network.ClearBrowserCookies(),
+				chromedp.Navigate(c.base+"/login?next="+url.QueryEscape(tc.next)), chromedp.WaitVisible("#login-form"),
+				chromedp.SendKeys("#username", "admin"), chromedp.SendKeys("#password", adminPassword), chromedp.Click("#login-submit"))
+			var loc string
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				c.run("read the location", chromedp.Location(&loc))
+				if !strings.Contains(loc, "/login") {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("still at %s after logging in", loc)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if !strings.HasPrefix(loc, c.base+"/") || (tc.want != "" && loc != c.base+tc.want) {
+				t.Errorf("after login with next=%s the browser is at %s, want %s%s", tc.next, loc, c.base, tc.want)
+			}
+		})
+	}
 }

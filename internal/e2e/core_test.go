@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/vigilhq/vigil/internal/app"
 	"github.com/vigilhq/vigil/internal/conf"
+	"github.com/vigilhq/vigil/internal/coord"
 	"github.com/vigilhq/vigil/internal/sim"
 	"github.com/vigilhq/vigil/internal/store"
 	"github.com/vigilhq/vigil/internal/sub"
@@ -487,4 +490,89 @@ func TestAFailedStartClosesWhatItOpened(t *testing.T) {
 		t.Fatalf("reopen after a failed start: %v", err)
 	}
 	a.Close()
+}
+
+// TestTheDataDirectoryIsPrivate: the database (VAPID private key, channel
+// secrets, sessions), the broker's state, agent logs and clips are this user's only, even in a data directory (and files
+// in it) that an earlier Vigil or the owner made readable by everyone.
+func TestTheDataDirectoryIsPrivate(t *testing.T) {
+	cfg := testConfig(t)
+	intrusionConfig(t, cfg)
+	dir := cfg.Data.Dir
+	must(t, os.Chmod(dir, 0o755))
+	for _, d := range []string{"clips", "agents"} {
+		must(t, os.Mkdir(filepath.Join(dir, d), 0o755))
+	}
+	for _, f := range []string{"vigil.db", "broker.bolt"} { // empty: both open an empty file as new
+		must(t, os.WriteFile(filepath.Join(dir, f), nil, 0o644))
+	}
+	must(t, os.Chmod(dir, 0o755))
+	ta := openApp(t, cfg, adminPassword)
+	waitFor(t, 20*time.Second, "the first agent", func() bool { return liveAgents(ta.view(t)) == 1 && ta.view(t).Agents[0].Status == "ready" })
+	stop := runFleet(t, ta, cameraFleet(ta.mqttAddr(), "home", 1))
+	defer stop()
+	waitFor(t, 30*time.Second, "a clip", func() bool {
+		cs := ta.clips(t, "home")
+		return len(cs) == 1 && cs[0].State == coord.ClipReady
+	})
+	seen := map[string]bool{}
+	must(t, filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		seen[rel], seen[d.Name()], seen[filepath.Dir(rel)+"/*"+filepath.Ext(rel)] = true, true, true
+		want := fs.FileMode(0o600)
+		if d.IsDir() {
+			want = 0o700
+		}
+		if fi.Mode().Perm() != want {
+			t.Errorf("%s has mode %v, want %v", rel, fi.Mode().Perm(), want)
+		}
+		return nil
+	}))
+	for _, f := range []string{".", "vigil.db", "vigil.db-wal", "vigil.db-shm", "broker.bolt",
+		"agents", "agents/*.log", "clips", "clips/home", "clip.mp4", "thumb.jpg"} {
+		if !seen[f] {
+			t.Errorf("no %s in the data directory", f)
+		}
+	}
+}
+
+// TestLoginAnswersTheSameForEveryRole: the login page tells nobody which
+// accounts exist, what role they have or whether a device's password is
+// right: every refusal is the same 401.
+func TestLoginAnswersTheSameForEveryRole(t *testing.T) {
+	ta := startApp(t, nil)
+	addUser(t, ta, "viewer1", users.RoleViewer, "viewer-password", nil, nil)
+	addUser(t, ta, "dev1", users.RoleDevice, "device-password", nil, nil)
+	login := func(user, password string) (int, string) {
+		body := fmt.Sprintf(`{"username": %q, "password": %q}`, user, password)
+		resp, err := http.Post("http://"+ta.HTTP.Addr().String()+"/api/v1/login", "application/json", strings.NewReader(body))
+		must(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := login("viewer1", "viewer-password"); code != 200 {
+		t.Errorf("a viewer's login: %d", code)
+	}
+	_, want := login("nobody", "wrong-password") // 5 refusals per address: this and 4 more
+	for _, tc := range []struct{ name, user, password string }{
+		{"the admin with a wrong password", "admin", "wrong-password"},
+		{"a viewer with a wrong password", "viewer1", "wrong-password"},
+		{"a device with a wrong password", "dev1", "wrong-password"},
+		{"a device with its right password", "dev1", "device-password"},
+	} {
+		t.Run(tc.name+" gets 401", func(t *testing.T) {
+			code, body := login(tc.user, tc.password)
+			if code != 401 || body != want {
+				t.Errorf("login: %d %s, want 401 %s", code, body, want)
+			}
+		})
+	}
 }

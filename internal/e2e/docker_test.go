@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/moby/moby/client"
 
@@ -18,7 +20,7 @@ import (
 // built from this tree and a network of its own, removed at the end.
 func dockerConfig(t *testing.T) func(*conf.Config) {
 	t.Helper()
-	cli, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+	cli, err := client.New(client.FromEnv)
 	if err == nil {
 		_, err = cli.Ping(context.Background(), client.PingOptions{})
 	}
@@ -71,10 +73,53 @@ func TestADockerAgentKilledMidStream(t *testing.T) {
 		t.Fatalf("runtime is %T", ta.Runtime)
 	}
 	killMidStream(t, ta, func(agent string) {
-		cli, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+		cli, err := client.New(client.FromEnv)
 		must(t, err)
 		defer cli.Close()
 		_, err = cli.ContainerKill(context.Background(), rt.ContainerID(agent), client.ContainerKillOptions{Signal: "KILL"})
 		must(t, err)
 	})
+}
+
+// TestADedicatedDockerAgentRecordsItsSite: an agent dedicated to a pro site
+// runs confined (non-root, read-only root, its site's clips only) and still
+// records the site's clip.
+func TestADedicatedDockerAgentRecordsItsSite(t *testing.T) {
+	mutate := dockerConfig(t)
+	ta := startApp(t, func(c *conf.Config) {
+		mutate(c)
+		c.Sites = map[string]conf.SiteConfig{"bank": {Plan: "pro"}}
+		c.Plans["pro"] = conf.Plan{MaxClips: 500, Width: 160, Height: 120, FPS: 5, Quality: 60, DedicatedAgent: true}
+	})
+	waitFor(t, 30*time.Second, "the first agent", func() bool { return liveAgents(ta.view(t)) == 1 && ta.view(t).Agents[0].Status == "ready" })
+	stop := runFleet(t, ta, cameraFleet(ta.mqttAddr(), "bank", 1))
+	defer stop()
+	var dedicated string
+	waitFor(t, 30*time.Second, "the bank's stream on a dedicated agent", func() bool {
+		for _, a := range ta.view(t).Agents {
+			if a.Pool == "bank" && len(a.Streams) == 1 {
+				dedicated = a.ID
+				return true
+			}
+		}
+		return false
+	})
+	cli, err := client.New(client.FromEnv)
+	must(t, err)
+	defer cli.Close()
+	res, err := cli.ContainerInspect(context.Background(), ta.Runtime.(*coord.DockerRuntime).ContainerID(dedicated), client.ContainerInspectOptions{})
+	must(t, err)
+	if m := res.Container.Mounts; len(m) != 1 || m[0].Destination != "/clips/bank" || m[0].Source != filepath.Join(ta.Storage, "bank") {
+		t.Errorf("the dedicated agent's mounts %+v, want only the bank's clips", m)
+	}
+	var clip coord.Clip
+	waitFor(t, 60*time.Second, "the bank's clip", func() bool {
+		cs := ta.clips(t, "bank")
+		if len(cs) == 1 && cs[0].State == coord.ClipReady {
+			clip = cs[0]
+			return true
+		}
+		return false
+	})
+	checkClipFile(t, ta, clip, 7)
 }

@@ -64,6 +64,7 @@ func TestSelfAudit(t *testing.T) {
 		ta := startApp(t, func(c *conf.Config) {
 			c.MQTT.Listen, c.MQTT.WSListen = "0.0.0.0:0", ""
 			c.MQTT.TLSListen, c.MQTT.TLSCert, c.MQTT.TLSKey = "0.0.0.0:0", cert.CertFile, cert.KeyFile
+			allowLocalReceivers(c)
 		})
 		hook := newReceiver(t, 0)
 		ta.apiJSON(t, "POST", "/api/v1/notify/channels", map[string]any{"kind": "webhook", "name": "ops", "url": hook.srv.URL, "kinds": []string{"alert"}, "cooldown_s": 0}, nil)
@@ -137,6 +138,7 @@ func TestVigilUpWatchesABroker(t *testing.T) {
 	ta := startApp(t, func(c *conf.Config) {
 		c.Watch.Targets = []conf.WatchTarget{{Name: "site-a", URL: fmt.Sprintf("mqtt://127.0.0.1:%d", m.Port)}}
 		c.Watch.Interval, c.Watch.Timeout = time.Second, 500*time.Millisecond
+		allowLocalReceivers(c)
 	})
 	hook := newReceiver(t, 0)
 	ta.apiJSON(t, "POST", "/api/v1/notify/channels", map[string]any{"kind": "webhook", "name": "ops", "url": hook.srv.URL, "cooldown_s": 0}, nil)
@@ -201,6 +203,7 @@ func TestBlocksAreNotifiedOncePerEpisode(t *testing.T) {
 	ta := startApp(t, func(c *conf.Config) {
 		c.MQTT.Listen, c.MQTT.WSListen = "0.0.0.0:0", ""
 		c.MQTT.BlockExempt, c.MQTT.BlockAuthFailures = nil, 2
+		allowLocalReceivers(c)
 	})
 	hook := newReceiver(t, 0)
 	ta.apiJSON(t, "POST", "/api/v1/notify/channels", map[string]any{"kind": "webhook", "name": "ops", "url": hook.srv.URL, "kinds": []string{"alert"}, "cooldown_s": 0}, nil)

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"fmt"
 	"net/http"
 	"net/http/cookiejar"
 	"strings"
@@ -206,14 +207,17 @@ func TestCrossSiteRequestsAreRefused(t *testing.T) {
 }
 
 // Guesses sent all at once are limited like guesses in a row: each try is
-// counted before its password is checked.
+// counted before its password is checked. (The same password sent many
+// times at once is one guess, checked once: a guesser sends different
+// ones.)
 func TestParallelGuessesAreLimited(t *testing.T) {
 	ta := startApp(t, nil)
 	b := newBrowser(t, ta)
 	codes := make(chan int, 40)
-	for range 40 {
+	for i := range 40 {
 		go func() {
-			resp, err := http.Post(b.base+"/api/v1/login", "application/json", strings.NewReader(`{"username":"admin","password":"guess-guess"}`))
+			body := fmt.Sprintf(`{"username":"admin","password":"guess-%d"}`, i)
+			resp, err := http.Post(b.base+"/api/v1/login", "application/json", strings.NewReader(body))
 			if err != nil {
 				codes <- 0
 				return

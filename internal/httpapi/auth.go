@@ -89,12 +89,20 @@ func (s *Server) secure(r *http.Request) bool {
 }
 
 // checkPassword verifies a username and password for the request's
-// client under the login limiter that MQTT logins share (users.Verifier.Login).
-func (s *Server) checkPassword(r *http.Request, name, password string) (*users.User, error) {
-	u, err := s.deps.Auth.Login(r.Context(), s.clientIP(r), name, password)
+// client under the login limiter that MQTT logins share
+// (users.Verifier.Login). A user that allowed (if not nil) refuses is
+// told, and counted, exactly as a wrong password.
+func (s *Server) checkPassword(r *http.Request, name, password string, allowed func(*users.User) bool) (*users.User, error) {
+	addr := s.clientIP(r)
+	u, err := s.deps.Auth.Login(r.Context(), addr, name, password)
 	var tm *users.TooManyError
 	if errors.As(err, &tm) {
 		return nil, &tooMany{wait: tm.Wait}
+	}
+	if err == nil && allowed != nil && !allowed(u) {
+		s.deps.Auth.CountFailure(addr, name)
+		// The client sees the wrong password's message; the log, the role.
+		return nil, fmt.Errorf("a %s account: %w", u.Role, vigil.Errorf(vigil.EUnauthorized, "wrong username or password"))
 	}
 	return u, err
 }
@@ -106,7 +114,7 @@ func (s *Server) checkPassword(r *http.Request, name, password string) (*users.U
 // session's CSRF token in the X-CSRF-Token header.
 func (s *Server) Identify(r *http.Request) (*users.User, *users.Session, error) {
 	if name, password, ok := r.BasicAuth(); ok {
-		u, err := s.checkPassword(r, name, password)
+		u, err := s.checkPassword(r, name, password, nil)
 		if err != nil {
 			if vigil.ErrorCode(err) == vigil.EUnauthorized {
 				s.log.Info("api request refused: wrong username or password", "username", name, "remote", s.clientIP(r), "path", r.URL.Path)
@@ -167,6 +175,9 @@ func adminOnly(next http.Handler) http.Handler {
 	})
 }
 
+// webRole reports whether a user may use the web UI.
+func webRole(u *users.User) bool { return u.Role == users.RoleAdmin || u.Role == users.RoleViewer }
+
 // Me is the body of GET /api/v1/me and of a successful login.
 type Me struct {
 	User string `json:"user"`
@@ -187,15 +198,15 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&in); err != nil {
 		return nil, vigil.Errorf(vigil.EInvalid, "send {\"username\": ..., \"password\": ...}")
 	}
-	u, err := s.checkPassword(r, in.Username, in.Password)
+	// A device account's right password is refused as a wrong one: the
+	// answer tells nothing of which accounts exist, their roles, or
+	// whether a device's password was guessed.
+	u, err := s.checkPassword(r, in.Username, in.Password, webRole)
 	if err != nil {
 		if vigil.ErrorCode(err) == vigil.EUnauthorized {
-			s.log.Info("login refused: wrong username or password", "username", in.Username, "remote", s.clientIP(r))
+			s.log.Info("login refused: wrong username or password", "username", in.Username, "remote", s.clientIP(r), "reason", err.Error())
 		}
 		return nil, err
-	}
-	if u.Role != users.RoleAdmin && u.Role != users.RoleViewer {
-		return nil, vigil.Errorf(vigil.EForbidden, "%s accounts cannot log in", u.Role)
 	}
 	token, sess, err := s.deps.Sessions.Create(r.Context(), u.Name, r.UserAgent())
 	if err != nil {

@@ -176,8 +176,9 @@ func (s *Server) arm(armed bool) handlerFunc {
 	}
 }
 
-// clipFile serves a clip's video or thumbnail, with HTTP Range (seeking)
-// and caching headers.
+// clipFile serves a clip's video or thumbnail, with HTTP Range (seeking),
+// never cached (commonHeaders): the browser's cache would keep it after
+// logout.
 func (s *Server) clipFile(pick func(coord.Clip) (string, string)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		c, err := s.deps.Intrusion.GetClip(r.Context(), r.PathValue("id"))
@@ -207,7 +208,6 @@ func (s *Server) clipFile(pick func(coord.Clip) (string, string)) http.HandlerFu
 			return
 		}
 		w.Header().Set("Content-Type", ctype)
-		w.Header().Set("Cache-Control", "private, max-age=3600")
 		if r.URL.Query().Get("download") != "" {
 			w.Header().Set("Content-Disposition", `attachment; filename="`+c.Camera+"-"+c.Start.Format("20060102-150405")+filepath.Ext(p)+`"`)
 		}

@@ -15,7 +15,8 @@ type Notifier interface {
 	Test(ctx context.Context, channelID string) error
 	VAPIDPublicKey(ctx context.Context) (string, error)
 	Subscribe(ctx context.Context, s notify.PushSubscription) error
-	Unsubscribe(ctx context.Context, endpoint string) error
+	Unsubscribe(ctx context.Context, endpoint, user string) error
+	CheckChannel(ctx context.Context, c *notify.Channel) error
 }
 
 // ChannelView is a notification channel as the API shows it: the secret
@@ -109,6 +110,9 @@ func (s *Server) notifyRoutes(api func(string, handlerFunc)) {
 		}
 		var c notify.Channel
 		in.apply(&c)
+		if err := s.deps.Notifier.CheckChannel(r.Context(), &c); err != nil {
+			return nil, err
+		}
 		if err := st.SaveChannel(r.Context(), &c); err != nil {
 			return nil, err
 		}
@@ -125,6 +129,9 @@ func (s *Server) notifyRoutes(api func(string, handlerFunc)) {
 			return nil, err
 		}
 		in.apply(&c)
+		if err := s.deps.Notifier.CheckChannel(r.Context(), &c); err != nil {
+			return nil, err
+		}
 		if err := st.SaveChannel(r.Context(), &c); err != nil {
 			return nil, err
 		}
@@ -182,24 +189,11 @@ func (s *Server) notifyRoutes(api func(string, handlerFunc)) {
 			return nil, err
 		}
 		// Users remove their own devices; admins anyone's.
-		subs, err := st.ListPushSubscriptions(r.Context())
-		if err != nil {
-			return nil, err
+		u, owner := UserFrom(r.Context()), ""
+		if u.Role != users.RoleAdmin {
+			owner = u.Name
 		}
-		u := UserFrom(r.Context())
-		found := false
-		for _, sub := range subs {
-			if sub.Endpoint == in.Endpoint {
-				found = true
-				if sub.User != u.Name && u.Role != users.RoleAdmin {
-					return nil, vigil.Errorf(vigil.EForbidden, "that device was subscribed by another user")
-				}
-			}
-		}
-		if !found {
-			return nil, vigil.Errorf(vigil.ENotFound, "no such subscription")
-		}
-		if err := s.deps.Notifier.Unsubscribe(r.Context(), in.Endpoint); err != nil {
+		if err := s.deps.Notifier.Unsubscribe(r.Context(), in.Endpoint, owner); err != nil {
 			return nil, err
 		}
 		return map[string]bool{"ok": true}, nil

@@ -41,6 +41,9 @@ type Authenticator interface {
 	// the limiter that MQTT logins share; *users.TooManyError when
 	// limited (users.Verifier.Login).
 	Login(ctx context.Context, addr, username, password string) (*users.User, error)
+	// CountFailure counts a try against addr and username as a wrong
+	// password would be.
+	CountFailure(addr, username string)
 }
 
 // Deps are the components the API serves from.
@@ -59,6 +62,9 @@ type Deps struct {
 	// TrustedProxies are reverse proxies whose X-Forwarded-For and
 	// X-Forwarded-Proto are believed (http.trusted_proxies).
 	TrustedProxies []*net.IPNet
+	// ReadTimeout is how long a request's headers and body may take to
+	// arrive; 0 means DefaultReadTimeout.
+	ReadTimeout time.Duration
 
 	// Intrusion detection (nil: not served).
 	Intrusion   Intrusion
@@ -115,11 +121,20 @@ func Open(addr string, deps Deps, log *slog.Logger) (*Server, error) {
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, vigil.Errorf(vigil.EForbidden, "cross-origin request refused"))
 	}))
+	readTimeout := deps.ReadTimeout
+	if readTimeout <= 0 {
+		readTimeout = DefaultReadTimeout
+	}
 	s.srv = &http.Server{
-		Handler:           cop.Handler(s.routes()),
+		Handler:           commonHeaders(cop.Handler(s.routes())),
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		// A client trickling a body cannot hold a connection (and a
+		// handler) for longer. The deadline is lifted once the body is read
+		// (net/http's background read), so the event stream and live video
+		// last as long as they need.
+		ReadTimeout: readTimeout,
+		IdleTimeout: 2 * time.Minute,
+		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	go func() {
 		defer close(s.done)
@@ -129,6 +144,22 @@ func Open(addr string, deps Deps, log *slog.Logger) (*Server, error) {
 	}()
 	log.Info("http listening", "addr", ln.Addr().String())
 	return s, nil
+}
+
+// DefaultReadTimeout is how long a request's headers and body may take to
+// arrive (Vigil's bodies are a few kilobytes of JSON at most).
+const DefaultReadTimeout = 30 * time.Second
+
+// commonHeaders are on every answer: no content sniffing (a clip or a
+// JSON error is never taken for HTML), and nothing stored by the browser's
+// cache (it would outlive a logout) unless the handler says otherwise.
+func commonHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Cache-Control", "no-store")
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Addr returns the bound address.

@@ -143,7 +143,7 @@ func (s *Server) updateUser(w http.ResponseWriter, r *http.Request) (any, error)
 	// Anyone changing their own password gives the current one (a stolen
 	// session is not enough), under the login limiter.
 	if name == me.Name && in.Password != "" {
-		if _, err := s.checkPassword(r, me.Name, in.CurrentPassword); err != nil {
+		if _, err := s.checkPassword(r, me.Name, in.CurrentPassword, nil); err != nil {
 			if vigil.ErrorCode(err) == vigil.EUnauthorized {
 				return nil, vigil.Errorf(vigil.EForbidden, "the current password is wrong")
 			}

@@ -83,6 +83,9 @@ func (f *Finisher) Finish(ctx context.Context, segments []string, out, thumb str
 		if err := f.transcode(ctx, segments, tmp); err != nil {
 			return info, err
 		}
+		if err := os.Chmod(tmp, 0o600); err != nil { // ffmpeg makes it 0666 less the umask
+			return info, err
+		}
 	} else {
 		info.Codec = "mjpeg"
 		if err := writeMJPEG(tmp, all, width, height); err != nil {
@@ -145,7 +148,7 @@ func writeMJPEG(out string, samples []Sample, width, height int) error {
 			GetPayload:  func() ([]byte, error) { return s.JPEG, nil },
 		})
 	}
-	f, err := os.Create(out)
+	f, err := os.OpenFile(out, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
@@ -159,7 +162,7 @@ func writeMJPEG(out string, samples []Sample, width, height int) error {
 
 func writeAtomic(path string, b []byte) error {
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
 		return err
 	}
 	return os.Rename(tmp, path)

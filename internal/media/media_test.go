@@ -282,6 +282,9 @@ func writeTestSegment(t *testing.T, dir string, n int) string {
 func TestSegmentsRoundTripAndSurviveTruncation(t *testing.T) {
 	dir := t.TempDir()
 	p := writeTestSegment(t, dir, 45) // 3 s
+	if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("segment mode %v, %v; want 0600 (clips are private)", fi.Mode().Perm(), err)
+	}
 	seg, err := ReadSegment(p)
 	if err != nil {
 		t.Fatal(err)
@@ -332,6 +335,11 @@ func TestFinishWithAndWithoutFFmpeg(t *testing.T) {
 			}
 			if _, err := jpeg.DecodeConfig(bytes.NewReader(must(os.ReadFile(thumb)))); err != nil {
 				t.Errorf("thumbnail: %v", err)
+			}
+			for _, p := range []string{out, thumb} {
+				if fi := must(os.Stat(p)); fi.Mode().Perm() != 0o600 {
+					t.Errorf("%s has mode %v, want 0600 (clips are private)", filepath.Base(p), fi.Mode().Perm())
+				}
 			}
 			codec, dur := ffprobe(t, out)
 			if codec != name || dur < 3.6 || dur > 4.4 {

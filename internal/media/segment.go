@@ -42,7 +42,7 @@ type SegmentWriter struct {
 
 // CreateSegment creates a segment file at path (its directory must exist).
 func CreateSegment(path string) (*SegmentWriter, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return nil, err
 	}

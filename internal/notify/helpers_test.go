@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -28,7 +29,9 @@ type env struct {
 }
 
 // newEnv opens a store and starts a Notifier with short retries, an
-// injected clock (noon local time) and base URL https://vigil.example.
+// injected clock (noon local time), base URL https://vigil.example and,
+// unless opts say otherwise, loopback allowed (notify.allow_targets) for
+// the receivers.
 func newEnv(t *testing.T, pub notify.Publisher, opts notify.Options) *env {
 	t.Helper()
 	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "vigil.db"))
@@ -46,6 +49,9 @@ func newEnv(t *testing.T, pub notify.Publisher, opts notify.Options) *env {
 	}
 	if opts.BaseURL == "" {
 		opts.BaseURL = "https://vigil.example"
+	}
+	if opts.AllowTargets == nil {
+		opts.AllowTargets = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	}
 	log := slog.New(slog.NewTextHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.n, err = notify.New(st, pub, log, e.reg, opts)
@@ -180,8 +186,20 @@ type receiver struct {
 
 func newReceiver(t *testing.T, status func(n int, r request) int) *receiver {
 	t.Helper()
+	return startReceiver(t, status, httptest.NewServer)
+}
+
+// newTLSReceiver is a receiver over https (a push service); its Client
+// trusts its certificate.
+func newTLSReceiver(t *testing.T, status func(n int, r request) int) *receiver {
+	t.Helper()
+	return startReceiver(t, status, httptest.NewTLSServer)
+}
+
+func startReceiver(t *testing.T, status func(n int, r request) int, start func(http.Handler) *httptest.Server) *receiver {
+	t.Helper()
 	rc := &receiver{status: status}
-	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	rc.Server = start(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		req := request{Path: r.URL.Path, Header: r.Header.Clone(), Body: body}
 		rc.mu.Lock()

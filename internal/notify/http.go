@@ -27,6 +27,9 @@ func (n *Notifier) post(ctx context.Context, target string, body []byte, h http.
 	req.Header.Set("User-Agent", "Vigil/"+version.Version)
 	resp, err := n.client.Do(req)
 	if err != nil {
+		if refused := (*refusedError)(nil); errors.As(err, &refused) {
+			return permanent(fmt.Errorf("post: %w", refused))
+		}
 		return fmt.Errorf("post: %w", stripURL(err))
 	}
 	defer resp.Body.Close()

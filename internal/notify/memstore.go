@@ -76,25 +76,34 @@ func (m *MemStore) DeleteChannel(_ context.Context, id string) error {
 	return nil
 }
 
-func (m *MemStore) SavePushSubscription(_ context.Context, s *PushSubscription) error {
+func (m *MemStore) SavePushSubscription(_ context.Context, s *PushSubscription, limit int) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if i := slices.IndexFunc(m.subs, func(o PushSubscription) bool { return o.Endpoint == s.Endpoint }); i >= 0 {
+		if m.subs[i].User != s.User {
+			return ErrOthersSubscription()
+		}
 		s.ID, s.Created = m.subs[i].ID, m.subs[i].Created
 		m.subs[i] = *s
 		return nil
+	}
+	if n := len(slices.DeleteFunc(slices.Clone(m.subs), func(o PushSubscription) bool { return o.User != s.User })); n >= limit {
+		return ErrSubscriptionLimit(s.User, limit)
 	}
 	s.ID, s.Created = rnd.Hex(8), time.Now()
 	m.subs = append(m.subs, *s)
 	return nil
 }
 
-func (m *MemStore) DeletePushSubscription(_ context.Context, endpoint string) error {
+func (m *MemStore) DeletePushSubscription(_ context.Context, endpoint, user string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	i := slices.IndexFunc(m.subs, func(s PushSubscription) bool { return s.Endpoint == endpoint })
 	if i < 0 {
 		return vigil.Errorf(vigil.ENotFound, "push subscription not found")
+	}
+	if user != "" && m.subs[i].User != user {
+		return ErrOthersSubscription()
 	}
 	m.subs = slices.Delete(m.subs, i, i+1)
 	return nil

@@ -28,7 +28,7 @@ func TestDrainWaitsForRetriesOnAMemStore(t *testing.T) {
 		t.Error("a MemStore saved an invalid channel")
 	}
 	n, err := notify.New(st, nil, slog.New(slog.DiscardHandler), prometheus.NewRegistry(),
-		notify.Options{Retry: []time.Duration{50 * time.Millisecond, 50 * time.Millisecond}})
+		notify.Options{Retry: []time.Duration{50 * time.Millisecond, 50 * time.Millisecond}, AllowTargets: notify.AnyTarget}) // as vigil watch
 	must(t, err)
 	n.Start()
 	defer n.Close()

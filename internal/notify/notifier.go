@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,8 +28,17 @@ type Options struct {
 	// and Web Push, e.g. "https://vigil.example.net".
 	BaseURL string
 	// HTTPClient sends ntfy, webhook and Web Push requests. nil: a client
-	// with a 10 s timeout that does not follow redirects.
+	// with a 10 s timeout that does not follow redirects. Its transport
+	// (nil or an *http.Transport) is copied with a dialer that applies the
+	// outbound rules and no proxy.
 	HTTPClient *http.Client
+	// PushServices are the hosts Web Push subscriptions may use, "*.domain"
+	// for any name under domain (notify.push_services). nil:
+	// DefaultPushServices.
+	PushServices []string
+	// AllowTargets are addresses notifications may reach although they are
+	// loopback, link-local, unspecified or multicast (notify.allow_targets).
+	AllowTargets []netip.Prefix
 	// Subscriber is the VAPID contact, "mailto:..." or "https://...".
 	// Default "mailto:admin@localhost".
 	Subscriber string
@@ -50,6 +60,7 @@ type Notifier struct {
 	log    *slog.Logger
 	m      *metrics
 	client *http.Client
+	out    outbound
 	opts   Options
 
 	queue  chan queued
@@ -93,18 +104,17 @@ func New(store Store, pub Publisher, log *slog.Logger, reg prometheus.Registerer
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	client := opts.HTTPClient
-	if client == nil {
-		client = &http.Client{
-			Timeout: 10 * time.Second,
-			// A redirected POST becomes a GET, and a webhook that moved
-			// should be reconfigured, not followed.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		}
+	if opts.PushServices == nil {
+		opts.PushServices = DefaultPushServices
+	}
+	out := outbound{allow: opts.AllowTargets}
+	client, err := out.newClient(opts.HTTPClient)
+	if err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Notifier{
-		store: store, pub: pub, log: log, m: m, client: client, opts: opts,
+		store: store, pub: pub, log: log, m: m, client: client, out: out, opts: opts,
 		queue: make(chan queued, queueSize), ctx: ctx, cancel: cancel,
 		sem: make(chan struct{}, maxInFlight), cooldowns: map[string]time.Time{},
 	}, nil

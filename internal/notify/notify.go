@@ -9,6 +9,8 @@ package notify
 import (
 	"context"
 	"time"
+
+	"github.com/vigilhq/vigil"
 )
 
 // Notification kinds.
@@ -98,12 +100,16 @@ type Store interface {
 	// vigil.ENotFound error.
 	DeleteChannel(ctx context.Context, id string) error
 
-	// SavePushSubscription inserts a subscription or updates the one with
-	// the same endpoint.
-	SavePushSubscription(ctx context.Context, s *PushSubscription) error
-	// DeletePushSubscription removes the subscription of an endpoint, or
-	// returns a vigil.ENotFound error.
-	DeletePushSubscription(ctx context.Context, endpoint string) error
+	// SavePushSubscription inserts a subscription, or renews the keys and
+	// user agent of s.User's subscription with the same endpoint. It changes
+	// nothing and returns a vigil.EForbidden error if the endpoint is
+	// another user's, a vigil.EConflict error if s.User already has limit
+	// subscriptions (ErrOthersSubscription, ErrSubscriptionLimit).
+	SavePushSubscription(ctx context.Context, s *PushSubscription, limit int) error
+	// DeletePushSubscription removes the subscription of an endpoint: any
+	// user's if user is "", else only user's (a vigil.EForbidden error for
+	// another's). A vigil.ENotFound error if there is none.
+	DeletePushSubscription(ctx context.Context, endpoint, user string) error
 	// ListPushSubscriptions returns every subscription, oldest first.
 	ListPushSubscriptions(ctx context.Context) ([]PushSubscription, error)
 
@@ -117,6 +123,18 @@ type Store interface {
 	GetSetting(ctx context.Context, key string) (string, error)
 	// SetSetting stores a setting.
 	SetSetting(ctx context.Context, key, value string) error
+}
+
+// ErrOthersSubscription is a Store's error for a push endpoint that
+// another user subscribed.
+func ErrOthersSubscription() error {
+	return vigil.Errorf(vigil.EForbidden, "this browser is subscribed to notifications by another user; they or an admin must remove it first")
+}
+
+// ErrSubscriptionLimit is a Store's error for one push subscription too
+// many.
+func ErrSubscriptionLimit(user string, limit int) error {
+	return vigil.Errorf(vigil.EConflict, "%s has %d browsers subscribed to notifications, the most allowed; remove one first", user, limit)
 }
 
 // Publisher publishes MQTT messages; the broker implements it.

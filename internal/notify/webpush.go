@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -95,39 +94,57 @@ func (n *Notifier) vapidKeys(ctx context.Context) (pub, priv string, err error) 
 	return pub, priv, nil
 }
 
-// Subscribe stores a browser's push subscription (or updates the one with
-// the same endpoint). Invalid subscriptions are vigil.EInvalid errors.
+// MaxPushSubscriptions is how many browsers one user may subscribe.
+const MaxPushSubscriptions = 10
+
+// Subscribe stores a browser's push subscription for s.User, or renews
+// the keys of that user's subscription with the same endpoint. The
+// endpoint must be an https URL of one of Options.PushServices that the
+// outbound rules allow. Errors for the user are vigil errors: EInvalid for
+// a bad subscription, EForbidden for another user's endpoint, EConflict
+// beyond MaxPushSubscriptions.
 func (n *Notifier) Subscribe(ctx context.Context, s PushSubscription) error {
-	if err := validateSubscription(&s); err != nil {
+	if err := n.validateSubscription(ctx, &s); err != nil {
 		return err
 	}
 	if s.Created.IsZero() {
 		s.Created = n.opts.Now()
 	}
-	if err := n.store.SavePushSubscription(ctx, &s); err != nil {
+	if err := n.store.SavePushSubscription(ctx, &s, MaxPushSubscriptions); err != nil {
 		return fmt.Errorf("save push subscription: %w", err)
 	}
 	n.log.Info("push subscription saved", "user", s.User, "push_service", endpointHost(s.Endpoint))
 	return nil
 }
 
-// Unsubscribe removes the subscription of an endpoint (a vigil.ENotFound
-// error if there is none).
-func (n *Notifier) Unsubscribe(ctx context.Context, endpoint string) error {
-	if err := n.store.DeletePushSubscription(ctx, endpoint); err != nil {
+// Unsubscribe removes the subscription of an endpoint: any user's if user
+// is "" (admins), else only user's (a vigil.EForbidden error for another
+// user's). A vigil.ENotFound error if there is none.
+func (n *Notifier) Unsubscribe(ctx context.Context, endpoint, user string) error {
+	if err := n.store.DeletePushSubscription(ctx, endpoint, user); err != nil {
 		return fmt.Errorf("delete push subscription: %w", err)
 	}
-	n.log.Info("push subscription removed", "push_service", endpointHost(endpoint))
+	n.log.Info("push subscription removed", "user", user, "push_service", endpointHost(endpoint))
 	return nil
 }
 
-func validateSubscription(s *PushSubscription) error {
-	// Browsers' push services are all https; plain http is allowed only on
-	// loopback (a push service of one's own, or a test), so that a user
-	// cannot make Vigil post to hosts of the local network.
+// maxEndpoint bounds an endpoint's length (those of the push services are
+// a few hundred bytes).
+const maxEndpoint = 2048
+
+func (n *Notifier) validateSubscription(ctx context.Context, s *PushSubscription) error {
+	// A subscription is a URL Vigil will POST to on a user's word: only
+	// the push services browsers use, so that nobody can make Vigil post
+	// to the local network or to itself.
 	u, err := url.Parse(s.Endpoint)
-	if err != nil || u.Host == "" || (u.Scheme != "https" && (u.Scheme != "http" || !loopbackHost(u.Hostname()))) {
-		return vigil.Errorf(vigil.EInvalid, "push subscription endpoint: want an https URL")
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || len(s.Endpoint) > maxEndpoint {
+		return vigil.Errorf(vigil.EInvalid, "push subscription endpoint: want an https URL of a browser's push service")
+	}
+	if !matchHost(u.Hostname(), n.opts.PushServices) {
+		return vigil.Errorf(vigil.EInvalid, "push subscription endpoint: %s is not a push service Vigil sends to (notify.push_services)", u.Hostname())
+	}
+	if err := n.out.checkURL(ctx, u); err != nil {
+		return vigil.Errorf(vigil.EInvalid, "push subscription endpoint: %v", err)
 	}
 	key, err := decodeKey(s.P256dh)
 	if err != nil {
@@ -222,7 +239,7 @@ func (n *Notifier) sendWebPush(ctx context.Context, d *delivery) error {
 			st.delivered++
 		case errors.Is(err, errGone):
 			st.gone++
-			if err := n.store.DeletePushSubscription(context.WithoutCancel(ctx), s.Endpoint); err != nil && vigil.ErrorCode(err) != vigil.ENotFound {
+			if err := n.store.DeletePushSubscription(context.WithoutCancel(ctx), s.Endpoint, ""); err != nil && vigil.ErrorCode(err) != vigil.ENotFound {
 				n.log.Error("cannot remove expired push subscription", "push_service", endpointHost(s.Endpoint), "err", err)
 			} else {
 				n.log.Info("expired push subscription removed", "user", s.User, "push_service", endpointHost(s.Endpoint))
@@ -255,6 +272,9 @@ func (n *Notifier) push(ctx context.Context, payload []byte, s PushSubscription,
 	resp, err := webpush.SendNotificationWithContext(ctx, payload[:len(payload):len(payload)], sub, opts)
 	host := endpointHost(s.Endpoint)
 	if err != nil {
+		if refused := (*refusedError)(nil); errors.As(err, &refused) {
+			return permanent(fmt.Errorf("push to %s: %w", host, refused))
+		}
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			return fmt.Errorf("push to %s: %w", host, stripURL(err))
@@ -280,9 +300,4 @@ func truncate(s string, n int) string {
 		n--
 	}
 	return s[:n] + "…"
-}
-
-func loopbackHost(h string) bool {
-	ip := net.ParseIP(h)
-	return h == "localhost" || (ip != nil && ip.IsLoopback())
 }

@@ -168,13 +168,15 @@ func checkVAPID(t *testing.T, header, wantKey, wantAud string) {
 }
 
 func TestWebPushReachesEveryBrowserEncrypted(t *testing.T) {
-	push := newReceiver(t, func(_ int, r request) int {
+	push := newTLSReceiver(t, func(_ int, r request) int {
 		if strings.HasPrefix(r.Path, "/gone/") {
 			return http.StatusGone
 		}
 		return http.StatusCreated
 	})
-	e := newEnv(t, nil, notify.Options{})
+	// The test's push service is on loopback: named a push service and
+	// allowed as a target, as vigil.yaml would.
+	e := newEnv(t, nil, notify.Options{HTTPClient: push.Client(), PushServices: []string{"127.0.0.1"}})
 	ctx := context.Background()
 	alice, bob, old := newBrowser(t), newBrowser(t), newBrowser(t)
 	for _, s := range []notify.PushSubscription{
@@ -280,15 +282,19 @@ func TestWebPushReachesEveryBrowserEncrypted(t *testing.T) {
 		if err := e.n.Subscribe(ctx, bad); vigil.ErrorCode(err) != vigil.EInvalid {
 			t.Errorf("Subscribe(bad key) = %v, want invalid", err)
 		}
-		for _, ep := range []string{"http://192.168.1.1/push/x", "ftp://push.example/x", "https:///x"} {
+		for _, ep := range []string{"http://192.168.1.1/push/x", "https://192.168.1.1/push/x", "ftp://push.example/x", "https:///x",
+			strings.Replace(push.URL, "https:", "http:", 1) + "/push/x", "https://push.example/x"} {
 			if err := e.n.Subscribe(ctx, alice.subscription("alice", ep)); vigil.ErrorCode(err) != vigil.EInvalid {
-				t.Errorf("Subscribe(%s) = %v, want invalid (plain http only on loopback)", ep, err)
+				t.Errorf("Subscribe(%s) = %v, want invalid (https on a push service only)", ep, err)
 			}
 		}
-		if err := e.n.Unsubscribe(ctx, push.URL+"/push/bob"); err != nil {
+		if err := e.n.Unsubscribe(ctx, push.URL+"/push/bob", "alice"); vigil.ErrorCode(err) != vigil.EForbidden {
+			t.Errorf("alice removing bob's subscription = %v, want forbidden", err)
+		}
+		if err := e.n.Unsubscribe(ctx, push.URL+"/push/bob", "bob"); err != nil {
 			t.Fatal(err)
 		}
-		if err := e.n.Unsubscribe(ctx, push.URL+"/push/bob"); vigil.ErrorCode(err) != vigil.ENotFound {
+		if err := e.n.Unsubscribe(ctx, push.URL+"/push/bob", ""); vigil.ErrorCode(err) != vigil.ENotFound {
 			t.Errorf("second Unsubscribe = %v, want not found", err)
 		}
 	})

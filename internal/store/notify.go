@@ -114,26 +114,49 @@ func (s *Store) DeleteChannel(ctx context.Context, id string) error {
 	return nil
 }
 
-// SavePushSubscription inserts a browser's push subscription or, for a
-// known endpoint, updates its user, keys and user agent (ID and creation
-// time stay). It sets s.ID and s.Created to the stored ones.
-func (s *Store) SavePushSubscription(ctx context.Context, sub *notify.PushSubscription) error {
-	u, err := uuid.NewV7()
+// SavePushSubscription inserts a browser's push subscription or, for an
+// endpoint of the same user, renews its keys and user agent (ID and
+// creation time stay). An endpoint of another user is left alone
+// (notify.ErrOthersSubscription), and a user with limit subscriptions
+// gets no more (notify.ErrSubscriptionLimit). It sets s.ID and s.Created
+// to the stored ones.
+func (s *Store) SavePushSubscription(ctx context.Context, sub *notify.PushSubscription, limit int) error {
+	tx, err := s.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE: the count and the insert are one step
 	if err != nil {
 		return fmt.Errorf("save push subscription: %w", err)
 	}
-	created := sub.Created
-	if created.IsZero() {
-		created = time.Now()
-	}
-	var id string
+	defer tx.Rollback()
+	var id, owner string
 	var at int64
-	err = s.db.QueryRowContext(ctx, `INSERT INTO push_subscriptions (id, user_name, endpoint, p256dh, auth, created, user_agent)
-		VALUES (?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (endpoint) DO UPDATE SET user_name = excluded.user_name, p256dh = excluded.p256dh,
-			auth = excluded.auth, user_agent = excluded.user_agent
-		RETURNING id, created`,
-		u.String(), sub.User, sub.Endpoint, sub.P256dh, sub.Auth, ms(created), sub.UserAgent).Scan(&id, &at)
+	err = tx.QueryRowContext(ctx, `SELECT id, user_name, created FROM push_subscriptions WHERE endpoint = ?`, sub.Endpoint).Scan(&id, &owner, &at)
+	switch {
+	case err == nil && owner != sub.User:
+		return notify.ErrOthersSubscription()
+	case err == nil:
+		_, err = tx.ExecContext(ctx, `UPDATE push_subscriptions SET p256dh = ?, auth = ?, user_agent = ? WHERE id = ?`,
+			sub.P256dh, sub.Auth, sub.UserAgent, id)
+	case errors.Is(err, sql.ErrNoRows):
+		var n int
+		if err = tx.QueryRowContext(ctx, `SELECT count(*) FROM push_subscriptions WHERE user_name = ?`, sub.User).Scan(&n); err != nil {
+			break
+		}
+		if n >= limit {
+			return notify.ErrSubscriptionLimit(sub.User, limit)
+		}
+		var u uuid.UUID
+		if u, err = uuid.NewV7(); err != nil {
+			break
+		}
+		id, at = u.String(), ms(sub.Created)
+		if sub.Created.IsZero() {
+			at = ms(time.Now())
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO push_subscriptions (id, user_name, endpoint, p256dh, auth, created, user_agent)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`, id, sub.User, sub.Endpoint, sub.P256dh, sub.Auth, at, sub.UserAgent)
+	}
+	if err == nil {
+		err = tx.Commit()
+	}
 	if err != nil {
 		return fmt.Errorf("save push subscription: %w", err)
 	}
@@ -141,16 +164,22 @@ func (s *Store) SavePushSubscription(ctx context.Context, sub *notify.PushSubscr
 	return nil
 }
 
-// DeletePushSubscription removes the subscription of an endpoint.
-func (s *Store) DeletePushSubscription(ctx context.Context, endpoint string) error {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM push_subscriptions WHERE endpoint = ?`, endpoint)
+// DeletePushSubscription removes the subscription of an endpoint: any
+// user's if user is "", else only user's (notify.ErrOthersSubscription for
+// another's).
+func (s *Store) DeletePushSubscription(ctx context.Context, endpoint, user string) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM push_subscriptions WHERE endpoint = ? AND (? = '' OR user_name = ?)`, endpoint, user, user)
 	if err != nil {
 		return fmt.Errorf("delete push subscription: %w", err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return vigil.Errorf(vigil.ENotFound, "no push subscription for that endpoint")
+	if n, _ := res.RowsAffected(); n > 0 {
+		return nil
 	}
-	return nil
+	var owner string
+	if err := s.db.QueryRowContext(ctx, `SELECT user_name FROM push_subscriptions WHERE endpoint = ?`, endpoint).Scan(&owner); err == nil {
+		return notify.ErrOthersSubscription()
+	}
+	return vigil.Errorf(vigil.ENotFound, "no push subscription for that endpoint")
 }
 
 // ListPushSubscriptions returns every push subscription, oldest first.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/vigilhq/vigil"
 	"github.com/vigilhq/vigil/internal/notify"
+	"github.com/vigilhq/vigil/internal/users"
 )
 
 func TestChannelsRoundTripWithKindsAndDurations(t *testing.T) {
@@ -108,41 +109,74 @@ func TestPushSubscriptionsUpsertByEndpoint(t *testing.T) {
 	ctx := context.Background()
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	a := notify.PushSubscription{User: "alice", Endpoint: "https://push.example/a", P256dh: "k1", Auth: "a1", Created: t0, UserAgent: "Firefox"}
-	if err := s.SavePushSubscription(ctx, &a); err != nil {
+	if err := s.SavePushSubscription(ctx, &a, 10); err != nil {
 		t.Fatal(err)
 	}
 	b := notify.PushSubscription{User: "bob", Endpoint: "https://push.example/b", P256dh: "k2", Auth: "a2", Created: t0.Add(time.Minute)}
-	if err := s.SavePushSubscription(ctx, &b); err != nil {
+	if err := s.SavePushSubscription(ctx, &b, 10); err != nil {
 		t.Fatal(err)
 	}
 	// The same browser subscribes again with new keys, later.
 	again := notify.PushSubscription{User: "alice", Endpoint: a.Endpoint, P256dh: "k3", Auth: "a3", Created: t0.Add(time.Hour), UserAgent: "Firefox 140"}
-	if err := s.SavePushSubscription(ctx, &again); err != nil {
+	if err := s.SavePushSubscription(ctx, &again, 10); err != nil {
 		t.Fatal(err)
 	}
 	if again.ID != a.ID || !again.Created.Equal(t0) {
 		t.Errorf("upsert gave ID %q created %v, want the first row's %q %v", again.ID, again.Created, a.ID, t0)
 	}
-	list, err := s.ListPushSubscriptions(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	want := []notify.PushSubscription{
 		{ID: a.ID, User: "alice", Endpoint: a.Endpoint, P256dh: "k3", Auth: "a3", Created: t0, UserAgent: "Firefox 140"},
 		{ID: b.ID, User: "bob", Endpoint: b.Endpoint, P256dh: "k2", Auth: "a2", Created: t0.Add(time.Minute)},
 	}
+	list, err := s.ListPushSubscriptions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !reflect.DeepEqual(list, want) {
 		t.Errorf("ListPushSubscriptions =\n%+v\nwant\n%+v", list, want)
 	}
-	if err := s.DeletePushSubscription(ctx, a.Endpoint); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.DeletePushSubscription(ctx, a.Endpoint); vigil.ErrorCode(err) != vigil.ENotFound {
-		t.Errorf("second delete: %v", err)
-	}
-	if list, _ := s.ListPushSubscriptions(ctx); len(list) != 1 || list[0].User != "bob" {
-		t.Errorf("after delete: %+v", list)
-	}
+
+	t.Run("another user's endpoint is refused and left alone", func(t *testing.T) {
+		steal := notify.PushSubscription{User: "bob", Endpoint: a.Endpoint, P256dh: "k4", Auth: "a4"}
+		if err := s.SavePushSubscription(ctx, &steal, 10); vigil.ErrorCode(err) != vigil.EForbidden {
+			t.Errorf("bob saving alice's endpoint: %v, want forbidden", err)
+		}
+		if err := s.DeletePushSubscription(ctx, a.Endpoint, "bob"); vigil.ErrorCode(err) != vigil.EForbidden {
+			t.Errorf("bob deleting alice's endpoint: %v, want forbidden", err)
+		}
+		if list, _ := s.ListPushSubscriptions(ctx); !reflect.DeepEqual(list, want) {
+			t.Errorf("after bob's tries:\n%+v\nwant\n%+v", list, want)
+		}
+	})
+
+	t.Run("a user gets no more than the limit", func(t *testing.T) {
+		for i := range 3 {
+			c := notify.PushSubscription{User: "carol", Endpoint: fmt.Sprint("https://push.example/c", i), P256dh: "k", Auth: "a"}
+			err := s.SavePushSubscription(ctx, &c, 2)
+			if want := i >= 2; (vigil.ErrorCode(err) == vigil.EConflict) != want {
+				t.Errorf("carol's subscription %d with a limit of 2: %v", i+1, err)
+			}
+		}
+		renew := notify.PushSubscription{User: "carol", Endpoint: "https://push.example/c0", P256dh: "k5", Auth: "a5"}
+		if err := s.SavePushSubscription(ctx, &renew, 2); err != nil {
+			t.Errorf("renewing at the limit: %v", err)
+		}
+	})
+
+	t.Run("deleting takes the owner or anyone", func(t *testing.T) {
+		if err := s.DeletePushSubscription(ctx, a.Endpoint, "alice"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.DeletePushSubscription(ctx, a.Endpoint, ""); vigil.ErrorCode(err) != vigil.ENotFound {
+			t.Errorf("second delete: %v", err)
+		}
+		if err := s.DeletePushSubscription(ctx, b.Endpoint, ""); err != nil {
+			t.Errorf("deleting bob's as an admin: %v", err)
+		}
+		if list, _ := s.ListPushSubscriptions(ctx); len(list) != 2 || list[0].User != "carol" {
+			t.Errorf("after delete: %+v", list)
+		}
+	})
 }
 
 func TestDeliveriesNewestFirstPerChannel(t *testing.T) {
@@ -194,5 +228,29 @@ func TestSettings(t *testing.T) {
 		if got, err := s.GetSetting(ctx, "vapid_public"); err != nil || got != v {
 			t.Errorf("GetSetting = %q, %v; want %q", got, err, v)
 		}
+	}
+}
+
+func TestARemovedUsersBrowsersAreNotifiedNoMore(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	for _, name := range []string{"alice", "bob"} {
+		if err := s.CreateUser(ctx, &users.User{Name: name, Role: users.RoleViewer, PasswordHash: "x"}); err != nil {
+			t.Fatal(err)
+		}
+		sub := notify.PushSubscription{User: name, Endpoint: "https://push.example/" + name, P256dh: "k", Auth: "a", Created: time.Now()}
+		if err := s.SavePushSubscription(ctx, &sub, 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.DeleteUser(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.ListPushSubscriptions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || list[0].User != "bob" {
+		t.Errorf("after removing alice the push subscriptions are %+v", list)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -28,8 +29,12 @@ type Store struct {
 }
 
 // Open opens (creating if needed) the database at path and applies pending
-// migrations.
+// migrations. The database file is made readable by this user only, and
+// with it the -wal and -shm files (SQLite gives them its mode).
 func Open(ctx context.Context, path string) (*Store, error) {
+	if err := private(path); err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
 	q := url.Values{}
 	// A large fleet's readings land on as many index pages as it has
 	// devices: cache_size keeps those pages in memory (64 MiB), and a larger
@@ -108,6 +113,24 @@ func (s *Store) migrate(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// private creates the database file with mode 0600, or sets that mode on
+// the file and on -wal, -shm and -journal files an older Vigil left more
+// open.
+func private(path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	err = f.Chmod(0o600)
+	f.Close()
+	for _, suffix := range []string{"-wal", "-shm", "-journal"} {
+		if cerr := os.Chmod(path+suffix, 0o600); cerr != nil && !errors.Is(cerr, fs.ErrNotExist) {
+			err = errors.Join(err, cerr)
+		}
+	}
+	return err
 }
 
 func ms(t time.Time) int64 {

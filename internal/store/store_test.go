@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -365,5 +366,50 @@ func TestDeviceAccountsLoseTheLegacyTopicOnUpgrade(t *testing.T) {
 	}
 	if custom, _ := s.GetUser(ctx, "custom"); custom == nil || !custom.CanPublish("sensors/temperature", "c") {
 		t.Error("an ACL an admin chose was changed")
+	}
+}
+
+// The database holds secrets (VAPID private key, channel secrets,
+// sessions): it and its WAL files are 0600 whatever the umask, and an
+// older database left 0644 is made 0600 too.
+func TestTheDatabaseIsPrivate(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		prep func(t *testing.T, path string)
+	}{
+		{"a new database", func(*testing.T, string) {}},
+		{"a database readable by everyone", func(t *testing.T, path string) {
+			s, err := Open(ctx, path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			for _, p := range []string{path, path + "-wal", path + "-shm"} {
+				if err := os.WriteFile(p, nil, 0o644); err != nil && p == path {
+					t.Fatal(err)
+				}
+				os.Chmod(p, 0o644)
+			}
+		}},
+	} {
+		t.Run(tc.name+" is 0600 with its -wal and -shm", func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "vigil.db")
+			tc.prep(t, path)
+			s, err := Open(ctx, path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if err := s.SetSetting(ctx, "k", "v"); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range []string{path, path + "-wal", path + "-shm"} {
+				fi, err := os.Stat(p)
+				if err != nil || fi.Mode().Perm() != 0o600 {
+					t.Errorf("%s: %v, %v; want mode 0600", filepath.Base(p), fi.Mode().Perm(), err)
+				}
+			}
+		})
 	}
 }

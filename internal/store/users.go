@@ -52,13 +52,26 @@ func (s *Store) UpdateUser(ctx context.Context, u *users.User) error {
 }
 
 // DeleteUser removes a user.
+// Its browsers' push subscriptions go with it: a removed user is notified
+// of nothing more.
 func (s *Store) DeleteUser(ctx context.Context, name string) error {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM users WHERE name = ?`, name)
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("delete user: %w", err)
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, `DELETE FROM users WHERE name = ?`, name)
 	if err != nil {
 		return fmt.Errorf("delete user: %w", err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return vigil.Errorf(vigil.ENotFound, "no user %q", name)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM push_subscriptions WHERE user_name = ?`, name); err != nil {
+		return fmt.Errorf("delete user's push subscriptions: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("delete user: %w", err)
 	}
 	return nil
 }

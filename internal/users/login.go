@@ -44,6 +44,16 @@ func (v *Verifier) Login(ctx context.Context, addr, name, password string) (*Use
 	return r.(*User), nil
 }
 
+// CountFailure counts a try against addr and name, as a wrong password
+// would be: for a right password refused for another reason that must look
+// the same (a device account at the web login).
+func (v *Verifier) CountFailure(addr, name string) {
+	if l := v.Limiter; l != nil {
+		l.Attempt("ip:"+addr, l.Max)
+		l.Attempt("user:"+name, l.Max*UserFactor)
+	}
+}
+
 func (v *Verifier) limitedAuthenticate(ctx context.Context, addr, name, password string) (*User, error) {
 	l := v.Limiter
 	if l == nil {

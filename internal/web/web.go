@@ -219,7 +219,8 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 
 // safeNext keeps a post-login redirect on this site: a path, with no
 // scheme or host however a browser might read it (browsers drop tabs and
-// newlines and take "\\" for "/").
+// newlines, take "\\" for "/" and resolve dot segments). The login page's
+// script applies the same rule (login.js).
 func safeNext(next string) string {
 	if !strings.HasPrefix(next, "/") || strings.ContainsAny(next, "\\") || strings.HasPrefix(next, "//") {
 		return "/"
@@ -233,7 +234,39 @@ func safeNext(next string) string {
 	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil {
 		return "/"
 	}
+	// Dot segments resolved (as browsers do), "/.//host" is "//host": a
+	// script that takes the resolved path for a URL would leave the site.
+	path, _, _ := strings.Cut(next, "?")
+	path, _, _ = strings.Cut(path, "#")
+	if strings.HasPrefix(resolveDots(path), "//") {
+		return "/"
+	}
 	return next
+}
+
+// resolveDots removes the dot segments of an absolute path as the URL
+// Standard does (percent-encoded dots included), which differs from Go's
+// url.ResolveReference: "/a/..//b" is "//b".
+func resolveDots(path string) string {
+	segs := strings.Split(path, "/")[1:]
+	out := make([]string, 0, len(segs))
+	for i, seg := range segs {
+		last := i == len(segs)-1
+		switch strings.ToLower(seg) {
+		case ".", "%2e":
+		case "..", ".%2e", "%2e.", "%2e%2e":
+			if len(out) > 0 {
+				out = out[:len(out)-1]
+			}
+		default:
+			out = append(out, seg)
+			continue
+		}
+		if last {
+			out = append(out, "")
+		}
+	}
+	return "/" + strings.Join(out, "/")
 }
 
 func (u *UI) render(w http.ResponseWriter, name string, v view) {

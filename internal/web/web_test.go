@@ -43,7 +43,9 @@ func TestPagesSendStrangersToLogin(t *testing.T) {
 func TestSafeNextStaysOnSite(t *testing.T) {
 	for in, want := range map[string]string{"/events/x": "/events/x", "/events?site=a%2Fb": "/events?site=a%2Fb", "": "/",
 		"https://evil.example": "/", "//evil.example/x": "/", "/\\evil.example": "/", "/\t/evil.example": "/", "/\n/evil.example": "/",
-		"/%09/evil.example": "/%09/evil.example", "javascript:alert(1)": "/"} {
+		"/%09/evil.example": "/%09/evil.example", "javascript:alert(1)": "/",
+		"/.//evil.example/x": "/", "/a/..//evil.example": "/", "/%2e//evil.example": "/", "/a/%2E%2e//evil.example?x=/": "/",
+		"/./events": "/./events", "/events/../settings": "/events/../settings", "/events?next=//x": "/events?next=//x"} {
 		if got := safeNext(in); got != want {
 			t.Errorf("safeNext(%q) = %q, want %q", in, got, want)
 		}

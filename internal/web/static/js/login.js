@@ -9,8 +9,10 @@ form.addEventListener('submit', async (e) => {
   btn.disabled = true;
   try {
     await api('POST', '/api/v1/login', { username: form.username.value.trim(), password: form.password.value });
+    // Only this site, and as an absolute URL: a path like /.//host is
+    // resolved to //host, which would be another site if used as a path.
     const next = new URL(new URLSearchParams(location.search).get('next') || '/', location.origin);
-    location.href = next.origin === location.origin ? next.pathname + next.search + next.hash : '/';
+    location.href = next.origin === location.origin ? next.href : '/';
   } catch (x) {
     err.textContent = x.status === 401 ? 'Wrong username or password.' : x.message;
     err.hidden = false;

@@ -44,7 +44,9 @@ async function pushSetup() {
       if (await Notification.requestPermission() !== 'granted') { toast('Notifications were not allowed', true); await render(); return; }
       const { public_key: key } = await api('GET', '/api/v1/notify/vapid');
       const s = await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: b64url(key) });
-      await api('POST', '/api/v1/notify/subscriptions', s.toJSON());
+      // Refused (another user's browser, too many browsers, a push service
+      // Vigil does not send to): the browser stays unsubscribed.
+      await api('POST', '/api/v1/notify/subscriptions', s.toJSON()).catch(async (x) => { await s.unsubscribe(); throw x; });
       toast('This device will be notified');
     }
     await render();
