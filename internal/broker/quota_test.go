@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -14,8 +16,10 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/storage"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/bbolt"
 
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/ratelog"
@@ -685,5 +689,79 @@ func TestRetainedMessagesStayTheirOwnersAfterARestart(t *testing.T) {
 		if code := publishRetained(t, bob, topic, "v", 1); code != 0 {
 			t.Errorf("bob after Vigil's own messages were restored: PUBACK %#x", code)
 		}
+	}
+}
+
+// broker.bolt gives back the space of cleared retained messages at the
+// next start, and keeps no record of a cleared message.
+func TestBrokerBoltShrinksAtTheNextStartOnceRetainedMessagesAreCleared(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "broker.bolt")
+	size := func() int64 {
+		t.Helper()
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	const n, payload = 100, 64 << 10
+	qb := openQuota(t, dir, nil)
+	big := bytes.Repeat([]byte("x"), payload)
+	for i := range n {
+		if err := qb.Publish("r/big/"+string(rune('A'+i/26))+string(rune('a'+i%26)), big, true, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := qb.Publish("r/keep", []byte("kept"), true, 0); err != nil {
+		t.Fatal(err)
+	}
+	full := size()
+	for i := range n {
+		qb.Publish("r/big/"+string(rune('A'+i/26))+string(rune('a'+i%26)), nil, true, 0)
+	}
+	for i := range 1000 { // clearing topics that hold nothing stores nothing either
+		qb.Publish("r/never/"+string(rune('A'+i/26))+string(rune('a'+i%26)), nil, true, 0)
+	}
+	// Nothing of Vigil's holds on to the cleared messages.
+	if b := metric(t, qb.reg, "vigil_mqtt_retained_bytes"); b != float64(len("r/keep")+len("kept")) {
+		t.Errorf("after clearing, %v bytes of retained messages are accounted", b)
+	}
+	qb.Close()
+	cleared := size()
+
+	qb = openQuota(t, dir, nil)
+	restarted := size()
+	t.Logf("broker.bolt: %d bytes with %d × %d KiB retained, %d after clearing them, %d after the next start",
+		full, n, payload>>10, cleared, restarted)
+	if restarted*4 > cleared {
+		t.Errorf("broker.bolt is %d bytes after the restart, %d before: not given back", restarted, cleared)
+	}
+	if p, ok := qb.retained("r/keep"); p != "kept" || !ok {
+		t.Errorf("the message kept: %q %v", p, ok)
+	}
+	qb.Close()
+
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	records := 0
+	db.View(func(tx *bbolt.Tx) error {
+		return tx.ForEach(func(_ []byte, b *bbolt.Bucket) error {
+			return b.ForEach(func(k, _ []byte) error {
+				if strings.HasPrefix(string(k), storage.RetainedKey+"_") {
+					records++
+				}
+				return nil
+			})
+		})
+	})
+	if records != 1 {
+		t.Errorf("broker.bolt holds %d retained records, want 1", records)
+	}
+	if _, err := os.Stat(path + ".compact"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the compaction left its copy: %v", err)
 	}
 }
