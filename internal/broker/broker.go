@@ -93,14 +93,15 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 	s.auth.anonymousUser = &users.User{Name: "", Role: "anonymous", Publish: cfg.MQTT.AnonymousPublish, Subscribe: cfg.MQTT.AnonymousSubscribe}
 	s.guard = newGuard(cfg.MQTT, m, s.auth, log)
 	s.auth.failed, s.auth.exempt = s.guard.authFailed, s.guard.isExempt
-	for _, h := range []mqtt.Hook{&guardHook{g: s.guard}, s.auth} {
+	quota := newQuotaHook(cfg.MQTT, m, s.auth, log, s.rlog) // after auth: it sees only what the ACLs let through
+	for _, h := range []mqtt.Hook{&guardHook{g: s.guard}, s.auth, quota} {
 		if err := m.AddHook(h, nil); err != nil {
 			return nil, fmt.Errorf("add %s hook: %w", h.ID(), err)
 		}
 		s.hooks = append(s.hooks, h)
 	}
 	if cfg.MQTT.Persistence {
-		h, err := addPersistence(m, filepath.Join(cfg.DataDir, "broker.bolt"))
+		h, err := addPersistence(m, filepath.Join(cfg.DataDir, "broker.bolt"), quota, log)
 		if err != nil {
 			return nil, err
 		}
@@ -168,7 +169,7 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 		return fail(fmt.Errorf("start broker: %w", err))
 	}
 	if reg != nil {
-		if err := registerMetrics(reg, m, append(s.guard.collectors(), s.contain.panics)...); err != nil {
+		if err := registerMetrics(reg, m, append(append(s.guard.collectors(), s.contain.panics), quota.collectors()...)...); err != nil {
 			return fail(err)
 		}
 	}

@@ -156,6 +156,17 @@ type MQTT struct {
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 	Persistence    bool          `yaml:"persistence"`
 
+	// MaxRetainedMessages and MaxRetainedBytes are how many retained
+	// messages a login may hold across all topics, and their total size
+	// (topics, payloads and properties); AnonymousMaxRetained* the same for
+	// all anonymous clients together. MaxSubscriptions is how many
+	// subscriptions one client may hold. Vigil's own logins have no quota.
+	MaxRetainedMessages          int `yaml:"max_retained_messages"`
+	MaxRetainedBytes             int `yaml:"max_retained_bytes"`
+	AnonymousMaxRetainedMessages int `yaml:"anonymous_max_retained_messages"`
+	AnonymousMaxRetainedBytes    int `yaml:"anonymous_max_retained_bytes"`
+	MaxSubscriptions             int `yaml:"max_subscriptions"`
+
 	// BlockAuthFailures failed CONNECT authentications from one address
 	// within BlockWindow block that address (0: never).
 	BlockAuthFailures int           `yaml:"block_auth_failures"`
@@ -339,6 +350,15 @@ func New() *Config {
 			SysInterval:        10 * time.Second,
 			ConnectTimeout:     10 * time.Second,
 			Persistence:        true,
+
+			MaxRetainedMessages: 100,
+			MaxRetainedBytes:    1 << 20,
+			// Anonymous clients are one login for everything on loopback
+			// without a password: the paper's devices, `vigil sim` and
+			// `vigil bench` fleets, each device a retained status.
+			AnonymousMaxRetainedMessages: 20000,
+			AnonymousMaxRetainedBytes:    16 << 20,
+			MaxSubscriptions:             100,
 
 			BlockAuthFailures:  10,
 			BlockWindow:        time.Minute,

@@ -98,6 +98,21 @@ func (c *Config) Validate() error {
 	if c.MQTT.SysInterval < time.Second {
 		bad("mqtt.sys_interval", "%v is below the minimum of 1s", c.MQTT.SysInterval)
 	}
+	for _, q := range []struct {
+		key       string
+		n, lo, hi int
+		unit      string
+	}{
+		{"mqtt.max_retained_messages", c.MQTT.MaxRetainedMessages, 1, 1000000, "messages"},
+		{"mqtt.max_retained_bytes", c.MQTT.MaxRetainedBytes, 1024, 1 << 30, "bytes"},
+		{"mqtt.anonymous_max_retained_messages", c.MQTT.AnonymousMaxRetainedMessages, 1, 1000000, "messages"},
+		{"mqtt.anonymous_max_retained_bytes", c.MQTT.AnonymousMaxRetainedBytes, 1024, 1 << 30, "bytes"},
+		{"mqtt.max_subscriptions", c.MQTT.MaxSubscriptions, 1, 100000, "subscriptions"},
+	} {
+		if q.n < q.lo || q.n > q.hi {
+			bad(q.key, "%d is outside %d..%d %s", q.n, q.lo, q.hi, q.unit)
+		}
+	}
 	if n := c.MQTT.BlockAuthFailures; n < 0 || n > 100000 {
 		bad("mqtt.block_auth_failures", "%d is outside 0..100000 (0: never block for failed logins)", n)
 	}

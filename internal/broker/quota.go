@@ -1,0 +1,493 @@
+package broker
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/storage"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigilhq/vigil/internal/conf"
+	"github.com/vigilhq/vigil/internal/ratelog"
+)
+
+// Which quota a client ran into: the label of
+// vigil_mqtt_quota_exceeded_total.
+const (
+	quotaRetainedMessages = "retained_messages"
+	quotaRetainedBytes    = "retained_bytes"
+	quotaSubscriptions    = "subscriptions"
+)
+
+// quotaHook bounds what clients can make the broker hold: the retained
+// messages of each login (a username; all anonymous clients together are
+// one login), by count and by bytes, and the subscriptions of each client.
+// Vigil's own clients (the in-process client, the internal login, agents'
+// credentials) have no quota.
+//
+// A retained message belongs to the login of its last publisher: replacing
+// it moves it to the new publisher, clearing it (an empty retained
+// payload) or its expiry frees its owner's share. Ownership follows what
+// mochi actually holds: each change is checked against mochi's retained
+// store under mu, so two clients racing on one topic cannot leave a
+// message charged to the one whose message lost.
+//
+// Only retained messages and SUBSCRIBE packets cost anything: for any
+// other PUBLISH the hook looks at the retain flag and returns. mu is taken
+// only on those paths (mochi's retained store has one lock for everyone
+// too).
+type quotaHook struct {
+	mqtt.HookBase
+	auth  *authHook
+	mochi *mqtt.Server
+	log   *slog.Logger
+	rlog  *ratelog.Logger
+
+	login, anonymous limit // retained messages per login; all anonymous clients together
+	maxSubscriptions int
+
+	// clients are the connected clients that have quotas (not Vigil's
+	// own), from OnSessionEstablished to OnDisconnect.
+	clients sync.Map // *mqtt.Client -> *quotaClient
+
+	mu     sync.Mutex
+	owners map[string]owned    // topic -> who holds its retained message
+	logins map[string]*holding // login -> what it holds; absent when nothing
+	total  atomic.Int64        // bytes of every retained message accounted, quota or not
+
+	exceeded *prometheus.CounterVec
+}
+
+// limit is a quota on retained messages.
+type limit struct{ messages, bytes int64 }
+
+// owned is one retained message's owner and size.
+type owned struct {
+	login   string
+	counted bool // against login's quota: false for Vigil's own, and for restored messages of unknown owner
+	size    int64
+}
+
+// holding is what a login holds, and what its clients are about to store
+// (reserved when a retained PUBLISH is accepted, settled when mochi has
+// retained it), so that many clients of one login publishing at once
+// cannot overshoot its quota together.
+type holding struct {
+	messages, bytes               int64
+	pendingMessages, pendingBytes int64
+}
+
+func (hd *holding) empty() bool {
+	return hd.messages == 0 && hd.bytes == 0 && hd.pendingMessages == 0 && hd.pendingBytes == 0
+}
+
+// quotaClient is a connected client with quotas.
+type quotaClient struct {
+	login string
+
+	// reserved is the size of the retained message this client is
+	// storing (its PUBLISH or will was accepted, mochi has not retained it
+	// yet); -1 when none. Guarded by quotaHook.mu.
+	reserved int64
+
+	// refused are the indexes of the filters of the SUBSCRIBE being
+	// handled that are beyond the quota; only the client's goroutine uses
+	// it, between OnSubscribe and OnSubscribed.
+	refused []int
+}
+
+func newQuotaHook(c conf.MQTT, m *mqtt.Server, auth *authHook, log *slog.Logger, rlog *ratelog.Logger) *quotaHook {
+	h := &quotaHook{
+		auth: auth, mochi: m, log: log.With("part", "quota"), rlog: rlog,
+		login:            limit{int64(c.MaxRetainedMessages), int64(c.MaxRetainedBytes)},
+		anonymous:        limit{int64(c.AnonymousMaxRetainedMessages), int64(c.AnonymousMaxRetainedBytes)},
+		maxSubscriptions: c.MaxSubscriptions,
+		owners:           map[string]owned{},
+		logins:           map[string]*holding{},
+		exceeded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_mqtt_quota_exceeded_total",
+			Help: "Retained messages and subscriptions refused because their login or client was at its quota, by quota.",
+		}, []string{"quota"}),
+	}
+	for _, q := range []string{quotaRetainedMessages, quotaRetainedBytes, quotaSubscriptions} {
+		h.exceeded.WithLabelValues(q) // shown at 0 before the first refusal
+	}
+	return h
+}
+
+func (h *quotaHook) ID() string { return "vigil-quota" }
+
+// Provides is asked for every hook on every packet: a switch.
+func (h *quotaHook) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnPublish, mqtt.OnWill, mqtt.OnRetainMessage,
+		mqtt.OnRetainedExpired, mqtt.OnSubscribe, mqtt.OnSubscribed:
+		return true
+	}
+	return false
+}
+
+func (h *quotaHook) collectors() []prometheus.Collector {
+	return []prometheus.Collector{h.exceeded, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "vigil_mqtt_retained_bytes",
+		Help: "Bytes of retained messages held (topics, payloads and properties; $SYS topics aside).",
+	}, func() float64 { return float64(h.total.Load()) })}
+}
+
+// owner returns the login a client's retained messages belong to, and
+// whether they count against its quota (not for Vigil's own clients). It
+// also holds for a client that has disconnected (a delayed will).
+func (h *quotaHook) owner(cl *mqtt.Client) (login string, counted bool) {
+	login = string(cl.Properties.Username)
+	if cl.Net.Inline || h.auth.isOwn(cl) || login == internalUser {
+		return login, false
+	}
+	if _, ok := h.auth.creds.Load(login); ok {
+		return login, false
+	}
+	return login, true
+}
+
+func (h *quotaHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	if login, counted := h.owner(cl); counted {
+		h.clients.Store(cl, &quotaClient{login: login, reserved: -1})
+	}
+}
+
+func (h *quotaHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	if v, ok := h.clients.LoadAndDelete(cl); ok {
+		h.mu.Lock()
+		h.settle(v.(*quotaClient))
+		h.mu.Unlock()
+	}
+}
+
+// limitOf returns the quota of a login.
+func (h *quotaHook) limitOf(login string) limit {
+	if login == "" {
+		return h.anonymous
+	}
+	return h.login
+}
+
+// retainedSize is what a retained message counts against its owner:
+// its topic, payload and the properties kept with it.
+func retainedSize(topic string, payload []byte, p *packets.Properties) int64 {
+	n := len(topic) + len(payload) + len(p.ContentType) + len(p.ResponseTopic) + len(p.CorrelationData)
+	for _, u := range p.User {
+		n += len(u.Key) + len(u.Val)
+	}
+	return int64(n)
+}
+
+// reserve makes room for a retained message of size on topic from q's
+// login, or returns the quota it would exceed and what the login holds.
+// Replacing one of the login's own messages counts only the difference.
+func (h *quotaHook) reserve(q *quotaClient, topic string, size int64) (exceeded string, held holding) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.settle(q) // a reservation left over (its message was never retained)
+	hd := h.logins[q.login]
+	if hd == nil {
+		hd = &holding{}
+	}
+	messages, bytes := hd.messages+hd.pendingMessages+1, hd.bytes+hd.pendingBytes+size
+	if o, ok := h.owners[topic]; ok && o.counted && o.login == q.login {
+		messages, bytes = messages-1, bytes-o.size
+	}
+	lim := h.limitOf(q.login)
+	switch {
+	case messages > lim.messages:
+		return quotaRetainedMessages, *hd
+	case bytes > lim.bytes:
+		return quotaRetainedBytes, *hd
+	}
+	hd.pendingMessages++
+	hd.pendingBytes += size
+	h.logins[q.login] = hd
+	q.reserved = size
+	return "", holding{}
+}
+
+// settle ends q's reservation, if any. h.mu is held.
+func (h *quotaHook) settle(q *quotaClient) {
+	if q.reserved < 0 {
+		return
+	}
+	if hd := h.logins[q.login]; hd != nil {
+		hd.pendingMessages--
+		hd.pendingBytes -= q.reserved
+		if hd.empty() {
+			delete(h.logins, q.login)
+		}
+	}
+	q.reserved = -1
+}
+
+// set records o as the owner of topic's retained message, freeing the
+// previous owner's share. h.mu is held.
+func (h *quotaHook) set(topic string, o owned) {
+	h.drop(topic)
+	h.owners[topic] = o
+	h.total.Add(o.size)
+	if o.counted {
+		hd := h.logins[o.login]
+		if hd == nil {
+			hd = &holding{}
+			h.logins[o.login] = hd
+		}
+		hd.messages++
+		hd.bytes += o.size
+	}
+}
+
+// drop forgets topic's retained message and frees its owner's share.
+// h.mu is held.
+func (h *quotaHook) drop(topic string) {
+	o, ok := h.owners[topic]
+	if !ok {
+		return
+	}
+	delete(h.owners, topic)
+	h.total.Add(-o.size)
+	if !o.counted {
+		return
+	}
+	if hd := h.logins[o.login]; hd != nil {
+		hd.messages--
+		hd.bytes -= o.size
+		if hd.empty() {
+			delete(h.logins, o.login)
+		}
+	}
+}
+
+// OnPublish refuses a retained message beyond its login's quota. MQTT 5
+// publishers at QoS 1 and 2 are told "quota exceeded" (0x97) in their
+// PUBACK or PUBREC, and the message goes nowhere. At QoS 0, which has no
+// answer, the message is delivered as a normal, not retained, message.
+// MQTT 3.1.1 publishers at QoS 1 and 2, which have no refusal but a
+// disconnection, are disconnected: acknowledging would promise a
+// retained message that is not kept.
+func (h *quotaHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if !pk.FixedHeader.Retain || len(pk.Payload) == 0 {
+		return pk, nil // not retained, or clearing (which frees quota)
+	}
+	v, ok := h.clients.Load(cl)
+	if !ok {
+		return pk, nil // Vigil's own
+	}
+	q := v.(*quotaClient)
+	exceeded, held := h.reserve(q, pk.TopicName, retainedSize(pk.TopicName, pk.Payload, &pk.Properties))
+	if exceeded == "" {
+		return pk, nil
+	}
+	h.exceeded.WithLabelValues(exceeded).Inc()
+	answer := "delivered, not retained"
+	var err error
+	switch {
+	case pk.FixedHeader.Qos == 0:
+		pk.FixedHeader.Retain = false
+	case cl.Properties.ProtocolVersion < 5:
+		answer, err = "disconnected", packets.ErrRejectPacket
+		cl.Stop(packets.ErrQuotaExceeded) // MQTT 3.1.1 has no DISCONNECT from the server
+	default:
+		// Written here rather than returned as an error: mochi answers
+		// a hook's error with a PUBACK even at QoS 2, and logs the packet.
+		answer, err = "refused (0x97)", packets.ErrRejectPacket
+		ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID,
+			ReasonCode: packets.ErrQuotaExceeded.Code, Properties: packets.Properties{ReasonString: packets.ErrQuotaExceeded.Reason}}
+		if pk.FixedHeader.Qos == 2 {
+			ack.FixedHeader.Type = packets.Pubrec
+		}
+		_ = cl.WritePacket(ack)
+	}
+	h.logRefused(cl, q.login, pk.TopicName, exceeded, answer, held)
+	return pk, err
+}
+
+// OnWill keeps a retained last will within its login's quota: beyond it,
+// the will is published but not retained.
+func (h *quotaHook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	if !will.Retain || len(will.Payload) == 0 {
+		return will, nil
+	}
+	v, ok := h.clients.Load(cl)
+	if !ok {
+		return will, nil
+	}
+	q := v.(*quotaClient)
+	p := packets.Properties{User: will.User}
+	exceeded, held := h.reserve(q, will.TopicName, retainedSize(will.TopicName, will.Payload, &p))
+	if exceeded == "" {
+		return will, nil
+	}
+	h.exceeded.WithLabelValues(exceeded).Inc()
+	will.Retain = false
+	h.logRefused(cl, q.login, will.TopicName, exceeded, "last will delivered, not retained", held)
+	return will, nil
+}
+
+// logRefused logs a refused retained message, at most once a minute.
+func (h *quotaHook) logRefused(cl *mqtt.Client, login, topic, exceeded, answer string, held holding) {
+	lim := h.limitOf(login)
+	h.rlog.Warn("retained-quota", "mqtt retained message refused: its login is at its quota", "client_id", cl.ID,
+		"username", login, "remote", cl.Net.Remote, "topic", topic, "quota", exceeded, "answer", answer,
+		"held_messages", held.messages, "held_bytes", held.bytes, "max_messages", lim.messages, "max_bytes", lim.bytes)
+}
+
+// OnRetainMessage records who holds topic's retained message now, after
+// mochi has stored (or cleared) it.
+func (h *quotaHook) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, _ int64) {
+	login, counted := h.owner(cl)
+	var q *quotaClient
+	if v, ok := h.clients.Load(cl); ok {
+		q = v.(*quotaClient)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if q != nil {
+		h.settle(q)
+	}
+	// Another client may have replaced or cleared the message since
+	// mochi stored this one; then that client's call records it.
+	cur, ok := h.mochi.Topics.Retained.Get(pk.TopicName)
+	switch {
+	case ok && cur.Origin == pk.Origin && cur.Created == pk.Created && bytes.Equal(cur.Payload, pk.Payload):
+		h.set(pk.TopicName, owned{login: login, counted: counted, size: retainedSize(pk.TopicName, pk.Payload, &pk.Properties)})
+	case !ok && len(pk.Payload) == 0:
+		h.drop(pk.TopicName)
+	}
+}
+
+// OnRetainedExpired frees the share of a retained message mochi let
+// expire.
+func (h *quotaHook) OnRetainedExpired(topic string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.mochi.Topics.Retained.Get(topic); !ok {
+		h.drop(topic)
+	}
+}
+
+// Owners of retained messages as broker.bolt keeps them, in the record's
+// client field (see persistHook.OnRetainMessage). A record without either
+// prefix was written before Vigil kept owners: it holds the publisher's
+// client id.
+const (
+	ownerTagOwn   = "\x00own"
+	ownerTagLogin = "\x00login:"
+)
+
+// ownerTag is what broker.bolt keeps as the owner of a retained message
+// from cl.
+func (h *quotaHook) ownerTag(cl *mqtt.Client) string {
+	login, counted := h.owner(cl)
+	if !counted {
+		return ownerTagOwn
+	}
+	return ownerTagLogin + login
+}
+
+// restore accounts the retained messages read from broker.bolt, before
+// mochi holds them and before any client connects. A message stored
+// before Vigil kept owners belongs to the login of the persistent
+// session with its publisher's client id, if there is one; otherwise it
+// is counted against nobody until someone replaces or clears it.
+func (h *quotaHook) restore(msgs []storage.Message) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var unknown int
+	for _, m := range msgs {
+		if len(m.Payload) == 0 {
+			continue
+		}
+		p := packets.Properties{ContentType: m.Properties.ContentType, ResponseTopic: m.Properties.ResponseTopic,
+			CorrelationData: m.Properties.CorrelationData, User: m.Properties.User}
+		o := owned{size: retainedSize(m.TopicName, m.Payload, &p)}
+		switch {
+		case m.Client == ownerTagOwn:
+		case strings.HasPrefix(m.Client, ownerTagLogin):
+			o.login, o.counted = strings.TrimPrefix(m.Client, ownerTagLogin), true
+		default:
+			if cl, ok := h.mochi.Clients.Get(m.Origin); ok && !cl.Net.Inline {
+				o.login, o.counted = h.owner(cl)
+			} else {
+				unknown++
+			}
+		}
+		h.set(m.TopicName, o)
+	}
+	if len(msgs) > 0 {
+		h.log.Info("mqtt retained messages restored", "messages", len(h.owners), "bytes", h.total.Load(),
+			"logins", len(h.logins), "owner_unknown", unknown)
+	}
+}
+
+// OnSubscribe marks the filters of a SUBSCRIBE that would take the client
+// beyond its quota of subscriptions: they are replaced by an empty filter,
+// which mochi refuses without subscribing, and OnSubscribed answers them
+// "quota exceeded". Filters the client already holds (a new SUBSCRIBE
+// replaces them) and filters mochi refuses anyway (invalid, not allowed)
+// take no room.
+func (h *quotaHook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	v, ok := h.clients.Load(cl)
+	if !ok {
+		return pk
+	}
+	q := v.(*quotaClient)
+	q.refused = nil
+	held := cl.State.Subscriptions.Len()
+	var added map[string]bool
+	for i, sub := range pk.Filters {
+		if _, ok := cl.State.Subscriptions.Get(sub.Filter); ok || added[sub.Filter] ||
+			!mqtt.IsValidFilter(sub.Filter, false) || (sub.NoLocal && mqtt.IsSharedFilter(sub.Filter)) ||
+			!h.auth.OnACLCheck(cl, sub.Filter, false) {
+			continue
+		}
+		if held < h.maxSubscriptions {
+			held++
+			if added == nil {
+				added = map[string]bool{}
+			}
+			added[sub.Filter] = true
+			continue
+		}
+		q.refused = append(q.refused, i)
+	}
+	if len(q.refused) == 0 {
+		return pk
+	}
+	pk.Filters = append(packets.Subscriptions(nil), pk.Filters...)
+	for _, i := range q.refused {
+		pk.Filters[i].Filter = ""
+	}
+	h.exceeded.WithLabelValues(quotaSubscriptions).Add(float64(len(q.refused)))
+	h.rlog.Warn("subscription-quota", "mqtt subscriptions refused: the client is at its quota", "client_id", cl.ID,
+		"username", q.login, "remote", cl.Net.Remote, "held", held, "refused", len(q.refused), "max", h.maxSubscriptions)
+	return pk
+}
+
+// OnSubscribed answers the filters OnSubscribe marked "quota exceeded"
+// (0x97) in the SUBACK mochi is about to send; MQTT 3.1.1 has only
+// "failure" (0x80), which mochi has already put there.
+func (h *quotaHook) OnSubscribed(cl *mqtt.Client, _ packets.Packet, reasonCodes []byte) {
+	v, ok := h.clients.Load(cl)
+	if !ok {
+		return
+	}
+	q := v.(*quotaClient)
+	if cl.Properties.ProtocolVersion >= 5 {
+		for _, i := range q.refused {
+			if i < len(reasonCodes) && reasonCodes[i] == packets.ErrTopicFilterInvalid.Code {
+				reasonCodes[i] = packets.ErrQuotaExceeded.Code
+			}
+		}
+	}
+	q.refused = nil
+}
