@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -307,20 +308,39 @@ func validTopicName(t string) bool {
 // Vigil itself: a retained "disarm" would disarm its site again at every
 // start of Vigil. MQTT 5 publishers at QoS 1 and 2 are told "not
 // authorised" in their acknowledgement; MQTT 3.1.1 ones, which have no
-// such answer, are disconnected, as for any publish their ACL refuses.
+// such answer, are disconnected, as for any publish their ACL refuses; at
+// QoS 0 the message is dropped.
 func (h *authHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if !pk.FixedHeader.Retain || cl.Net.Inline || !h.noRetain(pk.TopicName) || h.isOwn(cl) {
 		return pk, nil
 	}
-	h.rlog.Warn("retained-command", "retained message on a command topic refused", "client_id", cl.ID,
-		"username", string(cl.Properties.Username), "remote", cl.Net.Remote, "topic", pk.TopicName)
-	switch {
-	case cl.Properties.ProtocolVersion < 5:
-		cl.Stop(packets.ErrNotAuthorized) // MQTT 3.1.1 has no DISCONNECT from the server
-	case pk.FixedHeader.Qos > 0:
-		return pk, packets.ErrNotAuthorized
+	answer := "dropped"
+	if pk.FixedHeader.Qos > 0 {
+		answer = refusePublish(cl, pk, packets.ErrNotAuthorized)
 	}
+	h.rlog.Warn("retained-command", "retained message on a command topic refused", "client_id", cl.ID,
+		"username", string(cl.Properties.Username), "remote", cl.Net.Remote, "topic", pk.TopicName, "answer", answer)
 	return pk, packets.ErrRejectPacket
+}
+
+// refusePublish answers a PUBLISH at QoS 1 or 2 that a hook refuses: MQTT
+// 5 gets a PUBACK, or at QoS 2 a PUBREC, with code (written here: mochi
+// answers a hook's error with a PUBACK even at QoS 2, and logs the whole
+// packet); MQTT 3.1.1, which has no such answer, is disconnected. The hook
+// then returns packets.ErrRejectPacket. It returns what the client got, for
+// logs.
+func refusePublish(cl *mqtt.Client, pk packets.Packet, code packets.Code) string {
+	if cl.Properties.ProtocolVersion < 5 {
+		cl.Stop(code) // MQTT 3.1.1 has no DISCONNECT from the server
+		return "disconnected"
+	}
+	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID,
+		ReasonCode: code.Code, Properties: packets.Properties{ReasonString: code.Reason}}
+	if pk.FixedHeader.Qos == 2 {
+		ack.FixedHeader.Type = packets.Pubrec
+	}
+	_ = cl.WritePacket(ack)
+	return fmt.Sprintf("refused (%#02x)", code.Code)
 }
 
 // OnACLCheck applies the user's ACL (anonymous clients: mqtt.anonymous_*);

@@ -9,10 +9,11 @@ import (
 
 // quietHandler passes on only records at or above min: mochi logs every
 // listener and hook at info level, which Vigil already reports itself.
-// It also drops the "pk" attribute mochi adds to "error processing
-// packet": a dump of the whole packet struct, kilobytes per line, that a
-// misbehaving client could otherwise fill the log with; the error and the
-// client id say what happened.
+// It also drops the "pk" and "packet" attributes mochi adds to some lines
+// ("error processing packet", "failed publishing packet"): a dump of the
+// whole packet struct, kilobytes per line, that a misbehaving client could
+// otherwise fill the log with; the error and the client id say what
+// happened.
 //
 // Records about vigil up's self-audit probes (its client ids, see
 // selfAudit) are expected, not warnings: they are counted for the
@@ -31,7 +32,7 @@ func (h quietHandler) Handle(ctx context.Context, r slog.Record) error {
 	dump, probe := false, false
 	r.Attrs(func(a slog.Attr) bool {
 		switch a.Key {
-		case "pk":
+		case "pk", "packet":
 			dump = true
 		case "client":
 			probe = h.selfAudit != nil && h.selfAudit.is(a.Value.String())
@@ -50,7 +51,7 @@ func (h quietHandler) Handle(ctx context.Context, r slog.Record) error {
 	}
 	out := slog.NewRecord(r.Time, level, r.Message, r.PC)
 	r.Attrs(func(a slog.Attr) bool {
-		if a.Key != "pk" {
+		if a.Key != "pk" && a.Key != "packet" {
 			out.AddAttrs(a)
 		}
 		return true

@@ -293,19 +293,8 @@ func (h *quotaHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 	switch {
 	case pk.FixedHeader.Qos == 0:
 		pk.FixedHeader.Retain = false
-	case cl.Properties.ProtocolVersion < 5:
-		answer, err = "disconnected", packets.ErrRejectPacket
-		cl.Stop(packets.ErrQuotaExceeded) // MQTT 3.1.1 has no DISCONNECT from the server
 	default:
-		// Written here rather than returned as an error: mochi answers
-		// a hook's error with a PUBACK even at QoS 2, and logs the packet.
-		answer, err = "refused (0x97)", packets.ErrRejectPacket
-		ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID,
-			ReasonCode: packets.ErrQuotaExceeded.Code, Properties: packets.Properties{ReasonString: packets.ErrQuotaExceeded.Reason}}
-		if pk.FixedHeader.Qos == 2 {
-			ack.FixedHeader.Type = packets.Pubrec
-		}
-		_ = cl.WritePacket(ack)
+		answer, err = refusePublish(cl, pk, packets.ErrQuotaExceeded), packets.ErrRejectPacket
 	}
 	h.logRefused(cl, q.login, pk.TopicName, exceeded, answer, held)
 	return pk, err
