@@ -325,6 +325,18 @@ func (a *App) securityAlerts(add func(id, level, title, detail string)) {
 		sort.Strings(keys)
 		add("blocks", "warning", strconv.Itoa(len(blocks))+" MQTT clients or addresses are blocked", strings.Join(keys, ", "))
 	}
+	if slow := a.Broker.SlowSubscribers(); len(slow) > 0 {
+		var who []string
+		for _, s := range slow {
+			w := s.ClientID
+			if s.Username != "" {
+				w += " (" + s.Username + ")"
+			}
+			who = append(who, fmt.Sprintf("%s: %d dropped", w, s.Dropped))
+		}
+		add("slow_subscribers", "warning", strconv.Itoa(len(slow))+" MQTT subscribers are losing messages: they do not keep up",
+			strings.Join(who, ", ")+" (mqtt.max_queued_messages)")
+	}
 }
 
 // securityAPI is what the HTTP API serves of the security side.

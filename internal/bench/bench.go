@@ -23,7 +23,6 @@ import (
 
 	"github.com/vigilhq/vigil/internal/measure"
 	"github.com/vigilhq/vigil/internal/sim"
-	"github.com/vigilhq/vigil/internal/sub"
 )
 
 // Options configure a run.
@@ -114,13 +113,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	defer t.close()
 	fmt.Fprintf(o.Progress, "%s: broker at %s (pid %d); %d devices every %v, QoS %d\n", o.Target, t.url(), t.pid(), o.Devices, o.Period, o.QoS)
 
-	stats := sub.NewStats()
+	var subscriber *subscriberProcess
+	received := func() int64 { return 0 }
 	if o.Subscriber {
-		s, err := sub.Subscribe(ctx, sub.Options{Brokers: []string{t.url()}, Filters: []string{"vigil/+/+/telemetry"}, QoS: o.QoS, ClientID: "vigil-bench-sub"}, stats.Add)
-		if err != nil {
-			return nil, fmt.Errorf("subscriber: %w", err)
+		if subscriber, err = startSubscriber(ctx, o.Vigil, t.url(), o.QoS, "vigil/+/+/telemetry"); err != nil {
+			return nil, err
 		}
-		defer s.Close()
+		defer subscriber.stop()
+		received = subscriber.Received
 	}
 
 	sc := sim.NewScenario()
@@ -148,7 +148,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	prevAt := time.Now()
 	go measure.Progress(progressCtx, o.Progress, 2*time.Second, func() string {
 		now := time.Now()
-		pub, recv := st.Published.Load(), stats.Received()
+		pub, recv := st.Published.Load(), received()
 		secs := now.Sub(prevAt).Seconds()
 		line := fmt.Sprintf("  connected %d/%d  published %.0f/s  received %.0f/s  errors %d",
 			st.Connected.Load(), o.Devices, float64(pub-prevPub)/secs, float64(recv-prevRecv)/secs, st.Errors.Load()+st.ConnectErrors.Load())
@@ -194,7 +194,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	<-fleetDone
 	end := st.Summary()
 	drainBy := time.Now().Add(60 * time.Second)
-	for o.Subscriber && stats.Received() < end.Published && time.Now().Before(drainBy) {
+	for o.Subscriber && received() < end.Published && time.Now().Before(drainBy) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	r := &Result{
@@ -205,7 +205,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		AckLatency: end.AckLatency,
 	}
 	if o.Subscriber {
-		rep := stats.Report()
+		rep, err := subscriber.stop()
+		if err != nil {
+			return nil, err
+		}
 		r.Subscriber, r.Received, r.SubLost, r.SubLatency = true, rep.Received, rep.Loss.Lost, rep.Latency
 	}
 	r.BrokerCPUPct = 100 * (cpu1 - cpu0) / t1.Sub(t0).Seconds()
@@ -321,6 +324,9 @@ func stopProcess(cmd *exec.Cmd, done <-chan struct{}) error {
 func startProfiles(ctx context.Context, o Options, t target) (stop func()) {
 	if o.ProfileDir == "" {
 		return func() {}
+	}
+	if err := os.MkdirAll(o.ProfileDir, 0o755); err != nil {
+		o.Log.Error("profile directory", "error", err)
 	}
 	f, err := os.Create(filepath.Join(o.ProfileDir, o.Target+"-fleet.cpu.pprof"))
 	if err == nil {

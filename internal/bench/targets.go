@@ -15,6 +15,8 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/vigilhq/vigil/internal/broker"
+	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/users"
 )
 
@@ -155,11 +157,15 @@ func startMosquitto(ctx context.Context, dir string) (*mosquittoTarget, error) {
 		return nil, err
 	}
 	_, port, _ := net.SplitHostPort(addr)
-	// Like Vigil's defaults: anonymous on loopback, no limit on queued
-	// messages for a slow subscriber, no persistence on the hot path.
-	conf := fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n", port)
+	// The limits of Vigil's defaults: anonymous on loopback, the same queue
+	// of messages waiting for a client (mqtt.max_queued_messages) beyond
+	// mochi's window of unacknowledged ones, no persistence on the hot
+	// path.
+	limits := conf.New().MQTT
+	cfg := fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages %d\nmax_inflight_messages %d\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n",
+		port, limits.MaxQueuedMessages, broker.MaxInflight)
 	confPath := filepath.Join(dir, "mosquitto.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
+	if err := os.WriteFile(confPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
 	t := &mosquittoTarget{addr: addr}

@@ -55,13 +55,15 @@ type Server struct {
 	subID atomic.Int64
 	once  sync.Once
 
-	hooks     []mqtt.Hook // ours, in the order added (see recovered)
-	selfAudit *selfAudit
-	stop      chan struct{}
-	wg        sync.WaitGroup
-	contain   containment
-	rlog      *ratelog.Logger
-	maxPacket int
+	hooks        []mqtt.Hook // ours, in the order added (see recovered)
+	selfAudit    *selfAudit
+	backlog      *backlogHook
+	writeTimeout time.Duration
+	stop         chan struct{}
+	wg           sync.WaitGroup
+	contain      containment
+	rlog         *ratelog.Logger
+	maxPacket    int
 
 	anonymousPolicy string
 	connectTimeout  time.Duration
@@ -75,18 +77,21 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 	caps.MaximumSessionExpiryInterval = 7 * 24 * 3600 // a week, like Mosquitto's persistent_client_expiration suggests
 	// Each client has a channel of this many pointers, allocated whole and
 	// scanned by every GC: 10,000 clients at mochi's default of 8192 make
-	// 650 MB. A subscriber more than this far behind loses messages, as
+	// 650 MB. A subscriber more than this far behind (and slow for longer
+	// than mqtt.slow_subscriber_wait, see backlogHook) loses messages, as
 	// with Mosquitto's max_queued_messages.
-	caps.MaximumClientWritesPending = 2048
+	caps.MaximumClientWritesPending = int32(cfg.MQTT.MaxQueuedMessages)
+	caps.MaximumInflight = MaxInflight
 	sa := &selfAudit{prefix: "vigil-self-audit-" + rnd.Hex(8)}
+	taps := &logTaps{}
 	m := mqtt.New(&mqtt.Options{
 		Capabilities:           caps,
 		InlineClient:           true,
 		SysTopicResendInterval: int64(cfg.MQTT.SysInterval.Seconds()),
-		Logger:                 slog.New(quietHandler{log.Handler(), slog.LevelWarn, sa}).With("library", "mochi"),
+		Logger:                 slog.New(quietHandler{log.Handler(), slog.LevelWarn, sa, taps}).With("library", "mochi"),
 	})
 	s := &Server{mochi: m, addrs: map[string]net.Addr{}, log: log, anonymousPolicy: cfg.MQTT.Anonymous, connectTimeout: cfg.MQTT.ConnectTimeout,
-		selfAudit: sa, contain: newContainment(), rlog: ratelog.New(log, time.Minute), maxPacket: cfg.MQTT.MaxPacketSize, stop: make(chan struct{})}
+		selfAudit: sa, contain: newContainment(), writeTimeout: cfg.MQTT.WriteTimeout, rlog: ratelog.New(log, time.Minute), maxPacket: cfg.MQTT.MaxPacketSize, stop: make(chan struct{})}
 	s.auth = newAuthHook(authn, log, sa)
 	s.auth.mochi, s.auth.noRetainFilters, s.auth.rlog = m, cfg.NoRetain, s.rlog
 	s.auth.expire = s.expireSession
@@ -94,7 +99,13 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 	s.guard = newGuard(cfg.MQTT, m, s.auth, log)
 	s.auth.failed, s.auth.exempt = s.guard.authFailed, s.guard.isExempt
 	quota := newQuotaHook(cfg.MQTT, m, s.auth, log, s.rlog) // after auth: it sees only what the ACLs let through
-	for _, h := range []mqtt.Hook{&guardHook{g: s.guard}, s.auth, quota} {
+	s.backlog = newBacklogHook(cfg.MQTT.MaxQueuedMessages, cfg.MQTT.SlowSubscriberWait, s.rlog)
+	taps.unacked = func(clientID string) {
+		if cl, ok := m.Clients.Get(clientID); ok {
+			s.backlog.droppedUnacked(cl)
+		}
+	}
+	for _, h := range []mqtt.Hook{&guardHook{g: s.guard}, s.auth, quota, s.backlog} {
 		if err := m.AddHook(h, nil); err != nil {
 			return nil, fmt.Errorf("add %s hook: %w", h.ID(), err)
 		}
@@ -169,7 +180,7 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 		return fail(fmt.Errorf("start broker: %w", err))
 	}
 	if reg != nil {
-		if err := registerMetrics(reg, m, append(append(s.guard.collectors(), s.contain.panics), quota.collectors()...)...); err != nil {
+		if err := registerMetrics(reg, m, append(append(s.guard.collectors(), s.contain.panics, s.contain.stalls, s.backlog.dropped, s.backlog.waits), quota.collectors()...)...); err != nil {
 			return fail(err)
 		}
 	}

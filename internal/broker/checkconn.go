@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -27,11 +29,20 @@ var errPanicPacket = errors.New("malformed packet")
 // Anything else that is wrong (bad flags, a malformed length, a packet
 // over the size limit) is left to mochi, which refuses it with its own
 // reason: from then on the bytes pass through unchecked.
+//
+// It also bounds each write (mqtt.write_timeout): mochi writes to a
+// client while holding that client's lock, which every publisher of a QoS
+// 1 or 2 message for it takes too, so a client that stops reading would
+// otherwise hold up everyone who publishes to its subscriptions for as
+// long as it likes. A write that cannot finish in time closes the
+// connection.
 type checkedConn struct {
 	net.Conn
-	max     int                            // mqtt.max_packet_size: larger packets are mochi's to refuse
-	onPanic func(t byte, v any, at string) // told of each packet refused
-	version byte                           // the protocol version, from the CONNECT
+	max          int                            // mqtt.max_packet_size: larger packets are mochi's to refuse
+	onPanic      func(t byte, v any, at string) // told of each packet refused
+	version      byte                           // the protocol version, from the CONNECT
+	writeTimeout time.Duration                  // 0: none
+	onStall      func()                         // told when a write timed out
 
 	buf                 []byte
 	start, checked, end int  // buf[start:checked] may be read; buf[checked:end] is not yet checked
@@ -46,6 +57,26 @@ const checkBufSize = 1024
 func newCheckedConn(c net.Conn, maxPacket int, onPanic func(t byte, v any, at string)) *checkedConn {
 	return &checkedConn{Conn: c, max: maxPacket, onPanic: onPanic}
 }
+
+// Write writes p within the write timeout, or closes the connection.
+func (c *checkedConn) Write(p []byte) (int, error) {
+	if c.writeTimeout > 0 {
+		c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+	}
+	n, err := c.Conn.Write(p)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		if c.onStall != nil {
+			c.onStall()
+		}
+		c.Conn.Close()
+	}
+	return n, err
+}
+
+// SetDeadline sets the read deadline only: mochi sets both from the
+// client's keep-alive whenever a packet arrives, which would stretch a
+// write that is stuck because the client does not read.
+func (c *checkedConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
 
 func (c *checkedConn) Read(p []byte) (int, error) {
 	for c.start == c.checked {

@@ -21,23 +21,37 @@ const (
 // broker, and ends only the connection that sent them.
 type containment struct {
 	panics *prometheus.CounterVec
+	stalls prometheus.Counter
 }
 
 func newContainment() containment {
-	return containment{panics: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "vigil_mqtt_panics_total",
-		Help: "Client packets that would have crashed the broker, by where they were stopped; each ended only its own connection.",
-	}, []string{"where"})}
+	return containment{
+		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_mqtt_panics_total",
+			Help: "Client packets that would have crashed the broker, by where they were stopped; each ended only its own connection.",
+		}, []string{"where"}),
+		stalls: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vigil_mqtt_write_timeouts_total",
+			Help: "Connections closed because the client did not read what the broker wrote within mqtt.write_timeout.",
+		}),
+	}
 }
 
 // checkConn wraps a new connection so that a packet that would panic
 // mochi's decoder ends that connection instead (see checkedConn).
 func (s *Server) checkConn(c net.Conn) net.Conn {
-	return newCheckedConn(c, s.maxPacket, func(t byte, v any, at string) {
+	cc := newCheckedConn(c, s.maxPacket, func(t byte, v any, at string) {
 		s.contain.panics.WithLabelValues(panicDecode).Inc()
 		s.rlog.Warn(panicDecode, "mqtt client sent a malformed packet that would crash the decoder; connection closed",
 			"remote", c.RemoteAddr().String(), "packet", packetName(t), "panic", fmt.Sprint(v), "at", at)
 	})
+	cc.writeTimeout = s.writeTimeout
+	cc.onStall = func() {
+		s.contain.stalls.Inc()
+		s.rlog.Warn("write-timeout", "mqtt client stopped reading; connection closed (mqtt.write_timeout)",
+			"remote", c.RemoteAddr().String(), "timeout", s.writeTimeout.String())
+	}
+	return cc
 }
 
 // recovered ends a connection whose handling panicked (after the decoder:

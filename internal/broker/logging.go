@@ -22,6 +22,15 @@ type quietHandler struct {
 	slog.Handler
 	min       slog.Level
 	selfAudit *selfAudit
+	taps      *logTaps
+}
+
+// logTaps are events mochi only logs, which the broker needs to know.
+type logTaps struct {
+	// unacked is told of each QoS 1 or 2 message mochi dropped for a
+	// client that had MaxInflight messages unacknowledged ("client store
+	// quota reached"); the broker counts and logs it (set before serving).
+	unacked func(clientID string)
 }
 
 func (h quietHandler) Enabled(ctx context.Context, l slog.Level) bool {
@@ -29,16 +38,21 @@ func (h quietHandler) Enabled(ctx context.Context, l slog.Level) bool {
 }
 
 func (h quietHandler) Handle(ctx context.Context, r slog.Record) error {
-	dump, probe := false, false
+	dump, probe, client := false, false, ""
 	r.Attrs(func(a slog.Attr) bool {
 		switch a.Key {
 		case "pk", "packet":
 			dump = true
 		case "client":
-			probe = h.selfAudit != nil && h.selfAudit.is(a.Value.String())
+			client = a.Value.String()
+			probe = h.selfAudit != nil && h.selfAudit.is(client)
 		}
 		return true
 	})
+	if r.Message == "client store quota reached" && h.taps != nil && h.taps.unacked != nil {
+		h.taps.unacked(client)
+		return nil
+	}
 	level := r.Level
 	if probe {
 		h.selfAudit.violations.Add(1)
@@ -60,11 +74,11 @@ func (h quietHandler) Handle(ctx context.Context, r slog.Record) error {
 }
 
 func (h quietHandler) WithAttrs(a []slog.Attr) slog.Handler {
-	return quietHandler{h.Handler.WithAttrs(a), h.min, h.selfAudit}
+	return quietHandler{h.Handler.WithAttrs(a), h.min, h.selfAudit, h.taps}
 }
 
 func (h quietHandler) WithGroup(name string) slog.Handler {
-	return quietHandler{h.Handler.WithGroup(name), h.min, h.selfAudit}
+	return quietHandler{h.Handler.WithGroup(name), h.min, h.selfAudit, h.taps}
 }
 
 // selfAudit recognises vigil up's self-audit probes by the prefix of their

@@ -151,6 +151,15 @@ type MQTT struct {
 	WSOrigins     []string      `yaml:"ws_origins"`
 	MaxPacketSize int           `yaml:"max_packet_size"`
 	SysInterval   time.Duration `yaml:"sys_interval"`
+	// MaxQueuedMessages is the length of each client's outbound queue
+	// (Mosquitto's max_queued_messages); SlowSubscriberWait how long a
+	// publisher waits for a subscriber's nearly full queue before its QoS
+	// 1 and 2 messages may be dropped (0: drop at once).
+	MaxQueuedMessages  int           `yaml:"max_queued_messages"`
+	SlowSubscriberWait time.Duration `yaml:"slow_subscriber_wait"`
+	// WriteTimeout closes a connection whose client does not read what
+	// is written to it within this.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
 	// ConnectTimeout closes a connection that has not sent its CONNECT
 	// within it (a slow-loris client holds no connection for long).
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
@@ -347,6 +356,9 @@ func New() *Config {
 			AnonymousSubscribe: []string{"vigil/#", "sensors/#", "$SYS/#", "vigil-audit/#", "vigil-watch/#"},
 			WSOrigins:          []string{},
 			MaxPacketSize:      1 << 20,
+			MaxQueuedMessages:  2048,
+			SlowSubscriberWait: time.Second,
+			WriteTimeout:       10 * time.Second,
 			SysInterval:        10 * time.Second,
 			ConnectTimeout:     10 * time.Second,
 			Persistence:        true,

@@ -89,6 +89,15 @@ func (c *Config) Validate() error {
 			bad("mqtt.ws_origins", "%q is not an origin such as https://dashboard.example:8443", o)
 		}
 	}
+	if q := c.MQTT.MaxQueuedMessages; q < 64 || q > 1<<16 {
+		bad("mqtt.max_queued_messages", "%d is outside 64..65536", q)
+	}
+	if w := c.MQTT.WriteTimeout; w < time.Second || w > 5*time.Minute {
+		bad("mqtt.write_timeout", "%v is outside 1s..5m", w)
+	}
+	if w := c.MQTT.SlowSubscriberWait; w < 0 || w > 10*time.Second {
+		bad("mqtt.slow_subscriber_wait", "%v is outside 0s..10s", w)
+	}
 	if c.MQTT.MaxPacketSize < 1024 || c.MQTT.MaxPacketSize > 256<<20 {
 		bad("mqtt.max_packet_size", "%d is outside 1024..268435456 bytes", c.MQTT.MaxPacketSize)
 	}

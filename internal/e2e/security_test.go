@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -426,5 +427,52 @@ func TestTheSelfAuditIsQuietAndLocksNobodyOut(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "the real refusal in the log", func() bool {
 		return strings.Contains(ta.logs.String(), `level=INFO msg="client refused: wrong username or password"`)
+	})
+}
+
+// A subscriber that does not keep up loses messages, and says so: the
+// alert names it and how many it lost.
+func TestASubscriberThatDoesNotKeepUpIsNamedInAnAlert(t *testing.T) {
+	ta := startApp(t, func(c *conf.Config) { c.MQTT.MaxQueuedMessages = 64 })
+	// A dashboard that reads nothing, with a small receive buffer.
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	conn, err := d.Dial("tcp", ta.mqttAddr())
+	must(t, err)
+	defer conn.Close()
+	sub := paho.NewClient(paho.ClientConfig{Conn: conn})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err = sub.Connect(ctx, &paho.Connect{ClientID: "wall-dashboard", KeepAlive: 60, CleanStart: true})
+	must(t, err)
+	_, err = sub.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "vigil-audit/#", QoS: 0}}})
+	must(t, err)
+	// Stop reading: paho's reader is stuck behind a handler that blocks.
+	stuck := make(chan struct{})
+	defer close(stuck)
+	sub.AddOnPublishReceived(func(paho.PublishReceived) (bool, error) { <-stuck; return true, nil })
+
+	pub, ack, err := mqttConnect(t, ta.mqttAddr(), "camera-feed", "", "")
+	if err != nil || ack.ReasonCode != 0 {
+		t.Fatalf("publisher: %v %v", ack, err)
+	}
+	payload := make([]byte, 8<<10)
+	for range 2000 { // 16 MB at QoS 0: far more than the dashboard's queue and socket hold
+		if _, err := pub.Publish(ctx, &paho.Publish{Topic: "vigil-audit/wall", Payload: payload}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var alerts []struct{ ID, Title, Detail string }
+	waitFor(t, 15*time.Second, "the slow subscriber alert", func() bool {
+		alerts = nil
+		ta.api(t, "GET", "/api/v1/alerts", "admin", adminPassword, &alerts)
+		for _, a := range alerts {
+			if a.ID == "slow_subscribers" && strings.Contains(a.Detail, "wall-dashboard") && strings.Contains(a.Detail, "dropped") {
+				t.Logf("alert: %s: %s", a.Title, a.Detail)
+				return true
+			}
+		}
+		return false
 	})
 }

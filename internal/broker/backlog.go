@@ -1,0 +1,273 @@
+package broker
+
+import (
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigilhq/vigil/internal/ratelog"
+)
+
+// backlogHook keeps subscribers from losing QoS 1 and 2 messages when they
+// fall behind for a while, and counts what is lost when one falls behind
+// for good.
+//
+// mochi queues each client's outbound messages in a channel of
+// mqtt.max_queued_messages and drops what does not fit (as Mosquitto's
+// max_queued_messages does); it also drops a QoS 1 or 2 message for a
+// client that has MaxInflight messages unacknowledged. A subscriber
+// that keeps up on average still overflows either when a burst arrives, or
+// when it or its writer goroutine is starved of CPU by thousands of
+// publishers. So before a QoS 1 or 2 message is queued for a subscriber
+// whose queue is three quarters full, or whose unacknowledged messages are
+// three quarters of the limit, the publisher waits (on its own goroutine:
+// back-pressure, as the telemetry pipeline does) until both are down to
+// half. Once publishers have been held back for one subscriber for
+// mqtt.slow_subscriber_wait in one stretch, it is slow: nobody waits for
+// it for the next slowFor, and what does not fit is dropped, counted per
+// client (SlowSubscribers), in vigil_mqtt_subscriber_dropped_total and in
+// the log. Vigil's own messages never wait.
+type backlogHook struct {
+	mqtt.HookBase
+	wait         time.Duration // 0: never wait (drop at once)
+	high, spare  int           // queue length where publishers wait; room left above it
+	inflightHigh int           // the same for unacknowledged messages
+	log          *ratelog.Logger
+	now          func() time.Time
+
+	clients sync.Map // *mqtt.Client -> *backlog, for clients that have been behind
+
+	dropped *prometheus.CounterVec // by qos
+	waits   prometheus.Counter
+}
+
+// backlog is the state of a client that has been behind.
+type backlog struct {
+	// tokens admits waiting publishers one at a time: one token for each
+	// packet written to the client and each acknowledgement it sends, so
+	// that what goes into its queue is what came out (a released crowd
+	// would overflow it). gone is closed when the client disconnects.
+	tokens chan struct{}
+	gone   chan struct{}
+
+	mu        sync.Mutex
+	slowUntil time.Time // nobody waits until then
+	// behindSince starts the stretch of waits that lastWait ends.
+	behindSince, lastWait time.Time
+	dropped               int64     // messages lost, since it connected
+	since                 time.Time // of the first loss
+	last                  time.Time // of the latest loss
+}
+
+// MaxInflight is how many QoS 1 and 2 messages a client may have
+// unacknowledged (mochi's MaximumInflight, here the whole space of packet
+// ids); beyond it they are dropped. It is large because a publisher held
+// back for a subscriber (OnQosPublish) already holds a place in its window.
+const MaxInflight = 65535
+
+// slowFor is how long nobody waits for a subscriber that did not catch up
+// within slow_subscriber_wait: a subscriber that stays behind may hold
+// publishers back at most this often.
+const slowFor = 30 * time.Second
+
+func newBacklogHook(queue int, wait time.Duration, log *ratelog.Logger) *backlogHook {
+	h := &backlogHook{
+		wait: wait, high: queue * 3 / 4, spare: queue - queue*3/4, log: log, now: time.Now,
+		inflightHigh: MaxInflight * 3 / 4,
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_mqtt_subscriber_dropped_total",
+			Help: "Messages not delivered to a subscriber because its queue (mqtt.max_queued_messages) was full, by QoS.",
+		}, []string{"qos"}),
+		waits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vigil_mqtt_publisher_waits_total",
+			Help: "Times a publisher waited for a subscriber's queue to have room (mqtt.slow_subscriber_wait).",
+		}),
+	}
+	for _, q := range []string{"0", "1", "2"} {
+		h.dropped.WithLabelValues(q)
+	}
+	return h
+}
+
+func (h *backlogHook) ID() string { return "vigil-backlog" }
+
+func (h *backlogHook) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnQosPublish, mqtt.OnPacketSent, mqtt.OnQosComplete, mqtt.OnPublishDropped, mqtt.OnDisconnect:
+		return true
+	}
+	return false
+}
+
+// outboundField locates mochi's per-client outbound queue, which v2.7.9
+// does not export; its length is read through reflect (a channel's length
+// may be read at any time).
+var outboundField = func() []int {
+	f, ok := reflect.TypeFor[mqtt.ClientState]().FieldByName("outbound")
+	if !ok || f.Type.Kind() != reflect.Chan {
+		panic("mochi's ClientState has no outbound channel: the backlog hook needs updating")
+	}
+	return f.Index
+}()
+
+// queued returns how many messages wait in a client's outbound queue.
+func queued(cl *mqtt.Client) int {
+	return reflect.ValueOf(&cl.State).Elem().FieldByIndex(outboundField).Len()
+}
+
+// OnQosPublish runs on the publisher's goroutine just before a QoS 1 or 2
+// message is queued for cl: while cl is behind, the publisher waits for a
+// token, as many going on as cl's queue and window drain. Once publishers
+// have been held back for cl for slow_subscriber_wait in one stretch (waits
+// less than a second apart), cl is slow.
+func (h *backlogHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, resends int) {
+	if h.wait <= 0 || resends > 0 || pk.FixedHeader.Type != packets.Publish || !h.behind(cl) ||
+		pk.Origin == mqtt.InlineClientId || cl.Closed() {
+		return
+	}
+	b := h.backlogOf(cl)
+	now := h.now()
+	b.mu.Lock()
+	if now.Before(b.slowUntil) {
+		b.mu.Unlock()
+		return
+	}
+	if now.Sub(b.lastWait) > time.Second {
+		b.behindSince = now // a new stretch
+	}
+	b.lastWait = now
+	left := h.wait - now.Sub(b.behindSince)
+	if left <= 0 {
+		b.slowUntil = now.Add(slowFor)
+		b.mu.Unlock()
+		h.log.Warn("slow-subscriber", "mqtt subscriber is not keeping up; its messages may be dropped (mqtt.max_queued_messages)",
+			"client_id", cl.ID, "username", string(cl.Properties.Username), "queued", queued(cl), "behind_for", h.wait.String())
+		return
+	}
+	b.mu.Unlock()
+	h.waits.Inc()
+	timer := time.NewTimer(left)
+	defer timer.Stop()
+	for h.behind(cl) {
+		select {
+		case <-b.tokens:
+		case <-b.gone:
+			return
+		case <-timer.C:
+			return // the next wait finds the stretch over: cl is slow
+		}
+	}
+}
+
+// behind reports whether publishers should wait for cl: its queue or its
+// unacknowledged messages are three quarters of their limits.
+func (h *backlogHook) behind(cl *mqtt.Client) bool {
+	return queued(cl) >= h.high || cl.State.Inflight.Len() >= h.inflightHigh
+}
+
+func (h *backlogHook) backlogOf(cl *mqtt.Client) *backlog {
+	if v, ok := h.clients.Load(cl); ok {
+		return v.(*backlog)
+	}
+	v, _ := h.clients.LoadOrStore(cl, &backlog{tokens: make(chan struct{}, h.spare), gone: make(chan struct{})})
+	return v.(*backlog)
+}
+
+// OnPacketSent runs on cl's writer after each packet, OnQosComplete on
+// cl's reader after each acknowledgement: each lets one waiting publisher
+// go on.
+func (h *backlogHook) OnPacketSent(cl *mqtt.Client, _ packets.Packet, _ []byte) { h.token(cl) }
+
+func (h *backlogHook) OnQosComplete(cl *mqtt.Client, _ packets.Packet) { h.token(cl) }
+
+func (h *backlogHook) token(cl *mqtt.Client) {
+	v, ok := h.clients.Load(cl)
+	if !ok {
+		return
+	}
+	select {
+	case v.(*backlog).tokens <- struct{}{}:
+	default: // nobody waits, or enough tokens wait
+	}
+}
+
+// OnPublishDropped counts a message mochi dropped for cl.
+func (h *backlogHook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
+	h.dropped.WithLabelValues(string(rune('0' + min(pk.FixedHeader.Qos, 2)))).Inc()
+	n := h.count(cl)
+	h.log.Warn("subscriber-dropped", "mqtt subscriber's queue is full: message dropped", "client_id", cl.ID,
+		"username", string(cl.Properties.Username), "topic", pk.TopicName, "dropped_so_far", n)
+}
+
+func (h *backlogHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	if v, ok := h.clients.LoadAndDelete(cl); ok {
+		close(v.(*backlog).gone)
+	}
+}
+
+// SlowSubscriber is a connected client that lost messages because its
+// queue was full.
+type SlowSubscriber struct {
+	ClientID string    `json:"client_id"`
+	Username string    `json:"username,omitempty"`
+	Dropped  int64     `json:"dropped"`
+	Since    time.Time `json:"since"` // the first loss
+	Last     time.Time `json:"last"`  // the latest
+}
+
+// slow lists the connected clients that lost messages within the last
+// window, by client id (and forgets clients that have gone).
+// droppedUnacked counts a QoS 1 or 2 message mochi dropped for cl without
+// telling the hooks: cl had MaxInflight messages unacknowledged (mochi
+// only logs it; see quietHandler).
+func (h *backlogHook) droppedUnacked(cl *mqtt.Client) {
+	h.dropped.WithLabelValues("1").Inc()
+	h.count(cl)
+	h.log.Warn("subscriber-unacked", "mqtt subscriber has too many messages unacknowledged: message dropped", "client_id", cl.ID,
+		"username", string(cl.Properties.Username), "limit", MaxInflight)
+}
+
+// count adds a lost message to cl's count.
+func (h *backlogHook) count(cl *mqtt.Client) int64 {
+	b := h.backlogOf(cl)
+	now := h.now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.dropped++
+	if b.since.IsZero() {
+		b.since = now
+	}
+	b.last = now
+	return b.dropped
+}
+
+func (h *backlogHook) slow(window time.Duration) []SlowSubscriber {
+	now := h.now()
+	var out []SlowSubscriber
+	h.clients.Range(func(k, v any) bool {
+		cl, b := k.(*mqtt.Client), v.(*backlog)
+		if cl.Closed() { // counted after it went: forget it
+			h.clients.Delete(cl)
+			return true
+		}
+		b.mu.Lock()
+		if b.dropped > 0 && now.Sub(b.last) < window {
+			out = append(out, SlowSubscriber{ClientID: cl.ID, Username: string(cl.Properties.Username), Dropped: b.dropped, Since: b.since, Last: b.last})
+		}
+		b.mu.Unlock()
+		return true
+	})
+	slices.SortFunc(out, func(a, b SlowSubscriber) int { return strings.Compare(a.ClientID, b.ClientID) })
+	return out
+}
+
+// SlowSubscribers lists the connected MQTT clients that lost messages in
+// the last ten minutes because they did not keep up, with how many each
+// lost since it connected.
+func (s *Server) SlowSubscribers() []SlowSubscriber { return s.backlog.slow(10 * time.Minute) }

@@ -1,0 +1,216 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"net"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/vigilhq/vigil/internal/conf"
+)
+
+// rawSubscriber is a QoS 1 subscriber over a raw socket with a small
+// receive buffer, so that the broker's queue for it fills as soon as it
+// stops reading.
+type rawSubscriber struct {
+	conn     net.Conn
+	received atomic.Int64
+	inOrder  atomic.Bool
+	noAck    bool // read, but never acknowledge
+}
+
+func subscribeRaw(t *testing.T, s *Server, clientID, filter string) *rawSubscriber {
+	t.Helper()
+	// The receive buffer is set before the connection, so that the window
+	// the broker sees is small from the start.
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	conn, err := d.Dial("tcp", s.Addr(TCP).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	var body bytes.Buffer
+	mqttString(&body, "MQTT")
+	body.Write([]byte{4, 0x02, 0, 60}) // MQTT 3.1.1, clean session, keepalive 60 s
+	mqttString(&body, clientID)
+	conn.Write(append([]byte{0x10, byte(body.Len())}, body.Bytes()...))
+	if hb, ack, err := readFrame(conn); err != nil || hb != 0x20 || ack[1] != 0 {
+		t.Fatalf("CONNACK %#x % x %v", hb, ack, err)
+	}
+	body.Reset()
+	body.Write([]byte{0, 1})
+	mqttString(&body, filter)
+	body.WriteByte(1)
+	conn.Write(append([]byte{0x82, byte(body.Len())}, body.Bytes()...))
+	if hb, _, err := readFrame(conn); err != nil || hb != 0x90 {
+		t.Fatalf("SUBACK %#x %v", hb, err)
+	}
+	r := &rawSubscriber{conn: conn}
+	r.inOrder.Store(true)
+	return r
+}
+
+// read reads PUBLISH packets, acknowledges them and checks that their
+// payloads, big-endian counters, arrive in order without a gap.
+func (r *rawSubscriber) read() {
+	next := uint32(0)
+	for {
+		hb, body, err := readFrame(r.conn)
+		if err != nil {
+			return
+		}
+		if hb>>4 != 3 {
+			continue
+		}
+		tl := int(binary.BigEndian.Uint16(body))
+		id := body[2+tl : 4+tl]
+		if seq := binary.BigEndian.Uint32(body[4+tl:]); seq != next {
+			r.inOrder.Store(false)
+		}
+		next++
+		r.received.Add(1)
+		if !r.noAck {
+			r.conn.Write([]byte{0x40, 2, id[0], id[1]})
+		}
+	}
+}
+
+// publishN publishes n QoS 1 messages of size bytes, their payloads
+// counting up, and returns how long it took.
+func publishN(t *testing.T, s *Server, n, size int) time.Duration {
+	t.Helper()
+	c, _, code := connectAs(t, s, "publisher", "")
+	if code != 0 {
+		t.Fatalf("publisher refused: %#x", code)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	payload := make([]byte, size)
+	for i := range n {
+		binary.BigEndian.PutUint32(payload, uint32(i))
+		if _, err := c.Publish(ctx, &paho.Publish{Topic: "vigil/home/dev1/telemetry", QoS: 1, Payload: payload}); err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+	return time.Since(start)
+}
+
+// slowWriter makes the broker's writer to one client take d per packet, as
+// when thousands of publishers leave it no CPU.
+type slowWriter struct {
+	mqtt.HookBase
+	clientID string
+	d        time.Duration
+}
+
+func (*slowWriter) ID() string           { return "test-slow-writer" }
+func (*slowWriter) Provides(b byte) bool { return b == mqtt.OnPacketSent }
+func (w *slowWriter) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte) {
+	if cl.ID == w.clientID && pk.FixedHeader.Type == packets.Publish {
+		time.Sleep(w.d)
+	}
+}
+
+func openBacklog(t *testing.T, mutate func(*conf.MQTT)) *Server {
+	return openDefault(t, func(c *conf.MQTT) {
+		c.MaxQueuedMessages, c.BlockFloodMessages = 64, 0
+		mutate(c)
+	})
+}
+
+// A QoS 1 subscriber whose messages cannot be written as fast as they come
+// for a while (a burst, a moment without CPU) loses nothing: publishers
+// wait for its queue.
+func TestASubscriberThatFallsBehindForAMomentLosesNothing(t *testing.T) {
+	s := openBacklog(t, func(c *conf.MQTT) { c.SlowSubscriberWait = 5 * time.Second })
+	if err := s.mochi.AddHook(&slowWriter{clientID: "dashboard", d: time.Millisecond}, nil); err != nil {
+		t.Fatal(err)
+	}
+	sub := subscribeRaw(t, s, "dashboard", "vigil/#")
+	go sub.read()
+	const n = 1000 // its queue holds 64
+	took := publishN(t, s, n, 64)
+	waitUntil(t, "every message at the subscriber", func() bool { return sub.received.Load() == n })
+	if !sub.inOrder.Load() {
+		t.Error("messages arrived out of order")
+	}
+	if d := testutil.ToFloat64(s.backlog.dropped.WithLabelValues("1")); d != 0 {
+		t.Errorf("%v messages dropped", d)
+	}
+	if len(s.SlowSubscribers()) != 0 {
+		t.Errorf("slow subscribers: %+v", s.SlowSubscribers())
+	}
+	t.Logf("%d messages in %v; publishers waited %v times", n, took.Round(time.Millisecond), testutil.ToFloat64(s.backlog.waits))
+}
+
+// A subscriber that stays behind holds publishers back only for
+// slow_subscriber_wait; then it is slow, and what it loses is counted and
+// reported with its client id.
+func TestASubscriberThatStaysBehindLosesMessagesCountedAndNamed(t *testing.T) {
+	s := openBacklog(t, func(c *conf.MQTT) { c.SlowSubscriberWait = 100 * time.Millisecond })
+	if err := s.mochi.AddHook(&slowWriter{clientID: "slow-dashboard", d: 5 * time.Millisecond}, nil); err != nil {
+		t.Fatal(err)
+	}
+	sub := subscribeRaw(t, s, "slow-dashboard", "vigil/#")
+	go sub.read()
+	took := publishN(t, s, 1000, 64)
+	if took > 10*time.Second {
+		t.Errorf("a slow subscriber held publishers back for %v", took)
+	}
+	slow := s.SlowSubscribers()
+	if len(slow) != 1 || slow[0].ClientID != "slow-dashboard" || slow[0].Dropped == 0 {
+		t.Fatalf("slow subscribers: %+v", slow)
+	}
+	if d := testutil.ToFloat64(s.backlog.dropped.WithLabelValues("1")); d != float64(slow[0].Dropped) {
+		t.Errorf("vigil_mqtt_subscriber_dropped_total{qos=1} = %v, the client's count %d", d, slow[0].Dropped)
+	}
+	t.Logf("1000 messages in %v, %d dropped for the slow subscriber", took.Round(time.Millisecond), slow[0].Dropped)
+}
+
+// A client that stops reading is disconnected after mqtt.write_timeout;
+// until then the publishers of its subscriptions wait, no longer.
+func TestAClientThatStopsReadingHoldsNobodyUpForLong(t *testing.T) {
+	s := openBacklog(t, func(c *conf.MQTT) { c.WriteTimeout, c.SlowSubscriberWait = time.Second, 100*time.Millisecond })
+	subscribeRaw(t, s, "stuck", "vigil/#") // never reads
+	took := publishN(t, s, 2000, 8<<10)    // 16 MB: more than its socket buffers hold
+	if took > 15*time.Second {
+		t.Errorf("publishing took %v with a client that does not read", took)
+	}
+	waitUntil(t, "the stuck client to be disconnected", func() bool {
+		cl, ok := s.mochi.Clients.Get("stuck")
+		return !ok || cl.Closed()
+	})
+	if n := testutil.ToFloat64(s.contain.stalls); n != 1 {
+		t.Errorf("vigil_mqtt_write_timeouts_total = %v", n)
+	}
+	t.Logf("2000 messages of 8 KiB in %v; the stuck client was disconnected", took.Round(time.Millisecond))
+}
+
+// A subscriber that reads but never acknowledges holds publishers back
+// only for slow_subscriber_wait; beyond MaxInflight unacknowledged
+// messages what it loses is counted and named too.
+func TestASubscriberThatNeverAcknowledgesLosesMessagesCountedAndNamed(t *testing.T) {
+	s := openBacklog(t, func(c *conf.MQTT) { c.SlowSubscriberWait = 100 * time.Millisecond })
+	sub := subscribeRaw(t, s, "no-acks", "vigil/#")
+	sub.noAck = true
+	go sub.read()
+	const n = MaxInflight + 1000
+	took := publishN(t, s, n, 16)
+	slow := s.SlowSubscribers()
+	if len(slow) != 1 || slow[0].ClientID != "no-acks" || slow[0].Dropped < 1000 {
+		t.Fatalf("slow subscribers: %+v", slow)
+	}
+	t.Logf("%d messages in %v, %d dropped for the subscriber that never acknowledges", n, took.Round(time.Millisecond), slow[0].Dropped)
+}
