@@ -36,3 +36,11 @@ echo "go vet ${pkgs[*]}"
 go vet "${pkgs[@]}"
 echo "go test -race ${pkgs[*]}"
 go test -race -count=1 -timeout 20m "${pkgs[@]}"
+
+# A bounded run of the live-broker fuzzer (the seed corpus already ran
+# above as a test): mutated packets of every type over real connections.
+# VIGIL_FUZZTIME=0 skips it; longer runs are in docs/security.md.
+if [ $# -eq 0 ] && [ "${VIGIL_FUZZTIME:-60s}" != "0" ]; then
+  echo "go test -fuzz FuzzLiveBroker -fuzztime ${VIGIL_FUZZTIME:-60s} ./internal/broker"
+  go test -run '^$' -fuzz FuzzLiveBroker -fuzztime "${VIGIL_FUZZTIME:-60s}" ./internal/broker
+fi

@@ -19,6 +19,7 @@ import (
 
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/ratelog"
+	"github.com/vigilhq/vigil/internal/rnd"
 	"github.com/vigilhq/vigil/internal/users"
 )
 
@@ -138,6 +139,9 @@ func (h containedOnly) WithAttrs(a []slog.Attr) slog.Handler {
 	return containedOnly{h.Handler.WithAttrs(a)}
 }
 
+// preambleSuffix ends the client ids of the modes' own CONNECTs.
+var preambleSuffix = "-" + rnd.Hex(6)
+
 // preamble returns the CONNECT a mode sends before the stream.
 func preamble(mode byte) []byte {
 	pk := packets.Packet{
@@ -157,8 +161,10 @@ func preamble(mode byte) []byte {
 	}
 	pk.Connect.UsernameFlag = len(pk.Connect.Username) > 0
 	pk.Connect.PasswordFlag = pk.Connect.UsernameFlag
+	// Ids the fuzzed streams cannot guess: a session a fuzzed CONNECT left
+	// under another login would refuse them (client ids belong to logins).
 	pk.Connect.ClientIdentifier = map[byte]string{fuzzAnon3: "fuzz-anon3", fuzzAnon5: "fuzz-anon5",
-		fuzzDevice3: "fuzz-device3", fuzzDevice5: "fuzz-device5", fuzzAdmin5: "fuzz-admin5"}[mode]
+		fuzzDevice3: "fuzz-device3", fuzzDevice5: "fuzz-device5", fuzzAdmin5: "fuzz-admin5"}[mode] + preambleSuffix
 	var b bytes.Buffer
 	if err := pk.ConnectEncode(&b); err != nil {
 		panic(err)
