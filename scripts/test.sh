@@ -42,5 +42,5 @@ go test -race -count=1 -timeout 20m "${pkgs[@]}"
 # VIGIL_FUZZTIME=0 skips it; longer runs are in docs/security.md.
 if [ $# -eq 0 ] && [ "${VIGIL_FUZZTIME:-60s}" != "0" ]; then
   echo "go test -fuzz FuzzLiveBroker -fuzztime ${VIGIL_FUZZTIME:-60s} ./internal/broker"
-  go test -run '^$' -fuzz FuzzLiveBroker -fuzztime "${VIGIL_FUZZTIME:-60s}" ./internal/broker
+  go test -run '^$' -fuzz FuzzLiveBroker -fuzztime "${VIGIL_FUZZTIME:-60s}" -fuzzminimizetime 5s -timeout 0 ./internal/broker
 fi

@@ -114,7 +114,7 @@ func Exists(ctx context.Context, tag string) (bool, error) {
 // Connect returns a client of the engine $DOCKER_HOST (or the default
 // socket) names, once it has answered.
 func Connect(ctx context.Context) (*client.Client, error) {
-	cli, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+	cli, err := client.New(client.FromEnv)
 	if err != nil {
 		return nil, fmt.Errorf("docker client: %w", err)
 	}

@@ -101,12 +101,6 @@ func (c *chrome) screenshot(name string) {
 	}
 }
 
-// eval evaluates JavaScript (awaiting a promise) into out.
-func (c *chrome) eval(js string, out any) {
-	c.t.Helper()
-	c.run("evaluate "+js, chromedp.Evaluate(js, out, awaitPromise))
-}
-
 func awaitPromise(p *runtime.EvaluateParams) *runtime.EvaluateParams { return p.WithAwaitPromise(true) }
 
 // waitJS polls a JavaScript condition until it is true.

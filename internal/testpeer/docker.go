@@ -13,7 +13,7 @@ import (
 // test when there is none, unless $CI is set: then it fails.
 func DockerEngine(t *testing.T) *client.Client {
 	t.Helper()
-	cli, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+	cli, err := client.New(client.FromEnv)
 	if err == nil {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		defer cancel()
