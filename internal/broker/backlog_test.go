@@ -11,11 +11,13 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/gorilla/websocket"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/vigilhq/vigil/internal/conf"
+	"github.com/vigilhq/vigil/internal/wsconn"
 )
 
 // rawSubscriber is a QoS 1 subscriber over a raw socket with a small
@@ -32,18 +34,37 @@ func subscribeRaw(t *testing.T, s *Server, clientID, filter string) *rawSubscrib
 	t.Helper()
 	// The receive buffer is set before the connection, so that the window
 	// the broker sees is small from the start.
-	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-	}}
-	conn, err := d.Dial("tcp", s.Addr(TCP).String())
+	conn, err := smallWindow().Dial("tcp", s.Addr(TCP).String())
 	if err != nil {
 		t.Fatal(err)
 	}
+	return subscribeOver(t, conn, clientID, filter, "")
+}
+
+// smallWindow dials with a 4 KiB receive buffer.
+func smallWindow() *net.Dialer {
+	return &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+}
+
+// subscribeOver connects with MQTT 3.1.1 over conn (as user, with its
+// roleUsers password, or anonymously) and subscribes to filter at QoS 1.
+func subscribeOver(t *testing.T, conn net.Conn, clientID, filter, user string) *rawSubscriber {
+	t.Helper()
 	t.Cleanup(func() { conn.Close() })
 	var body bytes.Buffer
 	mqttString(&body, "MQTT")
-	body.Write([]byte{4, 0x02, 0, 60}) // MQTT 3.1.1, clean session, keepalive 60 s
+	flags := byte(0x02) // clean session
+	if user != "" {
+		flags |= 0xC0
+	}
+	body.Write([]byte{4, flags, 0, 60}) // MQTT 3.1.1, keepalive 60 s
 	mqttString(&body, clientID)
+	if user != "" {
+		mqttString(&body, user)
+		mqttString(&body, user+"-password")
+	}
 	conn.Write(append([]byte{0x10, byte(body.Len())}, body.Bytes()...))
 	if hb, ack, err := readFrame(conn); err != nil || hb != 0x20 || ack[1] != 0 {
 		t.Fatalf("CONNACK %#x % x %v", hb, ack, err)
@@ -213,4 +234,23 @@ func TestASubscriberThatNeverAcknowledgesLosesMessagesCountedAndNamed(t *testing
 		t.Fatalf("slow subscribers: %+v", slow)
 	}
 	t.Logf("%d messages in %v, %d dropped for the subscriber that never acknowledges", n, took.Round(time.Millisecond), slow[0].Dropped)
+}
+
+// The same over WebSocket, where the WebSocket library sets the socket's
+// write deadline itself.
+func TestAWebSocketClientThatStopsReadingHoldsNobodyUpForLong(t *testing.T) {
+	s := openBacklog(t, func(c *conf.MQTT) { c.WriteTimeout, c.SlowSubscriberWait = time.Second, 100*time.Millisecond })
+	d := websocket.Dialer{Subprotocols: []string{"mqtt"}, NetDialContext: smallWindow().DialContext}
+	ws, _, err := d.Dial("ws://"+s.Addr(WS).String()+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subscribeOver(t, wsconn.New(ws), "stuck-ws", "vigil/#", "viewer1") // a viewer may read vigil/#; it reads no more
+	took := publishN(t, s, 2000, 8<<10)
+	if took > 15*time.Second {
+		t.Errorf("publishing took %v with a WebSocket client that does not read", took)
+	}
+	if n := testutil.ToFloat64(s.contain.stalls); n != 1 {
+		t.Errorf("vigil_mqtt_write_timeouts_total = %v", n)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"time"
 
 	"github.com/gorilla/websocket"
 )
@@ -66,6 +67,18 @@ func (ws *Conn) Write(p []byte) (int, error) {
 
 // Close closes the WebSocket connection.
 func (ws *Conn) Close() error { return ws.c.Close() }
+
+// SetWriteDeadline bounds the writes: through the WebSocket, which sets
+// the socket's write deadline itself for each message (to none unless told).
+func (ws *Conn) SetWriteDeadline(t time.Time) error { return ws.c.SetWriteDeadline(t) }
+
+// SetReadDeadline bounds the reads.
+func (ws *Conn) SetReadDeadline(t time.Time) error { return ws.c.SetReadDeadline(t) }
+
+// SetDeadline bounds reads and writes.
+func (ws *Conn) SetDeadline(t time.Time) error {
+	return errors.Join(ws.c.SetReadDeadline(t), ws.c.SetWriteDeadline(t))
+}
 
 // Dial opens an MQTT-over-WebSocket connection to a ws:// or wss:// URL
 // (subprotocol "mqtt"); tlsConfig is used for wss.
