@@ -27,8 +27,9 @@ import (
 // publishers. So before a QoS 1 or 2 message is queued for a subscriber
 // whose queue is three quarters full, or whose unacknowledged messages are
 // three quarters of the limit, the publisher waits (on its own goroutine:
-// back-pressure, as the telemetry pipeline does) until both are down to
-// half. Once publishers have been held back for one subscriber for
+// back-pressure, as the telemetry pipeline does) until both are below it
+// again, publishers going on one for each message the subscriber drains.
+// Once publishers have been held back for one subscriber for
 // mqtt.slow_subscriber_wait in one stretch, it is slow: nobody waits for
 // it for the next slowFor, and what does not fit is dropped, counted per
 // client (SlowSubscribers), in vigil_mqtt_subscriber_dropped_total and in
@@ -38,6 +39,7 @@ type backlogHook struct {
 	wait         time.Duration // 0: never wait (drop at once)
 	high, spare  int           // queue length where publishers wait; room left above it
 	inflightHigh int           // the same for unacknowledged messages
+	inflight     int           // the window: more unacknowledged are dropped
 	log          *ratelog.Logger
 	now          func() time.Time
 
@@ -66,20 +68,21 @@ type backlog struct {
 }
 
 // MaxInflight is how many QoS 1 and 2 messages a client may have
-// unacknowledged (mochi's MaximumInflight, here the whole space of packet
-// ids); beyond it they are dropped. It is large because a publisher held
-// back for a subscriber (OnQosPublish) already holds a place in its window.
-const MaxInflight = 65535
+// unacknowledged (mochi's MaximumInflight); beyond it they are dropped.
+// Publishers wait for a subscriber from a quarter of it: a publisher held
+// back (OnQosPublish) already holds a place in the window, so the rest is
+// room for thousands of them.
+const MaxInflight = 16384
 
 // slowFor is how long nobody waits for a subscriber that did not catch up
 // within slow_subscriber_wait: a subscriber that stays behind may hold
 // publishers back at most this often.
 const slowFor = 30 * time.Second
 
-func newBacklogHook(queue int, wait time.Duration, log *ratelog.Logger) *backlogHook {
+func newBacklogHook(queue, inflight int, wait time.Duration, log *ratelog.Logger) *backlogHook {
 	h := &backlogHook{
 		wait: wait, high: queue * 3 / 4, spare: queue - queue*3/4, log: log, now: time.Now,
-		inflightHigh: MaxInflight * 3 / 4,
+		inflightHigh: inflight / 4, inflight: inflight,
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_mqtt_subscriber_dropped_total",
 			Help: "Messages not delivered to a subscriber because its queue (mqtt.max_queued_messages) was full, by QoS.",
@@ -125,10 +128,13 @@ func queued(cl *mqtt.Client) int {
 // message is queued for cl: while cl is behind, the publisher waits for a
 // token, as many going on as cl's queue and window drain. Once publishers
 // have been held back for cl for slow_subscriber_wait in one stretch (waits
-// less than a second apart), cl is slow.
+// that end less than a second before the next begins), or a wait ran out,
+// cl is slow. Retained messages sent to cl as it subscribes never wait:
+// they are sent on cl's own goroutine, which is also the one that reads
+// its acknowledgements.
 func (h *backlogHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, resends int) {
-	if h.wait <= 0 || resends > 0 || pk.FixedHeader.Type != packets.Publish || !h.behind(cl) ||
-		pk.Origin == mqtt.InlineClientId || cl.Closed() {
+	if h.wait <= 0 || resends > 0 || pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Retain ||
+		!h.behind(cl) || pk.Origin == mqtt.InlineClientId || cl.Closed() {
 		return
 	}
 	b := h.backlogOf(cl)
@@ -141,32 +147,45 @@ func (h *backlogHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, 
 	if now.Sub(b.lastWait) > time.Second {
 		b.behindSince = now // a new stretch
 	}
-	b.lastWait = now
 	left := h.wait - now.Sub(b.behindSince)
 	if left <= 0 {
-		b.slowUntil = now.Add(slowFor)
 		b.mu.Unlock()
-		h.log.Warn("slow-subscriber", "mqtt subscriber is not keeping up; its messages may be dropped (mqtt.max_queued_messages)",
-			"client_id", cl.ID, "username", string(cl.Properties.Username), "queued", queued(cl), "behind_for", h.wait.String())
+		h.markSlow(cl, b)
 		return
 	}
 	b.mu.Unlock()
 	h.waits.Inc()
 	timer := time.NewTimer(left)
 	defer timer.Stop()
+	defer func() {
+		b.mu.Lock()
+		b.lastWait = h.now()
+		b.mu.Unlock()
+	}()
 	for h.behind(cl) {
 		select {
 		case <-b.tokens:
 		case <-b.gone:
 			return
 		case <-timer.C:
-			return // the next wait finds the stretch over: cl is slow
+			h.markSlow(cl, b)
+			return
 		}
 	}
 }
 
-// behind reports whether publishers should wait for cl: its queue or its
-// unacknowledged messages are three quarters of their limits.
+// markSlow marks cl slow: nobody waits for it for slowFor.
+func (h *backlogHook) markSlow(cl *mqtt.Client, b *backlog) {
+	b.mu.Lock()
+	b.slowUntil = h.now().Add(slowFor)
+	b.mu.Unlock()
+	h.log.Warn("slow-subscriber", "mqtt subscriber is not keeping up; its messages may be dropped (mqtt.max_queued_messages)",
+		"client_id", cl.ID, "username", string(cl.Properties.Username), "queued", queued(cl),
+		"unacknowledged", cl.State.Inflight.Len(), "behind_for", h.wait.String())
+}
+
+// behind reports whether publishers should wait for cl: its queue is three
+// quarters full, or a quarter of its window is unacknowledged.
 func (h *backlogHook) behind(cl *mqtt.Client) bool {
 	return queued(cl) >= h.high || cl.State.Inflight.Len() >= h.inflightHigh
 }
@@ -230,7 +249,7 @@ func (h *backlogHook) droppedUnacked(cl *mqtt.Client) {
 	h.dropped.WithLabelValues("1").Inc()
 	h.count(cl)
 	h.log.Warn("subscriber-unacked", "mqtt subscriber has too many messages unacknowledged: message dropped", "client_id", cl.ID,
-		"username", string(cl.Properties.Username), "limit", MaxInflight)
+		"username", string(cl.Properties.Username), "limit", h.inflight)
 }
 
 // count adds a lost message to cl's count.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"log/slog"
 	"net"
 	"sync/atomic"
 	"syscall"
@@ -223,11 +224,18 @@ func TestAClientThatStopsReadingHoldsNobodyUpForLong(t *testing.T) {
 // only for slow_subscriber_wait; beyond MaxInflight unacknowledged
 // messages what it loses is counted and named too.
 func TestASubscriberThatNeverAcknowledgesLosesMessagesCountedAndNamed(t *testing.T) {
-	s := openBacklog(t, func(c *conf.MQTT) { c.SlowSubscriberWait = 100 * time.Millisecond })
+	c := conf.New().MQTT
+	c.Listen, c.WSListen, c.Persistence = "127.0.0.1:0", "", false
+	c.MaxQueuedMessages, c.BlockFloodMessages, c.SlowSubscriberWait = 64, 0, 100*time.Millisecond
+	s, err := Open(Config{MQTT: c, DataDir: t.TempDir(), MaxInflight: 256}, roleUsers{}, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
 	sub := subscribeRaw(t, s, "no-acks", "vigil/#")
 	sub.noAck = true
 	go sub.read()
-	const n = MaxInflight + 1000
+	const n = 1256 // its window (256 here) and 1,000 more
 	took := publishN(t, s, n, 16)
 	slow := s.SlowSubscribers()
 	if len(slow) != 1 || slow[0].ClientID != "no-acks" || slow[0].Dropped < 1000 {

@@ -7,6 +7,7 @@
 package broker
 
 import (
+	"cmp"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -39,6 +40,9 @@ const (
 type Config struct {
 	MQTT    conf.MQTT
 	DataDir string
+	// MaxInflight overrides the window of unacknowledged QoS 1 and 2
+	// messages per client (0: MaxInflight).
+	MaxInflight int
 	// NoRetain are topic filters where no client but Vigil's own may leave
 	// a retained message, nor a retained last will: the topics Vigil takes
 	// commands on.
@@ -81,7 +85,8 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 	// than mqtt.slow_subscriber_wait, see backlogHook) loses messages, as
 	// with Mosquitto's max_queued_messages.
 	caps.MaximumClientWritesPending = int32(cfg.MQTT.MaxQueuedMessages)
-	caps.MaximumInflight = MaxInflight
+	maxInflight := cmp.Or(cfg.MaxInflight, MaxInflight)
+	caps.MaximumInflight = uint16(maxInflight)
 	sa := &selfAudit{prefix: "vigil-self-audit-" + rnd.Hex(8)}
 	taps := &logTaps{}
 	m := mqtt.New(&mqtt.Options{
@@ -99,7 +104,7 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 	s.guard = newGuard(cfg.MQTT, m, s.auth, log)
 	s.auth.failed, s.auth.exempt = s.guard.authFailed, s.guard.isExempt
 	quota := newQuotaHook(cfg.MQTT, m, s.auth, log, s.rlog) // after auth: it sees only what the ACLs let through
-	s.backlog = newBacklogHook(cfg.MQTT.MaxQueuedMessages, cfg.MQTT.SlowSubscriberWait, s.rlog)
+	s.backlog = newBacklogHook(cfg.MQTT.MaxQueuedMessages, maxInflight, cfg.MQTT.SlowSubscriberWait, s.rlog)
 	taps.unacked = func(clientID string) {
 		if cl, ok := m.Clients.Get(clientID); ok {
 			s.backlog.droppedUnacked(cl)

@@ -13,7 +13,7 @@ import (
 )
 
 // errPanicPacket ends a connection whose packet would have panicked
-// mochi's decoder.
+// mochi's decoder, or was malformed in a way mochi would let through.
 var errPanicPacket = errors.New("malformed packet")
 
 // checkedConn hands a client's bytes to mochi one whole packet at a time,
@@ -125,8 +125,13 @@ func (c *checkedConn) check() bool {
 		switch {
 		case !ok:
 			return moved // the length is not all here yet
-		case n < 0, remaining+1 > c.max:
-			c.pass = true // a malformed length, or too large: mochi refuses it
+		case n < 0:
+			// Longer than MQTT's 4 bytes. mochi would take such a length
+			// (when its high bits are zero) and then read on unchecked.
+			c.err = fmt.Errorf("%w: a remaining length longer than 4 bytes", errPanicPacket)
+			return moved
+		case c.max > 0 && remaining+1 > c.max:
+			c.pass = true // too large: mochi refuses it
 			return moved
 		}
 		total := 1 + n + remaining

@@ -25,7 +25,7 @@ type containment struct {
 }
 
 func newContainment() containment {
-	return containment{
+	c := containment{
 		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_mqtt_panics_total",
 			Help: "Client packets that would have crashed the broker, by where they were stopped; each ended only its own connection.",
@@ -35,6 +35,9 @@ func newContainment() containment {
 			Help: "Connections closed because the client did not read what the broker wrote within mqtt.write_timeout.",
 		}),
 	}
+	c.panics.WithLabelValues(panicDecode) // every series from the start
+	c.panics.WithLabelValues(panicProcess)
+	return c
 }
 
 // checkConn wraps a new connection so that a packet that would panic

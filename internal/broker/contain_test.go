@@ -188,3 +188,20 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A remaining length spread over more than MQTT's 4 bytes is malformed;
+// mochi would take it when its high bits are zero, and the packets after
+// it must not reach mochi unchecked.
+func TestAnOverlongLengthEndsTheConnection(t *testing.T) {
+	s, reg, _ := openGuarded(t, nil)
+	conn := rawConnect5(t, s, "overlong")
+	// PINGREQ with its zero length written in 5 bytes, then the issue's
+	// SUBSCRIBE that would crash mochi's decoder.
+	conn.Write([]byte{0xC0, 0x80, 0x80, 0x80, 0x80, 0x00, 0x82, 0x06, 0x00, 0x01, 0x00, 0x00, 0x01, 0x61})
+	if answer := readUntilClosed(t, conn); len(answer) != 0 {
+		t.Errorf("the broker answered % x", answer)
+	}
+	if n := metric(t, reg, "vigil_mqtt_panics_total", "where", panicProcess); n != 0 {
+		t.Errorf("the crashing SUBSCRIBE reached mochi: vigil_mqtt_panics_total{where=process} = %v", n)
+	}
+}

@@ -33,8 +33,11 @@ type logTaps struct {
 	unacked func(clientID string)
 }
 
-func (h quietHandler) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= h.min && h.Handler.Enabled(ctx, l)
+// Enabled takes every record at or above min, whatever the level the
+// logger passes on: some tell the broker of events mochi only logs (taps),
+// and must reach Handle even when nobody would read them.
+func (h quietHandler) Enabled(_ context.Context, l slog.Level) bool {
+	return l >= h.min
 }
 
 func (h quietHandler) Handle(ctx context.Context, r slog.Record) error {
@@ -51,6 +54,9 @@ func (h quietHandler) Handle(ctx context.Context, r slog.Record) error {
 	})
 	if r.Message == "client store quota reached" && h.taps != nil && h.taps.unacked != nil {
 		h.taps.unacked(client)
+		return nil
+	}
+	if !h.Handler.Enabled(ctx, r.Level) && !probe {
 		return nil
 	}
 	level := r.Level
