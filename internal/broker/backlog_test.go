@@ -262,3 +262,23 @@ func TestAWebSocketClientThatStopsReadingHoldsNobodyUpForLong(t *testing.T) {
 		t.Errorf("vigil_mqtt_write_timeouts_total = %v", n)
 	}
 }
+
+// With waits of a second or more (the default), one publisher feeding a
+// subscriber that stays behind is held back for one wait, not once per
+// message.
+func TestOnePublisherIsHeldBackForOneWaitOnly(t *testing.T) {
+	s := openBacklog(t, func(c *conf.MQTT) { c.SlowSubscriberWait = time.Second })
+	if err := s.mochi.AddHook(&slowWriter{clientID: "slow-dashboard", d: 20 * time.Millisecond}, nil); err != nil {
+		t.Fatal(err)
+	}
+	sub := subscribeRaw(t, s, "slow-dashboard", "vigil/#")
+	go sub.read()
+	took := publishN(t, s, 400, 64)
+	if took > 8*time.Second {
+		t.Errorf("400 messages took %v: the publisher was held back again and again", took)
+	}
+	if slow := s.SlowSubscribers(); len(slow) != 1 || slow[0].Dropped == 0 {
+		t.Errorf("slow subscribers: %+v", slow)
+	}
+	t.Logf("400 messages in %v", took.Round(time.Millisecond))
+}
