@@ -105,10 +105,11 @@ func (a *App) RunAudit(ctx context.Context, trigger string) (store.AuditRecord, 
 		return store.AuditRecord{}, ErrAuditRunning
 	}
 	defer a.auditMu.Unlock()
+	defer a.Broker.EndSelfAudit()
 	targets, ports := a.selfTargets()
 	opts := audit.Options{
 		Skip: selfAuditSkip, NoNmap: true, NoDefaultPorts: true, LocalMode: a.localMode(),
-		ClientID: a.Broker.SelfAuditClientID(), Timeout: 3 * time.Second, Log: a.log.With("component", "audit"),
+		ClientID: a.Broker.BeginSelfAudit(), Timeout: 3 * time.Second, Log: a.log.With("component", "audit"),
 	}
 	// The checks run as a device would: a throwaway account with the
 	// device role's ACL, so that what a device can reach is tested too.

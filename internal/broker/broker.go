@@ -87,7 +87,7 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 	caps.MaximumClientWritesPending = int32(cfg.MQTT.MaxQueuedMessages)
 	maxInflight := cmp.Or(cfg.MaxInflight, MaxInflight)
 	caps.MaximumInflight = uint16(maxInflight)
-	sa := &selfAudit{prefix: "vigil-self-audit-" + rnd.Hex(8)}
+	sa := &selfAudit{}
 	taps := &logTaps{}
 	m := mqtt.New(&mqtt.Options{
 		Capabilities:           caps,
@@ -307,13 +307,21 @@ func (s *Server) InternalCredentials() (username, password string) {
 	return internalUser, s.auth.internalPassword
 }
 
-// SelfAuditClientID is the client id prefix vigil up's self-audit must use
-// (audit.Options.ClientID): the broker then knows its probes for what they
-// are, from an address that is never blocked (mqtt.block_exempt), and
-// neither logs their refusals as attacks nor counts its password guesses
-// against the login limiter, so that the self-audit locks nobody out.
-// The prefix is random and known only to this process.
-func (s *Server) SelfAuditClientID() string { return s.selfAudit.prefix }
+// BeginSelfAudit returns the client id prefix vigil up's self-audit must
+// use (audit.Options.ClientID) until EndSelfAudit: the broker then knows
+// its probes for what they are, from an address that is never blocked
+// (mqtt.block_exempt), and neither logs their refusals as attacks nor
+// counts its password guesses against the login limiter, so that the
+// self-audit locks nobody out. The prefix is random, made anew each time,
+// and means nothing once the audit has ended.
+func (s *Server) BeginSelfAudit() string {
+	p := "vigil-self-audit-" + rnd.Hex(8)
+	s.selfAudit.prefix.Store(&p)
+	return p
+}
+
+// EndSelfAudit ends what BeginSelfAudit began.
+func (s *Server) EndSelfAudit() { s.selfAudit.prefix.Store(nil) }
 
 // TakeSelfAuditCounts returns how many of the self-audit's CONNECTs were
 // refused and how many of its packets broke the protocol since the last

@@ -88,13 +88,16 @@ func (h quietHandler) WithGroup(name string) slog.Handler {
 }
 
 // selfAudit recognises vigil up's self-audit probes by the prefix of their
-// client ids, random and known only to this process, and counts what they
+// client ids: random, made anew for each audit, known only to this process
+// and recognised only while that audit runs (its reports, which quote client
+// ids, name a prefix that no longer means anything). It counts what they
 // provoked.
 type selfAudit struct {
-	prefix              string
+	prefix              atomic.Pointer[string] // nil: no audit running
 	refused, violations atomic.Int64
 }
 
 func (s *selfAudit) is(clientID string) bool {
-	return s.prefix != "" && strings.HasPrefix(clientID, s.prefix)
+	p := s.prefix.Load()
+	return p != nil && strings.HasPrefix(clientID, *p)
 }

@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -207,5 +209,39 @@ func TestNobodyButVigilLeavesARetainedCommand(t *testing.T) {
 	}
 	if _, ok := s.mochi.Topics.Retained.Get("vigil/site1/cam1/cmd"); !ok {
 		t.Error("Vigil's own retained message was refused")
+	}
+}
+
+// The self-audit's client id prefix marks its probes only while it runs:
+// the same prefix afterwards (read off an audit report, say) is a client
+// like any other, its wrong passwords news.
+func TestTheSelfAuditPrefixMeansNothingOnceTheAuditEnds(t *testing.T) {
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	logs := &lockedWriter{w: &buf, mu: &mu}
+	c := conf.New().MQTT
+	c.Listen, c.WSListen, c.Persistence = "127.0.0.1:0", "", false
+	s, err := Open(Config{MQTT: c, DataDir: t.TempDir()}, roleUsers{}, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	prefix := s.BeginSelfAudit()
+	if _, _, code := connectAs(t, s, prefix+"-guess-1", "admin1", "wrong"); code != 0x86 {
+		t.Fatalf("CONNACK %#x", code)
+	}
+	s.EndSelfAudit()
+	if _, _, code := connectAs(t, s, prefix+"-guess-2", "admin1", "wrong"); code != 0x86 {
+		t.Fatalf("CONNACK %#x", code)
+	}
+	mu.Lock()
+	out := buf.String()
+	mu.Unlock()
+	if !strings.Contains(out, `level=DEBUG msg="self-audit probe refused: wrong username or password"`) ||
+		!strings.Contains(out, `level=INFO msg="client refused: wrong username or password"`) || !strings.Contains(out, prefix+"-guess-2") {
+		t.Errorf("during the audit a probe, after it a client; the log:\n%s", out)
+	}
+	if refused, _ := s.TakeSelfAuditCounts(); refused != 1 {
+		t.Errorf("self-audit refusals counted: %d, want 1", refused)
 	}
 }
