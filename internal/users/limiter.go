@@ -52,6 +52,19 @@ func (l *Limiter) Attempt(key string, max int) time.Duration {
 	return 0
 }
 
+// Locked returns how long key must wait if it has had its max tries
+// within Window, else 0; it counts nothing.
+func (l *Limiter) Locked(key string, max int) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	l.prune(key, now)
+	if f := l.tries[key]; len(f) >= max {
+		return f[0].Add(l.Window).Sub(now)
+	}
+	return 0
+}
+
 // Release takes back key's newest try: its password was right, or never
 // checked.
 func (l *Limiter) Release(key string) {

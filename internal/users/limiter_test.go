@@ -1,9 +1,13 @@
 package users
 
 import (
+	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vigilhq/vigil"
 )
 
 // Five tries within the window lock a key until the oldest is a window
@@ -65,4 +69,38 @@ func TestLimiterHoldsUnderParallelTries(t *testing.T) {
 	if allowed != 5 {
 		t.Errorf("%d of 200 parallel tries allowed, want 5", allowed)
 	}
+}
+
+// A locked address gets the same answer for the right password as for a
+// wrong one, even one verified a moment ago: no free tests against the
+// cache.
+func TestALockedClientCannotTestPasswordsAgainstTheCache(t *testing.T) {
+	h, err := HashPassword("right-password", 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := NewVerifier(getter{"door": {Name: "door", Role: RoleDevice, PasswordHash: h}}, time.Minute, 4)
+	v.Limiter = &Limiter{Max: 5, Window: time.Minute}
+	ctx := context.Background()
+	if _, err := v.Login(ctx, "10.0.0.1", "door", "right-password"); err != nil {
+		t.Fatal(err) // the device logs in; its password is now cached
+	}
+	for range 5 {
+		v.Login(ctx, "10.0.0.9", "door", "guess")
+	}
+	_, right := v.Login(ctx, "10.0.0.9", "door", "right-password")
+	_, wrong := v.Login(ctx, "10.0.0.9", "door", "another-guess")
+	var tm1, tm2 *TooManyError
+	if !errors.As(right, &tm1) || !errors.As(wrong, &tm2) {
+		t.Errorf("from the locked address: right password %v, wrong %v; want both refused as too many", right, wrong)
+	}
+}
+
+type getter map[string]*User
+
+func (g getter) GetUser(_ context.Context, name string) (*User, error) {
+	if u, ok := g[name]; ok {
+		return u, nil
+	}
+	return nil, vigil.Errorf(vigil.ENotFound, "no user %q", name)
 }

@@ -21,8 +21,9 @@ func (e *TooManyError) Error() string {
 
 // Login checks name and password for a client at addr (an IP address), the
 // one way every login is checked, whatever it comes through (the API, the
-// web UI, MQTT): a password verified within the cache's TTL passes at once;
-// any other try is counted against addr and against name in v.Limiter
+// web UI, MQTT): while the client's address or the username has had its
+// tries, nothing passes; otherwise a password verified within the cache's
+// TTL passes at once; any other try is counted against addr and against name in v.Limiter
 // before bcrypt runs, so that guesses made in parallel or spread over
 // protocols share one budget; a right password takes its try back. The
 // same name and password tried by many clients at once (a fleet sharing an
@@ -31,6 +32,14 @@ func (e *TooManyError) Error() string {
 // It returns a *TooManyError when the limit is reached, and a
 // vigil.EUnauthorized error for a wrong username or password.
 func (v *Verifier) Login(ctx context.Context, addr, name, password string) (*User, error) {
+	// While the address or the username is locked, every answer is the
+	// same, even for a password verified a moment ago: otherwise a locked
+	// guesser could go on testing passwords for free against the cache.
+	if l := v.Limiter; l != nil {
+		if wait := max(l.Locked("ip:"+addr, l.Max), l.Locked("user:"+name, l.Max*UserFactor)); wait > 0 {
+			return nil, &TooManyError{Wait: wait}
+		}
+	}
 	if u := v.Cached(name, password); u != nil {
 		return u, nil
 	}
