@@ -33,32 +33,39 @@ var errRevoked = errors.New("the user was removed or changed")
 // Each client must log in again, and gets what holds now: sessions are not
 // resumed (a persistent session's subscriptions were granted under the
 // old ACL, so they go with it), and last wills are dropped (a revoked
-// login says nothing more). It returns the number of sessions ended.
+// login says nothing more; but see endSession). It returns the number of
+// sessions ended.
 func (s *Server) EndSessions(name string) int {
 	if name == "" || name == internalUser {
 		return 0
 	}
 	n := 0
 	for _, cl := range s.mochi.Clients.GetAll() {
-		if string(cl.Properties.Username) != name || cl.Net.Inline {
-			continue
+		if string(cl.Properties.Username) == name && !cl.Net.Inline {
+			s.endSession(cl)
+			n++
 		}
-		n++
-		atomic.StoreUint32(&cl.Properties.Will.Flag, 0)
-		if cl.Closed() {
-			s.expireSession(cl)
-			continue
-		}
-		// The session goes when the connection's goroutine ends (the auth
-		// hook's OnDisconnect), so that no packet it is still handling
-		// subscribes again after the clean-up.
-		s.auth.revoked.Store(cl, struct{}{})
-		kick(s.mochi, cl, packets.ErrAdministrativeAction)
 	}
 	if n > 0 {
 		s.log.Info("mqtt sessions ended: the user was removed or changed", "username", name, "sessions", n)
 	}
 	return n
+}
+
+// endSession ends one client's session (see EndSessions). A will mochi
+// already holds back for its delay is not recalled: it was held to the
+// ACL of its time when the client connected.
+func (s *Server) endSession(cl *mqtt.Client) {
+	atomic.StoreUint32(&cl.Properties.Will.Flag, 0)
+	if cl.Closed() {
+		s.expireSession(cl)
+		return
+	}
+	// The session goes when the connection's goroutine ends (the auth
+	// hook's OnDisconnect), so that no packet it is still handling
+	// subscribes again after the clean-up.
+	s.auth.revoked.Store(cl, struct{}{})
+	kick(s.mochi, cl, packets.ErrAdministrativeAction)
 }
 
 // expireSession removes a client's session as mochi does when a clean
@@ -76,30 +83,50 @@ func (s *Server) expireSession(cl *mqtt.Client) {
 	}
 }
 
-// checkSessions ends the sessions of users that no longer exist or have
-// changed since they logged in.
+// checkSessions ends each session whose user no longer exists, or has
+// changed since that session logged in (other sessions of the same user,
+// logged in since, stay), and makes the verifier forget those users'
+// cached passwords.
 func (s *Server) checkSessions(ctx context.Context, lookup UserLookup) {
-	seen := map[string]bool{}
+	current := map[string]*users.User{} // nil: removed
+	var stale []*mqtt.Client
 	s.auth.clients.Range(func(k, v any) bool {
-		u := v.(*users.User)
-		if u == s.auth.anonymousUser || seen[u.Name] {
+		cl, u := k.(*mqtt.Client), v.(*users.User)
+		if u == s.auth.anonymousUser {
 			return true
 		}
-		if _, own := s.auth.own.Load(k); own {
+		if _, own := s.auth.own.Load(cl); own {
 			return true
 		}
-		seen[u.Name] = true
-		cur, err := lookup.LookupUser(ctx, u.Name)
-		switch {
-		case vigil.ErrorCode(err) == vigil.ENotFound:
-			s.EndSessions(u.Name)
-		case err != nil:
-			s.log.Debug("session check: user lookup failed", "username", u.Name, "error", err)
-		case !cur.Updated.Equal(u.Updated) || cur.PasswordHash != u.PasswordHash:
-			s.EndSessions(u.Name)
+		cur, seen := current[u.Name]
+		if !seen {
+			var err error
+			cur, err = lookup.LookupUser(ctx, u.Name)
+			switch {
+			case vigil.ErrorCode(err) == vigil.ENotFound:
+				cur = nil
+			case err != nil:
+				s.log.Debug("session check: user lookup failed", "username", u.Name, "error", err)
+				return ctx.Err() == nil
+			}
+			current[u.Name] = cur
+		}
+		if cur == nil || !cur.Updated.Equal(u.Updated) || cur.PasswordHash != u.PasswordHash {
+			stale = append(stale, cl)
 		}
 		return ctx.Err() == nil
 	})
+	ended := map[string]int{}
+	for _, cl := range stale {
+		ended[string(cl.Properties.Username)]++
+		s.endSession(cl)
+	}
+	for name, n := range ended {
+		if f, ok := lookup.(interface{ Forget(string) }); ok {
+			f.Forget(name)
+		}
+		s.log.Info("mqtt sessions ended: the user was removed or changed", "username", name, "sessions", n)
+	}
 }
 
 // watchSessions runs checkSessions every sessionCheck until Close.

@@ -123,7 +123,7 @@ func TestARemovedOrChangedUserLosesItsSessions(t *testing.T) {
 	})
 	t.Run("a user whose ACL changed must log in again and is not given its old session", func(t *testing.T) {
 		u := device(t, "dev3")
-		u.Publish, u.Subscribe = []string{"vigil/+/dev3/telemetry"}, []string{"vigil/+/dev3/cmd"}
+		u.Publish = []string{"vigil/+/dev3/telemetry", "vigil/+/dev3/status"} // no longer meta, motion...
 		u.Updated = time.Now().Add(time.Second)
 		store.set(u)
 		s.checkSessions(context.Background(), verifier)
@@ -149,4 +149,44 @@ func TestARemovedOrChangedUserLosesItsSessions(t *testing.T) {
 			t.Fatal("the marker did not arrive")
 		}
 	})
+}
+
+// Sessions of a user that logged in again since it changed stay; only the
+// stale ones end.
+func TestOnlyTheSessionsOfTheOldUserEnd(t *testing.T) {
+	store := &userStore{m: map[string]*users.User{}}
+	store.set(device(t, "dev4"))
+	c := conf.New().MQTT
+	c.Listen, c.WSListen, c.Persistence = "127.0.0.1:0", "", false
+	verifier := users.NewVerifier(store, time.Minute, 4)
+	s, err := Open(Config{MQTT: c, DataDir: t.TempDir()}, verifier, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	_, oldKicked, code := connectAs(t, s, "old", "dev4")
+	if code != 0 {
+		t.Fatalf("CONNACK %#x", code)
+	}
+	u := device(t, "dev4") // a new password
+	u.Updated = time.Now().Add(time.Second)
+	store.set(u)
+	verifier.Forget("dev4")
+	_, newKicked, code := connectAs(t, s, "new", "dev4")
+	if code != 0 {
+		t.Fatalf("CONNACK %#x", code)
+	}
+	for range 3 { // whichever session the check meets first
+		s.checkSessions(context.Background(), verifier)
+	}
+	select {
+	case <-oldKicked:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the session of the old user is still connected")
+	}
+	select {
+	case code := <-newKicked:
+		t.Fatalf("the session logged in since was ended (%#x)", code)
+	default:
+	}
 }
