@@ -210,10 +210,15 @@ func (h *authHook) refused(cl *mqtt.Client, why string, failedLogin bool, args .
 		h.log.Debug("self-audit probe refused: "+why, args...)
 		return
 	}
-	h.log.Info("client refused: "+why, args...)
 	if failedLogin {
+		h.log.Info("client refused: "+why, args...)
 		h.fail(cl, string(cl.Properties.Username))
+		return
 	}
+	// A refused client id or will comes after a right password (often a
+	// cached one, so cheap to repeat) and is not held against the address:
+	// one line a minute for each reason.
+	h.rlog.Info(why, "client refused: "+why, args...)
 }
 
 // isSelfAudit reports whether a client is one of vigil up's self-audit

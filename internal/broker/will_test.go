@@ -245,3 +245,29 @@ func TestTheSelfAuditPrefixMeansNothingOnceTheAuditEnds(t *testing.T) {
 		t.Errorf("self-audit refusals counted: %d, want 1", refused)
 	}
 }
+
+// A client refused for its will or its client id after a right password
+// can try again and again cheaply: the log says so once a minute, not once
+// a try.
+func TestRepeatedRefusalsAfterARightPasswordDoNotFloodTheLog(t *testing.T) {
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	c := conf.New().MQTT
+	c.Listen, c.WSListen, c.Persistence = "127.0.0.1:0", "", false
+	s, err := Open(Config{MQTT: c, DataDir: t.TempDir()}, roleUsers{}, slog.New(slog.NewTextHandler(&lockedWriter{w: &buf, mu: &mu}, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for range 50 {
+		if code, _ := connectWithWill(t, s.Addr(TCP).String(), 5, "device1", "vigil/home/mode/set", false); code != 0x87 {
+			t.Fatalf("CONNACK %#x", code)
+		}
+	}
+	mu.Lock()
+	n := strings.Count(buf.String(), "its last will is on a topic it may not publish to")
+	mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d log lines for 50 refused wills", n)
+	}
+}

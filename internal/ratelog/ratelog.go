@@ -5,6 +5,7 @@
 package ratelog
 
 import (
+	"context"
 	"log/slog"
 	"sync"
 	"time"
@@ -37,7 +38,12 @@ func New(log *slog.Logger, interval time.Duration) *Logger {
 // Warn logs msg with args at warning level, unless a message of key was
 // logged less than an interval ago; then it only counts it, and the next
 // message of key logged says how many were not ("similar_not_logged").
-func (r *Logger) Warn(key, msg string, args ...any) {
+func (r *Logger) Warn(key, msg string, args ...any) { r.emit(slog.LevelWarn, key, msg, args) }
+
+// Info is Warn at info level.
+func (r *Logger) Info(key, msg string, args ...any) { r.emit(slog.LevelInfo, key, msg, args) }
+
+func (r *Logger) emit(level slog.Level, key, msg string, args []any) {
 	now := r.now()
 	r.mu.Lock()
 	k, ok := r.keys[key]
@@ -56,5 +62,5 @@ func (r *Logger) Warn(key, msg string, args ...any) {
 	if suppressed > 0 {
 		args = append(args, "similar_not_logged", suppressed)
 	}
-	r.log.Warn(msg, args...)
+	r.log.Log(context.Background(), level, msg, args...)
 }
