@@ -99,7 +99,7 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 		selfAudit: sa, contain: newContainment(), writeTimeout: cfg.MQTT.WriteTimeout, rlog: ratelog.New(log, time.Minute), maxPacket: cfg.MQTT.MaxPacketSize, stop: make(chan struct{})}
 	s.auth = newAuthHook(authn, log, sa)
 	s.auth.mochi, s.auth.noRetainFilters, s.auth.rlog = m, cfg.NoRetain, s.rlog
-	s.auth.expire = s.expireSession
+	s.auth.expire = func(cl *mqtt.Client) { s.expireSession(cl, errRevoked) }
 	s.auth.anonymousUser = &users.User{Name: "", Role: "anonymous", Publish: cfg.MQTT.AnonymousPublish, Subscribe: cfg.MQTT.AnonymousSubscribe}
 	s.guard = newGuard(cfg.MQTT, m, s.auth, log)
 	s.auth.failed, s.auth.exempt = s.guard.authFailed, s.guard.isExempt

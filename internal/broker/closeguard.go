@@ -82,7 +82,7 @@ func (g *closeGuard) Close(listeners.CloseFn) {
 	g.Listener.Close(func(id string) {
 		for _, cl := range g.s.mochi.Clients.GetAll() {
 			if cl.Net.Listener == id && !cl.Closed() {
-				_ = g.s.mochi.DisconnectClient(cl, packets.ErrServerShuttingDown)
+				kick(g.s.mochi, cl, packets.ErrServerShuttingDown) // MQTT 3.1.1 has no DISCONNECT from the server
 			}
 		}
 	})

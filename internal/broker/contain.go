@@ -81,16 +81,24 @@ func (s *Server) recovered(listener string, conn net.Conn, v any) {
 	}
 	err := errors.New("packet handling panicked")
 	cl.Stop(err)
-	expire := (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) ||
-		(cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean)
+	if expire := (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) ||
+		(cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean); expire && !cl.IsTakenOver() {
+		s.expireSession(cl, err)
+		return
+	}
 	for _, h := range s.hooks {
-		h.OnDisconnect(cl, err, expire)
+		s.disconnected(h, cl, err, false)
 	}
-	if expire && !cl.IsTakenOver() {
-		cl.ClearInflights()
-		s.mochi.UnsubscribeClient(cl)
-		if cur, ok := s.mochi.Clients.Get(cl.ID); ok && cur == cl {
-			s.mochi.Clients.Delete(cl.ID)
+}
+
+// disconnected tells hook h that cl's connection ended, containing a panic
+// in it (this runs where a panic was just recovered).
+func (s *Server) disconnected(h mqtt.Hook, cl *mqtt.Client, err error, expire bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.contain.panics.WithLabelValues(panicProcess).Inc()
+			s.rlog.Warn("hook-panic", "a broker hook panicked while a client was leaving", "hook", h.ID(), "client_id", cl.ID, "panic", fmt.Sprint(v))
 		}
-	}
+	}()
+	h.OnDisconnect(cl, err, expire)
 }

@@ -58,7 +58,7 @@ func (s *Server) EndSessions(name string) int {
 func (s *Server) endSession(cl *mqtt.Client) {
 	atomic.StoreUint32(&cl.Properties.Will.Flag, 0)
 	if cl.Closed() {
-		s.expireSession(cl)
+		s.expireSession(cl, errRevoked)
 		return
 	}
 	// The session goes when the connection's goroutine ends (the auth
@@ -72,9 +72,9 @@ func (s *Server) endSession(cl *mqtt.Client) {
 // session ends: the hooks forget it (persistence deletes it), its
 // subscriptions and in-flight messages go, and the registry entry if it is
 // still this client's.
-func (s *Server) expireSession(cl *mqtt.Client) {
+func (s *Server) expireSession(cl *mqtt.Client, err error) {
 	for _, h := range s.hooks {
-		h.OnDisconnect(cl, errRevoked, true)
+		s.disconnected(h, cl, err, true)
 	}
 	cl.ClearInflights()
 	s.mochi.UnsubscribeClient(cl)
