@@ -508,7 +508,13 @@ func TestARetainedLastWillBeyondTheQuotaIsDeliveredButNotRetained(t *testing.T) 
 		t.Fatalf("CONNACK %#x", code)
 	}
 	conn.Close() // the will goes out
-	if r := next(t, got); r.topic != "r/will/status" || r.retain {
+	r := next(t, got)
+	for r.topic == "r/will/held" {
+		// mochi sends a subscription its retained messages after the
+		// SUBACK, so a message retained just after it may come twice.
+		r = next(t, got)
+	}
+	if r.topic != "r/will/status" || r.retain {
 		t.Errorf("subscriber got %+v, want the will, not retained", r)
 	}
 	if _, ok := qb.retained("r/will/status"); ok {
