@@ -60,6 +60,8 @@ type Server struct {
 	once  sync.Once
 
 	hooks        []mqtt.Hook // ours, in the order added (see recovered)
+	guardsMu     sync.Mutex
+	guards       []*closeGuard // one per listener
 	selfAudit    *selfAudit
 	backlog      *backlogHook
 	writeTimeout time.Duration

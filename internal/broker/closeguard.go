@@ -34,7 +34,19 @@ type closeGuard struct {
 }
 
 func newCloseGuard(l listeners.Listener, s *Server) *closeGuard {
-	return &closeGuard{Listener: l, s: s, conns: map[net.Conn]struct{}{}}
+	g := &closeGuard{Listener: l, s: s, conns: map[net.Conn]struct{}{}}
+	s.guardsMu.Lock()
+	s.guards = append(s.guards, g)
+	s.guardsMu.Unlock()
+	return g
+}
+
+// open returns how many connections the guard's listener is handling
+// (each leaves once mochi, and a recover of a panic, are done with it).
+func (g *closeGuard) open() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.conns)
 }
 
 func (g *closeGuard) Serve(establish listeners.EstablishFn) {

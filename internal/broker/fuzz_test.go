@@ -201,6 +201,24 @@ func (fb *fuzzBroker) send(t *testing.T, mode byte, stream []byte) {
 			t.Fatalf("the broker kept the connection open 5 s after the client's end")
 		}
 	}
+	// The broker closes the connection before a panic's recover has run:
+	// wait until it has let go of it, so that what it counted is this
+	// stream's.
+	deadline := time.Now().Add(5 * time.Second)
+	for fb.openConns() > len(fb.watchers) && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// openConns counts the connections the broker's listeners handle.
+func (fb *fuzzBroker) openConns() int {
+	fb.s.guardsMu.Lock()
+	defer fb.s.guardsMu.Unlock()
+	n := 0
+	for _, g := range fb.s.guards {
+		n += g.open()
+	}
+	return n
 }
 
 // readFrame reads one MQTT packet: its first byte and its body.
