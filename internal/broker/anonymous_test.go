@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -146,5 +147,18 @@ func TestAClientRelayedToLoopbackCannotDisarmOrCommand(t *testing.T) {
 	}
 	if len(sa.Reasons) != 2 || sa.Reasons[0] != 1 || sa.Reasons[1] != 0x87 {
 		t.Errorf("anonymous SUBSCRIBE vigil/# and #: %v, want granted and refused", sa.Reasons)
+	}
+}
+
+func TestAnonymousClientsAreNeverGivenVigilsCommands(t *testing.T) {
+	for _, p := range []string{"#", "vigil/#", "vigil/+/mode/set", "vigil/+/+/+"} {
+		c := conf.New().MQTT
+		c.Listen, c.WSListen, c.Persistence = "127.0.0.1:0", "", false
+		c.AnonymousPublish = []string{"sensors/#", p}
+		_, err := Open(Config{MQTT: c, DataDir: t.TempDir(), NoRetain: []string{"vigil/+/mode/set", "vigil/+/+/cmd", "vigil/agents/+/cmd"}},
+			roleUsers{}, slog.New(slog.DiscardHandler), nil)
+		if err == nil || !strings.Contains(err.Error(), "mqtt.anonymous_publish") {
+			t.Errorf("anonymous_publish %q: %v", p, err)
+		}
 	}
 }

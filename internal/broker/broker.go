@@ -78,6 +78,15 @@ type Server struct {
 // Open binds every configured listener (so a port in use fails here, at
 // once), installs the hooks and starts serving.
 func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
+	// Anonymous clients may be anything a port forward relays: they never
+	// get Vigil's command topics, whatever mqtt.anonymous_publish says.
+	for _, p := range cfg.MQTT.AnonymousPublish {
+		for _, f := range cfg.NoRetain {
+			if users.FiltersOverlap(p, f) {
+				return nil, fmt.Errorf("mqtt.anonymous_publish: %q would let anonymous clients send Vigil's commands (%s); give those to users", p, f)
+			}
+		}
+	}
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = uint32(cfg.MQTT.MaxPacketSize)
 	caps.MaximumSessionExpiryInterval = 7 * 24 * 3600 // a week, like Mosquitto's persistent_client_expiration suggests

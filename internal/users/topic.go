@@ -78,3 +78,31 @@ func FilterCovers(pattern, filter string) bool {
 		pattern, filter = prest, frest
 	}
 }
+
+// FiltersOverlap reports whether some topic name matches both filters a
+// and b (both valid filters).
+func FiltersOverlap(a, b string) bool {
+	if strings.HasPrefix(a, "$") != strings.HasPrefix(b, "$") {
+		// A wildcard at the first level never matches a '$' topic.
+		if strings.HasPrefix(a, "$") && (strings.HasPrefix(b, "+") || strings.HasPrefix(b, "#")) ||
+			strings.HasPrefix(b, "$") && (strings.HasPrefix(a, "+") || strings.HasPrefix(a, "#")) {
+			return false
+		}
+	}
+	for {
+		al, arest, amore := strings.Cut(a, "/")
+		bl, brest, bmore := strings.Cut(b, "/")
+		switch {
+		case al == "#" || bl == "#":
+			return true
+		case al != "+" && bl != "+" && al != bl:
+			return false
+		}
+		if !amore || !bmore {
+			// One ends here: they meet only if the other ends too, or
+			// goes on with just "#" (which matches its parent level).
+			return amore == bmore || (amore && arest == "#") || (bmore && brest == "#")
+		}
+		a, b = arest, brest
+	}
+}

@@ -25,3 +25,25 @@ func BenchmarkValidFilterOnATopicName(b *testing.B) {
 		}
 	}
 }
+
+func TestFiltersOverlap(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		want bool
+	}{
+		{"#", "vigil/+/mode/set", true},
+		{"vigil/#", "vigil/+/mode/set", true},
+		{"vigil/+/+/telemetry", "vigil/+/mode/set", false},
+		{"vigil/+/+/+", "vigil/+/mode/set", true},
+		{"vigil/+/+/stream", "vigil/+/+/cmd", false},
+		{"vigil/home/#", "vigil/agents/+/cmd", false},
+		{"vigil/+/mode", "vigil/+/mode/set", false},
+		{"vigil/+/mode/#", "vigil/+/mode", true},
+		{"#", "$SYS/broker/x", false},
+		{"sensors/#", "vigil/+/+/cmd", false},
+	} {
+		if got := FiltersOverlap(c.a, c.b); got != c.want || FiltersOverlap(c.b, c.a) != c.want {
+			t.Errorf("FiltersOverlap(%q, %q) = %v, want %v", c.a, c.b, got, c.want)
+		}
+	}
+}
