@@ -51,6 +51,12 @@ type authHook struct {
 	reserved sync.Map // client id -> the credential's name that alone may use it
 	own      sync.Map // *mqtt.Client -> struct{}: Vigil's own logins (internal, agents), never blocked
 	revoked  sync.Map // *mqtt.Client -> struct{}: its user was removed or changed; its session ends with it
+	claims   sync.Map // client id -> claim: the login that last held it
+
+	// claimGrace is how long a client id stays its last login's after it
+	// disconnected (mqtt.client_id_grace); now is the clock (tests).
+	claimGrace time.Duration
+	now        atomic.Pointer[func() time.Time]
 
 	// expire removes a client's session (set by Open).
 	expire func(cl *mqtt.Client)
@@ -135,6 +141,7 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	if own {
 		h.own.Store(cl, struct{}{})
 	}
+	h.claimID(cl)
 	return true
 }
 
@@ -255,7 +262,35 @@ func (h *authHook) clientIDRefused(cl *mqtt.Client, pk packets.Packet) (*packets
 	if old, ok := h.mochi.Clients.Get(cl.ID); ok && string(old.Properties.Username) != login {
 		return &packets.ErrClientIdentifierNotValid, "its client id belongs to another login's session"
 	}
+	if v, ok := h.claims.Load(cl.ID); ok {
+		if c := v.(claim); c.login != login && h.clock().Sub(c.seen) < h.claimGrace {
+			return &packets.ErrClientIdentifierNotValid, "its client id was another login's within mqtt.client_id_grace"
+		}
+	}
 	return nil, ""
+}
+
+// claim is the login that last held a client id, and when.
+type claim struct {
+	login string
+	seen  time.Time
+}
+
+// claimID records that login holds cl's client id now (at CONNECT and at
+// DISCONNECT): another login may not take it until mqtt.client_id_grace
+// after its holder was last connected, so that a device that drops or
+// reboots finds its id free.
+func (h *authHook) claimID(cl *mqtt.Client) {
+	if h.claimGrace > 0 && !cl.Net.Inline {
+		h.claims.Store(cl.ID, claim{login: string(cl.Properties.Username), seen: h.clock()})
+	}
+}
+
+func (h *authHook) clock() time.Time {
+	if f := h.now.Load(); f != nil {
+		return (*f)()
+	}
+	return time.Now()
 }
 
 // willRefused says why a CONNECT's last will is refused, or returns nil:
@@ -376,6 +411,9 @@ func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 }
 
 func (h *authHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	if _, ok := h.clients.Load(cl); ok || h.isOwn(cl) {
+		h.claimID(cl) // a client that was let in
+	}
 	h.clients.Delete(cl)
 	h.own.Delete(cl)
 	if _, ok := h.revoked.LoadAndDelete(cl); ok && h.expire != nil {
@@ -400,6 +438,13 @@ func (h *authHook) sweep() {
 			return true
 		})
 	}
+	expired := h.clock().Add(-h.claimGrace)
+	h.claims.Range(func(k, v any) bool {
+		if v.(claim).seen.Before(expired) {
+			h.claims.CompareAndDelete(k, v)
+		}
+		return true
+	})
 }
 
 func (h *authHook) fail(cl *mqtt.Client, username string) {

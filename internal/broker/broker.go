@@ -111,6 +111,7 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 	s.auth = newAuthHook(authn, log, sa)
 	s.auth.mochi, s.auth.noRetainFilters, s.auth.rlog = m, cfg.NoRetain, s.rlog
 	s.auth.expire = func(cl *mqtt.Client) { s.expireSession(cl, errRevoked) }
+	s.auth.claimGrace = cfg.MQTT.ClientIDGrace
 	s.auth.anonymousUser = &users.User{Name: "", Role: "anonymous", Publish: cfg.MQTT.AnonymousPublish, Subscribe: cfg.MQTT.AnonymousSubscribe}
 	s.guard = newGuard(cfg.MQTT, m, s.auth, log)
 	s.auth.failed, s.auth.exempt = s.guard.authFailed, s.guard.isExempt

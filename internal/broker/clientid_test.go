@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -127,5 +128,39 @@ func TestAFloodBlocksTheFloodersUseOfAClientIDOnly(t *testing.T) {
 	}
 	if _, _, code := connectAs(t, s, "sensor-17", "device1"); code != 0 {
 		t.Errorf("the id's owner, another login: CONNACK %#x, want accepted", code)
+	}
+}
+
+// A device that drops or reboots finds its client id free for it, and for
+// nobody else, until mqtt.client_id_grace after it was last connected.
+func TestNobodyGrabsAClientIDWhileItsDeviceReboots(t *testing.T) {
+	s := openDefault(t, func(c *conf.MQTT) { c.ClientIDGrace = time.Hour })
+	now := time.Now()
+	var clock atomic.Int64
+	clock.Store(now.UnixNano())
+	fake := func() time.Time { return time.Unix(0, clock.Load()) }
+	s.auth.now.Store(&fake)
+
+	dev, _, code := connectAs(t, s, "sensor-17", "device1")
+	if code != 0 {
+		t.Fatalf("device refused: %#x", code)
+	}
+	dev.Disconnect(&paho.Disconnect{}) // it reboots
+	waitUntil(t, "the device's session to end", func() bool { _, ok := s.mochi.Clients.Get("sensor-17"); return !ok })
+
+	for _, user := range []string{"admin1", ""} {
+		if _, _, code := connectAs(t, s, "sensor-17", user); code != 0x85 {
+			t.Errorf("%q grabbing the rebooting device's id: CONNACK %#x, want 0x85", user, code)
+		}
+	}
+	back, _, code := connectAs(t, s, "sensor-17", "device1")
+	if code != 0 {
+		t.Fatalf("the device coming back: CONNACK %#x", code)
+	}
+	back.Disconnect(&paho.Disconnect{}) // and goes for good
+	waitUntil(t, "the device's session to end", func() bool { _, ok := s.mochi.Clients.Get("sensor-17"); return !ok })
+	clock.Add(int64(2 * time.Hour)) // long gone: the id is free again
+	if _, _, code := connectAs(t, s, "sensor-17", "admin1"); code != 0 {
+		t.Errorf("the id two hours after its device was last seen: CONNACK %#x", code)
 	}
 }

@@ -157,6 +157,10 @@ type MQTT struct {
 	// 1 and 2 messages may be dropped (0: drop at once).
 	MaxQueuedMessages  int           `yaml:"max_queued_messages"`
 	SlowSubscriberWait time.Duration `yaml:"slow_subscriber_wait"`
+	// ClientIDGrace is how long a client id stays the last login's that
+	// held it, after it disconnected: no other login may take it (0: only
+	// while a session holds it).
+	ClientIDGrace time.Duration `yaml:"client_id_grace"`
 	// WriteTimeout closes a connection whose client does not read what
 	// is written to it within this.
 	WriteTimeout time.Duration `yaml:"write_timeout"`
@@ -359,6 +363,7 @@ func New() *Config {
 			MaxQueuedMessages:  2048,
 			SlowSubscriberWait: time.Second,
 			WriteTimeout:       10 * time.Second,
+			ClientIDGrace:      24 * time.Hour,
 			SysInterval:        10 * time.Second,
 			ConnectTimeout:     10 * time.Second,
 			Persistence:        true,

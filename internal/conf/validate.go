@@ -92,6 +92,9 @@ func (c *Config) Validate() error {
 	if q := c.MQTT.MaxQueuedMessages; q < 64 || q > 1<<16 {
 		bad("mqtt.max_queued_messages", "%d is outside 64..65536", q)
 	}
+	if g := c.MQTT.ClientIDGrace; g < 0 || g > 30*24*time.Hour {
+		bad("mqtt.client_id_grace", "%v is outside 0s..720h", g)
+	}
 	if w := c.MQTT.WriteTimeout; w < time.Second || w > 5*time.Minute {
 		bad("mqtt.write_timeout", "%v is outside 1s..5m", w)
 	}
