@@ -26,9 +26,9 @@ const (
 
 // quotaHook bounds what clients can make the broker hold: the retained
 // messages of each login (a username; all anonymous clients together are
-// one login), by count and by bytes, and the subscriptions of each client.
-// Vigil's own clients (the in-process client, the internal login, agents'
-// credentials) have no quota.
+// one login), by count and by bytes, and the subscriptions of each login's
+// sessions together. Vigil's own clients (the in-process client, the
+// internal login, agents' credentials) have no quota.
 //
 // A retained message belongs to the login of its last publisher: replacing
 // it moves it to the new publisher, clearing it (an empty retained
@@ -37,10 +37,18 @@ const (
 // store under mu, so two clients racing on one topic cannot leave a
 // message charged to the one whose message lost.
 //
+// A subscription belongs to its session: mochi keeps subscriptions by
+// client id, for as long as the session lasts, connected or persistent
+// and offline, and so does the hook. A new filter costs one; subscribing
+// again to a filter the session holds costs nothing; unsubscribing, and
+// the session's end (a clean disconnect, its expiry, a takeover with a
+// clean start, revocation), give its filters back. A session taken over
+// by a new connection that resumes it keeps them.
+//
 // Only retained messages and SUBSCRIBE packets cost anything: for any
 // other PUBLISH the hook looks at the retain flag and returns. mu is taken
 // only on those paths (mochi's retained store has one lock for everyone
-// too).
+// too); subMu on SUBSCRIBE, UNSUBSCRIBE and a session's end.
 type quotaHook struct {
 	mqtt.HookBase
 	auth  *authHook
@@ -49,7 +57,9 @@ type quotaHook struct {
 	rlog  *ratelog.Logger
 
 	login, anonymous limit // retained messages per login; all anonymous clients together
-	maxSubscriptions int
+
+	// subscriptions per login, and for all anonymous clients together
+	maxSubscriptions, anonymousMaxSubscriptions int
 
 	// clients are the connected clients that have quotas (not Vigil's
 	// own), from OnSessionEstablished to OnDisconnect.
@@ -59,6 +69,10 @@ type quotaHook struct {
 	owners map[string]owned    // topic -> who holds its retained message
 	logins map[string]*holding // login -> what it holds; absent when nothing
 	total  atomic.Int64        // bytes of every retained message accounted, quota or not
+
+	subMu     sync.Mutex
+	sessions  map[string]*subSession // client id -> what its session holds; absent when nothing
+	subLogins map[string]*subHolding // login -> what its sessions hold; absent when nothing
 
 	exceeded *prometheus.CounterVec
 }
@@ -86,6 +100,28 @@ func (hd *holding) empty() bool {
 	return hd.messages == 0 && hd.bytes == 0 && hd.pendingMessages == 0 && hd.pendingBytes == 0
 }
 
+// subSession is what one session (a client id) holds: the filters mochi
+// subscribed it to, charged to login.
+type subSession struct {
+	login   string
+	filters map[string]struct{}
+}
+
+func (s *subSession) holds(filter string) bool {
+	if s == nil {
+		return false
+	}
+	_, ok := s.filters[filter]
+	return ok
+}
+
+// subHolding is how many subscriptions the sessions of a login hold, and
+// how many its clients are about to add (reserved when a SUBSCRIBE's
+// filter is accepted, settled when mochi has answered it), so that many
+// clients of one login subscribing at once cannot overshoot its quota
+// together.
+type subHolding struct{ held, pending int }
+
 // quotaClient is a connected client with quotas.
 type quotaClient struct {
 	login string
@@ -94,6 +130,11 @@ type quotaClient struct {
 	// storing (its PUBLISH or will was accepted, mochi has not retained it
 	// yet); -1 when none. Guarded by quotaHook.mu.
 	reserved int64
+
+	// adding are the indexes of the filters of the SUBSCRIBE being
+	// handled that took room in the login's quota, until mochi has
+	// answered them. Guarded by quotaHook.subMu.
+	adding []int
 
 	// refused are the indexes of the filters of the SUBSCRIBE being
 	// handled that are beyond the quota; only the client's goroutine uses
@@ -104,14 +145,17 @@ type quotaClient struct {
 func newQuotaHook(c conf.MQTT, m *mqtt.Server, auth *authHook, log *slog.Logger, rlog *ratelog.Logger) *quotaHook {
 	h := &quotaHook{
 		auth: auth, mochi: m, log: log.With("part", "quota"), rlog: rlog,
-		login:            limit{int64(c.MaxRetainedMessages), int64(c.MaxRetainedBytes)},
-		anonymous:        limit{int64(c.AnonymousMaxRetainedMessages), int64(c.AnonymousMaxRetainedBytes)},
-		maxSubscriptions: c.MaxSubscriptions,
-		owners:           map[string]owned{},
-		logins:           map[string]*holding{},
+		login:                     limit{int64(c.MaxRetainedMessages), int64(c.MaxRetainedBytes)},
+		anonymous:                 limit{int64(c.AnonymousMaxRetainedMessages), int64(c.AnonymousMaxRetainedBytes)},
+		maxSubscriptions:          c.MaxSubscriptions,
+		anonymousMaxSubscriptions: c.AnonymousMaxSubscriptions,
+		owners:                    map[string]owned{},
+		logins:                    map[string]*holding{},
+		sessions:                  map[string]*subSession{},
+		subLogins:                 map[string]*subHolding{},
 		exceeded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_mqtt_quota_exceeded_total",
-			Help: "Retained messages and subscriptions refused because their login or client was at its quota, by quota.",
+			Help: "Retained messages and subscriptions refused because their login was at its quota, by quota.",
 		}, []string{"quota"}),
 	}
 	for _, q := range []string{quotaRetainedMessages, quotaRetainedBytes, quotaSubscriptions} {
@@ -126,7 +170,7 @@ func (h *quotaHook) ID() string { return "vigil-quota" }
 func (h *quotaHook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnPublish, mqtt.OnWill, mqtt.OnRetainMessage,
-		mqtt.OnRetainedExpired, mqtt.OnSubscribe, mqtt.OnSubscribed:
+		mqtt.OnRetainedExpired, mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnClientExpired:
 		return true
 	}
 	return false
@@ -161,9 +205,13 @@ func (h *quotaHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 
 func (h *quotaHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	if v, ok := h.clients.LoadAndDelete(cl); ok {
+		q := v.(*quotaClient)
 		h.mu.Lock()
-		h.settle(v.(*quotaClient))
+		h.settle(q)
 		h.mu.Unlock()
+		h.subMu.Lock()
+		h.settleSubscriptions(cl.ID, q, nil, nil) // only if its SUBSCRIBE's handling broke off
+		h.subMu.Unlock()
 	}
 }
 
@@ -383,12 +431,15 @@ func (h *quotaHook) ownerTag(cl *mqtt.Client) string {
 	return ownerTagLogin + login
 }
 
-// restore accounts the retained messages read from broker.bolt, before
-// mochi holds them and before any client connects. A message stored
-// before Vigil kept owners belongs to the login of the persistent
+// restore accounts what broker.bolt held, before any client connects:
+// the retained messages read from it, before mochi holds them, and the
+// subscriptions of the persistent sessions mochi restored (it reads
+// sessions and their subscriptions before retained messages). A message
+// stored before Vigil kept owners belongs to the login of the persistent
 // session with its publisher's client id, if there is one; otherwise it
 // is counted against nobody until someone replaces or clears it.
 func (h *quotaHook) restore(msgs []storage.Message) {
+	h.restoreSubscriptions()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var unknown int
@@ -418,12 +469,97 @@ func (h *quotaHook) restore(msgs []storage.Message) {
 	}
 }
 
-// OnSubscribe marks the filters of a SUBSCRIBE that would take the client
-// beyond its quota of subscriptions: they are replaced by an empty filter,
-// which mochi refuses without subscribing, and OnSubscribed answers them
-// "quota exceeded". Filters the client already holds (a new SUBSCRIBE
-// replaces them) and filters mochi refuses anyway (invalid, not allowed)
-// take no room.
+// restoreSubscriptions charges the subscriptions of the sessions mochi
+// restored from broker.bolt to their logins.
+func (h *quotaHook) restoreSubscriptions() {
+	h.subMu.Lock()
+	defer h.subMu.Unlock()
+	n := 0
+	for _, cl := range h.mochi.Clients.GetAll() {
+		login, counted := h.owner(cl)
+		if cl.Net.Inline || !counted {
+			continue
+		}
+		for filter := range cl.State.Subscriptions.GetAll() {
+			h.hold(cl.ID, login, filter)
+			n++
+		}
+	}
+	if n > 0 {
+		h.log.Info("mqtt subscriptions of persistent sessions restored", "subscriptions", n,
+			"sessions", len(h.sessions), "logins", len(h.subLogins))
+	}
+}
+
+// subLimit returns the subscription quota of a login.
+func (h *quotaHook) subLimit(login string) int {
+	if login == "" {
+		return h.anonymousMaxSubscriptions
+	}
+	return h.maxSubscriptions
+}
+
+// subHoldingOf returns what login's sessions hold, made if need be.
+// h.subMu is held.
+func (h *quotaHook) subHoldingOf(login string) *subHolding {
+	hd := h.subLogins[login]
+	if hd == nil {
+		hd = &subHolding{}
+		h.subLogins[login] = hd
+	}
+	return hd
+}
+
+// addHeld adds n (or, negative, takes -n) to what login's sessions hold.
+// h.subMu is held.
+func (h *quotaHook) addHeld(login string, n int) {
+	hd := h.subHoldingOf(login)
+	hd.held += n
+	if hd.held == 0 && hd.pending == 0 {
+		delete(h.subLogins, login)
+	}
+}
+
+// hold records that session id holds filter, charged to login (a
+// session's subscriptions are all one login's: another login cannot take
+// a client id over, see authHook.clientIDRefused). h.subMu is held.
+func (h *quotaHook) hold(id, login, filter string) {
+	s := h.sessions[id]
+	if s == nil {
+		s = &subSession{login: login, filters: map[string]struct{}{}}
+		h.sessions[id] = s
+	}
+	if _, ok := s.filters[filter]; ok {
+		return
+	}
+	s.filters[filter] = struct{}{}
+	h.addHeld(s.login, 1)
+}
+
+// settleSubscriptions ends q's reservations for the SUBSCRIBE of session
+// id: the filters mochi granted (a code below 0x80; codes nil: none) are
+// held now. h.subMu is held.
+func (h *quotaHook) settleSubscriptions(id string, q *quotaClient, filters packets.Subscriptions, codes []byte) {
+	if len(q.adding) == 0 {
+		return
+	}
+	h.subHoldingOf(q.login).pending -= len(q.adding)
+	for _, i := range q.adding {
+		if i < len(codes) && i < len(filters) && codes[i] < packets.ErrUnspecifiedError.Code {
+			h.hold(id, q.login, filters[i].Filter)
+		}
+	}
+	q.adding = nil
+	h.addHeld(q.login, 0) // forgets a login that holds nothing
+}
+
+// OnSubscribe marks the filters of a SUBSCRIBE that would take the
+// client's login beyond its quota of subscriptions: they are replaced by
+// an empty filter, which mochi refuses without subscribing, and
+// OnSubscribed answers them "quota exceeded". Filters the session already
+// holds (a new SUBSCRIBE replaces them) and filters mochi refuses anyway
+// (invalid, not allowed) take no room. The room the others take is
+// reserved at once, under subMu, so that the login's other clients see it.
 func (h *quotaHook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	v, ok := h.clients.Load(cl)
 	if !ok {
@@ -431,24 +567,39 @@ func (h *quotaHook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Pack
 	}
 	q := v.(*quotaClient)
 	q.refused = nil
-	held := cl.State.Subscriptions.Len()
-	var added map[string]bool
+	var room []int // the filters mochi will subscribe
 	for i, sub := range pk.Filters {
-		if _, ok := cl.State.Subscriptions.Get(sub.Filter); ok || added[sub.Filter] ||
-			!mqtt.IsValidFilter(sub.Filter, false) || (sub.NoLocal && mqtt.IsSharedFilter(sub.Filter)) ||
-			!h.auth.OnACLCheck(cl, sub.Filter, false) {
-			continue
+		if mqtt.IsValidFilter(sub.Filter, false) && !(sub.NoLocal && mqtt.IsSharedFilter(sub.Filter)) &&
+			h.auth.OnACLCheck(cl, sub.Filter, false) {
+			room = append(room, i)
 		}
-		if held < h.maxSubscriptions {
-			held++
-			if added == nil {
-				added = map[string]bool{}
-			}
-			added[sub.Filter] = true
-			continue
-		}
-		q.refused = append(q.refused, i)
 	}
+	if len(room) == 0 {
+		return pk
+	}
+	quota := h.subLimit(q.login)
+	h.subMu.Lock()
+	s, hd := h.sessions[cl.ID], h.subHoldingOf(q.login)
+	var added map[string]bool
+	for _, i := range room {
+		f := pk.Filters[i].Filter
+		if s.holds(f) || added[f] {
+			continue
+		}
+		if hd.held+hd.pending >= quota {
+			q.refused = append(q.refused, i)
+			continue
+		}
+		if added == nil {
+			added = map[string]bool{}
+		}
+		added[f] = true
+		hd.pending++
+		q.adding = append(q.adding, i)
+	}
+	held := hd.held + hd.pending
+	h.addHeld(q.login, 0)
+	h.subMu.Unlock()
 	if len(q.refused) == 0 {
 		return pk
 	}
@@ -457,15 +608,16 @@ func (h *quotaHook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Pack
 		pk.Filters[i].Filter = ""
 	}
 	h.exceeded.WithLabelValues(quotaSubscriptions).Add(float64(len(q.refused)))
-	h.rlog.Warn("subscription-quota", "mqtt subscriptions refused: the client is at its quota", "client_id", cl.ID,
-		"username", q.login, "remote", cl.Net.Remote, "held", held, "refused", len(q.refused), "max", h.maxSubscriptions)
+	h.rlog.Warn("subscription-quota", "mqtt subscriptions refused: the login is at its quota", "client_id", cl.ID,
+		"username", q.login, "remote", cl.Net.Remote, "held", held, "refused", len(q.refused), "max", quota)
 	return pk
 }
 
-// OnSubscribed answers the filters OnSubscribe marked "quota exceeded"
-// (0x97) in the SUBACK mochi is about to send; MQTT 3.1.1 has only
-// "failure" (0x80), which mochi has already put there.
-func (h *quotaHook) OnSubscribed(cl *mqtt.Client, _ packets.Packet, reasonCodes []byte) {
+// OnSubscribed settles the room OnSubscribe reserved: the filters mochi
+// granted are the session's now. And it answers the filters OnSubscribe
+// marked "quota exceeded" (0x97) in the SUBACK mochi is about to send;
+// MQTT 3.1.1 has only "failure" (0x80), which mochi has already put there.
+func (h *quotaHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
 	v, ok := h.clients.Load(cl)
 	if !ok {
 		return
@@ -479,4 +631,51 @@ func (h *quotaHook) OnSubscribed(cl *mqtt.Client, _ packets.Packet, reasonCodes 
 		}
 	}
 	q.refused = nil
+	h.subMu.Lock()
+	h.settleSubscriptions(cl.ID, q, pk.Filters, reasonCodes)
+	h.subMu.Unlock()
+}
+
+// OnUnsubscribed gives back the room of the filters a session no longer
+// holds: those of an UNSUBSCRIBE, or all of them when the session ends
+// (mochi's UnsubscribeClient: a clean disconnect, a takeover with a clean
+// start, revocation, expiry).
+func (h *quotaHook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
+	if cl.Net.Inline || len(pk.Filters) == 0 {
+		return
+	}
+	h.subMu.Lock()
+	defer h.subMu.Unlock()
+	s := h.sessions[cl.ID]
+	if s == nil {
+		return
+	}
+	n := 0
+	for _, sub := range pk.Filters {
+		if _, ok := s.filters[sub.Filter]; ok {
+			delete(s.filters, sub.Filter)
+			n++
+		}
+	}
+	if len(s.filters) == 0 {
+		delete(h.sessions, cl.ID)
+	}
+	h.addHeld(s.login, -n)
+}
+
+// OnClientExpired ends the session of a client that stayed away longer
+// than its session expiry (a persistent session: up to a week). mochi
+// v2.7.9 forgets such a client but leaves its subscriptions in its topic
+// index and in broker.bolt, where they would cost memory for ever, come
+// back at every start and be delivered to the next client with that id;
+// Vigil unsubscribes it as mochi does when a clean session ends, which
+// also gives its login's quota back.
+func (h *quotaHook) OnClientExpired(cl *mqtt.Client) {
+	if cl.Net.Inline || cl.IsTakenOver() {
+		return
+	}
+	if cur, ok := h.mochi.Clients.Get(cl.ID); ok && cur != cl {
+		return // a new session has the id
+	}
+	h.mochi.UnsubscribeClient(cl)
 }

@@ -39,7 +39,7 @@ func (anyUser) Authenticate(_ context.Context, name, password string) (*users.Us
 
 // quotaBroker is a broker with small quotas: 3 retained messages and
 // 2048 bytes per login, 2 messages for all anonymous clients, 3
-// subscriptions per client.
+// subscriptions per login and 4 for all anonymous clients.
 type quotaBroker struct {
 	*Server
 	reg  *prometheus.Registry
@@ -55,7 +55,7 @@ func openQuota(t *testing.T, dir string, mutate func(*conf.MQTT)) *quotaBroker {
 	c.AnonymousPublish, c.AnonymousSubscribe = []string{"#"}, []string{"#"}
 	c.MaxRetainedMessages, c.MaxRetainedBytes = 3, 2048
 	c.AnonymousMaxRetainedMessages, c.AnonymousMaxRetainedBytes = 2, 2048
-	c.MaxSubscriptions = 3
+	c.MaxSubscriptions, c.AnonymousMaxSubscriptions = 3, 4
 	if mutate != nil {
 		mutate(&c)
 	}
@@ -563,75 +563,6 @@ func TestVigilsOwnClientsHaveNoQuota(t *testing.T) {
 	}
 }
 
-func TestAClientHoldsNoMoreSubscriptionsThanItsQuota(t *testing.T) {
-	qb := openQuota(t, "", nil)
-	c, _, _ := connectAs(t, qb.Server, "subs-1", "alice")
-	subscribe := func(filters ...string) []byte {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		sub := &paho.Subscribe{}
-		for _, f := range filters {
-			sub.Subscriptions = append(sub.Subscriptions, paho.SubscribeOptions{Topic: f, QoS: 1})
-		}
-		sa, err := c.Subscribe(ctx, sub)
-		if sa == nil {
-			t.Fatalf("SUBSCRIBE %v: %v", filters, err)
-		}
-		return sa.Reasons
-	}
-	t.Run("MQTT 5: the filters beyond the quota get SUBACK 0x97, the others are granted", func(t *testing.T) {
-		if got := subscribe("a", "b", "a/#", "c", "d"); !bytes.Equal(got, []byte{1, 1, 1, 0x97, 0x97}) {
-			t.Errorf("SUBACK % x, want 01 01 01 97 97", got)
-		}
-		cl, _ := qb.mochi.Clients.Get("subs-1")
-		if n := cl.State.Subscriptions.Len(); n != 3 {
-			t.Errorf("the client holds %d subscriptions", n)
-		}
-	})
-	t.Run("subscribing again to a filter it holds takes no room", func(t *testing.T) {
-		if got := subscribe("b", "b"); !bytes.Equal(got, []byte{1, 1}) {
-			t.Errorf("SUBACK % x", got)
-		}
-	})
-	t.Run("unsubscribing frees room", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if _, err := c.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{"a"}}); err != nil {
-			t.Fatal(err)
-		}
-		if got := subscribe("c", "d"); !bytes.Equal(got, []byte{1, 0x97}) {
-			t.Errorf("SUBACK % x, want 01 97", got)
-		}
-	})
-	t.Run("another client of the same login has its own quota", func(t *testing.T) {
-		c2, _, _ := connectAs(t, qb.Server, "subs-2", "alice")
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		sa, err := c2.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "x"}, {Topic: "y"}, {Topic: "z"}}})
-		if err != nil || !bytes.Equal(sa.Reasons, []byte{0, 0, 0}) {
-			t.Errorf("SUBACK %v %v", sa, err)
-		}
-	})
-	t.Run("MQTT 3.1.1: the filters beyond the quota get 0x80", func(t *testing.T) {
-		conn := connect311(t, qb.Server, "subs-311", "old")
-		send311(t, conn, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
-			Filters: packets.Subscriptions{{Filter: "a", Qos: 1}, {Filter: "b", Qos: 0}, {Filter: "c", Qos: 1}, {Filter: "d", Qos: 1}}})
-		hb, body, err := readFrame(conn)
-		if err != nil || hb != 0x90 || !bytes.Equal(body, []byte{0, 1, 1, 0, 1, 0x80}) {
-			t.Errorf("SUBACK %#x % x %v, want 00 01 01 00 01 80", hb, body, err)
-		}
-	})
-	t.Run("refusals are counted and logged once a minute", func(t *testing.T) {
-		if n := metric(t, qb.reg, "vigil_mqtt_quota_exceeded_total", "quota", "subscriptions"); n != 4 {
-			t.Errorf("counted %v, want 4", n)
-		}
-		if n := strings.Count(qb.log(), "subscriptions refused"); n != 1 {
-			t.Errorf("%d log lines, want 1:\n%s", n, qb.log())
-		}
-	})
-}
-
 // A persistent session's subscriptions come back after a restart, but
 // not those it was refused.
 func TestRefusedSubscriptionsAreNotRestored(t *testing.T) {
@@ -769,5 +700,456 @@ func TestBrokerBoltShrinksAtTheNextStartOnceRetainedMessagesAreCleared(t *testin
 	}
 	if _, err := os.Stat(path + ".compact"); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the compaction left its copy: %v", err)
+	}
+}
+
+// subscribeTo subscribes c to filters at QoS 1 and returns the SUBACK's
+// reason codes (1: granted).
+func subscribeTo(t *testing.T, c *paho.Client, filters ...string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	sub := &paho.Subscribe{}
+	for _, f := range filters {
+		sub.Subscriptions = append(sub.Subscriptions, paho.SubscribeOptions{Topic: f, QoS: 1})
+	}
+	sa, err := c.Subscribe(ctx, sub)
+	if sa == nil {
+		t.Fatalf("SUBSCRIBE %v: %v", filters, err)
+	}
+	return sa.Reasons
+}
+
+func unsubscribeFrom(t *testing.T, c *paho.Client, filters ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Unsubscribe(ctx, &paho.Unsubscribe{Topics: filters}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// connectSession connects paho (MQTT 5) as user with a session that
+// outlives the connection by expiry seconds; cleanStart false resumes the
+// session the client id has, if any. It returns the client and whether a
+// session was resumed.
+func connectSession(t *testing.T, s *Server, clientID, user string, expiry uint32, cleanStart bool) (*paho.Client, bool) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", s.Addr(TCP).String(), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := paho.NewClient(paho.ClientConfig{Conn: conn})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ca, err := c.Connect(ctx, &paho.Connect{ClientID: clientID, KeepAlive: 30, CleanStart: cleanStart,
+		Username: user, UsernameFlag: true, Password: []byte(user + "-password"), PasswordFlag: true,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+	if err != nil || ca.ReasonCode != 0 {
+		t.Fatalf("connect %s as %s: %v %v", clientID, user, ca, err)
+	}
+	t.Cleanup(func() { c.Disconnect(&paho.Disconnect{}) })
+	return c, ca.SessionPresent
+}
+
+// leave disconnects c and waits until the broker is done with its
+// connection (mochi counts it out last): a clean session is gone, with
+// its subscriptions; a persistent one is offline. No other client may
+// connect or leave meanwhile.
+func leave(t *testing.T, s *Server, c *paho.Client, clientID string) {
+	t.Helper()
+	before := s.ClientsConnected()
+	c.Disconnect(&paho.Disconnect{})
+	waitUntil(t, clientID+" to be disconnected", func() bool { return s.ClientsConnected() < before })
+}
+
+// subscriptionsOf counts the subscriptions mochi holds for the sessions,
+// connected or not, whose client ids start with prefix.
+func subscriptionsOf(s *Server, prefix string) int {
+	n := 0
+	for id, cl := range s.mochi.Clients.GetAll() {
+		if strings.HasPrefix(id, prefix) {
+			n += cl.State.Subscriptions.Len()
+		}
+	}
+	return n
+}
+
+func TestALoginHoldsNoMoreSubscriptionsThanItsQuota(t *testing.T) {
+	qb := openQuota(t, "", nil)
+	alice1, _, _ := connectAs(t, qb.Server, "alice-1", "alice")
+	t.Run("MQTT 5: the filters beyond the quota get SUBACK 0x97, the others are granted", func(t *testing.T) {
+		if got := subscribeTo(t, alice1, "a", "b", "a/#", "c", "d"); !bytes.Equal(got, []byte{1, 1, 1, 0x97, 0x97}) {
+			t.Errorf("SUBACK % x, want 01 01 01 97 97", got)
+		}
+		if n := subscriptionsOf(qb.Server, "alice-1"); n != 3 {
+			t.Errorf("the client holds %d subscriptions", n)
+		}
+	})
+	t.Run("subscribing again to a filter it holds takes no room", func(t *testing.T) {
+		if got := subscribeTo(t, alice1, "b", "b"); !bytes.Equal(got, []byte{1, 1}) {
+			t.Errorf("SUBACK % x", got)
+		}
+	})
+	alice2, _, _ := connectAs(t, qb.Server, "alice-2", "alice")
+	t.Run("another client of the same login shares its quota", func(t *testing.T) {
+		if got := subscribeTo(t, alice2, "x"); !bytes.Equal(got, []byte{0x97}) {
+			t.Errorf("SUBACK % x, want 97", got)
+		}
+	})
+	t.Run("a login spreading subscriptions over many client ids gets no more", func(t *testing.T) {
+		var got []byte
+		for i := range 10 {
+			c, _, _ := connectAs(t, qb.Server, fmt.Sprint("spread-", i), "spread")
+			got = append(got, subscribeTo(t, c, fmt.Sprint("s/", i))...)
+		}
+		if want := []byte{1, 1, 1, 0x97, 0x97, 0x97, 0x97, 0x97, 0x97, 0x97}; !bytes.Equal(got, want) {
+			t.Errorf("SUBACKs % x, want % x", got, want)
+		}
+		if n := subscriptionsOf(qb.Server, "spread-"); n != 3 {
+			t.Errorf("the login's clients hold %d subscriptions, want 3", n)
+		}
+	})
+	t.Run("unsubscribing gives room back to any client of the login", func(t *testing.T) {
+		unsubscribeFrom(t, alice1, "a", "never-subscribed")
+		if got := subscribeTo(t, alice2, "x", "y"); !bytes.Equal(got, []byte{1, 0x97}) {
+			t.Errorf("SUBACK % x, want 01 97", got)
+		}
+	})
+	t.Run("a clean session's end gives its subscriptions back", func(t *testing.T) {
+		leave(t, qb.Server, alice1, "alice-1") // it held b and a/#
+		if got := subscribeTo(t, alice2, "y", "z", "w"); !bytes.Equal(got, []byte{1, 1, 0x97}) {
+			t.Errorf("SUBACK % x, want 01 01 97", got)
+		}
+	})
+	t.Run("MQTT 3.1.1: the filters beyond the login's quota get 0x80", func(t *testing.T) {
+		subscribe311 := func(conn net.Conn, filters ...string) []byte {
+			pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1}
+			for _, f := range filters {
+				pk.Filters = append(pk.Filters, packets.Subscription{Filter: f, Qos: 1})
+			}
+			send311(t, conn, pk)
+			hb, body, err := readFrame(conn)
+			if err != nil || hb != 0x90 || len(body) < 2 {
+				t.Fatalf("SUBACK %#x % x %v", hb, body, err)
+			}
+			return body[2:]
+		}
+		if got := subscribe311(connect311(t, qb.Server, "old-1", "old"), "a", "b"); !bytes.Equal(got, []byte{1, 1}) {
+			t.Errorf("first client: SUBACK % x, want 01 01", got)
+		}
+		if got := subscribe311(connect311(t, qb.Server, "old-2", "old"), "c", "d"); !bytes.Equal(got, []byte{1, 0x80}) {
+			t.Errorf("second client: SUBACK % x, want 01 80", got)
+		}
+	})
+	t.Run("another login is unaffected", func(t *testing.T) {
+		bob, _, _ := connectAs(t, qb.Server, "bob-1", "bob")
+		if got := subscribeTo(t, bob, "a", "b", "c"); !bytes.Equal(got, []byte{1, 1, 1}) {
+			t.Errorf("SUBACK % x", got)
+		}
+	})
+	t.Run("anonymous clients together are one login, with their own quota", func(t *testing.T) {
+		first, _, _ := connectAs(t, qb.Server, "anon-1", "")
+		second, _, _ := connectAs(t, qb.Server, "anon-2", "")
+		if got := subscribeTo(t, first, "a", "b"); !bytes.Equal(got, []byte{1, 1}) {
+			t.Errorf("first: SUBACK % x", got)
+		}
+		if got := subscribeTo(t, second, "a", "b", "c"); !bytes.Equal(got, []byte{1, 1, 0x97}) {
+			t.Errorf("second: SUBACK % x, want 01 01 97 (4 for all anonymous clients)", got)
+		}
+	})
+	t.Run("refusals are counted and logged once a minute", func(t *testing.T) {
+		if n := metric(t, qb.reg, "vigil_mqtt_quota_exceeded_total", "quota", "subscriptions"); n != 14 {
+			t.Errorf("counted %v, want 14", n)
+		}
+		if n := strings.Count(qb.log(), "subscriptions refused"); n != 1 {
+			t.Errorf("%d log lines, want 1:\n%s", n, qb.log())
+		}
+	})
+}
+
+// subscribeBarrier holds every SUBSCRIBE, after the quota has judged it,
+// until n of them have been judged: so that all of them were judged
+// before mochi subscribed any.
+type subscribeBarrier struct {
+	mqtt.HookBase
+	n       int
+	mu      sync.Mutex
+	arrived int
+	all     chan struct{}
+}
+
+func (h *subscribeBarrier) ID() string           { return "test-subscribe-barrier" }
+func (h *subscribeBarrier) Provides(b byte) bool { return b == mqtt.OnSubscribe }
+func (h *subscribeBarrier) OnSubscribe(_ *mqtt.Client, pk packets.Packet) packets.Packet {
+	h.mu.Lock()
+	if h.arrived++; h.arrived == h.n {
+		close(h.all)
+	}
+	h.mu.Unlock()
+	select {
+	case <-h.all:
+	case <-time.After(10 * time.Second):
+	}
+	return pk
+}
+
+func TestClientsOfOneLoginSubscribingAtOnceCannotOvershootItsQuota(t *testing.T) {
+	qb := openQuota(t, "", nil)
+	const n = 12
+	if err := qb.mochi.AddHook(&subscribeBarrier{n: n, all: make(chan struct{})}, nil); err != nil {
+		t.Fatal(err)
+	}
+	clients := make([]*paho.Client, n)
+	for i := range clients {
+		clients[i], _, _ = connectAs(t, qb.Server, fmt.Sprint("many-", i), "many")
+	}
+	codes := make(chan byte, n)
+	var wg sync.WaitGroup
+	for i, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			sa, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: fmt.Sprint("m/", i), QoS: 1}}})
+			if sa == nil || len(sa.Reasons) != 1 {
+				t.Errorf("client %d: %v %v", i, sa, err)
+				return
+			}
+			codes <- sa.Reasons[0]
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	granted := 0
+	for c := range codes {
+		if c < 0x80 {
+			granted++
+		}
+	}
+	if held := subscriptionsOf(qb.Server, "many-"); granted != 3 || held != 3 {
+		t.Errorf("%d clients of one login at once: %d granted, %d held; want 3", n, granted, held)
+	}
+}
+
+func TestPersistentSessionsHoldTheirSubscriptionsUntilTheyEnd(t *testing.T) {
+	qb := openQuota(t, "", nil)
+	keeper, _ := connectSession(t, qb.Server, "keeper-1", "keeper", 3600, true)
+	if got := subscribeTo(t, keeper, "k/1", "k/2", "k/3"); !bytes.Equal(got, []byte{1, 1, 1}) {
+		t.Fatalf("SUBACK % x", got)
+	}
+	leave(t, qb.Server, keeper, "keeper-1")
+	other, _, _ := connectAs(t, qb.Server, "keeper-2", "keeper")
+
+	t.Run("an offline persistent session's subscriptions still count", func(t *testing.T) {
+		if got := subscribeTo(t, other, "x"); !bytes.Equal(got, []byte{0x97}) {
+			t.Errorf("SUBACK % x, want 97", got)
+		}
+	})
+	t.Run("resuming the session keeps them counted", func(t *testing.T) {
+		keeper, present := connectSession(t, qb.Server, "keeper-1", "keeper", 3600, false)
+		if !present {
+			t.Fatal("the session was not resumed")
+		}
+		if got := subscribeTo(t, keeper, "k/1", "k/4"); !bytes.Equal(got, []byte{1, 0x97}) {
+			t.Errorf("SUBACK % x, want 01 97", got)
+		}
+		if got := subscribeTo(t, other, "x"); !bytes.Equal(got, []byte{0x97}) {
+			t.Errorf("the other client: SUBACK % x, want 97", got)
+		}
+		leave(t, qb.Server, keeper, "keeper-1")
+	})
+	t.Run("a takeover with a clean start gives them back", func(t *testing.T) {
+		keeper, present := connectSession(t, qb.Server, "keeper-1", "keeper", 3600, true)
+		if present {
+			t.Fatal("a clean start resumed the session")
+		}
+		if got := subscribeTo(t, other, "x", "y"); !bytes.Equal(got, []byte{1, 1}) {
+			t.Errorf("SUBACK % x, want 01 01", got)
+		}
+		if got := subscribeTo(t, keeper, "k/1", "k/2"); !bytes.Equal(got, []byte{1, 0x97}) {
+			t.Errorf("the new session: SUBACK % x, want 01 97", got)
+		}
+		leave(t, qb.Server, keeper, "keeper-1") // offline, holding k/1
+	})
+	t.Run("revocation gives them back", func(t *testing.T) {
+		if n := qb.EndSessions("keeper"); n != 2 {
+			t.Fatalf("%d sessions ended, want 2", n)
+		}
+		// A session's subscriptions go before mochi forgets the client.
+		waitUntil(t, "keeper's sessions to end", func() bool {
+			for id := range qb.mochi.Clients.GetAll() {
+				if strings.HasPrefix(id, "keeper-") {
+					return false
+				}
+			}
+			return true
+		})
+		again, _, _ := connectAs(t, qb.Server, "keeper-3", "keeper")
+		if got := subscribeTo(t, again, "x", "y", "z"); !bytes.Equal(got, []byte{1, 1, 1}) {
+			t.Errorf("SUBACK % x, want 01 01 01", got)
+		}
+	})
+}
+
+// mochi forgets a client whose session expired but, by itself, leaves its
+// subscriptions in its topic index and in broker.bolt.
+func TestAnExpiredSessionGivesItsSubscriptionsBack(t *testing.T) {
+	dir := t.TempDir()
+	qb := openQuota(t, dir, nil)
+	brief, _ := connectSession(t, qb.Server, "brief-1", "brief", 1, true)
+	if got := subscribeTo(t, brief, "e/1", "e/2", "e/3"); !bytes.Equal(got, []byte{1, 1, 1}) {
+		t.Fatalf("SUBACK % x", got)
+	}
+	leave(t, qb.Server, brief, "brief-1")
+	other, _, _ := connectAs(t, qb.Server, "brief-2", "brief")
+	if got := subscribeTo(t, other, "e/4"); !bytes.Equal(got, []byte{0x97}) {
+		t.Errorf("before the session expired: SUBACK % x, want 97", got)
+	}
+	waitUntil(t, "the session to expire", func() bool { _, ok := qb.mochi.Clients.Get("brief-1"); return !ok })
+
+	t.Run("its login's quota is given back", func(t *testing.T) {
+		if got := subscribeTo(t, other, "e/4", "e/5"); !bytes.Equal(got, []byte{1, 1}) {
+			t.Errorf("SUBACK % x, want 01 01", got)
+		}
+	})
+	t.Run("nothing is delivered on its filters to the next client with its id", func(t *testing.T) {
+		if subs := qb.mochi.Topics.Subscribers("e/1"); len(subs.Subscriptions) != 0 {
+			t.Errorf("mochi still has subscribers to e/1: %v", subs.Subscriptions)
+		}
+		got := subscriber(t, qb.Server, "brief-1", "brief", "marker")
+		qb.Publish("e/1", []byte("for the expired session"), false, 1)
+		qb.Publish("marker", []byte("marker"), false, 1)
+		if r := next(t, got); r.topic != "marker" {
+			t.Errorf("the new client got %+v, a message for the expired session's subscription", r)
+		}
+	})
+	t.Run("its subscriptions do not come back at the next start", func(t *testing.T) {
+		qb.Close()
+		qb = openQuota(t, dir, nil)
+		if subs := qb.mochi.Topics.Subscribers("e/1"); len(subs.Subscriptions) != 0 {
+			t.Errorf("after a restart mochi has subscribers to e/1: %v", subs.Subscriptions)
+		}
+	})
+}
+
+func TestSubscriptionQuotasHoldAcrossARestart(t *testing.T) {
+	dir := t.TempDir()
+	qb := openQuota(t, dir, nil)
+	keeper, _ := connectSession(t, qb.Server, "keeper-1", "keeper", 3600, true)
+	if got := subscribeTo(t, keeper, "k/1", "k/2", "k/3", "k/4"); !bytes.Equal(got, []byte{1, 1, 1, 0x97}) {
+		t.Fatalf("SUBACK % x", got)
+	}
+	bob, _ := connectSession(t, qb.Server, "bob-1", "bob", 3600, true)
+	subscribeTo(t, bob, "b/1")
+	leave(t, qb.Server, keeper, "keeper-1")
+	leave(t, qb.Server, bob, "bob-1")
+	qb.Close()
+
+	qb = openQuota(t, dir, nil)
+	other, _, _ := connectAs(t, qb.Server, "keeper-2", "keeper")
+	t.Run("a restored offline session's subscriptions still count", func(t *testing.T) {
+		if got := subscribeTo(t, other, "x"); !bytes.Equal(got, []byte{0x97}) {
+			t.Errorf("SUBACK % x, want 97", got)
+		}
+	})
+	t.Run("another login has what it had", func(t *testing.T) {
+		bob2, _, _ := connectAs(t, qb.Server, "bob-2", "bob")
+		if got := subscribeTo(t, bob2, "b/2", "b/3", "b/4"); !bytes.Equal(got, []byte{1, 1, 0x97}) {
+			t.Errorf("SUBACK % x, want 01 01 97 (bob's restored session holds one)", got)
+		}
+	})
+	t.Run("resumed, the session keeps them counted", func(t *testing.T) {
+		keeper, present := connectSession(t, qb.Server, "keeper-1", "keeper", 3600, false)
+		if !present {
+			t.Fatal("the session was not restored")
+		}
+		if got := subscribeTo(t, keeper, "k/4"); !bytes.Equal(got, []byte{0x97}) {
+			t.Errorf("SUBACK % x, want 97", got)
+		}
+		leave(t, qb.Server, keeper, "keeper-1")
+	})
+	t.Run("ended, the restored session gives them back", func(t *testing.T) {
+		keeper, _ := connectSession(t, qb.Server, "keeper-1", "keeper", 0, true)
+		leave(t, qb.Server, keeper, "keeper-1")
+		if got := subscribeTo(t, other, "x", "y", "z"); !bytes.Equal(got, []byte{1, 1, 1}) {
+			t.Errorf("SUBACK % x, want 01 01 01", got)
+		}
+	})
+}
+
+// A `vigil sim` fleet connects anonymously, and each simulated camera
+// subscribes to its cmd topic: 10,000 of them must fit the shipped
+// default. Offline persistent sessions count as connected ones do, so
+// the devices take turns on a few connections (MQTT 3.1.1, clean session
+// off, as many real devices connect) rather than holding 10,000 at once.
+func TestAnAnonymousFleetOfOneSubscriptionPerDeviceFitsTheDefaultQuota(t *testing.T) {
+	const devices, workers = 10000, 16
+	s := openDefault(t, nil)
+	ids := make(chan int)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var refused []string // "cam-00042: 0x80"
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range ids {
+				id := fmt.Sprintf("cam-%05d", i)
+				conn, err := net.DialTimeout("tcp", s.Addr(TCP).String(), 5*time.Second)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				code, err := func() (byte, error) {
+					defer conn.Close()
+					conn.SetDeadline(time.Now().Add(10 * time.Second))
+					var b bytes.Buffer
+					connect := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
+						Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Keepalive: 30, ClientIdentifier: id}}
+					subscribe := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, ProtocolVersion: 4, PacketID: 1,
+						Filters: packets.Subscriptions{{Filter: "vigil/sim/" + id + "/cmd", Qos: 1}}}
+					if err := connect.ConnectEncode(&b); err != nil {
+						return 0, err
+					}
+					if err := subscribe.SubscribeEncode(&b); err != nil {
+						return 0, err
+					}
+					if _, err := conn.Write(b.Bytes()); err != nil {
+						return 0, err
+					}
+					if hb, body, err := readFrame(conn); err != nil || hb != 0x20 || len(body) != 2 || body[1] != 0 {
+						return 0, fmt.Errorf("CONNACK %#x % x %v", hb, body, err)
+					}
+					hb, body, err := readFrame(conn)
+					if err != nil || hb != 0x90 || len(body) != 3 {
+						return 0, fmt.Errorf("SUBACK %#x % x %v", hb, body, err)
+					}
+					return body[2], nil
+				}()
+				if err != nil {
+					t.Errorf("%s: %v", id, err)
+					return
+				}
+				if code != 1 {
+					mu.Lock()
+					refused = append(refused, fmt.Sprintf("%s: %#x", id, code))
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := range devices {
+		ids <- i
+	}
+	close(ids)
+	wg.Wait()
+	if len(refused) > 0 {
+		t.Errorf("%d of %d devices' subscriptions refused, such as %s", len(refused), devices, refused[0])
+	}
+	waitUntil(t, "every device offline", func() bool { return s.ClientsConnected() == 0 })
+	if n := subscriptionsOf(s, "cam-"); n != devices {
+		t.Errorf("the fleet's sessions hold %d subscriptions, want %d", n, devices)
 	}
 }

@@ -173,12 +173,15 @@ type MQTT struct {
 	// messages a login may hold across all topics, and their total size
 	// (topics, payloads and properties); AnonymousMaxRetained* the same for
 	// all anonymous clients together. MaxSubscriptions is how many
-	// subscriptions one client may hold. Vigil's own logins have no quota.
+	// subscriptions the sessions of one login may hold together, connected
+	// or persistent and offline; AnonymousMaxSubscriptions the same for all
+	// anonymous clients. Vigil's own logins have no quota.
 	MaxRetainedMessages          int `yaml:"max_retained_messages"`
 	MaxRetainedBytes             int `yaml:"max_retained_bytes"`
 	AnonymousMaxRetainedMessages int `yaml:"anonymous_max_retained_messages"`
 	AnonymousMaxRetainedBytes    int `yaml:"anonymous_max_retained_bytes"`
 	MaxSubscriptions             int `yaml:"max_subscriptions"`
+	AnonymousMaxSubscriptions    int `yaml:"anonymous_max_subscriptions"`
 
 	// BlockAuthFailures failed CONNECT authentications from one address
 	// within BlockWindow block that address (0: never).
@@ -372,10 +375,12 @@ func New() *Config {
 			MaxRetainedBytes:    1 << 20,
 			// Anonymous clients are one login for everything on loopback
 			// without a password: the paper's devices, `vigil sim` and
-			// `vigil bench` fleets, each device a retained status.
+			// `vigil bench` fleets, each device a retained status (and each
+			// simulated camera a subscription to its cmd topic).
 			AnonymousMaxRetainedMessages: 20000,
 			AnonymousMaxRetainedBytes:    16 << 20,
-			MaxSubscriptions:             100,
+			MaxSubscriptions:             1000,
+			AnonymousMaxSubscriptions:    20000,
 
 			BlockAuthFailures:  10,
 			BlockWindow:        time.Minute,

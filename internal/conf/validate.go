@@ -119,7 +119,8 @@ func (c *Config) Validate() error {
 		{"mqtt.max_retained_bytes", c.MQTT.MaxRetainedBytes, 1024, 1 << 30, "bytes"},
 		{"mqtt.anonymous_max_retained_messages", c.MQTT.AnonymousMaxRetainedMessages, 1, 1000000, "messages"},
 		{"mqtt.anonymous_max_retained_bytes", c.MQTT.AnonymousMaxRetainedBytes, 1024, 1 << 30, "bytes"},
-		{"mqtt.max_subscriptions", c.MQTT.MaxSubscriptions, 1, 100000, "subscriptions"},
+		{"mqtt.max_subscriptions", c.MQTT.MaxSubscriptions, 1, 1000000, "subscriptions"},
+		{"mqtt.anonymous_max_subscriptions", c.MQTT.AnonymousMaxSubscriptions, 1, 1000000, "subscriptions"},
 	} {
 		if q.n < q.lo || q.n > q.hi {
 			bad(q.key, "%d is outside %d..%d %s", q.n, q.lo, q.hi, q.unit)
