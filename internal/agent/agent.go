@@ -18,6 +18,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -370,6 +371,13 @@ func (a *Agent) expect(c ingest.AgentCommand) error {
 			return fmt.Errorf("bad segment name %q", c.Segment)
 		}
 	}
+	var source netip.Addr
+	if c.Source != "" {
+		var err error
+		if source, err = netip.ParseAddr(c.Source); err != nil {
+			return fmt.Errorf("bad source %q: not an IP address", c.Source)
+		}
+	}
 	a.mu.Lock()
 	if a.closing {
 		a.mu.Unlock()
@@ -405,9 +413,7 @@ func (a *Agent) expect(c ingest.AgentCommand) error {
 	s := &stream{a: a, cmd: c, w: w, frames: make(chan media.Frame, 1024), created: time.Now(), done: make(chan struct{}),
 		watchers: map[chan []byte]struct{}{}}
 	s.rx.Store(rx)
-	if c.Source != "" {
-		s.sourceIP = net.ParseIP(c.Source)
-	}
+	s.source = source.Unmap().WithZone("")
 	a.mu.Lock()
 	a.bySSRC[c.SSRC] = s
 	a.byID[c.StreamID] = s
@@ -489,7 +495,7 @@ func (a *Agent) rtcpPacket(b []byte, from *net.UDPAddr) {
 		if s == nil {
 			continue
 		}
-		if !s.byeFrom(from.IP) {
+		if !s.byeFrom(from.AddrPort().Addr()) {
 			s.wrong(1)
 			continue
 		}

@@ -537,19 +537,21 @@ func junk(ssrc uint32, n int) []*rtp.Packet {
 }
 
 // TestARacerDoesNotCaptureAStream: junk sent with the stream's SSRC before
-// the camera's first frame, and between its frames, from the camera's IP,
-// does not keep the camera's frames out: the segment holds the camera's
-// pictures, and every junk packet is counted.
+// the camera's first frame, and between its frames, from another host (or,
+// when the camera's IP is known, from that IP), does not keep the camera's
+// frames out: the segment holds the camera's pictures, and every junk
+// packet is counted. (When the camera's IP is not known, a host has one
+// trial at a time: a racer on the camera's own host can hold it.)
 func TestARacerDoesNotCaptureAStream(t *testing.T) {
-	for _, c := range []struct{ name, source string }{
-		{"when the camera's address is not known", ""},
-		{"when only the camera's IP is known", "127.0.0.1"},
+	for _, c := range []struct{ name, source, racer string }{
+		{"when the camera's address is not known", "", "127.0.0.2"},
+		{"when only the camera's IP is known", "127.0.0.1", "127.0.0.1"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			h := start(t, 1)
 			h.expect(t, "s", 6000, c.source)
 			camera := sendFrom(t, "127.0.0.1", h.a.Addr())
-			racer := sendFrom(t, "127.0.0.1", h.a.Addr())
+			racer := sendFrom(t, c.racer, h.a.Addr())
 			bad := junk(6000, 40)
 			write(racer, bad[:10]...)
 			for i, f := range rtpFrames(t, 6000, 30) {
@@ -574,9 +576,10 @@ func TestARacerDoesNotCaptureAStream(t *testing.T) {
 	}
 }
 
-// TestSourceTrialsAreBounded: while junk senders hold every trial, another
-// address is refused; once their window has passed, the camera gets a
-// trial and its first whole frame latches it.
+// TestSourceTrialsAreBounded: while junk senders on four hosts hold every
+// trial, another host is refused, and so is another port of a host that
+// holds one; once their window has passed, the camera gets a trial and its
+// first whole frame latches it.
 func TestSourceTrialsAreBounded(t *testing.T) {
 	h := start(t, 1)
 	h.expect(t, "s", 7000, "")
@@ -584,10 +587,11 @@ func TestSourceTrialsAreBounded(t *testing.T) {
 	s := h.a.byID["s"]
 	h.a.mu.Unlock()
 	t0 := time.Now()
-	bad := junk(7000, maxTrials)
+	bad := junk(7000, maxTrials+1)
 	for i := range maxTrials {
-		s.receive(bad[i], &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1000 + i}, t0)
+		s.receive(bad[i], &net.UDPAddr{IP: net.IPv4(127, 0, 0, byte(2+i)), Port: 1000}, t0)
 	}
+	s.receive(bad[maxTrials], &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2), Port: 1001}, t0)
 	camera := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 2000}
 	frames := rtpFrames(t, 7000, 2)
 	for _, p := range frames[0] {
@@ -598,16 +602,130 @@ func TestSourceTrialsAreBounded(t *testing.T) {
 		defer s.mu.Unlock()
 		return s.latched, len(s.trials)
 	}
-	if latched, _ := state(); latched.IsValid() || s.wrongSource.Load() != uint64(len(frames[0])) {
-		t.Fatalf("with every trial taken: latched %v, %d refused; want none latched, %d refused", latched, s.wrongSource.Load(), len(frames[0]))
+	if latched, trials := state(); latched.IsValid() || trials != maxTrials || s.wrongSource.Load() != uint64(len(frames[0])+1) {
+		t.Fatalf("with every trial taken: latched %v, %d trials, %d refused; want none latched, %d trials, %d refused",
+			latched, trials, s.wrongSource.Load(), maxTrials, len(frames[0])+1)
 	}
 	for _, p := range frames[1] {
 		s.receive(p, camera, t0.Add(trialWindow+time.Millisecond))
 	}
-	if latched, trials := state(); latched != camera.AddrPort() || s.rx.Load().Stats().Frames != 1 || trials != 0 {
+	if latched, trials := state(); latched != netip.MustParseAddrPort("127.0.0.1:2000") || s.rx.Load().Stats().Frames != 1 || trials != 0 {
 		t.Fatalf("after the window: latched %v, %d frames, %d trials; want the camera, 1 frame, no trials", latched, s.rx.Load().Stats().Frames, trials)
 	}
-	if got, want := s.wrongSource.Load(), uint64(len(frames[0])+maxTrials); got != want {
+	if got, want := s.wrongSource.Load(), uint64(len(frames[0])+1+maxTrials); got != want {
 		t.Errorf("%d refused, want %d (the camera's first frame and each junk sender's packet)", got, want)
+	}
+}
+
+// badFrames is what a junk sender sends: n whole frames, one packet each,
+// whose RTP/JPEG header is right and whose picture is garbage.
+func badFrames(ssrc uint32, seed uint64, n int) []*rtp.Packet {
+	r := mrand.New(mrand.NewPCG(seed, 11))
+	var out []*rtp.Packet
+	for i := range n {
+		data := make([]byte, 200+r.IntN(300))
+		for j := range data {
+			data[j] = byte(r.IntN(256))
+		}
+		out = append(out, &rtp.Packet{
+			Header:  rtp.Header{Version: 2, PayloadType: 26, SequenceNumber: uint16(i), Timestamp: uint32(i * 6000), SSRC: ssrc, Marker: true},
+			Payload: append([]byte{0, 0, 0, 0, 1, 99, 20, 15}, data...), // 160x120, offset 0
+		})
+	}
+	return out
+}
+
+// sync waits until the agent has handled every datagram sent to it so far:
+// it reads them in order, and counts the last one, of an SSRC nobody
+// expects.
+func (h *harness) sync(t *testing.T) {
+	t.Helper()
+	before := h.a.unknownSSRC.Load()
+	c := sendFrom(t, "127.0.0.1", h.a.Addr())
+	write(c, &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 26, SSRC: 1}, Payload: []byte{0}})
+	waitFor(t, "the agent to read every datagram", func() bool { return h.a.unknownSSRC.Load() > before })
+}
+
+// TestJunkSendersDoNotHoldTheCameraOut: senders that know the stream's
+// SSRC and send it junk from several ports and hosts, starting before the
+// camera and going on between its frames, use up their trials; the camera
+// still gets one, and its recording starts with its first frame.
+func TestJunkSendersDoNotHoldTheCameraOut(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		source string   // the camera's IP as the coordinator gives it
+		junk   []string // the junk senders' IPs, one port each
+	}{
+		{name: "when the camera's IP is known, from four of its ports and from other hosts", source: "127.0.0.1",
+			junk: []string{"127.0.0.1", "127.0.0.1", "127.0.0.1", "127.0.0.1", "127.0.0.2", "127.0.0.2", "127.0.0.3"}},
+		{name: "when it is not known, from four hosts, one of them on four ports",
+			junk: []string{"127.0.0.2", "127.0.0.2", "127.0.0.2", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			const n = 30
+			h := start(t, 1)
+			h.expect(t, "s", 8000, c.source)
+			var senders []*net.UDPConn
+			var bad [][]*rtp.Packet
+			for i, ip := range c.junk {
+				senders = append(senders, sendFrom(t, ip, h.a.Addr()))
+				bad = append(bad, badFrames(8000, uint64(i), trialFrames+n))
+			}
+			for i, j := range senders {
+				write(j, bad[i][:trialFrames]...)
+			}
+			camera := sendFrom(t, "127.0.0.1", h.a.Addr())
+			for i, f := range rtpFrames(t, 8000, n) {
+				write(camera, f...)
+				for k, j := range senders {
+					write(j, bad[k][trialFrames+i])
+				}
+			}
+			h.sync(t)
+			r := h.stop(t, "s")
+			if want := uint64(len(c.junk) * (trialFrames + n)); r.Frames != n || r.BadFrames != 0 || r.WrongSource != want {
+				t.Fatalf("report: %d frames, %d bad, %d from the wrong source; want the camera's %d frames, none bad, every junk packet (%d) refused",
+					r.Frames, r.BadFrames, r.WrongSource, n, want)
+			}
+			seg, err := media.ReadSegment(filepath.Join(h.storage, "lab/s/seg-1.mp4"))
+			if err != nil || len(seg.Samples) != n {
+				t.Fatalf("segment: %v, %d frames", err, len(seg.Samples))
+			}
+			for i, s := range seg.Samples {
+				if !samePicture(t, s.JPEG, frameJPEG(i)) {
+					t.Errorf("frame %d is not the camera's", i)
+				}
+			}
+		})
+	}
+}
+
+// TestSpentTrialsAreRememberedWithinABound: a sender that used up its
+// trial stays refused, but no more than maxSpent of them are remembered,
+// however many ports send junk; the camera still latches after them.
+func TestSpentTrialsAreRememberedWithinABound(t *testing.T) {
+	h := start(t, 1)
+	h.expect(t, "s", 9000, "127.0.0.1")
+	h.a.mu.Lock()
+	s := h.a.byID["s"]
+	h.a.mu.Unlock()
+	now := time.Now()
+	for port := range 3 * maxSpent {
+		from := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1000 + port}
+		for _, p := range badFrames(9000, uint64(port), trialFrames+1) {
+			s.receive(p, from, now)
+		}
+	}
+	s.mu.Lock()
+	trials := len(s.trials)
+	s.mu.Unlock()
+	if trials != maxSpent || s.wrongSource.Load() != 3*maxSpent*(trialFrames+1) {
+		t.Fatalf("%d trials remembered, %d packets refused; want %d, %d", trials, s.wrongSource.Load(), maxSpent, 3*maxSpent*(trialFrames+1))
+	}
+	for _, p := range rtpFrames(t, 9000, 1)[0] {
+		s.receive(p, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 999}, now)
+	}
+	if got := s.rx.Load().Stats().Frames; got != 1 {
+		t.Errorf("the camera's first frame: %d frames, want 1", got)
 	}
 }

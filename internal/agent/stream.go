@@ -14,37 +14,51 @@ import (
 )
 
 // Judging a stream's source. A stream has no source until one sends it a
-// whole frame that decodes (media.ValidJPEG): until then each address
-// that sends the stream's SSRC (from the expected IP, when the coordinator
-// gave one) gets a receiver of its own, a trial. The first trial to yield
-// a valid frame is latched: its receiver becomes the stream's, with every
-// packet it had, and every other address is refused from then on. So a
-// racer that sends junk with the SSRC before the camera does not capture
-// the stream. Trials are bounded: at most maxTrials at once (packets from
-// further addresses are refused while they last); each lasts trialWindow,
-// and gives up early, its packets refused until the window ends, after
-// trialBytes of payload or trialFrames frames that do not decode. Then
-// its address may start over, when there is room. Packets of trials that
-// lose count as wrong_source.
+// whole frame that decodes (media.ValidJPEG): until then each sender of
+// the stream's SSRC gets a receiver of its own, a trial. The first trial to
+// yield a valid frame is latched: its receiver becomes the stream's, with
+// every packet it had, and every other address is refused from then on. So
+// a racer that sends junk with the SSRC before the camera does not capture
+// the stream.
+//
+// Trials are bounded, so that judging costs little, and bounded so that
+// junk cannot keep the camera out:
+//   - At most maxTrials at once, and one per IP: a host has one trial at a
+//     time however many ports it sends from (its other ports are refused
+//     while the trial lasts), so it cannot take every trial. When the
+//     coordinator gave the camera's IP, packets from every other IP are
+//     refused before they are judged: every trial is the camera's IP's, and
+//     there each port may have one, so that one other port of the camera's
+//     host (or of a sender spoofing it) cannot hold the camera out.
+//   - A trial lasts trialWindow from its first packet. It is spent after
+//     trialBytes of payload or trialFrames frames that do not decode: it
+//     gives its place up at once (to another host, or another port of its
+//     own), while its address stays refused until its window ends, so that
+//     it cannot start over with a fresh budget. At most maxSpent addresses
+//     are remembered so; beyond, the oldest is forgotten (it may start
+//     over).
+//
+// Packets of trials that lose count as wrong_source.
 const (
 	maxTrials   = 4
+	maxSpent    = 64
 	trialWindow = 2 * time.Second // two frames of a 1 fps camera that starts mid-frame
 	trialBytes  = 4 << 20         // a large JPEG frame
 	trialFrames = 3               // pictures decoded per trial at most: decoding costs
 )
 
-// trial is one address sending a stream's SSRC before a source is latched.
+// trial is one sender of a stream's SSRC, judged before a source is
+// latched.
 type trial struct {
-	rx      *media.Receiver
+	rx      *media.Receiver // nil once spent
 	started time.Time
-	packets uint64
+	packets uint64 // counted as wrong_source if it loses
 	bytes   int
 	bad     int // frames that did not decode
 }
 
-// spent tells whether the trial has used up its chances before its window
-// ends.
-func (t *trial) spent() bool { return t.bytes > trialBytes || t.bad >= trialFrames }
+// usedUp tells whether the trial has used up its budget.
+func (t *trial) usedUp() bool { return t.bytes > trialBytes || t.bad >= trialFrames }
 
 // stream is one camera stream an agent receives.
 type stream struct {
@@ -55,15 +69,15 @@ type stream struct {
 	frames  chan media.Frame // reassembled frames, to the writer
 	created time.Time
 	done    chan struct{}
-	// sourceIP is the only IP allowed, when the coordinator knows it. Set
-	// before the stream is shared, then only read.
-	sourceIP net.IP
+	// source is the only IP allowed, when the coordinator knows it (the
+	// zero Addr otherwise). Set before the stream is shared, then only read.
+	source netip.Addr
 
 	mu      sync.Mutex // orders receive, the latch and BYE against stop
 	ended   bool
 	reason  string
 	latched netip.AddrPort            // the source; invalid until one sent a valid frame
-	trials  map[netip.AddrPort]*trial // addresses judged until then
+	trials  map[netip.AddrPort]*trial // senders judged until then
 
 	liveMu   sync.Mutex
 	watchers map[chan []byte]struct{} // live viewers; nil once the stream ended
@@ -87,11 +101,11 @@ func (s *stream) wrong(n uint64) {
 // counted); before a source is latched it is judged; otherwise it is
 // refused (wrong_source).
 func (s *stream) receive(p *rtp.Packet, from *net.UDPAddr, now time.Time) {
-	if s.sourceIP != nil && !s.sourceIP.Equal(from.IP) {
+	src := plain(from.AddrPort())
+	if s.source.IsValid() && src.Addr() != s.source {
 		s.wrong(1)
 		return
 	}
-	src := from.AddrPort()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ended {
@@ -111,19 +125,35 @@ func (s *stream) receive(p *rtp.Packet, from *net.UDPAddr, now time.Time) {
 	}
 }
 
-// judge feeds a packet to its address's trial, and latches the address if
+// plain is a sender's address as it is compared: IPv4 received on an IPv6
+// socket as IPv4, without an IPv6 zone (the coordinator gives none).
+func plain(a netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(a.Addr().Unmap().WithZone(""), a.Port())
+}
+
+// judge feeds a packet to its sender's trial, and latches the sender if
 // that completes a valid frame. s.mu is held.
 func (s *stream) judge(p *rtp.Packet, src netip.AddrPort, now time.Time) {
+	live, spent, hostBusy := 0, 0, false
 	for k, t := range s.trials {
-		if now.Sub(t.started) > trialWindow {
+		switch {
+		case now.Sub(t.started) > trialWindow:
 			s.dropTrial(k, t) // it had its chance; it may start over
+		case t.rx == nil:
+			spent++
+		default:
+			live++
+			hostBusy = hostBusy || (k != src && k.Addr() == src.Addr() && !s.source.IsValid())
 		}
 	}
 	t := s.trials[src]
 	if t == nil {
-		if len(s.trials) >= maxTrials {
+		if live >= maxTrials || hostBusy {
 			s.wrong(1)
 			return
+		}
+		if spent >= maxSpent {
+			s.forgetOldestSpent()
 		}
 		rx, err := media.NewReceiver(s.cmd.SSRC, nil)
 		if err != nil {
@@ -136,25 +166,50 @@ func (s *stream) judge(p *rtp.Packet, src netip.AddrPort, now time.Time) {
 		}
 		s.trials[src] = t
 	}
+	if t.rx == nil { // spent
+		s.wrong(1)
+		return
+	}
 	t.packets++ // counted as wrong_source if it loses
-	if t.spent() {
-		return
-	}
 	t.bytes += len(p.Payload)
-	frames, err := t.rx.Push(p, now)
-	if err != nil {
-		return
-	}
-	for i, f := range frames {
-		if media.ValidJPEG(f.JPEG) {
-			s.latch(src, t, now)
-			s.deliver(frames[i:])
-			return
-		}
-		if t.bad++; t.spent() {
-			return
+	if frames, err := t.rx.Push(p, now); err == nil {
+		for i, f := range frames {
+			if media.ValidJPEG(f.JPEG) {
+				s.latch(src, t, now)
+				s.deliver(frames[i:])
+				return
+			}
+			if t.bad++; t.usedUp() {
+				break
+			}
 		}
 	}
+	if t.usedUp() {
+		s.spend(t)
+	}
+}
+
+// spend ends a trial that used up its budget: its packets count as
+// wrong_source and its place is free, but it stays in s.trials, refusing
+// its sender, until its window ends. s.mu is held.
+func (s *stream) spend(t *trial) {
+	t.rx.Close()
+	t.rx = nil
+	s.wrong(t.packets)
+	t.packets = 0
+}
+
+// forgetOldestSpent drops the spent trial that started first. s.mu is
+// held.
+func (s *stream) forgetOldestSpent() {
+	var oldest netip.AddrPort
+	var first time.Time
+	for k, t := range s.trials {
+		if t.rx == nil && (first.IsZero() || t.started.Before(first)) {
+			oldest, first = k, t.started
+		}
+	}
+	delete(s.trials, oldest)
 }
 
 // latch makes src the stream's source and t's receiver the stream's. s.mu
@@ -177,7 +232,9 @@ func (s *stream) latch(src netip.AddrPort, t *trial, now time.Time) {
 // dropTrial ends a trial; its packets count as wrong_source. s.mu is held.
 func (s *stream) dropTrial(k netip.AddrPort, t *trial) {
 	delete(s.trials, k)
-	t.rx.Close()
+	if t.rx != nil {
+		t.rx.Close()
+	}
 	s.wrong(t.packets)
 }
 
@@ -197,13 +254,14 @@ func (s *stream) deliver(frames []media.Frame) {
 // its source, the expected IP when the coordinator gave one, else the
 // latched source's IP (RTCP comes from another port than RTP). Before a
 // source is latched, a BYE from an unknown source ends nothing.
-func (s *stream) byeFrom(ip net.IP) bool {
-	if s.sourceIP != nil {
-		return s.sourceIP.Equal(ip)
+func (s *stream) byeFrom(ip netip.Addr) bool {
+	ip = ip.Unmap().WithZone("")
+	if s.source.IsValid() {
+		return s.source == ip
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.latched.IsValid() && net.IP(s.latched.Addr().AsSlice()).Equal(ip)
+	return s.latched.IsValid() && s.latched.Addr() == ip
 }
 
 // bye records the source's RTCP BYE.

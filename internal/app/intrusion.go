@@ -31,7 +31,9 @@ func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if err := privateDir(storage); err != nil {
+	clog := log.With("component", "coordinator")
+	ownStorage, err := coord.PrepareStorage(storage, cfg.Data.Dir, clog)
+	if err != nil {
 		return fmt.Errorf("clip storage: %w", err)
 	}
 	a.Storage = storage
@@ -51,7 +53,6 @@ func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 
-	clog := log.With("component", "coordinator")
 	var c *coord.Coordinator
 	exited := func(id string, err error) { c.RuntimeExited()(id, err) }
 	switch cfg.Agents.Runtime {
@@ -75,7 +76,7 @@ func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
 		sum := sha256.Sum256([]byte(dir))
 		rt := &coord.DockerRuntime{
 			Image: cfg.Agents.DockerImage, Network: cfg.Agents.DockerNetwork, Storage: storage,
-			Instance: hex.EncodeToString(sum[:6]), Exited: exited, Log: clog,
+			Instance: hex.EncodeToString(sum[:6]), OwnStorage: ownStorage, Exited: exited, Log: clog,
 			Memory: noLimit(cfg.Agents.DockerMemory), PidsLimit: noLimit(cfg.Agents.DockerPids),
 		}
 		gw, err := rt.Setup(ctx)

@@ -89,9 +89,12 @@ type Recording struct {
 	PreRollSeconds int `yaml:"pre_roll_seconds"`
 	// LiveSeconds is how long a camera streams when someone opens its live
 	// view; the page asks again while it stays open.
-	LiveSeconds int    `yaml:"live_seconds"`
-	Storage     string `yaml:"storage"`
-	Transcode   bool   `yaml:"transcode"`
+	LiveSeconds int `yaml:"live_seconds"`
+	// Storage is the clip storage root; "" means <data.dir>/clips. What
+	// Vigil may change in it depends on whether it is inside data.dir
+	// (coord.PrepareStorage).
+	Storage   string `yaml:"storage"`
+	Transcode bool   `yaml:"transcode"`
 }
 
 // Retention limits the clips kept.

@@ -72,6 +72,14 @@ type Runtime interface {
 	Close() error
 }
 
+// siteDirMaker is a Runtime whose agents may be unable to make a site's
+// directory in the clip storage themselves (Docker agents of a root vigil
+// up, in a storage root that is not theirs): the coordinator has it made
+// before it sends an agent to record there.
+type siteDirMaker interface {
+	MakeSiteDir(site string) error
+}
+
 // AgentSpec is what a runtime needs to start an agent.
 type AgentSpec struct {
 	ID       string

@@ -72,6 +72,11 @@ type DockerRuntime struct {
 	Broker   string // MQTT URL the agents connect to, reachable from the network
 	Storage  string // host clip storage directory, bind-mounted at /clips
 	Instance string // identifies this vigil up, in the vigil.instance label
+	// OwnStorage tells that Storage is Vigil's own (PrepareStorage): when
+	// vigil up is root, Setup gives it and every directory in it to the
+	// agents' user. Otherwise the owner of nothing there changes but that
+	// of the site directories the runtime makes itself (MakeSiteDir).
+	OwnStorage bool
 	// StopTimeout is how long Stop waits after SIGTERM before the engine
 	// kills the agent; 0 means 10s.
 	StopTimeout time.Duration
@@ -147,12 +152,22 @@ func agentUser() (uid, gid int) {
 }
 
 // adoptStorage gives the clip storage's directories to the agents' uid
-// when vigil up is root (so that agents write there, and root agents of an
-// older Vigil left none the new ones cannot write). Files stay as they are:
-// agents only create new ones.
+// when vigil up is root and the storage is Vigil's own (so that agents
+// write there, and root agents of an older Vigil left none the new ones
+// cannot write). Files stay as they are: agents only create new ones. A
+// storage root that is not Vigil's is left as it is; the agents then need
+// to enter it, and make their clip directories in the site directories
+// that MakeSiteDir makes.
 func (r *DockerRuntime) adoptStorage() error {
 	uid, gid := agentUser()
 	if os.Getuid() != 0 || r.Storage == "" {
+		return nil
+	}
+	if !r.OwnStorage {
+		if fi, err := os.Stat(r.Storage); err == nil && !mayEnter(fi, uid, gid) {
+			r.log().Warn("the agents cannot enter the clip storage: give it to them or let others enter it (chmod o+x)",
+				"storage", r.Storage, "agent_uid", uid)
+		}
 		return nil
 	}
 	if err := os.MkdirAll(r.Storage, 0o700); err != nil {
@@ -170,6 +185,21 @@ func (r *DockerRuntime) adoptStorage() error {
 	return nil
 }
 
+// mayEnter tells whether uid:gid may enter the directory fi describes.
+func mayEnter(fi fs.FileInfo, uid, gid int) bool {
+	perm := fi.Mode().Perm()
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !ok:
+		return true
+	case int(st.Uid) == uid:
+		return perm&0o100 != 0
+	case int(st.Gid) == gid:
+		return perm&0o010 != 0
+	}
+	return perm&0o001 != 0
+}
+
 // chownDir gives dir to uid:gid if it is not theirs already.
 func chownDir(dir string, uid, gid int) error {
 	fi, err := os.Lstat(dir)
@@ -182,30 +212,64 @@ func chownDir(dir string, uid, gid int) error {
 	return os.Lchown(dir, uid, gid)
 }
 
+// MakeSiteDir makes a site's directory in the clip storage if it is
+// missing, 0700 and, when vigil up is root, the agents' user's, so that
+// agents of the shared pool can make their clip directories in it also in
+// a storage root that is not theirs. An existing one is left as it is, but
+// in Vigil's own storage, where it is given to the agents' user.
+func (r *DockerRuntime) MakeSiteDir(site string) error {
+	_, err := r.siteDir(site)
+	return err
+}
+
+// siteDir makes a site's directory (MakeSiteDir) and returns its path.
+func (r *DockerRuntime) siteDir(site string) (string, error) {
+	if site == "" || site == "." || site == ".." || strings.ContainsAny(site, `/\`) {
+		return "", fmt.Errorf("site %q: not a directory name", site)
+	}
+	storage, err := filepath.Abs(r.Storage)
+	if err != nil {
+		return "", fmt.Errorf("storage: %w", err)
+	}
+	dir := filepath.Join(storage, site)
+	err = os.Mkdir(dir, 0o700)
+	made := err == nil
+	if err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", fmt.Errorf("storage: %w", err)
+	}
+	if os.Getuid() == 0 && (made || r.OwnStorage) {
+		uid, gid := agentUser()
+		if err := chownDir(dir, uid, gid); err != nil {
+			return "", fmt.Errorf("storage: %w", err)
+		}
+	}
+	return dir, nil
+}
+
 // storageMount is the clip storage an agent gets: its site's directory at
 // the same place under /clips for a dedicated agent, else all of it.
 func (r *DockerRuntime) storageMount(spec AgentSpec) (mount.Mount, error) {
+	if spec.Site != "" {
+		src, err := r.siteDir(spec.Site)
+		if err != nil {
+			return mount.Mount{}, err
+		}
+		return mount.Mount{Type: mount.TypeBind, Source: src, Target: "/clips/" + spec.Site}, nil
+	}
 	storage, err := filepath.Abs(r.Storage)
 	if err != nil {
 		return mount.Mount{}, fmt.Errorf("storage: %w", err)
 	}
-	src, dst := storage, "/clips"
-	if spec.Site != "" {
-		if spec.Site == "." || spec.Site == ".." || strings.ContainsAny(spec.Site, `/\`) {
-			return mount.Mount{}, fmt.Errorf("site %q: not a directory name", spec.Site)
-		}
-		src, dst = filepath.Join(storage, spec.Site), "/clips/"+spec.Site
-	}
-	if err := os.MkdirAll(src, 0o700); err != nil {
+	if err := os.MkdirAll(storage, 0o700); err != nil {
 		return mount.Mount{}, fmt.Errorf("storage: %w", err)
 	}
-	if os.Getuid() == 0 {
+	if os.Getuid() == 0 && r.OwnStorage {
 		uid, gid := agentUser()
-		if err := chownDir(src, uid, gid); err != nil {
+		if err := chownDir(storage, uid, gid); err != nil {
 			return mount.Mount{}, fmt.Errorf("storage: %w", err)
 		}
 	}
-	return mount.Mount{Type: mount.TypeBind, Source: src, Target: dst}, nil
+	return mount.Mount{Type: mount.TypeBind, Source: storage, Target: "/clips"}, nil
 }
 
 // limit is a configured limit: 0 is def, negative none (0 for Docker).

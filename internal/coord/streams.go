@@ -303,6 +303,11 @@ func (c *Coordinator) assign(st *stream) bool {
 	if st.live {
 		cmd.LiveOnly = true
 	} else {
+		if m, ok := c.runtime.(siteDirMaker); ok {
+			if err := m.MakeSiteDir(st.site); err != nil {
+				c.log.Warn("cannot make the site's clip directory", "site", st.site, "error", err)
+			}
+		}
 		seg := fmt.Sprintf("seg-%02d-%s.mp4", st.segIndex, best.id)
 		st.clip.Segments = append(st.clip.Segments, seg)
 		c.saveClip(st.clip)

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -540,6 +541,104 @@ func TestTheDataDirectoryIsPrivate(t *testing.T) {
 		if !seen[f] {
 			t.Errorf("no %s in the data directory", f)
 		}
+	}
+}
+
+// usersClipStorage is a clip storage root of the user's, elsewhere than
+// the data directory (a NAS mount, /srv): 0755, someone else's when the
+// test runs as root, with a file and a directory of theirs in it.
+// unchanged checks that none of it has another mode or owner.
+func usersClipStorage(t *testing.T) (root string, unchanged func(t *testing.T)) {
+	t.Helper()
+	root = t.TempDir()
+	paths := []string{root, filepath.Join(root, "notes.txt"), filepath.Join(root, "photos")}
+	must(t, os.WriteFile(paths[1], []byte("not Vigil's"), 0o644))
+	must(t, os.Mkdir(paths[2], 0o755))
+	before := map[string]string{}
+	for _, p := range paths {
+		if p != paths[1] {
+			must(t, os.Chmod(p, 0o755))
+		}
+		if os.Getuid() == 0 {
+			must(t, os.Lchown(p, 4321, 4321))
+		}
+		before[p] = modeAndOwner(t, p)
+	}
+	return root, func(t *testing.T) {
+		t.Helper()
+		for _, p := range paths {
+			if got := modeAndOwner(t, p); got != before[p] {
+				t.Errorf("%s is now %s, was %s", p, got, before[p])
+			}
+		}
+	}
+}
+
+func modeAndOwner(t *testing.T, p string) string {
+	t.Helper()
+	fi, err := os.Lstat(p)
+	must(t, err)
+	st := fi.Sys().(*syscall.Stat_t)
+	return fmt.Sprintf("%v %d:%d", fi.Mode(), st.Uid, st.Gid)
+}
+
+// recordAClip has a camera of site record a clip, and waits for it.
+func recordAClip(t *testing.T, ta *testApp, site string) {
+	t.Helper()
+	waitFor(t, 30*time.Second, "the first agent", func() bool { return liveAgents(ta.view(t)) == 1 && ta.view(t).Agents[0].Status == "ready" })
+	stop := runFleet(t, ta, cameraFleet(ta.mqttAddr(), site, 1))
+	defer stop()
+	waitFor(t, 60*time.Second, "a clip", func() bool {
+		cs := ta.clips(t, site)
+		return len(cs) == 1 && cs[0].State == coord.ClipReady
+	})
+}
+
+// checkPrivate checks that the directories under dir are 0700 and the
+// files 0600, and that there is a clip.
+func checkPrivate(t *testing.T, dir string) {
+	t.Helper()
+	clips := 0
+	must(t, filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		want := fs.FileMode(0o600)
+		if d.IsDir() {
+			want = 0o700
+		}
+		if fi.Mode().Perm() != want {
+			t.Errorf("%s has mode %v, want %v", p, fi.Mode().Perm(), want)
+		}
+		if d.Name() == "clip.mp4" {
+			clips++
+		}
+		return nil
+	}))
+	if clips != 1 {
+		t.Errorf("%d clip.mp4 in %s, want 1", clips, dir)
+	}
+}
+
+// TestAClipStorageOfTheUsersIsLeftAsItIs: with recording.storage pointing
+// at a directory of the user's, Vigil records there and keeps the
+// directories it makes private, but changes the mode and owner of nothing
+// it did not make, and warns once that others may read the directory.
+func TestAClipStorageOfTheUsersIsLeftAsItIs(t *testing.T) {
+	root, unchanged := usersClipStorage(t)
+	ta := startApp(t, func(c *conf.Config) {
+		intrusionConfig(t, c)
+		c.Recording.Storage = root
+	})
+	recordAClip(t, ta, "home")
+	unchanged(t)
+	checkPrivate(t, filepath.Join(root, "home"))
+	if n := strings.Count(ta.logs.String(), "other users may read the clip storage"); n != 1 {
+		t.Errorf("%d warnings that others may read the clip storage, want 1", n)
 	}
 }
 

@@ -123,3 +123,19 @@ func TestADedicatedDockerAgentRecordsItsSite(t *testing.T) {
 	})
 	checkClipFile(t, ta, clip, 7)
 }
+
+// TestDockerAgentsRecordIntoAStorageOfTheUsers: Docker agents record into
+// a clip storage root of the user's though Vigil gives them neither the
+// root nor anything else it did not make (as root, vigil up makes the
+// site's directory and gives them that).
+func TestDockerAgentsRecordIntoAStorageOfTheUsers(t *testing.T) {
+	mutate := dockerConfig(t)
+	root, unchanged := usersClipStorage(t)
+	ta := startApp(t, func(c *conf.Config) {
+		mutate(c)
+		c.Recording.Storage = root
+	})
+	recordAClip(t, ta, "home")
+	unchanged(t)
+	checkPrivate(t, filepath.Join(root, "home"))
+}
