@@ -99,6 +99,8 @@ func (h *authHook) Provides(b byte) bool {
 		return true
 	case mqtt.OnPublish:
 		return len(h.noRetainFilters) > 0
+	case mqtt.OnWill:
+		return true
 	}
 	return false
 }
@@ -381,6 +383,21 @@ func refusePublish(cl *mqtt.Client, pk packets.Packet, code packets.Code) string
 	}
 	_ = cl.WritePacket(ack)
 	return fmt.Sprintf("refused (%#02x)", code.Code)
+}
+
+// revokedWill is where the will of a client whose user was removed or
+// changed goes: a '$' topic, which no wildcard matches and no ACL reaches.
+const revokedWill = "$vigil/revoked-will"
+
+// OnWill sends nowhere the will of a client whose session was ended because
+// its user was removed or changed (EndSessions): a revoked login says
+// nothing more. mochi asks on the client's own goroutine, as its
+// connection ends, before the hook's OnDisconnect.
+func (h *authHook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	if _, ok := h.revoked.Load(cl); ok {
+		return mqtt.Will{TopicName: revokedWill}, nil
+	}
+	return will, nil
 }
 
 // OnACLCheck applies the user's ACL (anonymous clients: mqtt.anonymous_*);

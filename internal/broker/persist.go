@@ -49,6 +49,42 @@ var persisted = []byte{
 
 func (h persistHook) Provides(b byte) bool { return slices.Contains(persisted, b) }
 
+// StoredSubscriptions returns only the subscriptions of the sessions mochi
+// will restore, and deletes the rest from broker.bolt. The bolt hook stores
+// clean sessions too; after a crash mochi drops those sessions at start but
+// would still subscribe their client ids to what they had, for whoever
+// connects next with such an id, whatever its ACL.
+func (h persistHook) StoredSubscriptions() ([]storage.Subscription, error) {
+	subs, err := h.Hook.StoredSubscriptions()
+	if err != nil {
+		return nil, err
+	}
+	clients, err := h.Hook.StoredClients()
+	if err != nil {
+		return nil, err
+	}
+	kept := map[string]bool{}
+	for _, c := range clients {
+		expire := (c.ProtocolVersion == 5 && c.Properties.SessionExpiryInterval == 0) || (c.ProtocolVersion < 5 && c.Clean)
+		if !expire {
+			kept[c.ID] = true
+		}
+	}
+	out := subs[:0]
+	orphans := map[string]packets.Subscriptions{}
+	for _, sub := range subs {
+		if kept[sub.Client] {
+			out = append(out, sub)
+		} else {
+			orphans[sub.Client] = append(orphans[sub.Client], packets.Subscription{Filter: sub.Filter})
+		}
+	}
+	for id, filters := range orphans {
+		h.Hook.OnUnsubscribed(&mqtt.Client{ID: id}, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Unsubscribe}, Filters: filters})
+	}
+	return out, nil
+}
+
 // OnSubscribed stores only the subscriptions that were granted. mochi's
 // hook stores every filter of a SUBSCRIBE, refused ones too (not allowed,
 // beyond the quota), and mochi subscribes the client to all of them when

@@ -1153,3 +1153,57 @@ func TestAnAnonymousFleetOfOneSubscriptionPerDeviceFitsTheDefaultQuota(t *testin
 		t.Errorf("the fleet's sessions hold %d subscriptions, want %d", n, devices)
 	}
 }
+
+// After a crash, the clean sessions left in broker.bolt are dropped at the
+// next start and so are their subscriptions: the next client with such an
+// id gets nothing it did not subscribe to.
+func TestAfterACrashNobodyInheritsACleanSessionsSubscriptions(t *testing.T) {
+	dir := t.TempDir()
+	qb := openQuota(t, dir, nil)
+	crashed := connect311(t, qb.Server, "crash-1", "")
+	var body bytes.Buffer
+	body.Write([]byte{0, 1})
+	mqttString(&body, "c/1")
+	body.WriteByte(1)
+	crashed.Write(append([]byte{0x82, byte(body.Len())}, body.Bytes()...))
+	if hb, _, err := readFrame(crashed); err != nil || hb != 0x90 {
+		t.Fatalf("SUBACK %#x %v", hb, err)
+	}
+	// kill -9: broker.bolt as it is on disk now, the session still in it.
+	snapshot := t.TempDir()
+	b, err := os.ReadFile(filepath.Join(dir, "broker.bolt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(snapshot, "broker.bolt"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	qb.Close()
+
+	next := openQuota(t, snapshot, nil)
+	got := make(chan string, 4)
+	c, _, code := connectAs(t, next.Server, "crash-1", "")
+	if code != 0 {
+		t.Fatalf("CONNACK %#x", code)
+	}
+	c.AddOnPublishReceived(func(pr paho.PublishReceived) (bool, error) { got <- pr.Packet.Topic; return true, nil })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "c/marker", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	// In this order to the same client: c/1 would come before the marker.
+	for _, topic := range []string{"c/1", "c/marker"} {
+		if err := next.Publish(topic, []byte("x"), false, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case topic := <-got:
+		if topic != "c/marker" {
+			t.Errorf("the new crash-1 received %s, subscribed by the crashed session", topic)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the marker did not arrive")
+	}
+}

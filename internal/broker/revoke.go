@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"errors"
-	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -56,14 +55,14 @@ func (s *Server) EndSessions(name string) int {
 // already holds back for its delay is not recalled: it was held to the
 // ACL of its time when the client connected.
 func (s *Server) endSession(cl *mqtt.Client) {
-	atomic.StoreUint32(&cl.Properties.Will.Flag, 0)
 	if cl.Closed() {
 		s.expireSession(cl, errRevoked)
 		return
 	}
 	// The session goes when the connection's goroutine ends (the auth
 	// hook's OnDisconnect), so that no packet it is still handling
-	// subscribes again after the clean-up.
+	// subscribes again after the clean-up; its will goes nowhere (the
+	// auth hook's OnWill).
 	s.auth.revoked.Store(cl, struct{}{})
 	kick(s.mochi, cl, packets.ErrAdministrativeAction)
 }
