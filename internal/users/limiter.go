@@ -38,9 +38,8 @@ func (l *Limiter) Attempt(key string, max int) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	l.prune(key, now)
-	if f := l.tries[key]; len(f) >= max {
-		return f[0].Add(l.Window).Sub(now)
+	if wait := l.waitLocked(key, max, now); wait > 0 {
+		return wait
 	}
 	if l.tries == nil {
 		l.tries = map[string][]time.Time{}
@@ -57,7 +56,11 @@ func (l *Limiter) Attempt(key string, max int) time.Duration {
 func (l *Limiter) Locked(key string, max int) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	now := l.now()
+	return l.waitLocked(key, max, l.now())
+}
+
+// waitLocked returns how long key must wait at now, l.mu held.
+func (l *Limiter) waitLocked(key string, max int, now time.Time) time.Duration {
 	l.prune(key, now)
 	if f := l.tries[key]; len(f) >= max {
 		return f[0].Add(l.Window).Sub(now)
