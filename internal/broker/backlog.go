@@ -68,11 +68,14 @@ type backlog struct {
 }
 
 // MaxInflight is how many QoS 1 and 2 messages a client may have
-// unacknowledged (mochi's MaximumInflight); beyond it they are dropped.
-// Publishers wait for a subscriber from a quarter of it: a publisher held
-// back (OnQosPublish) already holds a place in the window, so the rest is
-// room for thousands of them.
-const MaxInflight = 16384
+// unacknowledged (mochi's MaximumInflight, all the packet ids there are);
+// beyond it they are dropped. A subscriber briefly seconds behind a large
+// fleet needs that room. Publishers wait for a subscriber from a quarter of
+// it: a publisher held back (OnQosPublish) already holds a place in the
+// window, so the rest is room for thousands of them. A subscriber that does
+// not acknowledge can hold that many messages in memory: up to
+// mqtt.max_packet_size each.
+const MaxInflight = 65535
 
 // slowFor is how long nobody waits for a subscriber that did not catch up
 // within slow_subscriber_wait: a subscriber that stays behind may hold
@@ -126,12 +129,20 @@ func queued(cl *mqtt.Client) int {
 
 // OnQosPublish runs on the publisher's goroutine just before a QoS 1 or 2
 // message is queued for cl: while cl is behind, the publisher waits for a
-// token, as many going on as cl's queue and window drain. Once publishers
-// have been held back for cl for slow_subscriber_wait in one stretch (waits
-// that end less than a second before the next begins), or a wait ran out,
-// cl is slow. Retained messages sent to cl as it subscribes never wait:
-// they are sent on cl's own goroutine, which is also the one that reads
-// its acknowledgements.
+// token, as many going on as cl's queue and window drain.
+//
+// Two ways of being behind are told apart. A full queue is the broker's
+// writer to cl falling behind (thousands of publishers' goroutines leave it
+// little CPU): publishers wait as long as it makes progress, since that
+// is what gives it the CPU back; only a writer that writes nothing for
+// slow_subscriber_wait (cl stopped reading) makes cl slow. A full window is
+// cl not acknowledging: once publishers have been held back for it for
+// slow_subscriber_wait in one stretch (waits that end less than a second
+// before the next begins), or a wait ran out, cl is slow, so that a client
+// that reads slowly on purpose cannot set the pace of everyone publishing
+// to its subscriptions. Retained messages sent to cl as it subscribes never
+// wait: they are sent on cl's own goroutine, which is also the one that
+// reads its acknowledgements.
 func (h *backlogHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, resends int) {
 	if h.wait <= 0 || resends > 0 || pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Retain ||
 		!h.behind(cl) || pk.Origin == mqtt.InlineClientId || cl.Closed() {
@@ -144,27 +155,36 @@ func (h *backlogHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, 
 		b.mu.Unlock()
 		return
 	}
-	if now.Sub(b.lastWait) > time.Second {
-		b.behindSince = now // a new stretch
-	}
-	left := h.wait - now.Sub(b.behindSince)
-	if left <= 0 {
-		b.mu.Unlock()
-		h.markSlow(cl, b)
-		return
+	unacked := cl.State.Inflight.Len() >= h.inflightHigh
+	left := h.wait
+	if unacked {
+		if now.Sub(b.lastWait) > time.Second {
+			b.behindSince = now // a new stretch
+		}
+		if left = h.wait - now.Sub(b.behindSince); left <= 0 {
+			b.mu.Unlock()
+			h.markSlow(cl, b)
+			return
+		}
 	}
 	b.mu.Unlock()
 	h.waits.Inc()
 	timer := time.NewTimer(left)
 	defer timer.Stop()
-	defer func() {
-		b.mu.Lock()
-		b.lastWait = h.now()
-		b.mu.Unlock()
-	}()
+	if unacked {
+		defer func() {
+			b.mu.Lock()
+			b.lastWait = h.now()
+			b.mu.Unlock()
+		}()
+	}
 	for h.behind(cl) {
 		select {
 		case <-b.tokens:
+			if !unacked && cl.State.Inflight.Len() < h.inflightHigh {
+				// The writer wrote: it makes progress.
+				timer.Reset(h.wait)
+			}
 		case <-b.gone:
 			return
 		case <-timer.C:

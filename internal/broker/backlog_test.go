@@ -177,28 +177,24 @@ func TestASubscriberThatFallsBehindForAMomentLosesNothing(t *testing.T) {
 	t.Logf("%d messages in %v; publishers waited %v times", n, took.Round(time.Millisecond), testutil.ToFloat64(s.backlog.waits))
 }
 
-// A subscriber that stays behind holds publishers back only for
-// slow_subscriber_wait; then it is slow, and what it loses is counted and
-// reported with its client id.
-func TestASubscriberThatStaysBehindLosesMessagesCountedAndNamed(t *testing.T) {
+// A broker writer that keeps writing, however slowly, is waited for
+// longer than slow_subscriber_wait: it is the broker's own goroutine that
+// is short of CPU, not the subscriber that is slow, and waiting is what
+// gives it the CPU back.
+func TestAWriterThatKeepsWritingIsNeverGivenUpOn(t *testing.T) {
 	s := openBacklog(t, func(c *conf.MQTT) { c.SlowSubscriberWait = 100 * time.Millisecond })
-	if err := s.mochi.AddHook(&slowWriter{clientID: "slow-dashboard", d: 5 * time.Millisecond}, nil); err != nil {
+	if err := s.mochi.AddHook(&slowWriter{clientID: "dashboard", d: 2 * time.Millisecond}, nil); err != nil {
 		t.Fatal(err)
 	}
-	sub := subscribeRaw(t, s, "slow-dashboard", "vigil/#")
+	sub := subscribeRaw(t, s, "dashboard", "vigil/#")
 	go sub.read()
-	took := publishN(t, s, 1000, 64)
-	if took > 10*time.Second {
-		t.Errorf("a slow subscriber held publishers back for %v", took)
+	const n = 1000 // 2 s of writing at least, 20 times the wait
+	took := publishN(t, s, n, 64)
+	waitUntil(t, "every message at the subscriber", func() bool { return sub.received.Load() == n })
+	if d := testutil.ToFloat64(s.backlog.dropped.WithLabelValues("1")); d != 0 || len(s.SlowSubscribers()) != 0 {
+		t.Errorf("%v dropped; slow subscribers %+v", d, s.SlowSubscribers())
 	}
-	slow := s.SlowSubscribers()
-	if len(slow) != 1 || slow[0].ClientID != "slow-dashboard" || slow[0].Dropped == 0 {
-		t.Fatalf("slow subscribers: %+v", slow)
-	}
-	if d := testutil.ToFloat64(s.backlog.dropped.WithLabelValues("1")); d != float64(slow[0].Dropped) {
-		t.Errorf("vigil_mqtt_subscriber_dropped_total{qos=1} = %v, the client's count %d", d, slow[0].Dropped)
-	}
-	t.Logf("1000 messages in %v, %d dropped for the slow subscriber", took.Round(time.Millisecond), slow[0].Dropped)
+	t.Logf("%d messages in %v", n, took.Round(time.Millisecond))
 }
 
 // A client that stops reading is disconnected after mqtt.write_timeout;
@@ -241,6 +237,11 @@ func TestASubscriberThatNeverAcknowledgesLosesMessagesCountedAndNamed(t *testing
 	if len(slow) != 1 || slow[0].ClientID != "no-acks" || slow[0].Dropped < 900 {
 		t.Fatalf("slow subscribers: %+v", slow)
 	}
+	// The metric and the client's count agree once the last drop is counted.
+	waitUntil(t, "the metric to agree with the client's count", func() bool {
+		slow = s.SlowSubscribers()
+		return len(slow) == 1 && testutil.ToFloat64(s.backlog.dropped.WithLabelValues("1")) == float64(slow[0].Dropped)
+	})
 	t.Logf("%d messages in %v, %d dropped for the subscriber that never acknowledges", n, took.Round(time.Millisecond), slow[0].Dropped)
 }
 
