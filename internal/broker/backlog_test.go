@@ -152,6 +152,21 @@ func openBacklog(t *testing.T, mutate func(*conf.MQTT)) *Server {
 	})
 }
 
+// openSmallWindow opens a broker whose clients' window is 256 messages
+// (waits begin at 64 unacknowledged), so that a test fills it quickly.
+func openSmallWindow(t *testing.T, mutate func(*conf.MQTT)) *Server {
+	c := conf.New().MQTT
+	c.Listen, c.WSListen, c.Persistence = "127.0.0.1:0", "", false
+	c.BlockFloodMessages = 0
+	mutate(&c)
+	s, err := Open(Config{MQTT: c, DataDir: t.TempDir(), MaxInflight: 256}, roleUsers{}, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 // A QoS 1 subscriber whose messages cannot be written as fast as they come
 // for a while (a burst, a moment without CPU) loses nothing: publishers
 // wait for its queue.
@@ -220,14 +235,7 @@ func TestAClientThatStopsReadingHoldsNobodyUpForLong(t *testing.T) {
 // only for slow_subscriber_wait; beyond MaxInflight unacknowledged
 // messages what it loses is counted and named too.
 func TestASubscriberThatNeverAcknowledgesLosesMessagesCountedAndNamed(t *testing.T) {
-	c := conf.New().MQTT
-	c.Listen, c.WSListen, c.Persistence = "127.0.0.1:0", "", false
-	c.MaxQueuedMessages, c.BlockFloodMessages, c.SlowSubscriberWait = 64, 0, 100*time.Millisecond
-	s, err := Open(Config{MQTT: c, DataDir: t.TempDir(), MaxInflight: 256}, roleUsers{}, slog.New(slog.DiscardHandler), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openSmallWindow(t, func(c *conf.MQTT) { c.MaxQueuedMessages, c.SlowSubscriberWait = 64, 100*time.Millisecond })
 	sub := subscribeRaw(t, s, "no-acks", "vigil/#")
 	sub.noAck = true
 	go sub.read()
@@ -268,14 +276,7 @@ func TestAWebSocketClientThatStopsReadingHoldsNobodyUpForLong(t *testing.T) {
 // subscriber that stays behind (here: it never acknowledges) is held back
 // for one wait, not once per message.
 func TestOnePublisherIsHeldBackForOneWaitOnly(t *testing.T) {
-	c := conf.New().MQTT
-	c.Listen, c.WSListen, c.Persistence = "127.0.0.1:0", "", false
-	c.BlockFloodMessages, c.SlowSubscriberWait = 0, time.Second
-	s, err := Open(Config{MQTT: c, DataDir: t.TempDir(), MaxInflight: 256}, roleUsers{}, slog.New(slog.DiscardHandler), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openSmallWindow(t, func(c *conf.MQTT) { c.SlowSubscriberWait = time.Second })
 	sub := subscribeRaw(t, s, "no-acks", "vigil/#")
 	sub.noAck = true
 	go sub.read()

@@ -68,9 +68,24 @@ func openQuota(t *testing.T, dir string, mutate func(*conf.MQTT)) *quotaBroker {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
+	if err := s.mochi.AddHook(&doneHook{}, nil); err != nil { // after Vigil's hooks
+		t.Fatal(err)
+	}
 	qb.Server = s
 	return qb
 }
+
+// done holds the clients whose disconnection every hook of Vigil's has
+// seen (doneHook runs after them).
+var done sync.Map // *mqtt.Client
+
+type doneHook struct{ mqtt.HookBase }
+
+func (doneHook) ID() string { return "test-done" }
+
+func (doneHook) Provides(b byte) bool { return b == mqtt.OnDisconnect }
+
+func (doneHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) { done.Store(cl, true) }
 
 func (qb *quotaBroker) log() string {
 	qb.mu.Lock()
@@ -753,14 +768,25 @@ func connectSession(t *testing.T, s *Server, clientID, user string, expiry uint3
 }
 
 // leave disconnects c and waits until the broker is done with its
-// connection (mochi counts it out last): a clean session is gone, with
-// its subscriptions; a persistent one is offline. No other client may
-// connect or leave meanwhile.
+// connection: a clean session is gone, with its subscriptions (mochi
+// forgets the client last); a persistent one is offline and Vigil's hooks
+// have seen it go. s must come from openQuota.
 func leave(t *testing.T, s *Server, c *paho.Client, clientID string) {
 	t.Helper()
-	before := s.ClientsConnected()
+	cl, ok := s.mochi.Clients.Get(clientID)
+	if !ok {
+		t.Fatalf("%s is not connected", clientID)
+	}
 	c.Disconnect(&paho.Disconnect{})
-	waitUntil(t, clientID+" to be disconnected", func() bool { return s.ClientsConnected() < before })
+	waitUntil(t, clientID+" to be disconnected", func() bool {
+		if _, ok := done.Load(cl); !ok {
+			return false
+		}
+		cur, ok := s.mochi.Clients.Get(clientID)
+		clean := cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0 ||
+			cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean
+		return !clean || !ok || cur != cl
+	})
 }
 
 // subscriptionsOf counts the subscriptions mochi holds for the sessions,
