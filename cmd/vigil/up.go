@@ -36,8 +36,11 @@ a username and password (see 'vigil user').
 Configuration: defaults, then --config FILE (or VIGIL_CONFIG), then
 VIGIL_<SECTION>_<KEY> environment variables, then these flags. vigil.yaml in
 the source tree documents every key. Port 0 picks a free port; the chosen
-address is logged. Ctrl-C (SIGINT) or SIGTERM stops gracefully: queued
-readings are stored before exit.`,
+address is logged. A QoS 1 or 2 reading is acknowledged (PUBACK) only once
+it is stored in the database, so even a crash loses nothing acknowledged.
+Ctrl-C (SIGINT) or SIGTERM stops gracefully: the broker stops taking
+readings first (clients sending one are disconnected unacknowledged and
+send it again later), then queued readings are stored before exit.`,
 	examples: `  vigil up --demo
   vigil up --config /etc/vigil/vigil.yaml
   vigil up --data-dir /var/lib/vigil --mqtt-listen 0.0.0.0:1883 --http-listen 0.0.0.0:8080

@@ -136,9 +136,16 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 	}, a.Store, log.With("component", "telemetry"), a.Registry); err != nil {
 		return nil, err
 	}
+	// Closed after the broker (closers run in reverse): the broker stops
+	// taking messages first, then the pipeline stores what it holds.
+	a.onClose(a.Telemetry.Close)
 
 	if a.Broker, err = broker.Open(broker.Config{MQTT: cfg.MQTT, DataDir: cfg.Data.Dir,
-		NoRetain: []string{detect.ModeSetFilter, ingest.CameraCommandFilter, ingest.AgentCommandFilter}}, a.Users, log.With("component", "broker"), a.Registry); err != nil {
+		NoRetain: []string{detect.ModeSetFilter, ingest.CameraCommandFilter, ingest.AgentCommandFilter},
+		// Every message on the pipeline's topics is stored before the
+		// broker acknowledges it (the writer starts below; until then
+		// publishers wait).
+		Ingest: a.Telemetry.Ingest, IngestFilters: a.Telemetry.Filters()}, a.Users, log.With("component", "broker"), a.Registry); err != nil {
 		return nil, err
 	}
 	a.onClose(a.Broker.Close)
@@ -156,13 +163,7 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 		return nil, err
 	}
 	a.openLive()
-	a.Telemetry.Start()
-	a.onClose(a.Telemetry.Close)
-	for _, f := range a.Telemetry.Filters() {
-		if err := a.Broker.Subscribe(f, a.Telemetry.Handle); err != nil {
-			return nil, fmt.Errorf("subscribe pipeline to %s: %w", f, err)
-		}
-	}
+	a.Telemetry.Start() // once every observer is registered
 
 	ui, err := web.New(log.With("component", "web"))
 	if err != nil {
@@ -228,8 +229,9 @@ func privateDir(dir string) error {
 }
 
 // Close stops everything in reverse order: the demo fleet, the HTTP server,
-// the broker (disconnecting clients), then the pipeline, which stores all
-// it has queued, and the database.
+// the broker (which stops taking messages, lets those being stored be
+// acknowledged, then disconnects clients), then the pipeline, which stores
+// all it has queued, and the database.
 func (a *App) Close() error {
 	var errs []error
 	for i := len(a.closers) - 1; i >= 0; i-- {

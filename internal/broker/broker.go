@@ -8,6 +8,7 @@ package broker
 
 import (
 	"cmp"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -47,6 +48,11 @@ type Config struct {
 	// a retained message, nor a retained last will: the topics Vigil takes
 	// commands on.
 	NoRetain []string
+	// Ingest, when set, is given every message published on
+	// IngestFilters before the broker acknowledges it (see IngestHandler),
+	// from the first client on.
+	Ingest        IngestHandler
+	IngestFilters []string
 }
 
 // Server is the running broker.
@@ -64,6 +70,8 @@ type Server struct {
 	guards       []*closeGuard // one per listener
 	selfAudit    *selfAudit
 	backlog      *backlogHook
+	ingestHook   *ingestHook
+	cancelIngest context.CancelFunc
 	writeTimeout time.Duration
 	stop         chan struct{}
 	wg           sync.WaitGroup
@@ -135,6 +143,13 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 		}
 		s.hooks = append(s.hooks, h)
 	}
+	// Last: it stores what every other hook let through.
+	s.ingestHook = &ingestHook{srv: s, stop: func(cl *mqtt.Client, err error) { cl.Stop(err) }, filters: cfg.IngestFilters, h: cfg.Ingest}
+	s.ingestHook.ctx, s.cancelIngest = context.WithCancel(context.Background())
+	if err := m.AddHook(s.ingestHook, nil); err != nil {
+		return nil, fmt.Errorf("add %s hook: %w", s.ingestHook.ID(), err)
+	}
+	s.hooks = append(s.hooks, s.ingestHook)
 
 	var bound []net.Listener
 	fail := func(err error) (*Server, error) {
@@ -350,6 +365,9 @@ func (s *Server) ClientsConnected() int64 { return atomic.LoadInt64(&s.mochi.Inf
 func (s *Server) Close() error {
 	var err error
 	s.once.Do(func() {
+		// Stop taking messages to store, and let those being stored be
+		// acknowledged, before clients are disconnected.
+		s.ingestHook.drain(5*time.Second, s.cancelIngest)
 		close(s.stop)
 		s.wg.Wait()
 		err = s.mochi.Close()

@@ -61,10 +61,18 @@ func (p *Pipeline) Observe(f func(Event)) {
 }
 
 // item is a message to parse and store, or a barrier that Sync waits on.
+// A message with done is one whose publisher waits until it is stored
+// (Ingest): done gets nil once it is committed (or was invalid: nothing to
+// store), an error if it never will be.
 type item struct {
 	msg     message
+	done    chan error
 	barrier chan struct{}
 }
+
+// ErrClosed is returned for a message the pipeline did not take because
+// it is closing.
+var ErrClosed = errors.New("telemetry pipeline is closed")
 
 // message is a device message as the broker delivered it.
 type message struct {
@@ -108,11 +116,38 @@ func (p *Pipeline) Start() {
 // copies the message: parsing happens on the writer's goroutine, which keeps
 // the stacks of 10,000 client goroutines small.
 func (p *Pipeline) Handle(topic string, payload []byte, clientID string) {
+	_ = p.Ingest(context.Background(), topic, payload, clientID, false)
+}
+
+// Ingest queues one message for parsing and storage, like Handle. With
+// wait, it returns only once the message is durably stored (its batch is
+// committed: group commit, each publisher waiting for its own batch
+// only), or is invalid and has nothing to store; an error means it is not
+// stored: the pipeline is closing (ErrClosed), or ctx ended first (it may
+// still be stored later). A broker acknowledges a message only after
+// Ingest returned nil for it, so that an acknowledged reading is never
+// lost to a crash.
+func (p *Pipeline) Ingest(ctx context.Context, topic string, payload []byte, clientID string, wait bool) error {
 	if len(payload) > p.cfg.Parser.MaxPayload { // not worth copying
 		p.reject(topic, clientID, reject(ReasonOversized, "%d bytes on %s, limit %d", len(payload), topic, p.cfg.Parser.MaxPayload))
-		return
+		return nil
 	}
-	p.enqueue(item{msg: message{topic: topic, clientID: clientID, payload: bytes.Clone(payload), received: time.Now()}})
+	it := item{msg: message{topic: topic, clientID: clientID, payload: bytes.Clone(payload), received: time.Now()}}
+	if wait {
+		it.done = make(chan error, 1)
+	}
+	if err := p.enqueue(ctx, it); err != nil {
+		return err
+	}
+	if !wait {
+		return nil
+	}
+	select {
+	case err := <-it.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // parse turns a queued message into an event, counting it either way.
@@ -148,22 +183,29 @@ func (p *Pipeline) reject(topic, clientID string, err error) {
 	p.rlog.Warn(reason, "telemetry message rejected", "reason", reason, "topic", topic, "client_id", clientID, "detail", err.Error())
 }
 
-func (p *Pipeline) enqueue(it item) bool {
+// enqueue queues it, waiting while the queue is full, unless ctx ends
+// first or the pipeline is closed.
+func (p *Pipeline) enqueue(ctx context.Context, it item) error {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed {
 		p.m.rejected.WithLabelValues("shutdown").Inc()
-		return false
+		p.rlog.Warn("shutdown", "telemetry message refused: the pipeline is closing", "topic", it.msg.topic, "client_id", it.msg.clientID)
+		return ErrClosed
 	}
-	p.queue <- it
-	return true
+	select {
+	case p.queue <- it:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Sync waits until everything handled before it is stored.
 func (p *Pipeline) Sync(ctx context.Context) error {
 	b := make(chan struct{})
-	if !p.enqueue(item{barrier: b}) {
-		return errors.New("telemetry pipeline is closed")
+	if err := p.enqueue(ctx, item{barrier: b}); err != nil {
+		return err
 	}
 	select {
 	case <-b:
@@ -187,16 +229,28 @@ func (p *Pipeline) Close() error {
 	return nil
 }
 
+// writer parses queued messages and writes them in batches. A batch is
+// written when it is full, FlushInterval after its first message, at a
+// barrier, or, as soon as the queue is empty, when a publisher waits for
+// one of its messages (group commit: whatever arrived while the previous
+// batch was written goes in the next one, so batches grow with the load
+// and a lone publisher waits for one write only).
 func (p *Pipeline) writer() {
 	batch := make([]Event, 0, p.cfg.BatchSize)
 	var barriers []chan struct{}
+	var waiters []chan error
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	flush := func() {
+		var err error
 		if len(batch) > 0 {
-			p.write(batch)
+			err = p.write(batch)
 			batch = batch[:0]
 		}
+		for _, w := range waiters {
+			w <- err
+		}
+		waiters = waiters[:0]
 		for _, b := range barriers {
 			close(b)
 		}
@@ -216,13 +270,19 @@ func (p *Pipeline) writer() {
 			}
 			ev, ok := p.parse(it.msg)
 			if !ok {
+				if it.done != nil {
+					it.done <- nil // nothing to store
+				}
 				continue
 			}
 			if len(batch) == 0 {
 				timer.Reset(p.cfg.FlushInterval)
 			}
 			batch = append(batch, ev)
-			if len(batch) >= p.cfg.BatchSize {
+			if it.done != nil {
+				waiters = append(waiters, it.done)
+			}
+			if len(batch) >= p.cfg.BatchSize || len(waiters) > 0 && len(p.queue) == 0 {
 				flush()
 			}
 		case <-timer.C:
@@ -234,8 +294,9 @@ func (p *Pipeline) writer() {
 // write stores a batch, retrying with backoff while the store fails (a full
 // disk, a locked database). While it retries, the queue fills and
 // publishers are slowed down; nothing is dropped. Once the pipeline is
-// closing it gives up after a bounded time and says how much was lost.
-func (p *Pipeline) write(batch []Event) {
+// closing it gives up after a bounded time, says how much was lost and
+// returns why.
+func (p *Pipeline) write(batch []Event) error {
 	backoff := 100 * time.Millisecond
 	var deadline time.Time
 	for attempt := 1; ; attempt++ {
@@ -256,7 +317,7 @@ func (p *Pipeline) write(batch []Event) {
 			if attempt > 1 {
 				p.log.Info("telemetry store recovered", "attempts", attempt, "events", len(batch))
 			}
-			return
+			return nil
 		}
 		p.m.storeErrors.Inc()
 		p.rlog.Warn("store", "telemetry store failed; retrying", "error", err, "events", len(batch), "attempt", attempt)
@@ -268,7 +329,7 @@ func (p *Pipeline) write(batch []Event) {
 			if time.Now().After(deadline) {
 				p.m.lost.Add(float64(len(batch)))
 				p.log.Error("telemetry store still failing at shutdown; events lost", "events", len(batch), "error", err)
-				return
+				return err
 			}
 		default:
 		}

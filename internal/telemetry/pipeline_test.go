@@ -191,3 +191,70 @@ func TestCloseStoresWhatIsQueued(t *testing.T) {
 	}
 	p.Handle("vigil/s/d/telemetry", []byte(`{"value":1}`), "c") // must not panic or block
 }
+
+// countingStore counts the writes it is given.
+type countingStore struct {
+	telemetry.Store
+	writes atomic.Int32
+}
+
+func (c *countingStore) Apply(ctx context.Context, evs []telemetry.Event) error {
+	c.writes.Add(1)
+	return c.Store.Apply(ctx, evs)
+}
+
+// Ingest with wait returns once the reading is in the database, and
+// publishers waiting at once share writes (group commit) rather than
+// waiting for the flush interval or for one write each.
+func TestIngestReturnsOnceTheReadingIsStored(t *testing.T) {
+	st := openStore(t)
+	cs := &countingStore{Store: st}
+	p, err := telemetry.New(telemetry.Config{
+		Parser:    telemetry.Parser{MaxPayload: 1024, LegacySite: "default", LegacyTZ: time.UTC},
+		QueueSize: 1000, BatchSize: 500, FlushInterval: time.Hour, Retention: time.Hour, LogInterval: time.Minute,
+	}, cs, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Start()
+	defer p.Close()
+	ctx := context.Background()
+	// One publisher alone: stored at once, not after the flush interval.
+	if err := p.Ingest(ctx, "vigil/s/lone/telemetry", []byte(`{"value":1}`), "c", true); err != nil {
+		t.Fatal(err)
+	}
+	if rs, _ := st.ListReadings(ctx, telemetry.ReadingQuery{DeviceID: "lone", Limit: 10}); len(rs) != 1 {
+		t.Fatalf("Ingest returned, %d readings stored", len(rs))
+	}
+	// An invalid message waits for nothing.
+	if err := p.Ingest(ctx, "vigil/s/lone/telemetry", []byte(`not json`), "c", true); err != nil {
+		t.Errorf("an invalid message: %v", err)
+	}
+	const n = 400
+	before := cs.writes.Load()
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dev := fmt.Sprintf("d%d", i)
+			if err := p.Ingest(ctx, "vigil/s/"+dev+"/telemetry", fmt.Appendf(nil, `{"value":%d}`, i), "c", true); err != nil {
+				t.Error(err)
+				return
+			}
+			if rs, err := st.ListReadings(ctx, telemetry.ReadingQuery{DeviceID: dev, Limit: 1}); err != nil || len(rs) != 1 {
+				t.Errorf("%s: Ingest returned before its reading was stored (%v)", dev, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if w := cs.writes.Load() - before; w >= n/2 {
+		t.Errorf("%d publishers at once took %d writes", n, w)
+	} else {
+		t.Logf("%d publishers at once: %d writes", n, w)
+	}
+	p.Close()
+	if err := p.Ingest(ctx, "vigil/s/late/telemetry", []byte(`{"value":1}`), "c", true); !errors.Is(err, telemetry.ErrClosed) {
+		t.Errorf("after Close: %v, want ErrClosed", err)
+	}
+}
