@@ -148,19 +148,25 @@ func (c *Coordinator) recover(ctx context.Context) {
 			c.deleteClip(ctx, cl, "left by the previous run")
 		}
 	}
-	for _, state := range []string{ClipRecording, ClipFinishing} {
-		cls, err := c.store.ClipsInState(ctx, state)
-		if err != nil {
+	// Both lists are read before either is changed: a recording clip
+	// becomes finishing here and must not be found again as one (a second
+	// job would find its segments merged and gone, and fail it).
+	recording, err1 := c.store.ClipsInState(ctx, ClipRecording)
+	finishing, err2 := c.store.ClipsInState(ctx, ClipFinishing)
+	if err := errors.Join(err1, err2); err != nil {
+		c.log.Error("recover clips: they are finished at the next start", "error", err)
+	}
+	for _, cl := range recording {
+		cl.Interrupted = true
+		cl.State = ClipFinishing
+		if err := c.store.SaveClip(ctx, &cl); err != nil {
+			c.log.Error("recover clip", "clip", cl.ID, "error", err)
 			continue
 		}
-		for _, cl := range cls {
-			if state == ClipRecording {
-				cl.Interrupted = true
-				cl.State = ClipFinishing
-				c.store.SaveClip(ctx, &cl)
-			}
-			c.jobs <- cl.ID
-		}
+		c.jobs <- cl.ID
+	}
+	for _, cl := range finishing {
+		c.jobs <- cl.ID
 	}
 	evs, err := c.store.UnfinishedEvents(ctx)
 	if err != nil {

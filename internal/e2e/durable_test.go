@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	_ "modernc.org/sqlite"
+
+	"github.com/vigilhq/vigil/internal/sim"
 )
 
 // vigilProcess is `vigil up` run as a process of its own, so that a test
@@ -257,5 +260,76 @@ func TestAStoppedVigilHasStoredEveryReadingItAcknowledged(t *testing.T) {
 			n := checkAcked(t, acks, storedSeqs(t, dir, "dev"))
 			t.Logf("%d readings acknowledged; vigil up stopped %v after SIGTERM", n, took.Round(time.Millisecond))
 		})
+	}
+}
+
+// clipRow is a clip as the database holds it.
+type clipRow struct {
+	id, state, file, thumbnail, errText string
+	interrupted                         bool
+}
+
+// clipRows reads the clips of a Vigil's database (running or not).
+func clipRows(t testing.TB, dataDir string) []clipRow {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dataDir, "vigil.db")+"?mode=ro&_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.Query(`SELECT id, state, file, thumbnail, error, interrupted FROM clips`)
+	if err != nil {
+		return nil // not created yet
+	}
+	defer rows.Close()
+	var out []clipRow
+	for rows.Next() {
+		var c clipRow
+		if err := rows.Scan(&c.id, &c.state, &c.file, &c.thumbnail, &c.errText, &c.interrupted); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// A clip recording when vigil up is killed is finished at the next start,
+// once, kept and marked interrupted: its video and thumbnail are there.
+func TestAClipRecordingAtACrashPlaysAfterRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills vigil up")
+	}
+	dir := t.TempDir()
+	env := []string{"VIGIL_RECORDING_CLIP_SECONDS=30", "VIGIL_RECORDING_PRE_ROLL_SECONDS=2", "VIGIL_TELEMETRY_OFFLINE_AFTER=0s"}
+	vp := startVigilProcess(t, dir, env...)
+	s, err := sim.New(cameraFleet("mqtt://"+vp.addr, "home", 1), slog.New(slog.DiscardHandler))
+	must(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	fleetDone := make(chan struct{})
+	go func() { defer close(fleetDone); s.Run(ctx) }()
+	defer func() { cancel(); <-fleetDone }()
+	waitFor(t, 60*time.Second, "a clip recording", func() bool {
+		cs := clipRows(t, dir)
+		return len(cs) == 1 && cs[0].state == "recording"
+	})
+	time.Sleep(4 * time.Second) // a few seconds of it on disk
+	vp.stop(t, syscall.SIGKILL)
+	cancel()
+	<-fleetDone
+
+	vp = startVigilProcess(t, dir, env...)
+	waitFor(t, 60*time.Second, "the clip finished", func() bool {
+		cs := clipRows(t, dir)
+		return len(cs) == 1 && (cs[0].state == "ready" || cs[0].state == "failed")
+	})
+	vp.stop(t, syscall.SIGTERM)
+	c := clipRows(t, dir)[0]
+	if c.state != "ready" || !c.interrupted || c.file == "" || c.thumbnail == "" {
+		t.Fatalf("after the restart the clip is %s (interrupted %v, file %q, thumbnail %q, error %q)", c.state, c.interrupted, c.file, c.thumbnail, c.errText)
+	}
+	for _, f := range []string{c.file, c.thumbnail} {
+		if st, err := os.Stat(filepath.Join(dir, "clips", filepath.FromSlash(f))); err != nil || st.Size() == 0 {
+			t.Errorf("%s: %v", f, err)
+		}
 	}
 }
