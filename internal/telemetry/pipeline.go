@@ -1,7 +1,6 @@
 package telemetry
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -53,19 +52,19 @@ type Pipeline struct {
 }
 
 // Observe registers f to see every valid event as soon as it is parsed,
-// before it is stored (detection must not wait for the database). f runs
-// on the pipeline's writer goroutine and must not block for long. Call
-// Observe before Start.
+// before it is queued to be stored: detection never waits for the
+// database, however full the queue or stuck the disk. f runs on the
+// publisher's goroutine (many at once) and must not block for long. Call
+// Observe before any message is handled.
 func (p *Pipeline) Observe(f func(Event)) {
 	p.observers = append(p.observers, f)
 }
 
-// item is a message to parse and store, or a barrier that Sync waits on.
-// A message with done is one whose publisher waits until it is stored
-// (Ingest): done gets nil once it is committed (or was invalid: nothing to
-// store), an error if it never will be.
+// item is an event to store, or a barrier that Sync waits on. An event
+// with done is one whose publisher waits until it is stored (Ingest): done
+// gets nil once it is committed, an error if it never will be.
 type item struct {
-	msg     message
+	ev      Event
 	done    chan error
 	barrier chan struct{}
 }
@@ -73,13 +72,6 @@ type item struct {
 // ErrClosed is returned for a message the pipeline did not take because
 // it is closing.
 var ErrClosed = errors.New("telemetry pipeline is closed")
-
-// message is a device message as the broker delivered it.
-type message struct {
-	topic, clientID string
-	payload         []byte
-	received        time.Time
-}
 
 // New returns a pipeline; call Start to run it.
 func New(cfg Config, store Store, log *slog.Logger, reg prometheus.Registerer) (*Pipeline, error) {
@@ -111,10 +103,10 @@ func (p *Pipeline) Start() {
 	go func() { defer p.wg.Done(); p.housekeeping() }()
 }
 
-// Handle queues one message for parsing and storage. It blocks while the
-// queue is full. It runs on the publishing client's goroutine, so it only
-// copies the message: parsing happens on the writer's goroutine, which keeps
-// the stacks of 10,000 client goroutines small.
+// Handle parses one message, shows it to the observers and queues it for
+// storage. It blocks while the queue is full. It runs on the publishing
+// client's goroutine, so parsing and detection happen on as many cores as
+// there are publishers, never behind the writer.
 func (p *Pipeline) Handle(topic string, payload []byte, clientID string) {
 	_ = p.Ingest(context.Background(), topic, payload, clientID, false)
 }
@@ -128,11 +120,11 @@ func (p *Pipeline) Handle(topic string, payload []byte, clientID string) {
 // Ingest returned nil for it, so that an acknowledged reading is never
 // lost to a crash.
 func (p *Pipeline) Ingest(ctx context.Context, topic string, payload []byte, clientID string, wait bool) error {
-	if len(payload) > p.cfg.Parser.MaxPayload { // not worth copying
-		p.reject(topic, clientID, reject(ReasonOversized, "%d bytes on %s, limit %d", len(payload), topic, p.cfg.Parser.MaxPayload))
-		return nil
+	ev, ok := p.parse(topic, payload, clientID, time.Now())
+	if !ok {
+		return nil // counted and logged; nothing to store
 	}
-	it := item{msg: message{topic: topic, clientID: clientID, payload: bytes.Clone(payload), received: time.Now()}}
+	it := item{ev: ev}
 	if wait {
 		it.done = make(chan error, 1)
 	}
@@ -150,11 +142,12 @@ func (p *Pipeline) Ingest(ctx context.Context, topic string, payload []byte, cli
 	}
 }
 
-// parse turns a queued message into an event, counting it either way.
-func (p *Pipeline) parse(m message) (Event, bool) {
-	ev, err := p.cfg.Parser.Parse(m.topic, m.payload, m.clientID, m.received)
+// parse turns a message into an event, counting it either way, and shows
+// it to the observers.
+func (p *Pipeline) parse(topic string, payload []byte, clientID string, received time.Time) (Event, bool) {
+	ev, err := p.cfg.Parser.Parse(topic, payload, clientID, received)
 	if err != nil {
-		p.reject(m.topic, m.clientID, err)
+		p.reject(topic, clientID, err)
 		return ev, false
 	}
 	kind := "status"
@@ -190,7 +183,7 @@ func (p *Pipeline) enqueue(ctx context.Context, it item) error {
 	defer p.mu.RUnlock()
 	if p.closed {
 		p.m.rejected.WithLabelValues("shutdown").Inc()
-		p.rlog.Warn("shutdown", "telemetry message refused: the pipeline is closing", "topic", it.msg.topic, "client_id", it.msg.clientID)
+		p.rlog.Warn("shutdown", "telemetry message refused: the pipeline is closing", "device", it.ev.DeviceID, "client_id", it.ev.ClientID)
 		return ErrClosed
 	}
 	select {
@@ -229,7 +222,7 @@ func (p *Pipeline) Close() error {
 	return nil
 }
 
-// writer parses queued messages and writes them in batches. A batch is
+// writer writes queued events in batches. A batch is
 // written when it is full, FlushInterval after its first message, at a
 // barrier, or, as soon as the queue is empty, when a publisher waits for
 // one of its messages (group commit: whatever arrived while the previous
@@ -268,17 +261,10 @@ func (p *Pipeline) writer() {
 				flush()
 				continue
 			}
-			ev, ok := p.parse(it.msg)
-			if !ok {
-				if it.done != nil {
-					it.done <- nil // nothing to store
-				}
-				continue
-			}
 			if len(batch) == 0 {
 				timer.Reset(p.cfg.FlushInterval)
 			}
-			batch = append(batch, ev)
+			batch = append(batch, it.ev)
 			if it.done != nil {
 				waiters = append(waiters, it.done)
 			}

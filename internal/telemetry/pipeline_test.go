@@ -258,3 +258,41 @@ func TestIngestReturnsOnceTheReadingIsStored(t *testing.T) {
 		t.Errorf("after Close: %v, want ErrClosed", err)
 	}
 }
+
+// Observers (detection) see a message as it arrives, even while the
+// database does not answer and the queue is full.
+func TestObserversDoNotWaitForTheStore(t *testing.T) {
+	st := openStore(t)
+	g := &gateStore{Store: st, gate: make(chan struct{})}
+	reg := prometheus.NewRegistry()
+	p, err := telemetry.New(telemetry.Config{
+		Parser:    telemetry.Parser{MaxPayload: 1024, LegacySite: "default", LegacyTZ: time.UTC},
+		QueueSize: 5, BatchSize: 50, FlushInterval: 10 * time.Millisecond, Retention: time.Hour, LogInterval: time.Minute,
+	}, g, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := make(chan telemetry.Event, 100)
+	p.Observe(func(ev telemetry.Event) {
+		if ev.DeviceID == "pir-1" {
+			seen <- ev
+		}
+	})
+	p.Start()
+	defer func() { close(g.gate); p.Close() }()
+	go func() { // the store hangs on the first batch; the queue fills behind it
+		for i := range 50 {
+			p.Handle("vigil/s/d/telemetry", fmt.Appendf(nil, `{"value":%d}`, i), "c")
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	go p.Handle("vigil/s/pir-1/motion", []byte(`{"distance_m":0.4}`), "pir-1")
+	select {
+	case ev := <-seen:
+		if ev.Reading == nil || ev.Reading.Value != 0.4 {
+			t.Errorf("observed %+v", ev)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the motion reading was not observed while the store hung")
+	}
+}
