@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/vigilhq/vigil"
 	"github.com/vigilhq/vigil/internal/broker"
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/coord"
@@ -274,7 +275,10 @@ func (a *App) bootstrapAdmin(ctx context.Context, opts Options) error {
 
 func (a *App) health(ctx context.Context) error {
 	if err := a.Store.Ping(ctx); err != nil {
-		return fmt.Errorf("database: %w", err)
+		return vigil.Errorf(vigil.EUnavailable, "the database does not answer: %v", err)
+	}
+	if err := a.Telemetry.Health(); err != nil {
+		return vigil.Errorf(vigil.EUnavailable, "%v", err)
 	}
 	return nil
 }

@@ -191,9 +191,9 @@ func (a *App) checkAlerts(ctx context.Context) {
 		if syscall.Statfs(dir.path, &st) != nil || st.Blocks == 0 {
 			continue
 		}
-		free := float64(st.Bavail) / float64(st.Blocks)
-		freeBytes := st.Bavail * uint64(st.Bsize)
-		if free < 0.05 || freeBytes < 512<<20 {
+		if diskAlmostFull(st.Blocks*uint64(st.Bsize), st.Bavail*uint64(st.Bsize)) {
+			free := float64(st.Bavail) / float64(st.Blocks)
+			freeBytes := st.Bavail * uint64(st.Bsize)
 			add("disk:"+dir.name, "critical", fmt.Sprintf("The %s disk is almost full", dir.name),
 				fmt.Sprintf("%.1f%% (%d MiB) free at %s", free*100, freeBytes>>20, dir.path))
 		}
@@ -256,4 +256,12 @@ func (a *App) checkAlerts(ctx context.Context) {
 	if changed && a.Hub != nil {
 		a.Hub.Publish(hub.Message{Event: "alerts", Data: a.Alerts()})
 	}
+}
+
+// diskAlmostFull reports whether a volume of size bytes with free bytes
+// left is almost full: under 5 % free, or under 512 MiB free on a volume
+// large enough for that to be little (a tenth of it at most, so that a
+// small volume is not "almost full" while nearly empty).
+func diskAlmostFull(size, free uint64) bool {
+	return float64(free) < 0.05*float64(size) || free < min(512<<20, size/10)
 }

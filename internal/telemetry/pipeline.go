@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -28,6 +29,9 @@ type Config struct {
 	Retention     time.Duration
 	OfflineAfter  time.Duration // 0: never mark silent devices offline
 	LogInterval   time.Duration
+	// UnhealthyAfter is how long the store may fail every write before
+	// Health reports it (0: 5 s).
+	UnhealthyAfter time.Duration
 }
 
 // Pipeline receives device messages (Handle), validates them and writes
@@ -49,6 +53,40 @@ type Pipeline struct {
 	wg   sync.WaitGroup
 
 	observers []func(Event)
+
+	healthMu     sync.Mutex
+	failingSince time.Time // the first of the store's failures in a row
+	lastErr      error
+}
+
+// Health returns an error while the store has failed every write for
+// Config.UnhealthyAfter: readings are held back, and publishers with them.
+func (p *Pipeline) Health() error {
+	after := p.cfg.UnhealthyAfter
+	if after <= 0 {
+		after = 5 * time.Second
+	}
+	p.healthMu.Lock()
+	defer p.healthMu.Unlock()
+	if p.failingSince.IsZero() || time.Since(p.failingSince) < after {
+		return nil
+	}
+	return fmt.Errorf("storing readings has failed since %s (%s ago): %v", p.failingSince.UTC().Format(time.RFC3339),
+		time.Since(p.failingSince).Round(time.Second), p.lastErr)
+}
+
+// storeFailed records the outcome of a write for Health.
+func (p *Pipeline) storeFailed(err error) {
+	p.healthMu.Lock()
+	defer p.healthMu.Unlock()
+	if err == nil {
+		p.failingSince, p.lastErr = time.Time{}, nil
+		return
+	}
+	if p.failingSince.IsZero() {
+		p.failingSince = time.Now()
+	}
+	p.lastErr = err
 }
 
 // Observe registers f to see every valid event as soon as it is parsed,
@@ -290,6 +328,7 @@ func (p *Pipeline) write(batch []Event) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		err := p.store.Apply(ctx, batch)
 		cancel()
+		p.storeFailed(err)
 		if err == nil {
 			p.m.batchSeconds.Observe(time.Since(start).Seconds())
 			n := 0

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -294,5 +295,41 @@ func TestObserversDoNotWaitForTheStore(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the motion reading was not observed while the store hung")
+	}
+}
+
+// Health tells the truth: it reports a store that fails every write for
+// UnhealthyAfter, with the error, and is well again once a write succeeds.
+func TestHealthReportsAStoreThatKeepsFailing(t *testing.T) {
+	st := openStore(t)
+	flaky := &flakyStore{Store: st}
+	flaky.failures.Store(1 << 30)
+	p, err := telemetry.New(telemetry.Config{
+		Parser:    telemetry.Parser{MaxPayload: 1024, LegacySite: "default", LegacyTZ: time.UTC},
+		QueueSize: 100, BatchSize: 50, FlushInterval: 10 * time.Millisecond, Retention: time.Hour, LogInterval: time.Minute,
+		UnhealthyAfter: 300 * time.Millisecond,
+	}, flaky, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Start()
+	defer p.Close()
+	if err := p.Health(); err != nil {
+		t.Fatalf("healthy at start: %v", err)
+	}
+	p.Handle("vigil/s/d/telemetry", []byte(`{"value":1}`), "c")
+	deadline := time.Now().Add(10 * time.Second)
+	for p.Health() == nil && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := p.Health(); err == nil || !strings.Contains(err.Error(), "disk is full") {
+		t.Fatalf("with every write failing: %v", err)
+	}
+	flaky.failures.Store(0) // the disk is freed
+	if err := p.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Health(); err != nil {
+		t.Errorf("after a write succeeded: %v", err)
 	}
 }
