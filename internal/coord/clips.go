@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -88,8 +89,10 @@ func (c *Coordinator) finishClip(ctx context.Context, cl *Clip) {
 }
 
 // Retention deletes a site's oldest clips beyond its plan's max_clips, and
-// the oldest of all while the clips exceed retention.max_bytes.
+// the oldest of all while the clip storage exceeds retention.max_bytes.
 func (c *Coordinator) Retention(ctx context.Context, site string) {
+	c.retMu.Lock()
+	defer c.retMu.Unlock()
 	_, plan := c.planFor(site)
 	old, err := c.store.OldestClips(ctx, site, plan.MaxClips)
 	if err != nil {
@@ -99,18 +102,81 @@ func (c *Coordinator) Retention(ctx context.Context, site string) {
 	for _, cl := range old {
 		c.deleteClip(ctx, cl, "more than max_clips")
 	}
-	quota := c.cfg.Conf.Retention.MaxBytes
-	for quota > 0 {
-		total, err := c.store.ClipBytes(ctx)
-		if err != nil || total <= quota {
+	c.enforceQuota(ctx)
+}
+
+// quotaEvery is how often the disk quota is checked while clips record:
+// segments grow on disk long before their clip is finished.
+const quotaEvery = 10 * time.Second
+
+// watchQuota applies the disk quota every quotaEvery until the
+// coordinator stops.
+func (c *Coordinator) watchQuota() {
+	if c.cfg.Conf.Retention.MaxBytes <= 0 {
+		return
+	}
+	t := time.NewTicker(quotaEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
 			return
+		case <-t.C:
+			c.retMu.Lock()
+			c.enforceQuota(context.Background())
+			c.retMu.Unlock()
 		}
+	}
+}
+
+// enforceQuota deletes the oldest finished clips of all sites while the
+// clip storage holds more than retention.max_bytes: everything on disk
+// counts (clips, thumbnails, the segments of clips still recording or
+// finishing). Called with retMu held.
+func (c *Coordinator) enforceQuota(ctx context.Context) {
+	quota := c.cfg.Conf.Retention.MaxBytes
+	if quota <= 0 {
+		return
+	}
+	total, err := diskUsage(c.cfg.Storage)
+	if err != nil {
+		c.log.Error("disk quota: cannot measure the clip storage", "error", err)
+		return
+	}
+	for total > quota {
 		oldest, err := c.store.OldestClipsAll(ctx, 1)
 		if err != nil || len(oldest) == 0 {
+			c.refusals.Warn("quota", "the clip storage is over retention.max_bytes and no finished clip is left to delete",
+				"bytes", total, "max_bytes", quota)
 			return
 		}
+		n, _ := diskUsage(filepath.Join(c.cfg.Storage, filepath.FromSlash(oldest[0].Dir)))
 		c.deleteClip(ctx, oldest[0], "over the disk quota")
+		if _, err := c.store.GetClip(ctx, oldest[0].ID); err == nil {
+			return // not deleted (logged): try again later
+		}
+		total -= n
 	}
+}
+
+// diskUsage returns the bytes of the regular files under root.
+func diskUsage(root string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(root, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // deleted meanwhile
+			}
+			return err
+		}
+		if d.Type().IsRegular() {
+			if info, err := d.Info(); err == nil {
+				n += info.Size()
+			}
+		}
+		return nil
+	})
+	return n, err
 }
 
 // deleteClip removes a clip, never leaving half of one: the row is marked

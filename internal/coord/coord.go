@@ -53,7 +53,6 @@ type Store interface {
 	ClipsInState(ctx context.Context, state string) ([]Clip, error)
 	OldestClips(ctx context.Context, site string, keep int) ([]Clip, error)
 	OldestClipsAll(ctx context.Context, limit int) ([]Clip, error)
-	ClipBytes(ctx context.Context) (int64, error)
 	SetClipState(ctx context.Context, id, state string) error
 	DeleteClip(ctx context.Context, id string) error
 	AddHistory(ctx context.Context, h *HistoryEntry) error
@@ -121,6 +120,9 @@ type Coordinator struct {
 
 	in   chan func()
 	jobs chan string // clip ids to finish
+	// retMu makes retention one pass at a time (after each clip, and
+	// every quotaEvery while clips record).
+	retMu sync.Mutex
 	stop chan struct{}
 	wg   sync.WaitGroup
 
@@ -176,9 +178,10 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	if err := c.subscribe(); err != nil {
 		return err
 	}
-	c.wg.Add(2)
+	c.wg.Add(3)
 	go func() { defer c.wg.Done(); c.loop() }()
 	go func() { defer c.wg.Done(); c.finishClips() }()
+	go func() { defer c.wg.Done(); c.watchQuota() }()
 	c.recover(ctx)
 	c.do(func() {
 		for range c.cfg.Conf.Agents.Min {

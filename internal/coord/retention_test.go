@@ -105,3 +105,34 @@ func TestRetentionByDiskQuota(t *testing.T) {
 		}
 	}
 }
+
+// The disk quota counts everything in the clip storage: thumbnails, and
+// the segments of a clip still recording, not only finished clip files.
+func TestTheDiskQuotaCountsEverythingOnDisk(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "vigil.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	storage := t.TempDir()
+	dirs := makeClips(t, st, storage, "home", 20) // 1 KB clip files
+	for _, d := range dirs {
+		os.WriteFile(filepath.Join(d, "thumb.jpg"), make([]byte, 1024), 0o600) // 2 KB a clip in all
+	}
+	recording := filepath.Join(storage, "home", "cam2", "day", "clip-rec")
+	if err := os.MkdirAll(recording, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(recording, "seg-1.mp4"), make([]byte, 6*1024), 0o600)
+	cfg := conf.New()
+	cfg.Retention.MaxBytes = 30 * 1024
+	newCoordinator(t, cfg, st, storage).Retention(ctx, "home")
+	left, _ := st.ListClips(ctx, coord.ClipFilter{Limit: 1000})
+	if len(left) != 12 { // 12 × 2 KB + 6 KB recording = 30 KB
+		t.Fatalf("%d clips left under a 30 KB quota with 6 KB recording, want 12", len(left))
+	}
+	if _, err := os.Stat(recording); err != nil {
+		t.Errorf("the recording clip's segments: %v", err)
+	}
+}

@@ -226,13 +226,6 @@ func (s *Store) OldestClips(ctx context.Context, site string, keep int) ([]coord
 		ORDER BY started DESC, id DESC LIMIT -1 OFFSET ?`, site, keep)
 }
 
-// ClipBytes returns the bytes all clips take.
-func (s *Store) ClipBytes(ctx context.Context) (int64, error) {
-	var n sql.NullInt64
-	err := s.db.QueryRowContext(ctx, `SELECT SUM(bytes) FROM clips WHERE state != 'deleting'`).Scan(&n)
-	return n.Int64, err
-}
-
 // OldestClipsAll returns the oldest ready or failed clips of all sites.
 func (s *Store) OldestClipsAll(ctx context.Context, limit int) ([]coord.Clip, error) {
 	return s.queryClips(ctx, `SELECT `+clipColumns+` FROM clips WHERE state IN ('ready', 'failed') ORDER BY started, id LIMIT ?`, limit)
