@@ -123,8 +123,8 @@ type Coordinator struct {
 	// retMu makes retention one pass at a time (after each clip, and
 	// every quotaEvery while clips record).
 	retMu sync.Mutex
-	stop chan struct{}
-	wg   sync.WaitGroup
+	stop  chan struct{}
+	wg    sync.WaitGroup
 
 	// Owned by the loop goroutine.
 	agents   map[string]*agentState
