@@ -49,8 +49,9 @@ type Pipeline struct {
 	closed bool
 	queue  chan item
 
-	stop chan struct{}
-	wg   sync.WaitGroup
+	stop    chan struct{}
+	started chan struct{} // closed by Start: observers are all registered
+	wg      sync.WaitGroup
 
 	observers []func(Event)
 
@@ -93,7 +94,7 @@ func (p *Pipeline) storeFailed(err error) {
 // before it is queued to be stored: detection never waits for the
 // database, however full the queue or stuck the disk. f runs on the
 // publisher's goroutine (many at once) and must not block for long. Call
-// Observe before any message is handled.
+// Observe before Start: messages handled before it wait for it.
 func (p *Pipeline) Observe(f func(Event)) {
 	p.observers = append(p.observers, f)
 }
@@ -120,6 +121,8 @@ func New(cfg Config, store Store, log *slog.Logger, reg prometheus.Registerer) (
 		rlog:  ratelog.New(log, cfg.LogInterval),
 		queue: make(chan item, cfg.QueueSize),
 		stop:  make(chan struct{}),
+
+		started: make(chan struct{}),
 	}
 	m, err := newMetrics(reg, func() float64 { return float64(len(p.queue)) })
 	if err != nil {
@@ -136,6 +139,7 @@ func (p *Pipeline) Filters() []string {
 
 // Start runs the writer and the housekeeping (retention, offline marking).
 func (p *Pipeline) Start() {
+	close(p.started)
 	p.wg.Add(2)
 	go func() { defer p.wg.Done(); p.writer() }()
 	go func() { defer p.wg.Done(); p.housekeeping() }()
@@ -158,7 +162,15 @@ func (p *Pipeline) Handle(topic string, payload []byte, clientID string) {
 // Ingest returned nil for it, so that an acknowledged reading is never
 // lost to a crash.
 func (p *Pipeline) Ingest(ctx context.Context, topic string, payload []byte, clientID string, wait bool) error {
-	ev, ok := p.parse(topic, payload, clientID, time.Now())
+	received := time.Now()
+	select { // a broker may take messages before every observer is registered
+	case <-p.started:
+	case <-p.stop:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	ev, ok := p.parse(topic, payload, clientID, received)
 	if !ok {
 		return nil // counted and logged; nothing to store
 	}

@@ -333,3 +333,35 @@ func TestHealthReportsAStoreThatKeepsFailing(t *testing.T) {
 		t.Errorf("after a write succeeded: %v", err)
 	}
 }
+
+// A message handled before Start (a broker opened before the pipeline's
+// observers are all registered) waits for Start, and every observer sees
+// it.
+func TestMessagesBeforeStartWaitForEveryObserver(t *testing.T) {
+	st := openStore(t)
+	p, err := telemetry.New(telemetry.Config{
+		Parser:    telemetry.Parser{MaxPayload: 1024, LegacySite: "default", LegacyTZ: time.UTC},
+		QueueSize: 10, BatchSize: 10, FlushInterval: 10 * time.Millisecond, Retention: time.Hour, LogInterval: time.Minute,
+	}, st, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	done := make(chan error, 1)
+	go func() { done <- p.Ingest(context.Background(), "vigil/s/early/telemetry", []byte(`{"value":1}`), "c", true) }()
+	time.Sleep(50 * time.Millisecond)
+	seen := make(chan string, 1)
+	p.Observe(func(ev telemetry.Event) { seen <- ev.DeviceID })
+	p.Start()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case id := <-seen:
+		if id != "early" {
+			t.Errorf("observed %s", id)
+		}
+	default:
+		t.Error("an observer registered before Start did not see a message handled before it")
+	}
+}
