@@ -348,7 +348,9 @@ func TestMessagesBeforeStartWaitForEveryObserver(t *testing.T) {
 	}
 	defer p.Close()
 	done := make(chan error, 1)
-	go func() { done <- p.Ingest(context.Background(), "vigil/s/early/telemetry", []byte(`{"value":1}`), "c", true) }()
+	go func() {
+		done <- p.Ingest(context.Background(), "vigil/s/early/telemetry", []byte(`{"value":1}`), "c", true)
+	}()
 	time.Sleep(50 * time.Millisecond)
 	seen := make(chan string, 1)
 	p.Observe(func(ev telemetry.Event) { seen <- ev.DeviceID })
