@@ -513,8 +513,12 @@ func TestTheDemoTellsTheWholeStory(t *testing.T) {
 		}
 		return false
 	})
+	// The event is marked recorded just after its clip is ready.
 	var ev detect.Event
-	ta.api(t, "GET", "/api/v1/events/"+clip.EventID, "admin", adminPassword, &ev)
+	waitFor(t, 10*time.Second, "the event recorded", func() bool {
+		ta.api(t, "GET", "/api/v1/events/"+clip.EventID, "admin", adminPassword, &ev)
+		return ev.State == detect.EventRecorded
+	})
 	if ev.State != detect.EventRecorded || ev.Site != "home" || len(ev.Cameras) != 1 || ev.Distance == nil || *ev.Distance >= 1 {
 		t.Errorf("event %+v", ev)
 	}
