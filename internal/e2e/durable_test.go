@@ -213,6 +213,21 @@ func checkAcked(t testing.TB, acks *ackLog, stored map[string]map[int64]int) int
 	return n
 }
 
+// underLoad starts vigil up on dir with a telemetry queue of queue and 24
+// devices publishing as fast as they are acknowledged, and returns once
+// 5,000 readings are acknowledged; the fleet stops when its connections
+// break.
+func underLoad(t *testing.T, dir, queue string) (*vigilProcess, *ackLog, *sync.WaitGroup) {
+	t.Helper()
+	vp := startVigilProcess(t, dir, "VIGIL_TELEMETRY_QUEUE_SIZE="+queue)
+	acks := &ackLog{acked: map[string][]int64{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	fleet := runAckedFleet(ctx, t, vp.addr, "dev", 24, acks)
+	waitFor(t, 30*time.Second, "5,000 acknowledged readings", func() bool { return acks.total() >= 5000 })
+	return vp, acks, fleet
+}
+
 // A PUBACK means the reading is in the database: kill -9 of vigil up under
 // load loses nothing it acknowledged, with the storage queue empty or full
 // (a queue of 8 with 24 devices publishing as fast as they are
@@ -224,12 +239,7 @@ func TestAKilledVigilHasStoredEveryReadingItAcknowledged(t *testing.T) {
 	for round, queue := range []string{"50000", "50000", "50000", "8", "8"} {
 		t.Run(fmt.Sprintf("round %d, queue %s", round+1, queue), func(t *testing.T) {
 			dir := t.TempDir()
-			vp := startVigilProcess(t, dir, "VIGIL_TELEMETRY_QUEUE_SIZE="+queue)
-			acks := &ackLog{acked: map[string][]int64{}}
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			fleet := runAckedFleet(ctx, t, vp.addr, "dev", 24, acks)
-			waitFor(t, 30*time.Second, "5,000 acknowledged readings", func() bool { return acks.total() >= 5000 })
+			vp, acks, fleet := underLoad(t, dir, queue)
 			vp.stop(t, syscall.SIGKILL)
 			fleet.Wait()
 			// The next start recovers the database; then it stops cleanly.
@@ -249,12 +259,7 @@ func TestAStoppedVigilHasStoredEveryReadingItAcknowledged(t *testing.T) {
 	for _, queue := range []string{"50000", "8"} {
 		t.Run("queue "+queue, func(t *testing.T) {
 			dir := t.TempDir()
-			vp := startVigilProcess(t, dir, "VIGIL_TELEMETRY_QUEUE_SIZE="+queue)
-			acks := &ackLog{acked: map[string][]int64{}}
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			fleet := runAckedFleet(ctx, t, vp.addr, "dev", 24, acks)
-			waitFor(t, 30*time.Second, "5,000 acknowledged readings", func() bool { return acks.total() >= 5000 })
+			vp, acks, fleet := underLoad(t, dir, queue)
 			took := vp.stop(t, syscall.SIGTERM)
 			fleet.Wait()
 			n := checkAcked(t, acks, storedSeqs(t, dir, "dev"))
