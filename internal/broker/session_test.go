@@ -1,0 +1,247 @@
+package broker
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/vigilhq/vigil/internal/conf"
+)
+
+// openPersistent opens a broker that keeps its state in dir, as `vigil
+// up` does, on a loopback port that accepts anonymous clients for
+// everything.
+func openPersistent(t *testing.T, dir string) *Server {
+	t.Helper()
+	c := conf.New().MQTT
+	c.Listen, c.WSListen, c.Persistence = "127.0.0.1:0", "", true
+	c.AnonymousPublish, c.AnonymousSubscribe = []string{"#"}, []string{"#"}
+	s, err := Open(Config{MQTT: c, DataDir: dir}, noUsers{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// sessionSubscriber is an MQTT 5 client with a persistent session (clean
+// start off, an hour's expiry) that records the payloads it receives.
+type sessionSubscriber struct {
+	mu  sync.Mutex
+	got []string
+	c   *paho.Client
+}
+
+func (ss *sessionSubscriber) received() []string {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return append([]string(nil), ss.got...)
+}
+
+// resume connects client id to addr, resuming its session unless clean.
+// It reports whether the broker said a session was present.
+func resume(t *testing.T, addr, id string, clean bool) (*sessionSubscriber, bool) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss := &sessionSubscriber{}
+	ss.c = paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+		func(p paho.PublishReceived) (bool, error) {
+			ss.mu.Lock()
+			ss.got = append(ss.got, string(p.Packet.Payload))
+			ss.mu.Unlock()
+			return true, nil
+		}}})
+	expiry := uint32(3600)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ack, err := ss.c.Connect(ctx, &paho.Connect{ClientID: id, KeepAlive: 30, CleanStart: clean,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ss.c.Disconnect(&paho.Disconnect{}) })
+	return ss, ack.SessionPresent
+}
+
+// publishNumbered publishes "0" to "n-1" at QoS 1 to topic, one after the
+// other, each acknowledged.
+func publishNumbered(t *testing.T, addr, topic string, n int) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := paho.NewClient(paho.ClientConfig{Conn: conn})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := c.Connect(ctx, &paho.Connect{ClientID: "publisher", KeepAlive: 30, CleanStart: true}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect(&paho.Disconnect{})
+	for i := range n {
+		if _, err := c.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(strconv.Itoa(i))}); err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+}
+
+// goOffline subscribes a persistent session to filter at QoS 1 and
+// disconnects it, so that what is published to filter waits for it.
+func goOffline(t *testing.T, addr, id, filter string) {
+	t.Helper()
+	ss, _ := resume(t, addr, id, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := ss.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ss.c.Disconnect(&paho.Disconnect{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitReceived waits until ss has n messages, or ten seconds, and returns
+// what it has.
+func waitReceived(ss *sessionSubscriber, n int) []string {
+	return waitReceivedFor(ss, n, 10*time.Second)
+}
+
+func waitReceivedFor(ss *sessionSubscriber, n int, d time.Duration) []string {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if got := ss.received(); len(got) >= n {
+			time.Sleep(100 * time.Millisecond) // and nothing more
+			return ss.received()
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return ss.received()
+}
+
+// checkInOrder fails unless got is "0" to "n-1" in order.
+func checkInOrder(t *testing.T, got []string, n int) {
+	t.Helper()
+	steps := 0
+	for i := 1; i < len(got); i++ {
+		a, _ := strconv.Atoi(got[i-1])
+		b, _ := strconv.Atoi(got[i])
+		if b != a+1 {
+			steps++
+		}
+	}
+	if len(got) != n || steps > 0 || (n > 0 && got[0] != "0") {
+		t.Fatalf("got %d of %d queued messages, %d out of order: %v", len(got), n, steps, got)
+	}
+}
+
+func TestQueuedMessagesAreDeliveredInOrderWhenASessionResumes(t *testing.T) {
+	s := openPersistent(t, t.TempDir())
+	addr := s.Addr(TCP).String()
+	goOffline(t, addr, "away", "q/#")
+	publishNumbered(t, addr, "q/x", 200)
+	ss, present := resume(t, addr, "away", false)
+	if !present {
+		t.Fatal("the session was not present")
+	}
+	checkInOrder(t, waitReceived(ss, 200), 200)
+}
+
+func TestQueuedMessagesSurviveARestartInOrder(t *testing.T) {
+	dir := t.TempDir()
+	s := openPersistent(t, dir)
+	addr := s.Addr(TCP).String()
+	goOffline(t, addr, "away", "q/#")
+	publishNumbered(t, addr, "q/x", 100)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openPersistent(t, dir)
+	ss, present := resume(t, s.Addr(TCP).String(), "away", false)
+	if !present {
+		t.Fatal("the session was not present after the restart")
+	}
+	checkInOrder(t, waitReceived(ss, 100), 100)
+}
+
+// A message delivered and acknowledged after a restart is gone for good:
+// it does not come back after the next one.
+func TestADeliveredMessageIsNotDeliveredAgainAfterTheNextRestart(t *testing.T) {
+	dir := t.TempDir()
+	s := openPersistent(t, dir)
+	goOffline(t, s.Addr(TCP).String(), "away", "q/#")
+	publishNumbered(t, s.Addr(TCP).String(), "q/x", 20)
+	s.Close()
+
+	s = openPersistent(t, dir)
+	ss, _ := resume(t, s.Addr(TCP).String(), "away", false)
+	checkInOrder(t, waitReceived(ss, 20), 20)
+	ss.c.Disconnect(&paho.Disconnect{})
+	publishNumbered(t, s.Addr(TCP).String(), "q/x", 3) // queued while away again
+	s.Close()
+
+	s = openPersistent(t, dir)
+	ss, _ = resume(t, s.Addr(TCP).String(), "away", false)
+	checkInOrder(t, waitReceived(ss, 3), 3)
+}
+
+// A clean start discards the session and its queue, also on disk.
+func TestACleanStartDiscardsTheQueueForGood(t *testing.T) {
+	dir := t.TempDir()
+	s := openPersistent(t, dir)
+	goOffline(t, s.Addr(TCP).String(), "away", "q/#")
+	publishNumbered(t, s.Addr(TCP).String(), "q/x", 10)
+	ss, _ := resume(t, s.Addr(TCP).String(), "away", true)
+	if got := waitReceivedFor(ss, 1, time.Second); len(got) != 0 {
+		t.Fatalf("a clean start got the old session's messages: %v", got)
+	}
+	ss.c.Disconnect(&paho.Disconnect{})
+	s.Close()
+
+	s = openPersistent(t, dir)
+	ss, present := resume(t, s.Addr(TCP).String(), "away", false)
+	if got := waitReceivedFor(ss, 1, time.Second); len(got) != 0 {
+		t.Fatalf("after a restart, a discarded queue came back (session present %v): %v", present, got)
+	}
+}
+
+// A session taken over while its connection is still up (a client that
+// reconnects before the broker noticed the old connection is gone) gets
+// what was queued in order too.
+func TestATakenOverSessionGetsItsMessagesInOrder(t *testing.T) {
+	s := openPersistent(t, t.TempDir())
+	addr := s.Addr(TCP).String()
+	goOffline(t, addr, "away", "q/#")
+	publishNumbered(t, addr, "q/x", 100)
+	// A first connection resumes, but does not acknowledge anything
+	// (paho acknowledges only after its handlers return).
+	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := make(chan struct{})
+	defer close(block)
+	first := paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+		func(paho.PublishReceived) (bool, error) { <-block; return true, nil }}})
+	expiry := uint32(3600)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := first.Connect(ctx, &paho.Connect{ClientID: "away", KeepAlive: 30, Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}); err != nil {
+		t.Fatal(err)
+	}
+	ss, present := resume(t, addr, "away", false)
+	if !present {
+		t.Fatal("the session was not present")
+	}
+	checkInOrder(t, waitReceived(ss, 100), 100)
+}
