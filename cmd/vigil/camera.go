@@ -77,7 +77,7 @@ func runCamera(ctx context.Context, e *env, o any, args []string) error {
 	}
 	log := newLogger(e.err, f.logLevel, "text").With("camera", f.id)
 	limits := camera.Params{Width: f.width, Height: f.height, FPS: f.fps, Quality: f.quality}
-	ring := camera.NewRing(f.preRoll, limits)
+	ring := camera.NewRing(max(f.preRoll, camera.Backfill), limits)
 	cam := &camera.Camera{Site: f.site, ID: f.id, Source: ring, Log: log}
 	topic := func(leaf string) string { return "vigil/" + f.site + "/" + f.id + "/" + leaf }
 	meta, _ := json.Marshal(map[string]any{

@@ -65,7 +65,7 @@ func (c *Camera) Command(payload []byte) {
 		cur := c.cur
 		c.mu.Unlock()
 		if cur != nil && cur.cmd.StreamID == cmd.StreamID {
-			cur.moveTo(cmd) // the coordinator moved the stream to another agent
+			go cur.moveTo(cmd) // the coordinator moved the stream to another agent
 			return
 		}
 		c.Stop(true)
@@ -119,8 +119,9 @@ type stream struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu     sync.Mutex
-	sender *media.Sender
+	mu       sync.Mutex
+	sender   *media.Sender
+	lastSent time.Time // the newest frame sent
 }
 
 func (s *stream) run(ctx context.Context) {
@@ -149,8 +150,9 @@ func (s *stream) run(ctx context.Context) {
 			}
 		}
 		s.mu.Lock()
-		if s.sender != nil {
+		if s.sender != nil && f.At.After(s.lastSent) { // not sent by moveTo already
 			s.sender.Send(f.JPEG, f.At)
+			s.lastSent = f.At
 		}
 		s.mu.Unlock()
 	}
@@ -171,7 +173,17 @@ func (s *stream) run(ctx context.Context) {
 	s.c.mu.Unlock()
 }
 
-// moveTo sends the rest of the stream to another agent.
+// Backfill is how much video a camera keeps to send again when a stream
+// moves to another agent (ingest.StreamCommand.Since): more than the
+// coordinator takes to find an agent silent (agents.heartbeat_timeout,
+// 5 s by default) and the second of video an agent holds before writing
+// it. A Source keeps at least this much, or the pre-roll if longer.
+const Backfill = 10 * time.Second
+
+// moveTo sends the rest of the stream to another agent, on the same RTP
+// timeline, starting with the frames taken since cmd.Since (those the
+// agent it leaves may not have stored). Frames taken meanwhile wait for
+// them.
 func (s *stream) moveTo(cmd ingest.StreamCommand) {
 	sender, err := media.NewSender(cmd.Host, cmd.Port, cmd.SSRC, cmd.MaxPacket)
 	if err != nil {
@@ -179,13 +191,31 @@ func (s *stream) moveTo(cmd ingest.StreamCommand) {
 		return
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	old := s.sender
-	s.sender = sender
-	s.mu.Unlock()
 	if old != nil {
+		sender.Follow(old)
 		old.Close() // its agent is gone: no BYE
 	}
-	s.c.Log.Info("stream moved", "stream", cmd.StreamID, "to", cmd.Host)
+	s.sender = sender
+	sent := 0
+	if cmd.Since > 0 {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		p := params(s.cmd, s.c.Source.Limits())
+		pace := time.Second / time.Duration(max(p.FPS, 1)) / 3 // as the pre-roll
+		now := time.Now()
+		for f := range s.c.Source.Stream(ctx, time.UnixMilli(cmd.Since), now, p) {
+			if f.At.After(now) {
+				break
+			}
+			sender.Send(f.JPEG, f.At)
+			s.lastSent = later(s.lastSent, f.At)
+			sent++
+			time.Sleep(pace)
+		}
+	}
+	s.c.Log.Info("stream moved", "stream", cmd.StreamID, "to", cmd.Host, "resent_frames", sent)
 }
 
 func (s *stream) halt(bye bool) {
@@ -208,4 +238,11 @@ func (s *stream) report(state, reason string) {
 	if err := s.c.Publish(ingest.CameraTopic(s.c.Site, s.c.ID, "stream"), b); err != nil {
 		s.c.Log.Debug("stream report", "error", err)
 	}
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }

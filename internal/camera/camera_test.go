@@ -213,3 +213,71 @@ func TestFFmpegSourceReadsATestPattern(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// udpFrames receives an RTP/JPEG stream on a loopback port.
+type udpFrames struct {
+	conn *net.UDPConn
+	rx   *media.Receiver
+}
+
+func listenFrames(t *testing.T) *udpFrames {
+	t.Helper()
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	rx, _ := media.NewReceiver(77, nil)
+	t.Cleanup(func() { rx.Close() })
+	return &udpFrames{conn: conn, rx: rx}
+}
+
+func (u *udpFrames) port() int { return u.conn.LocalAddr().(*net.UDPAddr).Port }
+
+// read returns the next n frames.
+func (u *udpFrames) read(t *testing.T, n int) []media.Frame {
+	t.Helper()
+	buf := make([]byte, 2048)
+	var frames []media.Frame
+	u.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for len(frames) < n {
+		k, err := u.conn.Read(buf)
+		if err != nil {
+			t.Fatalf("after %d frames: %v", len(frames), err)
+		}
+		var p rtp.Packet
+		p.Unmarshal(append([]byte(nil), buf[:k]...))
+		fs, _ := u.rx.Push(&p, time.Now())
+		frames = append(frames, fs...)
+	}
+	return frames
+}
+
+// A stream moved to another agent goes on on the same RTP timeline, and
+// starts with the frames taken since the coordinator's Since, which the
+// agent it left may not have stored; nothing is sent twice to the new one.
+func TestAMovedStreamResendsWhatTheLastAgentMayHaveMissed(t *testing.T) {
+	a, b := listenFrames(t), listenFrames(t)
+	c := &Camera{Site: "s", ID: "c", Source: fakeSource{testJPEG(t, 70)}, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Publish: func(string, []byte) error { return nil }}
+	defer c.Stop(false)
+	cmd, _ := json.Marshal(ingest.StreamCommand{Action: "stream", StreamID: "x", Host: "127.0.0.1", Port: a.port(), SSRC: 77, Duration: 10})
+	c.Command(cmd)
+	atA := a.read(t, 10)
+	// A second before the stream started: the camera has the frames.
+	since := time.Now().Add(-2 * time.Second)
+	cmd, _ = json.Marshal(ingest.StreamCommand{Action: "stream", StreamID: "x", Host: "127.0.0.1", Port: b.port(), SSRC: 77, Duration: 9,
+		Resume: true, Since: since.UnixMilli()})
+	c.Command(cmd)
+	atB := b.read(t, 20)
+	// B's first frame is from about a second before A's first, on A's
+	// timeline.
+	if back := int32(atA[0].RTP - atB[0].RTP); back < 0.8*media.ClockRate || back > 1.2*media.ClockRate {
+		t.Fatalf("the new agent's first frame is %d ticks before the old one's first, want about a second (90000)", back)
+	}
+	for i := 1; i < len(atB); i++ {
+		if d := atB[i].RTP - atB[i-1].RTP; d < 8900 || d > 9100 {
+			t.Fatalf("frame %d at the new agent is %d ticks after the last (sent twice, or missing)", i, int32(d))
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vigilhq/vigil/internal/detect"
 	"github.com/vigilhq/vigil/internal/ingest"
+	"github.com/vigilhq/vigil/internal/media"
 	"github.com/vigilhq/vigil/internal/rnd"
 	"github.com/vigilhq/vigil/internal/telemetry"
 )
@@ -56,6 +57,10 @@ type stream struct {
 	liveAt     time.Time // when the camera was told (this segment)
 	deadline   time.Time
 	firstFrame bool
+	// since is where the camera's next agent starts: the frames from then
+	// on are sent again, as the agent the stream left may not have
+	// stored them. Zero once the camera was told.
+	since time.Time
 }
 
 // remaining is what is left of the clip.
@@ -392,6 +397,10 @@ func (c *Coordinator) onSegment(agentID string, r ingest.SegmentReport) {
 			FPS: plan.FPS, Width: plan.Width, Height: plan.Height, Quality: plan.Quality,
 			MaxPacket: 1200, Resume: !first,
 		}
+		if !first && !st.since.IsZero() {
+			cmd.Since = st.since.UnixMilli()
+			st.since = time.Time{}
+		}
 		if st.ev != nil {
 			cmd.EventID = st.ev.ev.ID
 		}
@@ -441,6 +450,15 @@ func (c *Coordinator) interrupted(st *stream, why string) {
 	}
 	st.clip.Interrupted = st.clip.Interrupted || st.segIndex > 0 && st.state == streamLive
 	now := time.Now()
+	if st.state == streamLive && st.agent != nil && st.since.IsZero() {
+		// What the agent stored is on disk up to a fragment before it was
+		// last heard of (a heartbeat a second).
+		seen := st.agent.lastSeen
+		if seen.IsZero() || seen.After(now) {
+			seen = now
+		}
+		st.since = seen.Add(-media.FragmentDuration - time.Second)
+	}
 	if c.closing || (st.state == streamLive && st.remaining(now) < time.Second) {
 		c.finish(st) // shutting down, or (nearly) done: keep what there is
 		return

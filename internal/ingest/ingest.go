@@ -68,6 +68,11 @@ type StreamCommand struct {
 	Quality   int    `json:"quality,omitempty"`     // JPEG quality 1-100
 	MaxPacket int    `json:"max_payload,omitempty"` // largest RTP payload, bytes
 	Resume    bool   `json:"resume,omitempty"`      // the stream moves to another agent: keep going
+	// Since (with Resume) asks the camera to send its frames taken from
+	// this moment on again (Unix milliseconds), as far as it still holds
+	// them (camera.Backfill): the agent the stream leaves may not have
+	// stored them.
+	Since int64 `json:"since_ms,omitempty"`
 }
 
 // Camera stream states, in a CameraStreamEvent.

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -45,6 +43,13 @@ func NewFinisher() *Finisher {
 
 // Finish writes out (clip.mp4) and thumb (a JPEG from a third of the way
 // in) from the segments, in order. It replaces out atomically.
+//
+// A camera keeps one RTP timeline for a stream, whichever agents receive
+// it, and a stream that moves on resends what the agent it leaves may not
+// have stored: where two segments hold the same moments, the later one's
+// frames up to the end of the earlier one are left out. Each frame lasts
+// until the next one's timestamp, so that a moment no agent received is a
+// still picture of its length, not a jump.
 func (f *Finisher) Finish(ctx context.Context, segments []string, out, thumb string) (ClipInfo, error) {
 	var info ClipInfo
 	var all []Sample
@@ -64,13 +69,17 @@ func (f *Finisher) Finish(ctx context.Context, segments []string, out, thumb str
 			width, height = s.Width, s.Height
 		}
 		info.Truncated = info.Truncated || s.Truncated
-		all = append(all, s.Samples...)
-		info.Duration += s.Duration()
+		all = appendAfter(all, s.Samples)
 	}
 	info.Frames = len(all)
 	if len(all) == 0 {
 		return info, errors.New("no frames in the clip's segments")
 	}
+	var total uint64
+	for _, s := range all {
+		total += uint64(s.Duration)
+	}
+	info.Duration = time.Duration(total) * time.Second / ClockRate
 	if thumb != "" {
 		if err := writeAtomic(thumb, all[len(all)/3].JPEG); err != nil {
 			return info, err
@@ -78,19 +87,21 @@ func (f *Finisher) Finish(ctx context.Context, segments []string, out, thumb str
 	}
 	tmp := out + ".tmp"
 	defer os.Remove(tmp)
+	if err := writeMJPEG(tmp, all, width, height); err != nil {
+		return info, err
+	}
+	info.Codec = "mjpeg"
 	if f.FFmpeg != "" {
 		info.Codec = "h264"
-		if err := f.transcode(ctx, segments, tmp); err != nil {
+		h264 := out + ".h264.tmp"
+		defer os.Remove(h264)
+		if err := f.transcode(ctx, tmp, h264); err != nil {
 			return info, err
 		}
-		if err := os.Chmod(tmp, 0o600); err != nil { // ffmpeg makes it 0666 less the umask
+		if err := os.Chmod(h264, 0o600); err != nil { // ffmpeg makes it 0666 less the umask
 			return info, err
 		}
-	} else {
-		info.Codec = "mjpeg"
-		if err := writeMJPEG(tmp, all, width, height); err != nil {
-			return info, err
-		}
+		tmp = h264
 	}
 	if err := os.Rename(tmp, out); err != nil {
 		return info, err
@@ -103,24 +114,34 @@ func (f *Finisher) Finish(ctx context.Context, segments []string, out, thumb str
 	return info, nil
 }
 
-// transcode makes an H.264 MP4 with faststart from the segments.
-func (f *Finisher) transcode(ctx context.Context, segments []string, out string) error {
-	var list bytes.Buffer
-	for _, s := range segments {
-		if _, err := os.Stat(s); err != nil {
-			continue
+// maxFrameGap is the longest a frame is shown for: timestamps further
+// apart than this are not one timeline (a camera that restarted).
+const maxFrameGap = 10 * ClockRate
+
+// appendAfter appends the samples of a segment to those of the segments
+// before it: those at or before the last one already there are left out,
+// and each frame's duration becomes the time to the next frame.
+func appendAfter(all, next []Sample) []Sample {
+	for _, s := range next {
+		if n := len(all); n > 0 {
+			d := s.RTP - all[n-1].RTP // wraps correctly
+			if int32(d) <= 0 && -int32(d) < maxFrameGap {
+				continue // held already
+			}
+			if d > 0 && d <= maxFrameGap {
+				all[n-1].Duration = d
+			}
 		}
-		abs, _ := filepath.Abs(s)
-		fmt.Fprintf(&list, "file '%s'\n", strings.ReplaceAll(abs, "'", `'\''`))
+		all = append(all, s)
 	}
-	listFile := out + ".list"
-	if err := os.WriteFile(listFile, list.Bytes(), 0o600); err != nil {
-		return err
-	}
-	defer os.Remove(listFile)
+	return all
+}
+
+// transcode makes an H.264 MP4 with faststart from an M-JPEG one.
+func (f *Finisher) transcode(ctx context.Context, in, out string) error {
 	threads := fmt.Sprint(max(f.Threads, 1))
 	cmd := exec.CommandContext(ctx, f.FFmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-		"-f", "concat", "-safe", "0", "-i", listFile,
+		"-i", in,
 		"-c:v", "libx264", "-preset", "veryfast", "-crf", "26", "-pix_fmt", "yuv420p",
 		"-threads", threads, "-movflags", "+faststart", "-an", "-f", "mp4", out)
 	var output bytes.Buffer

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/bluenviron/gortsplib/v5/pkg/format/rtpmjpeg"
+	"github.com/bluenviron/mediacommon/v2/pkg/formats/pmp4"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 )
@@ -429,4 +430,100 @@ func TestSenderToReceiverOverLoopback(t *testing.T) {
 		t.Errorf("%d frames arrived of 10", frames)
 	}
 	_ = color.White
+}
+
+// writeFrames writes a segment of frames first..last-1 of a 15 fps
+// timeline that starts near the wrap of the RTP clock.
+func writeFrames(t *testing.T, p string, first, last int) {
+	t.Helper()
+	w, err := CreateSegment(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := first; i < last; i++ {
+		if err := w.Write(Frame{JPEG: testJPEG(t, i), RTP: uint32(1<<32-ClockRate) + uint32(i*ClockRate/15)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A stream that moved between agents leaves segments on one timeline:
+// the moments two of them hold are in the clip once, and a moment none
+// holds keeps the clip's length (the last frame before it stays on).
+func TestSegmentsOfAMovedStreamAreJoinedOnTheirTimeline(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		a, b           [2]int
+		frames         int
+		duration       time.Duration
+		frameAtTheJoin int // the frame after a's last
+	}{
+		{"overlap", [2]int{0, 40}, [2]int{25, 60}, 60, 4 * time.Second, 40},
+		{"gap", [2]int{0, 20}, [2]int{30, 60}, 50, 4 * time.Second, 30},
+		{"end to end", [2]int{0, 30}, [2]int{30, 60}, 60, 4 * time.Second, 30},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			a, b := filepath.Join(dir, "seg-01-a.mp4"), filepath.Join(dir, "seg-02-b.mp4")
+			writeFrames(t, a, tc.a[0], tc.a[1])
+			writeFrames(t, b, tc.b[0], tc.b[1])
+			f := NewFinisher()
+			f.FFmpeg = ""
+			out := filepath.Join(dir, "clip.mp4")
+			info, err := f.Finish(context.Background(), []string{a, b}, out, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The last frame lasts the writer's guess at a frame (1/15 s).
+			if info.Frames != tc.frames || info.Duration != tc.duration {
+				t.Errorf("%d frames of %v, want %d of %v", info.Frames, info.Duration, tc.frames, tc.duration)
+			}
+			// The clip's frames are the timeline's, each once, in order.
+			seg := readMP4Frames(t, out)
+			want := []int{}
+			for i := tc.a[0]; i < tc.a[1]; i++ {
+				want = append(want, i)
+			}
+			for i := max(tc.b[0], tc.a[1]); i < tc.b[1]; i++ {
+				want = append(want, i)
+			}
+			if len(seg) != len(want) {
+				t.Fatalf("clip has %d frames, want %d", len(seg), len(want))
+			}
+			for i, j := range want {
+				if !bytes.Equal(seg[i], testJPEG(t, j)) {
+					t.Fatalf("clip frame %d is not timeline frame %d", i, j)
+				}
+			}
+			if !bytes.Equal(seg[tc.a[1]-tc.a[0]], testJPEG(t, tc.frameAtTheJoin)) {
+				t.Errorf("the frame after the join is not frame %d", tc.frameAtTheJoin)
+			}
+		})
+	}
+}
+
+// readMP4Frames reads the JPEG frames of a progressive M-JPEG MP4.
+func readMP4Frames(t *testing.T, p string) [][]byte {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var pres pmp4.Presentation
+	if err := pres.Unmarshal(f); err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	for _, s := range pres.Tracks[0].Samples {
+		b, err := s.GetPayload()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b)
+	}
+	return out
 }

@@ -29,7 +29,8 @@ type SegmentWriter struct {
 	path     string
 	started  bool
 	seq      uint32
-	baseTime uint64
+	baseTime uint64 // of the next fragment, 90 kHz
+	written  uint64 // the duration of the fragments written, 90 kHz
 	pending  []*fmp4.Sample
 	lastRTP  uint32
 	lastDur  uint32
@@ -71,6 +72,11 @@ func (w *SegmentWriter) Write(fr Frame) error {
 			return err
 		}
 		w.started = true
+		// The first fragment starts at the frame's RTP timestamp: a
+		// camera keeps one timeline for a stream across agents, so that
+		// the finisher can put their segments end to end without the
+		// frames two of them hold (see Finisher.Finish).
+		w.baseTime = uint64(fr.RTP)
 	} else {
 		d := fr.RTP - w.lastRTP // wraps correctly
 		if d == 0 || d > 10*ClockRate {
@@ -116,13 +122,14 @@ func (w *SegmentWriter) flush(samples []*fmp4.Sample) error {
 	}
 	for _, s := range samples {
 		w.baseTime += uint64(s.Duration)
+		w.written += uint64(s.Duration)
 	}
 	return nil
 }
 
 // Duration returns the length of the video written or pending.
 func (w *SegmentWriter) Duration() time.Duration {
-	t := w.baseTime
+	t := w.written
 	for _, s := range w.pending {
 		if s.Duration == 0 {
 			t += uint64(w.lastDur)
@@ -150,6 +157,7 @@ func (w *SegmentWriter) Close() error {
 type Sample struct {
 	JPEG     []byte
 	Duration uint32 // 90 kHz
+	RTP      uint32 // its RTP timestamp (90 kHz, wrapping)
 }
 
 // Segment is what a segment file holds.
@@ -197,8 +205,10 @@ func ReadSegment(path string) (*Segment, error) {
 	}
 	for _, p := range parts {
 		for _, t := range p.Tracks {
+			ts := uint32(t.BaseTime)
 			for _, s := range t.Samples {
-				seg.Samples = append(seg.Samples, Sample{JPEG: s.Payload, Duration: s.Duration})
+				seg.Samples = append(seg.Samples, Sample{JPEG: s.Payload, Duration: s.Duration, RTP: ts})
+				ts += s.Duration
 			}
 		}
 	}

@@ -55,6 +55,13 @@ func NewSender(host string, port int, ssrc uint32, payloadSize int) (*Sender, er
 	return &Sender{ssrc: ssrc, enc: enc, rtp: rtpConn, rtcp: rtcpConn, base: ssrc * 7919}, nil
 }
 
+// Follow puts s on prev's timeline: the same frame time makes the same
+// RTP timestamp, so that the segments agents write for a stream that
+// moves between them can be put end to end (Finisher.Finish).
+func (s *Sender) Follow(prev *Sender) {
+	s.start, s.base = prev.start, prev.base
+}
+
 // Send sends one frame taken at time at; the RTP timestamp follows at.
 func (s *Sender) Send(jpeg []byte, at time.Time) error {
 	if s.start.IsZero() {

@@ -30,7 +30,7 @@ type simCamera struct {
 	cam   *camera.Camera
 
 	mu   sync.Mutex
-	ring []instant // the last PreRoll, at FPS
+	ring []instant // the last PreRoll or camera.Backfill, at FPS
 }
 
 type instant struct {
@@ -49,16 +49,13 @@ func (c *simCamera) Limits() camera.Params {
 	return camera.Params{Width: c.cfg.Width, Height: c.cfg.Height, FPS: c.cfg.FPS, Quality: c.cfg.Quality}
 }
 
-// capture keeps the pre-roll ring buffer filled until ctx ends.
+// capture keeps the ring buffer (pre-roll and backfill) filled until ctx
+// ends.
 func (c *simCamera) capture(ctx context.Context) {
 	defer c.cam.Stop(false)
-	if c.cfg.PreRoll <= 0 {
-		<-ctx.Done()
-		return
-	}
 	t := time.NewTicker(time.Second / time.Duration(c.cfg.FPS))
 	defer t.Stop()
-	limit := int(c.cfg.PreRoll.Seconds()*float64(c.cfg.FPS)) + 1
+	limit := int(max(c.cfg.PreRoll, camera.Backfill).Seconds()*float64(c.cfg.FPS)) + 1
 	for {
 		select {
 		case <-ctx.Done():
