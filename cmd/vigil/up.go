@@ -36,11 +36,18 @@ a username and password (see 'vigil user').
 Configuration: defaults, then --config FILE (or VIGIL_CONFIG), then
 VIGIL_<SECTION>_<KEY> environment variables, then these flags. vigil.yaml in
 the source tree documents every key. Port 0 picks a free port; the chosen
-address is logged. A QoS 1 or 2 reading is acknowledged (PUBACK) only once
-it is stored in the database, so even a crash loses nothing acknowledged.
-Ctrl-C (SIGINT) or SIGTERM stops gracefully: the broker stops taking
-readings first (clients sending one are disconnected unacknowledged and
-send it again later), then queued readings are stored before exit.`,
+address is logged.
+
+What survives: a QoS 1 or 2 reading is acknowledged (PUBACK) only once it
+is committed to the database, so a crash of vigil up (kill -9) loses
+nothing acknowledged; messages queued for an offline persistent MQTT
+session, and clips being recorded (kept, marked interrupted), survive it
+too. A power loss can take back what was committed since SQLite's last
+checkpoint (synchronous=NORMAL: no fsync per commit). Intrusion detection
+never waits for the database. Ctrl-C (SIGINT) or SIGTERM stops gracefully:
+the broker stops taking readings first (clients sending one are
+disconnected unacknowledged and send it again later), then queued readings
+are stored before exit.`,
 	examples: `  vigil up --demo
   vigil up --config /etc/vigil/vigil.yaml
   vigil up --data-dir /var/lib/vigil --mqtt-listen 0.0.0.0:1883 --http-listen 0.0.0.0:8080

@@ -118,8 +118,9 @@ type Coordinator struct {
 	m        *metrics
 	refusals *ratelog.Logger
 
-	in   chan func()
-	jobs chan string // clip ids to finish
+	in    chan func()
+	saves *saver      // writes what the loop decides, in order
+	jobs  chan string // clip ids to finish
 	// retMu makes retention one pass at a time (after each clip, and
 	// every quotaEvery while clips record).
 	retMu sync.Mutex
@@ -159,7 +160,7 @@ func (c *Coordinator) changed(kind string, v any) {
 func New(cfg Config, b Broker, st Store, rt Runtime, fin *media.Finisher, log *slog.Logger, reg prometheus.Registerer) (*Coordinator, error) {
 	c := &Coordinator{
 		cfg: cfg, broker: b, store: st, runtime: rt, finisher: fin, log: log,
-		in: make(chan func(), 4096), jobs: make(chan string, 4096), stop: make(chan struct{}),
+		in: make(chan func(), 4096), saves: newSaver(), jobs: make(chan string, 4096), stop: make(chan struct{}),
 		agents: map[string]*agentState{}, streams: map[string]*stream{}, byCamera: map[string]*stream{},
 		devices: map[string]*deviceInfo{}, events: map[string]*eventState{},
 		instance: rnd.Hex(3), refusals: ratelog.New(log, time.Minute),
@@ -169,6 +170,7 @@ func New(cfg Config, b Broker, st Store, rt Runtime, fin *media.Finisher, log *s
 		return nil, err
 	}
 	c.m = m
+	go c.saves.run() // until Close
 	return c, nil
 }
 
@@ -256,6 +258,7 @@ func (c *Coordinator) Close() error {
 	})
 	<-flushed
 	close(c.stop)
+	c.saves.close() // its last jobs go to the finisher
 	close(c.jobs)
 	c.wg.Wait()
 	return c.runtime.Close()
@@ -274,11 +277,11 @@ func (c *Coordinator) history(action, agent, camera, reason string) {
 			h.Queued++
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := c.store.AddHistory(ctx, h); err != nil {
-		c.log.Warn("history", "error", err)
-	}
+	c.saves.add(func(ctx context.Context) {
+		if err := c.store.AddHistory(ctx, h); err != nil {
+			c.log.Warn("history", "error", err)
+		}
+	})
 	c.m.decisions.WithLabelValues(action).Inc()
 	c.log.Info("coordinator: "+action, "agent", agent, "camera", camera, "reason", reason, "agents", h.Agents, "streams", h.Streams, "queued", h.Queued)
 }

@@ -201,22 +201,28 @@ func (c *Coordinator) allQueued(es *eventState) bool {
 	return true
 }
 
+// saveEvent saves a copy of ev as it is now (see saver).
 func (c *Coordinator) saveEvent(ev *detect.Event) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := c.store.SaveEvent(ctx, ev); err != nil {
-		c.log.Error("save event", "event", ev.ID, "error", err)
-	}
-	c.changed("event", *ev)
+	cp := *ev
+	cp.Cameras = slices.Clone(ev.Cameras)
+	c.saves.add(func(ctx context.Context) {
+		if err := c.store.SaveEvent(ctx, &cp); err != nil {
+			c.log.Error("save event", "event", cp.ID, "error", err)
+		}
+	})
+	c.changed("event", cp)
 }
 
+// saveClip saves a copy of cl as it is now (see saver).
 func (c *Coordinator) saveClip(cl *Clip) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := c.store.SaveClip(ctx, cl); err != nil {
-		c.log.Error("save clip", "clip", cl.ID, "error", err)
-	}
-	c.changed("clip", *cl)
+	cp := *cl
+	cp.Segments = slices.Clone(cl.Segments)
+	c.saves.add(func(ctx context.Context) {
+		if err := c.store.SaveClip(ctx, &cp); err != nil {
+			c.log.Error("save clip", "clip", cp.ID, "error", err)
+		}
+	})
+	c.changed("clip", cp)
 }
 
 func (c *Coordinator) newStream(cam *deviceInfo, es *eventState, at time.Time) *stream {
@@ -543,11 +549,14 @@ func (c *Coordinator) finish(st *stream) {
 	st.clip.State = ClipFinishing
 	c.saveClip(st.clip)
 	c.history("stream_end", agentName(st.agent), st.camera, fmt.Sprintf("stream %s, %d segment(s)", st.id, st.segIndex))
-	select {
-	case c.jobs <- st.clip.ID:
-	default:
-		c.log.Error("clip queue full; the clip will be finished at the next start", "clip", st.clip.ID)
-	}
+	id := st.clip.ID
+	c.saves.add(func(context.Context) { // once it is saved finishing
+		select {
+		case c.jobs <- id:
+		default:
+			c.log.Error("clip queue full; the clip will be finished at the next start", "clip", id)
+		}
+	})
 }
 
 func agentName(a *agentState) string {

@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -46,7 +48,10 @@ func startVigilProcess(t testing.TB, dataDir string, env ...string) *vigilProces
 	t.Helper()
 	vp := &vigilProcess{addr: freePort(t), log: &syncBuffer{}, done: make(chan struct{})}
 	vp.cmd = exec.Command(vigilBinary(t), "up")
-	vp.cmd.Env = append(os.Environ(), append([]string{
+	// Not the VIGIL_ variables of whoever runs the tests (VIGIL_FUZZTIME
+	// for scripts/test.sh): vigil up refuses those that are no setting.
+	inherited := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "VIGIL_") })
+	vp.cmd.Env = append(inherited, append([]string{
 		"VIGIL_DATA_DIR=" + dataDir, "VIGIL_MQTT_LISTEN=" + vp.addr, "VIGIL_MQTT_WS_LISTEN=",
 		"VIGIL_HTTP_LISTEN=" + freePort(t), "VIGIL_AUDIT_ON_START=false", "VIGIL_LOG_LEVEL=warn",
 	}, env...)...)

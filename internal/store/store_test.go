@@ -413,3 +413,35 @@ func TestTheDatabaseIsPrivate(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkCommit measures group commits of readings as the durable
+// acknowledgements make them (a small batch as soon as nothing more is
+// queued), with SQLite's fsync policy NORMAL (Vigil's) and FULL (an fsync
+// of the WAL at every commit, so that a power loss loses no commit):
+//
+//	go test -run '^$' -bench Commit ./internal/store
+func BenchmarkCommit(b *testing.B) {
+	for _, mode := range []string{"NORMAL", "FULL"} {
+		for _, batch := range []int{1, 10, 100} {
+			b.Run(fmt.Sprintf("%s/batch=%d", mode, batch), func(b *testing.B) {
+				synchronous = mode
+				defer func() { synchronous = "NORMAL" }()
+				s := openTest(b)
+				ctx := context.Background()
+				evs := make([]telemetry.Event, batch)
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					now := time.Now()
+					for j := range evs {
+						evs[j] = reading(fmt.Sprintf("dev-%d", (i*batch+j)%1000), now, float64(j), int64(i))
+					}
+					if err := s.Apply(ctx, evs); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "commits/s")
+				b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "readings/s")
+			})
+		}
+	}
+}
