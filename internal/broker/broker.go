@@ -98,6 +98,12 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = uint32(cfg.MQTT.MaxPacketSize)
 	caps.MaximumSessionExpiryInterval = 7 * 24 * 3600 // a week, like Mosquitto's persistent_client_expiration suggests
+	// No age limit on messages: mochi's default (a day) drops every
+	// retained message, and every message queued for a persistent
+	// session, a day after it was published, whatever its own expiry. As
+	// with Mosquitto, a message lasts until it is cleared, delivered, or
+	// its MQTT 5 expiry interval ends it.
+	caps.MaximumMessageExpiryInterval = 0
 	// Each client has a channel of this many pointers, allocated whole and
 	// scanned by every GC: 10,000 clients at mochi's default of 8192 make
 	// 650 MB. A subscriber more than this far behind (and slow for longer

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/vigilhq/vigil/internal/conf"
 )
@@ -244,4 +245,26 @@ func TestATakenOverSessionGetsItsMessagesInOrder(t *testing.T) {
 		t.Fatal("the session was not present")
 	}
 	checkInOrder(t, waitReceived(ss, 100), 100)
+}
+
+// A retained message stays until it is cleared or its own expiry ends it,
+// however old: mochi's default drops every retained message (and every
+// message queued for a session) a day after it was published, so that a
+// device's meta or a Home Assistant discovery config published once, at
+// boot, would be gone a day later, and at once after a restart a day on.
+func TestARetainedMessageOlderThanADayIsKept(t *testing.T) {
+	s := open(t, nil)
+	old := time.Now().Add(-49 * time.Hour).Unix()
+	s.mochi.Topics.RetainMessage(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: true},
+		TopicName: "vigil/lab/d1/meta", Payload: []byte(`{"capabilities":["camera"]}`), Created: old, Origin: "d1"})
+	time.Sleep(2500 * time.Millisecond) // mochi's expiry loop runs every second
+	ss, _ := resume(t, s.Addr(TCP).String(), "reader", true)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := ss.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "vigil/lab/+/meta", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitReceivedFor(ss, 1, 3*time.Second); len(got) != 1 {
+		t.Fatalf("a two-day-old retained message is gone: got %v", got)
+	}
 }
