@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/vigilhq/vigil/internal/conf"
+	"github.com/vigilhq/vigil/internal/testpeer"
 )
 
 // openPersistent opens a broker that keeps its state in dir, as `vigil
@@ -30,48 +30,6 @@ func openPersistent(t *testing.T, dir string) *Server {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
-}
-
-// sessionSubscriber is an MQTT 5 client with a persistent session (clean
-// start off, an hour's expiry) that records the payloads it receives.
-type sessionSubscriber struct {
-	mu  sync.Mutex
-	got []string
-	c   *paho.Client
-}
-
-func (ss *sessionSubscriber) received() []string {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	return append([]string(nil), ss.got...)
-}
-
-// resume connects client id to addr, resuming its session unless clean.
-// It reports whether the broker said a session was present.
-func resume(t *testing.T, addr, id string, clean bool) (*sessionSubscriber, bool) {
-	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ss := &sessionSubscriber{}
-	ss.c = paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
-		func(p paho.PublishReceived) (bool, error) {
-			ss.mu.Lock()
-			ss.got = append(ss.got, string(p.Packet.Payload))
-			ss.mu.Unlock()
-			return true, nil
-		}}})
-	expiry := uint32(3600)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	ack, err := ss.c.Connect(ctx, &paho.Connect{ClientID: id, KeepAlive: 30, CleanStart: clean,
-		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ss.c.Disconnect(&paho.Disconnect{}) })
-	return ss, ack.SessionPresent
 }
 
 // publishNumbered publishes "0" to "n-1" at QoS 1 to topic, one after the
@@ -103,31 +61,20 @@ func goOffline(t *testing.T, addr, id, filter string) {
 	ss, _ := resume(t, addr, id, true)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := ss.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}}); err != nil {
+	if _, err := ss.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := ss.c.Disconnect(&paho.Disconnect{}); err != nil {
+	if err := ss.Disconnect(&paho.Disconnect{}); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// waitReceived waits until ss has n messages, or ten seconds, and returns
-// what it has.
-func waitReceived(ss *sessionSubscriber, n int) []string {
-	return waitReceivedFor(ss, n, 10*time.Second)
+// resume connects a persistent session (see testpeer.Resume).
+func resume(t *testing.T, addr, id string, clean bool) (*testpeer.Session, bool) {
+	return testpeer.Resume(t, addr, id, clean)
 }
 
-func waitReceivedFor(ss *sessionSubscriber, n int, d time.Duration) []string {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if got := ss.received(); len(got) >= n {
-			time.Sleep(100 * time.Millisecond) // and nothing more
-			return ss.received()
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return ss.received()
-}
+func waitReceived(ss *testpeer.Session, n int) []string { return ss.WaitReceived(n, 10*time.Second) }
 
 // checkInOrder fails unless got is "0" to "n-1" in order.
 func checkInOrder(t *testing.T, got []string, n int) {
@@ -187,7 +134,7 @@ func TestADeliveredMessageIsNotDeliveredAgainAfterTheNextRestart(t *testing.T) {
 	s = openPersistent(t, dir)
 	ss, _ := resume(t, s.Addr(TCP).String(), "away", false)
 	checkInOrder(t, waitReceived(ss, 20), 20)
-	ss.c.Disconnect(&paho.Disconnect{})
+	ss.Disconnect(&paho.Disconnect{})
 	publishNumbered(t, s.Addr(TCP).String(), "q/x", 3) // queued while away again
 	s.Close()
 
@@ -203,15 +150,15 @@ func TestACleanStartDiscardsTheQueueForGood(t *testing.T) {
 	goOffline(t, s.Addr(TCP).String(), "away", "q/#")
 	publishNumbered(t, s.Addr(TCP).String(), "q/x", 10)
 	ss, _ := resume(t, s.Addr(TCP).String(), "away", true)
-	if got := waitReceivedFor(ss, 1, time.Second); len(got) != 0 {
+	if got := ss.WaitReceived(1, time.Second); len(got) != 0 {
 		t.Fatalf("a clean start got the old session's messages: %v", got)
 	}
-	ss.c.Disconnect(&paho.Disconnect{})
+	ss.Disconnect(&paho.Disconnect{})
 	s.Close()
 
 	s = openPersistent(t, dir)
 	ss, present := resume(t, s.Addr(TCP).String(), "away", false)
-	if got := waitReceivedFor(ss, 1, time.Second); len(got) != 0 {
+	if got := ss.WaitReceived(1, time.Second); len(got) != 0 {
 		t.Fatalf("after a restart, a discarded queue came back (session present %v): %v", present, got)
 	}
 }
@@ -261,10 +208,10 @@ func TestARetainedMessageOlderThanADayIsKept(t *testing.T) {
 	ss, _ := resume(t, s.Addr(TCP).String(), "reader", true)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := ss.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "vigil/lab/+/meta", QoS: 1}}}); err != nil {
+	if _, err := ss.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "vigil/lab/+/meta", QoS: 1}}}); err != nil {
 		t.Fatal(err)
 	}
-	if got := waitReceivedFor(ss, 1, 3*time.Second); len(got) != 1 {
+	if got := ss.WaitReceived(1, 3*time.Second); len(got) != 1 {
 		t.Fatalf("a two-day-old retained message is gone: got %v", got)
 	}
 }

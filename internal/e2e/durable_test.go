@@ -20,6 +20,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/vigilhq/vigil/internal/sim"
+	"github.com/vigilhq/vigil/internal/testpeer"
 )
 
 // vigilProcess is `vigil up` run as a process of its own, so that a test
@@ -344,46 +345,6 @@ func TestAClipRecordingAtACrashPlaysAfterRestart(t *testing.T) {
 	}
 }
 
-// persistentSubscriber is an MQTT 5 client with a persistent session
-// (clean start off, an hour's expiry) that records the payloads it gets.
-type persistentSubscriber struct {
-	mu  sync.Mutex
-	got []string
-	c   *paho.Client
-}
-
-func (ps *persistentSubscriber) received() []string {
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	return append([]string(nil), ps.got...)
-}
-
-func connectPersistent(t *testing.T, addr, id string, clean bool) (*persistentSubscriber, bool) {
-	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ps := &persistentSubscriber{}
-	ps.c = paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
-		func(p paho.PublishReceived) (bool, error) {
-			ps.mu.Lock()
-			ps.got = append(ps.got, string(p.Packet.Payload))
-			ps.mu.Unlock()
-			return true, nil
-		}}})
-	expiry := uint32(3600)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	ack, err := ps.c.Connect(ctx, &paho.Connect{ClientID: id, KeepAlive: 30, CleanStart: clean,
-		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ps.c.Disconnect(&paho.Disconnect{}) })
-	return ps, ack.SessionPresent
-}
-
 // A restarted vigil up, after a kill or a stop, delivers every message
 // queued for an offline persistent session, in order.
 func TestQueuedMessagesOfAnOfflineSessionSurviveARestart(t *testing.T) {
@@ -395,13 +356,13 @@ func TestQueuedMessagesOfAnOfflineSessionSurviveARestart(t *testing.T) {
 		t.Run(sig.String(), func(t *testing.T) {
 			dir := t.TempDir()
 			vp := startVigilProcess(t, dir)
-			ps, _ := connectPersistent(t, vp.addr, "away", true)
+			ps, _ := testpeer.Resume(t, vp.addr, "away", true)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			if _, err := ps.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}}); err != nil {
+			if _, err := ps.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}}); err != nil {
 				t.Fatal(err)
 			}
-			must(t, ps.c.Disconnect(&paho.Disconnect{}))
+			must(t, ps.Disconnect(&paho.Disconnect{}))
 
 			pub, _, err := mqttConnect(t, vp.addr, "publisher", "", "")
 			must(t, err)
@@ -418,13 +379,13 @@ func TestQueuedMessagesOfAnOfflineSessionSurviveARestart(t *testing.T) {
 			vp.stop(t, sig)
 
 			vp = startVigilProcess(t, dir)
-			ps, present := connectPersistent(t, vp.addr, "away", false)
+			ps, present := testpeer.Resume(t, vp.addr, "away", false)
 			if !present {
 				t.Fatal("the session did not survive the restart")
 			}
-			waitFor(t, 10*time.Second, fmt.Sprintf("%d queued messages", n), func() bool { return len(ps.received()) >= n })
+			waitFor(t, 10*time.Second, fmt.Sprintf("%d queued messages", n), func() bool { return len(ps.Received()) >= n })
 			time.Sleep(200 * time.Millisecond) // nothing more
-			got := ps.received()
+			got := ps.Received()
 			for i, p := range got {
 				if p != fmt.Sprint(i) {
 					t.Fatalf("message %d of %d is %q: %v", i, len(got), p, got)
