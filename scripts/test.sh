@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs Vigil's tests: installs the real peers the tests use when they are
-# missing (as root, through apt-get), then go vet and go test -race.
+# missing (as root, through apt-get), then go vet, staticcheck, go test
+# -race, a bounded fuzzing run, and a check that the tests left no process
+# running (staticcheck and fuzzing on a whole run only).
 #
 #   scripts/test.sh                 # everything
 #   scripts/test.sh ./internal/...  # some packages
@@ -32,8 +34,15 @@ fi
 
 pkgs=("$@")
 [ ${#pkgs[@]} -gt 0 ] || pkgs=(./...)
+# The processes running before the tests: any other left running after
+# them, orphaned, is one a test started and did not stop.
+before=$(ps -eo pid= | tr -d ' ' | sort)
 echo "go vet ${pkgs[*]}"
 go vet "${pkgs[@]}"
+if [ $# -eq 0 ]; then
+  echo "staticcheck ./..."
+  go run honnef.co/go/tools/cmd/staticcheck@v0.6.1 ./...
+fi
 echo "go test -race ${pkgs[*]}"
 go test -race -count=1 -timeout 20m "${pkgs[@]}"
 
@@ -43,4 +52,21 @@ go test -race -count=1 -timeout 20m "${pkgs[@]}"
 if [ $# -eq 0 ] && [ "${VIGIL_FUZZTIME:-60s}" != "0" ]; then
   echo "go test -fuzz FuzzLiveBroker -fuzztime ${VIGIL_FUZZTIME:-60s} ./internal/broker"
   go test -run '^$' -fuzz FuzzLiveBroker -fuzztime "${VIGIL_FUZZTIME:-60s}" -fuzzminimizetime 5s -timeout 0 ./internal/broker
+fi
+
+# Tests leave nothing running: a peer, a vigil or a test binary that
+# appeared during the run and is now an orphan (the test that started it
+# is gone) was left behind; so was a container's shim.
+sleep 2
+left=""
+for pid in $(comm -13 <(echo "$before") <(ps -eo pid= | tr -d ' ' | sort)); do
+  [ "$(ps -o ppid= -p "$pid" 2>/dev/null | tr -d ' ')" = 1 ] || continue
+  [[ "$(ps -o stat= -p "$pid" 2>/dev/null)" != Z* ]] || continue # exited, not yet reaped
+  args=$(ps -o args= -p "$pid" 2>/dev/null) || continue
+  if [[ "$args" =~ (mosquitto|vigil|\.test|ffmpeg|chrom|vlc|python3|nmap|gst-|containerd-shim) ]]; then
+    left+="  $pid $args"$'\n'
+  fi
+done
+if [ -n "$left" ]; then
+  echo "the tests left these processes running:"; printf '%s' "$left"; exit 1
 fi
