@@ -59,6 +59,9 @@ func testConfig(t testing.TB) *conf.Config {
 	cfg.Telemetry.FlushInterval = 20 * time.Millisecond
 	cfg.Log.Level = "debug"
 	cfg.Audit.OnStart = false // tests that want a self-audit run it
+	// The agents must be vigil: by default they are os.Executable(), this
+	// test binary, which would run the whole suite again as an "agent".
+	cfg.Agents.Binary = vigilBinary(t)
 	return cfg
 }
 
