@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -12,35 +11,18 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/vigilhq/vigil/internal/app"
 	"github.com/vigilhq/vigil/internal/conf"
+	"github.com/vigilhq/vigil/internal/testkit"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // vigil runs the CLI in-process and returns its exit code and output.
 func vigil(t *testing.T, ctx context.Context, stdin string, args ...string) (int, string, string) {
 	t.Helper()
-	var out, errb lockedBuffer
+	var out, errb testkit.Buffer
 	code := run(ctx, args, stdio{in: strings.NewReader(stdin), out: &out, err: &errb}, []string{"HOME=/nonexistent"})
 	return code, out.String(), errb.String()
 }
@@ -82,7 +64,7 @@ func TestUpRejectsAWrongConfigKeyByName(t *testing.T) {
 func TestUpRunsUntilInterruptedAndExitsZero(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
-	var out, errb lockedBuffer
+	var out, errb testkit.Buffer
 	done := make(chan int)
 	go func() {
 		done <- run(ctx, []string{"up", "--data-dir", dir, "--mqtt-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"},

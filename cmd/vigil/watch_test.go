@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vigilhq/vigil/internal/notify"
+	"github.com/vigilhq/vigil/internal/testkit"
 	"github.com/vigilhq/vigil/internal/testpeer"
 )
 
@@ -118,7 +119,7 @@ func TestWatchAlertsItsChannelsOncePerOutage(t *testing.T) {
 	}))
 	defer srv.Close()
 	url := fmt.Sprintf("mqtt://127.0.0.1:%d", testpeer.FreePort(t))
-	var out, errb lockedBuffer
+	var out, errb testkit.Buffer
 	code := run(context.Background(), []string{"watch", "--count", "3", "--interval", "50ms", url,
 		"--webhook", srv.URL + "/hook", "--ntfy", srv.URL + "/brokers"},
 		stdio{in: strings.NewReader(""), out: &out, err: &errb},

@@ -30,6 +30,7 @@ import (
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/ingest"
 	"github.com/vigilhq/vigil/internal/media"
+	"github.com/vigilhq/vigil/internal/testkit"
 	"github.com/vigilhq/vigil/internal/users"
 )
 
@@ -98,7 +99,7 @@ func (h *harness) expect(t *testing.T, id string, ssrc uint32, source string) {
 	if err := h.b.Publish(ingest.AgentTopic("a1", "cmd"), b, false, 1); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the agent to take stream "+id, func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the agent to take stream "+id, func() bool {
 		h.a.mu.Lock()
 		defer h.a.mu.Unlock()
 		return h.a.byID[id] != nil
@@ -108,7 +109,7 @@ func (h *harness) expect(t *testing.T, id string, ssrc uint32, source string) {
 func (h *harness) segment(t *testing.T, id string) ingest.SegmentReport {
 	t.Helper()
 	var r ingest.SegmentReport
-	waitFor(t, "the segment report of "+id, func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the segment report of "+id, func() bool {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		for _, s := range h.segments {
@@ -120,17 +121,6 @@ func (h *harness) segment(t *testing.T, id string) ingest.SegmentReport {
 		return false
 	})
 	return r
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func frameJPEG(i int) []byte {
@@ -210,7 +200,7 @@ func TestAStreamIsStoredAndReportedAndStatesFollowCapacity(t *testing.T) {
 	if r := h.segment(t, "s2"); r.Reason != ingest.EndIdle || r.Frames != 0 {
 		t.Errorf("idle stream report %+v", r)
 	}
-	waitFor(t, "the states empty, busy, full, busy, empty", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the states empty, busy, full, busy, empty", func() bool {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		want := []string{"empty", "busy", "full", "busy", "empty"}
@@ -264,7 +254,7 @@ func TestBadInputIsCountedAndNeverCorruptsAStream(t *testing.T) {
 	if r.Frames < 29 || r.BadFrames != 0 || r.WrongSource != 30 || r.Reason != ingest.EndQuit {
 		t.Fatalf("the good stream was disturbed: %+v", r)
 	}
-	waitFor(t, "a heartbeat with the drops", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "a heartbeat with the drops", func() bool {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		if len(h.beats) == 0 {
@@ -296,13 +286,13 @@ func TestLiveOnlyStreamIsWatchedNotStored(t *testing.T) {
 	if err := h.b.Publish(ingest.AgentTopic("a1", "cmd"), b, false, 1); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the live stream", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the live stream", func() bool {
 		h.a.mu.Lock()
 		defer h.a.mu.Unlock()
 		return h.a.byID["live1"] != nil
 	})
 	var httpAddr string
-	waitFor(t, "a heartbeat with the live view address", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "a heartbeat with the live view address", func() bool {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		for _, hb := range h.beats {
@@ -484,7 +474,7 @@ func TestAByeEndsAStreamOnlyFromItsSource(t *testing.T) {
 			for _, f := range frames[:c.framesBefore] {
 				write(camera, f...)
 			}
-			waitFor(t, "the frames before the BYE", func() bool { return h.frames("s") == uint64(c.framesBefore) })
+			testkit.WaitFor(t, 10*time.Second, "the frames before the BYE", func() bool { return h.frames("s") == uint64(c.framesBefore) })
 			from := camera
 			if c.from != "camera" {
 				from = sendFrom(t, c.from, h.a.Addr())
@@ -499,8 +489,8 @@ func TestAByeEndsAStreamOnlyFromItsSource(t *testing.T) {
 			for _, f := range frames[c.framesBefore:] {
 				write(camera, f...)
 			}
-			waitFor(t, "every frame", func() bool { return h.frames("s") == 20 })
-			waitFor(t, "a heartbeat that counts the refused BYE", func() bool {
+			testkit.WaitFor(t, 10*time.Second, "every frame", func() bool { return h.frames("s") == 20 })
+			testkit.WaitFor(t, 10*time.Second, "a heartbeat that counts the refused BYE", func() bool {
 				h.mu.Lock()
 				defer h.mu.Unlock()
 				return len(h.beats) > 0 && h.beats[len(h.beats)-1].ByeRefused == c.refused && h.beats[len(h.beats)-1].WrongSource == c.wrong
@@ -558,7 +548,7 @@ func TestARacerDoesNotCaptureAStream(t *testing.T) {
 				write(camera, f...)
 				write(racer, bad[10+i])
 			}
-			waitFor(t, "the camera's 30 frames", func() bool { return h.frames("s") == 30 })
+			testkit.WaitFor(t, 10*time.Second, "the camera's 30 frames", func() bool { return h.frames("s") == 30 })
 			r := h.stop(t, "s")
 			if r.Frames != 30 || r.BadFrames != 0 || r.WrongSource != 40 {
 				t.Errorf("report %+v, want the camera's 30 frames, none bad, 40 from the wrong source", r)
@@ -643,7 +633,7 @@ func (h *harness) sync(t *testing.T) {
 	before := h.a.unknownSSRC.Load()
 	c := sendFrom(t, "127.0.0.1", h.a.Addr())
 	write(c, &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 26, SSRC: 1}, Payload: []byte{0}})
-	waitFor(t, "the agent to read every datagram", func() bool { return h.a.unknownSSRC.Load() > before })
+	testkit.WaitFor(t, 10*time.Second, "the agent to read every datagram", func() bool { return h.a.unknownSSRC.Load() > before })
 }
 
 // TestJunkSendersDoNotHoldTheCameraOut: senders that know the stream's

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/vigilhq/vigil/internal/conf"
+	"github.com/vigilhq/vigil/internal/testkit"
 	"github.com/vigilhq/vigil/internal/wsconn"
 )
 
@@ -179,7 +180,7 @@ func TestASubscriberThatFallsBehindForAMomentLosesNothing(t *testing.T) {
 	go sub.read()
 	const n = 1000 // its queue holds 64
 	took := publishN(t, s, n, 64)
-	waitUntil(t, "every message at the subscriber", func() bool { return sub.received.Load() == n })
+	testkit.WaitFor(t, 10*time.Second, "every message at the subscriber", func() bool { return sub.received.Load() == n })
 	if !sub.inOrder.Load() {
 		t.Error("messages arrived out of order")
 	}
@@ -205,7 +206,7 @@ func TestAWriterThatKeepsWritingIsNeverGivenUpOn(t *testing.T) {
 	go sub.read()
 	const n = 1000 // 2 s of writing at least, 20 times the wait
 	took := publishN(t, s, n, 64)
-	waitUntil(t, "every message at the subscriber", func() bool { return sub.received.Load() == n })
+	testkit.WaitFor(t, 10*time.Second, "every message at the subscriber", func() bool { return sub.received.Load() == n })
 	if d := testutil.ToFloat64(s.backlog.dropped.WithLabelValues("1")); d != 0 || len(s.SlowSubscribers()) != 0 {
 		t.Errorf("%v dropped; slow subscribers %+v", d, s.SlowSubscribers())
 	}
@@ -221,7 +222,7 @@ func TestAClientThatStopsReadingHoldsNobodyUpForLong(t *testing.T) {
 	if took > 15*time.Second {
 		t.Errorf("publishing took %v with a client that does not read", took)
 	}
-	waitUntil(t, "the stuck client to be disconnected", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the stuck client to be disconnected", func() bool {
 		cl, ok := s.mochi.Clients.Get("stuck")
 		return !ok || cl.Closed()
 	})
@@ -246,7 +247,7 @@ func TestASubscriberThatNeverAcknowledgesLosesMessagesCountedAndNamed(t *testing
 		t.Fatalf("slow subscribers: %+v", slow)
 	}
 	// The metric and the client's count agree once the last drop is counted.
-	waitUntil(t, "the metric to agree with the client's count", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the metric to agree with the client's count", func() bool {
 		slow = s.SlowSubscribers()
 		return len(slow) == 1 && testutil.ToFloat64(s.backlog.dropped.WithLabelValues("1")) == float64(slow[0].Dropped)
 	})

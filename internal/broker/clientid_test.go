@@ -10,6 +10,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/vigilhq/vigil/internal/conf"
+	"github.com/vigilhq/vigil/internal/testkit"
 	"github.com/vigilhq/vigil/internal/users"
 )
 
@@ -147,7 +148,7 @@ func TestNobodyGrabsAClientIDWhileItsDeviceReboots(t *testing.T) {
 		t.Fatalf("device refused: %#x", code)
 	}
 	dev.Disconnect(&paho.Disconnect{}) // it reboots
-	waitUntil(t, "the device's session to end", func() bool { _, ok := s.mochi.Clients.Get("sensor-17"); return !ok })
+	testkit.WaitFor(t, 10*time.Second, "the device's session to end", func() bool { _, ok := s.mochi.Clients.Get("sensor-17"); return !ok })
 
 	for _, user := range []string{"admin1", ""} {
 		if _, _, code := connectAs(t, s, "sensor-17", user); code != 0x85 {
@@ -159,7 +160,7 @@ func TestNobodyGrabsAClientIDWhileItsDeviceReboots(t *testing.T) {
 		t.Fatalf("the device coming back: CONNACK %#x", code)
 	}
 	back.Disconnect(&paho.Disconnect{}) // and goes for good
-	waitUntil(t, "the device's session to end", func() bool { _, ok := s.mochi.Clients.Get("sensor-17"); return !ok })
+	testkit.WaitFor(t, 10*time.Second, "the device's session to end", func() bool { _, ok := s.mochi.Clients.Get("sensor-17"); return !ok })
 	clock.Add(int64(2 * time.Hour)) // long gone: the id is free again
 	if _, _, code := connectAs(t, s, "sensor-17", "admin1"); code != 0 {
 		t.Errorf("the id two hours after its device was last seen: CONNACK %#x", code)

@@ -12,6 +12,8 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/vigilhq/vigil/internal/testkit"
 )
 
 // mqttString is an MQTT UTF-8 string: a 16-bit length, then the bytes.
@@ -122,7 +124,7 @@ func TestAPacketThatCrashesTheDecoderEndsOnlyItsConnection(t *testing.T) {
 	if len(answer) < 2 || answer[0] != 0x90 {
 		t.Errorf("the SUBSCRIBE before the malformed one was not answered: % x", answer)
 	}
-	waitUntil(t, "the crasher to leave the broker", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the crasher to leave the broker", func() bool {
 		_, ok := s.mochi.Clients.Get("crasher")
 		return !ok && atomic.LoadInt64(&s.mochi.Info.Subscriptions) == subs && atomic.LoadInt64(&s.mochi.Info.ClientsConnected) == 1
 	})
@@ -167,25 +169,13 @@ func TestAPanicWhileHandlingAPacketEndsOnlyItsConnection(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the connection whose packet panicked is still open")
 	}
-	waitUntil(t, "the crasher's session and subscription to go", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the crasher's session and subscription to go", func() bool {
 		_, ok := s.mochi.Clients.Get("crasher")
 		return !ok && atomic.LoadInt64(&s.mochi.Info.Subscriptions) == subs
 	})
 	undisturbed(t, s, w, got)
 	if n := metric(t, reg, "vigil_mqtt_panics_total", "where", panicProcess); n != 1 {
 		t.Errorf("vigil_mqtt_panics_total{where=process} = %v, want 1", n)
-	}
-}
-
-// waitUntil waits up to 10 s for cond.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/ratelog"
+	"github.com/vigilhq/vigil/internal/testkit"
 	"github.com/vigilhq/vigil/internal/users"
 )
 
@@ -213,7 +214,7 @@ func TestALoginHoldsNoMoreRetainedMessagesThanItsQuota(t *testing.T) {
 			t.Fatalf("retained message %d within the quota: %#x", i+1, code)
 		}
 	}
-	waitUntil(t, "alice's messages retained", func() bool { _, ok := qb.retained("r/a/1"); return ok })
+	testkit.WaitFor(t, 10*time.Second, "alice's messages retained", func() bool { _, ok := qb.retained("r/a/1"); return ok })
 
 	t.Run("MQTT 5 at QoS 1 beyond the count is answered PUBACK 0x97 and nothing is retained", func(t *testing.T) {
 		if code := publishRetained(t, alice, "r/a/4", "v", 1); code != 0x97 {
@@ -778,7 +779,7 @@ func leave(t *testing.T, s *Server, c *paho.Client, clientID string) {
 		t.Fatalf("%s is not connected", clientID)
 	}
 	c.Disconnect(&paho.Disconnect{})
-	waitUntil(t, clientID+" to be disconnected", func() bool {
+	testkit.WaitFor(t, 10*time.Second, clientID+" to be disconnected", func() bool {
 		if _, ok := done.Load(cl); !ok {
 			return false
 		}
@@ -1004,7 +1005,7 @@ func TestPersistentSessionsHoldTheirSubscriptionsUntilTheyEnd(t *testing.T) {
 			t.Fatalf("%d sessions ended, want 2", n)
 		}
 		// A session's subscriptions go before mochi forgets the client.
-		waitUntil(t, "keeper's sessions to end", func() bool {
+		testkit.WaitFor(t, 10*time.Second, "keeper's sessions to end", func() bool {
 			for id := range qb.mochi.Clients.GetAll() {
 				if strings.HasPrefix(id, "keeper-") {
 					return false
@@ -1033,7 +1034,7 @@ func TestAnExpiredSessionGivesItsSubscriptionsBack(t *testing.T) {
 	if got := subscribeTo(t, other, "e/4"); !bytes.Equal(got, []byte{0x97}) {
 		t.Errorf("before the session expired: SUBACK % x, want 97", got)
 	}
-	waitUntil(t, "the session to expire", func() bool { _, ok := qb.mochi.Clients.Get("brief-1"); return !ok })
+	testkit.WaitFor(t, 10*time.Second, "the session to expire", func() bool { _, ok := qb.mochi.Clients.Get("brief-1"); return !ok })
 
 	t.Run("its login's quota is given back", func(t *testing.T) {
 		if got := subscribeTo(t, other, "e/4", "e/5"); !bytes.Equal(got, []byte{1, 1}) {
@@ -1174,7 +1175,7 @@ func TestAnAnonymousFleetOfOneSubscriptionPerDeviceFitsTheDefaultQuota(t *testin
 	if len(refused) > 0 {
 		t.Errorf("%d of %d devices' subscriptions refused, such as %s", len(refused), devices, refused[0])
 	}
-	waitUntil(t, "every device offline", func() bool { return s.ClientsConnected() == 0 })
+	testkit.WaitFor(t, 10*time.Second, "every device offline", func() bool { return s.ClientsConnected() == 0 })
 	if n := subscriptionsOf(s, "cam-"); n != devices {
 		t.Errorf("the fleet's sessions hold %d subscriptions, want %d", n, devices)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vigilhq/vigil"
 	"github.com/vigilhq/vigil/internal/conf"
+	"github.com/vigilhq/vigil/internal/testkit"
 	"github.com/vigilhq/vigil/internal/users"
 )
 
@@ -116,7 +117,7 @@ func TestARemovedOrChangedUserLosesItsSessions(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("the removed user's session is still connected")
 		}
-		waitUntil(t, "its session to be gone", func() bool { _, ok := s.mochi.Clients.Get("session-dev2"); return !ok })
+		testkit.WaitFor(t, 10*time.Second, "its session to be gone", func() bool { _, ok := s.mochi.Clients.Get("session-dev2"); return !ok })
 		if _, _, code := connectAs(t, s, "session-dev2", "dev2"); code != 0x86 {
 			t.Errorf("the removed user logging in again: CONNACK %#x", code)
 		}
@@ -133,7 +134,7 @@ func TestARemovedOrChangedUserLosesItsSessions(t *testing.T) {
 			t.Fatal("the changed user's session is still connected")
 		}
 		<-c3.Done()
-		waitUntil(t, "its session to be gone", func() bool { _, ok := s.mochi.Clients.Get("session-dev3"); return !ok })
+		testkit.WaitFor(t, 10*time.Second, "its session to be gone", func() bool { _, ok := s.mochi.Clients.Get("session-dev3"); return !ok })
 		if _, _, present := persistentSession(t, s, "dev3"); present {
 			t.Error("the old session, with subscriptions granted under the old ACL, was resumed")
 		}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/vigilhq/vigil/internal/coord"
 	"github.com/vigilhq/vigil/internal/dockerimg"
+	"github.com/vigilhq/vigil/internal/testkit"
 )
 
 func randomName() string { return strings.ToLower(rand.Text()[:10]) }
@@ -48,21 +49,6 @@ func buildAgentImage(t *testing.T, cli *client.Client) string {
 		t.Fatalf("build image: %v", err)
 	}
 	return tag
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.After(within)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline:
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		case <-tick.C:
-		}
-	}
 }
 
 type exit struct {
@@ -187,7 +173,7 @@ func TestDockerRuntime(t *testing.T) {
 	a1 := run + "-1"
 	cid1 := start(a1)
 	t.Run("start", func(t *testing.T) {
-		waitFor(t, "the agent container to run", 20*time.Second, func() bool {
+		testkit.WaitFor(t, 20*time.Second, "the agent container to run", func() bool {
 			c, err := inspect(cid1)
 			return err == nil && c.State != nil && c.State.Running
 		})

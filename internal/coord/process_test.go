@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vigilhq/vigil/internal/coord"
+	"github.com/vigilhq/vigil/internal/testkit"
 )
 
 // TestProcessAgentsGetAMinimalEnvironment: an agent child process sees what
@@ -34,7 +35,7 @@ func TestProcessAgentsGetAMinimalEnvironment(t *testing.T) {
 	}
 	t.Cleanup(func() { rt.Close() })
 	var env []string
-	waitFor(t, "the agent's environment", 10*time.Second, func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the agent's environment", func() bool {
 		b, err := os.ReadFile(out)
 		env = strings.Split(strings.TrimSpace(string(b)), "\n")
 		return err == nil

@@ -25,6 +25,7 @@ import (
 	"github.com/vigilhq/vigil/internal/media"
 	"github.com/vigilhq/vigil/internal/store"
 	"github.com/vigilhq/vigil/internal/telemetry"
+	"github.com/vigilhq/vigil/internal/testkit"
 	"github.com/vigilhq/vigil/internal/users"
 )
 
@@ -157,7 +158,7 @@ func (ctl *control) detect(t *testing.T, site, id string) coord.StreamView {
 	t.Helper()
 	ctl.c.Detected(detect.Detection{Site: site, Sensor: id, At: time.Now()})
 	var v coord.StreamView
-	waitFor(t, "the stream of "+id+" under way", 10*time.Second, func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the stream of "+id+" under way", func() bool {
 		var ok bool
 		v, ok, _ = ctl.c.CameraStream(t.Context(), site, id)
 		return ok && v.State == "streaming"
@@ -437,13 +438,13 @@ func TestACameraReportEndsOnlyItsOwnStream(t *testing.T) {
 	admin.publish(ingest.CameraTopic("lab", "camA", "stream"), quit(a.ID))
 	// Camera B's own quit is told to the agent after anything they caused.
 	camB.publish(ingest.CameraTopic("lab", "camB", "stream"), quit(b.ID))
-	waitFor(t, "the agent told to stop B's stream", 10*time.Second, func() bool { return len(ctl.agent.stops()) > 0 && ctl.agent.stops()[len(ctl.agent.stops())-1] == b.ID })
+	testkit.WaitFor(t, 10*time.Second, "the agent told to stop B's stream", func() bool { return len(ctl.agent.stops()) > 0 && ctl.agent.stops()[len(ctl.agent.stops())-1] == b.ID })
 	if got := ctl.agent.stops(); len(got) != 1 {
 		t.Errorf("the agent was told to stop %v, want only B's %s", got, b.ID)
 	}
 	// A's own quit ends A's stream.
 	camA.publish(ingest.CameraTopic("lab", "camA", "stream"), quit(a.ID))
-	waitFor(t, "the agent told to stop A's stream", 10*time.Second, func() bool { return len(ctl.agent.stops()) == 2 && ctl.agent.stops()[1] == a.ID })
+	testkit.WaitFor(t, 10*time.Second, "the agent told to stop A's stream", func() bool { return len(ctl.agent.stops()) == 2 && ctl.agent.stops()[1] == a.ID })
 	ctl.refused(t, `vigil_coordinator_refused_messages_total{reason="other_camera",topic="stream"} 1
 vigil_coordinator_refused_messages_total{reason="other_client",topic="stream"} 1
 `)

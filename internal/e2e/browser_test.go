@@ -19,6 +19,7 @@ import (
 	"github.com/vigilhq/vigil/internal/media"
 	"github.com/vigilhq/vigil/internal/sim"
 	"github.com/vigilhq/vigil/internal/telemetry"
+	"github.com/vigilhq/vigil/internal/testkit"
 	"github.com/vigilhq/vigil/internal/testpeer"
 )
 
@@ -168,7 +169,7 @@ func TestTheWebUIInChromium(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-done })
 
 	var temp, cam string
-	waitFor(t, 20*time.Second, "the fleet and an agent", func() bool {
+	testkit.WaitFor(t, 20*time.Second, "the fleet and an agent", func() bool {
 		temp, cam = "", ""
 		for _, d := range ta.devices(t) {
 			switch {
@@ -320,7 +321,7 @@ func TestTheWebUIInChromium(t *testing.T) {
 func BenchmarkLiveViewInChromium(b *testing.B) {
 	ta := startApp(b, func(c *conf.Config) { intrusionConfig(b, c) })
 	cam := newManualCamera(b, ta, "home", "door")
-	waitFor(b, 20*time.Second, "an agent and the camera", func() bool {
+	testkit.WaitFor(b, 20*time.Second, "an agent and the camera", func() bool {
 		var cs []struct{ ID string }
 		ta.api(b, "GET", "/api/v1/cameras", "admin", adminPassword, &cs)
 		v := ta.view(b)
@@ -351,7 +352,7 @@ func BenchmarkLiveViewInChromium(b *testing.B) {
 		s, err := media.NewSender(cmd.Host, cmd.Port, cmd.SSRC, 0)
 		must(b, err)
 		s.Bye("done")
-		waitFor(b, 30*time.Second, "the live stream to end", func() bool { return len(ta.view(b).Streams) == 0 })
+		testkit.WaitFor(b, 30*time.Second, "the live stream to end", func() bool { return len(ta.view(b).Streams) == 0 })
 	}
 	slices.Sort(all)
 	b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "ms-p50")

@@ -26,6 +26,7 @@ import (
 	"github.com/vigilhq/vigil/internal/store"
 	"github.com/vigilhq/vigil/internal/sub"
 	"github.com/vigilhq/vigil/internal/telemetry"
+	"github.com/vigilhq/vigil/internal/testkit"
 	"github.com/vigilhq/vigil/internal/testpeer"
 	"github.com/vigilhq/vigil/internal/users"
 )
@@ -36,7 +37,7 @@ func TestDemoFleetShowsUpInTheAPIWithinSeconds(t *testing.T) {
 		c.Demo.Period = 500 * time.Millisecond
 	})
 	start := time.Now()
-	waitFor(t, 10*time.Second, "7 demo devices with values (6 sensors and a camera)", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "7 demo devices with values (6 sensors and a camera)", func() bool {
 		ds := ta.devices(t)
 		withValue := 0
 		for _, d := range ds {
@@ -73,12 +74,12 @@ func TestThePapersScriptRunsUnchanged(t *testing.T) {
 	ta := startApp(t, func(c *conf.Config) { c.MQTT.Listen = "127.0.0.1:1883" })
 
 	cmd := exec.Command(python, "-u", "testdata/paper_simulator.py")
-	var out syncBuffer
+	var out testkit.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	must(t, cmd.Start())
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 
-	waitFor(t, 15*time.Second, "two readings from the paper's sensor", func() bool {
+	testkit.WaitFor(t, 15*time.Second, "two readings from the paper's sensor", func() bool {
 		return len(ta.readings(t, "1")) >= 2
 	})
 	rs := ta.readings(t, "1")
@@ -116,7 +117,7 @@ func TestMosquittoClientsInteroperateOnLoopbackWithoutAuth(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			s := exec.CommandContext(ctx, subBin, "-h", "127.0.0.1", "-p", port, "-V", v, "-q", "2", "-t", "vigil/lab/"+v+"/#", "-C", "1", "-v")
-			var out syncBuffer
+			var out testkit.Buffer
 			s.Stdout, s.Stderr = &out, &out
 			must(t, s.Start())
 			done := make(chan error, 1)
@@ -150,7 +151,7 @@ func TestMosquittoClientsInteroperateOnLoopbackWithoutAuth(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v: %s", err, o)
 	}
-	waitFor(t, 5*time.Second, "mosquitto_pub's reading in the API", func() bool { return len(ta.readings(t, "mosq1")) == 1 })
+	testkit.WaitFor(t, 5*time.Second, "mosquitto_pub's reading in the API", func() bool { return len(ta.readings(t, "mosq1")) == 1 })
 }
 
 // addUser adds a user straight to the running app's database, as
@@ -204,7 +205,7 @@ func TestNonLoopbackListenerRequiresAuthAndEnforcesACLs(t *testing.T) {
 		if err != nil || r.ReasonCode >= 0x80 {
 			t.Fatalf("publish to own topic: %v %+v", err, r)
 		}
-		waitFor(t, 5*time.Second, "the device's reading", func() bool { return len(ta.readings(t, "sensor7")) == 1 })
+		testkit.WaitFor(t, 5*time.Second, "the device's reading", func() bool { return len(ta.readings(t, "sensor7")) == 1 })
 	})
 	t.Run("the ACL denies publishing to a foreign topic", func(t *testing.T) {
 		r, err := c.Publish(ctx, &paho.Publish{Topic: "vigil/lab/other/telemetry", QoS: 1, Payload: []byte(`{"value":3}`)})
@@ -239,7 +240,7 @@ func TestNonLoopbackListenerRequiresAuthAndEnforcesACLs(t *testing.T) {
 		if err != nil {
 			t.Errorf("authenticated mosquitto_pub: %v %q", err, o)
 		}
-		waitFor(t, 5*time.Second, "mosquitto_pub's authenticated reading", func() bool { return len(ta.readings(t, "sensor7")) == 2 })
+		testkit.WaitFor(t, 5*time.Second, "mosquitto_pub's authenticated reading", func() bool { return len(ta.readings(t, "sensor7")) == 2 })
 	})
 
 	if strings.Contains(ta.logs.String(), "sensor7-password") || strings.Contains(ta.logs.String(), "not-the-password") {
@@ -463,7 +464,7 @@ func TestSubStatsSeeNoLossFromASimFleet(t *testing.T) {
 	must(t, err)
 	must(t, sm.Run(ctx))
 	published := sm.Stats().Published.Load()
-	waitFor(t, 10*time.Second, "all messages at the subscriber", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "all messages at the subscriber", func() bool {
 		return stats.Received() >= published && stats.Report().Loss.Sources == 100
 	})
 	s.Close()
@@ -514,10 +515,10 @@ func TestTheDataDirectoryIsPrivate(t *testing.T) {
 	}
 	must(t, os.Chmod(dir, 0o755))
 	ta := openApp(t, cfg, adminPassword)
-	waitFor(t, 20*time.Second, "the first agent", func() bool { return liveAgents(ta.view(t)) == 1 && ta.view(t).Agents[0].Status == "ready" })
+	testkit.WaitFor(t, 20*time.Second, "the first agent", func() bool { return liveAgents(ta.view(t)) == 1 && ta.view(t).Agents[0].Status == "ready" })
 	stop := runFleet(t, ta, cameraFleet(ta.mqttAddr(), "home", 1))
 	defer stop()
-	waitFor(t, 30*time.Second, "a clip", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "a clip", func() bool {
 		cs := ta.clips(t, "home")
 		return len(cs) == 1 && cs[0].State == coord.ClipReady
 	})
@@ -590,10 +591,10 @@ func modeAndOwner(t *testing.T, p string) string {
 // recordAClip has a camera of site record a clip, and waits for it.
 func recordAClip(t *testing.T, ta *testApp, site string) {
 	t.Helper()
-	waitFor(t, 30*time.Second, "the first agent", func() bool { return liveAgents(ta.view(t)) == 1 && ta.view(t).Agents[0].Status == "ready" })
+	testkit.WaitFor(t, 30*time.Second, "the first agent", func() bool { return liveAgents(ta.view(t)) == 1 && ta.view(t).Agents[0].Status == "ready" })
 	stop := runFleet(t, ta, cameraFleet(ta.mqttAddr(), site, 1))
 	defer stop()
-	waitFor(t, 60*time.Second, "a clip", func() bool {
+	testkit.WaitFor(t, 60*time.Second, "a clip", func() bool {
 		cs := ta.clips(t, site)
 		return len(cs) == 1 && cs[0].State == coord.ClipReady
 	})

@@ -14,6 +14,7 @@ import (
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/coord"
 	"github.com/vigilhq/vigil/internal/dockerimg"
+	"github.com/vigilhq/vigil/internal/testkit"
 )
 
 // dockerConfig switches a test's Vigil to the docker runtime, with an image
@@ -91,11 +92,11 @@ func TestADedicatedDockerAgentRecordsItsSite(t *testing.T) {
 		c.Sites = map[string]conf.SiteConfig{"bank": {Plan: "pro"}}
 		c.Plans["pro"] = conf.Plan{MaxClips: 500, Width: 160, Height: 120, FPS: 5, Quality: 60, DedicatedAgent: true}
 	})
-	waitFor(t, 30*time.Second, "the first agent", func() bool { return liveAgents(ta.view(t)) == 1 && ta.view(t).Agents[0].Status == "ready" })
+	testkit.WaitFor(t, 30*time.Second, "the first agent", func() bool { return liveAgents(ta.view(t)) == 1 && ta.view(t).Agents[0].Status == "ready" })
 	stop := runFleet(t, ta, cameraFleet(ta.mqttAddr(), "bank", 1))
 	defer stop()
 	var dedicated string
-	waitFor(t, 30*time.Second, "the bank's stream on a dedicated agent", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "the bank's stream on a dedicated agent", func() bool {
 		for _, a := range ta.view(t).Agents {
 			if a.Pool == "bank" && len(a.Streams) == 1 {
 				dedicated = a.ID
@@ -113,7 +114,7 @@ func TestADedicatedDockerAgentRecordsItsSite(t *testing.T) {
 		t.Errorf("the dedicated agent's mounts %+v, want only the bank's clips", m)
 	}
 	var clip coord.Clip
-	waitFor(t, 60*time.Second, "the bank's clip", func() bool {
+	testkit.WaitFor(t, 60*time.Second, "the bank's clip", func() bool {
 		cs := ta.clips(t, "bank")
 		if len(cs) == 1 && cs[0].State == coord.ClipReady {
 			clip = cs[0]

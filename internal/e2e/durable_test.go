@@ -20,6 +20,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/vigilhq/vigil/internal/sim"
+	"github.com/vigilhq/vigil/internal/testkit"
 	"github.com/vigilhq/vigil/internal/testpeer"
 )
 
@@ -28,7 +29,7 @@ import (
 type vigilProcess struct {
 	cmd  *exec.Cmd
 	addr string // MQTT, on loopback
-	log  *syncBuffer
+	log  *testkit.Buffer
 	done chan struct{}
 }
 
@@ -47,7 +48,7 @@ func freePort(t testing.TB) string {
 // until its broker answers.
 func startVigilProcess(t testing.TB, dataDir string, env ...string) *vigilProcess {
 	t.Helper()
-	vp := &vigilProcess{addr: freePort(t), log: &syncBuffer{}, done: make(chan struct{})}
+	vp := &vigilProcess{addr: freePort(t), log: &testkit.Buffer{}, done: make(chan struct{})}
 	vp.cmd = exec.Command(vigilBinary(t), "up")
 	// Not the VIGIL_ variables of whoever runs the tests (VIGIL_FUZZTIME
 	// for scripts/test.sh): vigil up refuses those that are no setting.
@@ -62,7 +63,7 @@ func startVigilProcess(t testing.TB, dataDir string, env ...string) *vigilProces
 	}
 	go func() { vp.cmd.Wait(); close(vp.done) }()
 	t.Cleanup(func() { vp.cmd.Process.Kill(); <-vp.done })
-	waitFor(t, 30*time.Second, "vigil up's broker", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "vigil up's broker", func() bool {
 		select {
 		case <-vp.done:
 			t.Fatalf("vigil up ended: %s", vp.log.String())
@@ -230,7 +231,7 @@ func underLoad(t *testing.T, dir, queue string) (*vigilProcess, *ackLog, *sync.W
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	fleet := runAckedFleet(ctx, t, vp.addr, "dev", 24, acks)
-	waitFor(t, 30*time.Second, "5,000 acknowledged readings", func() bool { return acks.total() >= 5000 })
+	testkit.WaitFor(t, 30*time.Second, "5,000 acknowledged readings", func() bool { return acks.total() >= 5000 })
 	return vp, acks, fleet
 }
 
@@ -319,7 +320,7 @@ func TestAClipRecordingAtACrashPlaysAfterRestart(t *testing.T) {
 	fleetDone := make(chan struct{})
 	go func() { defer close(fleetDone); s.Run(ctx) }()
 	defer func() { cancel(); <-fleetDone }()
-	waitFor(t, 60*time.Second, "a clip recording", func() bool {
+	testkit.WaitFor(t, 60*time.Second, "a clip recording", func() bool {
 		cs := clipRows(t, dir)
 		return len(cs) == 1 && cs[0].state == "recording"
 	})
@@ -329,7 +330,7 @@ func TestAClipRecordingAtACrashPlaysAfterRestart(t *testing.T) {
 	<-fleetDone
 
 	vp = startVigilProcess(t, dir, env...)
-	waitFor(t, 60*time.Second, "the clip finished", func() bool {
+	testkit.WaitFor(t, 60*time.Second, "the clip finished", func() bool {
 		cs := clipRows(t, dir)
 		return len(cs) == 1 && (cs[0].state == "ready" || cs[0].state == "failed")
 	})
@@ -383,7 +384,7 @@ func TestQueuedMessagesOfAnOfflineSessionSurviveARestart(t *testing.T) {
 			if !present {
 				t.Fatal("the session did not survive the restart")
 			}
-			waitFor(t, 10*time.Second, fmt.Sprintf("%d queued messages", n), func() bool { return len(ps.Received()) >= n })
+			testkit.WaitFor(t, 10*time.Second, fmt.Sprintf("%d queued messages", n), func() bool { return len(ps.Received()) >= n })
 			time.Sleep(200 * time.Millisecond) // nothing more
 			got := ps.Received()
 			for i, p := range got {

@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,34 +16,17 @@ import (
 	"github.com/vigilhq/vigil/internal/app"
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/telemetry"
+	"github.com/vigilhq/vigil/internal/testkit"
 )
 
 const adminPassword = "e2e-admin-password"
-
-// syncBuffer is a log sink tests can read while the app writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type testApp struct {
 	*app.App
 	cfg  *conf.Config
 	log  *slog.Logger
-	logs *syncBuffer
-	out  *syncBuffer
+	logs *testkit.Buffer
+	out  *testkit.Buffer
 }
 
 // testConfig is a Config on free loopback ports in a temporary directory.
@@ -77,7 +58,7 @@ func startApp(t testing.TB, mutate func(*conf.Config)) *testApp {
 
 func openApp(t testing.TB, cfg *conf.Config, password string) *testApp {
 	t.Helper()
-	ta := &testApp{cfg: cfg, logs: &syncBuffer{}, out: &syncBuffer{}}
+	ta := &testApp{cfg: cfg, logs: &testkit.Buffer{}, out: &testkit.Buffer{}}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(ta.logs, t.Output()), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ta.log = log
 	a, err := app.Open(context.Background(), cfg, app.Options{AdminPassword: password, Out: ta.out}, log)
@@ -131,18 +112,6 @@ func (ta *testApp) readings(t testing.TB, id string) []telemetry.Reading {
 	var rs []telemetry.Reading
 	ta.api(t, "GET", "/api/v1/devices/"+id+"/telemetry?limit=10000", "admin", adminPassword, &rs)
 	return rs
-}
-
-// waitFor polls cond until it holds or the timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
 }
 
 // mqttConnect connects a raw paho (MQTT 5) client to addr.

@@ -26,6 +26,7 @@ import (
 	"github.com/vigilhq/vigil/internal/sim"
 	"github.com/vigilhq/vigil/internal/store"
 	"github.com/vigilhq/vigil/internal/sub"
+	"github.com/vigilhq/vigil/internal/testkit"
 	"github.com/vigilhq/vigil/internal/testpeer"
 	"github.com/vigilhq/vigil/internal/users"
 )
@@ -128,12 +129,12 @@ func TestSevenCamerasThreeAgentsSevenClipsThenOneAgent(t *testing.T) {
 // sevenCameras runs the story on a started Vigil.
 func sevenCameras(t *testing.T, ta *testApp) {
 	t.Helper()
-	waitFor(t, 20*time.Second, "the first agent", func() bool { return liveAgents(ta.view(t)) == 1 && ta.view(t).Agents[0].Status == "ready" })
+	testkit.WaitFor(t, 20*time.Second, "the first agent", func() bool { return liveAgents(ta.view(t)) == 1 && ta.view(t).Agents[0].Status == "ready" })
 	stop := runFleet(t, ta, cameraFleet(ta.mqttAddr(), "lab", 7))
 	defer stop()
 
 	peak := 0
-	waitFor(t, 60*time.Second, "7 clips ready", func() bool {
+	testkit.WaitFor(t, 60*time.Second, "7 clips ready", func() bool {
 		peak = max(peak, liveAgents(ta.view(t)))
 		n := 0
 		for _, c := range ta.clips(t, "lab") {
@@ -162,7 +163,7 @@ func sevenCameras(t *testing.T, ta *testApp) {
 	if len(events) != 7 {
 		t.Errorf("%d events, want 7", len(events))
 	}
-	waitFor(t, 30*time.Second, "scale-down to 1 agent", func() bool { return liveAgents(ta.view(t)) == 1 })
+	testkit.WaitFor(t, 30*time.Second, "scale-down to 1 agent", func() bool { return liveAgents(ta.view(t)) == 1 })
 
 	var hist []coord.HistoryEntry
 	ta.api(t, "GET", "/api/v1/agents/history", "admin", adminPassword, &hist)
@@ -259,7 +260,7 @@ func TestAnFFmpegSenderMakesAValidClip(t *testing.T) {
 		c.Recording.ClipSeconds = 4
 	})
 	cam := newManualCamera(t, ta, "shop", "ffcam")
-	waitFor(t, 20*time.Second, "the camera's meta and an agent", func() bool {
+	testkit.WaitFor(t, 20*time.Second, "the camera's meta and an agent", func() bool {
 		return liveAgents(ta.view(t)) == 1 && ta.view(t).Agents[0].Status == "ready"
 	})
 	time.Sleep(200 * time.Millisecond) // the retained meta reaches the coordinator through the pipeline
@@ -279,7 +280,7 @@ func TestAnFFmpegSenderMakesAValidClip(t *testing.T) {
 		t.Fatalf("ffmpeg: %v: %s", err, out)
 	}
 	var clip coord.Clip
-	waitFor(t, 30*time.Second, "the clip", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "the clip", func() bool {
 		cs := ta.clips(t, "shop")
 		if len(cs) == 1 && cs[0].State == coord.ClipReady {
 			clip = cs[0]
@@ -348,7 +349,7 @@ func killMidStream(t *testing.T, ta *testApp, kill func(agent string)) {
 	stop := runFleet(t, ta, cameraFleet(ta.mqttAddr(), "vault", 2))
 	defer stop()
 	var victim string
-	waitFor(t, 30*time.Second, "two streams under way on one agent", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "two streams under way on one agent", func() bool {
 		v := ta.view(t)
 		for _, a := range v.Agents {
 			if len(a.Streams) == 2 {
@@ -366,7 +367,7 @@ func killMidStream(t *testing.T, ta *testApp, kill func(agent string)) {
 	time.Sleep(3 * time.Second) // let a few seconds of video reach the agent
 	kill(victim)
 
-	waitFor(t, 60*time.Second, "both clips ready", func() bool {
+	testkit.WaitFor(t, 60*time.Second, "both clips ready", func() bool {
 		cs := ta.clips(t, "vault")
 		n := 0
 		for _, c := range cs {
@@ -428,7 +429,7 @@ func TestPriorityWhenAgentsAreAtMax(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	var queued coord.View
-	waitFor(t, 30*time.Second, "two cameras queued", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "two cameras queued", func() bool {
 		queued = ta.view(t)
 		return len(queued.Queue) == 2
 	})
@@ -446,7 +447,7 @@ func TestPriorityWhenAgentsAreAtMax(t *testing.T) {
 	if nq != 2 {
 		t.Errorf("%d events show as queued, want 2", nq)
 	}
-	waitFor(t, 60*time.Second, "3 clips", func() bool {
+	testkit.WaitFor(t, 60*time.Second, "3 clips", func() bool {
 		return len(ta.clips(t, "museum")) == 3 && ta.clips(t, "museum")[0].State == coord.ClipReady
 	})
 	var hist []coord.HistoryEntry
@@ -475,7 +476,7 @@ func TestADedicatedAgentForAProSite(t *testing.T) {
 	})
 	stop := runFleet(t, ta, cameraFleet(ta.mqttAddr(), "bank", 1))
 	defer stop()
-	waitFor(t, 30*time.Second, "the bank's stream on a dedicated agent", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "the bank's stream on a dedicated agent", func() bool {
 		for _, a := range ta.view(t).Agents {
 			if a.Pool == "bank" && len(a.Streams) == 1 {
 				return true
@@ -503,16 +504,16 @@ func TestVigilCameraWithFFmpeg(t *testing.T) {
 	})
 	cmd := exec.Command(vigilBinary(t), "camera", "--source", "lavfi:testsrc=size=320x240:rate=25", "--site", "lab", "--id", "realcam",
 		"--broker", ta.mqttAddr(), "--width", "160", "--height", "120", "--fps", "10", "--pre-roll", "2s")
-	var out syncBuffer
+	var out testkit.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	must(t, cmd.Start())
 	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
-	waitFor(t, 20*time.Second, "the camera to be ready", func() bool { return strings.Contains(out.String(), "camera ready") })
-	waitFor(t, 20*time.Second, "an agent", func() bool { return liveAgents(ta.view(t)) == 1 && ta.view(t).Agents[0].Status == "ready" })
+	testkit.WaitFor(t, 20*time.Second, "the camera to be ready", func() bool { return strings.Contains(out.String(), "camera ready") })
+	testkit.WaitFor(t, 20*time.Second, "an agent", func() bool { return liveAgents(ta.view(t)) == 1 && ta.view(t).Agents[0].Status == "ready" })
 	time.Sleep(2500 * time.Millisecond) // fill the pre-roll
 	ta.detect(t, "lab", "realcam")
 	var clip coord.Clip
-	waitFor(t, 30*time.Second, "the clip", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "the clip", func() bool {
 		cs := ta.clips(t, "lab")
 		if len(cs) == 1 && cs[0].State == coord.ClipReady {
 			clip = cs[0]
@@ -535,7 +536,7 @@ func TestTheDemoTellsTheWholeStory(t *testing.T) {
 		c.Recording.ClipSeconds = 3
 	})
 	var clip coord.Clip
-	waitFor(t, 45*time.Second, "the demo's first clip", func() bool {
+	testkit.WaitFor(t, 45*time.Second, "the demo's first clip", func() bool {
 		cs := ta.clips(t, "home")
 		if len(cs) > 0 && cs[0].State == coord.ClipReady {
 			clip = cs[0]
@@ -545,7 +546,7 @@ func TestTheDemoTellsTheWholeStory(t *testing.T) {
 	})
 	// The event is marked recorded just after its clip is ready.
 	var ev detect.Event
-	waitFor(t, 10*time.Second, "the event recorded", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the event recorded", func() bool {
 		ta.api(t, "GET", "/api/v1/events/"+clip.EventID, "admin", adminPassword, &ev)
 		return ev.State == detect.EventRecorded
 	})
@@ -596,7 +597,7 @@ func TestArmingIsForAdminsAndDisarmedSitesDoNotRecord(t *testing.T) {
 	}
 	// Arm over MQTT, as a keypad would.
 	must(t, ta.Broker.Publish("vigil/shop/mode/set", []byte("arm"), false, 1))
-	waitFor(t, 5*time.Second, "the site armed", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "the site armed", func() bool {
 		var sites []struct {
 			Name  string
 			Armed bool
@@ -605,7 +606,7 @@ func TestArmingIsForAdminsAndDisarmedSitesDoNotRecord(t *testing.T) {
 		return len(sites) == 1 && sites[0].Armed
 	})
 	ta.detect(t, "shop", "cam1")
-	waitFor(t, 5*time.Second, "an event", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "an event", func() bool {
 		ta.api(t, "GET", "/api/v1/events?site=shop", "admin", adminPassword, &events)
 		return len(events) == 1
 	})
@@ -619,7 +620,7 @@ func TestShutdownMidStreamKeepsTheClip(t *testing.T) {
 		c.Recording.ClipSeconds = 30
 	})
 	stop := runFleet(t, ta, cameraFleet(ta.mqttAddr(), "home", 1))
-	waitFor(t, 30*time.Second, "a stream under way", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "a stream under way", func() bool {
 		v := ta.view(t)
 		return len(v.Streams) == 1 && v.Streams[0].State == "streaming"
 	})

@@ -19,6 +19,7 @@ import (
 	"github.com/vigilhq/vigil/internal/httpapi"
 	"github.com/vigilhq/vigil/internal/ingest"
 	"github.com/vigilhq/vigil/internal/media"
+	"github.com/vigilhq/vigil/internal/testkit"
 )
 
 // grayFrame is a flat picture whose brightness names frame i (0..39).
@@ -161,7 +162,7 @@ func TestLiveViewOnDemandThenWhileRecording(t *testing.T) {
 	})
 	addUser(t, ta, "watcher", "viewer", "watcher-pass-1", nil, nil)
 	cam := newManualCamera(t, ta, "home", "door")
-	waitFor(t, 20*time.Second, "an agent and the camera", func() bool {
+	testkit.WaitFor(t, 20*time.Second, "an agent and the camera", func() bool {
 		var cs []coord.CameraView
 		ta.api(t, "GET", "/api/v1/cameras", "watcher", "watcher-pass-1", &cs)
 		return liveAgents(ta.view(t)) == 1 && ta.view(t).Agents[0].Status == "ready" && len(cs) == 1
@@ -179,7 +180,7 @@ func TestLiveViewOnDemandThenWhileRecording(t *testing.T) {
 		t.Fatalf("live stream command %+v", cmd)
 	}
 	sent := sendFrames(t, cmd, 30, 10)
-	waitFor(t, 5*time.Second, "the viewer to see the frames", func() bool { return len(ls.frames()) >= 29 })
+	testkit.WaitFor(t, 5*time.Second, "the viewer to see the frames", func() bool { return len(ls.frames()) >= 29 })
 	got := ls.frames()
 	for i := 1; i < len(got); i++ {
 		if got[i].index <= got[i-1].index {
@@ -215,7 +216,7 @@ func TestLiveViewOnDemandThenWhileRecording(t *testing.T) {
 		t.Errorf("the viewer saw %d of 30 frames of the recording", n)
 	}
 	var clip coord.Clip
-	waitFor(t, 30*time.Second, "the recording's clip", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "the recording's clip", func() bool {
 		cs := ta.clips(t, "home")
 		if len(cs) > 0 && cs[0].State == coord.ClipReady {
 			clip = cs[0]
@@ -230,7 +231,7 @@ func TestLiveViewOnDemandThenWhileRecording(t *testing.T) {
 	// Live view nobody watches any more ends soon, freeing its agent's
 	// slot, rather than running its full recording.live_seconds.
 	cam2 := newManualCamera(t, ta, "home", "yard")
-	waitFor(t, 5*time.Second, "the second camera", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "the second camera", func() bool {
 		var cs []coord.CameraView
 		ta.api(t, "GET", "/api/v1/cameras", "watcher", "watcher-pass-1", &cs)
 		return len(cs) == 2
@@ -255,7 +256,7 @@ func TestLiveViewOnDemandThenWhileRecording(t *testing.T) {
 			}
 		}
 	}()
-	waitFor(t, 5*time.Second, "the viewer to see the yard", func() bool { return len(ls3.frames()) > 3 })
+	testkit.WaitFor(t, 5*time.Second, "the viewer to see the yard", func() bool { return len(ls3.frames()) > 3 })
 	left := time.Now()
 	ls3.close()
 	stop := cam2.command(t)
@@ -265,7 +266,7 @@ func TestLiveViewOnDemandThenWhileRecording(t *testing.T) {
 		t.Fatalf("after the viewer left the camera got %+v, want a stop", stop)
 	}
 	t.Logf("live view ended %v after its last viewer left", time.Since(left).Round(time.Second))
-	waitFor(t, 10*time.Second, "the stream to end", func() bool { return len(ta.view(t).Streams) == 0 })
+	testkit.WaitFor(t, 10*time.Second, "the stream to end", func() bool { return len(ta.view(t).Streams) == 0 })
 }
 
 // BenchmarkLiveViewLatency measures how long a frame takes from the camera
@@ -274,7 +275,7 @@ func TestLiveViewOnDemandThenWhileRecording(t *testing.T) {
 func BenchmarkLiveViewLatency(b *testing.B) {
 	ta := startApp(b, func(c *conf.Config) { intrusionConfig(b, c) })
 	cam := newManualCamera(b, ta, "home", "door")
-	waitFor(b, 20*time.Second, "an agent", func() bool {
+	testkit.WaitFor(b, 20*time.Second, "an agent", func() bool {
 		v := ta.view(b)
 		return liveAgents(v) == 1 && v.Agents[0].Status == "ready"
 	})
@@ -290,7 +291,7 @@ func BenchmarkLiveViewLatency(b *testing.B) {
 		s, err := media.NewSender(cmd.Host, cmd.Port, cmd.SSRC, 0)
 		must(b, err)
 		s.Bye("done")
-		waitFor(b, 10*time.Second, "the live stream to end", func() bool { return len(ta.view(b).Streams) == 0 })
+		testkit.WaitFor(b, 10*time.Second, "the live stream to end", func() bool { return len(ta.view(b).Streams) == 0 })
 	}
 	slices.Sort(all)
 	if len(all) == 0 {

@@ -22,6 +22,7 @@ import (
 	"github.com/vigilhq/vigil/internal/detect"
 	"github.com/vigilhq/vigil/internal/httpapi"
 	"github.com/vigilhq/vigil/internal/notify"
+	"github.com/vigilhq/vigil/internal/testkit"
 )
 
 // receiver is a webhook or ntfy endpoint that records what it gets; it
@@ -136,7 +137,7 @@ func TestIntrusionNotificationsReachWebhookAndNtfy(t *testing.T) {
 
 	waitForEvents := func(n int) []detect.Event {
 		var evs []detect.Event
-		waitFor(t, 10*time.Second, "the events", func() bool {
+		testkit.WaitFor(t, 10*time.Second, "the events", func() bool {
 			ta.api(t, "GET", "/api/v1/events?site=home", "admin", adminPassword, &evs)
 			return len(evs) >= n
 		})
@@ -144,7 +145,7 @@ func TestIntrusionNotificationsReachWebhookAndNtfy(t *testing.T) {
 	}
 	within := func(rc *receiver, n int, since time.Time, what string) {
 		t.Helper()
-		waitFor(t, 2*time.Second, what, func() bool { return len(rc.ok()) >= n })
+		testkit.WaitFor(t, 2*time.Second, what, func() bool { return len(rc.ok()) >= n })
 		got := rc.ok()[n-1]
 		t.Logf("%s after %v", what, got.at.Sub(since).Round(time.Millisecond))
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/store"
+	"github.com/vigilhq/vigil/internal/testkit"
 	"github.com/vigilhq/vigil/internal/testpeer"
 	"github.com/vigilhq/vigil/internal/users"
 )
@@ -114,7 +115,7 @@ func TestSelfAudit(t *testing.T) {
 			}
 		}
 		before := weak(ta)
-		waitFor(t, 5*time.Second, "the alert's notification", func() bool {
+		testkit.WaitFor(t, 5*time.Second, "the alert's notification", func() bool {
 			for _, r := range hook.ok() {
 				if strings.Contains(string(r.body), "Default or weak credentials work") {
 					return true
@@ -180,12 +181,12 @@ func TestVigilUpWatchesABroker(t *testing.T) {
 		}
 		return false
 	}
-	waitFor(t, 5*time.Second, "site-a up", func() bool { s := watchStatus(); return s.Up && s.Probes > 0 })
+	testkit.WaitFor(t, 5*time.Second, "site-a up", func() bool { s := watchStatus(); return s.Up && s.Probes > 0 })
 	m.Stop()
 	stopped := time.Now()
-	waitFor(t, 5*time.Second, "the outage alert", alerted)
+	testkit.WaitFor(t, 5*time.Second, "the outage alert", alerted)
 	t.Logf("outage alert %v after the broker stopped", time.Since(stopped).Round(10*time.Millisecond))
-	waitFor(t, 5*time.Second, "the outage notification", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "the outage notification", func() bool {
 		for _, r := range hook.ok() {
 			if strings.Contains(string(r.body), "Broker site-a is down") {
 				return true
@@ -194,7 +195,7 @@ func TestVigilUpWatchesABroker(t *testing.T) {
 		return false
 	})
 	m.Restart()
-	waitFor(t, 5*time.Second, "the recovery", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "the recovery", func() bool {
 		s := watchStatus()
 		return s.Up && len(s.Outages) == 1 && s.Outages[0].End != nil && !alerted()
 	})
@@ -249,8 +250,8 @@ func TestBlocksAreNotifiedOncePerEpisode(t *testing.T) {
 		return n
 	}
 	guess("guesser-1")
-	waitFor(t, 5*time.Second, "the address blocked", func() bool { return slices.Contains(blocked(), "127.0.0.1") })
-	waitFor(t, 5*time.Second, "the notification", func() bool { return notes() == 1 })
+	testkit.WaitFor(t, 5*time.Second, "the address blocked", func() bool { return slices.Contains(blocked(), "127.0.0.1") })
+	testkit.WaitFor(t, 5*time.Second, "the notification", func() bool { return notes() == 1 })
 	time.Sleep(time.Second) // the next alert checks see the same block
 	if n := notes(); n != 1 {
 		t.Errorf("%d notifications for one block, want 1", n)
@@ -260,7 +261,7 @@ func TestBlocksAreNotifiedOncePerEpisode(t *testing.T) {
 			t.Fatalf("unblock %s: %d", key, code)
 		}
 	}
-	waitFor(t, 10*time.Second, "the alert cleared", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the alert cleared", func() bool {
 		var alerts []struct{ ID string }
 		ta.api(t, "GET", "/api/v1/alerts", "admin", adminPassword, &alerts)
 		for _, a := range alerts {
@@ -271,7 +272,7 @@ func TestBlocksAreNotifiedOncePerEpisode(t *testing.T) {
 		return true
 	})
 	guess("guesser-2")
-	waitFor(t, 5*time.Second, "the second block's notification", func() bool { return notes() == 2 })
+	testkit.WaitFor(t, 5*time.Second, "the second block's notification", func() bool { return notes() == 2 })
 }
 
 // Removing a user or changing its role through the API ends its MQTT
@@ -438,7 +439,7 @@ func TestTheSelfAuditIsQuietAndLocksNobodyOut(t *testing.T) {
 	if ack := mqttConnectFrom(t, "127.0.0.1", ta.mqttAddr(), "intruder", "admin", "guess"); ack.ReasonCode == 0 {
 		t.Fatal("a wrong password was accepted")
 	}
-	waitFor(t, 5*time.Second, "the real refusal in the log", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "the real refusal in the log", func() bool {
 		return strings.Contains(ta.logs.String(), `level=INFO msg="client refused: wrong username or password"`)
 	})
 }
@@ -477,7 +478,7 @@ func TestASubscriberThatDoesNotKeepUpIsNamedInAnAlert(t *testing.T) {
 		}
 	}
 	var alerts []struct{ ID, Title, Detail string }
-	waitFor(t, 15*time.Second, "the slow subscriber alert", func() bool {
+	testkit.WaitFor(t, 15*time.Second, "the slow subscriber alert", func() bool {
 		alerts = nil
 		ta.api(t, "GET", "/api/v1/alerts", "admin", adminPassword, &alerts)
 		for _, a := range alerts {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/vigilhq/vigil/internal/sim"
 	"github.com/vigilhq/vigil/internal/sub"
+	"github.com/vigilhq/vigil/internal/testkit"
 )
 
 // TestADisconnectStormFiresLastWillsAndDevicesComeBack runs a timeline
@@ -59,7 +60,7 @@ func TestADisconnectStormFiresLastWillsAndDevicesComeBack(t *testing.T) {
 		t.Errorf("%d last wills during the storm, want 10", storm)
 	}
 	// At the end every device says "offline" itself on its way out.
-	waitFor(t, 5*time.Second, "all 20 devices to have gone offline", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "all 20 devices to have gone offline", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(offline) == 20

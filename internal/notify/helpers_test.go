@@ -1,7 +1,6 @@
 package notify_test
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -15,8 +14,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/vigilhq/vigil/internal/notify"
 	"github.com/vigilhq/vigil/internal/store"
+	"github.com/vigilhq/vigil/internal/testkit"
 )
 
 // env is a Notifier on a real SQLite store, with its registry and log.
@@ -24,7 +25,7 @@ type env struct {
 	n     *notify.Notifier
 	st    *store.Store
 	reg   *prometheus.Registry
-	log   *logBuffer
+	log   *testkit.Buffer
 	clock *clock
 }
 
@@ -39,7 +40,7 @@ func newEnv(t *testing.T, pub notify.Publisher, opts notify.Options) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	e := &env{st: st, reg: prometheus.NewRegistry(), log: &logBuffer{},
+	e := &env{st: st, reg: prometheus.NewRegistry(), log: &testkit.Buffer{},
 		clock: &clock{t: time.Date(2026, 5, 1, 12, 0, 0, 0, time.Local)}}
 	if opts.Retry == nil {
 		opts.Retry = []time.Duration{10 * time.Millisecond, 10 * time.Millisecond, 10 * time.Millisecond}
@@ -150,24 +151,6 @@ func (c *clock) Set(t time.Time) {
 
 func (c *clock) Advance(d time.Duration) { c.Set(c.Now().Add(d)) }
 
-// logBuffer collects log output from many goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // request is what a receiver got.
 type request struct {
 	Path   string
@@ -235,17 +218,3 @@ func (rc *receiver) requests(path string) []request {
 }
 
 func (rc *receiver) count(path string) int { return len(rc.requests(path)) }
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		<-tick.C
-	}
-}

@@ -17,8 +17,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/vigilhq/vigil"
 	"github.com/vigilhq/vigil/internal/notify"
+	"github.com/vigilhq/vigil/internal/testkit"
 )
 
 func intrusion(e *env, id, camera string, priority int) notify.Notification {
@@ -42,7 +44,7 @@ func TestWebhookAndNtfyGetOneNotificationPerCameraPerCooldown(t *testing.T) {
 	}
 	ev1 := intrusion(e, "ev1", "cam1", 70)
 	e.n.Notify(ev1)
-	waitFor(t, 2*time.Second, "one webhook and one ntfy request", both(1))
+	testkit.WaitFor(t, 2*time.Second, "one webhook and one ntfy request", both(1))
 
 	t.Run("the webhook carries the notification, signed", func(t *testing.T) {
 		r := hooks.requests("")[0]
@@ -94,7 +96,7 @@ func TestWebhookAndNtfyGetOneNotificationPerCameraPerCooldown(t *testing.T) {
 	t.Run("a second event of the camera within the cooldown is held back", func(t *testing.T) {
 		e.clock.Advance(cooldown - time.Millisecond)
 		e.n.Notify(intrusion(e, "ev2", "cam1", 70))
-		waitFor(t, 2*time.Second, "two cooldown suppressions", func() bool {
+		testkit.WaitFor(t, 2*time.Second, "two cooldown suppressions", func() bool {
 			return e.metric(t, "vigil_notifications_suppressed_total", "reason", "cooldown") == 2
 		})
 		if hooks.count("") != 1 || ntfy.count("") != 1 {
@@ -104,13 +106,13 @@ func TestWebhookAndNtfyGetOneNotificationPerCameraPerCooldown(t *testing.T) {
 
 	t.Run("another camera is not in that cooldown", func(t *testing.T) {
 		e.n.Notify(intrusion(e, "ev3", "cam2", 70))
-		waitFor(t, 2*time.Second, "cam2's notifications", both(2))
+		testkit.WaitFor(t, 2*time.Second, "cam2's notifications", both(2))
 	})
 
 	t.Run("after the cooldown the camera notifies again", func(t *testing.T) {
 		e.clock.Advance(time.Millisecond)
 		e.n.Notify(intrusion(e, "ev4", "cam1", 70))
-		waitFor(t, 2*time.Second, "the notifications after the cooldown", both(3))
+		testkit.WaitFor(t, 2*time.Second, "the notifications after the cooldown", both(3))
 		var ids []string
 		for _, r := range hooks.requests("") {
 			ids = append(ids, r.Header.Get(notify.HeaderDelivery))
@@ -120,7 +122,7 @@ func TestWebhookAndNtfyGetOneNotificationPerCameraPerCooldown(t *testing.T) {
 		}
 	})
 
-	waitFor(t, 2*time.Second, "6 deliveries counted", func() bool {
+	testkit.WaitFor(t, 2*time.Second, "6 deliveries counted", func() bool {
 		return e.metric(t, "vigil_notifications_total", "result", "ok") == 6
 	})
 	if got := e.metric(t, "vigil_notification_delivery_seconds", "kind", "webhook"); got != 3 {
@@ -162,7 +164,7 @@ func TestFailedDeliveriesAreRetriedAndLogged(t *testing.T) {
 	e.n.Notify(notify.Notification{Kind: notify.KindAlert, Title: "Disk almost full", Body: "95% used", Priority: 60})
 	logged := func(id string) func() bool { return func() bool { return len(e.deliveries(t, id)) == 1 } }
 	for _, id := range []string{flaky, down, bad, gone} {
-		waitFor(t, 5*time.Second, "a delivery log entry", logged(id))
+		testkit.WaitFor(t, 5*time.Second, "a delivery log entry", logged(id))
 	}
 
 	t.Run("a 500 then a success is one delivery in two attempts", func(t *testing.T) {
@@ -204,7 +206,7 @@ func TestCloseAbandonsRetries(t *testing.T) {
 	e := newEnv(t, nil, notify.Options{Retry: []time.Duration{time.Hour}})
 	id := e.addChannel(t, notify.Channel{Kind: notify.ChannelWebhook, Name: "down", Enabled: true, URL: rc.URL})
 	e.n.Notify(notify.Notification{Kind: notify.KindAlert, Title: "Broker down", Priority: 80})
-	waitFor(t, 2*time.Second, "the first attempt", func() bool { return rc.count("") == 1 })
+	testkit.WaitFor(t, 2*time.Second, "the first attempt", func() bool { return rc.count("") == 1 })
 
 	done := make(chan error)
 	go func() { done <- e.n.Close() }()
@@ -255,7 +257,7 @@ func TestChannelRulesChooseWhatIsSent(t *testing.T) {
 	// The dispatcher takes notifications in order: once the last is
 	// delivered, every earlier one was dispatched; Close waits for their
 	// deliveries, which are then all in the log.
-	waitFor(t, 2*time.Second, "the last notification", func() bool { return rc.count("/quiet") == 2 })
+	testkit.WaitFor(t, 2*time.Second, "the last notification", func() bool { return rc.count("/quiet") == 2 })
 	e.n.Close()
 	want := map[string][]string{
 		"min50":       {"2 home p95", "4 barn p60"},
@@ -312,9 +314,9 @@ func TestMQTTChannelPublishesOnTheSiteAlertsTopic(t *testing.T) {
 	e := newEnv(t, pub, notify.Options{})
 	e.addChannel(t, notify.Channel{Kind: notify.ChannelMQTT, Name: "mqtt", Enabled: true, Cooldown: -1})
 	e.n.Notify(intrusion(e, "ev1", "cam1", 70))
-	waitFor(t, 2*time.Second, "the intrusion's publication", func() bool { return len(pub.published()) == 1 })
+	testkit.WaitFor(t, 2*time.Second, "the intrusion's publication", func() bool { return len(pub.published()) == 1 })
 	e.n.Notify(notify.Notification{Kind: notify.KindAlert, Title: "Agent down", Priority: 80, URL: "https://elsewhere.example/x"})
-	waitFor(t, 2*time.Second, "the alert's publication", func() bool { return len(pub.published()) == 2 })
+	testkit.WaitFor(t, 2*time.Second, "the alert's publication", func() bool { return len(pub.published()) == 2 })
 
 	msgs := pub.published()
 	var got []notify.Notification

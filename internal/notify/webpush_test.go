@@ -24,6 +24,7 @@ import (
 
 	"github.com/vigilhq/vigil"
 	"github.com/vigilhq/vigil/internal/notify"
+	"github.com/vigilhq/vigil/internal/testkit"
 )
 
 // browser is the receiving side of a push subscription: what a browser's
@@ -196,7 +197,7 @@ func TestWebPushReachesEveryBrowserEncrypted(t *testing.T) {
 
 	ev := intrusion(e, "ev1", "cam1", 70)
 	e.n.Notify(ev)
-	waitFor(t, 2*time.Second, "the delivery", func() bool { return len(e.deliveries(t, id)) == 1 })
+	testkit.WaitFor(t, 2*time.Second, "the delivery", func() bool { return len(e.deliveries(t, id)) == 1 })
 
 	for _, b := range []struct {
 		name string
@@ -242,7 +243,7 @@ func TestWebPushReachesEveryBrowserEncrypted(t *testing.T) {
 			t.Errorf("delivery = %+v, want ok: an expired subscription is not a failure", d)
 		}
 		e.n.Notify(notify.Notification{Kind: notify.KindAlert, Title: "Disk full", Priority: 50})
-		waitFor(t, 2*time.Second, "the second delivery", func() bool { return len(e.deliveries(t, id)) == 2 })
+		testkit.WaitFor(t, 2*time.Second, "the second delivery", func() bool { return len(e.deliveries(t, id)) == 2 })
 		if push.count("/gone/old") != 1 || push.count("/push/alice") != 2 {
 			t.Errorf("after removal: %d requests to the expired endpoint, %d to alice's", push.count("/gone/old"), push.count("/push/alice"))
 		}
@@ -317,7 +318,7 @@ func TestWebPushWithoutSubscriptions(t *testing.T) {
 		t.Errorf("Test = %v, want no browser subscribed", err)
 	}
 	e.n.Notify(notify.Notification{Kind: notify.KindIntrusion, Site: "home", Camera: "cam1", Title: "Intrusion at home"})
-	waitFor(t, 2*time.Second, "the notification to be dispatched", func() bool {
+	testkit.WaitFor(t, 2*time.Second, "the notification to be dispatched", func() bool {
 		return strings.Contains(e.log.String(), "no browser is subscribed\" channel=")
 	})
 	e.n.Close()

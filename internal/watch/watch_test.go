@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/vigilhq/vigil/internal/testkit"
 	"github.com/vigilhq/vigil/internal/testpeer"
 )
 
@@ -20,7 +21,7 @@ func TestAStoppedBrokerIsDownWithinTwoIntervalsAndItsRecoveryIsRecorded(t *testi
 	b := testpeer.StartMosquitto(t, testpeer.MosquittoConfig{Anonymous: true})
 	const interval, timeout = 200 * time.Millisecond, 2 * time.Second
 	ev := newEvents()
-	var logs lockedBuffer
+	var logs testkit.Buffer
 	w, err := New(Config{
 		Targets:  []Target{{Name: "a", URL: mqttURL(a.Port)}, {Name: "b", URL: mqttURL(b.Port)}},
 		Interval: interval, Timeout: timeout,
@@ -30,7 +31,7 @@ func TestAStoppedBrokerIsDownWithinTwoIntervalsAndItsRecoveryIsRecorded(t *testi
 	}
 	w.Start()
 	defer w.Close()
-	waitUntil(t, 10*time.Second, "both brokers up", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "both brokers up", func() bool {
 		st := w.Status()
 		return st[0].Up && st[1].Up && st[0].Probes >= 2 && st[1].Probes >= 2
 	})
@@ -63,7 +64,7 @@ func TestAStoppedBrokerIsDownWithinTwoIntervalsAndItsRecoveryIsRecorded(t *testi
 	t.Logf("recovery: event %s after the restart (%s)", arrived.Sub(restarted).Round(time.Millisecond), up.Detail)
 	// One more round, so that a's record also covers the whole outage.
 	n := w.Status()[0].Probes
-	waitUntil(t, 10*time.Second, "another probe of a", func() bool { return w.Status()[0].Probes > n })
+	testkit.WaitFor(t, 10*time.Second, "another probe of a", func() bool { return w.Status()[0].Probes > n })
 	w.Close()
 
 	all := w.Status()
@@ -108,7 +109,7 @@ func TestALatencyBreachIsReportedOnceAndItsEndToo(t *testing.T) {
 	}
 	w.Start()
 	defer w.Close()
-	waitUntil(t, 10*time.Second, "3 fast probes", func() bool { return w.Status()[0].Probes >= 3 })
+	testkit.WaitFor(t, 10*time.Second, "3 fast probes", func() bool { return w.Status()[0].Probes >= 3 })
 	if st := w.Status()[0]; st.LatencyBreach || !st.Up {
 		t.Fatalf("before the delay: %+v", st)
 	}
