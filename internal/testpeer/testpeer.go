@@ -1,6 +1,6 @@
 // Package testpeer starts real peers for tests: Debian's Mosquitto in a
-// configuration the test writes, on free loopback ports, and self-signed
-// TLS certificates. Tests that need a peer skip when it is not installed,
+// configuration the test writes, on free loopback ports, self-signed TLS
+// certificates, and an MQTT 5 client with a persistent session (Resume). Tests that need a peer skip when it is not installed,
 // and fail when CI is set (scripts/test.sh installs it).
 package testpeer
 
