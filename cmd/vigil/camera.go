@@ -15,7 +15,7 @@ import (
 
 	vigilpkg "github.com/vigilhq/vigil"
 	"github.com/vigilhq/vigil/internal/camera"
-	"github.com/vigilhq/vigil/internal/sim"
+	"github.com/vigilhq/vigil/internal/mqttconn"
 )
 
 type cameraFlags struct {
@@ -87,7 +87,7 @@ func runCamera(ctx context.Context, e *env, o any, args []string) error {
 
 	var urls []*url.URL
 	for _, b := range strings.Split(f.brokers, ",") {
-		u, err := sim.ParseBrokerURL(b)
+		u, err := mqttconn.ParseBrokerURL(b)
 		if err != nil {
 			return usagef("%v", err)
 		}

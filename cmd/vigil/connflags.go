@@ -3,7 +3,7 @@ package main
 import (
 	"flag"
 
-	"github.com/vigilhq/vigil/internal/sim"
+	"github.com/vigilhq/vigil/internal/mqttconn"
 )
 
 // connFlags are the flags of commands that connect to a broker as a client.
@@ -31,6 +31,6 @@ func (c *connFlags) passwordOf(e *env) string {
 	return e.getenv("VIGIL_MQTT_PASSWORD")
 }
 
-func (c *connFlags) tls() sim.TLS {
-	return sim.TLS{CA: c.ca, Cert: c.cert, Key: c.key, Insecure: c.insecure}
+func (c *connFlags) tls() mqttconn.TLS {
+	return mqttconn.TLS{CA: c.ca, Cert: c.cert, Key: c.key, Insecure: c.insecure}
 }

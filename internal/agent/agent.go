@@ -33,7 +33,7 @@ import (
 
 	"github.com/vigilhq/vigil/internal/ingest"
 	"github.com/vigilhq/vigil/internal/media"
-	"github.com/vigilhq/vigil/internal/sim"
+	"github.com/vigilhq/vigil/internal/mqttconn"
 	"github.com/vigilhq/vigil/internal/version"
 )
 
@@ -210,7 +210,7 @@ func advertiseHost(listen string) string {
 func (a *Agent) connect(wait, ctx context.Context) error {
 	var urls []*url.URL
 	for _, b := range a.cfg.Brokers {
-		u, err := sim.ParseBrokerURL(b)
+		u, err := mqttconn.ParseBrokerURL(b)
 		if err != nil {
 			return err
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/vigilhq/vigil/internal/app"
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/coord"
+	"github.com/vigilhq/vigil/internal/mqttconn"
 	"github.com/vigilhq/vigil/internal/sim"
 	"github.com/vigilhq/vigil/internal/store"
 	"github.com/vigilhq/vigil/internal/sub"
@@ -409,10 +410,10 @@ func TestWebSocketAndTLSListeners(t *testing.T) {
 	})
 	for _, tt := range []struct {
 		name, url string
-		tls       sim.TLS
+		tls       mqttconn.TLS
 	}{
-		{"websocket", ta.Broker.URL("ws"), sim.TLS{}},
-		{"tls", ta.Broker.URL("tls"), sim.TLS{CA: certFile}},
+		{"websocket", ta.Broker.URL("ws"), mqttconn.TLS{}},
+		{"tls", ta.Broker.URL("tls"), mqttconn.TLS{CA: certFile}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			got := make(chan string, 10)

@@ -1,4 +1,6 @@
-// Package mqttconn carries paho's MQTT packets whole: paho writes a packet
+// Package mqttconn is what Vigil's MQTT clients share: broker URLs
+// (ParseBrokerURL) and TLS settings (TLSConfig), and a connection that
+// carries paho's MQTT packets whole: paho writes a packet
 // in several Writes, which over TLS or WebSocket become records or frames
 // of their own, and some brokers (Mosquitto 2.0) then leave the end of a
 // packet unread until more data arrives. It also names MQTT 5 reason

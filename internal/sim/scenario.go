@@ -8,7 +8,6 @@ package sim
 import (
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/vigilhq/vigil"
 	"github.com/vigilhq/vigil/internal/conf"
+	"github.com/vigilhq/vigil/internal/mqttconn"
 )
 
 // Scenario describes a simulation: where to connect, the fleets, and a
@@ -26,7 +26,7 @@ type Scenario struct {
 	QoS         int           `yaml:"qos"`           // 0, 1 or 2
 	Username    string        `yaml:"username"`      // credentials for every device
 	Password    string        `yaml:"password"`      //
-	TLS         TLS           `yaml:"tls"`           // for mqtts:// and wss:// brokers
+	TLS         mqttconn.TLS  `yaml:"tls"`           // for mqtts:// and wss:// brokers
 	Seed        uint64        `yaml:"seed"`          // makes MACs and values reproducible
 	Duration    time.Duration `yaml:"duration"`      // 0: until interrupted
 	MACFromHost bool          `yaml:"mac_from_host"` // the host NIC's MAC plus an index, as in the paper
@@ -35,14 +35,6 @@ type Scenario struct {
 	KeepAlive   time.Duration `yaml:"keep_alive"`    // MQTT keep-alive
 	Fleets      []Fleet       `yaml:"fleets"`
 	Timeline    []Step        `yaml:"timeline"`
-}
-
-// TLS configures TLS connections.
-type TLS struct {
-	CA       string `yaml:"ca"`       // PEM CA bundle to verify the broker
-	Cert     string `yaml:"cert"`     // client certificate (PEM)
-	Key      string `yaml:"key"`      // client key (PEM)
-	Insecure bool   `yaml:"insecure"` // skip verification (testing only)
 }
 
 // Fleet is a group of identical devices.
@@ -241,7 +233,7 @@ func (sc *Scenario) Validate() error {
 		bad("brokers: at least one broker URL is needed")
 	}
 	for _, b := range sc.Brokers {
-		if _, err := ParseBrokerURL(b); err != nil {
+		if _, err := mqttconn.ParseBrokerURL(b); err != nil {
 			bad("brokers: %v", err)
 		}
 	}
@@ -337,29 +329,4 @@ func (sc *Scenario) Devices() int {
 		n += f.Count
 	}
 	return n
-}
-
-// ParseBrokerURL parses a broker URL: mqtt://, tcp://, mqtts://, ssl://,
-// tls://, ws:// or wss://; a bare host:port means mqtt://.
-func ParseBrokerURL(s string) (*url.URL, error) {
-	if !strings.Contains(s, "://") {
-		s = "mqtt://" + s
-	}
-	u, err := url.Parse(s)
-	if err != nil {
-		return nil, fmt.Errorf("broker URL %q: %v", s, err)
-	}
-	switch u.Scheme {
-	case "mqtt", "tcp", "mqtts", "ssl", "tls", "ws", "wss":
-	default:
-		return nil, fmt.Errorf("broker URL %q: scheme %q is not one of mqtt, tcp, mqtts, ssl, tls, ws, wss", s, u.Scheme)
-	}
-	if u.Hostname() == "" {
-		return nil, fmt.Errorf("broker URL %q has no host", s)
-	}
-	if u.Port() == "" {
-		port := map[string]string{"mqtt": "1883", "tcp": "1883", "mqtts": "8883", "ssl": "8883", "tls": "8883", "ws": "80", "wss": "443"}[u.Scheme]
-		u.Host += ":" + port
-	}
-	return u, nil
 }

@@ -3,16 +3,15 @@ package sim
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/vigilhq/vigil/internal/mqttconn"
 )
 
 // Sim is a simulation ready to run.
@@ -40,14 +39,14 @@ func New(sc *Scenario, log *slog.Logger) (*Sim, error) {
 	s := &Sim{sc: sc, log: log, stats: newStats(sc.Devices()), byFleet: map[string][]*device{},
 		applyRng: rand.New(rand.NewPCG(sc.Seed, 0x6170706c79))} // "apply"
 	for _, b := range sc.Brokers {
-		u, err := ParseBrokerURL(b)
+		u, err := mqttconn.ParseBrokerURL(b)
 		if err != nil {
 			return nil, err
 		}
 		s.urls = append(s.urls, u)
 	}
 	var err error
-	if s.tls, err = TLSConfig(sc.TLS); err != nil {
+	if s.tls, err = mqttconn.TLSConfig(sc.TLS); err != nil {
 		return nil, err
 	}
 	macs := newSeededMACs(sc.Seed)
@@ -182,28 +181,4 @@ func (s *Sim) connectError(id string, err error) {
 	} else {
 		s.log.Debug("connect failed", "device", id, "error", err)
 	}
-}
-
-// TLSConfig builds a client TLS configuration (TLS 1.2 or later).
-func TLSConfig(t TLS) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: t.Insecure}
-	if t.CA != "" {
-		pem, err := os.ReadFile(t.CA)
-		if err != nil {
-			return nil, fmt.Errorf("tls ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls ca %s: no PEM certificates in it", t.CA)
-		}
-		cfg.RootCAs = pool
-	}
-	if t.Cert != "" {
-		cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
-		if err != nil {
-			return nil, fmt.Errorf("tls cert/key: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
 }

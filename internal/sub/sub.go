@@ -18,7 +18,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/vigilhq/vigil/internal/measure"
-	"github.com/vigilhq/vigil/internal/sim"
+	"github.com/vigilhq/vigil/internal/mqttconn"
 )
 
 // Options say where to subscribe.
@@ -28,7 +28,7 @@ type Options struct {
 	QoS      int
 	Username string
 	Password string
-	TLS      sim.TLS
+	TLS      mqttconn.TLS
 	ClientID string // default: vigil-sub-<random>
 }
 
@@ -54,7 +54,7 @@ type Subscriber struct {
 func Subscribe(ctx context.Context, o Options, handle func(Message)) (*Subscriber, error) {
 	var urls []*url.URL
 	for _, b := range o.Brokers {
-		u, err := sim.ParseBrokerURL(b)
+		u, err := mqttconn.ParseBrokerURL(b)
 		if err != nil {
 			return nil, err
 		}
@@ -63,7 +63,7 @@ func Subscribe(ctx context.Context, o Options, handle func(Message)) (*Subscribe
 	if len(urls) == 0 {
 		return nil, errors.New("no broker URL")
 	}
-	tlsCfg, err := sim.TLSConfig(o.TLS)
+	tlsCfg, err := mqttconn.TLSConfig(o.TLS)
 	if err != nil {
 		return nil, err
 	}

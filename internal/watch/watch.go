@@ -17,7 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/vigilhq/vigil/internal/sim"
+	"github.com/vigilhq/vigil/internal/mqttconn"
 )
 
 // Target is a broker to watch.
@@ -196,7 +196,7 @@ func New(cfg Config, store Store, notify func(Event), log *slog.Logger, reg prom
 	w := &Watcher{cfg: cfg, store: store, notify: notify, log: log}
 	seen := map[string]bool{}
 	for _, t := range cfg.Targets {
-		u, err := sim.ParseBrokerURL(t.URL)
+		u, err := mqttconn.ParseBrokerURL(t.URL)
 		if err != nil {
 			return nil, fmt.Errorf("watch: %w", err)
 		}
@@ -207,7 +207,7 @@ func New(cfg Config, store Store, notify func(Event), log *slog.Logger, reg prom
 			return nil, fmt.Errorf("watch: target %q is given twice", t.Name)
 		}
 		seen[t.Name] = true
-		tlsCfg, err := sim.TLSConfig(sim.TLS{CA: t.CAFile, Insecure: t.Insecure})
+		tlsCfg, err := mqttconn.TLSConfig(mqttconn.TLS{CA: t.CAFile, Insecure: t.Insecure})
 		if err != nil {
 			return nil, fmt.Errorf("watch: target %q: %w", t.Name, err)
 		}
