@@ -6,8 +6,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/eclipse/paho.golang/autopaho"
@@ -85,65 +85,36 @@ func runCamera(ctx context.Context, e *env, o any, args []string) error {
 		"camera": map[string]int{"width": f.width, "height": f.height, "fps": f.fps},
 	})
 
-	var urls []*url.URL
-	for _, b := range strings.Split(f.brokers, ",") {
-		u, err := mqttconn.ParseBrokerURL(b)
-		if err != nil {
-			return usagef("%v", err)
-		}
-		urls = append(urls, u)
-	}
-	connected := make(chan error, 1)
-	cfg := autopaho.ClientConfig{
-		ServerUrls: urls, KeepAlive: 30, CleanStartOnInitialConnection: true,
-		ConnectUsername: f.username, ConnectPassword: []byte(e.getenv("VIGIL_MQTT_PASSWORD")),
-		ReconnectBackoff: autopaho.NewExponentialBackoff(250*time.Millisecond, 10*time.Second, 500*time.Millisecond, 2),
-		WillMessage:      &paho.WillMessage{Topic: topic("status"), Payload: []byte("offline"), QoS: 1, Retain: true},
-		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
-			go func() {
-				c, cancel := context.WithTimeout(ctx, 10*time.Second)
-				defer cancel()
-				cm.Publish(c, &paho.Publish{Topic: topic("meta"), Payload: meta, QoS: 1, Retain: true})
-				cm.Publish(c, &paho.Publish{Topic: topic("status"), Payload: []byte("online"), QoS: 1, Retain: true})
-				_, err := cm.Subscribe(c, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic("cmd"), QoS: 1}}})
-				select {
-				case connected <- err:
-				default:
-				}
-			}()
-		},
-		OnConnectError: func(err error) {
-			var ce *autopaho.ConnackError
-			if errors.As(err, &ce) {
-				select {
-				case connected <- fmt.Errorf("broker refused the camera: %s", ce.Reason):
-				default:
-				}
-			}
-		},
-		ClientConfig: paho.ClientConfig{ClientID: f.id, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
-			func(pr paho.PublishReceived) (bool, error) { cam.Command(pr.Packet.Payload); return true, nil },
-		}},
-	}
-	cm, err := autopaho.NewConnection(ctx, cfg)
-	if err != nil {
-		return err
-	}
+	var conn atomic.Pointer[autopaho.ConnectionManager] // set on the first connection
 	cam.Publish = func(t string, b []byte) error {
+		cm := conn.Load()
+		if cm == nil {
+			return errors.New("not connected yet")
+		}
 		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_, err := cm.Publish(c, &paho.Publish{Topic: t, Payload: b, QoS: 1})
 		return err
 	}
-	select {
-	case err := <-connected:
-		if err != nil {
+	cm, err := mqttconn.Connect(ctx, ctx, mqttconn.Client{
+		Brokers: strings.Split(f.brokers, ","), Username: f.username, Password: e.getenv("VIGIL_MQTT_PASSWORD"), ClientID: f.id,
+		Will:          &paho.WillMessage{Topic: topic("status"), Payload: []byte("offline"), QoS: 1, Retain: true},
+		Subscriptions: []paho.SubscribeOptions{{Topic: topic("cmd"), QoS: 1}},
+		OnUp: func(c context.Context, cm *autopaho.ConnectionManager) error {
+			conn.Store(cm)
+			if _, err := cm.Publish(c, &paho.Publish{Topic: topic("meta"), Payload: meta, QoS: 1, Retain: true}); err != nil {
+				return err
+			}
+			_, err := cm.Publish(c, &paho.Publish{Topic: topic("status"), Payload: []byte("online"), QoS: 1, Retain: true})
 			return err
-		}
-	case <-time.After(30 * time.Second):
-		return errors.New("no broker connection within 30s")
-	case <-ctx.Done():
+		},
+		OnMessage: func(p *paho.Publish) { cam.Command(p.Payload) },
+	})
+	if ctx.Err() != nil {
 		return nil
+	}
+	if err != nil {
+		return err
 	}
 	log.Info("camera ready", "source", f.source, "size", fmt.Sprintf("%dx%d", f.width, f.height), "fps", f.fps, "pre_roll", f.preRoll.String())
 	ff := &camera.FFmpeg{Source: f.source, Params: limits, Ring: ring, Log: log}

@@ -19,7 +19,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -208,73 +207,36 @@ func advertiseHost(listen string) string {
 // connect connects to the broker; it waits for the first connection until
 // wait ends, and the connection lives until ctx ends.
 func (a *Agent) connect(wait, ctx context.Context) error {
-	var urls []*url.URL
-	for _, b := range a.cfg.Brokers {
-		u, err := mqttconn.ParseBrokerURL(b)
-		if err != nil {
-			return err
-		}
-		urls = append(urls, u)
-	}
-	ready := make(chan error, 1)
-	var once sync.Once
-	cfg := autopaho.ClientConfig{
-		ServerUrls:                    urls,
-		KeepAlive:                     10,
-		CleanStartOnInitialConnection: true,
-		ConnectUsername:               a.cfg.Username,
-		ConnectPassword:               []byte(a.cfg.Password),
-		ConnectTimeout:                5 * time.Second,
-		ReconnectBackoff:              autopaho.NewExponentialBackoff(100*time.Millisecond, 5*time.Second, 200*time.Millisecond, 2),
-		WillMessage:                   &paho.WillMessage{Topic: ingest.AgentTopic(a.cfg.ID, "state"), Payload: []byte(ingest.StateOffline), QoS: 1},
-		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
+	cm, err := mqttconn.Connect(wait, ctx, mqttconn.Client{
+		Brokers: a.cfg.Brokers, Username: a.cfg.Username, Password: a.cfg.Password,
+		ClientID: ingest.AgentClientID(a.cfg.ID), KeepAlive: 10, ConnectTimeout: 5 * time.Second, MinBackoff: 100 * time.Millisecond,
+		Will:          &paho.WillMessage{Topic: ingest.AgentTopic(a.cfg.ID, "state"), Payload: []byte(ingest.StateOffline), QoS: 1},
+		Subscriptions: []paho.SubscribeOptions{{Topic: ingest.AgentTopic(a.cfg.ID, "cmd"), QoS: 1}},
+		OnUp: func(_ context.Context, cm *autopaho.ConnectionManager) error {
 			a.cm.Store(cm)
-			go func() {
-				sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				defer cancel()
-				_, err := cm.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: ingest.AgentTopic(a.cfg.ID, "cmd"), QoS: 1}}})
-				if err == nil {
-					a.publishState(true)
-					a.heartbeat()
-				}
-				once.Do(func() { ready <- err })
-			}()
+			a.publishState(true)
+			a.heartbeat()
+			return nil
 		},
-		OnConnectError: func(err error) {
-			var ce *autopaho.ConnackError
-			if errors.As(err, &ce) {
-				once.Do(func() { ready <- fmt.Errorf("broker refused the agent: %s", ce.Reason) })
-			}
-			a.log.Debug("broker connection failed", "error", err)
-		},
-		ClientConfig: paho.ClientConfig{
-			ClientID: ingest.AgentClientID(a.cfg.ID),
-			OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-				a.command(pr.Packet.Payload)
-				return true, nil
-			}},
-		},
+		OnMessage:      func(p *paho.Publish) { a.command(p.Payload) },
+		OnConnectError: func(err error) { a.log.Debug("broker connection failed", "error", err) },
+	})
+	if cm != nil {
+		a.cm.Store(cm)
 	}
-	cm, err := autopaho.NewConnection(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	a.cm.Store(cm)
-	select {
-	case err := <-ready:
-		return err
-	case <-wait.Done():
-		return fmt.Errorf("no broker connection: %w", wait.Err())
-	case <-time.After(30 * time.Second):
-		return errors.New("no broker connection within 30s")
-	}
+	return err
 }
 
 func (a *Agent) publish(topic string, v any, qos byte) {
 	b, _ := json.Marshal(v)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := a.cm.Load().Publish(ctx, &paho.Publish{Topic: topic, Payload: b, QoS: qos}); err != nil {
+	cm := a.cm.Load()
+	if cm == nil {
+		a.log.Debug("publish before the first connection", "topic", topic)
+		return
+	}
+	if _, err := cm.Publish(ctx, &paho.Publish{Topic: topic, Payload: b, QoS: qos}); err != nil {
 		a.log.Debug("publish failed", "topic", topic, "error", err)
 	}
 }
@@ -296,7 +258,9 @@ func (a *Agent) publishState(force bool) {
 	if changed || force {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		a.cm.Load().Publish(ctx, &paho.Publish{Topic: ingest.AgentTopic(a.cfg.ID, "state"), Payload: []byte(s), QoS: 1})
+		if cm := a.cm.Load(); cm != nil { // nil before the first connection, which says it
+			cm.Publish(ctx, &paho.Publish{Topic: ingest.AgentTopic(a.cfg.ID, "state"), Payload: []byte(s), QoS: 1})
+		}
 		if changed {
 			a.log.Info("agent state", "state", s, "streams", n, "capacity", a.cfg.Capacity)
 		}

@@ -7,10 +7,7 @@ package sub
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"net/url"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -52,21 +49,6 @@ type Subscriber struct {
 // messages after handle returns. It returns once the first subscription is
 // acknowledged, or an error.
 func Subscribe(ctx context.Context, o Options, handle func(Message)) (*Subscriber, error) {
-	var urls []*url.URL
-	for _, b := range o.Brokers {
-		u, err := mqttconn.ParseBrokerURL(b)
-		if err != nil {
-			return nil, err
-		}
-		urls = append(urls, u)
-	}
-	if len(urls) == 0 {
-		return nil, errors.New("no broker URL")
-	}
-	tlsCfg, err := mqttconn.TLSConfig(o.TLS)
-	if err != nil {
-		return nil, err
-	}
 	if o.ClientID == "" {
 		o.ClientID = fmt.Sprintf("vigil-sub-%x", time.Now().UnixNano()&0xffffffff)
 	}
@@ -74,68 +56,24 @@ func Subscribe(ctx context.Context, o Options, handle func(Message)) (*Subscribe
 	for i, f := range o.Filters {
 		subs[i] = paho.SubscribeOptions{Topic: f, QoS: byte(o.QoS)}
 	}
-	ready := make(chan error, 1)
-	var first atomic.Bool
-	cctx, cancel := context.WithCancel(context.Background())
-	cfg := autopaho.ClientConfig{
-		ServerUrls:                    urls,
-		TlsCfg:                        tlsCfg,
-		KeepAlive:                     30,
-		CleanStartOnInitialConnection: true,
-		ConnectUsername:               o.Username,
-		ConnectPassword:               []byte(o.Password),
-		ConnectTimeout:                10 * time.Second,
-		ReconnectBackoff:              autopaho.NewExponentialBackoff(250*time.Millisecond, 10*time.Second, 500*time.Millisecond, 2),
-		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
-			go func() {
-				sctx, scancel := context.WithTimeout(cctx, 10*time.Second)
-				defer scancel()
-				ack, err := cm.Subscribe(sctx, &paho.Subscribe{Subscriptions: subs})
-				if err == nil {
-					for i, code := range ack.Reasons {
-						if code >= 0x80 {
-							err = fmt.Errorf("broker refused subscription to %q (reason code 0x%02x)", o.Filters[i], code)
-							break
-						}
-					}
-				}
-				if first.CompareAndSwap(false, true) {
-					ready <- err
-				}
-			}()
+	life, cancel := context.WithCancel(context.Background())
+	cm, err := mqttconn.Connect(ctx, life, mqttconn.Client{
+		Brokers: o.Brokers, TLS: o.TLS, Username: o.Username, Password: o.Password, ClientID: o.ClientID,
+		Subscriptions: subs,
+		OnMessage: func(p *paho.Publish) {
+			handle(Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retained: p.Retain, Received: time.Now()})
 		},
-		OnConnectError: func(err error) {
-			var ce *autopaho.ConnackError
-			if errors.As(err, &ce) && first.CompareAndSwap(false, true) {
-				ready <- fmt.Errorf("broker refused the connection: %s", ce.Reason)
-			}
-		},
-		ClientConfig: paho.ClientConfig{
-			ClientID: o.ClientID,
-			OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-				p := pr.Packet
-				handle(Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retained: p.Retain, Received: time.Now()})
-				return true, nil
-			}},
-		},
-	}
-	cm, err := autopaho.NewConnection(cctx, cfg)
-	if err != nil {
+	})
+	if cm == nil {
 		cancel()
 		return nil, err
 	}
 	s := &Subscriber{cm: cm, stop: cancel}
-	select {
-	case err := <-ready:
-		if err != nil {
-			s.Close()
-			return nil, err
-		}
-		return s, nil
-	case <-ctx.Done():
+	if err != nil {
 		s.Close()
-		return nil, fmt.Errorf("no subscription to %s: %w", strings.Join(o.Brokers, ", "), ctx.Err())
+		return nil, err
 	}
+	return s, nil
 }
 
 // Close disconnects.

@@ -1,0 +1,144 @@
+package mqttconn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// Client describes one of Vigil's long-lived MQTT clients (an agent, a
+// camera, a subscriber): where it connects, as whom, and what it does on
+// every connection. autopaho reconnects it, to each broker in turn.
+type Client struct {
+	Brokers            []string // URLs (ParseBrokerURL), tried in order
+	TLS                TLS
+	Username, Password string
+	ClientID           string
+	KeepAlive          uint16        // seconds; 30 if zero
+	ConnectTimeout     time.Duration // for one attempt; 10 s if zero
+	// MinBackoff is the first wait before reconnecting (doubling to ten
+	// times it); 250 ms if zero.
+	MinBackoff time.Duration
+	Will       *paho.WillMessage
+	// Subscriptions are made on every connection; a filter the broker
+	// refuses is an error.
+	Subscriptions []paho.SubscribeOptions
+	// OnUp, if set, runs on every connection once its subscriptions are
+	// acknowledged (say "online", publish a meta); its error on the first
+	// connection is Connect's.
+	OnUp func(ctx context.Context, cm *autopaho.ConnectionManager) error
+	// OnMessage handles each message, on paho's goroutine; QoS 1 and 2
+	// messages are acknowledged when it returns.
+	OnMessage func(*paho.Publish)
+	// OnConnectError, if set, hears of each failed attempt.
+	OnConnectError func(error)
+}
+
+// Connect connects c and returns once its first connection is set up
+// (subscribed, OnUp done), or with an error: a broker that refuses the
+// client or a subscription, or no connection before ctx ends or within
+// 30 s. The connection lives, reconnecting, until life ends.
+func Connect(ctx, life context.Context, c Client) (*autopaho.ConnectionManager, error) {
+	var urls []*url.URL
+	for _, b := range c.Brokers {
+		u, err := ParseBrokerURL(b)
+		if err != nil {
+			return nil, err
+		}
+		urls = append(urls, u)
+	}
+	if len(urls) == 0 {
+		return nil, errors.New("no broker URL")
+	}
+	tlsCfg, err := TLSConfig(c.TLS)
+	if err != nil {
+		return nil, err
+	}
+	keepAlive, timeout, backoff := c.KeepAlive, c.ConnectTimeout, c.MinBackoff
+	if keepAlive == 0 {
+		keepAlive = 30
+	}
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	if backoff <= 0 {
+		backoff = 250 * time.Millisecond
+	}
+	ready := make(chan error, 1)
+	var once sync.Once
+	first := func(err error) { once.Do(func() { ready <- err }) }
+	cfg := autopaho.ClientConfig{
+		ServerUrls:                    urls,
+		TlsCfg:                        tlsCfg,
+		KeepAlive:                     keepAlive,
+		CleanStartOnInitialConnection: true,
+		ConnectUsername:               c.Username,
+		ConnectPassword:               []byte(c.Password),
+		ConnectTimeout:                timeout,
+		ReconnectBackoff:              autopaho.NewExponentialBackoff(backoff, 10*backoff, 2*backoff, 2),
+		WillMessage:                   c.Will,
+		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
+			go func() {
+				sctx, cancel := context.WithTimeout(life, 10*time.Second)
+				defer cancel()
+				err := subscribe(sctx, cm, c.Subscriptions)
+				if err == nil && c.OnUp != nil {
+					err = c.OnUp(sctx, cm)
+				}
+				first(err)
+			}()
+		},
+		OnConnectError: func(err error) {
+			var ce *autopaho.ConnackError
+			if errors.As(err, &ce) {
+				first(fmt.Errorf("broker refused the connection: %s", ce.Reason))
+			}
+			if c.OnConnectError != nil {
+				c.OnConnectError(err)
+			}
+		},
+		ClientConfig: paho.ClientConfig{ClientID: c.ClientID},
+	}
+	if c.OnMessage != nil {
+		cfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			c.OnMessage(pr.Packet)
+			return true, nil
+		}}
+	}
+	cm, err := autopaho.NewConnection(life, cfg)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case err := <-ready:
+		return cm, err
+	case <-ctx.Done():
+		return cm, fmt.Errorf("no connection to %s: %w", strings.Join(c.Brokers, ", "), ctx.Err())
+	case <-time.After(30 * time.Second):
+		return cm, fmt.Errorf("no connection to %s within 30s", strings.Join(c.Brokers, ", "))
+	}
+}
+
+// subscribe makes subs; a filter the broker refuses is an error.
+func subscribe(ctx context.Context, cm *autopaho.ConnectionManager, subs []paho.SubscribeOptions) error {
+	if len(subs) == 0 {
+		return nil
+	}
+	ack, err := cm.Subscribe(ctx, &paho.Subscribe{Subscriptions: subs})
+	if err != nil {
+		return err
+	}
+	for i, code := range ack.Reasons {
+		if code >= 0x80 && i < len(subs) {
+			return fmt.Errorf("broker refused subscription to %q (reason code 0x%02x)", subs[i].Topic, code)
+		}
+	}
+	return nil
+}
