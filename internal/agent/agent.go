@@ -210,8 +210,8 @@ func (a *Agent) connect(wait, ctx context.Context) error {
 	cm, err := mqttconn.Connect(wait, ctx, mqttconn.Client{
 		Brokers: a.cfg.Brokers, Username: a.cfg.Username, Password: a.cfg.Password,
 		ClientID: ingest.AgentClientID(a.cfg.ID), KeepAlive: 10, ConnectTimeout: 5 * time.Second, MinBackoff: 100 * time.Millisecond,
-		Will:          &paho.WillMessage{Topic: ingest.AgentTopic(a.cfg.ID, "state"), Payload: []byte(ingest.StateOffline), QoS: 1},
-		Subscriptions: []paho.SubscribeOptions{{Topic: ingest.AgentTopic(a.cfg.ID, "cmd"), QoS: 1}},
+		Will:          &paho.WillMessage{Topic: ingest.AgentTopic(a.cfg.ID, ingest.AgentState), Payload: []byte(ingest.StateOffline), QoS: 1},
+		Subscriptions: []paho.SubscribeOptions{{Topic: ingest.AgentTopic(a.cfg.ID, ingest.AgentCmd), QoS: 1}},
 		OnUp: func(_ context.Context, cm *autopaho.ConnectionManager) error {
 			a.cm.Store(cm)
 			a.publishState(true)
@@ -259,7 +259,7 @@ func (a *Agent) publishState(force bool) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if cm := a.cm.Load(); cm != nil { // nil before the first connection, which says it
-			cm.Publish(ctx, &paho.Publish{Topic: ingest.AgentTopic(a.cfg.ID, "state"), Payload: []byte(s), QoS: 1})
+			cm.Publish(ctx, &paho.Publish{Topic: ingest.AgentTopic(a.cfg.ID, ingest.AgentState), Payload: []byte(s), QoS: 1})
 		}
 		if changed {
 			a.log.Info("agent state", "state", s, "streams", n, "capacity", a.cfg.Capacity)
@@ -292,7 +292,7 @@ func (a *Agent) heartbeat() {
 		hb.Streams = append(hb.Streams, ingest.StreamStatus{StreamID: s.cmd.StreamID, Frames: st.Frames, Packets: st.Packets, Lost: st.Lost, JitterMS: st.JitterMillis})
 	}
 	a.mu.Unlock()
-	a.publish(ingest.AgentTopic(a.cfg.ID, "heartbeat"), hb, 0)
+	a.publish(ingest.AgentTopic(a.cfg.ID, ingest.AgentHeartbeat), hb, 0)
 }
 
 // command handles a message on vigil/agents/<id>/cmd.
@@ -303,15 +303,15 @@ func (a *Agent) command(payload []byte) {
 		return
 	}
 	switch c.Action {
-	case "expect":
+	case ingest.ActionExpect:
 		if err := a.expect(c); err != nil {
 			a.log.Warn("cannot receive stream", "stream", c.StreamID, "error", err)
-			a.publish(ingest.AgentTopic(a.cfg.ID, "segment"), ingest.SegmentReport{StreamID: c.StreamID, Dir: c.Dir, Segment: c.Segment, State: "done", Reason: "error: " + err.Error()}, 1)
+			a.publish(ingest.AgentTopic(a.cfg.ID, ingest.AgentSegment), ingest.SegmentReport{StreamID: c.StreamID, Dir: c.Dir, Segment: c.Segment, State: ingest.SegmentDone, Reason: "error: " + err.Error()}, 1)
 			return
 		}
 		// Ready: the coordinator may now tell the camera to send.
-		a.publish(ingest.AgentTopic(a.cfg.ID, "segment"), ingest.SegmentReport{StreamID: c.StreamID, Dir: c.Dir, Segment: c.Segment, State: "expecting"}, 1)
-	case "stop":
+		a.publish(ingest.AgentTopic(a.cfg.ID, ingest.AgentSegment), ingest.SegmentReport{StreamID: c.StreamID, Dir: c.Dir, Segment: c.Segment, State: ingest.SegmentExpecting}, 1)
+	case ingest.ActionStop:
 		a.mu.Lock()
 		s := a.byID[c.StreamID]
 		a.mu.Unlock()
@@ -538,7 +538,7 @@ func (a *Agent) Close() error {
 	a.http.Shutdown(hctx)
 	hcancel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	a.cm.Load().Publish(ctx, &paho.Publish{Topic: ingest.AgentTopic(a.cfg.ID, "state"), Payload: []byte(ingest.StateOffline), QoS: 1})
+	a.cm.Load().Publish(ctx, &paho.Publish{Topic: ingest.AgentTopic(a.cfg.ID, ingest.AgentState), Payload: []byte(ingest.StateOffline), QoS: 1})
 	a.cm.Load().Disconnect(ctx)
 	cancel()
 	a.cancel()

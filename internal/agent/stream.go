@@ -355,10 +355,10 @@ func (s *stream) write() {
 		for range s.frames {
 		}
 		s.rx.Load().Close()
-		r := report("done")
+		r := report(ingest.SegmentDone)
 		r.Reason, r.Ended = s.reason, time.Now()
 		a.log.Info("live stream ended", "stream", s.cmd.StreamID, "reason", s.reason, "frames", r.Frames, "packets_lost", r.Lost)
-		a.publish(ingest.AgentTopic(a.cfg.ID, "segment"), r, 1)
+		a.publish(ingest.AgentTopic(a.cfg.ID, ingest.AgentSegment), r, 1)
 		return
 	}
 	var firstStored time.Time
@@ -373,9 +373,9 @@ func (s *stream) write() {
 		}
 		if firstStored.IsZero() && s.w.Frames >= 2 { // the first fragment is on disk
 			firstStored = time.Now()
-			r := report("recording")
+			r := report(ingest.SegmentRecording)
 			r.FirstStored = firstStored
-			a.publish(ingest.AgentTopic(a.cfg.ID, "segment"), r, 1)
+			a.publish(ingest.AgentTopic(a.cfg.ID, ingest.AgentSegment), r, 1)
 		}
 	}
 	if err := s.w.Close(); err != nil {
@@ -383,9 +383,9 @@ func (s *stream) write() {
 		a.log.Error("cannot finish segment", "stream", s.cmd.StreamID, "error", err)
 	}
 	s.rx.Load().Close()
-	r := report("done")
+	r := report(ingest.SegmentDone)
 	r.Reason, r.FirstStored, r.Ended, r.WriteErrors = s.reason, firstStored, time.Now(), writeErrors
 	a.log.Info("stream ended", "stream", s.cmd.StreamID, "reason", s.reason, "frames", r.Frames, "packets_lost", r.Lost,
 		"duration", time.Duration(r.DurationMS)*time.Millisecond, "dropped_frames", s.dropped.Load())
-	a.publish(ingest.AgentTopic(a.cfg.ID, "segment"), r, 1)
+	a.publish(ingest.AgentTopic(a.cfg.ID, ingest.AgentSegment), r, 1)
 }

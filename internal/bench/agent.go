@@ -152,7 +152,7 @@ func RunAgent(ctx context.Context, o AgentOptions) (*AgentResult, error) {
 			ids[i] = fmt.Sprintf("n%d-s%d", n, i)
 			c, _ := json.Marshal(ingest.AgentCommand{Action: "expect", StreamID: ids[i], SSRC: uint32(n*1000 + i + 1),
 				Dir: "bench/" + ids[i], Segment: "seg.mp4", Duration: int(o.Duration.Seconds()) + 30})
-			b.Publish(ingest.AgentTopic("bench", "cmd"), c, false, 1)
+			b.Publish(ingest.AgentTopic("bench", ingest.AgentCmd), c, false, 1)
 		}
 		if err := waitCond(ctx, 10*time.Second, func() bool {
 			mu.Lock()

@@ -60,7 +60,7 @@ func (c *Camera) Command(payload []byte) {
 		return
 	}
 	switch cmd.Action {
-	case "stream":
+	case ingest.ActionStream:
 		c.mu.Lock()
 		cur := c.cur
 		c.mu.Unlock()
@@ -75,7 +75,7 @@ func (c *Camera) Command(payload []byte) {
 		c.cur = s
 		c.mu.Unlock()
 		go s.run(ctx)
-	case "stop":
+	case ingest.ActionStop:
 		c.mu.Lock()
 		cur := c.cur
 		c.mu.Unlock()
@@ -235,7 +235,7 @@ func (s *stream) halt(bye bool) {
 
 func (s *stream) report(state, reason string) {
 	b, _ := json.Marshal(ingest.CameraStreamEvent{StreamID: s.cmd.StreamID, State: state, Reason: reason})
-	if err := s.c.Publish(ingest.CameraTopic(s.c.Site, s.c.ID, "stream"), b); err != nil {
+	if err := s.c.Publish(ingest.CameraTopic(s.c.Site, s.c.ID, ingest.CameraStream), b); err != nil {
 		s.c.Log.Debug("stream report", "error", err)
 	}
 }

@@ -57,7 +57,7 @@ func (c *Coordinator) subscribe() error {
 		}
 		id, leaf := parts[2], parts[3]
 		switch leaf {
-		case "heartbeat", "state", "segment":
+		case ingest.AgentHeartbeat, ingest.AgentState, ingest.AgentSegment:
 		default:
 			return // "cmd" is the coordinator's own
 		}
@@ -70,14 +70,14 @@ func (c *Coordinator) subscribe() error {
 				return
 			}
 			switch leaf {
-			case "heartbeat":
+			case ingest.AgentHeartbeat:
 				var hb ingest.Heartbeat
 				if json.Unmarshal(p, &hb) == nil {
 					c.onHeartbeat(id, hb, o.ip)
 				}
-			case "state":
+			case ingest.AgentState:
 				c.onAgentState(id, string(p))
-			case "segment":
+			case ingest.AgentSegment:
 				var r ingest.SegmentReport
 				if json.Unmarshal(p, &r) == nil {
 					c.onSegment(id, r)
@@ -107,8 +107,8 @@ func (c *Coordinator) startAgent(pool, reason string) *agentState {
 	password := rnd.Hex(18)
 	c.broker.AddCredential(a.username, password, &users.User{
 		Name: a.username, Role: users.RoleDevice,
-		Publish:   []string{"vigil/agents/" + id + "/#"},
-		Subscribe: []string{"vigil/agents/" + id + "/cmd"},
+		Publish:   []string{ingest.AgentTopic(id, "#")},
+		Subscribe: []string{ingest.AgentTopic(id, ingest.AgentCmd)},
 	}, ingest.AgentClientID(id))
 	c.agents[id] = a
 	what := "scale_up"

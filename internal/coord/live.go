@@ -169,5 +169,5 @@ func (c *Coordinator) call(ctx context.Context, f func()) error {
 
 // stopCamera tells a camera to end a stream.
 func (c *Coordinator) stopCamera(st *stream) {
-	c.publish(ingest.CameraTopic(st.site, st.camera, "cmd"), ingest.StreamCommand{Action: "stop", StreamID: st.id})
+	c.publish(ingest.CameraTopic(st.site, st.camera, ingest.CameraCmd), ingest.StreamCommand{Action: ingest.ActionStop, StreamID: st.id})
 }

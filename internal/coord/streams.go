@@ -308,7 +308,7 @@ func (c *Coordinator) assign(st *stream) bool {
 	st.state = streamExpecting
 	st.expectedAt = now
 	cmd := ingest.AgentCommand{
-		Action: "expect", StreamID: st.id, SSRC: st.ssrc, Source: c.sourceFor(st),
+		Action: ingest.ActionExpect, StreamID: st.id, SSRC: st.ssrc, Source: c.sourceFor(st),
 		Duration: int(st.remaining(now).Seconds() + 0.999), Camera: st.camera, Site: st.site, LiveToken: st.token,
 	}
 	if st.live {
@@ -324,7 +324,7 @@ func (c *Coordinator) assign(st *stream) bool {
 		c.saveClip(st.clip)
 		cmd.Dir, cmd.Segment = st.clip.Dir, seg
 	}
-	c.publish(ingest.AgentTopic(best.id, "cmd"), cmd)
+	c.publish(ingest.AgentTopic(best.id, ingest.AgentCmd), cmd)
 	what := "assign"
 	if st.segIndex > 1 {
 		what = "reassign"
@@ -352,6 +352,11 @@ func (c *Coordinator) sourceFor(st *stream) string {
 	return ip.String()
 }
 
+// stopAt tells an agent to end a stream.
+func (c *Coordinator) stopAt(agent string, st *stream) {
+	c.publish(ingest.AgentTopic(agent, ingest.AgentCmd), ingest.StopStream(st.id))
+}
+
 func (c *Coordinator) publish(topic string, v any) {
 	b, _ := json.Marshal(v)
 	if err := c.broker.Publish(topic, b, false, 1); err != nil {
@@ -367,12 +372,12 @@ func (c *Coordinator) onSegment(agentID string, r ingest.SegmentReport) {
 	}
 	now := time.Now()
 	switch r.State {
-	case "expecting":
+	case ingest.SegmentExpecting:
 		if st.state != streamExpecting {
 			return
 		}
 		if st.superseded {
-			c.publish(ingest.AgentTopic(st.agent.id, "cmd"), ingest.AgentCommand{Action: "stop", StreamID: st.id})
+			c.stopAt(st.agent.id, st)
 			return
 		}
 		if st.agent.addr == "" {
@@ -380,7 +385,7 @@ func (c *Coordinator) onSegment(agentID string, r ingest.SegmentReport) {
 			// camera nothing, give the stream to another agent.
 			a := st.agent
 			delete(a.streams, st.id)
-			c.publish(ingest.AgentTopic(a.id, "cmd"), ingest.AgentCommand{Action: "stop", StreamID: st.id})
+			c.stopAt(a.id, st)
 			c.interrupted(st, "agent "+a.id+" has no address cameras may be sent to")
 			c.drainQueue()
 			return
@@ -398,7 +403,7 @@ func (c *Coordinator) onSegment(agentID string, r ingest.SegmentReport) {
 		fmt.Sscan(port, &p)
 		_, plan := c.planFor(st.site)
 		cmd := ingest.StreamCommand{
-			Action: "stream", StreamID: st.id, Transport: ingest.Transport,
+			Action: ingest.ActionStream, StreamID: st.id, Transport: ingest.Transport,
 			Host: host, Port: p, SSRC: st.ssrc, Duration: int(remaining.Seconds() + 0.999),
 			FPS: plan.FPS, Width: plan.Width, Height: plan.Height, Quality: plan.Quality,
 			MaxPacket: 1200, Resume: !first,
@@ -413,13 +418,13 @@ func (c *Coordinator) onSegment(agentID string, r ingest.SegmentReport) {
 		if first && !st.live {
 			cmd.PreRoll = c.cfg.Conf.Recording.PreRollSeconds
 		}
-		c.publish(ingest.CameraTopic(st.site, st.camera, "cmd"), cmd)
-	case "recording":
+		c.publish(ingest.CameraTopic(st.site, st.camera, ingest.CameraCmd), cmd)
+	case ingest.SegmentRecording:
 		if !st.firstFrame && !r.FirstStored.IsZero() && st.ev != nil {
 			st.firstFrame = true
 			c.m.firstFrame.Observe(r.FirstStored.Sub(st.ev.ev.Start).Seconds())
 		}
-	case "done":
+	case ingest.SegmentDone:
 		delete(st.agent.streams, st.id)
 		if len(st.agent.streams) == 0 {
 			st.agent.emptySince = now
@@ -497,7 +502,7 @@ func (c *Coordinator) onCameraStream(site, camera, clientID string, e ingest.Cam
 	switch e.State {
 	case ingest.CameraQuit:
 		if st.agent != nil {
-			c.publish(ingest.AgentTopic(st.agent.id, "cmd"), ingest.AgentCommand{Action: "stop", StreamID: st.id})
+			c.stopAt(st.agent.id, st)
 		}
 	case ingest.CameraError:
 		c.log.Warn("camera cannot stream", "camera", st.camera, "stream", st.id, "reason", e.Reason)
@@ -522,7 +527,7 @@ func (c *Coordinator) checkStream(st *stream, now time.Time) {
 			return
 		}
 		if now.After(st.deadline) && st.agent != nil {
-			c.publish(ingest.AgentTopic(st.agent.id, "cmd"), ingest.AgentCommand{Action: "stop", StreamID: st.id})
+			c.stopAt(st.agent.id, st)
 			st.deadline = now.Add(10 * time.Second)
 		}
 	}
@@ -600,10 +605,10 @@ func (c *Coordinator) supersede(st *stream) {
 	case streamQueued:
 		c.finish(st)
 	case streamExpecting:
-		c.publish(ingest.AgentTopic(st.agent.id, "cmd"), ingest.AgentCommand{Action: "stop", StreamID: st.id})
+		c.stopAt(st.agent.id, st)
 	case streamLive:
 		c.stopCamera(st)
-		c.publish(ingest.AgentTopic(st.agent.id, "cmd"), ingest.AgentCommand{Action: "stop", StreamID: st.id})
+		c.stopAt(st.agent.id, st)
 	}
 	c.log.Info("live view gives way to a recording", "camera", st.camera, "stream", st.id)
 }

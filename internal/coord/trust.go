@@ -69,7 +69,7 @@ func fromAgent(id, leaf string, payload []byte, o origin) string {
 	case o.clientID != ingest.AgentClientID(id):
 		return refusedOtherClient
 	case !o.connected:
-		if leaf == "state" && string(payload) == ingest.StateOffline {
+		if leaf == ingest.AgentState && string(payload) == ingest.StateOffline {
 			return "" // its last will, published as the broker closed the connection
 		}
 		return refusedNotConnected

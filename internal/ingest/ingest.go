@@ -34,10 +34,14 @@ func AgentTopic(id, leaf string) string { return agentPrefix + id + "/" + leaf }
 // accepts an agent's reports only from this client, logged in with it.
 func AgentClientID(id string) string { return "vigil-agent-" + id }
 
-// CameraTopic returns vigil/<site>/<camera>/<leaf>; leaf is "cmd" (to the
-// camera) or "stream" (from it).
-func CameraTopic(site, camera, leaf string) string {
-	return "vigil/" + site + "/" + camera + "/" + leaf
+// CameraTopic returns vigil/<site>/<camera>/<leaf>; leaf is CameraCmd (to
+// the camera) or CameraStream (from it).
+func CameraTopic(site, camera, leaf string) string { return DeviceTopic(site, camera, leaf) }
+
+// DeviceTopic returns vigil/<site>/<device>/<leaf>: a device's telemetry,
+// status, motion and meta, and a camera's cmd and stream.
+func DeviceTopic(site, device, leaf string) string {
+	return "vigil/" + site + "/" + device + "/" + leaf
 }
 
 // Agent states, published on vigil/agents/<id>/state.
@@ -53,7 +57,7 @@ const Transport = "rtp/jpeg"
 
 // StreamCommand tells a camera to stream (on vigil/<site>/<camera>/cmd).
 type StreamCommand struct {
-	Action    string `json:"action"` // "stream" or "stop"
+	Action    string `json:"action"` // ActionStream or ActionStop
 	StreamID  string `json:"stream_id"`
 	EventID   string `json:"event_id,omitempty"`
 	Transport string `json:"transport,omitempty"` // "rtp/jpeg"
@@ -92,9 +96,41 @@ type CameraStreamEvent struct {
 	Reason   string `json:"reason,omitempty"`
 }
 
+// The leaves of an agent's topics, vigil/agents/<id>/<leaf> (AgentTopic).
+const (
+	AgentCmd       = "cmd"       // coordinator to agent: an AgentCommand
+	AgentState     = "state"     // agent: StateEmpty, StateBusy, StateFull or StateOffline
+	AgentHeartbeat = "heartbeat" // agent: a Heartbeat, every second
+	AgentSegment   = "segment"   // agent: a SegmentReport
+)
+
+// The leaves of a camera's command and report topics,
+// vigil/<site>/<camera>/<leaf> (CameraTopic).
+const (
+	CameraCmd    = "cmd"    // coordinator to camera: a StreamCommand
+	CameraStream = "stream" // camera: a CameraStreamEvent
+)
+
+// Actions of an AgentCommand, and of a StreamCommand.
+const (
+	ActionExpect = "expect" // agent: take a stream
+	ActionStream = "stream" // camera: send a stream
+	ActionStop   = "stop"   // either: end it
+)
+
+// States of a SegmentReport.
+const (
+	SegmentExpecting = "expecting" // the agent waits for the stream's packets
+	SegmentRecording = "recording" // its first frame is stored
+	SegmentDone      = "done"      // the segment is finished (Reason says why)
+)
+
+// StopStream is the command that ends a stream at its agent.
+func StopStream(id string) AgentCommand { return AgentCommand{Action: ActionStop, StreamID: id} }
+
 // AgentCommand tells an agent what to receive (on vigil/agents/<id>/cmd).
 type AgentCommand struct {
-	Action   string `json:"action"` // "expect" or "stop"
+	Action   string `json:"action"` // ActionExpect or ActionStop
 	StreamID string `json:"stream_id"`
 	SSRC     uint32 `json:"ssrc,omitempty"`
 	// Source, if set, is the only IP address packets may come from.
@@ -147,7 +183,7 @@ type SegmentReport struct {
 	StreamID    string    `json:"stream_id"`
 	Dir         string    `json:"dir"`
 	Segment     string    `json:"segment"`
-	State       string    `json:"state"` // "recording" (first frame stored) or "done"
+	State       string    `json:"state"` // SegmentExpecting, SegmentRecording or SegmentDone
 	Reason      string    `json:"reason,omitempty"`
 	Frames      int       `json:"frames"`
 	Bytes       int64     `json:"bytes"`

@@ -12,6 +12,8 @@ import (
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/vigilhq/vigil/internal/ingest"
 )
 
 // device is one simulated sensor and its MQTT connection.
@@ -59,7 +61,7 @@ func (d *device) topic() string {
 	case d.sim.sc.Legacy:
 		return legacyTopic(d.fleet.Type)
 	case d.camera != nil:
-		return "vigil/" + d.fleet.Site + "/" + d.id + "/motion"
+		return ingest.DeviceTopic(d.fleet.Site, d.id, "motion")
 	}
 	return telemetryTopic(d.fleet.Site, d.id)
 }
@@ -115,8 +117,8 @@ func (d *device) config(urls []*url.URL, tlsCfg *tls.Config) autopaho.ClientConf
 				go func() {
 					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 					defer cancel()
-					cm.Publish(ctx, &paho.Publish{Topic: "vigil/" + d.fleet.Site + "/" + d.id + "/meta", Payload: d.camera.meta(), QoS: 1, Retain: true})
-					cm.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "vigil/" + d.fleet.Site + "/" + d.id + "/cmd", QoS: 1}}})
+					cm.Publish(ctx, &paho.Publish{Topic: ingest.DeviceTopic(d.fleet.Site, d.id, "meta"), Payload: d.camera.meta(), QoS: 1, Retain: true})
+					cm.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: ingest.CameraTopic(d.fleet.Site, d.id, ingest.CameraCmd), QoS: 1}}})
 				}()
 			}
 		},

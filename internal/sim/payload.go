@@ -5,11 +5,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vigilhq/vigil/internal/ingest"
 )
 
 // Topic helpers for Vigil's native topic tree.
-func telemetryTopic(site, device string) string { return "vigil/" + site + "/" + device + "/telemetry" }
-func statusTopic(site, device string) string    { return "vigil/" + site + "/" + device + "/status" }
+func telemetryTopic(site, device string) string { return ingest.DeviceTopic(site, device, "telemetry") }
+func statusTopic(site, device string) string    { return ingest.DeviceTopic(site, device, "status") }
 
 // legacyTopic is the paper's topic, sensors/<type>.
 func legacyTopic(typ string) string { return "sensors/" + typ }
