@@ -682,3 +682,41 @@ func TestLoginAnswersTheSameForEveryRole(t *testing.T) {
 		})
 	}
 }
+
+// Shutdown order: the broker closes before the pipeline, so the last
+// wills it publishes as it disconnects its clients are stored: a device
+// connected when Vigil stops is offline when it starts again.
+func TestLastWillsPublishedAtShutdownAreStored(t *testing.T) {
+	cfg := testConfig(t)
+	ta := openApp(t, cfg, adminPassword)
+	conn, err := net.DialTimeout("tcp", ta.mqttAddr(), 5*time.Second)
+	must(t, err)
+	c := paho.NewClient(paho.ClientConfig{Conn: conn})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = c.Connect(ctx, &paho.Connect{ClientID: "d1", KeepAlive: 30, CleanStart: true,
+		WillMessage: &paho.WillMessage{Topic: "vigil/lab/d1/status", Payload: []byte("offline"), QoS: 1, Retain: true}})
+	must(t, err)
+	_, err = c.Publish(ctx, &paho.Publish{Topic: "vigil/lab/d1/status", QoS: 1, Retain: true, Payload: []byte("online")})
+	must(t, err)
+	testkit.WaitFor(t, 5*time.Second, "d1 online", func() bool {
+		for _, d := range ta.devices(t) {
+			if d.ID == "d1" && d.Status == "online" {
+				return true
+			}
+		}
+		return false
+	})
+	must(t, ta.Close())
+
+	ta = openApp(t, cfg, adminPassword)
+	for _, d := range ta.devices(t) {
+		if d.ID == "d1" {
+			if d.Status != "offline" {
+				t.Fatalf("d1 is %q after a restart: its last will, published as Vigil stopped, was not stored", d.Status)
+			}
+			return
+		}
+	}
+	t.Fatal("d1 is not known after the restart")
+}
