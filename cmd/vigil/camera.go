@@ -15,7 +15,9 @@ import (
 
 	vigilpkg "github.com/vigilhq/vigil"
 	"github.com/vigilhq/vigil/internal/camera"
+	"github.com/vigilhq/vigil/internal/ingest"
 	"github.com/vigilhq/vigil/internal/mqttconn"
+	"github.com/vigilhq/vigil/internal/telemetry"
 )
 
 type cameraFlags struct {
@@ -79,10 +81,10 @@ func runCamera(ctx context.Context, e *env, o any, args []string) error {
 	limits := camera.Params{Width: f.width, Height: f.height, FPS: f.fps, Quality: f.quality}
 	ring := camera.NewRing(max(f.preRoll, camera.Backfill), limits)
 	cam := &camera.Camera{Site: f.site, ID: f.id, Source: ring, Log: log}
-	topic := func(leaf string) string { return "vigil/" + f.site + "/" + f.id + "/" + leaf }
-	meta, _ := json.Marshal(map[string]any{
-		"capabilities": []string{"camera"}, "name": "vigil camera " + f.source, "zone": f.zone, "priority": f.priority,
-		"camera": map[string]int{"width": f.width, "height": f.height, "fps": f.fps},
+	topic := func(leaf string) string { return ingest.DeviceTopic(f.site, f.id, leaf) }
+	meta, _ := json.Marshal(telemetry.Meta{
+		Capabilities: []string{telemetry.CapCamera}, Name: "vigil camera " + f.source, Zone: f.zone, Priority: f.priority,
+		Camera: &telemetry.CameraInfo{Width: f.width, Height: f.height, FPS: f.fps},
 	})
 
 	var conn atomic.Pointer[autopaho.ConnectionManager] // set on the first connection

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vigilhq/vigil/internal/camera"
+	"github.com/vigilhq/vigil/internal/telemetry"
 )
 
 // CameraConfig is how a simulated camera records.
@@ -124,10 +125,10 @@ func (c *simCamera) Stream(ctx context.Context, from, until time.Time, p camera.
 
 // meta is what the camera announces on its retained meta topic.
 func (c *simCamera) meta() []byte {
-	b, _ := json.Marshal(map[string]any{
-		"capabilities": []string{"motion", "camera"},
-		"name":         "simulated camera " + c.d.id,
-		"camera":       map[string]int{"width": c.cfg.Width, "height": c.cfg.Height, "fps": c.cfg.FPS},
+	b, _ := json.Marshal(telemetry.Meta{
+		Capabilities: []string{telemetry.CapMotion, telemetry.CapCamera},
+		Name:         "simulated camera " + c.d.id,
+		Camera:       &telemetry.CameraInfo{Width: c.cfg.Width, Height: c.cfg.Height, FPS: c.cfg.FPS},
 	})
 	return b
 }
