@@ -45,7 +45,8 @@ func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
 			mode = "armed"
 		}
 		a.Broker.Publish(detect.ModeTopic(site), []byte(mode), true, 1)
-		a.Hub.Publish(hub.Message{Event: "site", Data: map[string]any{"name": site, "armed": armed}})
+		plan, _ := a.planFor(site)
+		a.Hub.Publish(hub.Message{Event: hub.EventSite, Data: hub.Site{Name: site, Armed: armed, Plan: plan}})
 	}
 	if err := a.Broker.Subscribe(detect.ModeSetFilter, func(topic string, payload []byte, _ string) {
 		a.Detector.ModeCommand(topic, payload)

@@ -23,12 +23,12 @@ func (a *App) openLive() {
 		}
 		switch {
 		case ev.Reading != nil:
-			a.Hub.Publish(hub.Message{Event: "reading", Key: ev.DeviceID, Data: map[string]any{
-				"device": ev.DeviceID, "site": ev.Site, "type": ev.Type, "value": ev.Reading.Value,
-				"units": ev.Reading.Units, "timestamp": ev.Reading.Time, "seq": ev.Reading.Seq,
+			a.Hub.Publish(hub.Message{Event: hub.EventReading, Key: ev.DeviceID, Data: hub.Reading{
+				Device: ev.DeviceID, Site: ev.Site, Type: ev.Type, Value: ev.Reading.Value,
+				Units: ev.Reading.Units, Timestamp: ev.Reading.Time, Seq: ev.Reading.Seq,
 			}})
 		case ev.Status != "":
-			a.Hub.Publish(hub.Message{Event: "device", Key: ev.DeviceID, Data: map[string]any{"device": ev.DeviceID, "site": ev.Site, "status": ev.Status}})
+			a.Hub.Publish(hub.Message{Event: hub.EventDevice, Key: ev.DeviceID, Data: hub.Device{Device: ev.DeviceID, Site: ev.Site, Status: ev.Status}})
 		}
 	})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -72,7 +72,7 @@ func (a *App) publishAgents(ctx context.Context) {
 			b, _ := json.Marshal(v)
 			if string(b) != string(last) {
 				last = b
-				a.Hub.Publish(hub.Message{Event: "agents", Data: json.RawMessage(b)})
+				a.Hub.Publish(hub.Message{Event: hub.EventAgents, Data: json.RawMessage(b)})
 			}
 		}
 		if i%3600 == 0 {

@@ -104,7 +104,7 @@ func (a *App) openNotify(ctx context.Context) error {
 // onChange reacts to the coordinator's saved events and clips: the first
 // time an event is saved, people are told.
 func (a *App) onChange(kind string, v any) {
-	if kind != "event" || a.Notifier == nil {
+	if kind != hub.EventEvent || a.Notifier == nil {
 		return
 	}
 	ev := v.(detect.Event)
@@ -254,7 +254,7 @@ func (a *App) checkAlerts(ctx context.Context) {
 		a.Notifier.Notify(notify.Notification{Kind: notify.KindAlert, Title: al.Title, Body: al.Detail, Priority: prio, URL: link})
 	}
 	if changed && a.Hub != nil {
-		a.Hub.Publish(hub.Message{Event: "alerts", Data: a.Alerts()})
+		a.Hub.Publish(hub.Message{Event: hub.EventAlerts, Data: a.Alerts()})
 	}
 }
 

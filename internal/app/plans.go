@@ -52,7 +52,7 @@ func (a *App) SetPlan(ctx context.Context, site, plan string) (detect.Site, erro
 		a.plans.Store(site, plan)
 	}
 	name, _ := a.planFor(site)
-	a.Hub.Publish(hub.Message{Event: "site", Data: map[string]any{"name": site, "armed": s.Armed, "plan": name}})
+	a.Hub.Publish(hub.Message{Event: hub.EventSite, Data: hub.Site{Name: site, Armed: s.Armed, Plan: name}})
 	go a.Coord.Retention(context.Background(), site) // a smaller plan keeps fewer clips
 	return s, nil
 }

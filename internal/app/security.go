@@ -60,7 +60,7 @@ func (a *App) openSecurity(ctx context.Context) error {
 	a.Broker.SetOnBlock(func(b broker.Block) {
 		// On the blocked client's goroutine. The "blocks" alert tells
 		// people once while any block lasts, however many follow.
-		a.Hub.Publish(hub.Message{Event: "block", Data: b})
+		a.Hub.Publish(hub.Message{Event: hub.EventBlock, Data: b})
 		a.kickAlerts()
 	})
 	a.onClose(func() error { a.Broker.SetOnBlock(nil); return nil })
@@ -156,7 +156,7 @@ func (a *App) RunAudit(ctx context.Context, trigger string) (store.AuditRecord, 
 	}
 	a.Store.DeleteAuditsBefore(ctx, time.Now().Add(-90*24*time.Hour))
 	a.setAuditAlerts(reports)
-	a.Hub.Publish(hub.Message{Event: "audit", Data: map[string]any{"id": last.ID, "grade": last.Grade, "target": last.Target}})
+	a.Hub.Publish(hub.Message{Event: hub.EventAudit, Data: hub.Audit{ID: last.ID, Grade: last.Grade, Target: last.Target}})
 	a.checkAlerts(ctx)
 	return last, nil
 }
@@ -287,7 +287,7 @@ func (a *App) certName() string {
 // onWatchEvent hears the watcher: outages and latency breaches become
 // alerts (checkAlerts notifies them once); every event goes to the UI.
 func (a *App) onWatchEvent(e watch.Event) {
-	a.Hub.Publish(hub.Message{Event: "watch", Data: e})
+	a.Hub.Publish(hub.Message{Event: hub.EventWatch, Data: e})
 	a.kickAlerts()
 }
 

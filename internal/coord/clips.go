@@ -14,6 +14,7 @@ import (
 
 	"github.com/vigilhq/vigil"
 	"github.com/vigilhq/vigil/internal/detect"
+	"github.com/vigilhq/vigil/internal/hub"
 )
 
 // finishClips makes each finished stream's segments into one clip file,
@@ -85,7 +86,7 @@ func (c *Coordinator) finishClip(ctx context.Context, cl *Clip) {
 	if err := c.store.SaveClip(ctx, cl); err != nil {
 		c.log.Error("save clip", "clip", cl.ID, "error", err)
 	}
-	c.changed("clip", *cl)
+	c.changed(hub.EventClip, *cl)
 }
 
 // Retention deletes a site's oldest clips beyond its plan's max_clips, and
@@ -263,6 +264,6 @@ func (c *Coordinator) DeleteClip(ctx context.Context, id, by string) error {
 	if cl, err := c.store.GetClip(ctx, id); err == nil {
 		return fmt.Errorf("clip %s could not be deleted (it is %s); see the log", id, cl.State)
 	}
-	c.changed("clip_deleted", cl)
+	c.changed(hub.EventClipDeleted, cl)
 	return nil
 }

@@ -145,7 +145,8 @@ type Coordinator struct {
 	view   View
 
 	// Changed, if set, is told of every event and clip the coordinator
-	// saves ("event" with a detect.Event, "clip" with a Clip). It runs on
+	// saves (hub.EventEvent with a detect.Event, hub.EventClip and
+	// hub.EventClipDeleted with a Clip). It runs on
 	// the coordinator's goroutines and must not block.
 	Changed func(kind string, v any)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vigilhq/vigil/internal/detect"
+	"github.com/vigilhq/vigil/internal/hub"
 	"github.com/vigilhq/vigil/internal/ingest"
 	"github.com/vigilhq/vigil/internal/media"
 	"github.com/vigilhq/vigil/internal/rnd"
@@ -210,7 +211,7 @@ func (c *Coordinator) saveEvent(ev *detect.Event) {
 			c.log.Error("save event", "event", cp.ID, "error", err)
 		}
 	})
-	c.changed("event", cp)
+	c.changed(hub.EventEvent, cp)
 }
 
 // saveClip saves a copy of cl as it is now (see saver).
@@ -222,7 +223,7 @@ func (c *Coordinator) saveClip(cl *Clip) {
 			c.log.Error("save clip", "clip", cp.ID, "error", err)
 		}
 	})
-	c.changed("clip", cp)
+	c.changed(hub.EventClip, cp)
 }
 
 func (c *Coordinator) newStream(cam *deviceInfo, es *eventState, at time.Time) *stream {

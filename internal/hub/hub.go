@@ -11,7 +11,7 @@ import (
 
 // Message is one thing that happened.
 type Message struct {
-	Event string // reading, device, site, event, clip, clip_deleted, agents, alerts
+	Event string // one of the Event constants (events.go)
 	Data  any    // marshalled as JSON
 	// Key narrows a message to the subscribers that ask for it (for
 	// readings: the device id).
