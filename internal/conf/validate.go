@@ -19,34 +19,52 @@ import (
 // Validate checks every key and returns all problems at once, each naming
 // the key, what it holds and what is allowed.
 func (c *Config) Validate() error {
-	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
-	}
+	var pb problems
+	c.validateBasics(&pb)
+	c.validateMQTT(&pb)
+	c.validateAuth(&pb)
+	c.validateTelemetry(&pb)
+	c.validateDetection(&pb)
+	c.validateVideo(&pb)
+	c.validateDemo(&pb)
+	c.validateWatch(&pb)
+	c.validateNotify(&pb)
+	return errors.Join(pb.errs...)
+}
 
+// problems collects what is wrong with a configuration, each error
+// naming its key.
+type problems struct{ errs []error }
+
+func (p *problems) bad(key, format string, args ...any) {
+	p.errs = append(p.errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+}
+
+// validateBasics checks log, data and the listeners.
+func (c *Config) validateBasics(pb *problems) {
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+		pb.bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
 	}
 	switch c.Log.Format {
 	case "text", "json":
 	default:
-		bad("log.format", "%q is not one of text, json", c.Log.Format)
+		pb.bad("log.format", "%q is not one of text, json", c.Log.Format)
 	}
 	if c.Data.Dir == "" {
-		bad("data.dir", "must not be empty")
+		pb.bad("data.dir", "must not be empty")
 	}
 
 	checkAddr := func(key, addr string, optional bool) {
 		if addr == "" {
 			if !optional {
-				bad(key, "must not be empty")
+				pb.bad(key, "must not be empty")
 			}
 			return
 		}
 		if err := checkListenAddr(addr); err != nil {
-			bad(key, "%v", err)
+			pb.bad(key, "%v", err)
 		}
 	}
 	checkAddr("mqtt.listen", c.MQTT.Listen, true)
@@ -55,24 +73,28 @@ func (c *Config) Validate() error {
 	checkAddr("http.listen", c.HTTP.Listen, false)
 	for _, p := range c.HTTP.TrustedProxies {
 		if _, err := parseNet(p); err != nil {
-			bad("http.trusted_proxies", "%q is neither an IP address nor a CIDR", p)
+			pb.bad("http.trusted_proxies", "%q is neither an IP address nor a CIDR", p)
 		}
 	}
 	if u := c.HTTP.PublicURL; u != "" {
 		if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
-			bad("http.public_url", "%q is not an http or https URL", u)
+			pb.bad("http.public_url", "%q is not an http or https URL", u)
 		}
 	}
+}
+
+// validateMQTT checks the broker.
+func (c *Config) validateMQTT(pb *problems) {
 	if c.MQTT.Listen == "" && c.MQTT.WSListen == "" && c.MQTT.TLSListen == "" {
-		bad("mqtt.listen", "at least one of mqtt.listen, mqtt.ws_listen, mqtt.tls_listen must be set")
+		pb.bad("mqtt.listen", "at least one of mqtt.listen, mqtt.ws_listen, mqtt.tls_listen must be set")
 	}
 	if c.MQTT.TLSListen != "" && (c.MQTT.TLSCert == "" || c.MQTT.TLSKey == "") {
-		bad("mqtt.tls_listen", "needs mqtt.tls_cert and mqtt.tls_key")
+		pb.bad("mqtt.tls_listen", "needs mqtt.tls_cert and mqtt.tls_key")
 	}
 	switch c.MQTT.Anonymous {
 	case AnonymousLoopback, AnonymousNever:
 	default:
-		bad("mqtt.anonymous", "%q is not one of %s, %s", c.MQTT.Anonymous, AnonymousLoopback, AnonymousNever)
+		pb.bad("mqtt.anonymous", "%q is not one of %s, %s", c.MQTT.Anonymous, AnonymousLoopback, AnonymousNever)
 	}
 	for _, acl := range []struct {
 		key      string
@@ -80,35 +102,35 @@ func (c *Config) Validate() error {
 	}{{"mqtt.anonymous_publish", c.MQTT.AnonymousPublish}, {"mqtt.anonymous_subscribe", c.MQTT.AnonymousSubscribe}} {
 		for _, p := range acl.patterns {
 			if !users.ValidFilter(p) {
-				bad(acl.key, "%q is not a valid MQTT topic filter", p)
+				pb.bad(acl.key, "%q is not a valid MQTT topic filter", p)
 			}
 		}
 	}
 	for _, o := range c.MQTT.WSOrigins {
 		if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" {
-			bad("mqtt.ws_origins", "%q is not an origin such as https://dashboard.example:8443", o)
+			pb.bad("mqtt.ws_origins", "%q is not an origin such as https://dashboard.example:8443", o)
 		}
 	}
 	if q := c.MQTT.MaxQueuedMessages; q < 64 || q > 1<<16 {
-		bad("mqtt.max_queued_messages", "%d is outside 64..65536", q)
+		pb.bad("mqtt.max_queued_messages", "%d is outside 64..65536", q)
 	}
 	if g := c.MQTT.ClientIDGrace; g < 0 || g > 30*24*time.Hour {
-		bad("mqtt.client_id_grace", "%v is outside 0s..720h", g)
+		pb.bad("mqtt.client_id_grace", "%v is outside 0s..720h", g)
 	}
 	if w := c.MQTT.WriteTimeout; w < time.Second || w > 5*time.Minute {
-		bad("mqtt.write_timeout", "%v is outside 1s..5m", w)
+		pb.bad("mqtt.write_timeout", "%v is outside 1s..5m", w)
 	}
 	if w := c.MQTT.SlowSubscriberWait; w < 0 || w > 10*time.Second {
-		bad("mqtt.slow_subscriber_wait", "%v is outside 0s..10s", w)
+		pb.bad("mqtt.slow_subscriber_wait", "%v is outside 0s..10s", w)
 	}
 	if c.MQTT.MaxPacketSize < 1024 || c.MQTT.MaxPacketSize > 256<<20 {
-		bad("mqtt.max_packet_size", "%d is outside 1024..268435456 bytes", c.MQTT.MaxPacketSize)
+		pb.bad("mqtt.max_packet_size", "%d is outside 1024..268435456 bytes", c.MQTT.MaxPacketSize)
 	}
 	if t := c.MQTT.ConnectTimeout; t < time.Second || t > 5*time.Minute {
-		bad("mqtt.connect_timeout", "%v is outside 1s..5m", t)
+		pb.bad("mqtt.connect_timeout", "%v is outside 1s..5m", t)
 	}
 	if c.MQTT.SysInterval < time.Second {
-		bad("mqtt.sys_interval", "%v is below the minimum of 1s", c.MQTT.SysInterval)
+		pb.bad("mqtt.sys_interval", "%v is below the minimum of 1s", c.MQTT.SysInterval)
 	}
 	for _, q := range []struct {
 		key       string
@@ -123,204 +145,226 @@ func (c *Config) Validate() error {
 		{"mqtt.anonymous_max_subscriptions", c.MQTT.AnonymousMaxSubscriptions, 1, 1000000, "subscriptions"},
 	} {
 		if q.n < q.lo || q.n > q.hi {
-			bad(q.key, "%d is outside %d..%d %s", q.n, q.lo, q.hi, q.unit)
+			pb.bad(q.key, "%d is outside %d..%d %s", q.n, q.lo, q.hi, q.unit)
 		}
 	}
 	if n := c.MQTT.BlockAuthFailures; n < 0 || n > 100000 {
-		bad("mqtt.block_auth_failures", "%d is outside 0..100000 (0: never block for failed logins)", n)
+		pb.bad("mqtt.block_auth_failures", "%d is outside 0..100000 (0: never block for failed logins)", n)
 	}
 	if w := c.MQTT.BlockWindow; w < time.Second || w > 24*time.Hour {
-		bad("mqtt.block_window", "%v is outside 1s..24h", w)
+		pb.bad("mqtt.block_window", "%v is outside 1s..24h", w)
 	}
 	if n := c.MQTT.BlockFloodMessages; n < 0 || n > 10000000 {
-		bad("mqtt.block_flood_messages", "%d is outside 0..10000000 messages a second (0: never block for flooding)", n)
+		pb.bad("mqtt.block_flood_messages", "%d is outside 0..10000000 messages a second (0: never block for flooding)", n)
 	}
 	if d := c.MQTT.BlockDuration; d < time.Second || d > 8760*time.Hour {
-		bad("mqtt.block_duration", "%v is outside 1s..8760h", d)
+		pb.bad("mqtt.block_duration", "%v is outside 1s..8760h", d)
 	}
 	for _, p := range c.MQTT.BlockExempt {
 		if _, err := parsePrefix(p); err != nil {
-			bad("mqtt.block_exempt", "%q is neither an IP address nor a CIDR (for example 192.168.1.0/24)", p)
+			pb.bad("mqtt.block_exempt", "%q is neither an IP address nor a CIDR (for example 192.168.1.0/24)", p)
 		}
 	}
+}
 
+// validateAuth checks logins.
+func (c *Config) validateAuth(pb *problems) {
 	if c.Auth.BcryptCost < 4 || c.Auth.BcryptCost > 16 {
-		bad("auth.bcrypt_cost", "%d is outside 4..16", c.Auth.BcryptCost)
+		pb.bad("auth.bcrypt_cost", "%d is outside 4..16", c.Auth.BcryptCost)
 	}
+}
 
+// validateTelemetry checks the pipeline.
+func (c *Config) validateTelemetry(pb *problems) {
 	t := c.Telemetry
 	if t.Retention < time.Hour {
-		bad("telemetry.retention", "%v is below the minimum of 1h", t.Retention)
+		pb.bad("telemetry.retention", "%v is below the minimum of 1h", t.Retention)
 	}
 	if t.MaxPayload < 64 || t.MaxPayload > c.MQTT.MaxPacketSize {
-		bad("telemetry.max_payload", "%d is outside 64..mqtt.max_packet_size (%d)", t.MaxPayload, c.MQTT.MaxPacketSize)
+		pb.bad("telemetry.max_payload", "%d is outside 64..mqtt.max_packet_size (%d)", t.MaxPayload, c.MQTT.MaxPacketSize)
 	}
 	if t.QueueSize < 1 {
-		bad("telemetry.queue_size", "%d must be at least 1", t.QueueSize)
+		pb.bad("telemetry.queue_size", "%d must be at least 1", t.QueueSize)
 	}
 	if t.BatchSize < 1 || t.BatchSize > 100000 {
-		bad("telemetry.batch_size", "%d is outside 1..100000", t.BatchSize)
+		pb.bad("telemetry.batch_size", "%d is outside 1..100000", t.BatchSize)
 	}
 	if t.FlushInterval < time.Millisecond || t.FlushInterval > time.Minute {
-		bad("telemetry.flush_interval", "%v is outside 1ms..1m", t.FlushInterval)
+		pb.bad("telemetry.flush_interval", "%v is outside 1ms..1m", t.FlushInterval)
 	}
 	if t.OfflineAfter < 0 {
-		bad("telemetry.offline_after", "%v must not be negative (0 disables)", t.OfflineAfter)
+		pb.bad("telemetry.offline_after", "%v must not be negative (0 disables)", t.OfflineAfter)
 	}
 	if t.LegacySite == "" || !vigil.ValidName(t.LegacySite) {
-		bad("telemetry.legacy_site", "%q must be 1-64 characters of letters, digits, '-', '_' or '.'", t.LegacySite)
+		pb.bad("telemetry.legacy_site", "%q must be 1-64 characters of letters, digits, '-', '_' or '.'", t.LegacySite)
 	}
 	if _, err := time.LoadLocation(t.LegacyTimezone); err != nil {
-		bad("telemetry.legacy_timezone", "%q is not a time zone (use Local, UTC or an IANA name like Asia/Seoul)", t.LegacyTimezone)
+		pb.bad("telemetry.legacy_timezone", "%q is not a time zone (use Local, UTC or an IANA name like Asia/Seoul)", t.LegacyTimezone)
 	}
 	if t.LogInterval < time.Second {
-		bad("telemetry.log_interval", "%v is below the minimum of 1s", t.LogInterval)
+		pb.bad("telemetry.log_interval", "%v is below the minimum of 1s", t.LogInterval)
 	}
+}
 
+// validateDetection checks detection.
+func (c *Config) validateDetection(pb *problems) {
 	d := c.Detection
 	if d.ThresholdM <= 0 || d.ThresholdM > 100 {
-		bad("detection.threshold_m", "%v is outside (0, 100] metres", d.ThresholdM)
+		pb.bad("detection.threshold_m", "%v is outside (0, 100] metres", d.ThresholdM)
 	}
 	if d.Consecutive < 1 || d.Consecutive > 100 {
-		bad("detection.consecutive", "%d is outside 1..100", d.Consecutive)
+		pb.bad("detection.consecutive", "%d is outside 1..100", d.Consecutive)
 	}
 	if d.MinDuration < 0 {
-		bad("detection.min_duration", "must not be negative")
+		pb.bad("detection.min_duration", "must not be negative")
 	}
 	for id, dev := range d.Devices {
 		if dev.ThresholdM < 0 || dev.Consecutive < 0 {
-			bad("detection.devices."+id, "threshold_m and consecutive must not be negative")
+			pb.bad("detection.devices."+id, "threshold_m and consecutive must not be negative")
 		}
 	}
 	for name, z := range d.Zones {
 		if len(z.Sensors) == 0 || len(z.Cameras) == 0 {
-			bad("detection.zones."+name, "needs sensors and cameras")
+			pb.bad("detection.zones."+name, "needs sensors and cameras")
 		}
 	}
+}
 
+// validateVideo checks agents, recording, retention, plans and sites.
+func (c *Config) validateVideo(pb *problems) {
 	a := c.Agents
 	if a.Runtime != RuntimeProcess && a.Runtime != RuntimeDocker {
-		bad("agents.runtime", "%q is not one of %s, %s", a.Runtime, RuntimeProcess, RuntimeDocker)
+		pb.bad("agents.runtime", "%q is not one of %s, %s", a.Runtime, RuntimeProcess, RuntimeDocker)
 	}
 	if a.Capacity < 1 || a.Capacity > 1000 {
-		bad("agents.capacity", "%d is outside 1..1000", a.Capacity)
+		pb.bad("agents.capacity", "%d is outside 1..1000", a.Capacity)
 	}
 	if a.Min < 1 {
-		bad("agents.min", "%d must be at least 1", a.Min)
+		pb.bad("agents.min", "%d must be at least 1", a.Min)
 	}
 	if a.Max < a.Min || a.Max > 1000 {
-		bad("agents.max", "%d must be between agents.min (%d) and 1000", a.Max, a.Min)
+		pb.bad("agents.max", "%d must be between agents.min (%d) and 1000", a.Max, a.Min)
 	}
 	if a.ScaleDownCooldown < 0 {
-		bad("agents.scale_down_cooldown", "must not be negative")
+		pb.bad("agents.scale_down_cooldown", "must not be negative")
 	}
 	if a.HeartbeatTimeout < time.Second {
-		bad("agents.heartbeat_timeout", "%v is below 1s", a.HeartbeatTimeout)
+		pb.bad("agents.heartbeat_timeout", "%v is below 1s", a.HeartbeatTimeout)
 	}
 	if a.Idle < 500*time.Millisecond {
-		bad("agents.idle", "%v is below 500ms", a.Idle)
+		pb.bad("agents.idle", "%v is below 500ms", a.Idle)
 	}
 	if net.ParseIP(a.Listen) == nil {
-		bad("agents.listen", "%q is not an IP address", a.Listen)
+		pb.bad("agents.listen", "%q is not an IP address", a.Listen)
 	}
 	if m := a.DockerMemory; m != 0 && (m < 16<<20 || m > 1<<40) {
-		bad("agents.docker_memory", "%d is outside 16777216 (16 MiB)..1099511627776 bytes (0: no limit)", m)
+		pb.bad("agents.docker_memory", "%d is outside 16777216 (16 MiB)..1099511627776 bytes (0: no limit)", m)
 	}
 	if p := a.DockerPids; p != 0 && (p < 16 || p > 1000000) {
-		bad("agents.docker_pids", "%d is outside 16..1000000 (0: no limit)", p)
+		pb.bad("agents.docker_pids", "%d is outside 16..1000000 (0: no limit)", p)
 	}
 
 	if r := c.Recording; r.ClipSeconds < 1 || r.ClipSeconds > 3600 {
-		bad("recording.clip_seconds", "%d is outside 1..3600", r.ClipSeconds)
+		pb.bad("recording.clip_seconds", "%d is outside 1..3600", r.ClipSeconds)
 	}
 	if r := c.Recording; r.LiveSeconds < 10 || r.LiveSeconds > 3600 {
-		bad("recording.live_seconds", "%d is outside 10..3600", r.LiveSeconds)
+		pb.bad("recording.live_seconds", "%d is outside 10..3600", r.LiveSeconds)
 	}
 	if r := c.Recording; r.PreRollSeconds < 0 || r.PreRollSeconds > 60 {
-		bad("recording.pre_roll_seconds", "%d is outside 0..60", r.PreRollSeconds)
+		pb.bad("recording.pre_roll_seconds", "%d is outside 0..60", r.PreRollSeconds)
 	}
 	if c.Retention.MaxClips < 1 {
-		bad("retention.max_clips", "%d must be at least 1", c.Retention.MaxClips)
+		pb.bad("retention.max_clips", "%d must be at least 1", c.Retention.MaxClips)
 	}
 	if c.Retention.MaxBytes < 0 {
-		bad("retention.max_bytes", "must not be negative (0: no quota)")
+		pb.bad("retention.max_bytes", "must not be negative (0: no quota)")
 	}
 	for name, pl := range c.Plans {
 		key := "plans." + name
 		if !vigil.ValidName(name) {
-			bad(key, "plan names are 1-64 letters, digits, '-', '_' or '.'")
+			pb.bad(key, "plan names are 1-64 letters, digits, '-', '_' or '.'")
 		}
 		if pl.MaxClips < 0 || pl.Width < 0 || pl.Width > 4096 || pl.Height < 0 || pl.Height > 4096 || pl.FPS < 0 || pl.FPS > 60 || pl.Quality < 0 || pl.Quality > 100 {
-			bad(key, "max_clips >= 0, width and height 0..4096, fps 0..60, quality 0..100 (0: the default)")
+			pb.bad(key, "max_clips >= 0, width and height 0..4096, fps 0..60, quality 0..100 (0: the default)")
 		}
 	}
 	for name, sc := range c.Sites {
 		if _, ok := c.Plans[sc.Plan]; sc.Plan != "" && !ok {
-			bad("sites."+name+".plan", "no plan %q (plans: %s)", sc.Plan, strings.Join(slices.Sorted(maps.Keys(c.Plans)), ", "))
+			pb.bad("sites."+name+".plan", "no plan %q (plans: %s)", sc.Plan, strings.Join(slices.Sorted(maps.Keys(c.Plans)), ", "))
 		}
 	}
 	if _, ok := c.Plans["free"]; !ok {
-		bad("plans", "a plan named free is needed: new sites start on it")
+		pb.bad("plans", "a plan named free is needed: new sites start on it")
 	}
+}
 
+// validateDemo checks the demo fleet and the self-audit.
+func (c *Config) validateDemo(pb *problems) {
 	if c.Demo.Devices < 1 || c.Demo.Devices > 1000 {
-		bad("demo.devices", "%d is outside 1..1000", c.Demo.Devices)
+		pb.bad("demo.devices", "%d is outside 1..1000", c.Demo.Devices)
 	}
 	if c.Demo.Cameras < 0 || c.Demo.Cameras > 50 {
-		bad("demo.cameras", "%d is outside 0..50", c.Demo.Cameras)
+		pb.bad("demo.cameras", "%d is outside 0..50", c.Demo.Cameras)
 	}
 	if c.Demo.IntrusionEvery < 10*time.Second {
-		bad("demo.intrusion_every", "%v is below 10s", c.Demo.IntrusionEvery)
+		pb.bad("demo.intrusion_every", "%v is below 10s", c.Demo.IntrusionEvery)
 	}
 	if c.Demo.Period < 100*time.Millisecond {
-		bad("demo.period", "%v is below the minimum of 100ms", c.Demo.Period)
+		pb.bad("demo.period", "%v is below the minimum of 100ms", c.Demo.Period)
 	}
 	if e := c.Audit.Every; e != 0 && e < time.Minute {
-		bad("audit.every", "%v is below the minimum of 1m (0: only at start)", e)
+		pb.bad("audit.every", "%v is below the minimum of 1m (0: only at start)", e)
 	}
+}
+
+// validateWatch checks watched brokers.
+func (c *Config) validateWatch(pb *problems) {
 	w := c.Watch
 	if w.Interval < time.Second {
-		bad("watch.interval", "%v is below the minimum of 1s", w.Interval)
+		pb.bad("watch.interval", "%v is below the minimum of 1s", w.Interval)
 	}
 	if w.Timeout < 100*time.Millisecond || w.Timeout > w.Interval {
-		bad("watch.timeout", "%v is outside 100ms..watch.interval (%v)", w.Timeout, w.Interval)
+		pb.bad("watch.timeout", "%v is outside 100ms..watch.interval (%v)", w.Timeout, w.Interval)
 	}
 	if w.Latency < 0 {
-		bad("watch.latency", "%v is negative", w.Latency)
+		pb.bad("watch.latency", "%v is negative", w.Latency)
 	}
 	names := map[string]bool{}
 	for i, t := range w.Targets {
 		key := fmt.Sprintf("watch.targets[%d]", i)
 		u, err := url.Parse(t.URL)
 		if err != nil || u.Host == "" || !slices.Contains([]string{"mqtt", "mqtts", "tcp", "ssl", "tls", "ws", "wss"}, u.Scheme) {
-			bad(key+".url", "%q is not an mqtt://, mqtts://, ws:// or wss:// URL", t.URL)
+			pb.bad(key+".url", "%q is not an mqtt://, mqtts://, ws:// or wss:// URL", t.URL)
 		} else if u.User != nil {
 			// The URL is shown in the UI, the API and the logs.
-			bad(key+".url", "%q holds credentials; give them as username and password_env", u.Redacted())
+			pb.bad(key+".url", "%q holds credentials; give them as username and password_env", u.Redacted())
 		}
 		name := t.Name
 		if name == "" {
 			name = t.URL
 		}
 		if names[name] {
-			bad(key+".name", "%q is used twice", name)
+			pb.bad(key+".name", "%q is used twice", name)
 		}
 		names[name] = true
 		if t.PasswordEnv != "" && t.Username == "" {
-			bad(key+".password_env", "is set without a username")
+			pb.bad(key+".password_env", "is set without a username")
 		}
 	}
+}
+
+// validateNotify checks notifications.
+func (c *Config) validateNotify(pb *problems) {
 	for _, h := range c.Notify.PushServices {
 		if !validHostPattern(h) {
-			bad("notify.push_services", "%q is not a host name (fcm.googleapis.com), a wildcard (*.notify.windows.com) or an IP address; no scheme, port or path", h)
+			pb.bad("notify.push_services", "%q is not a host name (fcm.googleapis.com), a wildcard (*.notify.windows.com) or an IP address; no scheme, port or path", h)
 		}
 	}
 	for _, p := range c.Notify.AllowTargets {
 		if _, err := parsePrefix(p); err != nil {
-			bad("notify.allow_targets", "%q is neither an IP address nor a CIDR (for example 127.0.0.1 or 127.0.0.0/8)", p)
+			pb.bad("notify.allow_targets", "%q is neither an IP address nor a CIDR (for example 127.0.0.1 or 127.0.0.0/8)", p)
 		}
 	}
-	return errors.Join(errs...)
 }
 
 // validHostPattern reports whether s is a DNS name, "*." and a DNS name,
