@@ -19,7 +19,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -212,44 +211,45 @@ func (e *SkipError) Error() string { return e.Why }
 // Skip returns a SkipError.
 func Skip(format string, args ...any) error { return &SkipError{Why: fmt.Sprintf(format, args...)} }
 
-// Order is the order checks run in: later checks use what earlier ones
-// learnt (the ports that answer, an identity, the topics seen).
-var Order = []string{
-	"open-ports", "no-tls", "tls-weak", "tls-cert",
-	"anonymous-access", "weak-credentials",
-	"broker-fingerprint", "sys-topics-exposed", "wildcard-subscribe", "retained-leak",
-	"sys-publish", "acl-publish", "client-id-takeover",
-	"invalid-topic", "invalid-utf8", "invalid-qos", "max-payload", "slow-connect",
-	"qos-support", "latency", "nmap", "failover",
+// checks are all the checks, in the order they run: later checks use
+// what earlier ones learnt (the ports that answer, an identity, the
+// topics seen).
+var checks = []*Check{
+	&Check{ID: "open-ports", Title: "Which MQTT ports answer", Run: checkOpenPorts},
+	&Check{ID: "no-tls", Title: "MQTT is reachable without TLS", Run: checkNoTLS},
+	&Check{ID: "tls-weak", Title: "TLS accepts old versions or weak cipher suites", Run: checkTLSWeak},
+	&Check{ID: "tls-cert", Title: "The TLS certificate is expired, for another host, untrusted or expiring", Run: checkTLSCert},
+	&Check{ID: "anonymous-access", Title: "Clients without a username can connect", Run: checkAnonymous},
+	&Check{ID: "weak-credentials", Title: "Default or weak usernames and passwords work", Run: checkWeakCredentials},
+	&Check{ID: "broker-fingerprint", Title: "Broker product and version", Run: checkFingerprint},
+	&Check{ID: "sys-topics-exposed", Title: "$SYS topics can be read", Run: checkSysExposed},
+	&Check{ID: "wildcard-subscribe", Title: "Subscribing to # is allowed", Run: checkWildcard},
+	&Check{ID: "retained-leak", Title: "Retained messages hold sensitive data", Run: checkRetainedLeak},
+	&Check{ID: "sys-publish", Title: "Publishing to $SYS topics is allowed", Run: checkSysPublish},
+	&Check{ID: "acl-publish", Title: "This identity can publish to other clients' topics", Run: checkACLPublish},
+	&Check{ID: "client-id-takeover", Title: "A second connection with a client id disconnects the first", Run: checkClientIDTakeover},
+	&Check{ID: "invalid-topic", Title: "Wildcards in topic names and malformed topic filters are accepted", Run: checkInvalidTopic},
+	&Check{ID: "invalid-utf8", Title: "Topic names that are not valid UTF-8 are accepted", Run: checkInvalidUTF8},
+	&Check{ID: "invalid-qos", Title: "QoS 3 is accepted in PUBLISH or SUBSCRIBE", Run: checkInvalidQoS},
+	&Check{ID: "max-payload", Title: "The broker has a message size limit", Run: checkMaxPayload},
+	&Check{ID: "slow-connect", Title: "The broker drops connections that send no CONNECT", Run: checkSlowConnect},
+	&Check{ID: "qos-support", Title: "QoS 0, 1 and 2 are delivered as asked", Run: checkQoS},
+	&Check{ID: "latency", Title: "Round-trip latency and loss at each QoS", Run: checkLatency},
+	&Check{ID: "nmap", Title: "What nmap's mqtt-subscribe script sees", Run: checkNmap},
+	&Check{ID: "failover", Title: "Clients can move between the brokers of one deployment", Run: checkFailover, Multi: true},
 }
 
-var (
-	registryMu sync.Mutex
-	registry   = map[string]*Check{}
-)
-
-// register adds a check; its id must be in Order.
-func register(c *Check) {
-	registryMu.Lock()
-	defer registryMu.Unlock()
-	if !slices.Contains(Order, c.ID) {
-		panic("audit: check " + c.ID + " is not in Order")
+// Order is the checks' ids in the order they run.
+var Order = func() []string {
+	ids := make([]string, len(checks))
+	for i, c := range checks {
+		ids[i] = c.ID
 	}
-	registry[c.ID] = c
-}
+	return ids
+}()
 
-// Checks returns the registered checks in Order.
-func Checks() []*Check {
-	registryMu.Lock()
-	defer registryMu.Unlock()
-	var out []*Check
-	for _, id := range Order {
-		if c := registry[id]; c != nil {
-			out = append(out, c)
-		}
-	}
-	return out
-}
+// Checks returns the checks in the order they run.
+func Checks() []*Check { return slices.Clone(checks) }
 
 // Validate checks what Run would refuse before it sends anything: each
 // target must parse (ParseTarget) and each id of Options.Checks and

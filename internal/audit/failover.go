@@ -16,10 +16,6 @@ import (
 // failover: given several URLs of one deployment, can clients move between
 // them, and do their messages and sessions come along?
 
-func init() {
-	register(&Check{ID: "failover", Title: "Clients can move between the brokers of one deployment", Run: checkFailover, Multi: true})
-}
-
 // untestedError is a pair the audit's own probes could not test: no topic
 // both identities may use, or a subscription or publish refused. The check
 // then fails for that pair rather than report what it did not see.

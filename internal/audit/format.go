@@ -101,7 +101,7 @@ func started(t time.Time) string {
 	return t.UTC().Format("2006-01-02 15:04:05 UTC")
 }
 
-// checkTitles maps the registered checks' ids to their titles.
+// checkTitles maps the checks' ids to their titles.
 func checkTitles() map[string]string {
 	m := map[string]string{}
 	for _, c := range Checks() {

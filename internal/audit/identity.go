@@ -16,17 +16,6 @@ import (
 
 // The checks about who can connect and what they can read and write.
 
-func init() {
-	register(&Check{ID: "anonymous-access", Title: "Clients without a username can connect", Run: checkAnonymous})
-	register(&Check{ID: "weak-credentials", Title: "Default or weak usernames and passwords work", Run: checkWeakCredentials})
-	register(&Check{ID: "broker-fingerprint", Title: "Broker product and version", Run: checkFingerprint})
-	register(&Check{ID: "sys-topics-exposed", Title: "$SYS topics can be read", Run: checkSysExposed})
-	register(&Check{ID: "wildcard-subscribe", Title: "Subscribing to # is allowed", Run: checkWildcard})
-	register(&Check{ID: "retained-leak", Title: "Retained messages hold sensitive data", Run: checkRetainedLeak})
-	register(&Check{ID: "sys-publish", Title: "Publishing to $SYS topics is allowed", Run: checkSysPublish})
-	register(&Check{ID: "acl-publish", Title: "This identity can publish to other clients' topics", Run: checkACLPublish})
-}
-
 // CONNACK reason codes the checks tell apart.
 const (
 	rcSuccess       = 0x00

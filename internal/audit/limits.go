@@ -15,11 +15,6 @@ import (
 // whether it holds connections that never send a CONNECT. Both are
 // bounded (about 17 MiB sent, 51 connections for 2 s).
 
-func init() {
-	register(&Check{ID: "max-payload", Title: "The broker has a message size limit", Run: checkMaxPayload})
-	register(&Check{ID: "slow-connect", Title: "The broker drops connections that send no CONNECT", Run: checkSlowConnect})
-}
-
 // payloadSizes are the payloads max-payload publishes, in order, until
 // one is refused: 17.25 MiB at most.
 var payloadSizes = []int{256 << 10, 1<<20 + 1, 16<<20 + 1}

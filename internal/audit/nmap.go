@@ -19,10 +19,6 @@ import (
 // The nmap check: nmap's mqtt-subscribe script, run on the plain MQTT
 // ports, its view merged into the other checks' evidence.
 
-func init() {
-	register(&Check{ID: "nmap", Title: "What nmap's mqtt-subscribe script sees", Run: checkNmap})
-}
-
 const (
 	// nmapListen is the script's listen-time. The script only looks at
 	// the clock when a message comes (its socket waits up to ~7 s for

@@ -24,10 +24,6 @@ import (
 
 // The open-ports check: which ports answer, and what they speak.
 
-func init() {
-	register(&Check{ID: "open-ports", Title: "Which MQTT ports answer", Run: checkOpenPorts})
-}
-
 // scanParallel bounds the ports probed at once.
 const scanParallel = 16
 

@@ -15,13 +15,6 @@ import (
 // broker accepts what the MQTT specification forbids. They speak MQTT 5
 // through rawConn (raw.go), since paho will not encode a forbidden packet.
 
-func init() {
-	register(&Check{ID: "client-id-takeover", Title: "A second connection with a client id disconnects the first", Run: checkClientIDTakeover})
-	register(&Check{ID: "invalid-topic", Title: "Wildcards in topic names and malformed topic filters are accepted", Run: checkInvalidTopic})
-	register(&Check{ID: "invalid-utf8", Title: "Topic names that are not valid UTF-8 are accepted", Run: checkInvalidUTF8})
-	register(&Check{ID: "invalid-qos", Title: "QoS 3 is accepted in PUBLISH or SUBSCRIBE", Run: checkInvalidQoS})
-}
-
 // remedyUpgrade is the remediation of the checks that find a broker
 // accepting malformed packets.
 const remedyUpgrade = "A broker must close the connection of a client that sends a malformed packet. " +

@@ -15,11 +15,6 @@ import (
 
 // QoS support and round-trip latency.
 
-func init() {
-	register(&Check{ID: "qos-support", Title: "QoS 0, 1 and 2 are delivered as asked", Run: checkQoS})
-	register(&Check{ID: "latency", Title: "Round-trip latency and loss at each QoS", Run: checkLatency})
-}
-
 // loop is a subscriber and a publisher on one fresh topic.
 type loop struct {
 	sub, pub *Session

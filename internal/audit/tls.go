@@ -18,12 +18,6 @@ import (
 // suites it accepts (tls-weak), and the certificate it presents
 // (tls-cert).
 
-func init() {
-	register(&Check{ID: "no-tls", Title: "MQTT is reachable without TLS", Run: checkNoTLS})
-	register(&Check{ID: "tls-weak", Title: "TLS accepts old versions or weak cipher suites", Run: checkTLSWeak})
-	register(&Check{ID: "tls-cert", Title: "The TLS certificate is expired, for another host, untrusted or expiring", Run: checkTLSCert})
-}
-
 const remedyTLS = "Offer MQTT over TLS and close the plaintext port, or bind it to loopback. " +
 	"Mosquitto: `listener 8883` with `certfile` and `keyfile`, and `listener 1883 127.0.0.1` (or no 1883 listener). " +
 	"EMQX: enable `listeners.ssl.default` with `ssl_options.certfile` and `keyfile`, set `listeners.tcp.default.enable = false`. " +
