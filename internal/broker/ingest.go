@@ -103,10 +103,20 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	return pk, nil
 }
 
+// willWait is how long a will may wait for room in the handler's queue.
+const willWait = 5 * time.Second
+
 // OnWillSent hands a will over: mochi sends wills to subscribers directly,
-// without OnPublish.
+// without OnPublish. A will comes as its client's connection ends, also
+// while the broker closes, after h.ctx has ended: it gets a context of its
+// own, so that the wills of the clients the closing broker disconnects
+// are stored (the handler is closed after the broker).
 func (h *ingestHook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
 	if f := h.match(pk.TopicName); f != nil {
-		_ = f(h.ctx, pk.TopicName, pk.Payload, cl.ID, false)
+		ctx, cancel := context.WithTimeout(context.Background(), willWait)
+		defer cancel()
+		if err := f(ctx, pk.TopicName, pk.Payload, cl.ID, false); err != nil {
+			h.srv.rlog.Info("will-not-stored", "a last will was not stored", "client_id", cl.ID, "topic", pk.TopicName, "error", err.Error())
+		}
 	}
 }

@@ -163,12 +163,16 @@ func (p *Pipeline) Handle(topic string, payload []byte, clientID string) {
 // lost to a crash.
 func (p *Pipeline) Ingest(ctx context.Context, topic string, payload []byte, clientID string, wait bool) error {
 	received := time.Now()
-	select { // a broker may take messages before every observer is registered
-	case <-p.started:
-	case <-p.stop:
-		return ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
+	select {
+	case <-p.started: // first, even when ctx has ended too
+	default:
+		select { // a broker may take messages before every observer is registered
+		case <-p.started:
+		case <-p.stop:
+			return ErrClosed
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	ev, ok := p.parse(topic, payload, clientID, received)
 	if !ok {
@@ -235,6 +239,11 @@ func (p *Pipeline) enqueue(ctx context.Context, it item) error {
 		p.m.rejected.WithLabelValues("shutdown").Inc()
 		p.rlog.Warn("shutdown", "telemetry message refused: the pipeline is closing", "device", it.ev.DeviceID, "client_id", it.ev.ClientID)
 		return ErrClosed
+	}
+	select {
+	case p.queue <- it: // room now: taken, even when ctx has ended too
+		return nil
+	default:
 	}
 	select {
 	case p.queue <- it:
