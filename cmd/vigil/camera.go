@@ -98,7 +98,9 @@ func runCamera(ctx context.Context, e *env, o any, args []string) error {
 		_, err := cm.Publish(c, &paho.Publish{Topic: t, Payload: b, QoS: 1})
 		return err
 	}
-	cm, err := mqttconn.Connect(ctx, ctx, mqttconn.Client{
+	wait, cancelWait := context.WithTimeout(ctx, 30*time.Second)
+	defer cancelWait()
+	cm, err := mqttconn.Connect(wait, ctx, mqttconn.Client{
 		Brokers: strings.Split(f.brokers, ","), Username: f.username, Password: e.getenv("VIGIL_MQTT_PASSWORD"), ClientID: f.id,
 		Will:          &paho.WillMessage{Topic: topic("status"), Payload: []byte("offline"), QoS: 1, Retain: true},
 		Subscriptions: []paho.SubscribeOptions{{Topic: topic("cmd"), QoS: 1}},

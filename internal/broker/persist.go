@@ -163,7 +163,7 @@ func addPersistence(m *mqtt.Server, path string, quota *quotaHook, log *slog.Log
 		log.Info("broker.bolt compacted: space of cleared messages given back", "path", path, "before_bytes", before, "after_bytes", after)
 	}
 	h := &persistHook{Hook: new(bolt.Hook), mochi: m, quota: quota}
-	h.queue.msgs = map[string]map[uint16]*queuedMsg{}
+	h.queue.msgs, h.queue.settled = map[string]map[uint16]*queuedMsg{}, map[string]*mqtt.Client{}
 	err = m.AddHook(h, &bolt.Options{
 		Path: path,
 		// NoSync: a crash of the machine may lose the last retained

@@ -46,7 +46,10 @@ type sessionQueue struct {
 	mu   sync.Mutex
 	last int64                            // the latest order given
 	msgs map[string]map[uint16]*queuedMsg // by client id and packet id
-	n    atomic.Int64                     // messages in msgs: acknowledgements skip the lock at 0
+	// settled is, by client id, the offline client whose unacknowledged
+	// messages are numbered and on disk (keepUnacknowledged).
+	settled map[string]*mqtt.Client
+	n       atomic.Int64 // messages in msgs: acknowledgements skip the lock at 0
 
 	gone sync.Map // *mqtt.Client -> chan struct{}, closed when its OnDisconnect has run
 }
@@ -72,6 +75,9 @@ func (h *persistHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, 
 	}
 	h.queue.mu.Lock()
 	defer h.queue.mu.Unlock()
+	// Messages sent before cl went offline come first, even when this
+	// one is queued before its OnDisconnect has run.
+	h.settleLocked(cl, pk.PacketID)
 	m := h.queue.get(cl.ID, pk.PacketID)
 	if m == nil {
 		h.queue.last++
@@ -86,7 +92,9 @@ func (h *persistHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, 
 // held.
 func (h *persistHook) write(cl *mqtt.Client, pk packets.Packet, m *queuedMsg) {
 	pk.Created = m.created
-	pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = 0, false // an alias is only good on its connection
+	// Outbound topic aliases are off (OnSessionEstablish), so pk has its
+	// topic; an alias would only be good on its connection anyway.
+	pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = 0, false
 	h.Hook.OnQosPublish(cl, pk, m.order, 0)
 	m.onDisk = true
 }
@@ -129,14 +137,24 @@ func (h *persistHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 // keepUnacknowledged writes the messages cl has not acknowledged that are
 // not on disk yet, numbered in the order their packet ids were given.
 func (h *persistHook) keepUnacknowledged(cl *mqtt.Client) {
-	pending := cl.State.Inflight.GetAll(false)
-	if len(pending) == 0 {
-		return
-	}
 	h.queue.mu.Lock()
 	defer h.queue.mu.Unlock()
+	h.settleLocked(cl, 0)
+}
+
+// settleLocked writes, once per disconnection, the messages cl has not
+// acknowledged (but skip, a message being queued); the queue's lock is
+// held.
+func (h *persistHook) settleLocked(cl *mqtt.Client, skip uint16) {
+	if h.queue.settled[cl.ID] == cl {
+		return
+	}
+	h.queue.settled[cl.ID] = cl
 	var fresh []packets.Packet
-	for _, pk := range pending {
+	for _, pk := range cl.State.Inflight.GetAll(false) {
+		if pk.PacketID == skip {
+			continue
+		}
 		if m := h.queue.get(cl.ID, pk.PacketID); m == nil {
 			fresh = append(fresh, pk)
 		} else if !m.onDisk {
@@ -172,6 +190,10 @@ func inIDOrder(pks []packets.Packet) []packets.Packet {
 // whose connection is still up is first disconnected (mochi would do it
 // next), so that no acknowledgement changes its messages meanwhile.
 func (h *persistHook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
+	// No outbound topic aliases (Mosquitto sends none either): mochi
+	// would give a message queued for an offline session an alias and no
+	// topic, which is no good on the connection it is resent on.
+	cl.Properties.Props.TopicAliasMaximum = 0
 	old, ok := h.mochi.Clients.Get(cl.ID)
 	if pk.Connect.Clean || !ok || old == cl || (old.Properties.ProtocolVersion < 5 && old.Properties.Clean) || old.State.Inflight.Len() == 0 {
 		return
@@ -247,12 +269,23 @@ func (h *persistHook) OnClientExpired(cl *mqtt.Client) {
 	h.Hook.OnClientExpired(cl)
 	h.queue.mu.Lock()
 	defer h.queue.mu.Unlock()
+	delete(h.queue.settled, cl.ID)
 	for id, m := range h.queue.msgs[cl.ID] {
 		h.queue.remove(cl.ID, id)
 		if m.onDisk {
 			h.Hook.OnQosComplete(cl, packets.Packet{PacketID: id})
 		}
 	}
+}
+
+// StoredClients returns the stored sessions without their topic alias
+// maximum: no outbound aliases (see OnSessionEstablish).
+func (h *persistHook) StoredClients() ([]storage.Client, error) {
+	v, err := h.Hook.StoredClients()
+	for i := range v {
+		v[i].Properties.TopicAliasMaximum = 0
+	}
+	return v, err
 }
 
 // StoredInflightMessages puts the stored messages back into their
@@ -304,9 +337,10 @@ func minimumExpiry(a, b int64) int64 {
 	return a
 }
 
-// Stop writes what connected persistent sessions have not acknowledged
-// before the file is closed. mochi has disconnected every client by now,
-// but runs their OnDisconnect on their own goroutines, maybe after this.
+// Stop writes what persistent sessions have not acknowledged before the
+// file is closed. By now every client was disconnected and its
+// OnDisconnect has written them (closeGuard waits for that); this covers
+// a client whose OnDisconnect did not run.
 func (h *persistHook) Stop() error {
 	for _, cl := range h.mochi.Clients.GetAll() {
 		if !sessionEnds(cl) && !cl.IsTakenOver() && !cl.Net.Inline {

@@ -223,3 +223,39 @@ func TestARetainedMessageOlderThanADayIsKept(t *testing.T) {
 		t.Fatalf("a two-day-old retained message is gone: got %v", got)
 	}
 }
+
+// A subscriber that allows topic aliases gets its queued messages with
+// their topics: mochi would send the second message on a topic with an
+// alias of the connection that is gone and no topic.
+func TestQueuedMessagesKeepTheirTopicsForAClientThatTakesAliases(t *testing.T) {
+	dir := t.TempDir()
+	s := openPersistent(t, dir)
+	addr := s.Addr(TCP).String()
+	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := paho.NewClient(paho.ClientConfig{Conn: conn})
+	expiry, aliases := uint32(3600), uint16(10)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Connect(ctx, &paho.Connect{ClientID: "away", KeepAlive: 30, CleanStart: true,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry, TopicAliasMaximum: &aliases}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "q/#", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	c.Disconnect(&paho.Disconnect{})
+	publishNumbered(t, addr, "q/x", 3)
+	s.Close()
+
+	s = openPersistent(t, dir)
+	ss, _ := resume(t, s.Addr(TCP).String(), "away", false)
+	checkInOrder(t, waitReceived(ss, 3), 3)
+	for i, topic := range ss.Topics() {
+		if topic != "q/x" {
+			t.Errorf("queued message %d came on topic %q", i, topic)
+		}
+	}
+}

@@ -70,7 +70,7 @@ func (c *Camera) Command(payload []byte) {
 		}
 		c.Stop(true)
 		ctx, cancel := context.WithCancel(context.Background())
-		s := &stream{c: c, cmd: cmd, cancel: cancel, done: make(chan struct{})}
+		s := &stream{c: c, cmd: cmd, ctx: ctx, cancel: cancel, done: make(chan struct{})}
 		c.mu.Lock()
 		c.cur = s
 		c.mu.Unlock()
@@ -116,12 +116,14 @@ func params(cmd ingest.StreamCommand, lim Params) Params {
 type stream struct {
 	c      *Camera
 	cmd    ingest.StreamCommand
+	ctx    context.Context // ends when the stream is halted
 	cancel context.CancelFunc
 	done   chan struct{}
 
 	mu       sync.Mutex
 	sender   *media.Sender
 	lastSent time.Time // the newest frame sent
+	ended    bool      // sent whole or halted: a move comes too late
 }
 
 func (s *stream) run(ctx context.Context) {
@@ -164,6 +166,7 @@ func (s *stream) run(ctx context.Context) {
 		s.sender.Bye("done")
 		s.sender = nil
 	}
+	s.ended = true
 	s.mu.Unlock()
 	s.report(ingest.CameraQuit, "duration")
 	s.c.mu.Lock()
@@ -192,6 +195,10 @@ func (s *stream) moveTo(cmd ingest.StreamCommand) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.ended {
+		sender.Close() // the stream ended meanwhile
+		return
+	}
 	old := s.sender
 	if old != nil {
 		sender.Follow(old)
@@ -200,7 +207,9 @@ func (s *stream) moveTo(cmd ingest.StreamCommand) {
 	s.sender = sender
 	sent := 0
 	if cmd.Since > 0 {
-		ctx, cancel := context.WithCancel(context.Background())
+		// Halting the stream ends the resend (halt waits for run, which
+		// waits for this lock).
+		ctx, cancel := context.WithCancel(s.ctx)
 		defer cancel()
 		p := params(s.cmd, s.c.Source.Limits())
 		pace := time.Second / time.Duration(max(p.FPS, 1)) / 3 // as the pre-roll
@@ -212,7 +221,10 @@ func (s *stream) moveTo(cmd ingest.StreamCommand) {
 			sender.Send(f.JPEG, f.At)
 			s.lastSent = later(s.lastSent, f.At)
 			sent++
-			time.Sleep(pace)
+			select {
+			case <-ctx.Done():
+			case <-time.After(pace):
+			}
 		}
 	}
 	s.c.Log.Info("stream moved", "stream", cmd.StreamID, "to", cmd.Host, "resent_frames", sent)
@@ -223,6 +235,7 @@ func (s *stream) halt(bye bool) {
 	<-s.done
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.ended = true
 	if s.sender != nil {
 		if bye {
 			s.sender.Bye("stopped")

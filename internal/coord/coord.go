@@ -118,9 +118,10 @@ type Coordinator struct {
 	m        *metrics
 	refusals *ratelog.Logger
 
-	in    chan func()
-	saves *saver      // writes what the loop decides, in order
-	jobs  chan string // clip ids to finish
+	in       chan func()
+	loopDone chan struct{} // closed when the loop has returned
+	saves    *saver        // writes what the loop decides, in order
+	jobs     chan string   // clip ids to finish
 	// retMu makes retention one pass at a time (after each clip, and
 	// every quotaEvery while clips record).
 	retMu sync.Mutex
@@ -161,7 +162,7 @@ func (c *Coordinator) changed(kind string, v any) {
 func New(cfg Config, b Broker, st Store, rt Runtime, fin *media.Finisher, log *slog.Logger, reg prometheus.Registerer) (*Coordinator, error) {
 	c := &Coordinator{
 		cfg: cfg, broker: b, store: st, runtime: rt, finisher: fin, log: log,
-		in: make(chan func(), 4096), saves: newSaver(), jobs: make(chan string, 4096), stop: make(chan struct{}),
+		in: make(chan func(), 4096), loopDone: make(chan struct{}), saves: newSaver(), jobs: make(chan string, 4096), stop: make(chan struct{}),
 		agents: map[string]*agentState{}, streams: map[string]*stream{}, byCamera: map[string]*stream{},
 		devices: map[string]*deviceInfo{}, events: map[string]*eventState{},
 		instance: rnd.Hex(3), refusals: ratelog.New(log, time.Minute),
@@ -182,7 +183,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		return err
 	}
 	c.wg.Add(3)
-	go func() { defer c.wg.Done(); c.loop() }()
+	go func() { defer c.wg.Done(); defer close(c.loopDone); c.loop() }()
 	go func() { defer c.wg.Done(); c.finishClips() }()
 	go func() { defer c.wg.Done(); c.watchQuota() }()
 	c.recover(ctx)
@@ -259,6 +260,7 @@ func (c *Coordinator) Close() error {
 	})
 	<-flushed
 	close(c.stop)
+	<-c.loopDone    // nothing more to save
 	c.saves.close() // its last jobs go to the finisher
 	close(c.jobs)
 	c.wg.Wait()

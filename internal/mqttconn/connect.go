@@ -23,10 +23,10 @@ type Client struct {
 	ClientID           string
 	KeepAlive          uint16        // seconds; 30 if zero
 	ConnectTimeout     time.Duration // for one attempt; 10 s if zero
-	// MinBackoff is the first wait before reconnecting (doubling to ten
-	// times it); 250 ms if zero.
-	MinBackoff time.Duration
-	Will       *paho.WillMessage
+	// MinBackoff is the first wait before reconnecting, doubling up to
+	// MaxBackoff; 250 ms and 10 s if zero.
+	MinBackoff, MaxBackoff time.Duration
+	Will                   *paho.WillMessage
 	// Subscriptions are made on every connection; a filter the broker
 	// refuses is an error.
 	Subscriptions []paho.SubscribeOptions
@@ -43,8 +43,8 @@ type Client struct {
 
 // Connect connects c and returns once its first connection is set up
 // (subscribed, OnUp done), or with an error: a broker that refuses the
-// client or a subscription, or no connection before ctx ends or within
-// 30 s. The connection lives, reconnecting, until life ends.
+// client or a subscription, or no connection before ctx ends. The
+// connection lives, reconnecting, until life ends.
 func Connect(ctx, life context.Context, c Client) (*autopaho.ConnectionManager, error) {
 	var urls []*url.URL
 	for _, b := range c.Brokers {
@@ -61,7 +61,7 @@ func Connect(ctx, life context.Context, c Client) (*autopaho.ConnectionManager, 
 	if err != nil {
 		return nil, err
 	}
-	keepAlive, timeout, backoff := c.KeepAlive, c.ConnectTimeout, c.MinBackoff
+	keepAlive, timeout, backoff, maxBackoff := c.KeepAlive, c.ConnectTimeout, c.MinBackoff, c.MaxBackoff
 	if keepAlive == 0 {
 		keepAlive = 30
 	}
@@ -70,6 +70,9 @@ func Connect(ctx, life context.Context, c Client) (*autopaho.ConnectionManager, 
 	}
 	if backoff <= 0 {
 		backoff = 250 * time.Millisecond
+	}
+	if maxBackoff <= 0 {
+		maxBackoff = 10 * time.Second
 	}
 	ready := make(chan error, 1)
 	var once sync.Once
@@ -82,7 +85,7 @@ func Connect(ctx, life context.Context, c Client) (*autopaho.ConnectionManager, 
 		ConnectUsername:               c.Username,
 		ConnectPassword:               []byte(c.Password),
 		ConnectTimeout:                timeout,
-		ReconnectBackoff:              autopaho.NewExponentialBackoff(backoff, 10*backoff, 2*backoff, 2),
+		ReconnectBackoff:              autopaho.NewExponentialBackoff(backoff, maxBackoff, 2*backoff, 2),
 		WillMessage:                   c.Will,
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
 			go func() {
@@ -121,8 +124,6 @@ func Connect(ctx, life context.Context, c Client) (*autopaho.ConnectionManager, 
 		return cm, err
 	case <-ctx.Done():
 		return cm, fmt.Errorf("no connection to %s: %w", strings.Join(c.Brokers, ", "), ctx.Err())
-	case <-time.After(30 * time.Second):
-		return cm, fmt.Errorf("no connection to %s within 30s", strings.Join(c.Brokers, ", "))
 	}
 }
 

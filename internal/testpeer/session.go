@@ -14,8 +14,9 @@ import (
 // session expiry) that records the payloads it receives, in order.
 type Session struct {
 	*paho.Client
-	mu  sync.Mutex
-	got []string
+	mu     sync.Mutex
+	got    []string
+	topics []string
 }
 
 // Resume connects client id to addr (host:port), anonymously, resuming
@@ -32,6 +33,7 @@ func Resume(t testing.TB, addr, id string, clean bool) (*Session, bool) {
 		func(p paho.PublishReceived) (bool, error) {
 			s.mu.Lock()
 			s.got = append(s.got, string(p.Packet.Payload))
+			s.topics = append(s.topics, p.Packet.Topic)
 			s.mu.Unlock()
 			return true, nil
 		}}})
@@ -52,6 +54,13 @@ func (s *Session) Received() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]string(nil), s.got...)
+}
+
+// Topics returns the topics of the messages received so far.
+func (s *Session) Topics() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.topics...)
 }
 
 // WaitReceived waits until s has n payloads, or for d, and returns what it
