@@ -3,7 +3,6 @@ package audit
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net"
 	"net/url"
@@ -70,17 +69,9 @@ type Env struct {
 }
 
 func newEnv(t *Target, o *Options) (*Env, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: o.Insecure}
-	if o.CAFile != "" {
-		pem, err := os.ReadFile(o.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("--ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--ca %s: no PEM certificate in it", o.CAFile)
-		}
-		cfg.RootCAs = pool
+	cfg, err := mqttconn.TLSConfig(mqttconn.TLS{CA: o.CAFile, Insecure: o.Insecure})
+	if err != nil {
+		return nil, fmt.Errorf("--ca: %w", err)
 	}
 	env := &Env{Target: t, Opts: o, tls: cfg,
 		report: &Report{Target: t.Input, Findings: []Finding{}, Checks: []CheckResult{}, Started: o.Now(), Nmap: "skipped"},
