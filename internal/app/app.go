@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/vigilhq/vigil"
+	"github.com/vigilhq/vigil/internal/alert"
 	"github.com/vigilhq/vigil/internal/broker"
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/coord"
@@ -28,6 +29,7 @@ import (
 	"github.com/vigilhq/vigil/internal/hub"
 	"github.com/vigilhq/vigil/internal/ingest"
 	"github.com/vigilhq/vigil/internal/notify"
+	"github.com/vigilhq/vigil/internal/selfaudit"
 	"github.com/vigilhq/vigil/internal/store"
 	"github.com/vigilhq/vigil/internal/telemetry"
 	"github.com/vigilhq/vigil/internal/users"
@@ -66,15 +68,12 @@ type App struct {
 	Sessions  *users.Sessions
 	demo      *demo
 
-	plans sync.Map // site -> plan name set in the UI
-
-	Notifier    *notify.Notifier
-	Watcher     *watch.Watcher // nil when no broker is watched
-	auditMu     sync.Mutex
-	alerts      alerts
-	auditAlerts auditAlerts
-	notifiedMu  sync.Mutex
-	notified    map[string]bool // events people were told of
+	Notifier   *notify.Notifier
+	Alerts     *alert.Engine
+	Auditor    *selfaudit.Auditor
+	Watcher    *watch.Watcher // nil when no broker is watched
+	notifiedMu sync.Mutex
+	notified   map[string]bool // events people were told of
 
 	closers []func() error // in reverse order of opening
 }
@@ -151,8 +150,6 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 	}
 	a.onClose(a.Broker.Close)
 	a.Hub = &hub.Hub{}
-	a.alerts.list = map[string]Alert{}
-	a.loadAlerts(ctx)
 	a.notified = map[string]bool{}
 	if err := a.openNotify(ctx); err != nil {
 		return nil, err
@@ -201,7 +198,7 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 
 		Notifier:    a.Notifier,
 		NotifyStore: a.Store,
-		Alerts:      func() any { return a.Alerts() },
+		Alerts:      a.Alerts.List,
 		Web:         ui.Handler(),
 		Security:    securityAPI{a},
 	}, log.With("component", "http")); err != nil {
@@ -283,20 +280,8 @@ func (a *App) health(ctx context.Context) error {
 	return nil
 }
 
-// System is the body of GET /api/v1/system.
-type System struct {
-	Version          string            `json:"version"`
-	Started          time.Time         `json:"started"`
-	UptimeSeconds    float64           `json:"uptime_s"`
-	MQTT             map[string]string `json:"mqtt"` // listener kind -> URL
-	HTTP             string            `json:"http"`
-	Anonymous        string            `json:"anonymous"`
-	ClientsConnected int64             `json:"clients_connected"`
-	Demo             bool              `json:"demo"`
-}
-
-func (a *App) system() any {
-	s := System{
+func (a *App) system() httpapi.System {
+	s := httpapi.System{
 		Version:          version.Version,
 		Started:          a.started.UTC(),
 		UptimeSeconds:    time.Since(a.started).Seconds(),

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/vigilhq/vigil/internal/alert"
 	"github.com/vigilhq/vigil/internal/broker"
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/coord"
@@ -37,6 +38,7 @@ func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
 		return fmt.Errorf("clip storage: %w", err)
 	}
 	a.Storage = storage
+	a.Alerts.Add(alert.Disk{Name: "clips", Path: storage})
 
 	a.Detector = detect.New(cfg.Detection, a.Store, log.With("component", "detect"))
 	a.Detector.Mode = func(site string, armed bool) {
@@ -96,14 +98,12 @@ func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
 	default:
 		return fmt.Errorf("agents.runtime %q is not one of process, docker", cfg.Agents.Runtime)
 	}
-	if err := a.loadPlans(ctx); err != nil {
-		return err
-	}
 	c, err = coord.New(coord.Config{Conf: cfg, Storage: storage, PlanFor: a.planFor}, a.Broker, a.Store, a.Runtime, a.finisher(), clog, a.Registry)
 	if err != nil {
 		return err
 	}
 	a.Coord = c
+	a.Alerts.Add(c) // agents lost
 	c.Changed = func(kind string, v any) {
 		a.Hub.Publish(hub.Message{Event: kind, Data: v})
 		a.onChange(kind, v)

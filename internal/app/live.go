@@ -11,9 +11,9 @@ import (
 	"github.com/vigilhq/vigil/internal/users"
 )
 
-// openLive sets up the browser side: sessions, the failed-login limiter,
-// readings to the hub (which the detector and the coordinator already
-// feed), the agents' view and the alerts.
+// openLive sets up the browser side: sessions, readings to the hub (which
+// the detector and the coordinator already feed), and one loop per job:
+// the agents' view, the alerts, the expired sessions.
 func (a *App) openLive() {
 	a.Sessions = &users.Sessions{Store: a.Store, Users: a.Store, Idle: 12 * time.Hour, MaxAge: 7 * 24 * time.Hour}
 
@@ -33,50 +33,46 @@ func (a *App) openLive() {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		a.publishAgents(ctx)
-	}()
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(5 * time.Second)
-		defer t.Stop()
-		for {
-			a.checkAlerts(ctx)
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			case <-a.alerts.kick:
-			}
-		}
-	}()
+	wg.Go(func() { a.publishAgents(ctx) })
+	wg.Go(func() { a.Alerts.Run(ctx) })
+	wg.Go(func() { a.deleteExpiredSessions(ctx) })
 	a.onClose(func() error { cancel(); wg.Wait(); return nil })
 }
 
-// publishAgents sends the agents' view when it changes (at most once a
-// second), and clears expired sessions now and then.
+// publishAgents sends the agents' view when it changes, at most once a
+// second and only while a browser listens.
 func (a *App) publishAgents(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	var last []byte
-	for i := 0; ; i++ {
+	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if a.Hub.Active() {
-			v := a.Coord.View()
-			b, _ := json.Marshal(v)
-			if string(b) != string(last) {
-				last = b
-				a.Hub.Publish(hub.Message{Event: hub.EventAgents, Data: json.RawMessage(b)})
-			}
+		if !a.Hub.Active() {
+			continue
 		}
-		if i%3600 == 0 {
-			a.Store.DeleteExpiredSessions(ctx, time.Now())
+		b, _ := json.Marshal(a.Coord.View())
+		if string(b) != string(last) {
+			last = b
+			a.Hub.Publish(hub.Message{Event: hub.EventAgents, Data: json.RawMessage(b)})
+		}
+	}
+}
+
+// deleteExpiredSessions clears expired browser sessions at start and then
+// every hour.
+func (a *App) deleteExpiredSessions(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		a.Store.DeleteExpiredSessions(ctx, time.Now())
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
 }

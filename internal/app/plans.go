@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"sort"
+	"time"
 
 	"github.com/vigilhq/vigil"
 	"github.com/vigilhq/vigil/internal/conf"
@@ -10,28 +11,17 @@ import (
 	"github.com/vigilhq/vigil/internal/hub"
 )
 
-// loadPlans reads the plans set in the UI, which win over vigil.yaml's
-// sites.<site>.plan.
-func (a *App) loadPlans(ctx context.Context) error {
-	sites, err := a.Store.ListSites(ctx)
-	if err != nil {
-		return err
-	}
-	for _, s := range sites {
-		if s.Plan != "" {
-			a.plans.Store(s.Name, s.Plan)
-		}
-	}
-	return nil
-}
-
-// planFor is a site's plan: the one set in the UI if it still exists,
-// else vigil.yaml's.
+// planFor is a site's plan: the one set in the UI (kept in the store, so
+// that every node sees it) if it still exists, else vigil.yaml's.
 func (a *App) planFor(site string) (string, conf.Plan) {
-	if v, ok := a.plans.Load(site); ok {
-		if _, exists := a.cfg.Plans[v.(string)]; exists {
-			return a.cfg.PlanNamed(v.(string))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if s, err := a.Store.GetSite(ctx, site); err == nil && s.Plan != "" {
+		if _, exists := a.cfg.Plans[s.Plan]; exists {
+			return a.cfg.PlanNamed(s.Plan)
 		}
+	} else if err != nil && vigil.ErrorCode(err) != vigil.ENotFound {
+		a.log.Warn("read the site's plan; using vigil.yaml's", "site", site, "error", err)
 	}
 	return a.cfg.PlanFor(site)
 }
@@ -45,11 +35,6 @@ func (a *App) SetPlan(ctx context.Context, site, plan string) (detect.Site, erro
 	s, err := a.Store.SetPlan(ctx, site, plan)
 	if err != nil {
 		return s, err
-	}
-	if plan == "" {
-		a.plans.Delete(site)
-	} else {
-		a.plans.Store(site, plan)
 	}
 	name, _ := a.planFor(site)
 	a.Hub.Publish(hub.Message{Event: hub.EventSite, Data: hub.Site{Name: site, Armed: s.Armed, Plan: name}})

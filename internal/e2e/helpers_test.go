@@ -150,3 +150,13 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+// settleAlerts checks the alerts now and waits until the notifications
+// they raised are delivered.
+func (ta *testApp) settleAlerts(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ta.Alerts.Check(ctx)
+	must(t, ta.Notifier.Drain(ctx))
+}

@@ -31,7 +31,7 @@ func TestSelfAudit(t *testing.T) {
 	t.Run("local mode", func(t *testing.T) {
 		ta := startApp(t, nil)
 		start := time.Now()
-		rec, err := ta.RunAudit(context.Background(), "manual")
+		rec, err := ta.Auditor.Run(context.Background(), "manual")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -71,7 +71,7 @@ func TestSelfAudit(t *testing.T) {
 		hook := newReceiver(t, 0)
 		ta.apiJSON(t, "POST", "/api/v1/notify/channels", map[string]any{"kind": "webhook", "name": "ops", "url": hook.srv.URL, "kinds": []string{"alert"}, "cooldown_s": 0}, nil)
 		start := time.Now()
-		rec, err := ta.RunAudit(context.Background(), "manual")
+		rec, err := ta.Auditor.Run(context.Background(), "manual")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -107,7 +107,7 @@ func TestSelfAudit(t *testing.T) {
 		// A guess that times out (3 s) counts as wrong: on a CI machine
 		// busy with -race, the right one can; an audit is run again then.
 		for range 3 {
-			if _, err := ta.RunAudit(context.Background(), "manual"); err != nil {
+			if _, err := ta.Auditor.Run(context.Background(), "manual"); err != nil {
 				t.Fatal(err)
 			}
 			if a, _ := find(ta); a != nil {
@@ -125,10 +125,10 @@ func TestSelfAudit(t *testing.T) {
 		})
 		// A second audit with the same finding notifies nothing new.
 		n := len(hook.ok())
-		if _, err := ta.RunAudit(context.Background(), "manual"); err != nil {
+		if _, err := ta.Auditor.Run(context.Background(), "manual"); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(500 * time.Millisecond)
+		ta.settleAlerts(t)
 		if got := len(hook.ok()); got != n {
 			t.Errorf("the same finding was notified again (%d notifications, had %d)", got, n)
 		}
@@ -139,7 +139,7 @@ func TestSelfAudit(t *testing.T) {
 		if after := weak(ta); !after.Since.Equal(before.Since) {
 			t.Errorf("after a restart the alert holds since %v, want %v", after.Since, before.Since)
 		}
-		time.Sleep(time.Second)
+		ta.settleAlerts(t)
 		if got := len(hook.ok()); got != n {
 			t.Errorf("a restart notified the finding again (%d notifications, had %d)", got, n)
 		}
@@ -199,7 +199,7 @@ func TestVigilUpWatchesABroker(t *testing.T) {
 		s := watchStatus()
 		return s.Up && len(s.Outages) == 1 && s.Outages[0].End != nil && !alerted()
 	})
-	time.Sleep(500 * time.Millisecond)
+	ta.settleAlerts(t)
 	down := 0
 	for _, r := range hook.ok() {
 		if strings.Contains(string(r.body), "site-a") {
@@ -252,7 +252,7 @@ func TestBlocksAreNotifiedOncePerEpisode(t *testing.T) {
 	guess("guesser-1")
 	testkit.WaitFor(t, 5*time.Second, "the address blocked", func() bool { return slices.Contains(blocked(), "127.0.0.1") })
 	testkit.WaitFor(t, 5*time.Second, "the notification", func() bool { return notes() == 1 })
-	time.Sleep(time.Second) // the next alert checks see the same block
+	ta.settleAlerts(t) // another check sees the same block
 	if n := notes(); n != 1 {
 		t.Errorf("%d notifications for one block, want 1", n)
 	}
@@ -415,7 +415,7 @@ func TestPasswordGuessesShareOneBudgetAcrossHTTPAndMQTT(t *testing.T) {
 // real refusal stays visible.
 func TestTheSelfAuditIsQuietAndLocksNobodyOut(t *testing.T) {
 	ta := startApp(t, nil)
-	rec, err := ta.RunAudit(context.Background(), "manual")
+	rec, err := ta.Auditor.Run(context.Background(), "manual")
 	must(t, err)
 	logs := ta.logs.String()
 	for _, line := range strings.Split(logs, "\n") {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vigilhq/vigil/internal/alert"
 	"github.com/vigilhq/vigil/internal/coord"
 	"github.com/vigilhq/vigil/internal/hub"
 	"github.com/vigilhq/vigil/internal/notify"
@@ -59,7 +60,7 @@ func allDeps(t *testing.T) Deps {
 		Devices:  fakeDevices{},
 		Auth:     viewerAuth{},
 		Health:   func(context.Context) error { return nil },
-		System:   func() any { return map[string]any{} },
+		System:   func() System { return System{} },
 		Gatherer: prometheus.NewRegistry(),
 
 		Hub:      &hub.Hub{},
@@ -79,7 +80,7 @@ func allDeps(t *testing.T) Deps {
 
 		Notifier:    fakeNotifier{},
 		NotifyStore: fakeNotifyStore{},
-		Alerts:      func() any { return []any{} },
+		Alerts:      func() []alert.Alert { return []alert.Alert{} },
 		Web:         http.NotFoundHandler(),
 		Security:    fakeSecurity{},
 

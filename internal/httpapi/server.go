@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/vigilhq/vigil"
+	"github.com/vigilhq/vigil/internal/alert"
 	"github.com/vigilhq/vigil/internal/coord"
 	"github.com/vigilhq/vigil/internal/hub"
 	"github.com/vigilhq/vigil/internal/notify"
@@ -51,7 +52,7 @@ type Deps struct {
 	Devices  Devices
 	Auth     Authenticator
 	Health   func(ctx context.Context) error // nil error: healthy
-	System   func() any                      // GET /api/v1/system
+	System   func() System                   // GET /api/v1/system
 	Gatherer prometheus.Gatherer
 
 	// Hub feeds GET /api/v1/stream (server-sent events).
@@ -92,7 +93,19 @@ type Deps struct {
 	// Notifications (nil: not served) and the alerts that hold now.
 	Notifier    Notifier
 	NotifyStore notify.Store
-	Alerts      func() any
+	Alerts      func() []alert.Alert
+}
+
+// System is the body of GET /api/v1/system.
+type System struct {
+	Version          string            `json:"version"`
+	Started          time.Time         `json:"started"`
+	UptimeSeconds    float64           `json:"uptime_s"`
+	MQTT             map[string]string `json:"mqtt"` // listener kind -> URL
+	HTTP             string            `json:"http"`
+	Anonymous        string            `json:"anonymous"`
+	ClientsConnected int64             `json:"clients_connected"`
+	Demo             bool              `json:"demo"`
 }
 
 // Server is the running HTTP server.
@@ -303,7 +316,7 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) system(w http.ResponseWriter, r *http.Request) (any, error) {
 	if s.deps.System == nil {
-		return map[string]any{}, nil
+		return System{}, nil
 	}
 	return s.deps.System(), nil
 }

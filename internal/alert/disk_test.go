@@ -1,4 +1,4 @@
-package app
+package alert
 
 import "testing"
 
@@ -19,7 +19,7 @@ func TestDiskAlmostFullIsRelativeToTheVolume(t *testing.T) {
 		{200 * GiB, 9 * GiB, true},
 		{4096 * GiB, 500 * MiB, true}, // 0.01 % and under 512 MiB
 	} {
-		if got := diskAlmostFull(c.size, c.free); got != c.want {
+		if got := almostFull(c.size, c.free); got != c.want {
 			t.Errorf("%d MiB free of %d MiB: almost full %v, want %v", c.free/MiB, c.size/MiB, got, c.want)
 		}
 	}
