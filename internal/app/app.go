@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/vigilhq/vigil"
+	"github.com/vigilhq/vigil/internal/agentrt"
 	"github.com/vigilhq/vigil/internal/alert"
 	"github.com/vigilhq/vigil/internal/broker"
 	"github.com/vigilhq/vigil/internal/conf"
@@ -62,7 +63,7 @@ type App struct {
 	HTTP      *httpapi.Server
 	Detector  *detect.Detector
 	Coord     *coord.Coordinator
-	Runtime   coord.Runtime
+	Runtime   agentrt.Runtime
 	Storage   string // clip storage root
 	Hub       *hub.Hub
 	Sessions  *users.Sessions

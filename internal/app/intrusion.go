@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/vigilhq/vigil/internal/agentrt"
 	"github.com/vigilhq/vigil/internal/alert"
 	"github.com/vigilhq/vigil/internal/broker"
 	"github.com/vigilhq/vigil/internal/conf"
@@ -56,8 +57,6 @@ func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 
-	var c *coord.Coordinator
-	exited := func(id string, err error) { c.RuntimeExited()(id, err) }
 	switch cfg.Agents.Runtime {
 	case conf.RuntimeProcess:
 		bin := cfg.Agents.Binary
@@ -70,16 +69,16 @@ func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
 		if url == "" {
 			url = a.Broker.URL(broker.WS)
 		}
-		a.Runtime = &coord.ProcessRuntime{
+		a.Runtime = &agentrt.Process{
 			Binary: bin, Broker: url, Listen: cfg.Agents.Listen, Storage: storage,
-			LogDir: filepath.Join(cfg.Data.Dir, "agents"), Exited: exited, Log: clog,
+			LogDir: filepath.Join(cfg.Data.Dir, "agents"), Log: clog,
 		}
 	case conf.RuntimeDocker:
 		dir, _ := filepath.Abs(cfg.Data.Dir)
 		sum := sha256.Sum256([]byte(dir))
-		rt := &coord.DockerRuntime{
+		rt := &agentrt.Docker{
 			Image: cfg.Agents.DockerImage, Network: cfg.Agents.DockerNetwork, Storage: storage,
-			Instance: hex.EncodeToString(sum[:6]), OwnStorage: ownStorage, Exited: exited, Log: clog,
+			Instance: hex.EncodeToString(sum[:6]), OwnStorage: ownStorage, Log: clog,
 			Memory: noLimit(cfg.Agents.DockerMemory), PidsLimit: noLimit(cfg.Agents.DockerPids),
 		}
 		gw, err := rt.Setup(ctx)
@@ -98,7 +97,9 @@ func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
 	default:
 		return fmt.Errorf("agents.runtime %q is not one of process, docker", cfg.Agents.Runtime)
 	}
-	c, err = coord.New(coord.Config{Conf: cfg, Storage: storage, PlanFor: a.planFor}, a.Broker, a.Store, a.Runtime, a.finisher(), clog, a.Registry)
+	ccfg := coord.ConfigFrom(cfg, storage)
+	ccfg.PlanFor = a.planFor // the UI's plans win over vigil.yaml's
+	c, err := coord.New(ccfg, a.Broker, a.Store, a.Runtime, a.finisher(), clog, a.Registry)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vigilhq/vigil/internal/agentrt"
 	"github.com/vigilhq/vigil/internal/ingest"
 	"github.com/vigilhq/vigil/internal/rnd"
 	"github.com/vigilhq/vigil/internal/users"
@@ -35,6 +36,7 @@ type agentState struct {
 	lastSeen     time.Time
 	emptySince   time.Time
 	startedAt    time.Time
+	seq          int // order of start: agents started earlier have lower ones
 	readyAt      time.Time
 	lostAt       time.Time
 	reason       string // why it was started
@@ -102,7 +104,7 @@ func (c *Coordinator) startAgent(pool, reason string) *agentState {
 	id := fmt.Sprintf("%s-%d", c.instance, c.nextID)
 	a := &agentState{
 		id: id, username: agentUsername(id), pool: pool, status: agentStarting,
-		capacity: c.cfg.Conf.Agents.Capacity, streams: map[string]*stream{}, startedAt: time.Now(), reason: reason,
+		capacity: c.cfg.Agents.Capacity, streams: map[string]*stream{}, startedAt: c.now(), seq: c.nextID, reason: reason,
 	}
 	password := rnd.Hex(18)
 	c.broker.AddCredential(a.username, password, &users.User{
@@ -117,14 +119,14 @@ func (c *Coordinator) startAgent(pool, reason string) *agentState {
 		reason += " (site " + pool + ")"
 	}
 	c.history(what, id, "", reason)
-	spec := AgentSpec{ID: id, Username: a.username, Password: password, Capacity: a.capacity, Idle: c.cfg.Conf.Agents.Idle, Site: pool}
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	spec := agentrt.Spec{ID: id, Username: a.username, Password: password, Capacity: a.capacity, Idle: c.cfg.Agents.Idle, Site: pool}
+	c.calls.Go(func() {
+		ctx, cancel := context.WithTimeout(c.starts, 2*time.Minute)
 		defer cancel()
-		if err := c.runtime.Start(ctx, spec); err != nil {
+		if err := c.runtime.Start(ctx, spec, func(err error) { c.onRuntimeExit(id, err) }); err != nil {
 			c.do(func() { c.startFailed(id, err) })
 		}
-	}()
+	})
 	return a
 }
 
@@ -138,7 +140,7 @@ func (c *Coordinator) startFailed(id string, err error) {
 	c.broker.RemoveCredential(a.username)
 	c.startFailures++
 	backoff := min(time.Second<<min(c.startFailures, 6), time.Minute)
-	c.startBlockedUntil = time.Now().Add(backoff)
+	c.startBlockedUntil = c.now().Add(backoff)
 	c.history("start_failed", id, "", fmt.Sprintf("%v; next try in %v", err, backoff))
 }
 
@@ -150,7 +152,7 @@ func (c *Coordinator) onHeartbeat(id string, hb ingest.Heartbeat, from net.IP) {
 	if a == nil || a.status == agentStopping {
 		return
 	}
-	a.lastSeen = time.Now()
+	a.lastSeen = c.now()
 	hadAddr := a.addr != ""
 	// Cameras are sent to this address: only one on the host the agent
 	// connects from, or none (and no new streams for the agent).
@@ -194,7 +196,7 @@ func (c *Coordinator) onAgentState(id, state string) {
 			c.lost(a, "said offline (last will)")
 		}
 	case ingest.StateEmpty, ingest.StateBusy, ingest.StateFull:
-		a.lastSeen = time.Now()
+		a.lastSeen = c.now()
 		c.m.agentStates.WithLabelValues(state).Inc()
 		if (a.status == agentStarting || a.status == agentLost) && a.addr != "" {
 			c.ready(a)
@@ -205,8 +207,8 @@ func (c *Coordinator) onAgentState(id, state string) {
 func (c *Coordinator) ready(a *agentState) {
 	first := a.status == agentStarting
 	a.status = agentReady
-	a.readyAt = time.Now()
-	a.emptySince = time.Now()
+	a.readyAt = c.now()
+	a.emptySince = c.now()
 	if first {
 		c.startFailures = 0
 		took := a.readyAt.Sub(a.startedAt)
@@ -224,7 +226,7 @@ func (c *Coordinator) lost(a *agentState, why string) {
 		return
 	}
 	a.status = agentLost
-	a.lostAt = time.Now()
+	a.lostAt = c.now()
 	c.history("agent_lost", a.id, "", why)
 	for _, st := range a.streams {
 		delete(a.streams, st.id)
@@ -233,7 +235,7 @@ func (c *Coordinator) lost(a *agentState, why string) {
 	c.drainQueue()
 }
 
-// onRuntimeExit is called by runtimes when an agent exits on its own.
+// onRuntimeExit is called by the runtime when an agent exits on its own.
 func (c *Coordinator) onRuntimeExit(id string, err error) {
 	c.do(func() {
 		if a := c.agents[id]; a != nil && a.status != agentStopping {
@@ -242,14 +244,10 @@ func (c *Coordinator) onRuntimeExit(id string, err error) {
 	})
 }
 
-// RuntimeExited returns the callback runtimes call when an agent they run
-// exits without being asked to.
-func (c *Coordinator) RuntimeExited() func(id string, err error) { return c.onRuntimeExit }
-
 // tick runs the timers: silent agents, stuck streams, scaling.
 func (c *Coordinator) tick() {
-	now := time.Now()
-	cfg := c.cfg.Conf.Agents
+	now := c.now()
+	cfg := c.cfg.Agents
 	for _, a := range c.agents {
 		switch {
 		case a.status == agentReady && now.Sub(a.lastSeen) > cfg.HeartbeatTimeout:
@@ -286,7 +284,7 @@ func (c *Coordinator) liveAgents() int {
 // autoscale starts agents for queued streams, pool by pool, unless agents
 // already starting will have room for them or the pool is at its maximum.
 func (c *Coordinator) autoscale() {
-	if c.closing || time.Now().Before(c.startBlockedUntil) {
+	if c.closing || c.now().Before(c.startBlockedUntil) {
 		return
 	}
 	need := map[string]int{}
@@ -304,13 +302,13 @@ func (c *Coordinator) autoscale() {
 				starting += a.capacity
 			}
 		}
-		max := c.cfg.Conf.Agents.Max
+		max := c.cfg.Agents.Max
 		if pool != "" {
 			max = 1
 		}
 		for starting < n && total < max {
 			c.startAgent(pool, fmt.Sprintf("%d stream(s) waiting, every agent full", n))
-			starting += c.cfg.Conf.Agents.Capacity
+			starting += c.cfg.Agents.Capacity
 			total++
 		}
 		if starting < n && total >= max {
@@ -333,13 +331,13 @@ func (c *Coordinator) scaleDown(now time.Time) {
 	}
 	var victim *agentState
 	for _, a := range c.agents {
-		if a.status != agentReady || len(a.streams) > 0 || now.Sub(a.emptySince) < c.cfg.Conf.Agents.ScaleDownCooldown {
+		if a.status != agentReady || len(a.streams) > 0 || now.Sub(a.emptySince) < c.cfg.Agents.ScaleDownCooldown {
 			continue
 		}
-		if a.pool == "" && shared <= c.cfg.Conf.Agents.Min {
+		if a.pool == "" && shared <= c.cfg.Agents.Min {
 			continue
 		}
-		if victim == nil || a.startedAt.After(victim.startedAt) {
+		if victim == nil || a.seq > victim.seq {
 			victim = a
 		}
 	}
@@ -355,7 +353,7 @@ func (c *Coordinator) stopAgent(a *agentState) {
 		delete(a.streams, st.id)
 		c.interrupted(st, "agent "+a.id+" stopped")
 	}
-	go func() {
+	c.calls.Go(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		err := c.runtime.Stop(ctx, a.id)
@@ -366,5 +364,5 @@ func (c *Coordinator) stopAgent(a *agentState) {
 			delete(c.agents, a.id)
 			c.broker.RemoveCredential(a.username)
 		})
-	}()
+	})
 }

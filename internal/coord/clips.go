@@ -56,12 +56,12 @@ func (c *Coordinator) finishClip(ctx context.Context, cl *Clip) {
 	}
 	start := time.Now()
 	fin := *c.finisher
-	if !c.cfg.Conf.Recording.Transcode {
+	if !c.cfg.Recording.Transcode {
 		fin.FFmpeg = ""
 	}
 	info, err := fin.Finish(ctx, paths, filepath.Join(dir, "clip.mp4"), filepath.Join(dir, "thumb.jpg"))
 	c.m.finishSeconds.Observe(time.Since(start).Seconds())
-	now := time.Now()
+	now := c.now()
 	cl.Finished = &now
 	cl.Segments = segs
 	if err != nil {
@@ -113,7 +113,7 @@ const quotaEvery = 10 * time.Second
 // watchQuota applies the disk quota every quotaEvery until the
 // coordinator stops.
 func (c *Coordinator) watchQuota() {
-	if c.cfg.Conf.Retention.MaxBytes <= 0 {
+	if c.cfg.Retention.MaxBytes <= 0 {
 		return
 	}
 	t := time.NewTicker(quotaEvery)
@@ -135,7 +135,7 @@ func (c *Coordinator) watchQuota() {
 // counts (clips, thumbnails, the segments of clips still recording or
 // finishing). Called with retMu held.
 func (c *Coordinator) enforceQuota(ctx context.Context) {
-	quota := c.cfg.Conf.Retention.MaxBytes
+	quota := c.cfg.Retention.MaxBytes
 	if quota <= 0 {
 		return
 	}
@@ -242,7 +242,7 @@ func (c *Coordinator) recover(ctx context.Context) {
 	for i := range evs {
 		ev := evs[i]
 		ev.State = detect.EventPartial
-		now := time.Now()
+		now := c.now()
 		ev.End = &now
 		if err := c.store.SaveEvent(ctx, &ev); err != nil && !errors.Is(err, context.Canceled) {
 			c.log.Warn("recover event", "event", ev.ID, "error", err)

@@ -15,6 +15,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vigilhq/vigil/internal/agentrt"
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/detect"
 	"github.com/vigilhq/vigil/internal/media"
@@ -58,61 +60,43 @@ type Store interface {
 	AddHistory(ctx context.Context, h *HistoryEntry) error
 }
 
-// Runtime starts and stops agents. Its implementations run them as child
-// processes or as Docker containers.
-type Runtime interface {
-	Name() string
-	// Start launches an agent; it returns once the agent is launched, not
-	// necessarily connected (the coordinator waits for its first
-	// heartbeat).
-	Start(ctx context.Context, spec AgentSpec) error
-	// Stop stops an agent and waits for it to be gone.
-	Stop(ctx context.Context, id string) error
-	Close() error
-}
-
-// siteDirMaker is a Runtime whose agents may be unable to make a site's
-// directory in the clip storage themselves (Docker agents of a root vigil
-// up, in a storage root that is not theirs): the coordinator has it made
-// before it sends an agent to record there.
-type siteDirMaker interface {
-	MakeSiteDir(site string) error
-}
-
-// AgentSpec is what a runtime needs to start an agent.
-type AgentSpec struct {
-	ID       string
-	Username string
-	Password string
-	Capacity int
-	Idle     time.Duration
-	// Site is the site an agent dedicated to one serves ("" for the shared
-	// pool): a runtime that can may give it that site's clips only.
-	Site string
-}
-
-// Config configures the coordinator.
+// Config configures the coordinator: the parts of vigil.yaml it uses.
 type Config struct {
-	Conf    *conf.Config // agents, recording, retention, plans, sites, cameras, zones
-	Storage string       // the clip storage root on this host
-	// PlanFor returns a site's plan; nil means Conf.PlanFor (the UI may
-	// set a site's plan, which wins over vigil.yaml).
+	Agents    conf.Agents
+	Recording conf.Recording
+	Retention conf.Retention
+	Cameras   map[string]conf.Camera // priorities that win over the cameras' meta
+	Zones     map[string]conf.Zone   // sensors and the cameras that record for them
+	Storage   string                 // the clip storage root on this host
+	// PlanFor returns a site's plan (vigil.yaml's, or the one set in the
+	// UI).
 	PlanFor func(site string) (string, conf.Plan)
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Tick is how often the timers run (heartbeats, stuck streams,
+	// scaling); 0 means 200 ms, negative never (tests run them).
+	Tick time.Duration
 }
 
-func (c *Coordinator) planFor(site string) (string, conf.Plan) {
-	if c.cfg.PlanFor != nil {
-		return c.cfg.PlanFor(site)
+// ConfigFrom returns the coordinator's part of vigil.yaml, with plans
+// from vigil.yaml only.
+func ConfigFrom(cfg *conf.Config, storage string) Config {
+	return Config{
+		Agents: cfg.Agents, Recording: cfg.Recording, Retention: cfg.Retention,
+		Cameras: cfg.Cameras, Zones: cfg.Detection.Zones, Storage: storage, PlanFor: cfg.PlanFor,
 	}
-	return c.cfg.Conf.PlanFor(site)
 }
+
+func (c *Coordinator) planFor(site string) (string, conf.Plan) { return c.cfg.PlanFor(site) }
+
+func (c *Coordinator) now() time.Time { return c.cfg.Now() }
 
 // Coordinator is the running coordinator.
 type Coordinator struct {
 	cfg      Config
 	broker   Broker
 	store    Store
-	runtime  Runtime
+	runtime  agentrt.Runtime
 	finisher *media.Finisher
 	log      *slog.Logger
 	m        *metrics
@@ -126,7 +110,12 @@ type Coordinator struct {
 	// every quotaEvery while clips record).
 	retMu sync.Mutex
 	stop  chan struct{}
-	wg    sync.WaitGroup
+	wg    sync.WaitGroup // the loop, the finisher, the quota watch
+	// calls are the runtime's Start and Stop under way; their results
+	// come back to the loop. Close cancels starts.
+	calls       sync.WaitGroup
+	starts      context.Context
+	cancelStart context.CancelFunc
 
 	// Owned by the loop goroutine.
 	agents   map[string]*agentState
@@ -138,9 +127,11 @@ type Coordinator struct {
 	nextID   int
 	instance string
 
-	startFailures     int       // agent starts that failed in a row
-	startBlockedUntil time.Time // no new agent before this (backoff)
-	closing           bool      // Close has begun
+	startFailures     int           // agent starts that failed in a row
+	startBlockedUntil time.Time     // no new agent before this (backoff)
+	closing           bool          // Close has begun
+	settled           chan struct{} // closed once no stream is live on an agent (Close)
+	closeGrace        time.Duration // how long Close waits for the agents' last reports
 
 	viewMu sync.Mutex
 	view   View
@@ -159,19 +150,29 @@ func (c *Coordinator) changed(kind string, v any) {
 }
 
 // New returns a coordinator; Start runs it.
-func New(cfg Config, b Broker, st Store, rt Runtime, fin *media.Finisher, log *slog.Logger, reg prometheus.Registerer) (*Coordinator, error) {
+func New(cfg Config, b Broker, st Store, rt agentrt.Runtime, fin *media.Finisher, log *slog.Logger, reg prometheus.Registerer) (*Coordinator, error) {
+	if cfg.PlanFor == nil {
+		return nil, errors.New("coord: Config.PlanFor is nil")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Tick == 0 {
+		cfg.Tick = 200 * time.Millisecond
+	}
 	c := &Coordinator{
 		cfg: cfg, broker: b, store: st, runtime: rt, finisher: fin, log: log,
 		in: make(chan func(), 4096), loopDone: make(chan struct{}), saves: newSaver(), jobs: make(chan string, 4096), stop: make(chan struct{}),
 		agents: map[string]*agentState{}, streams: map[string]*stream{}, byCamera: map[string]*stream{},
 		devices: map[string]*deviceInfo{}, events: map[string]*eventState{},
-		instance: rnd.Hex(3), refusals: ratelog.New(log, time.Minute),
+		instance: rnd.Hex(3), refusals: ratelog.New(log, time.Minute), closeGrace: 2 * time.Second,
 	}
 	m, err := newMetrics(reg, rt.Name())
 	if err != nil {
 		return nil, err
 	}
 	c.m = m
+	c.starts, c.cancelStart = context.WithCancel(context.Background())
 	go c.saves.run() // until Close
 	return c, nil
 }
@@ -188,7 +189,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	go func() { defer c.wg.Done(); c.watchQuota() }()
 	c.recover(ctx)
 	c.do(func() {
-		for range c.cfg.Conf.Agents.Min {
+		for range c.cfg.Agents.Min {
 			c.startAgent("", "min agents")
 		}
 	})
@@ -204,17 +205,22 @@ func (c *Coordinator) do(f func()) {
 }
 
 func (c *Coordinator) loop() {
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
+	var tick <-chan time.Time
+	if c.cfg.Tick > 0 {
+		t := time.NewTicker(c.cfg.Tick)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		select {
 		case f := <-c.in:
 			f()
-		case <-t.C:
+		case <-tick:
 			c.tick()
 		case <-c.stop:
 			return
 		}
+		c.settleCheck()
 		c.publishView()
 	}
 }
@@ -233,21 +239,29 @@ func (c *Coordinator) Close() error {
 		close(done)
 	})
 	<-done
+	c.cancelStart() // an agent starting now is stopped by the runtime's Close
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, id := range ids {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			if err := c.runtime.Stop(ctx, id); err != nil {
 				c.log.Warn("stop agent", "agent", id, "error", err)
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	// Let the agents' last segment reports in, then stop.
-	time.Sleep(100 * time.Millisecond)
+	c.calls.Wait() // what they report is run before the streams finish
+	// The agents' last segment reports may still be on their way through
+	// the broker: they are waited for, a little.
+	settled := make(chan struct{})
+	c.do(func() { c.settled = settled })
+	t := time.NewTimer(c.closeGrace)
+	select {
+	case <-settled:
+	case <-t.C:
+	}
+	t.Stop()
 	flushed := make(chan struct{})
 	c.do(func() {
 		for _, st := range c.streams {
@@ -267,11 +281,27 @@ func (c *Coordinator) Close() error {
 	return c.runtime.Close()
 }
 
+// settleCheck closes c.settled once no stream is live on an agent.
+func (c *Coordinator) settleCheck() {
+	if c.settled == nil {
+		return
+	}
+	for _, a := range c.agents {
+		for _, st := range a.streams {
+			if st.state == streamLive {
+				return
+			}
+		}
+	}
+	close(c.settled)
+	c.settled = nil
+}
+
 // history records a decision.
 func (c *Coordinator) history(action, agent, camera, reason string) {
 	// Counted from the streams' own state: a decision may be recorded
 	// while the queue is being drained.
-	h := &HistoryEntry{At: time.Now(), Action: action, Agent: agent, Camera: camera, Reason: reason, Agents: c.liveAgents()}
+	h := &HistoryEntry{At: c.now(), Action: action, Agent: agent, Camera: camera, Reason: reason, Agents: c.liveAgents()}
 	for _, a := range c.agents {
 		h.Streams += len(a.streams)
 	}

@@ -49,7 +49,7 @@ func (c *Coordinator) Watch(streamID string) (release func()) {
 			c.do(func() {
 				if st := c.streams[streamID]; st != nil {
 					st.viewers--
-					st.lastViewer = time.Now()
+					st.lastViewer = c.now()
 				}
 			})
 		})
@@ -121,7 +121,7 @@ func (c *Coordinator) Live(ctx context.Context, site, camera string) (StreamView
 		st := &stream{
 			id: newID(), ssrc: randomSSRC(), site: site, camera: camera, clientID: d.clientID, clientKnown: !d.guessed && d.clientID != "", pool: pool,
 			priority: livePriority + c.priority(d), live: true, token: rnd.Hex(16),
-			duration: time.Duration(c.cfg.Conf.Recording.LiveSeconds) * time.Second,
+			duration: time.Duration(c.cfg.Recording.LiveSeconds) * time.Second,
 		}
 		c.streams[st.id] = st
 		c.byCamera[key(site, camera)] = st

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigilhq/vigil/internal/agentrt"
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/coord"
 	"github.com/vigilhq/vigil/internal/media"
@@ -18,10 +19,10 @@ import (
 
 type noRuntime struct{}
 
-func (noRuntime) Name() string                                 { return "none" }
-func (noRuntime) Start(context.Context, coord.AgentSpec) error { return nil }
-func (noRuntime) Stop(context.Context, string) error           { return nil }
-func (noRuntime) Close() error                                 { return nil }
+func (noRuntime) Name() string                                           { return "none" }
+func (noRuntime) Start(context.Context, agentrt.Spec, func(error)) error { return nil }
+func (noRuntime) Stop(context.Context, string) error                     { return nil }
+func (noRuntime) Close() error                                           { return nil }
 
 // makeClips stores n ready clips of site, one a minute, each with a 1 KB
 // file; it returns their directories, oldest first.
@@ -48,7 +49,7 @@ func makeClips(t *testing.T, st *store.Store, storage, site string, n int) []str
 
 func newCoordinator(t *testing.T, cfg *conf.Config, st *store.Store, storage string) *coord.Coordinator {
 	t.Helper()
-	c, err := coord.New(coord.Config{Conf: cfg, Storage: storage}, nil, st, noRuntime{}, media.NewFinisher(), slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	c, err := coord.New(coord.ConfigFrom(cfg, storage), nil, st, noRuntime{}, media.NewFinisher(), slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/vigilhq/vigil/internal/agentrt"
 	"github.com/vigilhq/vigil/internal/detect"
 	"github.com/vigilhq/vigil/internal/hub"
 	"github.com/vigilhq/vigil/internal/ingest"
@@ -124,7 +125,7 @@ func (c *Coordinator) camerasFor(site, sensor string) []*deviceInfo {
 			}
 		}
 	}
-	for _, z := range c.cfg.Conf.Detection.Zones {
+	for _, z := range c.cfg.Zones {
 		if slices.Contains(z.Sensors, sensor) {
 			for _, cam := range z.Cameras {
 				if d := c.devices[cam]; d != nil {
@@ -142,7 +143,7 @@ func (c *Coordinator) camerasFor(site, sensor string) []*deviceInfo {
 
 // priority is a camera's priority: config wins over its meta.
 func (c *Coordinator) priority(d *deviceInfo) int {
-	if cc, ok := c.cfg.Conf.Cameras[d.id]; ok && cc.Priority != 0 {
+	if cc, ok := c.cfg.Cameras[d.id]; ok && cc.Priority != 0 {
 		return cc.Priority
 	}
 	return d.meta.Priority
@@ -168,12 +169,12 @@ func (c *Coordinator) onDetection(d detect.Detection) {
 	switch {
 	case len(cams) == 0:
 		ev.State = detect.EventNoCamera
-		now := time.Now()
+		now := c.now()
 		ev.End = &now
 		c.log.Warn("detection with no camera to record it", "site", d.Site, "sensor", d.Sensor)
 	case len(todo) == 0:
 		ev.State = detect.EventMerged
-		now := time.Now()
+		now := c.now()
 		ev.End = &now
 	}
 	c.saveEvent(ev)
@@ -240,7 +241,7 @@ func (c *Coordinator) newStream(cam *deviceInfo, es *eventState, at time.Time) *
 	st := &stream{
 		id: newID(), ssrc: randomSSRC(), site: cam.site, camera: cam.id, clientID: cam.clientID, clientKnown: !cam.guessed && cam.clientID != "", pool: pool,
 		priority: c.priority(cam), ev: es, clip: clip, token: rnd.Hex(16),
-		duration: time.Duration(c.cfg.Conf.Recording.ClipSeconds) * time.Second,
+		duration: time.Duration(c.cfg.Recording.ClipSeconds) * time.Second,
 	}
 	c.streams[st.id] = st
 	c.byCamera[key(cam.site, cam.id)] = st
@@ -252,7 +253,7 @@ func (c *Coordinator) request(st *stream) {
 	st.state = streamQueued
 	st.agent = nil
 	if st.queuedAt.IsZero() {
-		st.queuedAt = time.Now()
+		st.queuedAt = c.now()
 	}
 	c.queue = append(c.queue, st)
 	slices.SortStableFunc(c.queue, func(a, b *stream) int {
@@ -295,14 +296,14 @@ func (c *Coordinator) assign(st *stream) bool {
 		if a.status != agentReady || a.pool != st.pool || a.free() <= 0 || a.addr == "" {
 			continue
 		}
-		if best == nil || len(a.streams) > len(best.streams) || (len(a.streams) == len(best.streams) && a.startedAt.Before(best.startedAt)) {
+		if best == nil || len(a.streams) > len(best.streams) || (len(a.streams) == len(best.streams) && a.seq < best.seq) {
 			best = a
 		}
 	}
 	if best == nil {
 		return false
 	}
-	now := time.Now()
+	now := c.now()
 	st.agent = best
 	best.streams[st.id] = st
 	st.segIndex++
@@ -315,7 +316,7 @@ func (c *Coordinator) assign(st *stream) bool {
 	if st.live {
 		cmd.LiveOnly = true
 	} else {
-		if m, ok := c.runtime.(siteDirMaker); ok {
+		if m, ok := c.runtime.(agentrt.SiteDirMaker); ok {
 			if err := m.MakeSiteDir(st.site); err != nil {
 				c.log.Warn("cannot make the site's clip directory", "site", st.site, "error", err)
 			}
@@ -371,7 +372,7 @@ func (c *Coordinator) onSegment(agentID string, r ingest.SegmentReport) {
 	if st == nil || st.agent == nil || st.agent.id != agentID {
 		return // a report for a stream that moved on
 	}
-	now := time.Now()
+	now := c.now()
 	switch r.State {
 	case ingest.SegmentExpecting:
 		if st.state != streamExpecting {
@@ -398,7 +399,7 @@ func (c *Coordinator) onSegment(agentID string, r ingest.SegmentReport) {
 		}
 		st.liveAt = now
 		remaining := st.remaining(now)
-		st.deadline = now.Add(remaining + 3*c.cfg.Conf.Agents.Idle + 10*time.Second)
+		st.deadline = now.Add(remaining + 3*c.cfg.Agents.Idle + 10*time.Second)
 		host, port, _ := net.SplitHostPort(st.agent.addr)
 		var p int
 		fmt.Sscan(port, &p)
@@ -417,7 +418,7 @@ func (c *Coordinator) onSegment(agentID string, r ingest.SegmentReport) {
 			cmd.EventID = st.ev.ev.ID
 		}
 		if first && !st.live {
-			cmd.PreRoll = c.cfg.Conf.Recording.PreRollSeconds
+			cmd.PreRoll = c.cfg.Recording.PreRollSeconds
 		}
 		c.publish(ingest.CameraTopic(st.site, st.camera, ingest.CameraCmd), cmd)
 	case ingest.SegmentRecording:
@@ -461,7 +462,7 @@ func (c *Coordinator) interrupted(st *stream, why string) {
 		return
 	}
 	st.clip.Interrupted = st.clip.Interrupted || st.segIndex > 0 && st.state == streamLive
-	now := time.Now()
+	now := c.now()
 	if st.state == streamLive && st.agent != nil && st.since.IsZero() {
 		// What the agent stored is on disk up to a fragment before it was
 		// last heard of (a heartbeat a second).
@@ -586,7 +587,7 @@ func (c *Coordinator) clipFinished(cl Clip) {
 		return
 	}
 	delete(c.events, cl.EventID)
-	now := time.Now()
+	now := c.now()
 	es.ev.End = &now
 	es.ev.State = detect.EventRecorded
 	if es.partial {

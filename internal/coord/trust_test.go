@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/vigilhq/vigil/internal/agentrt"
 	"github.com/vigilhq/vigil/internal/broker"
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/coord"
@@ -46,10 +47,10 @@ func user(name, role string) *users.User {
 
 // scriptedRuntime hands the test the agents the coordinator starts; the
 // test connects them itself (fakeAgent).
-type scriptedRuntime struct{ specs chan coord.AgentSpec }
+type scriptedRuntime struct{ specs chan agentrt.Spec }
 
 func (r scriptedRuntime) Name() string { return "scripted" }
-func (r scriptedRuntime) Start(_ context.Context, spec coord.AgentSpec) error {
+func (r scriptedRuntime) Start(_ context.Context, spec agentrt.Spec, _ func(error)) error {
 	r.specs <- spec
 	return nil
 }
@@ -89,11 +90,11 @@ func startControl(t *testing.T) *control {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	rt := scriptedRuntime{specs: make(chan coord.AgentSpec, 4)}
+	rt := scriptedRuntime{specs: make(chan agentrt.Spec, 4)}
 	reg := prometheus.NewRegistry()
 	fin := media.NewFinisher()
 	fin.FFmpeg = ""
-	c, err := coord.New(coord.Config{Conf: cfg, Storage: t.TempDir()}, b, st, rt, fin, log, reg)
+	c, err := coord.New(coord.ConfigFrom(cfg, t.TempDir()), b, st, rt, fin, log, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +267,7 @@ type fakeAgent struct {
 	cmds []ingest.AgentCommand
 }
 
-func newFakeAgent(t *testing.T, ctl *control, spec coord.AgentSpec) *fakeAgent {
+func newFakeAgent(t *testing.T, ctl *control, spec agentrt.Spec) *fakeAgent {
 	t.Helper()
 	a := &fakeAgent{id: spec.ID, addr: "127.0.0.1:40000"}
 	a.mqtt = ctl.connect(t, ingest.AgentClientID(spec.ID), spec.Username, spec.Password, ingest.AgentTopic(spec.ID, "marker"))

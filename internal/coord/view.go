@@ -64,9 +64,9 @@ func (c *Coordinator) streamView(st *stream) StreamView {
 
 // publishView copies the state for readers on other goroutines.
 func (c *Coordinator) publishView() {
-	v := View{Runtime: c.runtime.Name(), Capacity: c.cfg.Conf.Agents.Capacity, Min: c.cfg.Conf.Agents.Min, Max: c.cfg.Conf.Agents.Max,
+	v := View{Runtime: c.runtime.Name(), Capacity: c.cfg.Agents.Capacity, Min: c.cfg.Agents.Min, Max: c.cfg.Agents.Max,
 		Agents: []AgentView{}, Queue: []StreamView{}, Streams: []StreamView{}}
-	now := time.Now()
+	now := c.now()
 	for _, a := range c.agents {
 		av := AgentView{ID: a.id, Status: a.status, Pool: a.pool, Addr: a.addr, Capacity: a.capacity, Streams: []string{}, Started: a.startedAt}
 		for id := range a.streams {

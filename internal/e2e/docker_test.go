@@ -11,6 +11,7 @@ import (
 
 	"github.com/moby/moby/client"
 
+	"github.com/vigilhq/vigil/internal/agentrt"
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/coord"
 	"github.com/vigilhq/vigil/internal/dockerimg"
@@ -69,7 +70,7 @@ func TestADockerAgentKilledMidStream(t *testing.T) {
 		mutate(c)
 		c.Recording.ClipSeconds = 8
 	})
-	rt, ok := ta.Runtime.(*coord.DockerRuntime)
+	rt, ok := ta.Runtime.(*agentrt.Docker)
 	if !ok {
 		t.Fatalf("runtime is %T", ta.Runtime)
 	}
@@ -108,7 +109,7 @@ func TestADedicatedDockerAgentRecordsItsSite(t *testing.T) {
 	cli, err := client.New(client.FromEnv)
 	must(t, err)
 	defer cli.Close()
-	res, err := cli.ContainerInspect(context.Background(), ta.Runtime.(*coord.DockerRuntime).ContainerID(dedicated), client.ContainerInspectOptions{})
+	res, err := cli.ContainerInspect(context.Background(), ta.Runtime.(*agentrt.Docker).ContainerID(dedicated), client.ContainerInspectOptions{})
 	must(t, err)
 	if m := res.Container.Mounts; len(m) != 1 || m[0].Destination != "/clips/bank" || m[0].Source != filepath.Join(ta.Storage, "bank") {
 		t.Errorf("the dedicated agent's mounts %+v, want only the bank's clips", m)

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigilhq/vigil/internal/agentrt"
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/coord"
 	"github.com/vigilhq/vigil/internal/detect"
@@ -302,7 +303,7 @@ func TestAnAgentKilledMidStream(t *testing.T) {
 		intrusionConfig(t, c)
 		c.Recording.ClipSeconds = 8
 	})
-	rt, ok := ta.Runtime.(*coord.ProcessRuntime)
+	rt, ok := ta.Runtime.(*agentrt.Process)
 	if !ok {
 		t.Fatalf("runtime is %T", ta.Runtime)
 	}
@@ -326,7 +327,7 @@ func TestAFrozenAgentCostsTheClipsNothing(t *testing.T) {
 		intrusionConfig(t, c)
 		c.Recording.ClipSeconds = 12
 	})
-	rt, ok := ta.Runtime.(*coord.ProcessRuntime)
+	rt, ok := ta.Runtime.(*agentrt.Process)
 	if !ok {
 		t.Fatalf("runtime is %T", ta.Runtime)
 	}

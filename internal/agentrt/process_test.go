@@ -1,4 +1,4 @@
-package coord_test
+package agentrt_test
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vigilhq/vigil/internal/coord"
+	"github.com/vigilhq/vigil/internal/agentrt"
 	"github.com/vigilhq/vigil/internal/testkit"
 )
 
@@ -29,8 +29,8 @@ func TestProcessAgentsGetAMinimalEnvironment(t *testing.T) {
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "cloud-secret-3")
 	t.Setenv("GOMAXPROCS", "2")
 	t.Setenv("TZ", "Europe/Paris")
-	rt := &coord.ProcessRuntime{Binary: bin, Broker: "mqtt://127.0.0.1:1", Listen: "127.0.0.1", Storage: dir, LogDir: filepath.Join(dir, "agents")}
-	if err := rt.Start(context.Background(), coord.AgentSpec{ID: "a1", Username: "agent-a1", Password: "agent-pw-4", Capacity: 1, Idle: time.Second}); err != nil {
+	rt := &agentrt.Process{Binary: bin, Broker: "mqtt://127.0.0.1:1", Listen: "127.0.0.1", Storage: dir, LogDir: filepath.Join(dir, "agents")}
+	if err := rt.Start(context.Background(), agentrt.Spec{ID: "a1", Username: "agent-a1", Password: "agent-pw-4", Capacity: 1, Idle: time.Second}, nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rt.Close() })

@@ -1,4 +1,4 @@
-package coord_test
+package agentrt_test
 
 import (
 	"context"
@@ -21,7 +21,7 @@ import (
 
 	"github.com/vigilhq/vigil/internal/testpeer"
 
-	"github.com/vigilhq/vigil/internal/coord"
+	"github.com/vigilhq/vigil/internal/agentrt"
 	"github.com/vigilhq/vigil/internal/dockerimg"
 	"github.com/vigilhq/vigil/internal/testkit"
 )
@@ -96,10 +96,10 @@ func TestDockerRuntime(t *testing.T) {
 
 	storage := t.TempDir()
 	exited := make(chan exit, 10)
-	rt := &coord.DockerRuntime{
+	report := func(id string) func(error) { return func(err error) { exited <- exit{id, err} } }
+	rt := &agentrt.Docker{
 		Image: tag, Network: netName, Storage: storage, Instance: "test-" + run,
 		StopTimeout: 2 * time.Second,
-		Exited:      func(id string, err error) { exited <- exit{id, err} },
 		Log:         slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	t.Cleanup(func() {
@@ -110,7 +110,7 @@ func TestDockerRuntime(t *testing.T) {
 	if rt.Name() != "docker" {
 		t.Errorf("Name() = %q", rt.Name())
 	}
-	if err := rt.Start(ctx, coord.AgentSpec{ID: run + "-0", Capacity: 1}); err == nil {
+	if err := rt.Start(ctx, agentrt.Spec{ID: run + "-0", Capacity: 1}, report(run+"-0")); err == nil {
 		t.Error("Start before Setup succeeded")
 	}
 
@@ -139,7 +139,7 @@ func TestDockerRuntime(t *testing.T) {
 	if gw2, err := rt.Setup(ctx); err != nil || !gw2.Equal(gw) {
 		t.Fatalf("second Setup = %v, %v; want %v", gw2, err, gw)
 	}
-	if err := rt.Start(ctx, coord.AgentSpec{ID: run + "-0", Capacity: 1}); err == nil {
+	if err := rt.Start(ctx, agentrt.Spec{ID: run + "-0", Capacity: 1}, report(run+"-0")); err == nil {
 		t.Error("Start without a broker URL succeeded")
 	}
 	// Nothing listens there: the agent keeps trying for 30 s, which is
@@ -152,7 +152,7 @@ func TestDockerRuntime(t *testing.T) {
 	}
 	start := func(id string) string {
 		t.Helper()
-		if err := rt.Start(ctx, coord.AgentSpec{ID: id, Username: "agent-" + id, Password: "pw-" + id, Capacity: 2, Idle: 3 * time.Second}); err != nil {
+		if err := rt.Start(ctx, agentrt.Spec{ID: id, Username: "agent-" + id, Password: "pw-" + id, Capacity: 2, Idle: 3 * time.Second}, report(id)); err != nil {
 			t.Fatalf("Start(%s): %v", id, err)
 		}
 		cid := rt.ContainerID(id)
@@ -201,8 +201,8 @@ func TestDockerRuntime(t *testing.T) {
 			t.Errorf("read-only root %v, capabilities dropped %v added %v, security options %v; want a read-only root, ALL dropped, none added, no-new-privileges",
 				hc.ReadonlyRootfs, hc.CapDrop, hc.CapAdd, hc.SecurityOpt)
 		}
-		if hc.Memory != coord.DefaultAgentMemory || hc.PidsLimit == nil || *hc.PidsLimit != coord.DefaultAgentPids {
-			t.Errorf("memory limit %d, pids limit %v; want %d, %d", hc.Memory, hc.PidsLimit, coord.DefaultAgentMemory, coord.DefaultAgentPids)
+		if hc.Memory != agentrt.DefaultAgentMemory || hc.PidsLimit == nil || *hc.PidsLimit != agentrt.DefaultAgentPids {
+			t.Errorf("memory limit %d, pids limit %v; want %d, %d", hc.Memory, hc.PidsLimit, agentrt.DefaultAgentMemory, agentrt.DefaultAgentPids)
 		}
 		checkConfined(t, c.State.Pid)
 		wantCmd := []string{"agent", "--id", a1, "--broker", rt.Broker, "--username", "agent-" + a1,
@@ -230,14 +230,14 @@ func TestDockerRuntime(t *testing.T) {
 		if len(list.Items) != 1 || list.Items[0].ID != cid1 || list.Items[0].State != container.StateRunning {
 			t.Errorf("running containers of this instance: %+v", list.Items)
 		}
-		if err := rt.Start(ctx, coord.AgentSpec{ID: a1, Capacity: 1}); err == nil {
+		if err := rt.Start(ctx, agentrt.Spec{ID: a1, Capacity: 1}, report(a1)); err == nil {
 			t.Error("second Start of the same agent succeeded")
 		}
 	})
 
 	t.Run("a dedicated agent sees its site's clips only", func(t *testing.T) {
 		a6 := run + "-6"
-		if err := rt.Start(ctx, coord.AgentSpec{ID: a6, Username: "agent-" + a6, Capacity: 1, Idle: time.Second, Site: "bank"}); err != nil {
+		if err := rt.Start(ctx, agentrt.Spec{ID: a6, Username: "agent-" + a6, Capacity: 1, Idle: time.Second, Site: "bank"}, report(a6)); err != nil {
 			t.Fatal(err)
 		}
 		defer rt.Stop(ctx, a6)
@@ -252,7 +252,7 @@ func TestDockerRuntime(t *testing.T) {
 		if fi, err := os.Stat(site); err != nil || fi.Mode().Perm() != 0o700 {
 			t.Errorf("the site's directory: %v, %v; want mode 0700", fi.Mode().Perm(), err)
 		}
-		if err := rt.Start(ctx, coord.AgentSpec{ID: run + "-7", Capacity: 1, Site: ".."}); err == nil {
+		if err := rt.Start(ctx, agentrt.Spec{ID: run + "-7", Capacity: 1, Site: ".."}, report(run+"-7")); err == nil {
 			rt.Stop(ctx, run+"-7")
 			t.Error("an agent for site \"..\" started")
 		}
@@ -288,7 +288,7 @@ func TestDockerRuntime(t *testing.T) {
 		// An agent that fails at once (capacity 0 is refused) is
 		// reported with its exit code and its last words.
 		a4 := run + "-4"
-		if err := rt.Start(ctx, coord.AgentSpec{ID: a4, Username: "agent-" + a4, Capacity: 0, Idle: time.Second}); err != nil {
+		if err := rt.Start(ctx, agentrt.Spec{ID: a4, Username: "agent-" + a4, Capacity: 0, Idle: time.Second}, report(a4)); err != nil {
 			t.Fatalf("Start: %v", err)
 		}
 		select {
@@ -332,7 +332,7 @@ func TestDockerRuntime(t *testing.T) {
 			t.Errorf("container still there after Close: %v", err)
 		}
 		noExit()
-		if err := rt.Start(ctx, coord.AgentSpec{ID: run + "-5", Capacity: 1}); err == nil {
+		if err := rt.Start(ctx, agentrt.Spec{ID: run + "-5", Capacity: 1}, report(run+"-5")); err == nil {
 			t.Error("Start after Close succeeded")
 		}
 	})
@@ -378,7 +378,7 @@ func checkConfined(t *testing.T, pid int) {
 
 func TestDockerRuntimeMissingImage(t *testing.T) {
 	testpeer.DockerEngine(t)
-	rt := &coord.DockerRuntime{Image: "vigil-agent-test:missing-" + randomName(), Network: "vigil-test-" + randomName(), Storage: t.TempDir()}
+	rt := &agentrt.Docker{Image: "vigil-agent-test:missing-" + randomName(), Network: "vigil-test-" + randomName(), Storage: t.TempDir()}
 	defer rt.Close()
 	_, err := rt.Setup(t.Context())
 	if err == nil || !strings.Contains(err.Error(), "vigil image build") {
@@ -388,7 +388,7 @@ func TestDockerRuntimeMissingImage(t *testing.T) {
 
 func TestDockerRuntimeUnreachable(t *testing.T) {
 	t.Setenv("DOCKER_HOST", "unix://"+filepath.Join(t.TempDir(), "no-docker.sock"))
-	rt := &coord.DockerRuntime{Image: "vigil-agent:latest", Network: "vigil", Storage: t.TempDir()}
+	rt := &agentrt.Docker{Image: "vigil-agent:latest", Network: "vigil", Storage: t.TempDir()}
 	defer rt.Close()
 	_, err := rt.Setup(t.Context())
 	if err == nil || !strings.Contains(err.Error(), "docker engine not reachable") {

@@ -1,4 +1,4 @@
-package coord
+package agentrt
 
 import (
 	"bytes"
@@ -30,7 +30,7 @@ import (
 // Labels the Docker runtime puts on what it creates.
 const (
 	labelManaged  = "vigil.managed"  // "true" on Vigil's containers and networks
-	labelInstance = "vigil.instance" // the DockerRuntime.Instance that started a container
+	labelInstance = "vigil.instance" // the Docker.Instance that started a container
 	labelAgent    = "vigil.agent"    // the agent a container runs
 )
 
@@ -52,11 +52,11 @@ const agentUID = 65532
 // after SIGTERM before the engine kills it.
 const defaultStopTimeout = 10 * time.Second
 
-// DockerRuntime runs agents as Docker containers of the agent image (see
+// Docker runs agents as Docker containers of the agent image (see
 // `vigil image build`) on a bridge network. The agents reach the broker
 // through the network's gateway, and advertise their container address to
-// cameras. An agent whose container exits on its own is reported through
-// Exited and not restarted: the coordinator replaces lost agents. The
+// cameras. An agent whose container exits on its own is reported to the
+// callback given to Start and not restarted: the coordinator replaces lost agents. The
 // exited container is kept (for `docker logs`) until Stop or Close.
 //
 // Containers are confined: vigil up's uid and gid (65532 when vigil up is
@@ -66,7 +66,7 @@ const defaultStopTimeout = 10 * time.Second
 // the whole storage for the shared pool (which serves every site).
 //
 // Call Setup before anything else, then set Broker.
-type DockerRuntime struct {
+type Docker struct {
 	Image    string // agent image, e.g. vigil-agent:latest
 	Network  string // bridge network the agents run on, created if missing
 	Broker   string // MQTT URL the agents connect to, reachable from the network
@@ -84,9 +84,7 @@ type DockerRuntime struct {
 	// DefaultAgentMemory, negative no limit. PidsLimit limits its
 	// processes and threads; 0 means DefaultAgentPids, negative no limit.
 	Memory, PidsLimit int64
-	// Exited is told when an agent's container exits on its own.
-	Exited func(id string, err error)
-	Log    *slog.Logger // nil discards the runtime's logs
+	Log               *slog.Logger // nil discards the runtime's logs
 
 	mu     sync.Mutex
 	cli    *client.Client
@@ -96,6 +94,7 @@ type DockerRuntime struct {
 
 type agentContainer struct {
 	cid        string
+	exited     func(error)
 	stopping   bool
 	cancelWait context.CancelFunc
 	watchDone  chan struct{} // closed when the watcher has returned
@@ -104,9 +103,9 @@ type agentContainer struct {
 }
 
 // Name returns "docker".
-func (r *DockerRuntime) Name() string { return "docker" }
+func (r *Docker) Name() string { return "docker" }
 
-func (r *DockerRuntime) log() *slog.Logger {
+func (r *Docker) log() *slog.Logger {
 	if r.Log == nil {
 		return slog.New(slog.DiscardHandler)
 	}
@@ -118,7 +117,7 @@ func (r *DockerRuntime) log() *slog.Logger {
 // left over by earlier runs of any vigil, creates Network if it is missing
 // and returns the network's IPv4 gateway, where the caller should have the
 // broker listen for the agents.
-func (r *DockerRuntime) Setup(ctx context.Context) (gateway net.IP, err error) {
+func (r *Docker) Setup(ctx context.Context) (gateway net.IP, err error) {
 	if r.Image == "" || r.Network == "" {
 		return nil, errors.New("docker runtime: image and network are required")
 	}
@@ -158,7 +157,7 @@ func agentUser() (uid, gid int) {
 // storage root that is not Vigil's is left as it is; the agents then need
 // to enter it, and make their clip directories in the site directories
 // that MakeSiteDir makes.
-func (r *DockerRuntime) adoptStorage() error {
+func (r *Docker) adoptStorage() error {
 	uid, gid := agentUser()
 	if os.Getuid() != 0 || r.Storage == "" {
 		return nil
@@ -217,13 +216,13 @@ func chownDir(dir string, uid, gid int) error {
 // agents of the shared pool can make their clip directories in it also in
 // a storage root that is not theirs. An existing one is left as it is, but
 // in Vigil's own storage, where it is given to the agents' user.
-func (r *DockerRuntime) MakeSiteDir(site string) error {
+func (r *Docker) MakeSiteDir(site string) error {
 	_, err := r.siteDir(site)
 	return err
 }
 
 // siteDir makes a site's directory (MakeSiteDir) and returns its path.
-func (r *DockerRuntime) siteDir(site string) (string, error) {
+func (r *Docker) siteDir(site string) (string, error) {
 	if site == "" || site == "." || site == ".." || strings.ContainsAny(site, `/\`) {
 		return "", fmt.Errorf("site %q: not a directory name", site)
 	}
@@ -248,7 +247,7 @@ func (r *DockerRuntime) siteDir(site string) (string, error) {
 
 // storageMount is the clip storage an agent gets: its site's directory at
 // the same place under /clips for a dedicated agent, else all of it.
-func (r *DockerRuntime) storageMount(spec AgentSpec) (mount.Mount, error) {
+func (r *Docker) storageMount(spec Spec) (mount.Mount, error) {
 	if spec.Site != "" {
 		src, err := r.siteDir(spec.Site)
 		if err != nil {
@@ -283,7 +282,7 @@ func limit(v, def int64) int64 {
 	return v
 }
 
-func (r *DockerRuntime) connect(ctx context.Context) (*client.Client, error) {
+func (r *Docker) connect(ctx context.Context) (*client.Client, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
@@ -305,7 +304,7 @@ func (r *DockerRuntime) connect(ctx context.Context) (*client.Client, error) {
 // vigil (the same Instance: the same data directory) left behind: their
 // coordinator is gone, and their credentials with it. Agents of other
 // vigils running beside this one are left alone.
-func (r *DockerRuntime) removeLeftovers(ctx context.Context) error {
+func (r *Docker) removeLeftovers(ctx context.Context) error {
 	res, err := r.cli.ContainerList(ctx, client.ContainerListOptions{
 		All:     true,
 		Filters: make(client.Filters).Add("label", labelManaged+"=true").Add("label", labelInstance+"="+r.Instance),
@@ -330,7 +329,7 @@ func (r *DockerRuntime) removeLeftovers(ctx context.Context) error {
 }
 
 // setupNetwork creates the network if needed and returns its gateway.
-func (r *DockerRuntime) setupNetwork(ctx context.Context) (net.IP, error) {
+func (r *Docker) setupNetwork(ctx context.Context) (net.IP, error) {
 	nw, err := r.findNetwork(ctx)
 	if err != nil {
 		return nil, err
@@ -376,7 +375,7 @@ func (r *DockerRuntime) setupNetwork(ctx context.Context) (net.IP, error) {
 }
 
 // findNetwork returns the oldest network named exactly r.Network, or nil.
-func (r *DockerRuntime) findNetwork(ctx context.Context) (*network.Summary, error) {
+func (r *Docker) findNetwork(ctx context.Context) (*network.Summary, error) {
 	res, err := r.cli.NetworkList(ctx, client.NetworkListOptions{Filters: make(client.Filters).Add("name", r.Network)})
 	if err != nil {
 		return nil, fmt.Errorf("list networks: %w", err)
@@ -392,7 +391,7 @@ func (r *DockerRuntime) findNetwork(ctx context.Context) (*network.Summary, erro
 }
 
 // Start creates and starts the agent's container and watches it.
-func (r *DockerRuntime) Start(ctx context.Context, spec AgentSpec) error {
+func (r *Docker) Start(ctx context.Context, spec Spec, exited func(error)) error {
 	r.mu.Lock()
 	cli, closed := r.cli, r.closed
 	_, dup := r.ctrs[spec.ID]
@@ -458,7 +457,7 @@ func (r *DockerRuntime) Start(ctx context.Context, spec AgentSpec) error {
 		return fmt.Errorf("start container %s: %w", name, err)
 	}
 	wctx, cancel := context.WithCancel(context.Background())
-	c := &agentContainer{cid: res.ID, cancelWait: cancel, watchDone: make(chan struct{}), stopped: make(chan struct{})}
+	c := &agentContainer{cid: res.ID, exited: exited, cancelWait: cancel, watchDone: make(chan struct{}), stopped: make(chan struct{})}
 	r.mu.Lock()
 	if r.closed { // Close ran meanwhile and would not know this one
 		r.mu.Unlock()
@@ -480,7 +479,7 @@ func (r *DockerRuntime) Start(ctx context.Context, spec AgentSpec) error {
 
 // watch waits for the container to stop running and reports it unless
 // Stop asked for it.
-func (r *DockerRuntime) watch(ctx context.Context, id string, c *agentContainer) {
+func (r *Docker) watch(ctx context.Context, id string, c *agentContainer) {
 	defer close(c.watchDone)
 	w := r.cli.ContainerWait(ctx, c.cid, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
 	var err error
@@ -503,13 +502,13 @@ func (r *DockerRuntime) watch(ctx context.Context, id string, c *agentContainer)
 		err = fmt.Errorf("%w (last output: %s)", err, last)
 	}
 	r.log().Warn("agent container exited", "agent", id, "container", containerPrefix+id, "error", err)
-	if r.Exited != nil {
-		r.Exited(id, err)
+	if c.exited != nil {
+		c.exited(err)
 	}
 }
 
 // lastOutput returns the last line the container wrote, shortened.
-func (r *DockerRuntime) lastOutput(ctx context.Context, cid string) string {
+func (r *Docker) lastOutput(ctx context.Context, cid string) string {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	logs, err := r.cli.ContainerLogs(ctx, cid, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true, Tail: "5"})
@@ -528,7 +527,7 @@ func (r *DockerRuntime) lastOutput(ctx context.Context, cid string) string {
 }
 
 // ContainerID returns the Docker id of an agent's container, or "".
-func (r *DockerRuntime) ContainerID(id string) string {
+func (r *Docker) ContainerID(id string) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if c := r.ctrs[id]; c != nil {
@@ -540,7 +539,7 @@ func (r *DockerRuntime) ContainerID(id string) string {
 // Stop stops the agent's container (SIGTERM, then SIGKILL after
 // StopTimeout or when ctx is nearly done) and removes it. Stopping an
 // agent it does not know is not an error.
-func (r *DockerRuntime) Stop(ctx context.Context, id string) error {
+func (r *Docker) Stop(ctx context.Context, id string) error {
 	r.mu.Lock()
 	c := r.ctrs[id]
 	if c == nil {
@@ -570,7 +569,7 @@ func (r *DockerRuntime) Stop(ctx context.Context, id string) error {
 	return err
 }
 
-func (r *DockerRuntime) stopContainer(ctx context.Context, id, cid string) error {
+func (r *Docker) stopContainer(ctx context.Context, id, cid string) error {
 	grace := r.StopTimeout
 	if grace <= 0 {
 		grace = defaultStopTimeout
@@ -601,7 +600,7 @@ func (r *DockerRuntime) stopContainer(ctx context.Context, id, cid string) error
 }
 
 // Close stops every agent container and disconnects from the engine.
-func (r *DockerRuntime) Close() error {
+func (r *Docker) Close() error {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()

@@ -1,4 +1,4 @@
-package coord
+package agentrt
 
 import (
 	"context"
@@ -15,25 +15,24 @@ import (
 	"time"
 )
 
-// ProcessRuntime runs agents as supervised child processes (`vigil agent`):
-// an agent that exits without being asked is reported to the coordinator
-// and restarted, with backoff.
-type ProcessRuntime struct {
+// Process runs agents as supervised child processes (`vigil agent`): an
+// agent that exits without being asked is reported and restarted, with
+// backoff.
+type Process struct {
 	Binary  string // the vigil executable
 	Broker  string // MQTT URL the agents connect to
 	Listen  string // IP agents receive video on
 	Storage string // clip storage root
 	LogDir  string // each agent's output goes to <LogDir>/agent-<id>.log
-	// Exited is told when an agent exits on its own.
-	Exited func(id string, err error)
-	Log    *slog.Logger
+	Log     *slog.Logger
 
 	mu    sync.Mutex
 	procs map[string]*proc
 }
 
 type proc struct {
-	spec     AgentSpec
+	spec     Spec
+	exited   func(error)
 	cmd      *exec.Cmd
 	stopping bool
 	stopCh   chan struct{} // closed by Stop
@@ -41,11 +40,11 @@ type proc struct {
 }
 
 // Name returns "process".
-func (r *ProcessRuntime) Name() string { return "process" }
+func (r *Process) Name() string { return "process" }
 
 // Start launches the agent and supervises it.
-func (r *ProcessRuntime) Start(ctx context.Context, spec AgentSpec) error {
-	p := &proc{spec: spec, done: make(chan struct{}), stopCh: make(chan struct{})}
+func (r *Process) Start(ctx context.Context, spec Spec, exited func(error)) error {
+	p := &proc{spec: spec, exited: exited, done: make(chan struct{}), stopCh: make(chan struct{})}
 	if err := r.launch(p); err != nil {
 		return err
 	}
@@ -59,7 +58,7 @@ func (r *ProcessRuntime) Start(ctx context.Context, spec AgentSpec) error {
 	return nil
 }
 
-func (r *ProcessRuntime) launch(p *proc) error {
+func (r *Process) launch(p *proc) error {
 	if err := os.MkdirAll(r.LogDir, 0o700); err != nil {
 		return err
 	}
@@ -110,7 +109,7 @@ func agentEnv(environ []string) []string {
 
 // supervise waits for the agent; if it exits on its own, it reports that
 // and starts it again.
-func (r *ProcessRuntime) supervise(p *proc) {
+func (r *Process) supervise(p *proc) {
 	defer close(p.done)
 	backoff := time.Second
 	for {
@@ -125,8 +124,8 @@ func (r *ProcessRuntime) supervise(p *proc) {
 			err = errors.New("exit status 0")
 		}
 		r.Log.Warn("agent exited; restarting it", "agent", p.spec.ID, "error", err, "in", backoff)
-		if r.Exited != nil {
-			r.Exited(p.spec.ID, err)
+		if p.exited != nil {
+			p.exited(err)
 		}
 		select {
 		case <-time.After(backoff):
@@ -149,7 +148,7 @@ func (r *ProcessRuntime) supervise(p *proc) {
 }
 
 // PID returns an agent's process id, or 0.
-func (r *ProcessRuntime) PID(id string) int {
+func (r *Process) PID(id string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if p := r.procs[id]; p != nil && p.cmd != nil && p.cmd.Process != nil {
@@ -160,7 +159,7 @@ func (r *ProcessRuntime) PID(id string) int {
 
 // Stop asks the agent to stop (SIGTERM: it finishes its segments), and
 // kills it if it has not within ctx.
-func (r *ProcessRuntime) Stop(ctx context.Context, id string) error {
+func (r *Process) Stop(ctx context.Context, id string) error {
 	r.mu.Lock()
 	p := r.procs[id]
 	if p == nil {
@@ -184,7 +183,7 @@ func (r *ProcessRuntime) Stop(ctx context.Context, id string) error {
 }
 
 // Close stops every agent.
-func (r *ProcessRuntime) Close() error {
+func (r *Process) Close() error {
 	r.mu.Lock()
 	var ids []string
 	for id := range r.procs {
