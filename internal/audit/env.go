@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
 	"slices"
 	"sort"
@@ -17,7 +16,6 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/vigilhq/vigil/internal/mqttconn"
-	"github.com/vigilhq/vigil/internal/wsconn"
 )
 
 // Identity is who the checks connect as.
@@ -303,42 +301,30 @@ func (env *Env) Dial(ctx context.Context, ep Endpoint) (net.Conn, error) {
 
 // DialAs opens a connection to send id's credentials over: over TLS the
 // certificate is verified (unless Options.Insecure), so that a password
-// never goes to an impostor. Without a username it is Dial.
+// never goes to an impostor. Without a username it is Dial. What is
+// written goes out as it is (half a packet included).
 func (env *Env) DialAs(ctx context.Context, ep Endpoint, id *Identity) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, env.Opts.Timeout)
 	defer cancel()
+	return mqttconn.DialRaw(ctx, ep.url(), env.dialTLS(ep, id))
+}
+
+// dialPaho opens a connection for a paho client as id (as DialAs does):
+// over TLS and WebSocket, each MQTT packet goes out whole (mqttconn.Dial).
+func (env *Env) dialPaho(ctx context.Context, ep Endpoint, id *Identity) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, env.Opts.Timeout)
+	defer cancel()
+	return mqttconn.Dial(ctx, ep.url(), env.dialTLS(ep, id))
+}
+
+// dialTLS is the TLS configuration of a connection as id: without a
+// username the certificate is not verified.
+func (env *Env) dialTLS(ep Endpoint, id *Identity) *tls.Config {
 	cfg := env.TLSConfig(ep.Host)
 	if id == nil || id.Anonymous() {
 		cfg.InsecureSkipVerify = true
 	}
-	if ep.WS() {
-		scheme := "ws"
-		if ep.TLS() {
-			scheme = "wss"
-		}
-		u := &url.URL{Scheme: scheme, Host: ep.Addr(), Path: ep.Path}
-		c, _, err := wsconn.Dial(ctx, u, cfg)
-		if err != nil {
-			return nil, err
-		}
-		return c, nil
-	}
-	d := net.Dialer{}
-	if ep.TLS() {
-		td := tls.Dialer{NetDialer: &d, Config: cfg}
-		return td.DialContext(ctx, "tcp", ep.Addr())
-	}
-	return d.DialContext(ctx, "tcp", ep.Addr())
-}
-
-// dialPaho opens a connection for a paho client as id: over TLS and
-// WebSocket, each MQTT packet goes out whole (mqttconn).
-func (env *Env) dialPaho(ctx context.Context, ep Endpoint, id *Identity) (net.Conn, error) {
-	c, err := env.DialAs(ctx, ep, id)
-	if err != nil || !(ep.TLS() || ep.WS()) {
-		return c, err
-	}
-	return mqttconn.Whole(c), nil
+	return cfg
 }
 
 // Session is an MQTT 5 connection of a probe.

@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/vigilhq/vigil/internal/mqttconn"
 )
 
 // Endpoint is one way to reach a broker: a scheme on a port.
@@ -30,6 +32,15 @@ func (e Endpoint) URL() string {
 	u := e.Scheme + "://" + e.Addr()
 	if e.WS() {
 		u += e.Path
+	}
+	return u
+}
+
+// url is the endpoint as mqttconn dials it.
+func (e Endpoint) url() *url.URL {
+	u := &url.URL{Scheme: e.Scheme, Host: e.Addr()}
+	if e.WS() {
+		u.Path = e.Path
 	}
 	return u
 }
@@ -69,8 +80,6 @@ func DefaultEndpoints(host string) []Endpoint {
 	}
 }
 
-var defaultPorts = map[string]int{"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883, "tls": 8883, "ws": 80, "wss": 443}
-
 // ParseTarget reads mqtt://, mqtts://, ws://, wss:// URLs (tcp, ssl and tls
 // are taken for mqtt and mqtts) or a bare host (IPv6 in brackets).
 func ParseTarget(s string) (*Target, error) {
@@ -100,7 +109,7 @@ func ParseTarget(s string) (*Target, error) {
 	if u.Hostname() == "" {
 		return nil, fmt.Errorf("target %q has no host", s)
 	}
-	port := defaultPorts[u.Scheme]
+	port := mqttconn.DefaultPort(u.Scheme)
 	if p := u.Port(); p != "" {
 		if port, err = strconv.Atoi(p); err != nil || port < 1 || port > 65535 {
 			return nil, fmt.Errorf("target %q: bad port", s)

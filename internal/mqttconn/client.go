@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 )
 
@@ -51,17 +52,31 @@ func ParseBrokerURL(s string) (*url.URL, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker URL %q: %v", s, err)
 	}
-	switch u.Scheme {
-	case "mqtt", "tcp", "mqtts", "ssl", "tls", "ws", "wss":
-	default:
+	if DefaultPort(u.Scheme) == 0 {
 		return nil, fmt.Errorf("broker URL %q: scheme %q is not one of mqtt, tcp, mqtts, ssl, tls, ws, wss", s, u.Scheme)
 	}
 	if u.Hostname() == "" {
 		return nil, fmt.Errorf("broker URL %q has no host", s)
 	}
 	if u.Port() == "" {
-		port := map[string]string{"mqtt": "1883", "tcp": "1883", "mqtts": "8883", "ssl": "8883", "tls": "8883", "ws": "80", "wss": "443"}[u.Scheme]
-		u.Host += ":" + port
+		u.Host += ":" + strconv.Itoa(DefaultPort(u.Scheme))
 	}
 	return u, nil
+}
+
+// DefaultPort is the port of a broker URL scheme (ParseBrokerURL's) when
+// the URL gives none: 1883 for MQTT, 8883 over TLS, 80 and 443 for
+// WebSocket; 0 for a scheme it does not know.
+func DefaultPort(scheme string) int {
+	switch scheme {
+	case "mqtt", "tcp":
+		return 1883
+	case "mqtts", "ssl", "tls":
+		return 8883
+	case "ws":
+		return 80
+	case "wss":
+		return 443
+	}
+	return 0
 }

@@ -2,6 +2,7 @@ package mqttconn
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/url"
@@ -14,11 +15,15 @@ import (
 )
 
 // Client describes one of Vigil's long-lived MQTT clients (an agent, a
-// camera, a subscriber): where it connects, as whom, and what it does on
-// every connection. autopaho reconnects it, to each broker in turn.
+// camera, a subscriber, a simulated device): where it connects, as whom,
+// and what it does on every connection. autopaho reconnects it, to each
+// broker in turn.
 type Client struct {
-	Brokers            []string // URLs (ParseBrokerURL), tried in order
-	TLS                TLS
+	Brokers []string // URLs (ParseBrokerURL), tried in order
+	TLS     TLS
+	// TLSConfig, if set, is used in place of TLS: one configuration built
+	// once for many clients (the simulator's devices).
+	TLSConfig          *tls.Config
 	Username, Password string
 	ClientID           string
 	KeepAlive          uint16        // seconds; 30 if zero
@@ -26,7 +31,16 @@ type Client struct {
 	// MinBackoff is the first wait before reconnecting, doubling up to
 	// MaxBackoff; 250 ms and 10 s if zero.
 	MinBackoff, MaxBackoff time.Duration
-	Will                   *paho.WillMessage
+	// Backoff, if set, is the wait before each attempt of a connection
+	// (attempt 0 is the first, after a start or a lost connection), in
+	// place of MinBackoff and MaxBackoff. It runs on autopaho's goroutine.
+	Backoff func(attempt int) time.Duration
+	Will    *paho.WillMessage
+	// OnConnectionUp and OnConnectionDown, if set, run on autopaho's
+	// goroutine when a connection comes up (before its subscriptions and
+	// OnUp) and when it is lost: always in pairs, so they can count
+	// connections. They must not block.
+	OnConnectionUp, OnConnectionDown func()
 	// Subscriptions are made on every connection; a filter the broker
 	// refuses is an error.
 	Subscriptions []paho.SubscribeOptions
@@ -44,7 +58,10 @@ type Client struct {
 // Connect connects c and returns once its first connection is set up
 // (subscribed, OnUp done), or with an error: a broker that refuses the
 // client or a subscription, or no connection before ctx ends. The
-// connection lives, reconnecting, until life ends.
+// connection lives, reconnecting, until life ends: after such an error it
+// is returned too and keeps trying (a caller may wait on with
+// AwaitConnection); it is nil only when c cannot connect at all (a bad
+// URL or TLS file).
 func Connect(ctx, life context.Context, c Client) (*autopaho.ConnectionManager, error) {
 	var urls []*url.URL
 	for _, b := range c.Brokers {
@@ -57,22 +74,29 @@ func Connect(ctx, life context.Context, c Client) (*autopaho.ConnectionManager, 
 	if len(urls) == 0 {
 		return nil, errors.New("no broker URL")
 	}
-	tlsCfg, err := TLSConfig(c.TLS)
-	if err != nil {
-		return nil, err
+	tlsCfg := c.TLSConfig
+	if tlsCfg == nil {
+		var err error
+		if tlsCfg, err = TLSConfig(c.TLS); err != nil {
+			return nil, err
+		}
 	}
-	keepAlive, timeout, backoff, maxBackoff := c.KeepAlive, c.ConnectTimeout, c.MinBackoff, c.MaxBackoff
+	keepAlive, timeout, backoff := c.KeepAlive, c.ConnectTimeout, c.Backoff
 	if keepAlive == 0 {
 		keepAlive = 30
 	}
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	if backoff <= 0 {
-		backoff = 250 * time.Millisecond
-	}
-	if maxBackoff <= 0 {
-		maxBackoff = 10 * time.Second
+	if backoff == nil {
+		minB, maxB := c.MinBackoff, c.MaxBackoff
+		if minB <= 0 {
+			minB = 250 * time.Millisecond
+		}
+		if maxB <= 0 {
+			maxB = 10 * time.Second
+		}
+		backoff = autopaho.NewExponentialBackoff(minB, maxB, 2*minB, 2)
 	}
 	ready := make(chan error, 1)
 	var once sync.Once
@@ -85,9 +109,12 @@ func Connect(ctx, life context.Context, c Client) (*autopaho.ConnectionManager, 
 		ConnectUsername:               c.Username,
 		ConnectPassword:               []byte(c.Password),
 		ConnectTimeout:                timeout,
-		ReconnectBackoff:              autopaho.NewExponentialBackoff(backoff, maxBackoff, 2*backoff, 2),
+		ReconnectBackoff:              backoff,
 		WillMessage:                   c.Will,
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
+			if c.OnConnectionUp != nil {
+				c.OnConnectionUp()
+			}
 			go func() {
 				sctx, cancel := context.WithTimeout(life, 10*time.Second)
 				defer cancel()
@@ -108,6 +135,12 @@ func Connect(ctx, life context.Context, c Client) (*autopaho.ConnectionManager, 
 			}
 		},
 		ClientConfig: paho.ClientConfig{ClientID: c.ClientID},
+	}
+	if c.OnConnectionDown != nil {
+		cfg.OnConnectionDown = func() bool {
+			c.OnConnectionDown()
+			return true // keep reconnecting
+		}
 	}
 	if c.OnMessage != nil {
 		cfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {

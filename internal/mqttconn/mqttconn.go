@@ -1,8 +1,12 @@
 // Package mqttconn is what Vigil's MQTT clients share: broker URLs
-// (ParseBrokerURL) and TLS settings (TLSConfig), and a connection that
-// carries paho's MQTT packets whole: paho writes a packet
-// in several Writes, which over TLS or WebSocket become records or frames
-// of their own, and some brokers (Mosquitto 2.0) then leave the end of a
+// (ParseBrokerURL) and TLS settings (TLSConfig); Connect, which connects
+// a long-lived autopaho client (an agent, a camera, vigil sub, the
+// simulator's devices), subscribes it and waits for its first
+// connection; Dial, for one-shot paho clients and raw probes (the
+// watcher, the audit), over TCP, TLS or WebSocket; and a connection that
+// carries paho's MQTT packets whole (Whole): paho writes a packet in
+// several Writes, which over TLS or WebSocket become records or frames of
+// their own, and some brokers (Mosquitto 2.0) then leave the end of a
 // packet unread until more data arrives. It also names MQTT 5 reason
 // codes (ReasonName), for the audit's and the watcher's messages.
 package mqttconn

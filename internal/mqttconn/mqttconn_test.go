@@ -2,6 +2,7 @@ package mqttconn
 
 import (
 	"net"
+	"strings"
 	"testing"
 
 	"github.com/eclipse/paho.golang/packets"
@@ -65,6 +66,32 @@ func TestReasonNameNamesEveryKindOfCode(t *testing.T) {
 	} {
 		if got := ReasonName(code); got != want {
 			t.Errorf("0x%02X: %q, want %q", code, got, want)
+		}
+	}
+}
+
+func TestParseBrokerURLFillsInTheSchemesPort(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.0.0.1":            "mqtt://127.0.0.1:1883",
+		"broker:1884":          "mqtt://broker:1884",
+		"tcp://broker":         "tcp://broker:1883",
+		"mqtts://broker":       "mqtts://broker:8883",
+		"ssl://broker":         "ssl://broker:8883",
+		"tls://[::1]":          "tls://[::1]:8883",
+		"ws://broker/mqtt":     "ws://broker:80/mqtt",
+		"wss://broker:9443/mq": "wss://broker:9443/mq",
+		"http://broker":        `scheme "http" is not one of`,
+		"mqtt://:1883":         "has no host",
+	} {
+		u, err := ParseBrokerURL(in)
+		got := ""
+		if err != nil {
+			got = err.Error()
+		} else {
+			got = u.String()
+		}
+		if !strings.Contains(got, want) {
+			t.Errorf("%s: %s, want %s", in, got, want)
 		}
 	}
 }

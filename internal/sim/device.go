@@ -2,10 +2,8 @@ package sim
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"math/rand/v2"
-	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -14,6 +12,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/vigilhq/vigil/internal/ingest"
+	"github.com/vigilhq/vigil/internal/mqttconn"
 )
 
 // device is one simulated sensor and its MQTT connection.
@@ -85,19 +84,21 @@ func (d *device) backoff(attempt int) time.Duration {
 	return base/2 + time.Duration(rand.Int64N(int64(base/2)+1))
 }
 
-func (d *device) config(urls []*url.URL, tlsCfg *tls.Config) autopaho.ClientConfig {
+// client is the device's MQTT client: its connection counted in the
+// stats, "online" on its retained status topic and "offline" as its will
+// (native mode), and for a camera its meta and its commands.
+func (d *device) client() mqttconn.Client {
 	sc := d.sim.sc
 	st := d.sim.stats
-	cfg := autopaho.ClientConfig{
-		ServerUrls:                    urls,
-		TlsCfg:                        tlsCfg,
-		KeepAlive:                     uint16(sc.KeepAlive / time.Second),
-		CleanStartOnInitialConnection: true,
-		ReconnectBackoff:              d.backoff,
-		ConnectTimeout:                10 * time.Second,
-		ConnectUsername:               sc.Username,
-		ConnectPassword:               []byte(sc.Password),
-		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
+	c := mqttconn.Client{
+		Brokers:   sc.Brokers,
+		TLSConfig: d.sim.tls,
+		Username:  sc.Username,
+		Password:  sc.Password,
+		ClientID:  d.id,
+		KeepAlive: uint16(sc.KeepAlive / time.Second),
+		Backoff:   d.backoff,
+		OnConnectionUp: func() {
 			st.Connected.Add(1)
 			d.mu.Lock()
 			first := !d.ever
@@ -110,6 +111,15 @@ func (d *device) config(urls []*url.URL, tlsCfg *tls.Config) autopaho.ClientConf
 			} else {
 				st.Reconnects.Add(1)
 			}
+		},
+		OnConnectionDown: func() { st.Connected.Add(-1) },
+		OnConnectError: func(err error) {
+			st.ConnectErrors.Add(1)
+			d.sim.connectError(d.id, err)
+		},
+		// What a device says on each connection is neither checked nor
+		// waited for: its readings do not wait on it.
+		OnUp: func(_ context.Context, cm *autopaho.ConnectionManager) error {
 			if !sc.Legacy {
 				go d.publishStatus(cm, "online")
 			}
@@ -121,27 +131,16 @@ func (d *device) config(urls []*url.URL, tlsCfg *tls.Config) autopaho.ClientConf
 					cm.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: ingest.CameraTopic(d.fleet.Site, d.id, ingest.CameraCmd), QoS: 1}}})
 				}()
 			}
+			return nil
 		},
-		OnConnectionDown: func() bool {
-			st.Connected.Add(-1)
-			return true
-		},
-		OnConnectError: func(err error) {
-			st.ConnectErrors.Add(1)
-			d.sim.connectError(d.id, err)
-		},
-		ClientConfig: paho.ClientConfig{ClientID: d.id},
-	}
-	if d.camera != nil {
-		cfg.ClientConfig.OnPublishReceived = []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			d.camera.cam.Command(pr.Packet.Payload)
-			return true, nil
-		}}
 	}
 	if !sc.Legacy {
-		cfg.WillMessage = &paho.WillMessage{Topic: statusTopic(d.fleet.Site, d.id), Payload: []byte("offline"), QoS: 1, Retain: true}
+		c.Will = &paho.WillMessage{Topic: statusTopic(d.fleet.Site, d.id), Payload: []byte("offline"), QoS: 1, Retain: true}
 	}
-	return cfg
+	if d.camera != nil {
+		c.OnMessage = func(p *paho.Publish) { d.camera.cam.Command(p.Payload) }
+	}
+	return c
 }
 
 func (d *device) publishStatus(cm *autopaho.ConnectionManager, status string) error {
@@ -153,7 +152,7 @@ func (d *device) publishStatus(cm *autopaho.ConnectionManager, status string) er
 
 // run connects and publishes every period until ctx ends, then says
 // "offline" and disconnects cleanly.
-func (d *device) run(ctx context.Context, urls []*url.URL, tlsCfg *tls.Config) {
+func (d *device) run(ctx context.Context) {
 	select {
 	case <-time.After(d.startAt):
 	case <-ctx.Done():
@@ -163,8 +162,8 @@ func (d *device) run(ctx context.Context, urls []*url.URL, tlsCfg *tls.Config) {
 	// and disconnect cleanly when the simulation ends.
 	connCtx, connCancel := context.WithCancel(context.Background())
 	defer connCancel()
-	cm, err := autopaho.NewConnection(connCtx, d.config(urls, tlsCfg))
-	if err != nil {
+	cm, err := mqttconn.Connect(ctx, connCtx, d.client())
+	if cm == nil {
 		d.sim.stats.ConnectErrors.Add(1)
 		d.sim.connectError(d.id, err)
 		return
@@ -180,7 +179,9 @@ func (d *device) run(ctx context.Context, urls []*url.URL, tlsCfg *tls.Config) {
 		defer func() { stopCam(); <-camDone }()
 	}
 
-	if cm.AwaitConnection(ctx) != nil {
+	// A broker that refused the device (counted, and logged once, by
+	// OnConnectError) may let it in later: it keeps trying until ctx ends.
+	if err != nil && cm.AwaitConnection(ctx) != nil {
 		return // ended before the first connection
 	}
 	period := d.fleet.Period

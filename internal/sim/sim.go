@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"math/rand/v2"
-	"net/url"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -21,8 +20,7 @@ type Sim struct {
 	stats   *Stats
 	devices []*device
 	byFleet map[string][]*device
-	urls    []*url.URL
-	tls     *tls.Config
+	tls     *tls.Config // every device's
 
 	connErrLogged atomic.Bool
 
@@ -38,13 +36,7 @@ func New(sc *Scenario, log *slog.Logger) (*Sim, error) {
 	}
 	s := &Sim{sc: sc, log: log, stats: newStats(sc.Devices()), byFleet: map[string][]*device{},
 		applyRng: rand.New(rand.NewPCG(sc.Seed, 0x6170706c79))} // "apply"
-	for _, b := range sc.Brokers {
-		u, err := mqttconn.ParseBrokerURL(b)
-		if err != nil {
-			return nil, err
-		}
-		s.urls = append(s.urls, u)
-	}
+	// One TLS configuration for every device (Validate checked the URLs).
 	var err error
 	if s.tls, err = mqttconn.TLSConfig(sc.TLS); err != nil {
 		return nil, err
@@ -107,7 +99,7 @@ func (s *Sim) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			d.run(ctx, s.urls, s.tls)
+			d.run(ctx)
 		}()
 	}
 	wg.Add(1)

@@ -2,12 +2,10 @@ package watch
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"maps"
 	"net"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/vigilhq/vigil/internal/mqttconn"
 	"github.com/vigilhq/vigil/internal/rnd"
-	"github.com/vigilhq/vigil/internal/wsconn"
 )
 
 // sysFilters are the $SYS load values a probe asks for. Mosquitto and
@@ -53,7 +50,7 @@ func (w *Watcher) probe(ctx context.Context, t *target) Probe {
 }
 
 func (t *target) probe(ctx context.Context, p *Probe) error {
-	conn, err := t.dial(ctx)
+	conn, err := mqttconn.Dial(ctx, t.url, t.tls)
 	if err != nil {
 		var oe *net.OpError
 		if errors.As(err, &oe) {
@@ -139,31 +136,6 @@ func (t *target) probe(ctx context.Context, p *Probe) error {
 	}
 	sysMu.Unlock()
 	return nil
-}
-
-// dial opens the connection of a probe: TCP, TLS or WebSocket.
-func (t *target) dial(ctx context.Context) (net.Conn, error) {
-	cfg := t.tls.Clone()
-	cfg.ServerName = t.url.Hostname()
-	switch t.url.Scheme {
-	case "ws", "wss":
-		u := &url.URL{Scheme: t.url.Scheme, Host: t.url.Host, Path: t.url.Path}
-		c, _, err := wsconn.Dial(ctx, u, cfg)
-		if err != nil {
-			return nil, err
-		}
-		return mqttconn.Whole(c), nil
-	case "mqtts", "ssl", "tls":
-		d := tls.Dialer{Config: cfg}
-		c, err := d.DialContext(ctx, "tcp", t.url.Host)
-		if err != nil {
-			return nil, err
-		}
-		return mqttconn.Whole(c), nil
-	default:
-		var d net.Dialer
-		return d.DialContext(ctx, "tcp", t.url.Host)
-	}
 }
 
 // describe turns paho's timeouts into a sentence.
