@@ -70,13 +70,12 @@ func TestUpRunsUntilInterruptedAndExitsZero(t *testing.T) {
 		done <- run(ctx, []string{"up", "--data-dir", dir, "--mqtt-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"},
 			stdio{in: strings.NewReader(""), out: &out, err: &errb}, []string{"VIGIL_MQTT_WS_LISTEN=127.0.0.1:0", "VIGIL_AUTH_BCRYPT_COST=4"})
 	}()
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(errb.String(), "vigil is up") {
-		if time.Now().After(deadline) {
-			t.Fatalf("vigil up did not start:\n%s", errb.String())
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("vigil up's log:\n%s", errb.String())
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	})
+	testkit.WaitFor(t, 20*time.Second, "vigil up to start", func() bool { return strings.Contains(errb.String(), "vigil is up") })
 	// Port 0 was replaced by a real port in the log.
 	if !regexp.MustCompile(`msg="mqtt listening" component=broker listener=tcp addr=127\.0\.0\.1:[1-9][0-9]*`).MatchString(errb.String()) {
 		t.Errorf("the chosen MQTT port is not logged:\n%s", errb.String())

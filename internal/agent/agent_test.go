@@ -179,7 +179,7 @@ func TestAStreamIsStoredAndReportedAndStatesFollowCapacity(t *testing.T) {
 			b, _ := p.Marshal()
 			c.Write(b)
 		}
-		time.Sleep(2 * time.Millisecond)
+		time.Sleep(2 * time.Millisecond) // pacing, not synchronisation: a camera sends frame by frame; a burst could overflow the socket buffer
 	}
 	// BYE on the RTCP port ends s1.
 	port, _ := strconv.Atoi(h.a.Addr()[len("127.0.0.1:"):])
@@ -245,9 +245,13 @@ func TestBadInputIsCountedAndNeverCorruptsAStream(t *testing.T) {
 		bo, _ := other.Marshal()
 		camera.Write(bo)
 		camera.Write(garbage[i%len(garbage)])
-		time.Sleep(2 * time.Millisecond)
+		time.Sleep(2 * time.Millisecond) // pacing, not synchronisation: a camera sends frame by frame; a burst could overflow the socket buffer
 	}
-	time.Sleep(100 * time.Millisecond)
+	// The intruder's last datagram came after the good stream's last: once
+	// all 30 are counted, every good frame was read before the stop.
+	testkit.WaitFor(t, 10*time.Second, "the agent to read what was sent", func() bool {
+		return h.a.wrongSource.Load() == 30 && h.a.unknownSSRC.Load() >= 30 && h.a.notRTP.Load() >= 20
+	})
 	b, _ := json.Marshal(ingest.AgentCommand{Action: "stop", StreamID: "good"})
 	h.b.Publish(ingest.AgentTopic("a1", "cmd"), b, false, 1)
 	r := h.segment(t, "good")

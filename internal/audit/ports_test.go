@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigilhq/vigil/internal/testkit"
 	"github.com/vigilhq/vigil/internal/testpeer"
 )
 
@@ -24,18 +25,14 @@ func mosquittoTLSListener(port int, cert testpeer.Cert, lines ...string) string 
 // waitListening waits until a loopback port accepts connections.
 func waitListening(t *testing.T, port int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testkit.WaitFor(t, 5*time.Second, fmt.Sprintf("something to listen on %d", port), func() bool {
 		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing listens on %d: %v", port, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		c.Close()
+		return true
+	})
 }
 
 // httpServer starts an HTTP server that is not a WebSocket endpoint on

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigilhq/vigil/internal/testkit"
 	"github.com/vigilhq/vigil/internal/testpeer"
 )
 
@@ -131,8 +132,7 @@ func TestFailoverBetweenBrokers(t *testing.T) {
 		t.Errorf("no reconnect time: %s", f.Evidence)
 	}
 	// The bridge needs a moment to connect.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testkit.WaitFor(t, 10*time.Second, "bridged brokers to give one low finding, persistent sessions", func() bool {
 		r = run(brokerURL("mqtt", a.Port), brokerURL("mqtt", bridged.Port))
 		var sevs []string
 		for _, f := range r.Findings {
@@ -141,13 +141,11 @@ func TestFailoverBetweenBrokers(t *testing.T) {
 			}
 		}
 		if len(sevs) == 1 && strings.HasPrefix(sevs[0], "low Persistent sessions") {
-			break
+			return true
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("bridged brokers: %v\n%s", sevs, describe(r))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		t.Logf("bridged brokers, not yet: %v", sevs)
+		return false
+	})
 	r = run(brokerURL("mqtt", a.Port))
 	if s := status(r, "failover"); s.Status != StatusSkipped {
 		t.Errorf("one target: failover %+v", s)
@@ -194,21 +192,19 @@ func TestFailoverWithACLs(t *testing.T) {
 	}
 	t.Run("messages of a bridged pair cross on the device's own topic", func(t *testing.T) {
 		// The bridge needs a moment to connect.
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			r := run(a.Port, bridged.Port)
+		var r *Report
+		testkit.WaitFor(t, 10*time.Second, "bridged brokers to give one low finding, persistent sessions", func() bool {
+			r = run(a.Port, bridged.Port)
 			got := failover(r)
 			if s := status(r, "failover"); s.Status == StatusFound && len(got) == 1 && strings.HasPrefix(got[0], "low Persistent sessions") {
-				f, _ := finding(r, "failover")
-				if !strings.Contains(f.Evidence, "reached") || strings.Contains(f.Evidence, "reached "+brokerURL("mqtt", bridged.Port)+": false") {
-					t.Errorf("evidence: %s", f.Evidence)
-				}
-				return
+				return true
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("bridged brokers: %v\n%s", got, describe(r))
-			}
-			time.Sleep(200 * time.Millisecond)
+			t.Logf("bridged brokers, not yet: %v", got)
+			return false
+		})
+		f, _ := finding(r, "failover")
+		if !strings.Contains(f.Evidence, "reached") || strings.Contains(f.Evidence, "reached "+brokerURL("mqtt", bridged.Port)+": false") {
+			t.Errorf("evidence: %s", f.Evidence)
 		}
 	})
 	t.Run("a pair the device cannot connect to is medium among pairs that work", func(t *testing.T) {

@@ -142,7 +142,7 @@ func (*slowWriter) ID() string           { return "test-slow-writer" }
 func (*slowWriter) Provides(b byte) bool { return b == mqtt.OnPacketSent }
 func (w *slowWriter) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte) {
 	if cl.ID == w.clientID && pk.FixedHeader.Type == packets.Publish {
-		time.Sleep(w.d)
+		time.Sleep(w.d) // not synchronisation: the slowness under test
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/vigilhq/vigil/internal/testkit"
 )
@@ -107,7 +108,7 @@ func undisturbed(t *testing.T, s *Server, w *client, got chan string) {
 }
 
 func TestAPacketThatCrashesTheDecoderEndsOnlyItsConnection(t *testing.T) {
-	s, reg, _ := openGuarded(t, nil)
+	s, _, _ := openGuarded(t, nil)
 	w, got := watcher(t, s)
 	conn := rawConnect5(t, s, "crasher")
 	subs := atomic.LoadInt64(&s.mochi.Info.Subscriptions)
@@ -129,7 +130,7 @@ func TestAPacketThatCrashesTheDecoderEndsOnlyItsConnection(t *testing.T) {
 		return !ok && atomic.LoadInt64(&s.mochi.Info.Subscriptions) == subs && atomic.LoadInt64(&s.mochi.Info.ClientsConnected) == 1
 	})
 	undisturbed(t, s, w, got)
-	if n := metric(t, reg, "vigil_mqtt_panics_total", "where", panicDecode); n != 1 {
+	if n := testutil.ToFloat64(s.contain.panics.WithLabelValues(panicDecode)); n != 1 {
 		t.Errorf("vigil_mqtt_panics_total{where=decode} = %v, want 1", n)
 	}
 }
@@ -148,7 +149,7 @@ func (panicHook) OnPublish(_ *mqtt.Client, pk packets.Packet) (packets.Packet, e
 }
 
 func TestAPanicWhileHandlingAPacketEndsOnlyItsConnection(t *testing.T) {
-	s, reg, _ := openGuarded(t, nil)
+	s, _, _ := openGuarded(t, nil)
 	if err := s.mochi.AddHook(&panicHook{}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +175,7 @@ func TestAPanicWhileHandlingAPacketEndsOnlyItsConnection(t *testing.T) {
 		return !ok && atomic.LoadInt64(&s.mochi.Info.Subscriptions) == subs
 	})
 	undisturbed(t, s, w, got)
-	if n := metric(t, reg, "vigil_mqtt_panics_total", "where", panicProcess); n != 1 {
+	if n := testutil.ToFloat64(s.contain.panics.WithLabelValues(panicProcess)); n != 1 {
 		t.Errorf("vigil_mqtt_panics_total{where=process} = %v, want 1", n)
 	}
 }
@@ -183,7 +184,7 @@ func TestAPanicWhileHandlingAPacketEndsOnlyItsConnection(t *testing.T) {
 // mochi would take it when its high bits are zero, and the packets after
 // it must not reach mochi unchecked.
 func TestAnOverlongLengthEndsTheConnection(t *testing.T) {
-	s, reg, _ := openGuarded(t, nil)
+	s, _, _ := openGuarded(t, nil)
 	conn := rawConnect5(t, s, "overlong")
 	// PINGREQ with its zero length written in 5 bytes, then the issue's
 	// SUBSCRIBE that would crash mochi's decoder.
@@ -191,7 +192,7 @@ func TestAnOverlongLengthEndsTheConnection(t *testing.T) {
 	if answer := readUntilClosed(t, conn); len(answer) != 0 {
 		t.Errorf("the broker answered % x", answer)
 	}
-	if n := metric(t, reg, "vigil_mqtt_panics_total", "where", panicProcess); n != 0 {
+	if n := testutil.ToFloat64(s.contain.panics.WithLabelValues(panicProcess)); n != 0 {
 		t.Errorf("the crashing SUBSCRIBE reached mochi: vigil_mqtt_panics_total{where=process} = %v", n)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/ratelog"
 	"github.com/vigilhq/vigil/internal/rnd"
+	"github.com/vigilhq/vigil/internal/testkit"
 	"github.com/vigilhq/vigil/internal/users"
 )
 
@@ -204,10 +205,9 @@ func (fb *fuzzBroker) send(t *testing.T, mode byte, stream []byte) {
 	// The broker closes the connection before a panic's recover has run:
 	// wait until it has let go of it, so that what it counted is this
 	// stream's.
-	deadline := time.Now().Add(5 * time.Second)
-	for fb.openConns() > len(fb.watchers) && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	testkit.WaitFor(t, 5*time.Second, "the broker to let go of the connection", func() bool {
+		return fb.openConns() <= len(fb.watchers)
+	})
 }
 
 // openConns counts the connections the broker's listeners handle.

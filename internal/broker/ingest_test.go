@@ -78,23 +78,41 @@ func TestAPubackWaitsUntilTheMessageIsStored(t *testing.T) {
 // A message that cannot be stored because the broker closes gets no
 // acknowledgement: its client is disconnected and will send it again.
 func TestAMessageNotStoredIsNotAcknowledged(t *testing.T) {
+	held := make(chan struct{}, 1)
 	s := openIngest(t, func(ctx context.Context, _ string, _ []byte, _ string, wait bool) error {
 		if wait {
+			select {
+			case held <- struct{}{}:
+			default:
+			}
 			<-ctx.Done() // the store never answers
 			return ctx.Err()
 		}
 		return nil
 	})
 	c, _, _ := connectAs(t, s, "dev-1", "")
-	closed, after := context.WithCancel(context.Background())
-	acked := publishAsync(closed, c, "vigil/site/dev-1/telemetry", 1)
-	time.Sleep(100 * time.Millisecond) // the handler holds it
-	go func() { s.Close(); time.Sleep(100 * time.Millisecond); after() }()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	acked := publishAsync(ctx, c, "vigil/site/dev-1/telemetry", 1)
 	select {
-	case <-closed.Done():
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the message did not reach the handler")
+	}
+	closed := make(chan struct{})
+	go func() { s.Close(); close(closed) }()
+	select {
+	case <-closed:
 	case <-time.After(15 * time.Second):
 		t.Fatal("Close waits for ever for a store that does not answer")
 	}
+	// A PUBACK, had one been sent, came before the disconnection.
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the client of the message not stored was not disconnected")
+	}
+	cancel()
 	if code := <-acked; code != 0xff {
 		t.Errorf("PUBACK %#x for a message that was not stored", code)
 	}

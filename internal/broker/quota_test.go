@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/storage"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.etcd.io/bbolt"
 
 	"github.com/vigilhq/vigil/internal/conf"
@@ -43,9 +45,10 @@ func (anyUser) Authenticate(_ context.Context, name, password string) (*users.Us
 // subscriptions per login and 4 for all anonymous clients.
 type quotaBroker struct {
 	*Server
-	reg  *prometheus.Registry
-	mu   sync.Mutex
-	logs bytes.Buffer
+	reg   *prometheus.Registry
+	quota *quotaHook
+	mu    sync.Mutex
+	logs  bytes.Buffer
 }
 
 // openQuota starts a quotaBroker on loopback; with dir, it persists there.
@@ -73,6 +76,11 @@ func openQuota(t *testing.T, dir string, mutate func(*conf.MQTT)) *quotaBroker {
 		t.Fatal(err)
 	}
 	qb.Server = s
+	for _, h := range s.hooks {
+		if q, ok := h.(*quotaHook); ok {
+			qb.quota = q
+		}
+	}
 	return qb
 }
 
@@ -296,10 +304,10 @@ func TestALoginHoldsNoMoreRetainedMessagesThanItsQuota(t *testing.T) {
 		}
 	})
 	t.Run("refusals are counted by quota and logged once a minute", func(t *testing.T) {
-		if n := metric(t, qb.reg, "vigil_mqtt_quota_exceeded_total", "quota", "retained_messages"); n != 5 {
+		if n := testutil.ToFloat64(qb.quota.exceeded.WithLabelValues(quotaRetainedMessages)); n != 5 {
 			t.Errorf("retained_messages refusals counted %v, want 5", n)
 		}
-		if n := metric(t, qb.reg, "vigil_mqtt_quota_exceeded_total", "quota", "retained_bytes"); n != 2 {
+		if n := testutil.ToFloat64(qb.quota.exceeded.WithLabelValues(quotaRetainedBytes)); n != 2 {
 			t.Errorf("retained_bytes refusals counted %v, want 2", n)
 		}
 		if n := strings.Count(qb.log(), "retained message refused"); n != 1 {
@@ -343,29 +351,22 @@ func TestAnMQTT311ClientBeyondItsRetainedQuota(t *testing.T) {
 }
 
 // barrierHook holds every retained PUBLISH that the quota let through
-// until each of n publishes was either let through or refused: so that
-// all of them were judged while none was retained yet.
+// until release is closed (the test closes it once each publish was
+// either let through or refused): so that all of them were judged while
+// none was retained yet.
 type barrierHook struct {
 	mqtt.HookBase
-	n       int
-	refused func() int
-	mu      sync.Mutex
-	passed  int
+	passed  atomic.Int32
+	release chan struct{}
 }
 
 func (h *barrierHook) ID() string           { return "test-barrier" }
 func (h *barrierHook) Provides(b byte) bool { return b == mqtt.OnPublish }
 func (h *barrierHook) OnPublish(_ *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	h.mu.Lock()
-	h.passed++
-	h.mu.Unlock()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		h.mu.Lock()
-		done := h.passed+h.refused() >= h.n
-		h.mu.Unlock()
-		if done {
-			break
-		}
+	h.passed.Add(1)
+	select {
+	case <-h.release:
+	case <-time.After(10 * time.Second):
 	}
 	return pk, nil
 }
@@ -374,18 +375,17 @@ func TestClientsOfOneLoginPublishingAtOnceCannotOvershootItsQuota(t *testing.T) 
 	qb := openQuota(t, "", nil)
 	const n = 20
 	refused := func() int {
-		mfs, _ := qb.reg.Gather()
 		n := 0.0
-		for _, mf := range mfs {
-			if mf.GetName() == "vigil_mqtt_quota_exceeded_total" {
-				for _, m := range mf.GetMetric() {
-					n += m.GetCounter().GetValue()
-				}
-			}
+		for _, q := range []string{quotaRetainedMessages, quotaRetainedBytes, quotaSubscriptions} {
+			n += testutil.ToFloat64(qb.quota.exceeded.WithLabelValues(q))
 		}
 		return int(n)
 	}
-	if err := qb.mochi.AddHook(&barrierHook{n: n, refused: refused}, nil); err != nil {
+	barrier := &barrierHook{release: make(chan struct{})}
+	var releaseOnce sync.Once
+	release := func() { releaseOnce.Do(func() { close(barrier.release) }) }
+	t.Cleanup(release) // before the broker closes, should the test stop early
+	if err := qb.mochi.AddHook(barrier, nil); err != nil {
 		t.Fatal(err)
 	}
 	clients := make([]*paho.Client, n)
@@ -408,6 +408,10 @@ func TestClientsOfOneLoginPublishingAtOnceCannotOvershootItsQuota(t *testing.T) 
 			codes <- pr.ReasonCode
 		}()
 	}
+	testkit.WaitFor(t, 10*time.Second, "each publish to be let through or refused", func() bool {
+		return int(barrier.passed.Load())+refused() >= n
+	})
+	release()
 	wg.Wait()
 	close(codes)
 	accepted := 0
@@ -677,8 +681,12 @@ func TestBrokerBoltShrinksAtTheNextStartOnceRetainedMessagesAreCleared(t *testin
 		qb.Publish("r/never/"+string(rune('A'+i/26))+string(rune('a'+i%26)), nil, true, 0)
 	}
 	// Nothing of Vigil's holds on to the cleared messages.
-	if b := metric(t, qb.reg, "vigil_mqtt_retained_bytes"); b != float64(len("r/keep")+len("kept")) {
-		t.Errorf("after clearing, %v bytes of retained messages are accounted", b)
+	if err := testutil.GatherAndCompare(qb.reg, strings.NewReader(fmt.Sprintf(`
+# HELP vigil_mqtt_retained_bytes Bytes of retained messages held (topics, payloads and properties; $SYS topics aside).
+# TYPE vigil_mqtt_retained_bytes gauge
+vigil_mqtt_retained_bytes %d
+`, len("r/keep")+len("kept"))), "vigil_mqtt_retained_bytes"); err != nil {
+		t.Errorf("after clearing, the retained messages accounted are not just r/keep's: %v", err)
 	}
 	qb.Close()
 	cleared := size()
@@ -886,7 +894,7 @@ func TestALoginHoldsNoMoreSubscriptionsThanItsQuota(t *testing.T) {
 		}
 	})
 	t.Run("refusals are counted and logged once a minute", func(t *testing.T) {
-		if n := metric(t, qb.reg, "vigil_mqtt_quota_exceeded_total", "quota", "subscriptions"); n != 14 {
+		if n := testutil.ToFloat64(qb.quota.exceeded.WithLabelValues(quotaSubscriptions)); n != 14 {
 			t.Errorf("counted %v, want 14", n)
 		}
 		if n := strings.Count(qb.log(), "subscriptions refused"); n != 1 {

@@ -13,6 +13,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/vigilhq/vigil/internal/conf"
+	"github.com/vigilhq/vigil/internal/testkit"
 	"github.com/vigilhq/vigil/internal/testpeer"
 )
 
@@ -212,7 +213,15 @@ func TestARetainedMessageOlderThanADayIsKept(t *testing.T) {
 	old := time.Now().Add(-49 * time.Hour).Unix()
 	s.mochi.Topics.RetainMessage(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: true},
 		TopicName: "vigil/lab/d1/meta", Payload: []byte(`{"capabilities":["camera"]}`), Created: old, Origin: "d1"})
-	time.Sleep(2500 * time.Millisecond) // mochi's expiry loop runs every second
+	// A message whose own expiry has passed, retained after the old one:
+	// once mochi's expiry pass (every second) has removed it, that pass
+	// has judged the old message too.
+	s.mochi.Topics.RetainMessage(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: true}, ProtocolVersion: 5,
+		TopicName: "vigil/lab/d2/expired", Payload: []byte("x"), Created: old, Expiry: time.Now().Unix() - 1, Origin: "d2"})
+	testkit.WaitFor(t, 10*time.Second, "mochi's expiry pass over the retained messages", func() bool {
+		_, ok := s.mochi.Topics.Retained.Get("vigil/lab/d2/expired")
+		return !ok
+	})
 	ss, _ := resume(t, s.Addr(TCP).String(), "reader", true)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

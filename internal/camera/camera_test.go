@@ -19,6 +19,7 @@ import (
 
 	"github.com/vigilhq/vigil/internal/ingest"
 	"github.com/vigilhq/vigil/internal/media"
+	"github.com/vigilhq/vigil/internal/testkit"
 )
 
 func testJPEG(t testing.TB, q int) []byte {
@@ -102,7 +103,7 @@ func (f fakeSource) Stream(ctx context.Context, from, until time.Time, _ Params)
 		defer close(out)
 		for at := from; !at.After(until); at = at.Add(100 * time.Millisecond) {
 			if d := time.Until(at); d > 0 {
-				time.Sleep(d)
+				time.Sleep(d) // pacing, not synchronisation: a live source's frames come at their time
 			}
 			select {
 			case out <- Frame{JPEG: f.jpeg, At: at}:
@@ -168,16 +169,11 @@ func TestACameraStreamsPreRollThenLiveAndSaysQuit(t *testing.T) {
 	if ssrcs, err := media.ByeSSRCs(buf[:n]); err != nil || len(ssrcs) != 1 {
 		t.Fatalf("RTCP BYE for %v: %v", ssrcs, err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testkit.WaitFor(t, 5*time.Second, "the started and quit reports", func() bool {
 		mu.Lock()
-		n := len(reports)
-		mu.Unlock()
-		if n >= 2 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		defer mu.Unlock()
+		return len(reports) >= 2
+	})
 	mu.Lock()
 	defer mu.Unlock()
 	if len(reports) != 2 || reports[0].State != "started" || reports[1].State != "quit" {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/vigilhq/vigil/internal/notify"
 	"github.com/vigilhq/vigil/internal/store"
@@ -83,40 +84,23 @@ func (e *env) deliveries(t *testing.T, channelID string) []notify.Delivery {
 	return ds
 }
 
-// metric returns the value of a counter (or a histogram's count) whose
-// labels include the given name/value pairs.
-func (e *env) metric(t *testing.T, name string, labels ...string) float64 {
-	t.Helper()
-	mfs, err := e.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				found := false
-				for _, l := range m.GetLabel() {
-					if l.GetName() == labels[i] && l.GetValue() == labels[i+1] {
-						found = true
-					}
-				}
-				if !found {
-					continue next
-				}
-			}
-			if h := m.GetHistogram(); h != nil {
-				sum += float64(h.GetSampleCount())
-			} else {
-				sum += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return sum
+// metricHelp is the HELP and TYPE lines of each metric the tests read.
+var metricHelp = map[string]string{
+	"vigil_notifications_total": `# HELP vigil_notifications_total Notification deliveries by channel kind (webpush, ntfy, webhook, mqtt) and result (ok, failed).
+# TYPE vigil_notifications_total counter`,
+	"vigil_notifications_suppressed_total": `# HELP vigil_notifications_suppressed_total Notifications a channel's rules kept back, by reason (min_priority, quiet_hours, cooldown).
+# TYPE vigil_notifications_suppressed_total counter`,
+	"vigil_notifications_dropped_total": `# HELP vigil_notifications_dropped_total Notifications dropped before reaching any channel: queue full, channels unreadable or shutting down.
+# TYPE vigil_notifications_dropped_total counter`,
+}
+
+// metricIs returns nil if the metric name in reg has exactly the given
+// series, each a line of the text exposition format (for example
+// `vigil_notifications_total{kind="ntfy",result="ok"} 3`), and otherwise
+// an error that shows the difference.
+func metricIs(reg prometheus.Gatherer, name string, series ...string) error {
+	want := metricHelp[name] + "\n" + strings.Join(series, "\n") + "\n"
+	return testutil.GatherAndCompare(reg, strings.NewReader(want), name)
 }
 
 // assertNoSecrets fails if the log holds any of the secrets.

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/vigilhq/vigil"
 	"github.com/vigilhq/vigil/internal/notify"
@@ -97,7 +99,7 @@ func TestWebhookAndNtfyGetOneNotificationPerCameraPerCooldown(t *testing.T) {
 		e.clock.Advance(cooldown - time.Millisecond)
 		e.n.Notify(intrusion(e, "ev2", "cam1", 70))
 		testkit.WaitFor(t, 2*time.Second, "two cooldown suppressions", func() bool {
-			return e.metric(t, "vigil_notifications_suppressed_total", "reason", "cooldown") == 2
+			return metricIs(e.reg, "vigil_notifications_suppressed_total", `vigil_notifications_suppressed_total{reason="cooldown"} 2`) == nil
 		})
 		if hooks.count("") != 1 || ntfy.count("") != 1 {
 			t.Errorf("during the cooldown: %d webhook and %d ntfy requests, want 1 each", hooks.count(""), ntfy.count(""))
@@ -123,10 +125,13 @@ func TestWebhookAndNtfyGetOneNotificationPerCameraPerCooldown(t *testing.T) {
 	})
 
 	testkit.WaitFor(t, 2*time.Second, "6 deliveries counted", func() bool {
-		return e.metric(t, "vigil_notifications_total", "result", "ok") == 6
+		return metricIs(e.reg, "vigil_notifications_total",
+			`vigil_notifications_total{kind="ntfy",result="ok"} 3`,
+			`vigil_notifications_total{kind="webhook",result="ok"} 3`) == nil
 	})
-	if got := e.metric(t, "vigil_notification_delivery_seconds", "kind", "webhook"); got != 3 {
-		t.Errorf("webhook latency samples = %v, want 3", got)
+	text, err := testutil.CollectAndFormat(e.reg, expfmt.TypeTextPlain, "vigil_notification_delivery_seconds")
+	if err != nil || !strings.Contains(string(text), "\n"+`vigil_notification_delivery_seconds_count{kind="webhook"} 3`+"\n") {
+		t.Errorf("want 3 webhook latency samples (%v):\n%s", err, text)
 	}
 	e.assertNoSecrets(t, hookSecret, ntfyToken)
 }
@@ -195,8 +200,11 @@ func TestFailedDeliveriesAreRetriedAndLogged(t *testing.T) {
 			t.Errorf("delivery = %+v, want failed after 4 attempts, connection refused, no URL", d)
 		}
 	})
-	if ok, failed := e.metric(t, "vigil_notifications_total", "result", "ok"), e.metric(t, "vigil_notifications_total", "result", "failed"); ok != 1 || failed != 3 {
-		t.Errorf("vigil_notifications_total: ok %v failed %v, want 1 and 3", ok, failed)
+	if err := metricIs(e.reg, "vigil_notifications_total",
+		`vigil_notifications_total{kind="ntfy",result="failed"} 1`,
+		`vigil_notifications_total{kind="webhook",result="failed"} 2`,
+		`vigil_notifications_total{kind="webhook",result="ok"} 1`); err != nil {
+		t.Errorf("want 1 ok and 3 failed: %v", err)
 	}
 	e.assertNoSecrets(t, "token-in-path")
 }
@@ -276,10 +284,10 @@ func TestChannelRulesChooseWhatIsSent(t *testing.T) {
 			t.Errorf("channel %s got %q, want %q", name, got, titles)
 		}
 	}
-	for reason, n := range map[string]float64{"min_priority": 3, "quiet_hours": 3, "cooldown": 0} {
-		if got := e.metric(t, "vigil_notifications_suppressed_total", "reason", reason); got != n {
-			t.Errorf("suppressed for %s: %v, want %v", reason, got, n)
-		}
+	if err := metricIs(e.reg, "vigil_notifications_suppressed_total", // none for cooldown
+		`vigil_notifications_suppressed_total{reason="min_priority"} 3`,
+		`vigil_notifications_suppressed_total{reason="quiet_hours"} 3`); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -402,7 +410,7 @@ func TestNotifyNeverBlocks(t *testing.T) {
 	}
 	n.Notify(notify.Notification{Kind: notify.KindAlert, Title: "after Close"})
 	// 744 dropped on a full queue, the 256 queued at Close, 1 after it.
-	if got := (&env{reg: reg}).metric(t, "vigil_notifications_dropped_total"); got != 1001 {
-		t.Errorf("dropped = %v, want 1001", got)
+	if err := metricIs(reg, "vigil_notifications_dropped_total", "vigil_notifications_dropped_total 1001"); err != nil {
+		t.Error(err)
 	}
 }

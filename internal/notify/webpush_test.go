@@ -325,7 +325,7 @@ func TestWebPushWithoutSubscriptions(t *testing.T) {
 	if ds := e.deliveries(t, id); len(ds) != 1 || ds[0].Title != "Vigil test notification" {
 		t.Errorf("deliveries %+v: want only the failed test", ds)
 	}
-	if f := e.metric(t, "vigil_notifications_total", "result", "failed"); f != 1 {
-		t.Errorf("%v failures counted, want 1 (the test)", f)
+	if err := metricIs(e.reg, "vigil_notifications_total", `vigil_notifications_total{kind="webpush",result="failed"} 1`); err != nil {
+		t.Errorf("want 1 failure counted (the test): %v", err)
 	}
 }

@@ -14,9 +14,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/vigilhq/vigil/internal/store"
 	"github.com/vigilhq/vigil/internal/telemetry"
+	"github.com/vigilhq/vigil/internal/testkit"
 )
 
 func newPipeline(t *testing.T, st telemetry.Store, queue int) (*telemetry.Pipeline, *prometheus.Registry) {
@@ -48,27 +50,6 @@ func openStore(t *testing.T) *store.Store {
 	return s
 }
 
-// metric returns the value of a counter in reg, by name and, for a vector,
-// the value of its one label.
-func metric(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if label == "" || m.GetLabel()[0].GetValue() == label {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
-}
-
 func TestBadPayloadsAreCountedAndValidOnesBehindThemAreStored(t *testing.T) {
 	st := openStore(t)
 	p, reg := newPipeline(t, st, 100)
@@ -90,14 +71,18 @@ func TestBadPayloadsAreCountedAndValidOnesBehindThemAreStored(t *testing.T) {
 	if n, _ := st.CountReadings(context.Background()); n != good {
 		t.Errorf("stored %d readings, want %d", n, good)
 	}
-	for reason, want := range map[string]float64{"malformed": 125, "invalid": 125, "oversized": 125, "unknown_topic": 125} {
-		if got := metric(t, reg, "vigil_telemetry_rejected_total", reason); got != want {
-			t.Errorf("rejected{%s} = %v, want %v", reason, got, want)
-		}
-	}
-	stored := metric(t, reg, "vigil_telemetry_stored_total", "")
-	if stored != good {
-		t.Errorf("vigil_telemetry_stored_total = %v", stored)
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP vigil_telemetry_rejected_total Device messages rejected, by reason (oversized, malformed, invalid, unknown_topic, shutdown).
+# TYPE vigil_telemetry_rejected_total counter
+vigil_telemetry_rejected_total{reason="invalid"} 125
+vigil_telemetry_rejected_total{reason="malformed"} 125
+vigil_telemetry_rejected_total{reason="oversized"} 125
+vigil_telemetry_rejected_total{reason="unknown_topic"} 125
+# HELP vigil_telemetry_stored_total Readings written to the database.
+# TYPE vigil_telemetry_stored_total counter
+vigil_telemetry_stored_total 500
+`), "vigil_telemetry_rejected_total", "vigil_telemetry_stored_total"); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -130,8 +115,12 @@ func TestAFailingStoreLosesNothing(t *testing.T) {
 	if n, _ := st.CountReadings(ctx); n != 200 {
 		t.Errorf("stored %d of 200 readings after the store recovered", n)
 	}
-	if got := metric(t, reg, "vigil_telemetry_store_errors_total", ""); got != 3 {
-		t.Errorf("store errors = %v, want 3", got)
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP vigil_telemetry_store_errors_total Failed batch writes (each is retried).
+# TYPE vigil_telemetry_store_errors_total counter
+vigil_telemetry_store_errors_total 3
+`), "vigil_telemetry_store_errors_total"); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -162,11 +151,10 @@ func TestAFullQueueHoldsThePublisherBackInsteadOfDropping(t *testing.T) {
 	}()
 	// The writer holds one batch, the queue five more; the publisher must
 	// then wait for the store.
-	deadline := time.Now().Add(5 * time.Second)
-	for handled.Load() < 5 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	time.Sleep(50 * time.Millisecond) // give a non-blocking Handle time to run ahead
+	testkit.WaitFor(t, 5*time.Second, "five messages handled", func() bool { return handled.Load() >= 5 })
+	// Not synchronisation: the time a Handle that did not block would
+	// take to run ahead; the test is that the publisher does not.
+	time.Sleep(50 * time.Millisecond)
 	if n := handled.Load(); n >= 100 {
 		t.Fatalf("all %d messages were handled while the store was blocked", n)
 	}
@@ -281,12 +269,18 @@ func TestObserversDoNotWaitForTheStore(t *testing.T) {
 	})
 	p.Start()
 	defer func() { close(g.gate); p.Close() }()
-	go func() { // the store hangs on the first batch; the queue fills behind it
-		for i := range 50 {
+	go func() { // the store hangs on the first batch (50 at most); the queue fills behind it
+		for i := range 100 {
 			p.Handle("vigil/s/d/telemetry", fmt.Appendf(nil, `{"value":%d}`, i), "c")
 		}
 	}()
-	time.Sleep(200 * time.Millisecond)
+	testkit.WaitFor(t, 5*time.Second, "the queue to be full", func() bool {
+		return testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP vigil_telemetry_queue_length Events waiting to be written.
+# TYPE vigil_telemetry_queue_length gauge
+vigil_telemetry_queue_length 5
+`), "vigil_telemetry_queue_length") == nil
+	})
 	go p.Handle("vigil/s/pir-1/motion", []byte(`{"distance_m":0.4}`), "pir-1")
 	select {
 	case ev := <-seen:
@@ -318,10 +312,7 @@ func TestHealthReportsAStoreThatKeepsFailing(t *testing.T) {
 		t.Fatalf("healthy at start: %v", err)
 	}
 	p.Handle("vigil/s/d/telemetry", []byte(`{"value":1}`), "c")
-	deadline := time.Now().Add(10 * time.Second)
-	for p.Health() == nil && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.WaitFor(t, 10*time.Second, "Health to report the failing store", func() bool { return p.Health() != nil })
 	if err := p.Health(); err == nil || !strings.Contains(err.Error(), "disk is full") {
 		t.Fatalf("with every write failing: %v", err)
 	}
@@ -332,6 +323,20 @@ func TestHealthReportsAStoreThatKeepsFailing(t *testing.T) {
 	if err := p.Health(); err != nil {
 		t.Errorf("after a write succeeded: %v", err)
 	}
+}
+
+// doneWatcher is a context that tells when its Done channel is first
+// asked for: before Start, Ingest asks for it as it starts waiting for
+// Start (or for the context to end).
+type doneWatcher struct {
+	context.Context
+	once  sync.Once
+	asked chan struct{}
+}
+
+func (c *doneWatcher) Done() <-chan struct{} {
+	c.once.Do(func() { close(c.asked) })
+	return c.Context.Done()
 }
 
 // A message handled before Start (a broker opened before the pipeline's
@@ -348,10 +353,15 @@ func TestMessagesBeforeStartWaitForEveryObserver(t *testing.T) {
 	}
 	defer p.Close()
 	done := make(chan error, 1)
+	ctx := &doneWatcher{Context: context.Background(), asked: make(chan struct{})}
 	go func() {
-		done <- p.Ingest(context.Background(), "vigil/s/early/telemetry", []byte(`{"value":1}`), "c", true)
+		done <- p.Ingest(ctx, "vigil/s/early/telemetry", []byte(`{"value":1}`), "c", true)
 	}()
-	time.Sleep(50 * time.Millisecond)
+	select {
+	case <-ctx.asked: // Ingest waits for Start
+	case <-time.After(5 * time.Second):
+		t.Fatal("Ingest, called before Start, did not begin to wait")
+	}
 	seen := make(chan string, 1)
 	p.Observe(func(ev telemetry.Event) { seen <- ev.DeviceID })
 	p.Start()
