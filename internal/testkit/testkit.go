@@ -15,11 +15,13 @@ import (
 func WaitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
-	for !cond() {
+	// Polls soon at first (most conditions hold within a millisecond or
+	// two), then every 5 ms.
+	for step := time.Millisecond; !cond(); step = min(2*step, 5*time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %v waiting for %s", within, what)
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(step)
 	}
 }
 
