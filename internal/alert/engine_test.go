@@ -3,39 +3,12 @@ package alert_test
 import (
 	"context"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/vigilhq/vigil"
 	"github.com/vigilhq/vigil/internal/alert"
+	"github.com/vigilhq/vigil/internal/notify"
 )
-
-// settings is an in-memory State.
-type settings struct {
-	mu sync.Mutex
-	m  map[string]string
-}
-
-func (s *settings) GetSetting(_ context.Context, k string) (string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	v, ok := s.m[k]
-	if !ok {
-		return "", vigil.Errorf(vigil.ENotFound, "no setting %q", k)
-	}
-	return v, nil
-}
-
-func (s *settings) SetSetting(_ context.Context, k, v string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.m == nil {
-		s.m = map[string]string{}
-	}
-	s.m[k] = v
-	return nil
-}
 
 // rig is an engine with one source whose alerts the test sets, a fake
 // clock, and a record of what was notified and published.
@@ -86,7 +59,7 @@ var (
 // A new alert is notified once, keeps the time it started while it holds,
 // and goes when it clears; if it comes back, people are told again.
 func TestAnAlertIsNotifiedOnceWhileItHolds(t *testing.T) {
-	r := newRig(t, &settings{})
+	r := newRig(t, notify.NewMemStore())
 	r.check(0)
 	if r.changes != 0 || len(r.e.List()) != 0 {
 		t.Fatalf("nothing holds: %d changes, list %+v", r.changes, r.e.List())
@@ -127,7 +100,7 @@ func TestAnAlertIsNotifiedOnceWhileItHolds(t *testing.T) {
 // the time it started; one that cleared while Vigil was stopped is
 // forgotten, and notified if it comes back.
 func TestAnAlertThatHoldsAcrossARestartIsNotNotifiedAgain(t *testing.T) {
-	st := &settings{}
+	st := notify.NewMemStore()
 	r := newRig(t, st)
 	r.holds = []alert.Alert{agentLost, diskFull}
 	r.check(0)
@@ -160,7 +133,7 @@ func TestAnAlertThatHoldsAcrossARestartIsNotNotifiedAgain(t *testing.T) {
 // A silent alert (a failing notification channel) is listed but not
 // notified; the list is most severe first, then oldest first.
 func TestSilentAlertsAreListedNotNotifiedAndTheListIsBySeverity(t *testing.T) {
-	r := newRig(t, &settings{})
+	r := newRig(t, notify.NewMemStore())
 	failing := alert.New(alert.KindDelivery, "ch1", alert.Warning, "Notifications on phone are failing", "401")
 	failing.Silent = true
 	r.holds = []alert.Alert{failing}
@@ -184,7 +157,7 @@ func TestSilentAlertsAreListedNotNotifiedAndTheListIsBySeverity(t *testing.T) {
 // A check cut short by shutdown changes nothing: its sources did not all
 // answer.
 func TestACheckCutShortChangesNothing(t *testing.T) {
-	st := &settings{}
+	st := notify.NewMemStore()
 	r := newRig(t, st)
 	r.holds = []alert.Alert{agentLost}
 	r.check(0)
@@ -200,7 +173,7 @@ func TestACheckCutShortChangesNothing(t *testing.T) {
 // Kick has Run check at once rather than at its next tick.
 func TestKickChecksWithoutWaitingForTheTick(t *testing.T) {
 	checked := make(chan struct{}, 10)
-	e := alert.NewEngine(context.Background(), alert.Config{State: &settings{}, Every: time.Hour})
+	e := alert.NewEngine(context.Background(), alert.Config{State: notify.NewMemStore(), Every: time.Hour})
 	e.Add(alert.SourceFunc(func(context.Context) []alert.Alert { checked <- struct{}{}; return nil }))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

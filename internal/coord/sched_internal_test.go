@@ -16,6 +16,7 @@ import (
 	"github.com/vigilhq/vigil/internal/ingest"
 	"github.com/vigilhq/vigil/internal/media"
 	"github.com/vigilhq/vigil/internal/telemetry"
+	"github.com/vigilhq/vigil/internal/testkit"
 	"github.com/vigilhq/vigil/internal/users"
 )
 
@@ -109,29 +110,11 @@ func (r *memRuntime) exit(t *testing.T, id string) {
 	}
 }
 
-// fakeClock is a clock the test moves.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 type rig struct {
 	t     *testing.T
 	c     *Coordinator
 	rt    *memRuntime
-	clock fakeClock
+	clock *testkit.Clock
 	// plans are the sites' plans; the default plan has no dedicated agent.
 	plans map[string]conf.Plan
 }
@@ -139,7 +122,7 @@ type rig struct {
 var rigStart = time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
 
 func newRig(t *testing.T, agents conf.Agents) *rig {
-	r := &rig{t: t, clock: fakeClock{t: rigStart}, plans: map[string]conf.Plan{}, rt: &memRuntime{exits: map[string]func(error){}, started: make(chan string, 100)}}
+	r := &rig{t: t, clock: testkit.NewClock(rigStart), plans: map[string]conf.Plan{}, rt: &memRuntime{exits: map[string]func(error){}, started: make(chan string, 100)}}
 	if agents.HeartbeatTimeout == 0 {
 		agents.HeartbeatTimeout = 10 * time.Second
 	}

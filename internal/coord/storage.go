@@ -16,7 +16,7 @@ import (
 //   - A root inside the data directory (the default, <data.dir>/clips) is
 //     Vigil's: it is made 0700 on every start, and the Docker runtime may
 //     give it and the directories in it to the agents' user
-//     (DockerRuntime.OwnStorage).
+//     (agentrt.Docker.OwnStorage).
 //   - A root elsewhere that does not exist yet is made (0700) and is
 //     Vigil's too.
 //   - A root elsewhere that exists is the user's (a NAS mount, /srv):

@@ -49,6 +49,11 @@ func TestPackagesDependOnlyOnWhatTheyMay(t *testing.T) {
 			"the pipeline takes messages from any broker and stores through an interface"},
 		{"internal/store", true, []string{"net/http", mod + "internal/httpapi", mod + "internal/broker"},
 			"the store speaks SQL, not HTTP or MQTT"},
+		{"internal/alert", false, []string{mod + "internal/"}, "alerts are a leaf: every source imports it"},
+		{"internal/agentrt", false, []string{mod + "internal/coord", mod + "internal/app", mod + "internal/store", mod + "internal/broker"},
+			"runtimes start and stop agents; what they do is the coordinator's business"},
+		{"internal/coord", false, []string{mod + "internal/app", mod + "internal/httpapi", mod + "internal/store", mod + "internal/broker"},
+			"the coordinator reaches the broker and the database through its own interfaces (unit-tested with in-memory ones)"},
 		{"internal/detect", false, []string{mod + "internal/store", mod + "internal/broker", mod + "internal/coord"},
 			"detection never waits for storage and knows nothing of who records"},
 	} {

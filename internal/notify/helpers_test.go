@@ -27,7 +27,7 @@ type env struct {
 	st    *store.Store
 	reg   *prometheus.Registry
 	log   *testkit.Buffer
-	clock *clock
+	clock *testkit.Clock
 }
 
 // newEnv opens a store and starts a Notifier with short retries, an
@@ -42,7 +42,7 @@ func newEnv(t *testing.T, pub notify.Publisher, opts notify.Options) *env {
 	}
 	t.Cleanup(func() { st.Close() })
 	e := &env{st: st, reg: prometheus.NewRegistry(), log: &testkit.Buffer{},
-		clock: &clock{t: time.Date(2026, 5, 1, 12, 0, 0, 0, time.Local)}}
+		clock: testkit.NewClock(time.Date(2026, 5, 1, 12, 0, 0, 0, time.Local))}
 	if opts.Retry == nil {
 		opts.Retry = []time.Duration{10 * time.Millisecond, 10 * time.Millisecond, 10 * time.Millisecond}
 	}
@@ -114,26 +114,6 @@ func (e *env) assertNoSecrets(t *testing.T, secrets ...string) {
 		}
 	}
 }
-
-// clock is an injectable time.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
-}
-
-func (c *clock) Advance(d time.Duration) { c.Set(c.Now().Add(d)) }
 
 // request is what a receiver got.
 type request struct {

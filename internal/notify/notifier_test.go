@@ -96,7 +96,7 @@ func TestWebhookAndNtfyGetOneNotificationPerCameraPerCooldown(t *testing.T) {
 	})
 
 	t.Run("a second event of the camera within the cooldown is held back", func(t *testing.T) {
-		e.clock.Advance(cooldown - time.Millisecond)
+		e.clock.Add(cooldown - time.Millisecond)
 		e.n.Notify(intrusion(e, "ev2", "cam1", 70))
 		testkit.WaitFor(t, 2*time.Second, "two cooldown suppressions", func() bool {
 			return metricIs(e.reg, "vigil_notifications_suppressed_total", `vigil_notifications_suppressed_total{reason="cooldown"} 2`) == nil
@@ -112,7 +112,7 @@ func TestWebhookAndNtfyGetOneNotificationPerCameraPerCooldown(t *testing.T) {
 	})
 
 	t.Run("after the cooldown the camera notifies again", func(t *testing.T) {
-		e.clock.Advance(time.Millisecond)
+		e.clock.Add(time.Millisecond)
 		e.n.Notify(intrusion(e, "ev4", "cam1", 70))
 		testkit.WaitFor(t, 2*time.Second, "the notifications after the cooldown", both(3))
 		var ids []string
