@@ -158,5 +158,14 @@ func (ta *testApp) settleAlerts(t testing.TB) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ta.Alerts.Check(ctx)
+	drain(t, ta)
+}
+
+// drain waits until the notifications handed to the notifier so far are
+// delivered or given up.
+func drain(t testing.TB, ta *testApp) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	must(t, ta.Notifier.Drain(ctx))
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/vigilhq/vigil/internal/sim"
 	"github.com/vigilhq/vigil/internal/store"
 	"github.com/vigilhq/vigil/internal/sub"
+	"github.com/vigilhq/vigil/internal/telemetry"
 	"github.com/vigilhq/vigil/internal/testkit"
 	"github.com/vigilhq/vigil/internal/testpeer"
 	"github.com/vigilhq/vigil/internal/users"
@@ -230,6 +231,13 @@ func newManualCamera(t testing.TB, ta *testApp, site, id string) *manualCamera {
 	must(t, err)
 	t.Cleanup(func() { s.Close() })
 	must(t, ta.Broker.Publish("vigil/"+site+"/"+id+"/meta", []byte(`{"capabilities":["motion","camera"]}`), true, 1))
+	// The pipeline's observers (the coordinator among them) see a message
+	// before its device is updated: once the device is a camera, the
+	// coordinator has been handed its meta, before any later detection.
+	testkit.WaitFor(t, 10*time.Second, id+"'s meta", func() bool {
+		d, err := ta.Store.GetDevice(context.Background(), id)
+		return err == nil && d.Meta.Has(telemetry.CapCamera)
+	})
 	return mc
 }
 
@@ -264,7 +272,6 @@ func TestAnFFmpegSenderMakesAValidClip(t *testing.T) {
 	testkit.WaitFor(t, 20*time.Second, "the camera's meta and an agent", func() bool {
 		return liveAgents(ta.view(t)) == 1 && ta.view(t).Agents[0].Status == "ready"
 	})
-	time.Sleep(200 * time.Millisecond) // the retained meta reaches the coordinator through the pipeline
 	ta.detect(t, "shop", "ffcam")
 	cmd := cam.command(t)
 	if cmd.Action != "stream" || cmd.Transport != "rtp/jpeg" || cmd.SSRC == 0 || cmd.Port == 0 || cmd.Duration != 4 || cmd.PreRoll != 2 {
@@ -590,7 +597,6 @@ func TestArmingIsForAdminsAndDisarmedSitesDoNotRecord(t *testing.T) {
 		t.Fatalf("admin disarming: %d %+v", code, site)
 	}
 	newManualCamera(t, ta, "shop", "cam1")
-	time.Sleep(200 * time.Millisecond)
 	ta.detect(t, "shop", "cam1")
 	time.Sleep(500 * time.Millisecond) // a wrongly armed site would have an event by now
 	var events []detect.Event

@@ -279,7 +279,6 @@ func BenchmarkLiveViewLatency(b *testing.B) {
 		v := ta.view(b)
 		return liveAgents(v) == 1 && v.Agents[0].Status == "ready"
 	})
-	time.Sleep(300 * time.Millisecond)
 	var all []time.Duration
 	for b.Loop() {
 		_, ls := openLive(b, ta, "home", "door", "admin", adminPassword)

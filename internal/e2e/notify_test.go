@@ -174,8 +174,8 @@ func TestIntrusionNotificationsReachWebhookAndNtfy(t *testing.T) {
 	// The same sensor again, within the 30 s cooldown: a new event, no
 	// notification.
 	ta.presence(t, "home", "pir1")
-	waitForEvents(2)
-	time.Sleep(2500 * time.Millisecond)
+	waitForEvents(2) // saved after it was handed to the notifier
+	drain(t, ta)
 	if len(hook.ok()) != 1 || len(ntfy.ok()) != 1 {
 		t.Fatalf("during the cooldown: webhook %d, ntfy %d notifications; want 1 each", len(hook.ok()), len(ntfy.ok()))
 	}
@@ -186,7 +186,7 @@ func TestIntrusionNotificationsReachWebhookAndNtfy(t *testing.T) {
 	waitForEvents(3)
 	within(hook, 2, t1, "the webhook, second sensor")
 	within(ntfy, 2, t1, "the ntfy topic, second sensor")
-	time.Sleep(500 * time.Millisecond)
+	drain(t, ta)
 	if len(hook.ok()) != 2 || len(ntfy.ok()) != 2 {
 		t.Errorf("after the second sensor: webhook %d, ntfy %d; want exactly 2 each", len(hook.ok()), len(ntfy.ok()))
 	}
