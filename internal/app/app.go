@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -69,12 +68,10 @@ type App struct {
 	Sessions  *users.Sessions
 	demo      *demo
 
-	Notifier   *notify.Notifier
-	Alerts     *alert.Engine
-	Auditor    *selfaudit.Auditor
-	Watcher    *watch.Watcher // nil when no broker is watched
-	notifiedMu sync.Mutex
-	notified   map[string]bool // events people were told of
+	Notifier *notify.Notifier
+	Alerts   *alert.Engine
+	Auditor  *selfaudit.Auditor
+	Watcher  *watch.Watcher // nil when no broker is watched
 
 	closers []func() error // in reverse order of opening
 }
@@ -151,7 +148,6 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 	}
 	a.onClose(a.Broker.Close)
 	a.Hub = &hub.Hub{}
-	a.notified = map[string]bool{}
 	if err := a.openNotify(ctx); err != nil {
 		return nil, err
 	}

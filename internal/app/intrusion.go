@@ -107,7 +107,9 @@ func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
 	a.Alerts.Add(c) // agents lost
 	c.Changed = func(kind string, v any) {
 		a.Hub.Publish(hub.Message{Event: kind, Data: v})
-		a.onChange(kind, v)
+		if kind == hub.EventEvent {
+			a.Notifier.EventSaved(v.(detect.Event))
+		}
 	}
 	a.Detector.Out = c.Detected
 	a.Telemetry.Observe(a.Detector.Observe)

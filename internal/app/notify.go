@@ -9,7 +9,6 @@ import (
 
 	"github.com/vigilhq/vigil"
 	"github.com/vigilhq/vigil/internal/alert"
-	"github.com/vigilhq/vigil/internal/detect"
 	"github.com/vigilhq/vigil/internal/hub"
 	"github.com/vigilhq/vigil/internal/notify"
 )
@@ -65,47 +64,4 @@ func (a *App) healthAlert(ctx context.Context) []alert.Alert {
 		return []alert.Alert{alert.New(alert.KindHealth, "", alert.Critical, "Vigil is unhealthy", vigil.ErrorMessage(err))}
 	}
 	return nil
-}
-
-// onChange reacts to the coordinator's saved events and clips: the first
-// time an event is saved, people are told.
-func (a *App) onChange(kind string, v any) {
-	if kind != hub.EventEvent || a.Notifier == nil {
-		return
-	}
-	ev := v.(detect.Event)
-	a.notifiedMu.Lock()
-	seen := a.notified[ev.ID]
-	if !seen {
-		if len(a.notified) > 10000 {
-			clear(a.notified) // old events never come back as new
-		}
-		a.notified[ev.ID] = true
-	}
-	a.notifiedMu.Unlock()
-	if seen || ev.State == detect.EventMerged {
-		return // merged: its camera is already recording an event people were told of
-	}
-	a.Notifier.Notify(intrusionNote(ev))
-}
-
-func intrusionNote(ev detect.Event) notify.Notification {
-	cam := ev.Sensor
-	if len(ev.Cameras) > 0 {
-		cam = ev.Cameras[0]
-	}
-	body := fmt.Sprintf("%s saw someone", ev.Sensor)
-	if ev.Distance != nil {
-		body += fmt.Sprintf(" at %.1f m", *ev.Distance)
-	}
-	switch {
-	case len(ev.Cameras) == 0:
-		body += "; no camera covers it."
-	default:
-		body += fmt.Sprintf("; %s %s recording.", strings.Join(ev.Cameras, ", "), map[bool]string{true: "is", false: "are"}[len(ev.Cameras) == 1])
-	}
-	return notify.Notification{
-		Kind: notify.KindIntrusion, Site: ev.Site, Camera: cam, Sensor: ev.Sensor, EventID: ev.ID,
-		Title: "Intrusion at " + ev.Site, Body: body, Priority: ev.Priority, Time: ev.Start, URL: "/events/" + ev.ID,
-	}
 }

@@ -75,6 +75,9 @@ type Notifier struct {
 
 	pending atomic.Int64 // notifications queued or being dispatched, and deliveries under way: for Drain
 
+	toldMu sync.Mutex
+	told   map[string]bool // events people were told of (EventSaved)
+
 	vapidMu             sync.Mutex
 	vapidPub, vapidPriv string
 }
