@@ -9,8 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
-	"os/exec"
 	"sync"
 	"testing"
 	"time"
@@ -20,6 +18,7 @@ import (
 	"github.com/vigilhq/vigil/internal/ingest"
 	"github.com/vigilhq/vigil/internal/media"
 	"github.com/vigilhq/vigil/internal/testkit"
+	"github.com/vigilhq/vigil/internal/testpeer"
 )
 
 func testJPEG(t testing.TB, q int) []byte {
@@ -182,13 +181,7 @@ func TestACameraStreamsPreRollThenLiveAndSaysQuit(t *testing.T) {
 }
 
 func TestFFmpegSourceReadsATestPattern(t *testing.T) {
-	bin, err := exec.LookPath("ffmpeg")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("ffmpeg is not installed")
-		}
-		t.Skip("ffmpeg is not installed")
-	}
+	bin := testpeer.Need(t, "ffmpeg")
 	r := NewRing(time.Second, Params{Width: 160, Height: 120, FPS: 10, Quality: 70})
 	f := &FFmpeg{Bin: bin, Source: "lavfi:testsrc=size=320x240:rate=25", Params: r.Limits(), Ring: r, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	ctx, cancel := context.WithCancel(context.Background())

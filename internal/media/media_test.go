@@ -21,6 +21,8 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/pmp4"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
+
+	"github.com/vigilhq/vigil/internal/testpeer"
 )
 
 // testJPEG makes a distinct 320x240 JPEG for frame i.
@@ -320,11 +322,8 @@ func TestFinishWithAndWithoutFFmpeg(t *testing.T) {
 			f := NewFinisher()
 			if !withFFmpeg {
 				f.FFmpeg = ""
-			} else if f.FFmpeg == "" {
-				if os.Getenv("CI") != "" {
-					t.Fatal("ffmpeg is not installed")
-				}
-				t.Skip("ffmpeg is not installed")
+			} else {
+				f.FFmpeg = testpeer.Need(t, "ffmpeg")
 			}
 			out, thumb := filepath.Join(dir, name+".mp4"), filepath.Join(dir, name+".jpg")
 			info, err := f.Finish(context.Background(), []string{seg}, out, thumb)
@@ -360,13 +359,7 @@ func must[T any](v T, err error) T {
 // ffprobe returns a file's video codec and duration in seconds.
 func ffprobe(t *testing.T, path string) (string, float64) {
 	t.Helper()
-	bin, err := exec.LookPath("ffprobe")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("ffprobe is not installed")
-		}
-		t.Skip("ffprobe is not installed")
-	}
+	bin := testpeer.Need(t, "ffprobe")
 	out, err := exec.Command(bin, "-v", "error", "-show_entries", "format=duration:stream=codec_name", "-of", "json", path).Output()
 	if err != nil {
 		t.Fatalf("ffprobe %s: %v", path, err)

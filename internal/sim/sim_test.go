@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vigilhq/vigil/internal/telemetry"
+	"github.com/vigilhq/vigil/internal/testpeer"
 )
 
 func TestTheExampleScenarioLoads(t *testing.T) {
@@ -84,10 +85,7 @@ func TestHostMACsCountUpFromTheNIC(t *testing.T) {
 // TestLegacyPayloadIsWhatThePapersScriptSends compares the legacy payload
 // with Python's own json.dumps(..., indent=4) of the same values.
 func TestLegacyPayloadIsWhatThePapersScriptSends(t *testing.T) {
-	python, err := exec.LookPath("python3")
-	if err != nil {
-		t.Skip("python3 not installed")
-	}
+	python := testpeer.Need(t, "python3")
 	at := time.Date(2026, 11, 21, 9, 5, 3, 0, time.Local)
 	for _, v := range []float64{23.45, 30.0, 10.1, 34.99, 12.5, -0.0001, 1e16} {
 		script := `import json,sys
