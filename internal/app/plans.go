@@ -38,7 +38,7 @@ func (a *App) SetPlan(ctx context.Context, site, plan string) (detect.Site, erro
 	}
 	name, _ := a.planFor(site)
 	a.Hub.Publish(hub.Message{Event: hub.EventSite, Data: hub.Site{Name: site, Armed: s.Armed, Plan: name}})
-	go a.Coord.Retention(context.Background(), site) // a smaller plan keeps fewer clips
+	a.Coord.PlanChanged(site)
 	return s, nil
 }
 

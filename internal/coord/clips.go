@@ -89,6 +89,21 @@ func (c *Coordinator) finishClip(ctx context.Context, cl *Clip) {
 	c.changed(hub.EventClip, *cl)
 }
 
+// PlanChanged applies retention to a site whose plan changed (a smaller
+// plan keeps fewer clips), on a goroutine that Close waits for.
+func (c *Coordinator) PlanChanged(site string) {
+	select {
+	case <-c.stop:
+		return
+	default:
+	}
+	c.wg.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		c.Retention(ctx, site)
+	})
+}
+
 // Retention deletes a site's oldest clips beyond its plan's max_clips, and
 // the oldest of all while the clip storage exceeds retention.max_bytes.
 func (c *Coordinator) Retention(ctx context.Context, site string) {

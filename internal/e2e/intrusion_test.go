@@ -650,3 +650,61 @@ func TestShutdownMidStreamKeepsTheClip(t *testing.T) {
 		t.Errorf("%d agents were started, want 1 (none on the way out)", len(logs))
 	}
 }
+
+// A site's plan set in the UI applies to its next stream and outlives a
+// restart (it is kept in the database); "" goes back to vigil.yaml's, as
+// does a plan vigil.yaml no longer has.
+func TestASitesPlanSetInTheUIAppliesAndOutlivesARestart(t *testing.T) {
+	ta := startApp(t, func(c *conf.Config) {
+		intrusionConfig(t, c)
+		c.Plans["slow"] = conf.Plan{MaxClips: 10, Width: 160, Height: 120, FPS: 2, Quality: 50}
+	})
+	yamlPlan, yaml := ta.cfg.PlanFor("shop")
+	if yaml.FPS == 2 {
+		t.Fatalf("vigil.yaml's plan %s has the test plan's frame rate", yamlPlan)
+	}
+	planOf := func(ta *testApp) string {
+		var sites []struct{ Name, Plan string }
+		ta.api(t, "GET", "/api/v1/sites", "admin", adminPassword, &sites)
+		for _, s := range sites {
+			if s.Name == "shop" {
+				return s.Plan
+			}
+		}
+		return ""
+	}
+	cam := newManualCamera(t, ta, "shop", "cam1")
+	testkit.WaitFor(t, 20*time.Second, "an agent", func() bool { return liveAgents(ta.view(t)) == 1 && ta.view(t).Agents[0].Status == "ready" })
+	if code := ta.apiJSON(t, "PUT", "/api/v1/sites/shop/plan", map[string]any{"plan": "slow"}, nil); code != 200 {
+		t.Fatalf("set the plan: %d", code)
+	}
+	if got := planOf(ta); got != "slow" {
+		t.Errorf("site's plan %q, want slow", got)
+	}
+	ta.detect(t, "shop", "cam1")
+	if cmd := cam.command(t); cmd.FPS != 2 || cmd.Quality != 50 {
+		t.Errorf("stream command at %d fps quality %d, want the slow plan's 2 and 50", cmd.FPS, cmd.Quality)
+	}
+
+	ta.Close()
+	ta = openApp(t, ta.cfg, adminPassword)
+	if got := planOf(ta); got != "slow" {
+		t.Errorf("after a restart the site's plan is %q, want slow", got)
+	}
+	if code := ta.apiJSON(t, "PUT", "/api/v1/sites/shop/plan", map[string]any{"plan": ""}, nil); code != 200 {
+		t.Fatalf("clear the plan: %d", code)
+	}
+	if got := planOf(ta); got != yamlPlan {
+		t.Errorf("cleared: the site's plan is %q, want vigil.yaml's %q", got, yamlPlan)
+	}
+
+	if code := ta.apiJSON(t, "PUT", "/api/v1/sites/shop/plan", map[string]any{"plan": "slow"}, nil); code != 200 {
+		t.Fatalf("set the plan again: %d", code)
+	}
+	ta.Close()
+	delete(ta.cfg.Plans, "slow")
+	ta = openApp(t, ta.cfg, adminPassword)
+	if got := planOf(ta); got != yamlPlan {
+		t.Errorf("with the plan gone from vigil.yaml the site's plan is %q, want vigil.yaml's %q", got, yamlPlan)
+	}
+}
