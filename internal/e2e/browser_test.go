@@ -104,24 +104,23 @@ func (c *chrome) screenshot(name string) {
 
 func awaitPromise(p *runtime.EvaluateParams) *runtime.EvaluateParams { return p.WithAwaitPromise(true) }
 
-// waitJS polls a JavaScript condition until it is true.
+// waitJS waits until a JavaScript condition is true.
 func (c *chrome) waitJS(what, cond string, timeout time.Duration) {
 	c.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	var err error
+	defer func() {
+		if c.t.Failed() {
+			c.screenshot("timeout-" + strings.ReplaceAll(what, " ", "-"))
+			c.t.Logf("%s (%s): last error %v", what, cond, err)
+		}
+	}()
+	testkit.WaitFor(c.t, timeout, what, func() bool {
 		var ok bool
 		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
-		err := chromedp.Run(ctx, chromedp.Evaluate(cond, &ok))
-		cancel()
-		if err == nil && ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			c.screenshot("timeout-" + strings.ReplaceAll(what, " ", "-"))
-			c.t.Fatalf("timed out waiting for %s (%s): %v", what, cond, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		defer cancel()
+		err = chromedp.Run(ctx, chromedp.Evaluate(cond, &ok))
+		return err == nil && ok
+	})
 }
 
 func (c *chrome) login(user, password string) {
@@ -255,7 +254,7 @@ func TestTheWebUIInChromium(t *testing.T) {
 	for _, p := range []struct{ path, name string }{{"/", "overview"}, {"/devices", "devices"}, {"/devices/" + temp, "device"},
 		{"/events", "events"}, {"/live", "live"}, {"/agents", "agents"}, {"/security", "security"}, {"/settings", "settings"}} {
 		c.run("open "+p.path, chromedp.Navigate(c.base+p.path), chromedp.WaitVisible("#main"))
-		time.Sleep(300 * time.Millisecond) // the page's first API answers
+		c.waitJS("the page's first API answers", `document.body.getAttribute('aria-busy') === 'false'`, 10*time.Second)
 		var problems []string
 		c.run("check "+p.path, chromedp.Evaluate(`(() => {
 			const out = [];
@@ -337,13 +336,12 @@ func BenchmarkLiveViewInChromium(b *testing.B) {
 		cmd := cam.command(b)
 		sent := sendFrames(b, cmd, frames, 10)
 		var shown []float64
-		deadline := time.Now().Add(5 * time.Second)
-		for len(shown) < frames && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
+		testkit.WaitFor(b, 5*time.Second, fmt.Sprintf("the page to show %d frames", frames), func() bool {
 			c.run("read the frame times", chromedp.Evaluate(`window.shown`, &shown))
-		}
+			return len(shown) >= frames
+		})
 		if len(shown) != frames {
-			b.Fatalf("the page showed %d of %d frames", len(shown), frames)
+			b.Fatalf("the page showed %d frames, %d were sent", len(shown), frames)
 		}
 		for i, ms := range shown {
 			all = append(all, time.UnixMilli(int64(ms)).Sub(sent[i]))
@@ -380,17 +378,10 @@ func TestLoginStaysOnTheSite(t *testing.T) {
 				chromedp.Navigate(c.base+"/login?next="+url.QueryEscape(tc.next)), chromedp.WaitVisible("#login-form"),
 				chromedp.SendKeys("#username", "admin"), chromedp.SendKeys("#password", adminPassword), chromedp.Click("#login-submit"))
 			var loc string
-			deadline := time.Now().Add(10 * time.Second)
-			for {
+			testkit.WaitFor(t, 10*time.Second, "to leave the login page", func() bool {
 				c.run("read the location", chromedp.Location(&loc))
-				if !strings.Contains(loc, "/login") {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("still at %s after logging in", loc)
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
+				return !strings.Contains(loc, "/login")
+			})
 			if !strings.HasPrefix(loc, c.base+"/") || (tc.want != "" && loc != c.base+tc.want) {
 				t.Errorf("after login with next=%s the browser is at %s, want %s%s", tc.next, loc, c.base, tc.want)
 			}

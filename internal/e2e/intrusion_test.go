@@ -633,7 +633,7 @@ func TestShutdownMidStreamKeepsTheClip(t *testing.T) {
 		v := ta.view(t)
 		return len(v.Streams) == 1 && v.Streams[0].State == "streaming"
 	})
-	time.Sleep(2 * time.Second)
+	time.Sleep(2 * time.Second) // mid-stream: two seconds of video recorded
 	must(t, ta.App.Close())
 	stop()
 

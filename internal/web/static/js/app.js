@@ -18,6 +18,19 @@ export class ApiError extends Error {
 // api calls the JSON API; state-changing requests carry the CSRF token.
 // A lost session sends the browser to the login page.
 export async function api(method, path, body) {
+  busy(1);
+  try { return await request(method, path, body); } finally { busy(-1); }
+}
+
+// The page is aria-busy while API requests are under way (screen readers
+// wait for it; so do the browser tests).
+let inFlight = 0;
+function busy(d) {
+  inFlight += d;
+  document.body.setAttribute('aria-busy', inFlight > 0 ? 'true' : 'false');
+}
+
+async function request(method, path, body) {
   const opts = { method, headers: { Accept: 'application/json' }, credentials: 'same-origin' };
   if (method !== 'GET' && method !== 'HEAD') opts.headers['X-CSRF-Token'] = csrf();
   if (body !== undefined) {
