@@ -448,6 +448,12 @@ func (r *Docker) Start(ctx context.Context, spec Spec, exited func(error)) error
 		res, err = cli.ContainerCreate(ctx, opts)
 	}
 	if err != nil {
+		if ctx.Err() != nil {
+			// The engine may have made it before the call was given up.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			cli.ContainerRemove(rctx, name, client.ContainerRemoveOptions{Force: true})
+		}
 		return fmt.Errorf("create container %s: %w", name, err)
 	}
 	if _, err := cli.ContainerStart(ctx, res.ID, client.ContainerStartOptions{}); err != nil {

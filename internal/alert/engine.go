@@ -88,19 +88,19 @@ func (e *Engine) Kick() {
 	}
 }
 
-// Run checks at once, then every Config.Every and after each Kick, until
-// ctx ends.
+// Run checks every Config.Every and after each Kick until ctx ends (call
+// Check once first for the alerts at start).
 func (e *Engine) Run(ctx context.Context) {
 	t := time.NewTicker(e.cfg.Every)
 	defer t.Stop()
 	for {
-		e.Check(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-e.kick:
 		}
+		e.Check(ctx)
 	}
 }
 

@@ -32,6 +32,9 @@ func (a *App) openLive() {
 		}
 	})
 	ctx, cancel := context.WithCancel(context.Background())
+	// The alerts that hold are known before the API serves them: an alert
+	// that held before a restart is in the first banner.
+	a.Alerts.Check(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { a.publishAgents(ctx) })
 	wg.Go(func() { a.Alerts.Run(ctx) })

@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"sort"
-	"time"
 
 	"github.com/vigilhq/vigil"
 	"github.com/vigilhq/vigil/internal/conf"
@@ -11,17 +10,13 @@ import (
 	"github.com/vigilhq/vigil/internal/hub"
 )
 
-// planFor is a site's plan: the one set in the UI (kept in the store, so
-// that every node sees it) if it still exists, else vigil.yaml's.
+// planFor is a site's plan: the one set in the UI (kept in the store) if
+// it still exists, else vigil.yaml's.
 func (a *App) planFor(site string) (string, conf.Plan) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if s, err := a.Store.GetSite(ctx, site); err == nil && s.Plan != "" {
-		if _, exists := a.cfg.Plans[s.Plan]; exists {
-			return a.cfg.PlanNamed(s.Plan)
+	if p := a.Store.SitePlan(site); p != "" {
+		if _, exists := a.cfg.Plans[p]; exists {
+			return a.cfg.PlanNamed(p)
 		}
-	} else if err != nil && vigil.ErrorCode(err) != vigil.ENotFound {
-		a.log.Warn("read the site's plan; using vigil.yaml's", "site", site, "error", err)
 	}
 	return a.cfg.PlanFor(site)
 }

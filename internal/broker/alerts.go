@@ -21,9 +21,7 @@ func (s *Server) Alerts(context.Context) []alert.Alert {
 			keys = append(keys, b.Key)
 		}
 		sort.Strings(keys)
-		a := alert.New(alert.KindBlocks, "", alert.Warning, strconv.Itoa(len(blocks))+" MQTT clients or addresses are blocked", strings.Join(keys, ", "))
-		a.Link = "/security"
-		out = append(out, a)
+		out = append(out, alert.New(alert.KindBlocks, "", alert.Warning, strconv.Itoa(len(blocks))+" MQTT clients or addresses are blocked", strings.Join(keys, ", ")))
 	}
 	if slow := s.SlowSubscribers(); len(slow) > 0 {
 		var who []string

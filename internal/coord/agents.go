@@ -135,6 +135,11 @@ func (c *Coordinator) startFailed(id string, err error) {
 	if a == nil {
 		return
 	}
+	if c.closing { // Close cancelled the start
+		delete(c.agents, id)
+		c.broker.RemoveCredential(a.username)
+		return
+	}
 	c.log.Error("agent did not start", "agent", id, "runtime", c.runtime.Name(), "error", err)
 	delete(c.agents, id)
 	c.broker.RemoveCredential(a.username)

@@ -92,15 +92,13 @@ func (c *Coordinator) finishClip(ctx context.Context, cl *Clip) {
 // PlanChanged applies retention to a site whose plan changed (a smaller
 // plan keeps fewer clips), on a goroutine that Close waits for.
 func (c *Coordinator) PlanChanged(site string) {
-	select {
-	case <-c.stop:
-		return
-	default:
-	}
-	c.wg.Go(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		c.Retention(ctx, site)
+	// Started from the loop, which Close stops before it waits for c.wg.
+	c.do(func() {
+		c.wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			c.Retention(ctx, site)
+		})
 	})
 }
 

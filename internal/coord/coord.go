@@ -132,6 +132,8 @@ type Coordinator struct {
 	closing           bool          // Close has begun
 	settled           chan struct{} // closed once no stream is live on an agent (Close)
 	closeGrace        time.Duration // how long Close waits for the agents' last reports
+	closeOnce         sync.Once
+	closeErr          error
 
 	viewMu sync.Mutex
 	view   View
@@ -228,6 +230,11 @@ func (c *Coordinator) loop() {
 // Close stops every agent (their segments are finished) and the
 // coordinator. Clips still recording are finished as interrupted.
 func (c *Coordinator) Close() error {
+	c.closeOnce.Do(func() { c.closeErr = c.close() })
+	return c.closeErr
+}
+
+func (c *Coordinator) close() error {
 	done := make(chan struct{})
 	var ids []string
 	c.do(func() {
@@ -239,7 +246,7 @@ func (c *Coordinator) Close() error {
 		close(done)
 	})
 	<-done
-	c.cancelStart() // an agent starting now is stopped by the runtime's Close
+	c.cancelStart() // an agent starting now is not started (the runtime cleans up after it)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup

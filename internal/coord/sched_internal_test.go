@@ -42,9 +42,10 @@ func (*memBroker) ClientIP(string) string                               { return
 func (*memBroker) ClientLogin(string) (string, bool)                    { return "", false }
 
 type memStore struct {
-	mu     sync.Mutex
-	events map[string]detect.Event
-	clips  map[string]Clip
+	mu      sync.Mutex
+	events  map[string]detect.Event
+	clips   map[string]Clip
+	history []string // actions
 }
 
 func (s *memStore) SaveEvent(_ context.Context, e *detect.Event) error {
@@ -75,17 +76,28 @@ func (*memStore) OldestClips(context.Context, string, int) ([]Clip, error) { ret
 func (*memStore) OldestClipsAll(context.Context, int) ([]Clip, error)      { return nil, nil }
 func (*memStore) SetClipState(context.Context, string, string) error       { return nil }
 func (*memStore) DeleteClip(context.Context, string) error                 { return nil }
-func (*memStore) AddHistory(context.Context, *HistoryEntry) error          { return nil }
+func (s *memStore) AddHistory(_ context.Context, h *HistoryEntry) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.history = append(s.history, h.Action)
+	return nil
+}
 
-// memRuntime launches nothing; it keeps each agent's exit callback.
+// memRuntime launches nothing; it keeps each agent's exit callback. With
+// hang set, a start never ends before its context.
 type memRuntime struct {
 	mu      sync.Mutex
 	exits   map[string]func(error)
 	started chan string
+	hang    bool
 }
 
 func (*memRuntime) Name() string { return "memory" }
-func (r *memRuntime) Start(_ context.Context, spec agentrt.Spec, exited func(error)) error {
+func (r *memRuntime) Start(ctx context.Context, spec agentrt.Spec, exited func(error)) error {
+	if r.hang {
+		<-ctx.Done()
+		return ctx.Err()
+	}
 	r.mu.Lock()
 	r.exits[spec.ID] = exited
 	r.mu.Unlock()
@@ -114,6 +126,7 @@ type rig struct {
 	t     *testing.T
 	c     *Coordinator
 	rt    *memRuntime
+	store *memStore
 	clock *testkit.Clock
 	// plans are the sites' plans; the default plan has no dedicated agent.
 	plans map[string]conf.Plan
@@ -122,7 +135,11 @@ type rig struct {
 var rigStart = time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
 
 func newRig(t *testing.T, agents conf.Agents) *rig {
-	r := &rig{t: t, clock: testkit.NewClock(rigStart), plans: map[string]conf.Plan{}, rt: &memRuntime{exits: map[string]func(error){}, started: make(chan string, 100)}}
+	return newRigWith(t, agents, &memRuntime{exits: map[string]func(error){}, started: make(chan string, 100)})
+}
+
+func newRigWith(t *testing.T, agents conf.Agents, rt *memRuntime) *rig {
+	r := &rig{t: t, clock: testkit.NewClock(rigStart), plans: map[string]conf.Plan{}, rt: rt, store: &memStore{events: map[string]detect.Event{}, clips: map[string]Clip{}}}
 	if agents.HeartbeatTimeout == 0 {
 		agents.HeartbeatTimeout = 10 * time.Second
 	}
@@ -138,7 +155,7 @@ func newRig(t *testing.T, agents conf.Agents) *rig {
 	}
 	fin := media.NewFinisher()
 	fin.FFmpeg = ""
-	c, err := New(cfg, &memBroker{}, &memStore{events: map[string]detect.Event{}, clips: map[string]Clip{}}, r.rt, fin,
+	c, err := New(cfg, &memBroker{}, r.store, r.rt, fin,
 		slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -485,5 +502,20 @@ func TestTheStreamsOfAnAgentThatDiesMoveToAnother(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// Close ends an agent start under way (a Docker engine that does not
+// answer) without waiting for it, and without reporting a failed start.
+func TestCloseCancelsAStartUnderWayQuietly(t *testing.T) {
+	r := newRigWith(t, conf.Agents{Min: 1, Max: 1, Capacity: 1}, &memRuntime{hang: true})
+	r.want("agents", r.agents(), []string{"1:starting:0"})
+	if err := r.c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r.store.mu.Lock()
+	defer r.store.mu.Unlock()
+	if slices.Contains(r.store.history, "start_failed") {
+		t.Errorf("history %v: a start cancelled by Close is not a failed start", r.store.history)
 	}
 }

@@ -254,7 +254,7 @@ func TestTheWebUIInChromium(t *testing.T) {
 	for _, p := range []struct{ path, name string }{{"/", "overview"}, {"/devices", "devices"}, {"/devices/" + temp, "device"},
 		{"/events", "events"}, {"/live", "live"}, {"/agents", "agents"}, {"/security", "security"}, {"/settings", "settings"}} {
 		c.run("open "+p.path, chromedp.Navigate(c.base+p.path), chromedp.WaitVisible("#main"))
-		c.waitJS("the page's first API answers", `document.body.getAttribute('aria-busy') === 'false'`, 10*time.Second)
+		c.waitJS("the page's first API answers", `document.documentElement.dataset.inflight === '0'`, 10*time.Second)
 		var problems []string
 		c.run("check "+p.path, chromedp.Evaluate(`(() => {
 			const out = [];

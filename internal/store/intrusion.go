@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/vigilhq/vigil"
@@ -62,7 +63,50 @@ func (s *Store) SetPlan(ctx context.Context, name, plan string) (detect.Site, er
 		ON CONFLICT (name) DO UPDATE SET plan = excluded.plan, updated = excluded.updated`, name, plan, ms(time.Now())); err != nil {
 		return detect.Site{}, fmt.Errorf("set plan: %w", err)
 	}
+	s.plans.set(name, plan)
 	return s.GetSite(ctx, name)
+}
+
+// SitePlan returns the plan set for a site ("" for vigil.yaml's). It is
+// answered from memory: the coordinator asks it for every stream and must
+// not wait for the database.
+func (s *Store) SitePlan(name string) string { return s.plans.get(name) }
+
+// planCache is the sites' plans as stored, kept in memory (SitePlan).
+type planCache struct {
+	mu sync.Mutex
+	m  map[string]string // site -> plan, "" left out
+}
+
+func (c *planCache) get(site string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[site]
+}
+
+func (c *planCache) set(site, plan string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]string{}
+	}
+	if plan == "" {
+		delete(c.m, site)
+	} else {
+		c.m[site] = plan
+	}
+}
+
+// loadPlans reads the sites' plans into memory.
+func (s *Store) loadPlans(ctx context.Context) error {
+	sites, err := s.ListSites(ctx)
+	if err != nil {
+		return fmt.Errorf("read the sites' plans: %w", err)
+	}
+	for _, site := range sites {
+		s.plans.set(site.Name, site.Plan)
+	}
+	return nil
 }
 
 func scanSite(row scanner) (detect.Site, error) {

@@ -30,8 +30,9 @@ var synchronous = "NORMAL"
 
 // Store is an open Vigil database.
 type Store struct {
-	db   *sql.DB
-	devs deviceCache
+	db    *sql.DB
+	devs  deviceCache
+	plans planCache
 }
 
 // Open opens (creating if needed) the database at path and applies pending
@@ -61,6 +62,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("migrate %s: %w", path, err)
+	}
+	if err := s.loadPlans(ctx); err != nil {
+		db.Close()
+		return nil, err
 	}
 	return s, nil
 }

@@ -22,12 +22,12 @@ export async function api(method, path, body) {
   try { return await request(method, path, body); } finally { busy(-1); }
 }
 
-// The page is aria-busy while API requests are under way (screen readers
-// wait for it; so do the browser tests).
+// data-inflight counts the API requests under way (the browser tests wait
+// for a page's first answers with it).
 let inFlight = 0;
 function busy(d) {
   inFlight += d;
-  document.body.setAttribute('aria-busy', inFlight > 0 ? 'true' : 'false');
+  document.documentElement.dataset.inflight = String(inFlight);
 }
 
 async function request(method, path, body) {
