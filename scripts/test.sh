@@ -11,8 +11,9 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests talk to: Mosquitto and its clients, the paper's
 # Python simulator's paho-mqtt, ffmpeg (clips, RTP senders, ffprobe),
-# Chromium (the web UI's browser tests, headless) and nmap (its
-# mqtt-subscribe script, merged into audits). The Docker runtime's
+# Chromium (the web UI's browser tests, headless), nmap (its
+# mqtt-subscribe script, merged into audits) and PostgreSQL (the store on
+# a shared database; tests run their own server with initdb). The Docker runtime's
 # tests use the Docker engine the machine runs.
 need=()
 command -v mosquitto >/dev/null || need+=(mosquitto)
@@ -21,6 +22,7 @@ command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
 /usr/bin/python3 -c 'import paho.mqtt.client' 2>/dev/null || need+=(python3-paho-mqtt)
 command -v chromium >/dev/null || need+=(chromium)
 command -v nmap >/dev/null || need+=(nmap)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     echo "installing ${need[*]}"
@@ -67,7 +69,7 @@ for pid in $(comm -13 <(echo "$before") <(ps -eo pid= | tr -d ' ' | sort)); do
   [ "$(ps -o ppid= -p "$pid" 2>/dev/null | tr -d ' ')" = 1 ] || continue
   [[ "$(ps -o stat= -p "$pid" 2>/dev/null)" != Z* ]] || continue # exited, not yet reaped
   args=$(ps -o args= -p "$pid" 2>/dev/null) || continue
-  if [[ "$args" =~ (mosquitto|vigil|\.test|ffmpeg|chrom|vlc|python3|nmap|gst-|containerd-shim) ]]; then
+  if [[ "$args" =~ (mosquitto|vigil|\.test|ffmpeg|chrom|vlc|python3|nmap|gst-|containerd-shim|postgres) ]]; then
     left+="  $pid $args"$'\n'
   fi
 done

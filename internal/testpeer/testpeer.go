@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -47,19 +48,26 @@ var handedOut sync.Map
 // it returned before in this test binary.
 func FreePort(t testing.TB) int {
 	t.Helper()
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return port
+}
+
+func freePort() (int, error) {
 	for range 100 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			t.Fatal(err)
+			return 0, err
 		}
 		port := l.Addr().(*net.TCPAddr).Port
 		l.Close()
 		if _, taken := handedOut.LoadOrStore(port, true); !taken {
-			return port
+			return port, nil
 		}
 	}
-	t.Fatal("no free port in 100 tries")
-	return 0
+	return 0, errors.New("no free port in 100 tries")
 }
 
 // Cert is a certificate and its key on disk.
