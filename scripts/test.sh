@@ -47,6 +47,11 @@ if [ $# -eq 0 ]; then
 fi
 echo "go test -race ${pkgs[*]}"
 go test -race -count=1 -timeout 20m "${pkgs[@]}"
+# The store's suite again, on PostgreSQL (a server of the tests' own).
+if [ $# -eq 0 ]; then
+  echo "VIGIL_TEST_DATABASE=postgres go test -race ./internal/store"
+  VIGIL_TEST_DATABASE=postgres go test -race -count=1 ./internal/store
+fi
 
 # A bounded run of the live-broker fuzzer (the seed corpus already ran
 # above as a test): mutated packets of every type over real connections.

@@ -250,7 +250,7 @@ func (s *Store) Checkpoint(ctx context.Context) error {
 // upsertDevices writes whole device rows and returns their primary keys.
 // Multi-row statements: modernc's driver parses every statement it runs, so
 // one statement per row would spend most of its time parsing.
-func upsertDevices(ctx context.Context, tx *sql.Tx, ds []*device) (map[string]int64, error) {
+func upsertDevices(ctx context.Context, tx *tx, ds []*device) (map[string]int64, error) {
 	pks := make(map[string]int64, len(ds))
 	for chunk := range slices.Chunk(ds, rowsPerStatement) {
 		args := make([]any, 0, len(chunk)*11)
@@ -278,7 +278,7 @@ func upsertDevices(ctx context.Context, tx *sql.Tx, ds []*device) (map[string]in
 }
 
 // insertReadings inserts the readings among events.
-func insertReadings(ctx context.Context, tx *sql.Tx, events []telemetry.Event, pkOf func(string) int64) error {
+func insertReadings(ctx context.Context, tx *tx, events []telemetry.Event, pkOf func(string) int64) error {
 	args := make([]any, 0, rowsPerStatement*6)
 	n := 0
 	flush := func() error {

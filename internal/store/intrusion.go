@@ -173,7 +173,7 @@ func (s *Store) GetEvent(ctx context.Context, id string) (detect.Event, error) {
 func (s *Store) ListEvents(ctx context.Context, f detect.EventFilter) ([]detect.Event, error) {
 	since, until := bounds(f.Since, f.Until)
 	return queryAll(ctx, s.db, "list events", scanEvent, `SELECT `+eventColumns+` FROM events
-		WHERE (? = '' OR site = ?) AND (? = '' OR EXISTS (SELECT 1 FROM json_each(events.cameras) WHERE value = ?))
+		WHERE (? = '' OR site = ?) AND (? = '' OR `+s.db.d.jsonArrayHas("events.cameras")+`)
 			AND started >= ? AND started < ?
 		ORDER BY started DESC, id DESC LIMIT ?`, f.Site, f.Site, f.Camera, f.Camera, since, until, limitOr(f.Limit, 100))
 }
@@ -267,7 +267,7 @@ func (s *Store) ClipsInState(ctx context.Context, state string) ([]coord.Clip, e
 // newest keep, oldest first: what retention deletes.
 func (s *Store) OldestClips(ctx context.Context, site string, keep int) ([]coord.Clip, error) {
 	return s.queryClips(ctx, `SELECT `+clipColumns+` FROM clips WHERE site = ? AND state IN ('ready', 'failed')
-		ORDER BY started DESC, id DESC LIMIT -1 OFFSET ?`, site, keep)
+		ORDER BY started DESC, id DESC LIMIT 9223372036854775807 OFFSET ?`, site, keep)
 }
 
 // OldestClipsAll returns the oldest ready or failed clips of all sites.
@@ -293,12 +293,11 @@ func (s *Store) DeleteClip(ctx context.Context, id string) error {
 
 // AddHistory records a coordinator decision.
 func (s *Store) AddHistory(ctx context.Context, h *coord.HistoryEntry) error {
-	res, err := s.db.ExecContext(ctx, `INSERT INTO agent_history (at, action, agent, camera, reason, agents, streams, queued) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		ms(h.At), h.Action, h.Agent, h.Camera, h.Reason, h.Agents, h.Streams, h.Queued)
+	err := s.db.QueryRowContext(ctx, `INSERT INTO agent_history (at, action, agent, camera, reason, agents, streams, queued) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+		ms(h.At), h.Action, h.Agent, h.Camera, h.Reason, h.Agents, h.Streams, h.Queued).Scan(&h.ID)
 	if err != nil {
 		return fmt.Errorf("add history: %w", err)
 	}
-	h.ID, _ = res.LastInsertId()
 	return nil
 }
 

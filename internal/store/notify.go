@@ -196,12 +196,11 @@ func (s *Store) ListPushSubscriptions(ctx context.Context) ([]notify.PushSubscri
 // AddDelivery appends to the delivery log, which keeps the newest
 // maxDeliveries rows, and sets d.ID.
 func (s *Store) AddDelivery(ctx context.Context, d *notify.Delivery) error {
-	res, err := s.db.ExecContext(ctx, `INSERT INTO notify_deliveries (channel_id, at, title, attempts, ok, error) VALUES (?, ?, ?, ?, ?, ?)`,
-		d.ChannelID, ms(d.Time), d.Title, d.Attempts, d.OK, d.Error)
+	err := s.db.QueryRowContext(ctx, `INSERT INTO notify_deliveries (channel_id, at, title, attempts, ok, error) VALUES (?, ?, ?, ?, ?, ?) RETURNING id`,
+		d.ChannelID, ms(d.Time), d.Title, d.Attempts, d.OK, d.Error).Scan(&d.ID)
 	if err != nil {
 		return fmt.Errorf("add delivery: %w", err)
 	}
-	d.ID, _ = res.LastInsertId()
 	if d.ID > maxDeliveries && d.ID%100 == 0 {
 		if _, err := s.db.ExecContext(ctx, `DELETE FROM notify_deliveries WHERE id <= ?`, d.ID-maxDeliveries); err != nil {
 			return fmt.Errorf("trim deliveries: %w", err)

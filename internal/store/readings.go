@@ -21,7 +21,7 @@ func (s *Store) ListReadings(ctx context.Context, q telemetry.ReadingQuery) ([]t
 	if q.Since.IsZero() {
 		rows, err = s.db.QueryContext(ctx, `SELECT ts, received, value, units, seq FROM (
 			SELECT id, ts, received, value, units, seq FROM readings WHERE device = ? ORDER BY ts DESC, id DESC LIMIT ?
-		) ORDER BY ts, id`, pk, q.Limit)
+		) AS latest ORDER BY ts, id`, pk, q.Limit)
 	} else {
 		rows, err = s.db.QueryContext(ctx, `SELECT ts, received, value, units, seq FROM readings
 			WHERE device = ? AND ts >= ? ORDER BY ts, id LIMIT ?`, pk, ms(q.Since), q.Limit)

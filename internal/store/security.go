@@ -43,12 +43,13 @@ func (s *Store) SaveAudit(ctx context.Context, r *audit.Report, trigger string) 
 			n++
 		}
 	}
-	res, err := s.db.ExecContext(ctx, `INSERT INTO audits (started, duration_ms, target, grade, worst, findings, trigger, report)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, ms(r.Started), r.DurationMS, r.Target, r.Grade, r.Worst().String(), n, trigger, b)
+	var id int64
+	err = s.db.QueryRowContext(ctx, `INSERT INTO audits (started, duration_ms, target, grade, worst, findings, trigger, report)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`, ms(r.Started), r.DurationMS, r.Target, r.Grade, r.Worst().String(), n, trigger, b).Scan(&id)
 	if err != nil {
 		return 0, fmt.Errorf("save audit: %w", err)
 	}
-	return res.LastInsertId()
+	return id, nil
 }
 
 const auditColumns = `id, started, duration_ms, target, grade, worst, findings, trigger`

@@ -13,7 +13,7 @@ import (
 
 // CreateSession stores a new session.
 func (s *Store) CreateSession(ctx context.Context, x *users.Session) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO sessions (id_hash, user, csrf, created, expires, last_seen, agent) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+	_, err := s.db.ExecContext(ctx, `INSERT INTO sessions (id_hash, "user", csrf, created, expires, last_seen, agent) VALUES (?, ?, ?, ?, ?, ?, ?)`,
 		x.IDHash, x.User, x.CSRF, ms(x.Created), ms(x.Expires), ms(x.LastSeen), x.Agent)
 	if err != nil {
 		return fmt.Errorf("create session: %w", err)
@@ -25,7 +25,7 @@ func (s *Store) CreateSession(ctx context.Context, x *users.Session) error {
 func (s *Store) GetSession(ctx context.Context, idHash string) (*users.Session, error) {
 	var x users.Session
 	var created, expires, seen int64
-	err := s.db.QueryRowContext(ctx, `SELECT id_hash, user, csrf, created, expires, last_seen, agent FROM sessions WHERE id_hash = ?`, idHash).
+	err := s.db.QueryRowContext(ctx, `SELECT id_hash, "user", csrf, created, expires, last_seen, agent FROM sessions WHERE id_hash = ?`, idHash).
 		Scan(&x.IDHash, &x.User, &x.CSRF, &created, &expires, &seen, &x.Agent)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, vigil.Errorf(vigil.ENotFound, "no session")
@@ -61,6 +61,6 @@ func (s *Store) DeleteExpiredSessions(ctx context.Context, now time.Time) (int64
 // DeleteUserSessions ends every session of a user (after a password
 // change), but keepHash's.
 func (s *Store) DeleteUserSessions(ctx context.Context, user, keepHash string) error {
-	_, err := s.db.ExecContext(ctx, `DELETE FROM sessions WHERE user = ? AND id_hash != ?`, user, keepHash)
+	_, err := s.db.ExecContext(ctx, `DELETE FROM sessions WHERE "user" = ? AND id_hash != ?`, user, keepHash)
 	return err
 }

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 )
 
@@ -10,7 +9,7 @@ import (
 // reopen, and "" once it is cleared.
 func TestSitePlanIsTheStoredOne(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "vigil.db")
+	path := testDSN(t)
 	s, err := Open(ctx, path)
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,8 @@
-// Package store is Vigil's SQLite adapter (modernc.org/sqlite, no cgo): the
-// schema and its embedded migrations, devices and readings for the
-// telemetry pipeline, and user accounts.
+// Package store is Vigil's database: SQLite by default (modernc.org/sqlite,
+// no cgo), PostgreSQL for installs that share one (pgx). One schema from
+// the same embedded migrations, and the same queries, serve both (see
+// dialect.go): devices and readings for the telemetry pipeline, users,
+// sessions, sites, events and clips, notifications, audits.
 package store
 
 import (
@@ -16,7 +18,8 @@ import (
 	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+	_ "modernc.org/sqlite"             // registers the "sqlite" driver
 )
 
 //go:embed migrations/*.sql
@@ -30,44 +33,67 @@ var synchronous = "NORMAL"
 
 // Store is an open Vigil database.
 type Store struct {
-	db    *sql.DB
+	db    *db
 	devs  deviceCache
 	plans planCache
 }
 
-// Open opens (creating if needed) the database at path and applies pending
-// migrations. The database file is made readable by this user only, and
-// with it the -wal and -shm files (SQLite gives them its mode).
+// Open opens the database and applies pending migrations: a PostgreSQL
+// database for a postgres:// or postgresql:// URL, else the SQLite file at
+// path (created if needed, and made readable by this user only, with its
+// -wal and -shm files: SQLite gives them its mode).
 func Open(ctx context.Context, path string) (*Store, error) {
-	if err := private(path); err != nil {
-		return nil, fmt.Errorf("open database: %w", err)
+	var s *Store
+	if strings.HasPrefix(path, "postgres://") || strings.HasPrefix(path, "postgresql://") {
+		sdb, err := sql.Open("pgx", path)
+		if err != nil {
+			return nil, fmt.Errorf("open database: %w", err)
+		}
+		sdb.SetMaxOpenConns(16)
+		sdb.SetConnMaxIdleTime(time.Minute)
+		s = &Store{db: &db{DB: sdb, d: postgres}}
+	} else {
+		if err := private(path); err != nil {
+			return nil, fmt.Errorf("open database: %w", err)
+		}
+		q := url.Values{}
+		// A large fleet's readings land on as many index pages as it has
+		// devices: cache_size keeps those pages in memory (64 MiB), and a larger
+		// wal_autocheckpoint lets a page rewritten by many commits be copied
+		// back to the database once, not after every commit.
+		for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(" + synchronous + ")", "foreign_keys(1)",
+			"cache_size(-65536)", "wal_autocheckpoint(16384)"} {
+			q.Add("_pragma", p)
+		}
+		q.Set("_txlock", "immediate")
+		sdb, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+		if err != nil {
+			return nil, fmt.Errorf("open database: %w", err)
+		}
+		sdb.SetMaxOpenConns(4)
+		sdb.SetConnMaxIdleTime(time.Minute)
+		s = &Store{db: &db{DB: sdb, d: sqlite}}
 	}
-	q := url.Values{}
-	// A large fleet's readings land on as many index pages as it has
-	// devices: cache_size keeps those pages in memory (64 MiB), and a larger
-	// wal_autocheckpoint lets a page rewritten by many commits be copied
-	// back to the database once, not after every commit.
-	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(" + synchronous + ")", "foreign_keys(1)",
-		"cache_size(-65536)", "wal_autocheckpoint(16384)"} {
-		q.Add("_pragma", p)
-	}
-	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
-	if err != nil {
-		return nil, fmt.Errorf("open database: %w", err)
-	}
-	db.SetMaxOpenConns(4)
-	db.SetConnMaxIdleTime(time.Minute)
-	s := &Store{db: db}
 	if err := s.migrate(ctx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("migrate %s: %w", path, err)
+		s.db.Close()
+		return nil, fmt.Errorf("migrate %s: %w", redactURL(path), err)
 	}
 	if err := s.loadPlans(ctx); err != nil {
-		db.Close()
+		s.db.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// redactURL is a database URL fit for a message: without its password.
+func redactURL(s string) string {
+	if u, err := url.Parse(s); err == nil && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+			return u.String()
+		}
+	}
+	return s
 }
 
 // Close writes the devices' latest values and closes the database.
@@ -94,6 +120,9 @@ func (s *Store) migrate(ctx context.Context) error {
 		if _, err := fmt.Sscanf(strings.TrimPrefix(n, "migrations/"), "%04d_", &num); err != nil || num != i+1 {
 			return fmt.Errorf("migration %s is out of sequence (want number %d)", n, i+1)
 		}
+	}
+	if s.db.d == postgres {
+		return s.migratePostgres(ctx, names)
 	}
 	var version int
 	if err := s.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
@@ -124,6 +153,55 @@ func (s *Store) migrate(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// migrateLock is the key of the advisory lock under which a PostgreSQL
+// schema is migrated: nodes that start together take turns, and the first
+// migrates.
+const migrateLock = 0x76696769 // "vigi"
+
+// migratePostgres applies the pending migrations in one transaction (DDL
+// is transactional in PostgreSQL) under migrateLock; the schema's version
+// is kept in the table schema_version.
+func (s *Store) migratePostgres(ctx context.Context, names []string) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(?)`, migrateLock); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)`); err != nil {
+		return err
+	}
+	var version int
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_version`).Scan(&version); err != nil {
+		return err
+	}
+	if version > len(names) {
+		return fmt.Errorf("database schema version %d is newer than this vigil (%d); upgrade vigil", version, len(names))
+	}
+	if version == len(names) {
+		return nil
+	}
+	for i := version; i < len(names); i++ {
+		body, err := migrations.ReadFile(names[i])
+		if err != nil {
+			return err
+		}
+		// Several statements, no parameters: sent as they are.
+		if _, err := tx.Tx.ExecContext(ctx, postgres.schema(string(body))); err != nil {
+			return fmt.Errorf("%s: %w", strings.TrimPrefix(names[i], "migrations/"), err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM schema_version`); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (?)`, len(names)); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 // private creates the database file with mode 0600, or sets that mode on

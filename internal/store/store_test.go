@@ -10,12 +10,51 @@ import (
 
 	"github.com/vigilhq/vigil"
 	"github.com/vigilhq/vigil/internal/telemetry"
+	"github.com/vigilhq/vigil/internal/testpeer"
 	"github.com/vigilhq/vigil/internal/users"
 )
 
+// The store's tests run on SQLite, or on PostgreSQL when
+// VIGIL_TEST_DATABASE=postgres (scripts/test.sh runs them both ways): a
+// server of the tests' own, a database per test.
+var testPostgres *testpeer.Postgres
+
+func TestMain(m *testing.M) {
+	if os.Getenv("VIGIL_TEST_DATABASE") == "postgres" {
+		pg, err := testpeer.StartPostgres()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		testPostgres = pg
+		code := m.Run()
+		pg.Close()
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
+
+// testDSN returns where a test's database is: a new SQLite file, or a new
+// PostgreSQL database.
+func testDSN(t testing.TB) string {
+	t.Helper()
+	if testPostgres != nil {
+		return testPostgres.NewDatabase(t)
+	}
+	return filepath.Join(t.TempDir(), "vigil.db")
+}
+
+// sqliteOnly skips a test of SQLite's own behaviour on PostgreSQL.
+func sqliteOnly(t testing.TB) {
+	t.Helper()
+	if testPostgres != nil {
+		t.Skip("SQLite only")
+	}
+}
+
 func openTest(t testing.TB) *Store {
 	t.Helper()
-	s, err := Open(context.Background(), filepath.Join(t.TempDir(), "vigil.db"))
+	s, err := Open(context.Background(), testDSN(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +237,7 @@ func TestUsers(t *testing.T) {
 }
 
 func TestReopenKeepsDataAndSchema(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "vigil.db")
+	path := testDSN(t)
 	ctx := context.Background()
 	s, err := Open(ctx, path)
 	if err != nil {
@@ -237,7 +276,7 @@ func BenchmarkApply(b *testing.B) {
 }
 
 func TestDeviceValuesAreFreshInTheAPIAndCheckpointedOnClose(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "vigil.db")
+	path := testDSN(t)
 	ctx := context.Background()
 	s, err := Open(ctx, path)
 	if err != nil {
@@ -259,7 +298,7 @@ func TestDeviceValuesAreFreshInTheAPIAndCheckpointedOnClose(t *testing.T) {
 	// Without a checkpoint (a crash) the row keeps the first value; the
 	// readings are all there.
 	var dbValue float64
-	must(s.db.QueryRow(`SELECT last_value FROM devices WHERE id = 'd'`).Scan(&dbValue))
+	must(s.db.QueryRowContext(ctx, `SELECT last_value FROM devices WHERE id = 'd'`).Scan(&dbValue))
 	if dbValue != 1 {
 		t.Errorf("the row was written on a non-structural change: %v", dbValue)
 	}
@@ -335,7 +374,8 @@ func TestListSitesIncludesSitesOfDevices(t *testing.T) {
 }
 
 func TestDeviceAccountsLoseTheLegacyTopicOnUpgrade(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "vigil.db")
+	sqliteOnly(t) // an upgrade from a SQLite schema of version 6
+	path := testDSN(t)
 	ctx := context.Background()
 	s, err := Open(ctx, path)
 	if err != nil {
@@ -373,6 +413,7 @@ func TestDeviceAccountsLoseTheLegacyTopicOnUpgrade(t *testing.T) {
 // sessions): it and its WAL files are 0600 whatever the umask, and an
 // older database left 0644 is made 0600 too.
 func TestTheDatabaseIsPrivate(t *testing.T) {
+	sqliteOnly(t)
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name string
@@ -421,6 +462,7 @@ func TestTheDatabaseIsPrivate(t *testing.T) {
 //
 //	go test -run '^$' -bench Commit ./internal/store
 func BenchmarkCommit(b *testing.B) {
+	sqliteOnly(b) // SQLite's fsync policies
 	for _, mode := range []string{"NORMAL", "FULL"} {
 		for _, batch := range []int{1, 10, 100} {
 			b.Run(fmt.Sprintf("%s/batch=%d", mode, batch), func(b *testing.B) {

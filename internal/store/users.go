@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/vigilhq/vigil"
@@ -24,7 +23,7 @@ func (s *Store) CreateUser(ctx context.Context, u *users.User) error {
 	_, err := s.db.ExecContext(ctx, `INSERT INTO users (name, role, hash, publish, subscribe, created, updated)
 		VALUES (?, ?, ?, ?, ?, ?, ?)`, u.Name, u.Role, u.PasswordHash, pub, sub, ms(now), ms(now))
 	if err != nil {
-		if strings.Contains(err.Error(), "UNIQUE") {
+		if isUnique(err) {
 			return vigil.Errorf(vigil.EConflict, "user %q already exists", u.Name)
 		}
 		return fmt.Errorf("create user: %w", err)
