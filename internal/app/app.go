@@ -103,7 +103,11 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 	if err := os.Chmod(filepath.Join(cfg.Data.Dir, "broker.bolt"), 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	if a.Store, err = store.Open(ctx, filepath.Join(cfg.Data.Dir, "vigil.db")); err != nil {
+	dsn := filepath.Join(cfg.Data.Dir, "vigil.db")
+	if cfg.Database.URL != "" {
+		dsn = cfg.Database.URL
+	}
+	if a.Store, err = store.Open(ctx, dsn); err != nil {
 		return nil, err
 	}
 	a.onClose(a.Store.Close)

@@ -15,6 +15,7 @@ import (
 type Config struct {
 	Log       Log                   `yaml:"log"`
 	Data      Data                  `yaml:"data"`
+	Database  Database              `yaml:"database"`
 	MQTT      MQTT                  `yaml:"mqtt"`
 	HTTP      HTTP                  `yaml:"http"`
 	Auth      Auth                  `yaml:"auth"`
@@ -132,6 +133,15 @@ type Log struct {
 // Data configures where Vigil keeps its state.
 type Data struct {
 	Dir string `yaml:"dir"`
+}
+
+// Database chooses the database: SQLite in data.dir by default, or a
+// PostgreSQL database that several nodes share.
+type Database struct {
+	// URL is a postgres:// or postgresql:// URL; "" means SQLite at
+	// <data.dir>/vigil.db. It may hold a password: set it through
+	// VIGIL_DATABASE_URL rather than in a file; it is never logged.
+	URL string `yaml:"url"`
 }
 
 // MQTT configures the embedded broker.

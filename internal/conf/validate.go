@@ -40,8 +40,11 @@ func (p *problems) bad(key, format string, args ...any) {
 	p.errs = append(p.errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
 }
 
-// validateBasics checks log, data and the listeners.
+// validateBasics checks log, data, the database and the listeners.
 func (c *Config) validateBasics(pb *problems) {
+	if u := c.Database.URL; u != "" && !strings.HasPrefix(u, "postgres://") && !strings.HasPrefix(u, "postgresql://") {
+		pb.bad("database.url", "not a postgres:// or postgresql:// URL (leave it empty for SQLite in data.dir)")
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

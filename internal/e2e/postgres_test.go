@@ -1,0 +1,58 @@
+package e2e_test
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/vigilhq/vigil/internal/conf"
+	"github.com/vigilhq/vigil/internal/testkit"
+	"github.com/vigilhq/vigil/internal/testpeer"
+)
+
+// vigil up on PostgreSQL (database.url): readings, devices, summaries,
+// an intrusion event and its camera's stream, all in PostgreSQL, and still
+// there after a restart; no SQLite file is made.
+func TestVigilUpOnPostgreSQL(t *testing.T) {
+	pg := testpeer.NeedPostgres(t)
+	ta := startApp(t, func(c *conf.Config) {
+		intrusionConfig(t, c)
+		c.Database.URL = pg.NewDatabase(t)
+	})
+	readings := func(ta *testApp) int {
+		var rs []struct{ Value float64 }
+		ta.api(t, "GET", "/api/v1/devices/temp1/telemetry", "admin", adminPassword, &rs)
+		return len(rs)
+	}
+	for i := range 3 {
+		must(t, ta.Broker.Publish("vigil/shop/temp1/telemetry", []byte(`{"type":"temperature","units":"Celsius","value":2`+string(rune('0'+i))+`}`), false, 1))
+	}
+	testkit.WaitFor(t, 10*time.Second, "three readings", func() bool { return readings(ta) == 3 })
+	var buckets []struct{ Count int }
+	if code := ta.api(t, "GET", "/api/v1/devices/temp1/telemetry/summary?since=1h", "admin", adminPassword, &buckets); code != 200 || len(buckets) == 0 {
+		t.Errorf("summary: %d %+v", code, buckets)
+	}
+
+	cam := newManualCamera(t, ta, "shop", "cam1")
+	testkit.WaitFor(t, 20*time.Second, "an agent", func() bool { return liveAgents(ta.view(t)) == 1 && ta.view(t).Agents[0].Status == "ready" })
+	ta.detect(t, "shop", "cam1")
+	cam.command(t)
+	events := func(ta *testApp) int {
+		var evs []struct{ ID string }
+		ta.api(t, "GET", "/api/v1/events?site=shop", "admin", adminPassword, &evs)
+		return len(evs)
+	}
+	testkit.WaitFor(t, 10*time.Second, "the event", func() bool { return events(ta) == 1 })
+
+	ta.Close()
+	ta = openApp(t, ta.cfg, adminPassword)
+	if n, m := readings(ta), events(ta); n != 3 || m != 1 {
+		t.Errorf("after a restart: %d readings and %d events, want 3 and 1", n, m)
+	}
+	if _, err := os.Stat(filepath.Join(ta.cfg.Data.Dir, "vigil.db")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a SQLite database was made beside PostgreSQL: %v", err)
+	}
+}
