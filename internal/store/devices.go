@@ -348,7 +348,8 @@ func upsertDevicesSQL(n int) string {
 }
 
 func insertReadingsSQL(n int) string {
-	return multiRow(`INSERT INTO readings (device, ts, received, value, units, seq) VALUES `, `(?,?,?,?,?,?)`, ``, n)
+	// A reading stored before (a redelivery) is left as it is.
+	return multiRow(`INSERT INTO readings (device, ts, received, value, units, seq) VALUES `, `(?,?,?,?,?,?)`, ` ON CONFLICT DO NOTHING`, n)
 }
 
 const deviceColumns = `id, site, type, units, status, status_since, first_seen, last_seen, last_value, client_id, meta`

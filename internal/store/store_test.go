@@ -487,3 +487,31 @@ func BenchmarkCommit(b *testing.B) {
 		}
 	}
 }
+
+// A reading delivered again (same device, device time and sequence
+// number) is stored once; readings that differ in time, or carry no
+// sequence number, are all kept.
+func TestARedeliveredReadingIsStoredOnce(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	t0 := time.Now().Truncate(time.Millisecond)
+	noSeq := func(at time.Time) telemetry.Event {
+		ev := reading("d", at, 5, 0)
+		ev.Reading.Seq = nil
+		return ev
+	}
+	for _, batch := range [][]telemetry.Event{
+		{reading("d", t0, 1, 1), reading("d", t0.Add(time.Second), 2, 2)},
+		{reading("d", t0, 1, 1)}, // redelivered
+		{reading("d", t0.Add(time.Second), 2, 2), reading("d", t0, 1, 1)}, // both again, in one batch
+		{reading("d", t0.Add(time.Hour), 1, 1)},                           // the device restarted its count
+		{noSeq(t0), noSeq(t0)},
+	} {
+		if err := s.Apply(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := s.CountReadings(ctx); err != nil || n != 5 {
+		t.Errorf("%d readings stored (%v), want 5: two, the restarted count's, and both without a sequence number", n, err)
+	}
+}
