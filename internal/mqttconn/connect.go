@@ -51,6 +51,15 @@ type Client struct {
 	// OnMessage handles each message, on paho's goroutine; QoS 1 and 2
 	// messages are acknowledged when it returns.
 	OnMessage func(*paho.Publish)
+	// OnMessageAck, in place of OnMessage, handles each message on paho's
+	// goroutine and acknowledges it by calling ack, later and from any
+	// goroutine (acknowledgements go out in the order the messages came).
+	// A message never acknowledged is the broker's to deliver again.
+	OnMessageAck func(p *paho.Publish, ack func())
+	// SessionExpiry keeps the client's session (its subscriptions, and the
+	// messages it did not acknowledge) that long after a disconnection,
+	// and resumes it on the first connection; 0: a clean session each time.
+	SessionExpiry time.Duration
 	// OnConnectError, if set, hears of each failed attempt.
 	OnConnectError func(error)
 }
@@ -105,7 +114,8 @@ func Connect(ctx, life context.Context, c Client) (*autopaho.ConnectionManager, 
 		ServerUrls:                    urls,
 		TlsCfg:                        tlsCfg,
 		KeepAlive:                     keepAlive,
-		CleanStartOnInitialConnection: true,
+		CleanStartOnInitialConnection: c.SessionExpiry == 0,
+		SessionExpiryInterval:         uint32(c.SessionExpiry / time.Second),
 		ConnectUsername:               c.Username,
 		ConnectPassword:               []byte(c.Password),
 		ConnectTimeout:                timeout,
@@ -134,7 +144,7 @@ func Connect(ctx, life context.Context, c Client) (*autopaho.ConnectionManager, 
 				c.OnConnectError(err)
 			}
 		},
-		ClientConfig: paho.ClientConfig{ClientID: c.ClientID},
+		ClientConfig: paho.ClientConfig{ClientID: c.ClientID, EnableManualAcknowledgment: c.OnMessageAck != nil},
 	}
 	if c.OnConnectionDown != nil {
 		cfg.OnConnectionDown = func() bool {
@@ -142,7 +152,19 @@ func Connect(ctx, life context.Context, c Client) (*autopaho.ConnectionManager, 
 			return true // keep reconnecting
 		}
 	}
-	if c.OnMessage != nil {
+	switch {
+	case c.OnMessageAck != nil:
+		cfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			c.OnMessageAck(pr.Packet, func() {
+				select {
+				case <-pr.Client.Done(): // that connection is gone: the broker sends it again
+				default:
+					pr.Client.Ack(pr.Packet)
+				}
+			})
+			return true, nil
+		}}
+	case c.OnMessage != nil:
 		cfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			c.OnMessage(pr.Packet)
 			return true, nil

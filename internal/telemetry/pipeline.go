@@ -162,6 +162,35 @@ func (p *Pipeline) Handle(topic string, payload []byte, clientID string) {
 // Ingest returned nil for it, so that an acknowledged reading is never
 // lost to a crash.
 func (p *Pipeline) Ingest(ctx context.Context, topic string, payload []byte, clientID string, wait bool) error {
+	if !wait {
+		_, err := p.queue1(ctx, topic, payload, clientID, false)
+		return err
+	}
+	stored, err := p.IngestAsync(ctx, topic, payload, clientID)
+	if err != nil {
+		return err
+	}
+	select {
+	case err := <-stored:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// IngestAsync queues one message like Ingest and returns once it is
+// queued, in the order of the calls; the channel then tells when it is
+// durably stored (nil) or will not be (an error). A subscriber of an
+// external broker acknowledges each message when its channel says so,
+// while it goes on taking the next ones. A message with nothing to store
+// (invalid) is reported at once.
+func (p *Pipeline) IngestAsync(ctx context.Context, topic string, payload []byte, clientID string) (<-chan error, error) {
+	return p.queue1(ctx, topic, payload, clientID, true)
+}
+
+// queue1 parses and queues a message; with wait, the returned channel
+// hears when it is stored.
+func (p *Pipeline) queue1(ctx context.Context, topic string, payload []byte, clientID string, wait bool) (<-chan error, error) {
 	received := time.Now()
 	select {
 	case <-p.started: // first, even when ctx has ended too
@@ -169,31 +198,26 @@ func (p *Pipeline) Ingest(ctx context.Context, topic string, payload []byte, cli
 		select { // a broker may take messages before every observer is registered
 		case <-p.started:
 		case <-p.stop:
-			return ErrClosed
+			return nil, ErrClosed
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
+	}
+	var done chan error
+	if wait {
+		done = make(chan error, 1)
 	}
 	ev, ok := p.parse(topic, payload, clientID, received)
 	if !ok {
-		return nil // counted and logged; nothing to store
+		if done != nil {
+			done <- nil // counted and logged; nothing to store
+		}
+		return done, nil
 	}
-	it := item{ev: ev}
-	if wait {
-		it.done = make(chan error, 1)
+	if err := p.enqueue(ctx, item{ev: ev, done: done}); err != nil {
+		return nil, err
 	}
-	if err := p.enqueue(ctx, it); err != nil {
-		return err
-	}
-	if !wait {
-		return nil
-	}
-	select {
-	case err := <-it.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return done, nil
 }
 
 // parse turns a message into an event, counting it either way, and shows
