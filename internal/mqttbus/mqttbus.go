@@ -1,0 +1,146 @@
+// Package mqttbus is Vigil's own connection to an external broker: what the
+// embedded broker offers in-process (Publish; Subscribe with a handler per
+// filter), over MQTT 5, so that the detector, the coordinator and the
+// notifier can run against Mosquitto, EMQX, HiveMQ or VerneMQ through the
+// same calls. Subscriptions are made again on every connection.
+package mqttbus
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/vigilhq/vigil/internal/mqttconn"
+	"github.com/vigilhq/vigil/internal/users"
+)
+
+// Handler takes a message. clientID, the publisher's, is "": an external
+// broker does not say who published.
+type Handler func(topic string, payload []byte, clientID string)
+
+// Bus is a running connection.
+type Bus struct {
+	cm     *autopaho.ConnectionManager
+	cancel context.CancelFunc
+
+	mu   sync.RWMutex
+	subs []sub
+}
+
+type sub struct {
+	filter string
+	h      Handler
+}
+
+// ErrClosed is returned by a Bus after Close.
+var ErrClosed = errors.New("mqttbus: closed")
+
+// Open connects; it returns once the first connection is up, or with an
+// error (the broker is unreachable or refuses the login). c's
+// Subscriptions, OnUp and OnMessage are the Bus's own.
+func Open(ctx context.Context, c mqttconn.Client) (*Bus, error) {
+	life, cancel := context.WithCancel(context.Background())
+	b := &Bus{cancel: cancel}
+	c.Subscriptions = nil
+	c.OnMessage = b.dispatch
+	c.OnUp = func(ctx context.Context, cm *autopaho.ConnectionManager) error {
+		b.mu.RLock()
+		filters := make([]string, 0, len(b.subs))
+		for _, s := range b.subs {
+			filters = append(filters, s.filter)
+		}
+		b.mu.RUnlock()
+		return subscribe(ctx, cm, filters...)
+	}
+	cm, err := mqttconn.Connect(ctx, life, c)
+	if err != nil {
+		cancel()
+		if cm != nil {
+			<-cm.Done()
+		}
+		return nil, err
+	}
+	b.cm = cm
+	return b, nil
+}
+
+func subscribe(ctx context.Context, cm *autopaho.ConnectionManager, filters ...string) error {
+	if len(filters) == 0 {
+		return nil
+	}
+	s := &paho.Subscribe{}
+	for _, f := range filters {
+		s.Subscriptions = append(s.Subscriptions, paho.SubscribeOptions{Topic: f, QoS: 1})
+	}
+	ack, err := cm.Subscribe(ctx, s)
+	if err != nil {
+		return err
+	}
+	for i, code := range ack.Reasons {
+		if code >= 0x80 && i < len(filters) {
+			return errors.New("mqttbus: the broker refused the subscription to " + filters[i])
+		}
+	}
+	return nil
+}
+
+// dispatch hands a message to the handlers of the filters it matches.
+func (b *Bus) dispatch(p *paho.Publish) {
+	b.mu.RLock()
+	var hs []Handler
+	for _, s := range b.subs {
+		if users.MatchTopic(s.filter, p.Topic) {
+			hs = append(hs, s.h)
+		}
+	}
+	b.mu.RUnlock()
+	for _, h := range hs {
+		h(p.Topic, p.Payload, "")
+	}
+}
+
+// Subscribe has h take the messages of filter, now and after every
+// reconnection. Two subscriptions should not overlap: a broker may send a
+// message once per matching subscription.
+func (b *Bus) Subscribe(filter string, h Handler) error {
+	b.mu.Lock()
+	b.subs = append(b.subs, sub{filter, h})
+	b.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.cm.AwaitConnection(ctx); err != nil {
+		return nil // not connected now: OnUp subscribes on the next connection
+	}
+	return subscribe(ctx, b.cm, filter)
+}
+
+// Publish sends a message; at QoS 1 and 2 it returns once the broker
+// acknowledged it.
+func (b *Bus) Publish(topic string, payload []byte, retain bool, qos byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	select {
+	case <-b.cm.Done():
+		return ErrClosed
+	default:
+	}
+	_, err := b.cm.Publish(ctx, &paho.Publish{Topic: topic, Payload: payload, Retain: retain, QoS: qos})
+	return err
+}
+
+// Close disconnects.
+func (b *Bus) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := b.cm.Disconnect(ctx)
+	b.cancel()
+	<-b.cm.Done()
+	if errors.Is(err, autopaho.ConnectionDownError) {
+		err = nil
+	}
+	return err
+}

@@ -1,0 +1,83 @@
+package mqttbus_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vigilhq/vigil/internal/mqttbus"
+	"github.com/vigilhq/vigil/internal/mqttconn"
+	"github.com/vigilhq/vigil/internal/testkit"
+	"github.com/vigilhq/vigil/internal/testpeer"
+)
+
+type inbox struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (i *inbox) take(topic string, payload []byte, clientID string) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.got = append(i.got, topic+" "+string(payload)+" "+clientID)
+}
+
+func (i *inbox) list() []string {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return append([]string(nil), i.got...)
+}
+
+func open(t *testing.T, m *testpeer.Mosquitto, id string) *mqttbus.Bus {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b, err := mqttbus.Open(ctx, mqttconn.Client{Brokers: []string{fmt.Sprintf("mqtt://127.0.0.1:%d", m.Port)}, ClientID: id, MinBackoff: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+// What one node publishes reaches the handlers of the filters it matches
+// on another, also after the broker restarted.
+func TestPublishAndSubscribeThroughAnExternalBroker(t *testing.T) {
+	m := testpeer.StartMosquitto(t, testpeer.MosquittoConfig{Anonymous: true})
+	a, b := open(t, m, "node-a"), open(t, m, "node-b")
+	var agents, modes inbox
+	if err := b.Subscribe("vigil/agents/+/state", agents.take); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Subscribe("vigil/+/mode/set", modes.take); err != nil {
+		t.Fatal(err)
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(a.Publish("vigil/agents/x-1/state", []byte("empty"), false, 1))
+	must(a.Publish("vigil/home/mode/set", []byte("armed"), false, 1))
+	must(a.Publish("vigil/home/temp1/telemetry", []byte("{}"), false, 1)) // nobody's
+	testkit.WaitFor(t, 5*time.Second, "both messages", func() bool { return len(agents.list()) == 1 && len(modes.list()) == 1 })
+	if got := agents.list()[0]; got != "vigil/agents/x-1/state empty " {
+		t.Errorf("agents' handler got %q", got)
+	}
+
+	m.Restart()
+	testkit.WaitFor(t, 20*time.Second, "a message after the broker restarted", func() bool {
+		a.Publish("vigil/agents/x-1/state", []byte("full"), false, 1)
+		return len(agents.list()) >= 2
+	})
+	if len(modes.list()) != 1 {
+		t.Errorf("mode handler: %v", modes.list())
+	}
+	b.Close()
+	if err := b.Publish("vigil/x", nil, false, 1); err == nil {
+		t.Error("Publish after Close succeeded")
+	}
+}
