@@ -22,6 +22,7 @@ import (
 	"github.com/vigilhq/vigil/internal/agentrt"
 	"github.com/vigilhq/vigil/internal/alert"
 	"github.com/vigilhq/vigil/internal/broker"
+	"github.com/vigilhq/vigil/internal/cluster"
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/coord"
 	"github.com/vigilhq/vigil/internal/detect"
@@ -68,6 +69,7 @@ type App struct {
 	Sessions  *users.Sessions
 	demo      *demo
 
+	node     cluster.Node // this one, as GET /api/v1/cluster lists it
 	Notifier *notify.Notifier
 	Alerts   *alert.Engine
 	Auditor  *selfaudit.Auditor
@@ -200,12 +202,16 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 		Notifier:    a.Notifier,
 		NotifyStore: a.Store,
 		Alerts:      a.Alerts.List,
+		Cluster:     func(ctx context.Context) ([]cluster.Node, error) { return a.Store.ListNodes(ctx, time.Now()) },
 		Web:         ui.Handler(),
 		Security:    securityAPI{a},
 	}, log.With("component", "http")); err != nil {
 		return nil, err
 	}
 	a.onClose(a.HTTP.Close)
+	if err := a.openNode(); err != nil {
+		return nil, err
+	}
 
 	if cfg.Demo.Enabled {
 		if a.demo, err = startDemo(cfg.Demo, a.Broker, log.With("component", "demo")); err != nil {

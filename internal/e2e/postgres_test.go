@@ -56,3 +56,46 @@ func TestVigilUpOnPostgreSQL(t *testing.T) {
 		t.Errorf("a SQLite database was made beside PostgreSQL: %v", err)
 	}
 }
+
+// GET /api/v1/cluster lists the nodes that share the database: two vigil
+// up on one PostgreSQL database both appear, up, each with its own id and
+// address; a node keeps its id across a restart.
+func TestTheClusterListsTheNodesSharingTheDatabase(t *testing.T) {
+	pg := testpeer.NeedPostgres(t)
+	url := pg.NewDatabase(t)
+	a := startApp(t, func(c *conf.Config) { c.Database.URL = url })
+	b := startApp(t, func(c *conf.Config) { c.Database.URL = url })
+	type node struct {
+		ID, HTTP    string
+		Up          bool
+		Coordinator bool
+	}
+	nodes := func(ta *testApp) []node {
+		var out struct{ Nodes []node }
+		ta.api(t, "GET", "/api/v1/cluster", "admin", adminPassword, &out)
+		return out.Nodes
+	}
+	ns := nodes(b)
+	if len(ns) != 2 || ns[0].ID == ns[1].ID || !ns[0].Up || !ns[1].Up {
+		t.Fatalf("nodes %+v, want two, up", ns)
+	}
+	var idA string
+	for _, n := range ns {
+		if n.HTTP == "http://"+a.HTTP.Addr().String() {
+			idA = n.ID
+		}
+	}
+	if idA == "" {
+		t.Fatalf("node a (%s) not listed: %+v", a.HTTP.Addr(), ns)
+	}
+	a.Close()
+	a = openApp(t, a.cfg, adminPassword)
+	ns = nodes(a)
+	found := false
+	for _, n := range ns {
+		found = found || n.ID == idA && n.HTTP == "http://"+a.HTTP.Addr().String()
+	}
+	if len(ns) != 2 || !found {
+		t.Errorf("after a restart node a is not itself again: %+v (id %s)", ns, idA)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigilhq/vigil/internal/alert"
+	"github.com/vigilhq/vigil/internal/cluster"
 	"github.com/vigilhq/vigil/internal/coord"
 	"github.com/vigilhq/vigil/internal/hub"
 	"github.com/vigilhq/vigil/internal/notify"
@@ -81,6 +82,7 @@ func allDeps(t *testing.T) Deps {
 		Notifier:    fakeNotifier{},
 		NotifyStore: fakeNotifyStore{},
 		Alerts:      func() []alert.Alert { return []alert.Alert{} },
+		Cluster:     func(context.Context) ([]cluster.Node, error) { return []cluster.Node{}, nil },
 		Web:         http.NotFoundHandler(),
 		Security:    fakeSecurity{},
 

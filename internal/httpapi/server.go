@@ -22,6 +22,7 @@ import (
 
 	"github.com/vigilhq/vigil"
 	"github.com/vigilhq/vigil/internal/alert"
+	"github.com/vigilhq/vigil/internal/cluster"
 	"github.com/vigilhq/vigil/internal/coord"
 	"github.com/vigilhq/vigil/internal/hub"
 	"github.com/vigilhq/vigil/internal/notify"
@@ -94,6 +95,9 @@ type Deps struct {
 	Notifier    Notifier
 	NotifyStore notify.Store
 	Alerts      func() []alert.Alert
+
+	// Cluster lists the nodes that share the database (nil: not served).
+	Cluster func(ctx context.Context) ([]cluster.Node, error)
 }
 
 // System is the body of GET /api/v1/system.
@@ -214,6 +218,15 @@ func (s *Server) routes() *routeMux {
 	mux.Handle("/debug/pprof/", s.authed(adminOnly(http.HandlerFunc(pprof.Index))))
 	mux.Handle("/debug/pprof/profile", s.authed(adminOnly(http.HandlerFunc(pprof.Profile))))
 	mux.Handle("/debug/pprof/trace", s.authed(adminOnly(http.HandlerFunc(pprof.Trace))))
+	if s.deps.Cluster != nil {
+		api("GET /api/v1/cluster", func(w http.ResponseWriter, r *http.Request) (any, error) {
+			nodes, err := s.deps.Cluster(r.Context())
+			if err != nil {
+				return nil, err
+			}
+			return map[string]any{"nodes": nodes}, nil
+		})
+	}
 	if s.deps.Alerts != nil {
 		api("GET /api/v1/alerts", func(w http.ResponseWriter, r *http.Request) (any, error) {
 			return s.deps.Alerts(), nil
