@@ -58,10 +58,7 @@ func Open(ctx context.Context, c mqttconn.Client) (*Bus, error) {
 	}
 	cm, err := mqttconn.Connect(ctx, life, c)
 	if err != nil {
-		cancel()
-		if cm != nil {
-			<-cm.Done()
-		}
+		mqttconn.Stop(cm, cancel)
 		return nil, err
 	}
 	b.cm = cm
@@ -133,14 +130,4 @@ func (b *Bus) Publish(topic string, payload []byte, retain bool, qos byte) error
 }
 
 // Close disconnects.
-func (b *Bus) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	err := b.cm.Disconnect(ctx)
-	b.cancel()
-	<-b.cm.Done()
-	if errors.Is(err, autopaho.ConnectionDownError) {
-		err = nil
-	}
-	return err
-}
+func (b *Bus) Close() error { return mqttconn.Stop(b.cm, b.cancel) }

@@ -198,3 +198,23 @@ func subscribe(ctx context.Context, cm *autopaho.ConnectionManager, subs []paho.
 	}
 	return nil
 }
+
+// Stop ends a connection Connect made with the life that cancel ends:
+// it disconnects cleanly if connected (5 s at most), ends the life and
+// waits until the connection manager is done. cm may be nil.
+func Stop(cm *autopaho.ConnectionManager, cancel context.CancelFunc) error {
+	var err error
+	if cm != nil {
+		ctx, done := context.WithTimeout(context.Background(), 5*time.Second)
+		err = cm.Disconnect(ctx)
+		done()
+	}
+	cancel()
+	if cm != nil {
+		<-cm.Done()
+	}
+	if errors.Is(err, autopaho.ConnectionDownError) {
+		err = nil
+	}
+	return err
+}

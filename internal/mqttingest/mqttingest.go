@@ -107,10 +107,7 @@ func Start(ctx context.Context, cfg Config) (*Subscriber, error) {
 	}
 	cm, err := mqttconn.Connect(ctx, life, c)
 	if err != nil {
-		cancel()
-		if cm != nil {
-			<-cm.Done()
-		}
+		mqttconn.Stop(cm, cancel)
 		return nil, err
 	}
 	s.cm = cm
@@ -120,14 +117,7 @@ func Start(ctx context.Context, cfg Config) (*Subscriber, error) {
 // Close disconnects; messages not yet stored stay unacknowledged, the
 // broker's to deliver again.
 func (s *Subscriber) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	err := s.cm.Disconnect(ctx)
-	s.cancel()
-	<-s.cm.Done()
+	err := mqttconn.Stop(s.cm, s.cancel)
 	s.acks.Wait()
-	if errors.Is(err, autopaho.ConnectionDownError) {
-		err = nil
-	}
 	return err
 }
