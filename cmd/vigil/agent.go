@@ -7,10 +7,12 @@ import (
 	"time"
 
 	"github.com/vigilhq/vigil/internal/agent"
+	"github.com/vigilhq/vigil/internal/mqttconn"
 )
 
 type agentFlags struct {
 	id, brokers, username, listen, advertise, storage, logLevel string
+	tls                                                         mqttconn.TLS
 	port, capacity                                              int
 	idle                                                        time.Duration
 }
@@ -36,6 +38,9 @@ line (where other users could read it).`,
 		fs.StringVar(&f.id, "id", "", "agent id (required)")
 		fs.StringVar(&f.brokers, "broker", "mqtt://127.0.0.1:1883", "broker URL(s), comma-separated")
 		fs.StringVar(&f.username, "username", "", "MQTT username")
+		fs.StringVar(&f.tls.CA, "ca", "", "PEM CA bundle that verifies the broker's certificate (mqtts://, wss://)")
+		fs.StringVar(&f.tls.Cert, "cert", "", "client certificate (PEM) for a broker that asks for one")
+		fs.StringVar(&f.tls.Key, "key", "", "the client certificate's key (PEM)")
 		fs.StringVar(&f.listen, "listen", "127.0.0.1", "IP address to receive RTP on")
 		fs.IntVar(&f.port, "port", 0, "RTP port (RTCP on port+1); 0 picks a free even port")
 		fs.StringVar(&f.advertise, "advertise", "", "host cameras send to (default: the listen IP, or this host's first address)")
@@ -52,7 +57,7 @@ line (where other users could read it).`,
 		}
 		log := newLogger(e.err, f.logLevel, "text").With("component", "agent", "agent", f.id)
 		a, err := agent.Open(ctx, agent.Config{
-			ID: f.id, Brokers: strings.Split(f.brokers, ","), Username: f.username, Password: e.getenv("VIGIL_AGENT_PASSWORD"),
+			ID: f.id, Brokers: strings.Split(f.brokers, ","), Username: f.username, Password: e.getenv("VIGIL_AGENT_PASSWORD"), TLS: f.tls,
 			Listen: f.listen, Port: f.port, Advertise: f.advertise, Storage: f.storage, Capacity: f.capacity, Idle: f.idle,
 		}, log)
 		if err != nil {

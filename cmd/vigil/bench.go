@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -18,6 +19,7 @@ type benchFlags struct {
 	cameras, rounds             int
 	every                       time.Duration
 	target, vigil, profile      string
+	nodes, database             string
 	devices, qos                int
 	period, duration            time.Duration
 	jsonOut, subscriber         bool
@@ -57,10 +59,13 @@ draining at most a minute.`,
   vigil bench --target both --devices 10000 --period 1s --duration 60s --json
   vigil bench --target mosquitto --devices 1000 --qos 0
   vigil bench --target agent --streams 1,4,8,16,32 --duration 10s
-  vigil bench --target intrusion --runtime docker --cameras 7 --rounds 5`,
+  vigil bench --target intrusion --runtime docker --cameras 7 --rounds 5
+  vigil bench --target cluster --nodes 1,3 --devices 1000 --period 100ms --duration 30s`,
 	flags: func(fs *flag.FlagSet) any {
 		f := &benchFlags{}
-		fs.StringVar(&f.target, "target", "vigil", "vigil, mosquitto or both (MQTT); agent (video ingest)")
+		fs.StringVar(&f.target, "target", "vigil", "vigil, mosquitto or both (MQTT); cluster (nodes on Mosquitto and PostgreSQL); agent (video ingest); intrusion")
+		fs.StringVar(&f.nodes, "nodes", "1,3", "cluster: node counts to run, in order")
+		fs.StringVar(&f.database, "database", "", "cluster: a PostgreSQL server URL whose user may create databases (default: start Debian's postgresql)")
 		fs.StringVar(&f.streams, "streams", "1,2,4,8,12,16,24,32", "agent: concurrent stream counts to try, in order")
 		fs.IntVar(&f.width, "width", 640, "agent: frame width")
 		fs.IntVar(&f.height, "height", 480, "agent: frame height")
@@ -93,6 +98,8 @@ func runBench(ctx context.Context, e *env, o any, args []string) error {
 	switch f.target {
 	case "agent":
 		return runAgentBench(ctx, e, f)
+	case "cluster":
+		return runClusterBench(ctx, e, f)
 	case "intrusion":
 		r, err := bench.RunIntrusion(ctx, bench.IntrusionOptions{Runtime: f.runtime, Image: f.image, Cameras: f.cameras,
 			Rounds: f.rounds, Every: f.every, Vigil: f.vigil, Progress: e.err})
@@ -111,7 +118,7 @@ func runBench(ctx context.Context, e *env, o any, args []string) error {
 	if f.target == "both" {
 		targets = []string{"vigil", "mosquitto"}
 	} else if f.target != "vigil" && f.target != "mosquitto" {
-		return usagef("--target %q is not vigil, mosquitto, both, agent or intrusion", f.target)
+		return usagef("--target %q is not vigil, mosquitto, both, cluster, agent or intrusion", f.target)
 	}
 	if f.devices < 1 || f.period <= 0 || f.duration <= 0 || f.qos < 0 || f.qos > 2 {
 		return usagef("--devices, --period and --duration must be positive and --qos 0, 1 or 2")
@@ -225,4 +232,39 @@ func runAgentBench(ctx context.Context, e *env, f *benchFlags) error {
 	tw.Flush()
 	fmt.Fprintf(e.out, "largest N with loss under 0.1%%: %d streams (%d-byte frames)\n", r.MaxStreams, r.Steps[0].FrameBytes)
 	return nil
+}
+
+// runClusterBench runs --target cluster and prints a row per node count.
+func runClusterBench(ctx context.Context, e *env, f *benchFlags) error {
+	var nodes []int
+	for p := range strings.SplitSeq(f.nodes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || n < 1 || n > 16 {
+			return usagef("--nodes %q: want node counts of 1 to 16, comma-separated", f.nodes)
+		}
+		nodes = append(nodes, n)
+	}
+	if f.devices < 1 || f.period <= 0 || f.duration <= 0 || f.qos < 1 || f.qos > 2 {
+		return usagef("--devices, --period and --duration must be positive and --qos 1 or 2 (the nodes acknowledge what they store)")
+	}
+	rs, err := bench.RunCluster(ctx, bench.ClusterOptions{Nodes: nodes, Devices: f.devices, Period: f.period, Duration: f.duration,
+		QoS: f.qos, Vigil: f.vigil, Database: f.database, Progress: e.err, Log: newLogger(e.err, "error", "text")})
+	if err != nil {
+		return err
+	}
+	if f.jsonOut {
+		return printJSON(e.out, rs)
+	}
+	tw := tabwriter.NewWriter(e.out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "nodes\tacknowledged/s\tstored/s\tsplit\tCPU per node (% of a core)\tMosquitto CPU\tstored once (rows/distinct/acked)\tack p99")
+	for _, r := range rs {
+		var split, cpu []string
+		for i := range r.Share {
+			split = append(split, fmt.Sprintf("%.0f%%", 100*r.Share[i]))
+			cpu = append(cpu, fmt.Sprintf("%.0f", r.NodeCPUPct[i]))
+		}
+		fmt.Fprintf(tw, "%d\t%.0f\t%.0f\t%s\t%s\t%.0f%%\t%d/%d/%d\t%.1f ms\n", r.Nodes, r.Offered, r.StoredRate, strings.Join(split, "/"),
+			strings.Join(cpu, "/"), r.BrokerCPU, r.Stored, r.Distinct, r.Published, r.AckP99ms)
+	}
+	return tw.Flush()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"strings"
 
 	"github.com/vigilhq/vigil/internal/app"
 	"github.com/vigilhq/vigil/internal/conf"
@@ -51,7 +52,10 @@ are stored before exit.`,
 	examples: `  vigil up --demo
   vigil up --config /etc/vigil/vigil.yaml
   vigil up --data-dir /var/lib/vigil --mqtt-listen 0.0.0.0:1883 --http-listen 0.0.0.0:8080
-  VIGIL_ADMIN_PASSWORD=s3cret-pass vigil up --mqtt-listen 127.0.0.1:0 --http-listen 127.0.0.1:0`,
+  VIGIL_ADMIN_PASSWORD=s3cret-pass vigil up --mqtt-listen 127.0.0.1:0 --http-listen 127.0.0.1:0
+  # on your Mosquitto and PostgreSQL instead of the embedded broker and SQLite (docs/ha.md):
+  VIGIL_MQTT_MODE=external VIGIL_MQTT_URLS=mqtt://broker.lan:1883 VIGIL_MQTT_USERNAME=vigil \
+    VIGIL_MQTT_PASSWORD_FILE=/etc/vigil/mqtt-password VIGIL_DATABASE_URL=postgres://vigil@db.lan/vigil vigil up`,
 	flags: func(fs *flag.FlagSet) any {
 		f := &upFlags{}
 		fs.StringVar(&f.config, "config", "", "config file (YAML); default $VIGIL_CONFIG")
@@ -107,7 +111,11 @@ func runUp(ctx context.Context, e *env, o any, args []string) error {
 	if err != nil {
 		return err
 	}
-	log.Info("vigil is up", "api", "http://"+a.HTTP.Addr().String()+"/api/v1", "mqtt", a.Broker.URL("tcp"))
+	mqtt := strings.Join(cfg.MQTT.URLs, ",")
+	if a.Broker != nil {
+		mqtt = a.Broker.URL("tcp")
+	}
+	log.Info("vigil is up", "api", "http://"+a.HTTP.Addr().String()+"/api/v1", "mqtt", mqtt)
 	<-ctx.Done()
 	log.Info("shutting down")
 	if err := a.Close(); err != nil {

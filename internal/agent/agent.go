@@ -24,6 +24,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/vigilhq/vigil/internal/ingest"
+	"github.com/vigilhq/vigil/internal/mqttconn"
 )
 
 // Config configures an agent.
@@ -32,6 +33,7 @@ type Config struct {
 	Brokers  []string
 	Username string
 	Password string
+	TLS      mqttconn.TLS // for mqtts:// and wss:// brokers
 	// Listen is the IP to receive on; Port the RTP port (RTCP is Port+1),
 	// 0 for a free even port.
 	Listen string

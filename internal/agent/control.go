@@ -29,7 +29,7 @@ func (a *Agent) connect(wait, ctx context.Context) error {
 	wait, cancel := context.WithTimeout(wait, 30*time.Second)
 	defer cancel()
 	cm, err := mqttconn.Connect(wait, ctx, mqttconn.Client{
-		Brokers: a.cfg.Brokers, Username: a.cfg.Username, Password: a.cfg.Password,
+		Brokers: a.cfg.Brokers, TLS: a.cfg.TLS, Username: a.cfg.Username, Password: a.cfg.Password,
 		ClientID: ingest.AgentClientID(a.cfg.ID), KeepAlive: 10, ConnectTimeout: 5 * time.Second, MinBackoff: 100 * time.Millisecond, MaxBackoff: 5 * time.Second,
 		Will:          &paho.WillMessage{Topic: ingest.AgentTopic(a.cfg.ID, ingest.AgentState), Payload: []byte(ingest.StateOffline), QoS: 1},
 		Subscriptions: []paho.SubscribeOptions{{Topic: ingest.AgentTopic(a.cfg.ID, ingest.AgentCmd), QoS: 1}},

@@ -13,17 +13,20 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/vigilhq/vigil/internal/mqttconn"
 )
 
 // Process runs agents as supervised child processes (`vigil agent`): an
 // agent that exits without being asked is reported and restarted, with
 // backoff.
 type Process struct {
-	Binary  string // the vigil executable
-	Broker  string // MQTT URL the agents connect to
-	Listen  string // IP agents receive video on
-	Storage string // clip storage root
-	LogDir  string // each agent's output goes to <LogDir>/agent-<id>.log
+	Binary  string       // the vigil executable
+	Broker  string       // MQTT URL(s) the agents connect to, comma-separated
+	TLS     mqttconn.TLS // the broker's CA and a client certificate, if any
+	Listen  string       // IP agents receive video on
+	Storage string       // clip storage root
+	LogDir  string       // each agent's output goes to <LogDir>/agent-<id>.log
 	Log     *slog.Logger
 
 	mu    sync.Mutex
@@ -75,6 +78,11 @@ func (r *Process) launch(p *proc) error {
 		"--id", p.spec.ID, "--broker", r.Broker, "--username", p.spec.Username,
 		"--listen", r.Listen, "--storage", r.Storage,
 		"--capacity", fmt.Sprint(p.spec.Capacity), "--idle", p.spec.Idle.String())
+	for flag, v := range map[string]string{"--ca": r.TLS.CA, "--cert": r.TLS.Cert, "--key": r.TLS.Key} {
+		if v != "" {
+			cmd.Args = append(cmd.Args, flag, v)
+		}
+	}
 	cmd.Env = append(agentEnv(os.Environ()), "VIGIL_AGENT_PASSWORD="+p.spec.Password)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group, so that a Ctrl-C meant for vigil up reaches the

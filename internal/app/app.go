@@ -28,7 +28,6 @@ import (
 	"github.com/vigilhq/vigil/internal/detect"
 	"github.com/vigilhq/vigil/internal/httpapi"
 	"github.com/vigilhq/vigil/internal/hub"
-	"github.com/vigilhq/vigil/internal/ingest"
 	"github.com/vigilhq/vigil/internal/notify"
 	"github.com/vigilhq/vigil/internal/selfaudit"
 	"github.com/vigilhq/vigil/internal/store"
@@ -59,7 +58,8 @@ type App struct {
 	Users     *users.Verifier
 	Registry  *prometheus.Registry
 	Telemetry *telemetry.Pipeline
-	Broker    *broker.Server
+	Broker    *broker.Server // the embedded broker; nil on an external broker
+	Bus       Bus            // the broker Vigil's parts publish and subscribe on
 	HTTP      *httpapi.Server
 	Detector  *detect.Detector
 	Coord     *coord.Coordinator
@@ -109,6 +109,9 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 	if cfg.Database.URL != "" {
 		dsn = cfg.Database.URL
 	}
+	if a.node.ID, err = nodeID(cfg.Data.Dir); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
 	if a.Store, err = store.Open(ctx, dsn); err != nil {
 		return nil, err
 	}
@@ -144,15 +147,9 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 	// taking messages first, then the pipeline stores what it holds.
 	a.onClose(a.Telemetry.Close)
 
-	if a.Broker, err = broker.Open(broker.Config{MQTT: cfg.MQTT, DataDir: cfg.Data.Dir,
-		NoRetain: []string{detect.ModeSetFilter, ingest.CameraCommandFilter, ingest.AgentCommandFilter},
-		// Every message on the pipeline's topics is stored before the
-		// broker acknowledges it (the writer starts below; until then
-		// publishers wait).
-		Ingest: a.Telemetry.Ingest, IngestFilters: a.Telemetry.Filters()}, a.Users, log.With("component", "broker"), a.Registry); err != nil {
+	if err := a.openMQTT(ctx); err != nil {
 		return nil, err
 	}
-	a.onClose(a.Broker.Close)
 	a.Hub = &hub.Hub{}
 	if err := a.openNotify(ctx); err != nil {
 		return nil, err
@@ -165,6 +162,9 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 	}
 	a.openLive()
 	a.Telemetry.Start() // once every observer is registered
+	if err := a.openIngest(ctx); err != nil {
+		return nil, err
+	}
 
 	ui, err := web.New(log.With("component", "web"))
 	if err != nil {
@@ -195,7 +195,9 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 		// password and loses its MQTT sessions at once.
 		Forget: func(name string) {
 			a.Users.Forget(name)
-			a.Broker.EndSessions(name)
+			if a.Broker != nil {
+				a.Broker.EndSessions(name)
+			}
 		},
 		BcryptCost: cfg.Auth.BcryptCost,
 
@@ -214,7 +216,7 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 	}
 
 	if cfg.Demo.Enabled {
-		if a.demo, err = startDemo(cfg.Demo, a.Broker, log.With("component", "demo")); err != nil {
+		if a.demo, err = a.startDemo(log.With("component", "demo")); err != nil {
 			return nil, err
 		}
 		a.onClose(a.demo.Close)
@@ -289,15 +291,22 @@ func (a *App) health(ctx context.Context) error {
 
 func (a *App) system() httpapi.System {
 	s := httpapi.System{
-		Version:          version.Version,
-		Started:          a.started.UTC(),
-		UptimeSeconds:    time.Since(a.started).Seconds(),
-		MQTT:             map[string]string{},
-		HTTP:             "http://" + a.HTTP.Addr().String(),
-		Anonymous:        a.cfg.MQTT.Anonymous,
-		ClientsConnected: a.Broker.ClientsConnected(),
-		Demo:             a.demo != nil,
+		Version:       version.Version,
+		Started:       a.started.UTC(),
+		UptimeSeconds: time.Since(a.started).Seconds(),
+		MQTT:          map[string]string{},
+		HTTP:          "http://" + a.HTTP.Addr().String(),
+		Anonymous:     a.cfg.MQTT.Anonymous,
+		Demo:          a.demo != nil,
 	}
+	if a.Broker == nil {
+		s.Anonymous = ""
+		for i, u := range a.cfg.MQTT.URLs {
+			s.MQTT[fmt.Sprintf("external%d", i+1)] = u
+		}
+		return s
+	}
+	s.ClientsConnected = a.Broker.ClientsConnected()
 	for _, k := range []string{broker.TCP, broker.WS, broker.TLS} {
 		if u := a.Broker.URL(k); u != "" {
 			s.MQTT[k] = u

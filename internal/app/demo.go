@@ -8,6 +8,7 @@ import (
 
 	"github.com/vigilhq/vigil/internal/broker"
 	"github.com/vigilhq/vigil/internal/conf"
+	"github.com/vigilhq/vigil/internal/mqttconn"
 	"github.com/vigilhq/vigil/internal/sim"
 )
 
@@ -56,16 +57,35 @@ func demoScenario(cfg conf.Demo, url, username, password string) *sim.Scenario {
 	return sc
 }
 
-func startDemo(cfg conf.Demo, b *broker.Server, log *slog.Logger) (*demo, error) {
-	url := b.URL(broker.TCP)
-	if url == "" {
-		url = b.URL(broker.WS)
+// startDemo runs the demo fleet on the embedded broker's own listener with
+// Vigil's internal login, or on the external broker as Vigil's own login
+// (its ACL covers the devices' topics; docs/security.md).
+func (a *App) startDemo(log *slog.Logger) (*demo, error) {
+	cfg := a.cfg.Demo
+	var url, user, password string
+	var tls mqttconn.TLS
+	var urls []string
+	if b := a.Broker; b != nil {
+		if url = b.URL(broker.TCP); url == "" {
+			url = b.URL(broker.WS)
+		}
+		if url == "" {
+			return nil, fmt.Errorf("demo: needs mqtt.listen or mqtt.ws_listen")
+		}
+		user, password = b.InternalCredentials()
+	} else {
+		c, err := a.externalClient("", a.cfg.MQTT.Username, a.cfg.MQTT.PasswordEnv, a.cfg.MQTT.PasswordFile, "mqtt.password")
+		if err != nil {
+			return nil, err
+		}
+		url, urls, user, password, tls = c.Brokers[0], c.Brokers, c.Username, c.Password, c.TLS
 	}
-	if url == "" {
-		return nil, fmt.Errorf("demo: needs mqtt.listen or mqtt.ws_listen")
+	sc := demoScenario(cfg, url, user, password)
+	if urls != nil {
+		sc.Brokers = urls
 	}
-	user, password := b.InternalCredentials()
-	s, err := sim.New(demoScenario(cfg, url, user, password), log)
+	sc.TLS = tls
+	s, err := sim.New(sc, log)
 	if err != nil {
 		return nil, fmt.Errorf("demo: %w", err)
 	}

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/vigilhq/vigil/internal/agentrt"
 	"github.com/vigilhq/vigil/internal/alert"
@@ -18,6 +20,7 @@ import (
 	"github.com/vigilhq/vigil/internal/detect"
 	"github.com/vigilhq/vigil/internal/hub"
 	"github.com/vigilhq/vigil/internal/media"
+	"github.com/vigilhq/vigil/internal/mqttconn"
 )
 
 // openIntrusion starts the detector and the coordinator with its agent
@@ -47,11 +50,13 @@ func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
 		if armed {
 			mode = "armed"
 		}
-		a.Broker.Publish(detect.ModeTopic(site), []byte(mode), true, 1)
+		if err := a.Bus.Publish(detect.ModeTopic(site), []byte(mode), true, 1); err != nil {
+			a.log.Warn("publish the site's mode", "site", site, "error", err)
+		}
 		plan, _ := a.planFor(site)
 		a.Hub.Publish(hub.Message{Event: hub.EventSite, Data: hub.Site{Name: site, Armed: armed, Plan: plan}})
 	}
-	if err := a.Broker.Subscribe(detect.ModeSetFilter, func(topic string, payload []byte, _ string) {
+	if err := a.Bus.Subscribe(detect.ModeSetFilter, func(topic string, payload []byte, _ string) {
 		a.Detector.ModeCommand(topic, payload)
 	}); err != nil {
 		return err
@@ -65,12 +70,9 @@ func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
 				return err
 			}
 		}
-		url := a.Broker.URL(broker.TCP)
-		if url == "" {
-			url = a.Broker.URL(broker.WS)
-		}
+		url, tls := a.agentBroker()
 		a.Runtime = &agentrt.Process{
-			Binary: bin, Broker: url, Listen: cfg.Agents.Listen, Storage: storage,
+			Binary: bin, Broker: url, TLS: tls, Listen: cfg.Agents.Listen, Storage: storage,
 			LogDir: filepath.Join(cfg.Data.Dir, "agents"), Log: clog,
 		}
 	case conf.RuntimeDocker:
@@ -85,21 +87,39 @@ func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
 		if err != nil {
 			return fmt.Errorf("agents.runtime docker: %w", err)
 		}
-		// Agents in containers reach the broker on the network's gateway;
-		// the listener is not on loopback, so they must log in.
-		addr, err := a.Broker.AddListener("agents", net.JoinHostPort(gw.String(), "0"))
-		if err != nil {
-			rt.Close()
-			return err
+		if a.Broker == nil {
+			rt.Broker, _ = a.agentBroker()
+		} else {
+			// Agents in containers reach the broker on the network's
+			// gateway; the listener is not on loopback, so they must log
+			// in.
+			addr, err := a.Broker.AddListener("agents", net.JoinHostPort(gw.String(), "0"))
+			if err != nil {
+				rt.Close()
+				return err
+			}
+			rt.Broker = "mqtt://" + addr.String()
 		}
-		rt.Broker = "mqtt://" + addr.String()
 		a.Runtime = rt
 	default:
 		return fmt.Errorf("agents.runtime %q is not one of process, docker", cfg.Agents.Runtime)
 	}
 	ccfg := coord.ConfigFrom(cfg, storage)
 	ccfg.PlanFor = a.planFor // the UI's plans win over vigil.yaml's
-	c, err := coord.New(ccfg, a.Broker, a.Store, a.Runtime, a.finisher(), clog, a.Registry)
+	var cb coord.Broker = a.Broker
+	if a.Broker == nil {
+		m := cfg.MQTT
+		cb, ccfg.TrustBroker = externalBroker{a.Bus}, true
+		ccfg.AgentLogin.Username = cmp.Or(m.AgentUsername, m.Username)
+		env, file, key := m.AgentPasswordEnv, m.AgentPasswordFile, "mqtt.agent_password"
+		if m.AgentUsername == "" {
+			env, file, key = m.PasswordEnv, m.PasswordFile, "mqtt.password"
+		}
+		if ccfg.AgentLogin.Password, err = conf.Secret(key, env, file, os.LookupEnv); err != nil {
+			return err
+		}
+	}
+	c, err := coord.New(ccfg, cb, a.Store, a.Runtime, a.finisher(), clog, a.Registry)
 	if err != nil {
 		return err
 	}
@@ -119,6 +139,20 @@ func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
 	}
 	a.onClose(c.Close)
 	return nil
+}
+
+// agentBroker is where agents connect: the embedded broker's own TCP (or
+// WebSocket) listener, or the external broker's URLs and CA.
+func (a *App) agentBroker() (string, mqttconn.TLS) {
+	if a.Broker == nil {
+		m := a.cfg.MQTT
+		return strings.Join(m.URLs, ","), mqttconn.TLS{CA: m.CA}
+	}
+	url := a.Broker.URL(broker.TCP)
+	if url == "" {
+		url = a.Broker.URL(broker.WS)
+	}
+	return url, mqttconn.TLS{}
 }
 
 func (a *App) finisher() *media.Finisher {

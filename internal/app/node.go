@@ -18,12 +18,8 @@ import (
 // openNode records this node in the database now and every cluster.Every
 // (GET /api/v1/cluster lists the nodes that share the database).
 func (a *App) openNode() error {
-	id, err := nodeID(a.cfg.Data.Dir)
-	if err != nil {
-		return err
-	}
 	host, _ := os.Hostname()
-	a.node = cluster.Node{ID: id, Name: host, HTTP: a.cfg.HTTP.PublicURL, Version: version.Version, Started: a.started.UTC(), Coordinator: true}
+	a.node = cluster.Node{ID: a.node.ID, Name: host, HTTP: a.cfg.HTTP.PublicURL, Version: version.Version, Started: a.started.UTC(), Coordinator: true}
 	if a.node.HTTP == "" {
 		a.node.HTTP = "http://" + a.HTTP.Addr().String()
 	}

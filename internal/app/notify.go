@@ -22,7 +22,7 @@ func (a *App) openNotify(ctx context.Context) error {
 		subscriber = base
 	}
 	var err error
-	if a.Notifier, err = notify.New(a.Store, a.Broker, a.log.With("component", "notify"), a.Registry, notify.Options{
+	if a.Notifier, err = notify.New(a.Store, a.Bus, a.log.With("component", "notify"), a.Registry, notify.Options{
 		BaseURL: base, Subscriber: subscriber,
 		PushServices: a.cfg.Notify.PushServices, AllowTargets: a.cfg.Notify.AllowTargetPrefixes(),
 	}); err != nil {

@@ -43,14 +43,16 @@ func (a *App) openSecurity(ctx context.Context) error {
 		a.Watcher.Start()
 		a.onClose(a.Watcher.Close)
 	}
-	a.Alerts.Add(a.Broker) // blocks and slow subscribers
-	a.Broker.SetOnBlock(func(b broker.Block) {
-		// On the blocked client's goroutine. The "blocks" alert tells
-		// people once while any block lasts, however many follow.
-		a.Hub.Publish(hub.Message{Event: hub.EventBlock, Data: b})
-		a.Alerts.Kick()
-	})
-	a.onClose(func() error { a.Broker.SetOnBlock(nil); return nil })
+	if a.Broker != nil {
+		a.Alerts.Add(a.Broker) // blocks and slow subscribers
+		a.Broker.SetOnBlock(func(b broker.Block) {
+			// On the blocked client's goroutine. The "blocks" alert tells
+			// people once while any block lasts, however many follow.
+			a.Hub.Publish(hub.Message{Event: hub.EventBlock, Data: b})
+			a.Alerts.Kick()
+		})
+		a.onClose(func() error { a.Broker.SetOnBlock(nil); return nil })
+	}
 
 	a.Auditor = selfaudit.New(ctx, selfaudit.Config{
 		MQTT: a.cfg.MQTT, Schedule: a.cfg.Audit, PublicURL: a.cfg.HTTP.PublicURL,
@@ -88,6 +90,12 @@ func (s securityAPI) WatchStatus() []watch.Status {
 	return s.Watcher.Status()
 }
 
-func (s securityAPI) Blocks() []broker.Block { return s.Broker.Blocks() }
+// Blocks are the embedded broker's; an external broker's are its own.
+func (s securityAPI) Blocks() []broker.Block {
+	if s.Broker == nil {
+		return nil
+	}
+	return s.Broker.Blocks()
+}
 
-func (s securityAPI) Unblock(key string) bool { return s.Broker.Unblock(key) }
+func (s securityAPI) Unblock(key string) bool { return s.Broker != nil && s.Broker.Unblock(key) }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"time"
 
@@ -71,7 +72,11 @@ func startVigil(ctx context.Context, bin, dir string, env ...string) (*vigilTarg
 	if t.done, err = startProcess(t.cmd, dir, "vigil"); err != nil {
 		return nil, err
 	}
-	if err := waitPort(ctx, dialCheck(mqttAddr), t.done); err != nil {
+	ready := dialCheck(mqttAddr)
+	if slices.Contains(env, "VIGIL_MQTT_MODE="+conf.MQTTExternal) {
+		ready = dialCheck(httpAddr) // no broker of its own
+	}
+	if err := waitPort(ctx, ready, t.done); err != nil {
 		t.close()
 		return nil, fmt.Errorf("vigil up: %w (log in %s)", err, filepath.Join(dir, "vigil.log"))
 	}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 	"time"
 )
 
@@ -144,8 +146,48 @@ type Database struct {
 	URL string `yaml:"url"`
 }
 
-// MQTT configures the embedded broker.
+// MQTT modes.
+const (
+	MQTTEmbedded = "embedded" // Vigil's own broker (the default)
+	MQTTExternal = "external" // a broker the user runs: Mosquitto, EMQX, HiveMQ, VerneMQ
+)
+
+// MQTT configures the embedded broker, or the external broker Vigil uses
+// in its place.
 type MQTT struct {
+	// Mode is embedded (Vigil's own broker, the keys below) or external
+	// (the broker at URLs; no broker starts, and the embedded broker's
+	// keys are not used).
+	Mode string `yaml:"mode"`
+
+	// The external broker (mode external); each key is mqtt.<key>.
+	// URLs are the broker's (mqtt://, mqtts://, ws://, wss://), tried in
+	// order: the next one when a connection fails.
+	URLs []string `yaml:"urls"`
+	// Username and the password (from the environment variable
+	// PasswordEnv names, or the first line of PasswordFile; never in
+	// this file) are the nodes' login.
+	Username     string `yaml:"username"`
+	PasswordEnv  string `yaml:"password_env"`
+	PasswordFile string `yaml:"password_file"`
+	// CA verifies the broker's certificate (else the system's roots);
+	// ClientCert and ClientKey, if set, are Vigil's certificate.
+	CA         string `yaml:"ca"`
+	ClientCert string `yaml:"client_cert"`
+	ClientKey  string `yaml:"client_key"`
+	// ShareGroup is the shared subscription group the nodes take
+	// telemetry in ($share/<group>/...).
+	ShareGroup string `yaml:"share_group"`
+	// SessionExpiry is how long the broker keeps a node's telemetry
+	// session (and the readings it did not acknowledge) while the node is
+	// away.
+	SessionExpiry time.Duration `yaml:"session_expiry"`
+	// AgentUsername and its password are the login of the ingest agents
+	// (the broker knows no per-agent logins Vigil could make).
+	AgentUsername     string `yaml:"agent_username"`
+	AgentPasswordEnv  string `yaml:"agent_password_env"`
+	AgentPasswordFile string `yaml:"agent_password_file"`
+
 	Listen    string `yaml:"listen"`
 	WSListen  string `yaml:"ws_listen"`
 	TLSListen string `yaml:"tls_listen"`
@@ -331,6 +373,32 @@ type WatchTarget struct {
 	Insecure    bool   `yaml:"insecure"`
 }
 
+// External tells whether Vigil uses an external broker.
+func (m MQTT) External() bool { return m.Mode == MQTTExternal }
+
+// Secret reads a password from the environment variable env names or
+// the first line of file; key names the config key for errors.
+func Secret(key, env, file string, getenv func(string) (string, bool)) (string, error) {
+	switch {
+	case env != "" && file != "":
+		return "", fmt.Errorf("%s_env and %s_file are both set: keep one", key, key)
+	case env != "":
+		v, ok := getenv(env)
+		if !ok {
+			return "", fmt.Errorf("%s_env: %s is not set", key, env)
+		}
+		return v, nil
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("%s_file: %w", key, err)
+		}
+		line, _, _ := strings.Cut(string(b), "\n")
+		return strings.TrimRight(line, "\r"), nil
+	}
+	return "", nil
+}
+
 // Notify configures where notifications may go.
 type Notify struct {
 	// PushServices are the hosts ("*.example.com" for any name under it)
@@ -368,6 +436,8 @@ func New() *Config {
 		Log:  Log{Level: "info", Format: "text"},
 		Data: Data{Dir: "./vigil-data"},
 		MQTT: MQTT{
+			Mode: MQTTEmbedded,
+			URLs: []string{}, ShareGroup: "vigil", SessionExpiry: 24 * time.Hour,
 			Listen:    "127.0.0.1:1883",
 			WSListen:  "127.0.0.1:9001",
 			Anonymous: AnonymousLoopback,

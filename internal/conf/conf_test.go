@@ -273,3 +273,58 @@ func TestDockerLimits(t *testing.T) {
 		})
 	}
 }
+
+func TestExternalBrokerKeys(t *testing.T) {
+	path := writeConfig(t, "mqtt:\n  mode: external\n  urls: [mqtt://broker.lan:1883, mqtts://backup.lan:8883]\n  username: vigil\n  password_env: BROKER_PW\n")
+	cfg, err := Load(path, []string{"VIGIL_MQTT_SHARE_GROUP=site-a", "VIGIL_MQTT_LISTEN="})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("external mode without embedded listeners: %v", err)
+	}
+	if !cfg.MQTT.External() || len(cfg.MQTT.URLs) != 2 || cfg.MQTT.ShareGroup != "site-a" {
+		t.Errorf("mqtt = %+v", cfg.MQTT)
+	}
+	for _, c := range []struct {
+		yaml, want string
+	}{
+		{"mode: cloud", `mqtt.mode: "cloud" is not one of embedded, external`},
+		{"mode: external", "mqtt.urls: mqtt.mode external needs the broker's URLs"},
+		{"mode: external\n  urls: [http://broker.lan]", `mqtt.urls: "http://broker.lan" is not a broker URL`},
+		{"mode: external\n  urls: [mqtt://b]\n  password_env: A\n  password_file: /b", "mqtt.password_env and mqtt.password_file are both set"},
+		{"mode: external\n  urls: [mqtt://b]\n  client_cert: /c.pem", "mqtt.client_cert and mqtt.client_key go together"},
+		{"mode: external\n  urls: [mqtt://b]\n  share_group: a/b", `mqtt.share_group: "a/b" is not a shared subscription group`},
+	} {
+		cfg, err := Load(writeConfig(t, "mqtt:\n  "+c.yaml+"\n"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v, want %q", c.yaml, err, c.want)
+		}
+	}
+}
+
+func TestSecretsComeFromTheEnvironmentOrAFile(t *testing.T) {
+	env := func(k string) (string, bool) { v, ok := map[string]string{"PW": "s3cret"}[k]; return v, ok }
+	file := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(file, []byte("from-file\r\nsecond line\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		env, file, want, err string
+	}{
+		{"PW", "", "s3cret", ""},
+		{"", file, "from-file", ""},
+		{"", "", "", ""},
+		{"NOPE", "", "", "mqtt.password_env: NOPE is not set"},
+		{"PW", file, "", "both set"},
+		{"", "/nonexistent/pw", "", "mqtt.password_file"},
+	} {
+		got, err := Secret("mqtt.password", c.env, c.file, env)
+		if got != c.want || (err == nil) != (c.err == "") || (err != nil && !strings.Contains(err.Error(), c.err)) {
+			t.Errorf("Secret(%q, %q) = %q, %v; want %q, %q", c.env, c.file, got, err, c.want, c.err)
+		}
+	}
+}

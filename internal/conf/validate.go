@@ -40,6 +40,38 @@ func (p *problems) bad(key, format string, args ...any) {
 	p.errs = append(p.errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
 }
 
+// validateExternal checks the keys of mqtt.mode external.
+func (c *Config) validateExternal(pb *problems) {
+	m := c.MQTT
+	if len(m.URLs) == 0 {
+		pb.bad("mqtt.urls", "mqtt.mode external needs the broker's URLs, e.g. [mqtt://broker.lan:1883]")
+	}
+	for _, u := range m.URLs {
+		p, err := url.Parse(u)
+		if err != nil || p.Host == "" || !slices.Contains([]string{"mqtt", "tcp", "mqtts", "ssl", "tls", "ws", "wss"}, p.Scheme) {
+			pb.bad("mqtt.urls", "%q is not a broker URL such as mqtt://host:1883, mqtts://host:8883 or wss://host/mqtt", u)
+		}
+	}
+	if m.PasswordEnv != "" && m.PasswordFile != "" {
+		pb.bad("mqtt.password_env", "mqtt.password_env and mqtt.password_file are both set: keep one")
+	}
+	if m.AgentPasswordEnv != "" && m.AgentPasswordFile != "" {
+		pb.bad("mqtt.agent_password_env", "mqtt.agent_password_env and mqtt.agent_password_file are both set: keep one")
+	}
+	if (m.ClientCert == "") != (m.ClientKey == "") {
+		pb.bad("mqtt.client_cert", "mqtt.client_cert and mqtt.client_key go together")
+	}
+	if g := m.ShareGroup; g == "" || strings.ContainsAny(g, "/+#") {
+		pb.bad("mqtt.share_group", "%q is not a shared subscription group (a name without /, + or #)", g)
+	}
+	if m.SessionExpiry < 0 {
+		pb.bad("mqtt.session_expiry", "%v is negative", m.SessionExpiry)
+	}
+	if c.Agents.Runtime == RuntimeDocker && m.CA != "" {
+		pb.bad("agents.runtime", "docker agents cannot be given mqtt.ca yet: use the process runtime, or a broker certificate from a public CA")
+	}
+}
+
 // validateBasics checks log, data, the database and the listeners.
 func (c *Config) validateBasics(pb *problems) {
 	if u := c.Database.URL; u != "" && !strings.HasPrefix(u, "postgres://") && !strings.HasPrefix(u, "postgresql://") {
@@ -88,7 +120,14 @@ func (c *Config) validateBasics(pb *problems) {
 
 // validateMQTT checks the broker.
 func (c *Config) validateMQTT(pb *problems) {
-	if c.MQTT.Listen == "" && c.MQTT.WSListen == "" && c.MQTT.TLSListen == "" {
+	switch c.MQTT.Mode {
+	case MQTTEmbedded:
+	case MQTTExternal:
+		c.validateExternal(pb)
+	default:
+		pb.bad("mqtt.mode", "%q is not one of %s, %s", c.MQTT.Mode, MQTTEmbedded, MQTTExternal)
+	}
+	if c.MQTT.Mode != MQTTExternal && c.MQTT.Listen == "" && c.MQTT.WSListen == "" && c.MQTT.TLSListen == "" {
 		pb.bad("mqtt.listen", "at least one of mqtt.listen, mqtt.ws_listen, mqtt.tls_listen must be set")
 	}
 	if c.MQTT.TLSListen != "" && (c.MQTT.TLSCert == "" || c.MQTT.TLSKey == "") {

@@ -66,7 +66,7 @@ func (c *Coordinator) subscribe() error {
 		o := c.originOf(clientID)
 		p := append([]byte(nil), payload...)
 		c.do(func() {
-			if why := fromAgent(id, leaf, p, o); why != "" {
+			if why := fromAgent(id, leaf, p, o); why != "" && !c.cfg.TrustBroker {
 				c.refuse(leaf, why, "agent report refused: not from the agent's own connection",
 					"agent", id, "client_id", o.clientID, "login", o.login, "connected", o.connected)
 				return
@@ -106,12 +106,16 @@ func (c *Coordinator) startAgent(pool, reason string) *agentState {
 		id: id, username: agentUsername(id), pool: pool, status: agentStarting,
 		capacity: c.cfg.Agents.Capacity, streams: map[string]*stream{}, startedAt: c.now(), seq: c.nextID, reason: reason,
 	}
-	password := rnd.Hex(18)
-	c.broker.AddCredential(a.username, password, &users.User{
-		Name: a.username, Role: users.RoleDevice,
-		Publish:   []string{ingest.AgentTopic(id, "#")},
-		Subscribe: []string{ingest.AgentTopic(id, ingest.AgentCmd)},
-	}, ingest.AgentClientID(id))
+	username, password := a.username, rnd.Hex(18)
+	if l := c.cfg.AgentLogin; l.Username != "" {
+		username, password = l.Username, l.Password
+	} else {
+		c.broker.AddCredential(a.username, password, &users.User{
+			Name: a.username, Role: users.RoleDevice,
+			Publish:   []string{ingest.AgentTopic(id, "#")},
+			Subscribe: []string{ingest.AgentTopic(id, ingest.AgentCmd)},
+		}, ingest.AgentClientID(id))
+	}
 	c.agents[id] = a
 	what := "scale_up"
 	if pool != "" {
@@ -119,7 +123,7 @@ func (c *Coordinator) startAgent(pool, reason string) *agentState {
 		reason += " (site " + pool + ")"
 	}
 	c.history(what, id, "", reason)
-	spec := agentrt.Spec{ID: id, Username: a.username, Password: password, Capacity: a.capacity, Idle: c.cfg.Agents.Idle, Site: pool}
+	spec := agentrt.Spec{ID: id, Username: username, Password: password, Capacity: a.capacity, Idle: c.cfg.Agents.Idle, Site: pool}
 	c.calls.Go(func() {
 		ctx, cancel := context.WithTimeout(c.starts, 2*time.Minute)
 		defer cancel()
@@ -161,7 +165,7 @@ func (c *Coordinator) onHeartbeat(id string, hb ingest.Heartbeat, from net.IP) {
 	hadAddr := a.addr != ""
 	// Cameras are sent to this address: only one on the host the agent
 	// connects from, or none (and no new streams for the agent).
-	if err := checkAgentAddr(hb.Addr, from); err != nil {
+	if err := checkAgentAddr(hb.Addr, from, c.cfg.TrustBroker); err != nil {
 		a.addr = ""
 		c.refuse("heartbeat", refusedBadAddr, "agent's RTP address refused; it gets no streams", "agent", id, "addr", hb.Addr, "error", err)
 	} else {
@@ -172,7 +176,7 @@ func (c *Coordinator) onHeartbeat(id string, hb ingest.Heartbeat, from net.IP) {
 	// agent's own MQTT connection comes from (an agent cannot point vigil
 	// up at another host).
 	if host, _, err := net.SplitHostPort(hb.HTTPAddr); err == nil {
-		if sameHost(net.ParseIP(host), from) {
+		if ip := net.ParseIP(host); sameHost(ip, from) || (c.cfg.TrustBroker && ip != nil) {
 			a.httpAddr = hb.HTTPAddr
 		} else if a.status == agentStarting {
 			c.log.Warn("agent's live view address is not where it connects from; live view through it is off", "agent", id, "addr", hb.HTTPAddr)

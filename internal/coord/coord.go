@@ -76,6 +76,14 @@ type Config struct {
 	// Tick is how often the timers run (heartbeats, stuck streams,
 	// scaling); 0 means 200 ms, negative never (tests run them).
 	Tick time.Duration
+	// TrustBroker: the broker's ACLs decide who may speak for agents and
+	// cameras (an external broker, which does not say who published);
+	// the coordinator checks no client ids, logins or hosts (trust.go).
+	TrustBroker bool
+	// AgentLogin, if its Username is set, is every agent's login (an
+	// external broker, where Vigil cannot make one per agent); otherwise
+	// each agent gets a credential of its own from the broker.
+	AgentLogin struct{ Username, Password string }
 }
 
 // ConfigFrom returns the coordinator's part of vigil.yaml, with plans

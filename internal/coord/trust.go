@@ -29,6 +29,11 @@ import (
 //     stream of that site and camera, and, when the camera announced itself
 //     (its meta), only from the client id that announced it.
 //
+// On an external broker (Config.TrustBroker) none of this can be known:
+// the broker does not say who published a message. Its ACLs decide who may
+// publish on the agents' and cameras' topics (docs/security.md gives them),
+// and an agent's addresses need only be IP addresses and ports.
+//
 // Everything refused is counted in vigil_coordinator_refused_messages_total
 // and logged at most once a minute per topic and reason.
 
@@ -81,8 +86,9 @@ func fromAgent(id, leaf string, payload []byte, o origin) string {
 
 // checkAgentAddr tells whether cameras may be sent to addr, an agent's RTP
 // address: an IP address (not a name, which could resolve anywhere) and a
-// port with room for RTCP above it, on the host the agent connects from.
-func checkAgentAddr(addr string, from net.IP) error {
+// port with room for RTCP above it, on the host the agent connects from
+// (unless anyHost: on an external broker, where that host is not known).
+func checkAgentAddr(addr string, from net.IP, anyHost bool) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("not host:port: %w", err)
@@ -93,6 +99,12 @@ func checkAgentAddr(addr string, from net.IP) error {
 	ip := net.ParseIP(host)
 	if ip == nil {
 		return fmt.Errorf("host %q is not an IP address", host)
+	}
+	if ip.IsUnspecified() || ip.IsMulticast() {
+		return fmt.Errorf("%s is not an address packets can be sent to", ip)
+	}
+	if anyHost {
+		return nil
 	}
 	if from == nil {
 		return fmt.Errorf("the agent's connection address is not known")

@@ -20,7 +20,7 @@ import (
 
 // Handler takes a message. clientID, the publisher's, is "": an external
 // broker does not say who published.
-type Handler func(topic string, payload []byte, clientID string)
+type Handler = func(topic string, payload []byte, clientID string)
 
 // Bus is a running connection.
 type Bus struct {

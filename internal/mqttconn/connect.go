@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 )
 
@@ -138,7 +139,7 @@ func Connect(ctx, life context.Context, c Client) (*autopaho.ConnectionManager, 
 		OnConnectError: func(err error) {
 			var ce *autopaho.ConnackError
 			if errors.As(err, &ce) {
-				first(fmt.Errorf("broker refused the connection: %s", ce.Reason))
+				first(fmt.Errorf("broker refused the connection: %s", refusal(ce)))
 			}
 			if c.OnConnectError != nil {
 				c.OnConnectError(err)
@@ -217,4 +218,19 @@ func Stop(cm *autopaho.ConnectionManager, cancel context.CancelFunc) error {
 		err = nil
 	}
 	return err
+}
+
+// refusal says why a broker refused a connection: its reason string, else
+// the MQTT 5 meaning of its reason code (paho maps an MQTT 3.1.1 return
+// code to it).
+func refusal(ce *autopaho.ConnackError) string {
+	if ce.Reason != "" {
+		return ce.Reason
+	}
+	c := packets.Connack{ReasonCode: ce.ReasonCode}
+	text, _, _ := strings.Cut(c.Reason(), " - ")
+	if text == "" {
+		return fmt.Sprintf("reason code 0x%02x", ce.ReasonCode)
+	}
+	return fmt.Sprintf("%s (0x%02x)", text, ce.ReasonCode)
 }

@@ -41,9 +41,12 @@ type Config struct {
 	MQTT      conf.MQTT  // the listeners' policy: anonymous access, TLS, blocking
 	Schedule  conf.Audit // when to run
 	PublicURL string     // http.public_url: the name clients use for the broker
-	Broker    *broker.Server
-	Store     *store.Store
-	Log       *slog.Logger
+	// Broker is the embedded broker; nil on an external broker, which is
+	// audited at MQTT.URLs as an outsider sees it: without a login, and
+	// without guessing passwords on a broker that is not Vigil's.
+	Broker *broker.Server
+	Store  *store.Store
+	Log    *slog.Logger
 	// Ran is called after each run with its newest record.
 	Ran func(ctx context.Context, last store.AuditRecord)
 }
@@ -131,32 +134,39 @@ func (a *Auditor) Run(ctx context.Context, trigger string) (store.AuditRecord, e
 	}
 	defer a.running.Unlock()
 	b := a.cfg.Broker
-	defer b.EndSelfAudit()
 	targets, ports := a.targets()
 	opts := audit.Options{
 		Skip: skip, NoNmap: true, NoDefaultPorts: true, LocalMode: a.localMode(),
-		ClientID: b.BeginSelfAudit(), Timeout: 3 * time.Second, Log: a.cfg.Log,
+		Timeout: 3 * time.Second, Log: a.cfg.Log,
 	}
-	// The checks run as a device would: a throwaway account with the
-	// device role's ACL, so that what a device can reach is tested too.
-	name := "vigil-self-audit-" + rnd.Hex(4)
-	pub, sub := users.DefaultACL(users.RoleDevice)
-	opts.Username, opts.Password = name, users.RandomPassword()
-	b.AddCredential(name, opts.Password, &users.User{Name: name, Role: users.RoleDevice, Publish: pub, Subscribe: sub})
-	defer b.RemoveCredential(name)
-	if a.cfg.MQTT.TLSListen != "" {
-		// Devices are given the broker's certificate (or its CA); the
-		// name they use is the public URL's, else one the certificate
-		// names.
-		opts.CAFile = a.cfg.MQTT.TLSCert
-		opts.CertName = a.certName()
+	if b == nil {
+		opts.Skip = append(slices.Clip(opts.Skip), "weak-credentials")
+		opts.CAFile = a.cfg.MQTT.CA
+	} else {
+		defer b.EndSelfAudit()
+		opts.ClientID = b.BeginSelfAudit()
+		// The checks run as a device would: a throwaway account with the
+		// device role's ACL, so that what a device can reach is tested
+		// too.
+		name := "vigil-self-audit-" + rnd.Hex(4)
+		pub, sub := users.DefaultACL(users.RoleDevice)
+		opts.Username, opts.Password = name, users.RandomPassword()
+		b.AddCredential(name, opts.Password, &users.User{Name: name, Role: users.RoleDevice, Publish: pub, Subscribe: sub})
+		defer b.RemoveCredential(name)
+		if a.cfg.MQTT.TLSListen != "" {
+			// Devices are given the broker's certificate (or its CA); the
+			// name they use is the public URL's, else one the certificate
+			// names.
+			opts.CAFile = a.cfg.MQTT.TLSCert
+			opts.CertName = a.certName()
+		}
 	}
 	var last store.AuditRecord
 	var reports []*audit.Report
 	for _, host := range targets {
 		o := opts
 		o.Ports = ports[host]
-		if !a.mayGuess(host) {
+		if b != nil && !a.mayGuess(host) {
 			// Guessing passwords from this address would get the host
 			// blocked.
 			o.Skip = append(slices.Clip(o.Skip), "weak-credentials")
@@ -174,7 +184,10 @@ func (a *Auditor) Run(ctx context.Context, trigger string) (store.AuditRecord, e
 		}
 		// The broker logged the probes it refused at debug: they are the
 		// audit's own, not attacks. One line says how many.
-		refused, violations := b.TakeSelfAuditCounts()
+		var refused, violations int64
+		if b != nil {
+			refused, violations = b.TakeSelfAuditCounts()
+		}
 		a.cfg.Log.Info("self-audit", "target", host, "grade", r.Grade, "worst", r.Worst().String(), "findings", len(r.Findings),
 			"took", time.Since(start).Round(time.Millisecond), "probes_refused", refused, "protocol_violations_provoked", violations)
 		last = store.AuditRecord{Report: r}
@@ -228,6 +241,9 @@ func (a *Auditor) setAlerts(reports []*audit.Report) {
 // targets are the hosts to audit (loopback for listeners on every
 // address) and their MQTT ports.
 func (a *Auditor) targets() ([]string, map[string][]int) {
+	if a.cfg.Broker == nil {
+		return a.cfg.MQTT.URLs, nil
+	}
 	ports := map[string][]int{}
 	var hosts []string
 	for _, kind := range []string{broker.TCP, broker.TLS, broker.WS} {
@@ -250,7 +266,7 @@ func (a *Auditor) targets() ([]string, map[string][]int) {
 // localMode: every listener is on loopback and anonymous clients are
 // allowed there.
 func (a *Auditor) localMode() bool {
-	if a.cfg.MQTT.Anonymous != conf.AnonymousLoopback {
+	if a.cfg.Broker == nil || a.cfg.MQTT.Anonymous != conf.AnonymousLoopback {
 		return false
 	}
 	for _, kind := range []string{broker.TCP, broker.TLS, broker.WS} {

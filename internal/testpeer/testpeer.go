@@ -151,6 +151,8 @@ type MosquittoConfig struct {
 	WebSocket bool
 	// Plain false leaves out the plain MQTT listener (TLS only).
 	NoPlain bool
+	// Port, if set, is the plain listener's port (else a free one).
+	Port int
 	// Extra lines for mosquitto.conf (global section).
 	Extra string
 }
@@ -203,7 +205,10 @@ func StartMosquitto(t testing.TB, c MosquittoConfig) *Mosquitto {
 	conf.WriteString(c.Extra + "\n")
 	var ports []int
 	if !c.NoPlain {
-		m.Port = FreePort(t)
+		m.Port = c.Port
+		if m.Port == 0 {
+			m.Port = FreePort(t)
+		}
 		ports = append(ports, m.Port)
 		fmt.Fprintf(&conf, "listener %d 127.0.0.1\n", m.Port)
 	}
