@@ -40,14 +40,14 @@ type ClusterOptions struct {
 type ClusterResult struct {
 	Nodes      int       `json:"nodes"`
 	Devices    int       `json:"devices"`
-	Offered    float64   `json:"offered_per_s"`    // readings the fleet got acknowledged, per second, steady phase
-	StoredRate float64   `json:"stored_per_s"`     // readings the nodes stored, per second, steady phase
-	Share      []float64 `json:"share"`            // of the steady phase's stored readings, per node
-	NodeCPUPct []float64 `json:"node_cpu_pct"`     // of one core, per node, steady phase
-	BrokerCPU  float64   `json:"broker_cpu_pct"`   // Mosquitto, of one core
-	Published  int64     `json:"published"`        // acknowledged to the fleet, whole run
-	Stored     int64     `json:"stored"`           // rows in the readings table at the end
-	Distinct   int64     `json:"distinct"`         // distinct (device, seq) among them
+	Offered    float64   `json:"offered_per_s"`  // readings the fleet got acknowledged, per second, steady phase
+	StoredRate float64   `json:"stored_per_s"`   // readings the nodes stored, per second, steady phase
+	Share      []float64 `json:"share"`          // of the steady phase's stored readings, per node
+	NodeCPUPct []float64 `json:"node_cpu_pct"`   // of one core, per node, steady phase
+	BrokerCPU  float64   `json:"broker_cpu_pct"` // Mosquitto, of one core
+	Published  int64     `json:"published"`      // acknowledged to the fleet, whole run
+	Stored     int64     `json:"stored"`         // rows in the readings table at the end
+	Distinct   int64     `json:"distinct"`       // distinct (device, seq) among them
 	AckP99ms   float64   `json:"ack_latency_p99_ms"`
 }
 
