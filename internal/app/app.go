@@ -24,7 +24,6 @@ import (
 	"github.com/vigilhq/vigil/internal/broker"
 	"github.com/vigilhq/vigil/internal/cluster"
 	"github.com/vigilhq/vigil/internal/conf"
-	"github.com/vigilhq/vigil/internal/coord"
 	"github.com/vigilhq/vigil/internal/detect"
 	"github.com/vigilhq/vigil/internal/httpapi"
 	"github.com/vigilhq/vigil/internal/hub"
@@ -62,12 +61,15 @@ type App struct {
 	Bus       Bus            // the broker Vigil's parts publish and subscribe on
 	HTTP      *httpapi.Server
 	Detector  *detect.Detector
-	Coord     *coord.Coordinator
-	Runtime   agentrt.Runtime
-	Storage   string // clip storage root
-	Hub       *hub.Hub
-	Sessions  *users.Sessions
-	demo      *demo
+	coord     *coordinator    // this node's coordinator, or the leader's (lead.go)
+	Runtime   agentrt.Runtime // the agents' runtime of a single node's coordinator
+	Storage   string          // clip storage root
+
+	ownStorage bool // the clip storage is Vigil's own (coord.PrepareStorage)
+	parser     telemetry.Parser
+	Hub        *hub.Hub
+	Sessions   *users.Sessions
+	demo       *demo
 
 	node     cluster.Node // this one, as GET /api/v1/cluster lists it
 	Notifier *notify.Notifier
@@ -132,8 +134,9 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 
 	tz, _ := time.LoadLocation(cfg.Telemetry.LegacyTimezone) // validated
 	t := cfg.Telemetry
+	a.parser = telemetry.Parser{MaxPayload: t.MaxPayload, LegacySite: t.LegacySite, LegacyTZ: tz}
 	if a.Telemetry, err = telemetry.New(telemetry.Config{
-		Parser:        telemetry.Parser{MaxPayload: t.MaxPayload, LegacySite: t.LegacySite, LegacyTZ: tz},
+		Parser:        a.parser,
 		QueueSize:     t.QueueSize,
 		BatchSize:     t.BatchSize,
 		FlushInterval: t.FlushInterval,
@@ -184,10 +187,10 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 
 		Intrusion:   a.Store,
 		Sites:       a.Detector,
-		Agents:      a.Coord.View,
+		Agents:      a.coord.View,
 		PlanOf:      func(site string) string { name, _ := a.planFor(site); return name },
 		ClipStorage: a.Storage,
-		Cameras:     a.Coord,
+		Cameras:     a.coord,
 		Plans:       a,
 
 		Users: a.Store,

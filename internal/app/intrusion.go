@@ -37,8 +37,7 @@ func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 	clog := log.With("component", "coordinator")
-	ownStorage, err := coord.PrepareStorage(storage, cfg.Data.Dir, clog)
-	if err != nil {
+	if a.ownStorage, err = coord.PrepareStorage(storage, cfg.Data.Dir, clog); err != nil {
 		return fmt.Errorf("clip storage: %w", err)
 	}
 	a.Storage = storage
@@ -62,83 +61,119 @@ func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 
+	a.coord = &coordinator{app: a}
+	a.Alerts.Add(a.coord) // agents lost
+	a.Detector.Out = a.coord.Detected
+	if a.clustered() {
+		// Only the leader coordinates: it detects, and learns of the
+		// cameras, from a session of its own (lead.go).
+		a.openLeadership()
+		return nil
+	}
+	rt, err := a.newRuntime(ctx, clog)
+	if err != nil {
+		return err
+	}
+	a.Runtime = rt
+	c, err := a.newCoordinator(rt, a.coordBroker(a.Bus), clog)
+	if err != nil {
+		return err
+	}
+	a.Telemetry.Observe(a.Detector.Observe)
+	a.Telemetry.Observe(c.Observe)
+	if err := c.Start(ctx); err != nil {
+		return err
+	}
+	a.coord.set(c)
+	a.onClose(func() error { a.coord.set(nil); return c.Close() })
+	return nil
+}
+
+// newRuntime makes the agents' runtime (agents.runtime).
+func (a *App) newRuntime(ctx context.Context, clog *slog.Logger) (agentrt.Runtime, error) {
+	cfg, storage := a.cfg, a.Storage
 	switch cfg.Agents.Runtime {
 	case conf.RuntimeProcess:
 		bin := cfg.Agents.Binary
 		if bin == "" {
+			var err error
 			if bin, err = os.Executable(); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		url, tls := a.agentBroker()
-		a.Runtime = &agentrt.Process{
+		return &agentrt.Process{
 			Binary: bin, Broker: url, TLS: tls, Listen: cfg.Agents.Listen, Storage: storage,
 			LogDir: filepath.Join(cfg.Data.Dir, "agents"), Log: clog,
-		}
+		}, nil
 	case conf.RuntimeDocker:
 		dir, _ := filepath.Abs(cfg.Data.Dir)
 		sum := sha256.Sum256([]byte(dir))
 		rt := &agentrt.Docker{
 			Image: cfg.Agents.DockerImage, Network: cfg.Agents.DockerNetwork, Storage: storage,
-			Instance: hex.EncodeToString(sum[:6]), OwnStorage: ownStorage, Log: clog,
+			Instance: hex.EncodeToString(sum[:6]), OwnStorage: a.ownStorage, Log: clog,
 			Memory: noLimit(cfg.Agents.DockerMemory), PidsLimit: noLimit(cfg.Agents.DockerPids),
 		}
 		gw, err := rt.Setup(ctx)
 		if err != nil {
-			return fmt.Errorf("agents.runtime docker: %w", err)
+			return nil, fmt.Errorf("agents.runtime docker: %w", err)
 		}
 		if a.Broker == nil {
 			rt.Broker, _ = a.agentBroker()
-		} else {
-			// Agents in containers reach the broker on the network's
-			// gateway; the listener is not on loopback, so they must log
-			// in.
-			addr, err := a.Broker.AddListener("agents", net.JoinHostPort(gw.String(), "0"))
-			if err != nil {
-				rt.Close()
-				return err
-			}
-			rt.Broker = "mqtt://" + addr.String()
+			return rt, nil
 		}
-		a.Runtime = rt
-	default:
-		return fmt.Errorf("agents.runtime %q is not one of process, docker", cfg.Agents.Runtime)
+		// Agents in containers reach the broker on the network's gateway;
+		// the listener is not on loopback, so they must log in.
+		addr, err := a.Broker.AddListener("agents", net.JoinHostPort(gw.String(), "0"))
+		if err != nil {
+			rt.Close()
+			return nil, err
+		}
+		rt.Broker = "mqtt://" + addr.String()
+		return rt, nil
 	}
-	ccfg := coord.ConfigFrom(cfg, storage)
+	return nil, fmt.Errorf("agents.runtime %q is not one of process, docker", cfg.Agents.Runtime)
+}
+
+// coordBroker is the coordinator's broker: the embedded one, or b on an
+// external broker, whose ACL it trusts (externalBroker).
+func (a *App) coordBroker(b Bus) coord.Broker {
+	if a.Broker != nil {
+		return a.Broker
+	}
+	return externalBroker{b}
+}
+
+// newCoordinator makes a coordinator on rt and b, its changes sent to the
+// browsers and the notifier.
+func (a *App) newCoordinator(rt agentrt.Runtime, b coord.Broker, clog *slog.Logger) (*coord.Coordinator, error) {
+	cfg := a.cfg
+	ccfg := coord.ConfigFrom(cfg, a.Storage)
 	ccfg.PlanFor = a.planFor // the UI's plans win over vigil.yaml's
-	var cb coord.Broker = a.Broker
 	if a.Broker == nil {
 		m := cfg.MQTT
-		cb, ccfg.TrustBroker = externalBroker{a.Bus}, true
+		ccfg.TrustBroker = true
 		ccfg.AgentLogin.Username = cmp.Or(m.AgentUsername, m.Username)
 		env, file, key := m.AgentPasswordEnv, m.AgentPasswordFile, "mqtt.agent_password"
 		if m.AgentUsername == "" {
 			env, file, key = m.PasswordEnv, m.PasswordFile, "mqtt.password"
 		}
+		var err error
 		if ccfg.AgentLogin.Password, err = conf.Secret(key, env, file, os.LookupEnv); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	c, err := coord.New(ccfg, cb, a.Store, a.Runtime, a.finisher(), clog, a.Registry)
+	c, err := coord.New(ccfg, b, a.Store, rt, a.finisher(), clog, a.Registry)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	a.Coord = c
-	a.Alerts.Add(c) // agents lost
 	c.Changed = func(kind string, v any) {
 		a.Hub.Publish(hub.Message{Event: kind, Data: v})
 		if kind == hub.EventEvent {
 			a.Notifier.EventSaved(v.(detect.Event))
 		}
 	}
-	a.Detector.Out = c.Detected
-	a.Telemetry.Observe(a.Detector.Observe)
-	a.Telemetry.Observe(c.Observe)
-	if err := c.Start(ctx); err != nil {
-		return err
-	}
-	a.onClose(c.Close)
-	return nil
+	return c, nil
 }
 
 // agentBroker is where agents connect: the embedded broker's own TCP (or

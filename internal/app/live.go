@@ -57,7 +57,7 @@ func (a *App) publishAgents(ctx context.Context) {
 		if !a.Hub.Active() {
 			continue
 		}
-		b, _ := json.Marshal(a.Coord.View())
+		b, _ := json.Marshal(a.coord.View())
 		if string(b) != string(last) {
 			last = b
 			a.Hub.Publish(hub.Message{Event: hub.EventAgents, Data: json.RawMessage(b)})

@@ -19,13 +19,13 @@ import (
 // (GET /api/v1/cluster lists the nodes that share the database).
 func (a *App) openNode() error {
 	host, _ := os.Hostname()
-	a.node = cluster.Node{ID: a.node.ID, Name: host, HTTP: a.cfg.HTTP.PublicURL, Version: version.Version, Started: a.started.UTC(), Coordinator: true}
+	a.node = cluster.Node{ID: a.node.ID, Name: host, HTTP: a.cfg.HTTP.PublicURL, Version: version.Version, Started: a.started.UTC()}
 	if a.node.HTTP == "" {
 		a.node.HTTP = "http://" + a.HTTP.Addr().String()
 	}
 	save := func(ctx context.Context) {
 		n := a.node
-		n.LastSeen = time.Now()
+		n.LastSeen, n.Coordinator = time.Now(), a.coord.running()
 		if err := a.Store.SaveNode(ctx, n); err != nil && ctx.Err() == nil {
 			a.log.Warn("record this node", "error", err)
 		}

@@ -33,7 +33,7 @@ func (a *App) SetPlan(ctx context.Context, site, plan string) (detect.Site, erro
 	}
 	name, _ := a.planFor(site)
 	a.Hub.Publish(hub.Message{Event: hub.EventSite, Data: hub.Site{Name: site, Armed: s.Armed, Plan: name}})
-	a.Coord.PlanChanged(site)
+	a.coord.PlanChanged(site)
 	return s, nil
 }
 

@@ -121,7 +121,10 @@ func TestVigilOnAnExternalMosquitto(t *testing.T) {
 	testkit.WaitFor(t, 10*time.Second, "the fleet's readings stored", func() bool {
 		return storedReadings(t, ta, "home") >= int(st.Published.Load())
 	})
-	if n := storedReadings(t, ta, "home"); n != int(st.Published.Load()) {
+	// A reading whose PUBACK was on its way as the fleet stopped is stored
+	// and not counted as acknowledged: more may be stored, never fewer;
+	// storedReadings fails on any (device, seq) stored twice.
+	if n := storedReadings(t, ta, "home"); n < int(st.Published.Load()) {
 		t.Errorf("%d readings stored, the fleet had %d acknowledged", n, st.Published.Load())
 	}
 	if rs := ta.readings(t, "1"); len(rs) < 2 || rs[0].Units != "Celsius" {

@@ -29,6 +29,10 @@ type Bus struct {
 
 	mu   sync.RWMutex
 	subs []sub
+
+	holdMu  sync.Mutex
+	holding bool            // messages wait in held until Release
+	held    []*paho.Publish // in their order of arrival
 }
 
 type sub struct {
@@ -43,8 +47,19 @@ var ErrClosed = errors.New("mqttbus: closed")
 // error (the broker is unreachable or refuses the login). c's
 // Subscriptions, OnUp and OnMessage are the Bus's own.
 func Open(ctx context.Context, c mqttconn.Client) (*Bus, error) {
+	return open(ctx, c, false)
+}
+
+// OpenHolding is Open for a persistent session (c.SessionExpiry) whose
+// queued messages arrive as it connects, before anyone subscribed a
+// handler: every message is held until Release, then handed out in order.
+func OpenHolding(ctx context.Context, c mqttconn.Client) (*Bus, error) {
+	return open(ctx, c, true)
+}
+
+func open(ctx context.Context, c mqttconn.Client, hold bool) (*Bus, error) {
 	life, cancel := context.WithCancel(context.Background())
-	b := &Bus{cancel: cancel}
+	b := &Bus{cancel: cancel, holding: hold}
 	c.Subscriptions = nil
 	c.OnMessage = b.dispatch
 	c.OnUp = func(ctx context.Context, cm *autopaho.ConnectionManager) error {
@@ -85,8 +100,31 @@ func subscribe(ctx context.Context, cm *autopaho.ConnectionManager, filters ...s
 	return nil
 }
 
-// dispatch hands a message to the handlers of the filters it matches.
+// Release hands out the messages held since OpenHolding, in order, and
+// every later one as it comes.
+func (b *Bus) Release() {
+	b.holdMu.Lock()
+	defer b.holdMu.Unlock()
+	for _, p := range b.held {
+		b.deliver(p)
+	}
+	b.held, b.holding = nil, false
+}
+
+// dispatch hands a message to the handlers of the filters it matches, or
+// holds it.
 func (b *Bus) dispatch(p *paho.Publish) {
+	b.holdMu.Lock()
+	if b.holding {
+		b.held = append(b.held, p)
+		b.holdMu.Unlock()
+		return
+	}
+	b.holdMu.Unlock()
+	b.deliver(p)
+}
+
+func (b *Bus) deliver(p *paho.Publish) {
 	b.mu.RLock()
 	var hs []Handler
 	for _, s := range b.subs {

@@ -81,3 +81,56 @@ func TestPublishAndSubscribeThroughAnExternalBroker(t *testing.T) {
 		t.Error("Publish after Close succeeded")
 	}
 }
+
+// A session that several processes take in turn (the coordinator's): what
+// was published while no one held it is queued by the broker and comes,
+// in order, to the handlers of the next holder, which subscribes them only
+// after connecting.
+func TestAHeldSessionHandsOutWhatWasQueuedWhileNoOneHeldIt(t *testing.T) {
+	m := testpeer.StartMosquitto(t, testpeer.MosquittoConfig{Anonymous: true})
+	pub := open(t, m, "publisher")
+	c := mqttconn.Client{Brokers: []string{fmt.Sprintf("mqtt://127.0.0.1:%d", m.Port)}, ClientID: "the-coordinator",
+		SessionExpiry: time.Minute, MinBackoff: 50 * time.Millisecond}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	first, err := mqttbus.OpenHolding(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before inbox
+	if err := first.Subscribe("vigil/agents/+/state", before.take); err != nil {
+		t.Fatal(err)
+	}
+	first.Release()
+	if err := pub.Publish("vigil/agents/a-1/state", []byte("ready"), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 5*time.Second, "the first holder's message", func() bool { return len(before.list()) == 1 })
+	first.Close()
+
+	for i := range 3 { // no one holds the session
+		if err := pub.Publish("vigil/agents/a-1/state", []byte(fmt.Sprint("queued-", i)), false, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next, err := mqttbus.OpenHolding(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	time.Sleep(200 * time.Millisecond) // the queued messages arrive before any handler
+	var after inbox
+	if err := next.Subscribe("vigil/agents/+/state", after.take); err != nil {
+		t.Fatal(err)
+	}
+	if len(after.list()) != 0 {
+		t.Fatalf("handed out before Release: %v", after.list())
+	}
+	next.Release()
+	testkit.WaitFor(t, 5*time.Second, "the three queued messages", func() bool { return len(after.list()) == 3 })
+	for i, got := range after.list() {
+		if want := fmt.Sprintf("vigil/agents/a-1/state queued-%d ", i); got != want {
+			t.Errorf("message %d: %q, want %q", i, got, want)
+		}
+	}
+}

@@ -269,12 +269,14 @@ func validType(s string) bool {
 }
 
 // parseMotion reads {"distance_m": 0.8} (a distance reading) or
-// {"detected": true} (a motion reading), with an optional timestamp.
+// {"detected": true} (a motion reading), with an optional timestamp and
+// seq (which makes a redelivered reading known as one).
 func (p *Parser) parseMotion(payload []byte, site, device, clientID string, received time.Time) (Event, error) {
 	var w struct {
 		Distance  *float64        `json:"distance_m"`
 		Detected  *bool           `json:"detected"`
 		Timestamp json.RawMessage `json:"timestamp"`
+		Seq       *int64          `json:"seq"`
 	}
 	if err := json.Unmarshal(payload, &w); err != nil {
 		return Event{}, reject(ReasonMalformed, "motion payload is not a JSON object: %v", err)
@@ -283,7 +285,7 @@ func (p *Parser) parseMotion(payload []byte, site, device, clientID string, rece
 	if err != nil {
 		return Event{}, err
 	}
-	r := &Reading{DeviceID: device, Time: at, Received: received}
+	r := &Reading{DeviceID: device, Time: at, Received: received, Seq: w.Seq}
 	typ := TypeDistance
 	switch {
 	case w.Distance != nil:

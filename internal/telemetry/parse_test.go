@@ -28,7 +28,7 @@ const seedPayload = `{
 
 func TestParseAccepts(t *testing.T) {
 	now := time.Date(2026, 11, 21, 1, 15, 31, 0, time.UTC)
-	seq := int64(7)
+	seq, seq41 := int64(7), int64(41)
 	tests := []struct {
 		name, topic, payload string
 		want                 Event
@@ -59,6 +59,10 @@ func TestParseAccepts(t *testing.T) {
 		{"an IR distance on the motion topic", "vigil/home/pi1/motion", `{"distance_m": 0.8}`, Event{
 			DeviceID: "pi1", Site: "home", Type: "distance", ClientID: "TempPub", Time: now,
 			Reading: &Reading{DeviceID: "pi1", Time: now, Received: now, Value: 0.8, Units: "m"},
+		}},
+		{"a distance with its seq, which tells a redelivery", "vigil/home/pi1/motion", `{"distance_m": 0.5, "seq": 41}`, Event{
+			DeviceID: "pi1", Site: "home", Type: "distance", ClientID: "TempPub", Time: now,
+			Reading: &Reading{DeviceID: "pi1", Time: now, Received: now, Value: 0.5, Units: "m", Seq: &seq41},
 		}},
 		{"a motion detector's yes", "vigil/home/pir/motion", `{"detected": true}`, Event{
 			DeviceID: "pir", Site: "home", Type: "motion", ClientID: "TempPub", Time: now,

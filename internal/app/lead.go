@@ -1,0 +1,211 @@
+package app
+
+import (
+	"context"
+	"hash/fnv"
+	"sync"
+	"time"
+
+	"github.com/vigilhq/vigil"
+	"github.com/vigilhq/vigil/internal/alert"
+	"github.com/vigilhq/vigil/internal/coord"
+	"github.com/vigilhq/vigil/internal/detect"
+	"github.com/vigilhq/vigil/internal/leader"
+	"github.com/vigilhq/vigil/internal/mqttbus"
+)
+
+// Several nodes (an external broker and PostgreSQL) share one
+// coordinator: the node that holds the leader lock (internal/leader) runs
+// it. Its inputs come through a session that every node takes in turn as
+// it leads, client id vigil-coordinator-<share group>, persistent: what
+// devices, cameras and agents publish while no node leads is queued by the
+// broker and handed to the next leader's coordinator and detector
+// (mqttbus.OpenHolding). That session subscribes the telemetry too, not
+// shared: the leader's detector sees every sensor's readings in order,
+// while storing them stays shared between the nodes. A new leader rebuilds
+// the rest from the database (clips being recorded are finished, events
+// not recorded closed) and the cameras' retained metas.
+
+// clustered tells whether this node is one of several: on an external
+// broker and PostgreSQL, the coordinator runs on the leader only.
+func (a *App) clustered() bool { return a.cfg.MQTT.External() && a.cfg.Database.URL != "" }
+
+// openLeadership competes for the lead until Close.
+func (a *App) openLeadership() {
+	key := fnv.New64a()
+	key.Write([]byte("vigil coordinator " + a.cfg.MQTT.ShareGroup))
+	el := leader.New(leader.Config{URL: a.cfg.Database.URL, Key: int64(key.Sum64() >> 1), Log: a.log.With("component", "leader")})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { el.Run(ctx, a.lead) })
+	a.onClose(func() error { cancel(); wg.Wait(); return nil })
+}
+
+// lead runs the coordinator while this node leads (until ctx ends). A
+// failure returns, which gives the lead up: another node, or this one
+// later, tries again.
+func (a *App) lead(ctx context.Context) {
+	start := time.Now()
+	log := a.log.With("component", "coordinator")
+	m := a.cfg.MQTT
+	c, err := a.externalClient("", m.Username, m.PasswordEnv, m.PasswordFile, "mqtt.password")
+	if err != nil {
+		log.Error("lead", "error", err)
+		return
+	}
+	c.ClientID, c.SessionExpiry = "vigil-coordinator-"+m.ShareGroup, m.SessionExpiry
+	var bus *mqttbus.Bus
+	if err := connectExternal(ctx, &c, func(ctx context.Context) (err error) {
+		bus, err = mqttbus.OpenHolding(ctx, c)
+		return err
+	}); err != nil {
+		log.Error("lead: the coordinator's session", "error", err)
+		return
+	}
+	defer bus.Close()
+	rt, err := a.newRuntime(ctx, log)
+	if err != nil {
+		log.Error("lead: agent runtime", "error", err)
+		return
+	}
+	co, err := a.newCoordinator(rt, externalBroker{bus}, log)
+	if err != nil {
+		rt.Close()
+		log.Error("lead", "error", err)
+		return
+	}
+	if err := co.Start(ctx); err != nil {
+		co.Close()
+		log.Error("lead: start the coordinator", "error", err)
+		return
+	}
+	for _, f := range a.Telemetry.Filters() {
+		err := bus.Subscribe(f, func(topic string, payload []byte, clientID string) {
+			ev, err := a.parser.Parse(topic, payload, clientID, time.Now())
+			if err != nil {
+				return // the node that stores it counts and logs it
+			}
+			a.Detector.Observe(ev)
+			co.Observe(ev)
+		})
+		if err != nil {
+			log.Error("lead: subscribe", "filter", f, "error", err)
+		}
+	}
+	a.coord.set(co)
+	bus.Release()
+	log.Info("this node leads: it coordinates cameras and agents", "took", time.Since(start).Round(time.Millisecond))
+	<-ctx.Done()
+	a.coord.set(nil)
+	if err := co.Close(); err != nil {
+		log.Warn("stop the coordinator", "error", err)
+	}
+	log.Info("this node no longer leads")
+}
+
+// coordinator is the App's way to its coordinator: this node's own, or,
+// among several nodes, the one it runs while it leads (nil otherwise).
+type coordinator struct {
+	app *App
+	mu  sync.RWMutex
+	c   *coord.Coordinator
+}
+
+func (h *coordinator) set(c *coord.Coordinator) {
+	h.mu.Lock()
+	h.c = c
+	h.mu.Unlock()
+}
+
+func (h *coordinator) get() *coord.Coordinator {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.c
+}
+
+// running tells whether this node runs the coordinator now.
+func (h *coordinator) running() bool { return h.get() != nil }
+
+// notHere is the error of what only the coordinator's node can do.
+func (h *coordinator) notHere(ctx context.Context) error {
+	nodes, _ := h.app.Store.ListNodes(ctx, time.Now())
+	for _, n := range nodes {
+		if n.Coordinator && n.Up {
+			return vigil.Errorf(vigil.EUnavailable, "node %s (%s) coordinates the cameras: ask it", n.Name, n.HTTP)
+		}
+	}
+	return vigil.Errorf(vigil.EUnavailable, "no node coordinates the cameras right now; one takes over within seconds")
+}
+
+// View is the coordinator's view; empty where this node does not run it.
+func (h *coordinator) View() coord.View {
+	if c := h.get(); c != nil {
+		return c.View()
+	}
+	return coord.View{}
+}
+
+// Alerts are the coordinator's (agents lost).
+func (h *coordinator) Alerts(ctx context.Context) []alert.Alert {
+	if c := h.get(); c != nil {
+		return c.Alerts(ctx)
+	}
+	return nil
+}
+
+// Detected hands a detection to the coordinator; among several nodes only
+// the leader detects (from its session), so there is one.
+func (h *coordinator) Detected(d detect.Detection) {
+	if c := h.get(); c != nil {
+		c.Detected(d)
+		return
+	}
+	h.app.log.Warn("a detection with no coordinator to serve it", "site", d.Site, "sensor", d.Sensor)
+}
+
+// PlanChanged tells the coordinator that a site's plan changed.
+func (h *coordinator) PlanChanged(site string) {
+	if c := h.get(); c != nil {
+		c.PlanChanged(site)
+	}
+}
+
+// Cameras lists the cameras the coordinator knows.
+func (h *coordinator) Cameras(ctx context.Context) ([]coord.CameraView, error) {
+	if c := h.get(); c != nil {
+		return c.Cameras(ctx)
+	}
+	return nil, h.notHere(ctx)
+}
+
+// Live starts or joins a camera's live stream.
+func (h *coordinator) Live(ctx context.Context, site, camera string) (coord.StreamView, error) {
+	if c := h.get(); c != nil {
+		return c.Live(ctx, site, camera)
+	}
+	return coord.StreamView{}, h.notHere(ctx)
+}
+
+// CameraStream is a camera's stream now.
+func (h *coordinator) CameraStream(ctx context.Context, site, camera string) (coord.StreamView, bool, error) {
+	if c := h.get(); c != nil {
+		return c.CameraStream(ctx, site, camera)
+	}
+	return coord.StreamView{}, false, h.notHere(ctx)
+}
+
+// DeleteClip deletes a finished clip.
+func (h *coordinator) DeleteClip(ctx context.Context, id, by string) error {
+	if c := h.get(); c != nil {
+		return c.DeleteClip(ctx, id, by)
+	}
+	return h.notHere(ctx)
+}
+
+// Watch counts a viewer of a stream until release.
+func (h *coordinator) Watch(streamID string) (release func()) {
+	if c := h.get(); c != nil {
+		return c.Watch(streamID)
+	}
+	return func() {}
+}

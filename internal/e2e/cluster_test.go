@@ -1,0 +1,390 @@
+package e2e_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/vigilhq/vigil/internal/coord"
+	"github.com/vigilhq/vigil/internal/detect"
+	"github.com/vigilhq/vigil/internal/sim"
+	"github.com/vigilhq/vigil/internal/testkit"
+	"github.com/vigilhq/vigil/internal/testpeer"
+)
+
+// clusterNode is one `vigil up` process of a cluster test.
+type clusterNode struct {
+	name, dir, http string
+	env             []string
+	cmd             *exec.Cmd
+	done            chan struct{}
+
+	mu     sync.Mutex
+	up     bool          // supposed to answer
+	lastOK time.Time     // its last /healthz 200
+	gap    time.Duration // its longest gap between two while up
+}
+
+func (n *clusterNode) start(t *testing.T) {
+	t.Helper()
+	log, err := os.OpenFile(filepath.Join(n.dir, "vigil.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	must(t, err)
+	defer log.Close()
+	n.cmd = exec.Command(vigilBinary(t), "up")
+	n.cmd.Env = append(os.Environ(), n.env...)
+	n.cmd.Stdout, n.cmd.Stderr = log, log
+	must(t, n.cmd.Start())
+	n.done = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) { cmd.Wait(); close(done) }(n.cmd, n.done)
+	testkit.WaitFor(t, 30*time.Second, n.name+" answering", func() bool { return n.healthy() })
+	n.mu.Lock()
+	n.up, n.lastOK = true, time.Now()
+	n.mu.Unlock()
+}
+
+// kill is kill -9.
+func (n *clusterNode) kill() {
+	n.mu.Lock()
+	n.up = false
+	n.mu.Unlock()
+	n.cmd.Process.Kill()
+	<-n.done
+}
+
+func (n *clusterNode) stop() {
+	n.mu.Lock()
+	n.up = false
+	n.mu.Unlock()
+	if n.cmd == nil || n.cmd.ProcessState != nil {
+		return
+	}
+	n.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-n.done:
+	case <-time.After(30 * time.Second):
+		n.cmd.Process.Kill()
+		<-n.done
+	}
+}
+
+func (n *clusterNode) healthy() bool {
+	c := http.Client{Timeout: time.Second}
+	resp, err := c.Get(n.http + "/healthz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == 200
+}
+
+// watch polls /healthz every 100 ms and keeps the longest gap between two
+// answers while the node is up.
+func (n *clusterNode) watch(ctx context.Context) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ok := n.healthy()
+		n.mu.Lock()
+		if n.up {
+			now := time.Now()
+			if ok {
+				n.gap = max(n.gap, now.Sub(n.lastOK))
+				n.lastOK = now
+			}
+		}
+		n.mu.Unlock()
+	}
+}
+
+func (n *clusterNode) get(t *testing.T, path string, out any) error {
+	req, _ := http.NewRequest("GET", n.http+path, nil)
+	req.SetBasicAuth("admin", adminPassword)
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// leads tells whether the node runs the coordinator: it has agents.
+func (n *clusterNode) leads(t *testing.T) bool {
+	var v coord.View
+	return n.get(t, "/api/v1/agents", &v) == nil && len(v.Agents) > 0
+}
+
+// Three `vigil up` on one Mosquitto and one PostgreSQL, under a 300-device
+// QoS 1 fleet: the nodes share the readings; a non-leader, then the leader
+// five times, are killed with SIGKILL and started again. Every reading the
+// fleet got a PUBACK for is stored exactly once; the surviving nodes answer
+// throughout; a new leader takes over each time; a recording under way
+// when the leader dies ends as a playable clip; a detection made while no
+// node leads is served by the next leader.
+func TestThreeNodesSurviveKills(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills and restarts three nodes")
+	}
+	pub := testpeer.Need(t, "mosquitto_pub")
+	testpeer.Need(t, "ffprobe")
+	pg := testpeer.NeedPostgres(t)
+	db := pg.NewDatabase(t)
+	m := externalMosquitto(t, 0)
+	broker := fmt.Sprintf("mqtt://127.0.0.1:%d", m.Port)
+	logins := testConfig(t) // the password files of the documented logins
+	externalConfig(t, m)(logins)
+	storage := t.TempDir() // the clip storage every node mounts
+	var nodes []*clusterNode
+	for i := range 3 {
+		n := &clusterNode{name: fmt.Sprintf("node%d", i+1), dir: t.TempDir(), http: fmt.Sprintf("127.0.0.1:%d", testpeer.FreePort(t))}
+		n.env = []string{
+			"VIGIL_ADMIN_PASSWORD=" + adminPassword, "VIGIL_DATA_DIR=" + filepath.Join(n.dir, "data"), "VIGIL_HTTP_LISTEN=" + n.http,
+			"VIGIL_DATABASE_URL=" + db, "VIGIL_MQTT_MODE=external", "VIGIL_MQTT_URLS=" + broker,
+			"VIGIL_MQTT_USERNAME=vigil", "VIGIL_MQTT_PASSWORD_FILE=" + logins.MQTT.PasswordFile,
+			"VIGIL_MQTT_AGENT_USERNAME=vigil-agent", "VIGIL_MQTT_AGENT_PASSWORD_FILE=" + logins.MQTT.AgentPasswordFile,
+			"VIGIL_RECORDING_STORAGE=" + storage, "VIGIL_RECORDING_CLIP_SECONDS=6", "VIGIL_RECORDING_PRE_ROLL_SECONDS=1",
+			"VIGIL_AUDIT_ON_START=false", "VIGIL_AGENTS_IDLE=2s", "VIGIL_TELEMETRY_OFFLINE_AFTER=0s", "VIGIL_LOG_LEVEL=debug",
+		}
+		n.http = "http://" + n.http
+		nodes = append(nodes, n)
+	}
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			n.stop()
+		}
+		if t.Failed() {
+			for _, n := range nodes {
+				b, _ := os.ReadFile(filepath.Join(n.dir, "vigil.log"))
+				t.Logf("%s's log (last 4 KB):\n%s", n.name, b[max(0, len(b)-4096):])
+			}
+		}
+	})
+	for _, n := range nodes {
+		n.start(t)
+	}
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	var watchers sync.WaitGroup
+	for _, n := range nodes {
+		watchers.Go(func() { n.watch(watchCtx) })
+	}
+	defer func() { stopWatch(); watchers.Wait() }()
+
+	leader := func() *clusterNode {
+		var found *clusterNode
+		testkit.WaitFor(t, 20*time.Second, "a leader", func() bool {
+			for _, n := range nodes {
+				n.mu.Lock()
+				up := n.up
+				n.mu.Unlock()
+				if up && n.leads(t) {
+					found = n
+					return true
+				}
+			}
+			return false
+		})
+		return found
+	}
+	first := leader()
+
+	// The fleet: 300 sensors and a camera on site home, QoS 1.
+	sc := sim.NewScenario()
+	sc.Brokers = []string{broker}
+	sc.Username, sc.Password = "home", externalLogins["home"]
+	sc.QoS = 1
+	temp := sim.TypeDefaults(sim.TypeTemperature)
+	temp.Name, temp.Site, temp.Count, temp.Period = "temps", "home", 300, time.Second
+	cam := sim.TypeDefaults(sim.TypeCamera)
+	cam.Name, cam.Site, cam.Count, cam.Period = "cams", "home", 1, time.Second
+	cam.Camera = sim.CameraConfig{Width: 160, Height: 120, FPS: 5, Quality: 60, PreRoll: time.Second}
+	sc.Fleets = []sim.Fleet{temp, cam}
+	sc.ApplyDefaults()
+	fleet, err := sim.New(sc, slog.New(slog.DiscardHandler))
+	must(t, err)
+	camera := fleet.DeviceIDs()[300] // in fleet order: the 300 sensors, then the camera
+	fctx, stopFleet := context.WithCancel(context.Background())
+	fleetDone := make(chan struct{})
+	go func() { defer close(fleetDone); fleet.Run(fctx) }()
+	defer func() { stopFleet(); <-fleetDone }()
+	st := fleet.Stats()
+	testkit.WaitFor(t, 60*time.Second, "301 devices connected", func() bool { return st.EverConnected.Load() == 301 })
+	time.Sleep(5 * time.Second) // some readings on every node
+
+	stored := func(n *clusterNode) float64 {
+		req, _ := http.NewRequest("GET", n.http+"/metrics", nil)
+		req.SetBasicAuth("admin", adminPassword)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0
+		}
+		defer resp.Body.Close()
+		var v float64
+		body, _ := io.ReadAll(resp.Body)
+		for line := range strings.Lines(string(body)) {
+			if strings.HasPrefix(line, "vigil_telemetry_stored_total ") {
+				fmt.Sscan(strings.TrimPrefix(line, "vigil_telemetry_stored_total "), &v)
+			}
+		}
+		return v
+	}
+	var split []string
+	for _, n := range nodes {
+		split = append(split, fmt.Sprintf("%s %.0f", n.name, stored(n)))
+	}
+	t.Logf("readings stored per node before the kills: %s", strings.Join(split, ", "))
+
+	// Someone 0.4 m from the camera: two readings back to back (one
+	// connection, -l), so that none of the camera's own in between resets
+	// the detector's count.
+	motion := func() {
+		t.Helper()
+		cmd := exec.Command(pub, "-h", "127.0.0.1", "-p", fmt.Sprint(m.Port), "-u", "home", "-P", externalLogins["home"],
+			"-q", "1", "-t", "vigil/home/"+camera+"/motion", "-l")
+		cmd.Stdin = strings.NewReader("{\"distance_m\":0.4}\n{\"distance_m\":0.4}\n")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_pub: %v: %s", err, out)
+		}
+	}
+	events := func(n *clusterNode) []detect.Event {
+		var evs []detect.Event
+		n.get(t, "/api/v1/events?site=home", &evs)
+		return evs
+	}
+
+	// A non-leader dies and comes back.
+	var other *clusterNode
+	for _, n := range nodes {
+		if n != first {
+			other = n
+			break
+		}
+	}
+	other.kill()
+	time.Sleep(2 * time.Second)
+	other.start(t)
+
+	// The leader dies five times: once while a clip is being recorded,
+	// once followed at once by a detection, before any node leads.
+	var takeovers []time.Duration
+	for round := range 5 {
+		old := leader()
+		survivor := nodes[0]
+		if survivor == old {
+			survivor = nodes[1]
+		}
+		evsBefore := len(events(survivor))
+		if round == 0 {
+			motion()
+			testkit.WaitFor(t, 20*time.Second, "a recording under way", func() bool {
+				var clips []coord.Clip
+				survivor.get(t, "/api/v1/clips?site=home", &clips)
+				return len(clips) == 1 && clips[0].State == coord.ClipRecording
+			})
+			time.Sleep(2 * time.Second)
+		}
+		killed := time.Now()
+		old.kill()
+		if round == 1 {
+			motion() // while no node leads
+		}
+		var took time.Duration
+		testkit.WaitFor(t, 20*time.Second, "the new leader's first decision", func() bool {
+			var hist []coord.HistoryEntry
+			survivor.get(t, "/api/v1/agents/history?limit=20", &hist)
+			for _, h := range hist {
+				if h.At.After(killed) {
+					took = h.At.Sub(killed)
+					return true
+				}
+			}
+			return false
+		})
+		takeovers = append(takeovers, took)
+		if round == 1 {
+			testkit.WaitFor(t, 20*time.Second, "the detection made without a leader served", func() bool {
+				return len(events(survivor)) == evsBefore+1
+			})
+		}
+		old.start(t)
+	}
+
+	// The clip recorded across the first leader kill is finished and plays.
+	var clip coord.Clip
+	testkit.WaitFor(t, 60*time.Second, "the interrupted recording's clip", func() bool {
+		var clips []coord.Clip
+		nodes[0].get(t, "/api/v1/clips?site=home&limit=100", &clips)
+		sort.Slice(clips, func(i, j int) bool { return clips[i].Start.Before(clips[j].Start) })
+		if len(clips) > 0 && clips[0].State == coord.ClipReady {
+			clip = clips[0]
+			return true
+		}
+		return false
+	})
+	codec, secs := ffprobe(t, filepath.Join(storage, filepath.FromSlash(clip.File)))
+	if codec == "" || secs < 1 {
+		t.Errorf("the clip recorded when the leader died: %s, %.1f s", codec, secs)
+	}
+
+	// Every acknowledged reading stored, once.
+	stopFleet()
+	<-fleetDone
+	acked := st.Published.Load()
+	conn, err := pgx.Connect(context.Background(), db)
+	must(t, err)
+	defer conn.Close(context.Background())
+	var rows, distinct int64
+	// The fleet's readings all carry a seq; mosquitto_pub's motions do
+	// not (and are not the fleet's).
+	testkit.WaitFor(t, 30*time.Second, "every acknowledged reading stored", func() bool {
+		must(t, conn.QueryRow(context.Background(), "SELECT count(*), count(DISTINCT (device, seq)) FROM readings WHERE seq IS NOT NULL").Scan(&rows, &distinct))
+		return rows >= acked
+	})
+	if rows != distinct {
+		t.Errorf("%d rows for %d distinct (device, seq): some stored twice", rows, distinct)
+		rs, err := conn.Query(context.Background(), "SELECT device, seq, count(*), array_agg(ts)::text, array_agg(received)::text FROM readings GROUP BY device, seq HAVING count(*) > 1 LIMIT 20")
+		must(t, err)
+		for rs.Next() {
+			var dev, n int64
+			var seq *int64
+			var ts, rec string
+			must(t, rs.Scan(&dev, &seq, &n, &ts, &rec))
+			t.Logf("device %d seq %v: %d rows, ts %s, received %s", dev, seq, n, ts, rec)
+		}
+		rs.Close()
+	}
+	stopWatch()
+	watchers.Wait()
+	var gaps []string
+	for _, n := range nodes {
+		gaps = append(gaps, fmt.Sprintf("%s %v", n.name, n.gap.Round(time.Millisecond)))
+		if n.gap > 2*time.Second {
+			t.Errorf("%s did not answer /healthz for %v while up", n.name, n.gap)
+		}
+	}
+	sorted := slices.Clone(takeovers)
+	slices.Sort(sorted)
+	t.Logf("%d readings acknowledged, %d rows, %d distinct; longest /healthz gap: %s; leader takeovers %v (p50 %v, max %v); clip %s %.1f s",
+		acked, rows, distinct, strings.Join(gaps, ", "), takeovers, sorted[len(sorted)/2], sorted[len(sorted)-1], codec, secs)
+}
