@@ -67,6 +67,9 @@ func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
 	if a.clustered() {
 		// Only the leader coordinates: it detects, and learns of the
 		// cameras, from a session of its own (lead.go).
+		if err := a.relayUpdates(); err != nil {
+			return err
+		}
 		a.openLeadership()
 		return nil
 	}
@@ -168,7 +171,7 @@ func (a *App) newCoordinator(rt agentrt.Runtime, b coord.Broker, clog *slog.Logg
 		return nil, err
 	}
 	c.Changed = func(kind string, v any) {
-		a.Hub.Publish(hub.Message{Event: kind, Data: v})
+		a.share(hub.Message{Event: kind, Data: v})
 		if kind == hub.EventEvent {
 			a.Notifier.EventSaved(v.(detect.Event))
 		}

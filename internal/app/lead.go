@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"hash/fnv"
 	"sync"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/vigilhq/vigil/internal/alert"
 	"github.com/vigilhq/vigil/internal/coord"
 	"github.com/vigilhq/vigil/internal/detect"
+	"github.com/vigilhq/vigil/internal/hub"
 	"github.com/vigilhq/vigil/internal/leader"
 	"github.com/vigilhq/vigil/internal/mqttbus"
 )
@@ -25,6 +27,48 @@ import (
 // while storing them stays shared between the nodes. A new leader rebuilds
 // the rest from the database (clips being recorded are finished, events
 // not recorded closed) and the cameras' retained metas.
+
+// hubTopic carries the coordinator's live updates (events, clips, the
+// agents' view) from the leader to the browsers of every node.
+const hubTopic = "vigil/cluster/hub"
+
+// relayed is a live update on hubTopic.
+type relayed struct {
+	Node  string          `json:"node"` // the node that sent it
+	Event string          `json:"event"`
+	Key   string          `json:"key,omitempty"`
+	Data  json.RawMessage `json:"data"`
+}
+
+// share sends a live update to this node's browsers and, among several
+// nodes, to the others' (hubTopic, QoS 0: a lost one is like one a slow
+// browser missed).
+func (a *App) share(m hub.Message) {
+	a.Hub.Publish(m)
+	if !a.clustered() {
+		return
+	}
+	data, err := json.Marshal(m.Data)
+	if err != nil {
+		return
+	}
+	b, _ := json.Marshal(relayed{Node: a.node.ID, Event: m.Event, Key: m.Key, Data: data})
+	if err := a.Bus.Publish(hubTopic, b, false, 0); err != nil {
+		a.log.Debug("relay a live update", "event", m.Event, "error", err)
+	}
+}
+
+// relayUpdates hands the other nodes' live updates to this node's
+// browsers.
+func (a *App) relayUpdates() error {
+	return a.Bus.Subscribe(hubTopic, func(_ string, payload []byte, _ string) {
+		var r relayed
+		if json.Unmarshal(payload, &r) != nil || r.Node == a.node.ID || r.Event == "" {
+			return
+		}
+		a.Hub.Publish(hub.Message{Event: r.Event, Key: r.Key, Data: r.Data})
+	})
+}
 
 // clustered tells whether this node is one of several: on an external
 // broker and PostgreSQL, the coordinator runs on the leader only.

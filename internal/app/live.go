@@ -54,13 +54,14 @@ func (a *App) publishAgents(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if !a.Hub.Active() {
+		// Browsers may listen on other nodes (share).
+		if !a.coord.running() || (!a.Hub.Active() && !a.clustered()) {
 			continue
 		}
 		b, _ := json.Marshal(a.coord.View())
 		if string(b) != string(last) {
 			last = b
-			a.Hub.Publish(hub.Message{Event: hub.EventAgents, Data: json.RawMessage(b)})
+			a.share(hub.Message{Event: hub.EventAgents, Data: json.RawMessage(b)})
 		}
 	}
 }

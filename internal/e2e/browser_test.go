@@ -238,6 +238,8 @@ func TestTheWebUIInChromium(t *testing.T) {
 	// The agents page charts the pool over time.
 	c.run("open the agents page", chromedp.Navigate(c.base+"/agents"), chromedp.WaitVisible("#history-chart"))
 	c.waitJS("the history chart", `document.querySelector('#history-chart path.s0') !== null && document.querySelectorAll('#decisions tbody tr').length >= 3`, 10*time.Second)
+	// This one node is listed, up and coordinating, with its agents.
+	c.waitJS("the nodes", `(() => { const r = document.querySelectorAll('#nodes tbody tr[data-node]'); return r.length === 1 && r[0].textContent.includes('coordinator') && r[0].textContent.includes('up') && /\d/.test(r[0].cells[4].textContent); })()`, 10*time.Second)
 	c.screenshot("agents")
 
 	// The security page runs an audit of vigil up's own broker and shows

@@ -230,7 +230,14 @@ func TestThreeNodesSurviveKills(t *testing.T) {
 	defer func() { stopFleet(); <-fleetDone }()
 	st := fleet.Stats()
 	testkit.WaitFor(t, 60*time.Second, "301 devices connected", func() bool { return st.EverConnected.Load() == 301 })
-	time.Sleep(5 * time.Second) // some readings on every node
+	// Every node's API lists every device, whichever node stored it.
+	for _, n := range nodes {
+		testkit.WaitFor(t, 20*time.Second, n.name+" listing the 301 devices", func() bool {
+			var ds []struct{ ID string }
+			return n.get(t, "/api/v1/devices", &ds) == nil && len(ds) == 301
+		})
+	}
+	time.Sleep(3 * time.Second) // some readings on every node
 
 	stored := func(n *clusterNode) float64 {
 		req, _ := http.NewRequest("GET", n.http+"/metrics", nil)
@@ -296,7 +303,34 @@ func TestThreeNodesSurviveKills(t *testing.T) {
 		}
 		evsBefore := len(events(survivor))
 		if round == 0 {
+			// A browser on a node that does not lead hears of the event.
+			req, _ := http.NewRequest("GET", survivor.http+"/api/v1/stream?events=event", nil)
+			req.SetBasicAuth("admin", adminPassword)
+			resp, err := http.DefaultClient.Do(req)
+			must(t, err)
+			heard := make(chan string, 1)
+			go func() {
+				defer resp.Body.Close()
+				buf := make([]byte, 4096)
+				var got strings.Builder
+				for {
+					n, err := resp.Body.Read(buf)
+					got.Write(buf[:n])
+					if strings.Contains(got.String(), "event: event") || err != nil {
+						heard <- got.String()
+						return
+					}
+				}
+			}()
 			motion()
+			select {
+			case s := <-heard:
+				if !strings.Contains(s, "event: event") {
+					t.Errorf("%s's event stream: %q", survivor.name, s)
+				}
+			case <-time.After(15 * time.Second):
+				t.Errorf("%s (not the leader) streamed no event to its browser", survivor.name)
+			}
 			testkit.WaitFor(t, 20*time.Second, "a recording under way", func() bool {
 				var clips []coord.Clip
 				survivor.get(t, "/api/v1/clips?site=home", &clips)

@@ -56,6 +56,7 @@ func decodeMeta(s string) *telemetry.Meta {
 type deviceCache struct {
 	mu         sync.Mutex
 	loaded     bool
+	refreshed  time.Time // last read of what other nodes wrote (Store.shared)
 	byID       map[string]*device
 	dirty      map[string]bool // last_seen/last_value not yet written
 	checkpoint time.Time       // last write of dirty devices
@@ -87,7 +88,45 @@ func (s *Store) loadDevices(ctx context.Context) error {
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("load devices: %w", err)
 	}
-	c.loaded, c.checkpoint = true, time.Now()
+	c.loaded, c.checkpoint, c.refreshed = true, time.Now(), time.Now()
+	return nil
+}
+
+// freshDevices loads the devices, and on a database other nodes share
+// re-reads what they wrote when the copy is older than s.shared (or at once
+// when force): a device another node made appears, and a device's newer
+// state replaces this node's. The caller holds mu.
+func (s *Store) freshDevices(ctx context.Context, force bool) error {
+	if err := s.loadDevices(ctx); err != nil {
+		return err
+	}
+	c := &s.devs
+	if s.shared == 0 || (!force && time.Since(c.refreshed) < s.shared) {
+		return nil
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT pk, `+deviceColumns+` FROM devices`)
+	if err != nil {
+		return fmt.Errorf("read devices: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var d device
+		var value sql.NullFloat64
+		if err := rows.Scan(&d.pk, &d.id, &d.site, &d.typ, &d.units, &d.status, &d.statusSince, &d.firstSeen, &d.lastSeen, &value, &d.clientID, &d.meta); err != nil {
+			return fmt.Errorf("read devices: %w", err)
+		}
+		if value.Valid {
+			d.lastValue = &value.Float64
+		}
+		old := c.byID[d.id]
+		if old == nil || d.lastSeen > old.lastSeen || d.statusSince > old.statusSince || (d.meta != "" && d.meta != old.meta) {
+			c.byID[d.id] = &d
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read devices: %w", err)
+	}
+	c.refreshed = time.Now()
 	return nil
 }
 
@@ -250,6 +289,10 @@ func (s *Store) Checkpoint(ctx context.Context) error {
 // upsertDevices writes whole device rows and returns their primary keys.
 // Multi-row statements: modernc's driver parses every statement it runs, so
 // one statement per row would spend most of its time parsing.
+// Several nodes may write one device (a shared database): each column
+// keeps the newest of what they know (its status by status_since, its last
+// value by last_seen), and a node that never saw a device's meta or client
+// id does not erase them.
 func upsertDevices(ctx context.Context, tx *tx, ds []*device) (map[string]int64, error) {
 	pks := make(map[string]int64, len(ds))
 	for chunk := range slices.Chunk(ds, rowsPerStatement) {
@@ -341,9 +384,12 @@ func upsertDevicesSQL(n int) string {
 	return multiRow(`INSERT INTO devices (`+deviceColumns+`) VALUES `, `(?,?,?,?,?,?,?,?,?,?,?)`, `
 		ON CONFLICT (id) DO UPDATE SET
 			site = excluded.site, type = excluded.type, units = excluded.units,
-			status = excluded.status, status_since = excluded.status_since,
-			last_seen = excluded.last_seen, last_value = excluded.last_value, client_id = excluded.client_id,
-			meta = excluded.meta
+			status = CASE WHEN excluded.status_since >= devices.status_since THEN excluded.status ELSE devices.status END,
+			status_since = CASE WHEN excluded.status_since >= devices.status_since THEN excluded.status_since ELSE devices.status_since END,
+			last_value = CASE WHEN excluded.last_seen >= devices.last_seen THEN excluded.last_value ELSE devices.last_value END,
+			last_seen = CASE WHEN excluded.last_seen >= devices.last_seen THEN excluded.last_seen ELSE devices.last_seen END,
+			client_id = CASE WHEN excluded.client_id = '' THEN devices.client_id ELSE excluded.client_id END,
+			meta = CASE WHEN excluded.meta = '' THEN devices.meta ELSE excluded.meta END
 		RETURNING id, pk`, n)
 }
 
@@ -359,7 +405,7 @@ func (s *Store) ListDevices(ctx context.Context, f telemetry.DeviceFilter) ([]te
 	c := &s.devs
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err := s.loadDevices(ctx); err != nil {
+	if err := s.freshDevices(ctx, false); err != nil {
 		return nil, err
 	}
 	out := []telemetry.Device{}
@@ -382,14 +428,30 @@ func (s *Store) GetDevice(ctx context.Context, id string) (telemetry.Device, err
 	c := &s.devs
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err := s.loadDevices(ctx); err != nil {
+	d, err := s.cachedDevice(ctx, id)
+	if err != nil {
 		return telemetry.Device{}, err
 	}
-	d, ok := c.byID[id]
-	if !ok {
+	if d == nil {
 		return telemetry.Device{}, vigil.Errorf(vigil.ENotFound, "no device %q", id)
 	}
 	return d.toTelemetry(), nil
+}
+
+// cachedDevice returns a device from memory, or nil; on a database other
+// nodes share, one this node does not know yet is looked for there. The
+// caller holds mu.
+func (s *Store) cachedDevice(ctx context.Context, id string) (*device, error) {
+	if err := s.freshDevices(ctx, false); err != nil {
+		return nil, err
+	}
+	if d := s.devs.byID[id]; d != nil || s.shared == 0 {
+		return d, nil
+	}
+	if err := s.freshDevices(ctx, true); err != nil {
+		return nil, err
+	}
+	return s.devs.byID[id], nil
 }
 
 // devicePK returns a device's primary key.
@@ -397,11 +459,11 @@ func (s *Store) devicePK(ctx context.Context, id string) (int64, error) {
 	c := &s.devs
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err := s.loadDevices(ctx); err != nil {
+	d, err := s.cachedDevice(ctx, id)
+	if err != nil {
 		return 0, err
 	}
-	d, ok := c.byID[id]
-	if !ok {
+	if d == nil {
 		return 0, vigil.Errorf(vigil.ENotFound, "no device %q", id)
 	}
 	return d.pk, nil
@@ -413,7 +475,8 @@ func (s *Store) MarkStale(ctx context.Context, cutoff, now time.Time) ([]string,
 	c := &s.devs
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err := s.loadDevices(ctx); err != nil {
+	// What other nodes saw of the devices counts too.
+	if err := s.freshDevices(ctx, false); err != nil {
 		return nil, err
 	}
 	var ids []string

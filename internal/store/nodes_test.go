@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/vigilhq/vigil/internal/cluster"
+	"github.com/vigilhq/vigil/internal/telemetry"
 )
 
 // A node records itself again and again as one row; the list says which
@@ -35,5 +36,68 @@ func TestNodesAreListedUpOrDown(t *testing.T) {
 	nodes, _ = s.ListNodes(ctx, t0.Add(time.Minute))
 	if nodes[0].Up || nodes[1].Up {
 		t.Errorf("a minute without news, still up: %+v", nodes)
+	}
+}
+
+// Two nodes on one PostgreSQL database, each with its copy of the devices:
+// a device one of them stored is found by the other at once, a newer state
+// written by one replaces the other's copy within Store.shared, and a node
+// that never saw a device's meta or its newer status does not erase them
+// when it writes the device.
+func TestNodesSharingADatabaseSeeEachOthersDevices(t *testing.T) {
+	if testPostgres == nil {
+		t.Skip("PostgreSQL only (VIGIL_TEST_DATABASE=postgres)")
+	}
+	ctx := context.Background()
+	dsn := testDSN(t)
+	open := func() *Store {
+		s, err := Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		s.shared = time.Millisecond // no waiting for the refresh in a test
+		return s
+	}
+	a, b := open(), open()
+	t0 := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+	if _, err := b.ListDevices(ctx, telemetry.DeviceFilter{}); err != nil { // b's copy: no devices
+		t.Fatal(err)
+	}
+	cam := telemetry.Event{DeviceID: "cam1", Site: "home", Time: t0, Meta: &telemetry.Meta{Capabilities: []string{telemetry.CapCamera}}}
+	if err := a.Apply(ctx, []telemetry.Event{cam, reading("cam1", t0.Add(time.Second), 1, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := b.GetDevice(ctx, "cam1")
+	if err != nil || !d.Meta.Has(telemetry.CapCamera) {
+		t.Fatalf("b: %+v %v, want a's camera", d, err)
+	}
+	if rs, err := b.ListReadings(ctx, telemetry.ReadingQuery{DeviceID: "cam1", Limit: 10}); err != nil || len(rs) != 1 {
+		t.Fatalf("b's readings of cam1: %v %v", rs, err)
+	}
+
+	// b stores a newer reading, then its last will: a's copy follows.
+	if err := b.Apply(ctx, []telemetry.Event{reading("cam1", t0.Add(2*time.Second), 2, 2),
+		{DeviceID: "cam1", Site: "home", Time: t0.Add(3 * time.Second), Status: telemetry.StatusOffline}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Millisecond)
+	ds, err := a.ListDevices(ctx, telemetry.DeviceFilter{})
+	if err != nil || len(ds) != 1 || *ds[0].LastValue != 2 || ds[0].Status != telemetry.StatusOffline {
+		t.Fatalf("a's list after b's writes: %+v %v", ds, err)
+	}
+
+	// A third node that knew nothing of cam1 stores an older reading of
+	// it: the meta stays, and so do the newer status and last value.
+	c := open()
+	c.devs.loaded, c.devs.byID, c.devs.dirty, c.devs.refreshed = true, map[string]*device{}, map[string]bool{}, time.Now().Add(time.Hour)
+	c.shared = time.Hour
+	if err := c.Apply(ctx, []telemetry.Event{reading("cam1", t0.Add(1500*time.Millisecond), 9, 7)}); err != nil {
+		t.Fatal(err)
+	}
+	fresh := open()
+	d, err = fresh.GetDevice(ctx, "cam1")
+	if err != nil || !d.Meta.Has(telemetry.CapCamera) || d.Status != telemetry.StatusOffline || *d.LastValue != 2 {
+		t.Errorf("after a write from a node that did not know cam1: %+v %v", d, err)
 	}
 }

@@ -36,7 +36,14 @@ type Store struct {
 	db    *db
 	devs  deviceCache
 	plans planCache
+	// shared is how stale this node's copy of the devices and plans may
+	// be on a database other nodes write too (PostgreSQL); 0 on SQLite,
+	// which is this node's alone.
+	shared time.Duration
 }
+
+// sharedRefresh is Store.shared on PostgreSQL.
+const sharedRefresh = 2 * time.Second
 
 // Open opens the database and applies pending migrations: a PostgreSQL
 // database for a postgres:// or postgresql:// URL, else the SQLite file at
@@ -51,7 +58,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		}
 		sdb.SetMaxOpenConns(16)
 		sdb.SetConnMaxIdleTime(time.Minute)
-		s = &Store{db: &db{DB: sdb, d: postgres}}
+		s = &Store{db: &db{DB: sdb, d: postgres}, shared: sharedRefresh}
 	} else {
 		if err := private(path); err != nil {
 			return nil, fmt.Errorf("open database: %w", err)

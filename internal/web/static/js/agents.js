@@ -6,11 +6,28 @@ const summary = document.getElementById('pool-summary');
 const queue = document.getElementById('queue');
 const chartEl = document.getElementById('history-chart');
 const decisions = document.querySelector('#decisions tbody');
+const nodesEl = document.querySelector('#nodes tbody');
+let view = null; // the coordinator's view, when this node runs it
 let history = []; // newest first, as the API gives it
 
 function stat(n, label) { return el('div', { class: 'stat' }, el('b', {}, n), el('span', {}, label)); }
 
+// renderNodes lists the nodes; the agents count only where the agents
+// run (the coordinator's node, whose view this node may not have).
+function renderNodes(nodes) {
+  clear(nodesEl, nodes.map(n => el('tr', { dataset: { node: n.id } },
+    el('td', { title: n.id }, n.name || n.id), el('td', {}, el('a', { href: n.http }, n.http)),
+    el('td', {}, pill(n.up ? 'up' : 'down', n.up ? 'ready' : 'lost')),
+    el('td', {}, n.coordinator ? pill('coordinator', 'recording') : 'follower'),
+    el('td', { class: 'num' }, n.coordinator && view && view.agents.length ? String(view.agents.length) : (n.coordinator ? '–' : '0')),
+    el('td', { title: new Date(n.last_seen).toLocaleString() }, fmtAgo(n.last_seen)), el('td', {}, n.version))));
+  if (nodes.length === 0) clear(nodesEl, el('tr', {}, el('td', { colspan: 7, class: 'muted' }, 'No node recorded yet.')));
+}
+
+function loadNodes() { return api('GET', '/api/v1/cluster').then(c => renderNodes(c.nodes)); }
+
 function renderPool(v) {
+  view = v;
   const live = v.agents.filter(a => a.status === 'ready' || a.status === 'starting');
   const streams = v.agents.reduce((n, a) => n + a.streams.length, 0);
   clear(summary, stat(live.length, `agents (min ${v.min}, max ${v.max})`), stat(streams, `streams (${v.capacity} per agent)`), stat(v.queue.length, 'queued'), stat(v.runtime, 'runtime'));
@@ -44,6 +61,8 @@ async function loadHistory() {
 let pending = null;
 api('GET', '/api/v1/agents').then(renderPool).catch(e => toast(e.message, true));
 loadHistory().catch(e => toast(e.message, true));
+loadNodes().catch(e => toast(e.message, true));
+setInterval(() => loadNodes().catch(() => {}), 5000); // nodes record themselves every 5 s
 addEventListener('resize', renderHistory);
 stream(['agents'], {
   reload: () => { api('GET', '/api/v1/agents').then(renderPool).catch(() => {}); loadHistory().catch(() => {}); },
