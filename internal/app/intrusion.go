@@ -70,6 +70,9 @@ func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
 		if err := a.relayUpdates(); err != nil {
 			return err
 		}
+		if err := a.openHost(ctx, clog); err != nil {
+			return err
+		}
 		a.openLeadership()
 		return nil
 	}
@@ -138,6 +141,18 @@ func (a *App) newRuntime(ctx context.Context, clog *slog.Logger) (agentrt.Runtim
 	return nil, fmt.Errorf("agents.runtime %q is not one of process, docker", cfg.Agents.Runtime)
 }
 
+// agentLogin is the agents' login on an external broker:
+// mqtt.agent_username, else Vigil's own.
+func (a *App) agentLogin() (user, password string, err error) {
+	m := a.cfg.MQTT
+	env, file, key := m.AgentPasswordEnv, m.AgentPasswordFile, "mqtt.agent_password"
+	if m.AgentUsername == "" {
+		env, file, key = m.PasswordEnv, m.PasswordFile, "mqtt.password"
+	}
+	password, err = conf.Secret(key, env, file, os.LookupEnv)
+	return cmp.Or(m.AgentUsername, m.Username), password, err
+}
+
 // coordBroker is the coordinator's broker: the embedded one, or b on an
 // external broker, whose ACL it trusts (externalBroker).
 func (a *App) coordBroker(b Bus) coord.Broker {
@@ -154,15 +169,9 @@ func (a *App) newCoordinator(rt agentrt.Runtime, b coord.Broker, clog *slog.Logg
 	ccfg := coord.ConfigFrom(cfg, a.Storage)
 	ccfg.PlanFor = a.planFor // the UI's plans win over vigil.yaml's
 	if a.Broker == nil {
-		m := cfg.MQTT
 		ccfg.TrustBroker = true
-		ccfg.AgentLogin.Username = cmp.Or(m.AgentUsername, m.Username)
-		env, file, key := m.AgentPasswordEnv, m.AgentPasswordFile, "mqtt.agent_password"
-		if m.AgentUsername == "" {
-			env, file, key = m.PasswordEnv, m.PasswordFile, "mqtt.password"
-		}
 		var err error
-		if ccfg.AgentLogin.Password, err = conf.Secret(key, env, file, os.LookupEnv); err != nil {
+		if ccfg.AgentLogin.Username, ccfg.AgentLogin.Password, err = a.agentLogin(); err != nil {
 			return nil, err
 		}
 	}

@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"hash/fnv"
+	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/vigilhq/vigil"
+	"github.com/vigilhq/vigil/internal/agentrt"
 	"github.com/vigilhq/vigil/internal/alert"
 	"github.com/vigilhq/vigil/internal/coord"
 	"github.com/vigilhq/vigil/internal/detect"
@@ -66,6 +68,12 @@ func (a *App) relayUpdates() error {
 		if json.Unmarshal(payload, &r) != nil || r.Node == a.node.ID || r.Event == "" {
 			return
 		}
+		if r.Event == hub.EventAgents {
+			var v coord.View
+			if json.Unmarshal(r.Data, &v) == nil {
+				a.coord.relayed(v)
+			}
+		}
 		a.Hub.Publish(hub.Message{Event: r.Event, Key: r.Key, Data: r.Data})
 	})
 }
@@ -107,15 +115,20 @@ func (a *App) lead(ctx context.Context) {
 		return
 	}
 	defer bus.Close()
-	rt, err := a.newRuntime(ctx, log)
+	// Agents run on every node up (their Hosts).
+	rt, err := agentrt.NewRemote(bus, a.node.ID, log)
 	if err != nil {
 		log.Error("lead: agent runtime", "error", err)
 		return
 	}
 	co, err := a.newCoordinator(rt, externalBroker{bus}, log)
 	if err != nil {
-		rt.Close()
 		log.Error("lead", "error", err)
+		return
+	}
+	// The Hosts stop the agents of the leaders before.
+	if err := bus.Publish(agentrt.LeaderTopic, []byte(co.Instance()), true, 1); err != nil {
+		log.Error("lead: announce", "error", err)
 		return
 	}
 	if err := co.Start(ctx); err != nil {
@@ -147,12 +160,41 @@ func (a *App) lead(ctx context.Context) {
 	log.Info("this node no longer leads")
 }
 
+// openHost runs the agents the leader asks this node for, on this node's
+// runtime (agents.runtime).
+func (a *App) openHost(ctx context.Context, log *slog.Logger) error {
+	rt, err := a.newRuntime(ctx, log)
+	if err != nil {
+		return err
+	}
+	user, password, err := a.agentLogin()
+	if err != nil {
+		rt.Close()
+		return err
+	}
+	h := &agentrt.Host{Node: a.node.ID, Runtime: rt, Bus: a.Bus, Username: user, Password: password, Log: log}
+	if err := h.Start(); err != nil {
+		rt.Close()
+		return err
+	}
+	a.onClose(h.Close)
+	return nil
+}
+
 // coordinator is the App's way to its coordinator: this node's own, or,
 // among several nodes, the one it runs while it leads (nil otherwise).
 type coordinator struct {
-	app *App
-	mu  sync.RWMutex
-	c   *coord.Coordinator
+	app  *App
+	mu   sync.RWMutex
+	c    *coord.Coordinator
+	last coord.View // the leader's, as last relayed (on a node that does not lead)
+}
+
+// relayed keeps the leader's view of the agents.
+func (h *coordinator) relayed(v coord.View) {
+	h.mu.Lock()
+	h.last = v
+	h.mu.Unlock()
 }
 
 func (h *coordinator) set(c *coord.Coordinator) {
@@ -181,12 +223,19 @@ func (h *coordinator) notHere(ctx context.Context) error {
 	return vigil.Errorf(vigil.EUnavailable, "no node coordinates the cameras right now; one takes over within seconds")
 }
 
-// View is the coordinator's view; empty where this node does not run it.
+// View is the coordinator's view; where this node does not run it, the
+// leader's as it last relayed it (every few seconds).
 func (h *coordinator) View() coord.View {
 	if c := h.get(); c != nil {
-		return c.View()
+		v := c.View()
+		if h.app.clustered() {
+			v.Leader = h.app.node.ID
+		}
+		return v
 	}
-	return coord.View{}
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.last
 }
 
 // Alerts are the coordinator's (agents lost).

@@ -43,11 +43,13 @@ func (a *App) openLive() {
 }
 
 // publishAgents sends the agents' view when it changes, at most once a
-// second and only while a browser listens.
+// second and only while a browser listens; among several nodes, also every
+// 5 s (a node that just started learns it so).
 func (a *App) publishAgents(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	var last []byte
+	var sent time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -59,8 +61,8 @@ func (a *App) publishAgents(ctx context.Context) {
 			continue
 		}
 		b, _ := json.Marshal(a.coord.View())
-		if string(b) != string(last) {
-			last = b
+		if string(b) != string(last) || (a.clustered() && time.Since(sent) >= 5*time.Second) {
+			last, sent = b, time.Now()
 			a.share(hub.Message{Event: hub.EventAgents, Data: json.RawMessage(b)})
 		}
 	}

@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/vigilhq/vigil/internal/agentrt"
 	"github.com/vigilhq/vigil/internal/broker"
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/detect"
@@ -42,6 +44,15 @@ func (a *App) openMQTT(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		// The node says it is online on its connection, and its last
+		// will says it is not (the leader places agents on online nodes:
+		// agentrt.Remote).
+		state := agentrt.NodeStateTopic(a.node.ID)
+		c.Will = &paho.WillMessage{Topic: state, Payload: []byte("offline"), QoS: 1, Retain: true}
+		c.OnUp = func(ctx context.Context, cm *autopaho.ConnectionManager) error {
+			_, err := cm.Publish(ctx, &paho.Publish{Topic: state, Payload: []byte("online"), QoS: 1, Retain: true})
+			return err
+		}
 		var b *mqttbus.Bus
 		if err := connectExternal(ctx, &c, func(ctx context.Context) (err error) {
 			b, err = mqttbus.Open(ctx, c)
@@ -49,7 +60,10 @@ func (a *App) openMQTT(ctx context.Context) error {
 		}); err != nil {
 			return err
 		}
-		a.onClose(b.Close)
+		a.onClose(func() error {
+			b.Publish(state, []byte("offline"), true, 1)
+			return b.Close()
+		})
 		a.Bus = b
 		a.log.Info("connected to the external broker", "urls", strings.Join(cfg.MQTT.URLs, ","), "username", cfg.MQTT.Username)
 		return nil

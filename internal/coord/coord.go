@@ -99,6 +99,9 @@ func (c *Coordinator) planFor(site string) (string, conf.Plan) { return c.cfg.Pl
 
 func (c *Coordinator) now() time.Time { return c.cfg.Now() }
 
+// Instance names this coordinator: its agents' ids start with it.
+func (c *Coordinator) Instance() string { return c.instance }
+
 // Coordinator is the running coordinator.
 type Coordinator struct {
 	cfg      Config

@@ -8,6 +8,8 @@ import (
 
 // View is the coordinator's state for GET /api/v1/agents.
 type View struct {
+	// Leader is, among several nodes, the id of the node that coordinates.
+	Leader   string       `json:"leader,omitempty"`
 	Runtime  string       `json:"runtime"`
 	Capacity int          `json:"capacity"`
 	Min      int          `json:"min"`
@@ -29,6 +31,8 @@ type AgentView struct {
 	Ready     *time.Time `json:"ready,omitempty"`
 	LastSeen  *time.Time `json:"last_seen,omitempty"`
 	EmptySecs float64    `json:"empty_s,omitempty"`
+	// Node is the node it runs on, among several (agentrt.Remote).
+	Node string `json:"node,omitempty"`
 }
 
 // StreamView is one stream, queued or under way.
@@ -67,8 +71,12 @@ func (c *Coordinator) publishView() {
 	v := View{Runtime: c.runtime.Name(), Capacity: c.cfg.Agents.Capacity, Min: c.cfg.Agents.Min, Max: c.cfg.Agents.Max,
 		Agents: []AgentView{}, Queue: []StreamView{}, Streams: []StreamView{}}
 	now := c.now()
+	where, _ := c.runtime.(interface{ Where(id string) string })
 	for _, a := range c.agents {
 		av := AgentView{ID: a.id, Status: a.status, Pool: a.pool, Addr: a.addr, Capacity: a.capacity, Streams: []string{}, Started: a.startedAt}
+		if where != nil {
+			av.Node = where.Where(a.id)
+		}
 		for id := range a.streams {
 			av.Streams = append(av.Streams, id)
 		}

@@ -39,6 +39,12 @@ type clusterNode struct {
 	gap    time.Duration // its longest gap between two while up
 }
 
+// id is the node's id, kept in its data directory.
+func (n *clusterNode) id() string {
+	b, _ := os.ReadFile(filepath.Join(n.dir, "data", "node-id"))
+	return strings.TrimSpace(string(b))
+}
+
 func (n *clusterNode) start(t *testing.T) {
 	t.Helper()
 	log, err := os.OpenFile(filepath.Join(n.dir, "vigil.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -130,10 +136,11 @@ func (n *clusterNode) get(t *testing.T, path string, out any) error {
 	return json.NewDecoder(resp.Body).Decode(out)
 }
 
-// leads tells whether the node runs the coordinator: it has agents.
+// leads tells whether the node runs the coordinator (the others relay
+// its view, which names it).
 func (n *clusterNode) leads(t *testing.T) bool {
 	var v coord.View
-	return n.get(t, "/api/v1/agents", &v) == nil && len(v.Agents) > 0
+	return n.get(t, "/api/v1/agents", &v) == nil && v.Leader != "" && v.Leader == n.id()
 }
 
 // Three `vigil up` on one Mosquitto and one PostgreSQL, under a 300-device
@@ -165,7 +172,7 @@ func TestThreeNodesSurviveKills(t *testing.T) {
 			"VIGIL_MQTT_USERNAME=vigil", "VIGIL_MQTT_PASSWORD_FILE=" + logins.MQTT.PasswordFile,
 			"VIGIL_MQTT_AGENT_USERNAME=vigil-agent", "VIGIL_MQTT_AGENT_PASSWORD_FILE=" + logins.MQTT.AgentPasswordFile,
 			"VIGIL_RECORDING_STORAGE=" + storage, "VIGIL_RECORDING_CLIP_SECONDS=6", "VIGIL_RECORDING_PRE_ROLL_SECONDS=1",
-			"VIGIL_AUDIT_ON_START=false", "VIGIL_AGENTS_IDLE=2s", "VIGIL_TELEMETRY_OFFLINE_AFTER=0s", "VIGIL_LOG_LEVEL=debug",
+			"VIGIL_AUDIT_ON_START=false", "VIGIL_AGENTS_IDLE=2s", "VIGIL_AGENTS_MIN=3", "VIGIL_TELEMETRY_OFFLINE_AFTER=0s", "VIGIL_LOG_LEVEL=debug",
 		}
 		n.http = "http://" + n.http
 		nodes = append(nodes, n)
@@ -208,6 +215,22 @@ func TestThreeNodesSurviveKills(t *testing.T) {
 		return found
 	}
 	first := leader()
+	// The leader runs an agent on every node: three, one each.
+	agentNodes := func(n *clusterNode) map[string]int {
+		var v coord.View
+		n.get(t, "/api/v1/agents", &v)
+		on := map[string]int{}
+		for _, a := range v.Agents {
+			if a.Status == "ready" {
+				on[a.Node]++
+			}
+		}
+		return on
+	}
+	testkit.WaitFor(t, 30*time.Second, "the leader's three agents ready", func() bool {
+		on := agentNodes(first)
+		return on[""] == 0 && on[nodes[0].id()]+on[nodes[1].id()]+on[nodes[2].id()] == 3
+	})
 
 	// The fleet: 300 sensors and a camera on site home, QoS 1.
 	sc := sim.NewScenario()
@@ -364,6 +387,21 @@ func TestThreeNodesSurviveKills(t *testing.T) {
 		old.start(t)
 	}
 
+	// The last leader runs three agents again, spread over the nodes that
+	// were online when it took over (the one just killed was not); the
+	// agents of the leaders before are gone: three agent processes run.
+	last := leader()
+	var on map[string]int
+	testkit.WaitFor(t, 30*time.Second, "three agents on at least two nodes, and no other agent process", func() bool {
+		on = agentNodes(last)
+		n := 0
+		for _, c := range on {
+			n += c
+		}
+		return n == 3 && len(on) >= 2 && on[""] == 0 && agentProcesses(nodes) == 3
+	})
+	t.Logf("the last leader's agents by node: %v", on)
+
 	// The clip recorded across the first leader kill is finished and plays.
 	var clip coord.Clip
 	testkit.WaitFor(t, 60*time.Second, "the interrupted recording's clip", func() bool {
@@ -421,4 +459,33 @@ func TestThreeNodesSurviveKills(t *testing.T) {
 	slices.Sort(sorted)
 	t.Logf("%d readings acknowledged, %d rows, %d distinct; longest /healthz gap: %s; leader takeovers %v (p50 %v, max %v); clip %s %.1f s",
 		acked, rows, distinct, strings.Join(gaps, ", "), takeovers, sorted[len(sorted)/2], sorted[len(sorted)-1], codec, secs)
+}
+
+// agentProcesses counts the `vigil agent` processes the nodes started.
+func agentProcesses(nodes []*clusterNode) int {
+	pids := map[string]bool{}
+	for _, n := range nodes {
+		if n.cmd != nil && n.cmd.ProcessState == nil {
+			pids[fmt.Sprint(n.cmd.Process.Pid)] = true
+		}
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	count := 0
+	for _, p := range procs {
+		stat, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...
+		rest := string(stat[strings.LastIndexByte(string(stat), ')')+2:])
+		fields := strings.Fields(rest)
+		if len(fields) < 2 || !pids[fields[1]] {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join(filepath.Dir(p), "cmdline"))
+		if strings.Contains(string(cmdline), "\x00agent\x00--id\x00") {
+			count++
+		}
+	}
+	return count
 }

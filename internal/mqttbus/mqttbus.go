@@ -45,7 +45,9 @@ var ErrClosed = errors.New("mqttbus: closed")
 
 // Open connects; it returns once the first connection is up, or with an
 // error (the broker is unreachable or refuses the login). c's
-// Subscriptions, OnUp and OnMessage are the Bus's own.
+// Subscriptions and OnMessage are the Bus's own; c.OnUp, if set, runs on
+// every connection once the Bus's subscriptions are made (to say "online"
+// where c.Will says "offline").
 func Open(ctx context.Context, c mqttconn.Client) (*Bus, error) {
 	return open(ctx, c, false)
 }
@@ -62,6 +64,7 @@ func open(ctx context.Context, c mqttconn.Client, hold bool) (*Bus, error) {
 	b := &Bus{cancel: cancel, holding: hold}
 	c.Subscriptions = nil
 	c.OnMessage = b.dispatch
+	up := c.OnUp
 	c.OnUp = func(ctx context.Context, cm *autopaho.ConnectionManager) error {
 		b.mu.RLock()
 		filters := make([]string, 0, len(b.subs))
@@ -69,7 +72,10 @@ func open(ctx context.Context, c mqttconn.Client, hold bool) (*Bus, error) {
 			filters = append(filters, s.filter)
 		}
 		b.mu.RUnlock()
-		return subscribe(ctx, cm, filters...)
+		if err := subscribe(ctx, cm, filters...); err != nil || up == nil {
+			return err
+		}
+		return up(ctx, cm)
 	}
 	cm, err := mqttconn.Connect(ctx, life, c)
 	if err != nil {

@@ -12,14 +12,22 @@ let history = []; // newest first, as the API gives it
 
 function stat(n, label) { return el('div', { class: 'stat' }, el('b', {}, n), el('span', {}, label)); }
 
-// renderNodes lists the nodes; the agents count only where the agents
-// run (the coordinator's node, whose view this node may not have).
+// agentsOn counts a node's agents, from the coordinator's view: by their
+// node among several, else all of them on the one that coordinates. "–"
+// when this node does not see the coordinator's view.
+function agentsOn(n) {
+  if (!view || view.agents.length === 0) return n.coordinator ? '–' : '';
+  const placed = view.agents.some(a => a.node);
+  return String(placed ? view.agents.filter(a => a.node === n.id).length : (n.coordinator ? view.agents.length : 0));
+}
+
+// renderNodes lists the nodes, which one coordinates, their agents.
 function renderNodes(nodes) {
   clear(nodesEl, nodes.map(n => el('tr', { dataset: { node: n.id } },
     el('td', { title: n.id }, n.name || n.id), el('td', {}, el('a', { href: n.http }, n.http)),
     el('td', {}, pill(n.up ? 'up' : 'down', n.up ? 'ready' : 'lost')),
     el('td', {}, n.coordinator ? pill('coordinator', 'recording') : 'follower'),
-    el('td', { class: 'num' }, n.coordinator && view && view.agents.length ? String(view.agents.length) : (n.coordinator ? '–' : '0')),
+    el('td', { class: 'num' }, agentsOn(n)),
     el('td', { title: new Date(n.last_seen).toLocaleString() }, fmtAgo(n.last_seen)), el('td', {}, n.version))));
   if (nodes.length === 0) clear(nodesEl, el('tr', {}, el('td', { colspan: 7, class: 'muted' }, 'No node recorded yet.')));
 }
