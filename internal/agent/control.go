@@ -110,7 +110,8 @@ func (a *Agent) heartbeat() {
 	}
 	for _, s := range a.byID {
 		st := s.rx.Load().Stats()
-		hb.Streams = append(hb.Streams, ingest.StreamStatus{StreamID: s.cmd.StreamID, Frames: st.Frames, Packets: st.Packets, Lost: st.Lost, JitterMS: st.JitterMillis})
+		hb.Streams = append(hb.Streams, ingest.StreamStatus{StreamID: s.cmd.StreamID, Site: s.cmd.Site, Camera: s.cmd.Camera, Dir: s.cmd.Dir, LiveOnly: s.cmd.LiveOnly,
+			Frames: st.Frames, Packets: st.Packets, Lost: st.Lost, JitterMS: st.JitterMillis})
 	}
 	a.mu.Unlock()
 	a.publish(ingest.AgentTopic(a.cfg.ID, ingest.AgentHeartbeat), hb, 0)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -20,21 +21,20 @@ import (
 //	vigil/nodes/<node>/agents/cmd     leader -> node  {"op": "start"|"stop", "req", "spec"|"id"}
 //	vigil/nodes/<node>/agents/reply   node -> leader  {"req", "error"}
 //	vigil/nodes/<node>/agents/exited  node -> leader  {"id", "error"}: an agent exited unasked
-//	vigil/cluster/leader              leader, retained: the coordinator's instance
 //	vigil/nodes/<node>/state          node, retained: "online", its last will "offline"
+//	vigil/nodes/<node>/agents         node, retained: the ids of the agents it runs
 //
-// An agent's id starts with the instance of the coordinator that started
-// it ("<instance>-<n>"). When another leader takes over, every Host stops
-// the agents of the instances before: their streams end, and the new
-// leader finishes their clips from the shared storage.
+// When another leader takes over, the agents go on: its coordinator adopts
+// them (coord/adopt.go), and stops them through Remote, which then asks
+// every online node (it does not know where they run).
 
 // Topics of the nodes' agent protocol.
 const (
-	LeaderTopic       = "vigil/cluster/leader"
 	nodePrefix        = "vigil/nodes/"
 	NodeReplyFilter   = "vigil/nodes/+/agents/reply"
 	NodeExitedFilter  = "vigil/nodes/+/agents/exited"
 	nodeStateFilter   = "vigil/nodes/+/state"
+	nodeAgentsFilter  = "vigil/nodes/+/agents"
 	nodeCmd, nodeRply = "/agents/cmd", "/agents/reply"
 	nodeExited        = "/agents/exited"
 )
@@ -70,44 +70,58 @@ type nodeExit struct {
 	Error string `json:"error,omitempty"`
 }
 
-// instanceOf is the instance part of an agent id ("<instance>-<n>").
-func instanceOf(id string) string {
-	i := strings.LastIndex(id, "-")
-	if i < 0 {
-		return ""
-	}
-	return id[:i]
-}
-
-// Remote starts agents on the nodes' Hosts: on the online node with the
-// fewest of its agents (Self first among equals).
+// Remote starts agents on the nodes' Hosts: on the online node other than
+// Self with the fewest agents, on Self only when no other is online.
 type Remote struct {
 	Bus  Bus
 	Self string // this node
 	Log  *slog.Logger
 
-	known   chan struct{} // closed when the first node is known online
-	mu      sync.Mutex
-	online  map[string]bool        // as the nodes' retained states say
-	where   map[string]string      // agent id -> node
-	exited  map[string]func(error) // agent id -> its exit callback
-	pending map[string]chan error  // request id -> its answer
+	known     chan struct{} // closed when Known's message came back
+	knownOnce sync.Once
+	sync      string
+	mu        sync.Mutex
+	online    map[string]bool        // as the nodes' retained states say
+	where     map[string]string      // agent id -> node
+	exited    map[string]func(error) // agent id -> its exit callback
+	pending   map[string]chan error  // request id -> its answer
 }
 
 // NewRemote subscribes to the nodes' states, replies and exits.
 func NewRemote(b Bus, self string, log *slog.Logger) (*Remote, error) {
 	r := &Remote{Bus: b, Self: self, Log: log, known: make(chan struct{}), online: map[string]bool{},
 		where: map[string]string{}, exited: map[string]func(error){}, pending: map[string]chan error{}}
-	var once sync.Once
+	r.sync = rnd.Hex(8)
+	if err := b.Subscribe(nodePrefix+self+"/sync", func(_ string, payload []byte, _ string) {
+		var token string
+		if json.Unmarshal(payload, &token) == nil && token == r.sync {
+			r.knownOnce.Do(func() { close(r.known) })
+		}
+	}); err != nil {
+		return nil, err
+	}
 	if err := b.Subscribe(nodeStateFilter, func(topic string, payload []byte, _ string) {
 		node := strings.TrimSuffix(strings.TrimPrefix(topic, nodePrefix), "/state")
-		up := string(payload) == "online"
 		r.mu.Lock()
-		r.online[node] = up
+		r.online[node] = string(payload) == "online"
 		r.mu.Unlock()
-		if up {
-			once.Do(func() { close(r.known) })
+	}); err != nil {
+		return nil, err
+	}
+	// Where the agents it did not start run (adopted ones).
+	if err := b.Subscribe(nodeAgentsFilter, func(topic string, payload []byte, _ string) {
+		node := strings.TrimSuffix(strings.TrimPrefix(topic, nodePrefix), "/agents")
+		var ids []string
+		if json.Unmarshal(payload, &ids) != nil {
+			return
 		}
+		r.mu.Lock()
+		for _, id := range ids {
+			if r.where[id] == "" {
+				r.where[id] = node
+			}
+		}
+		r.mu.Unlock()
 	}); err != nil {
 		return nil, err
 	}
@@ -151,6 +165,18 @@ func NewRemote(b Bus, self string, log *slog.Logger) (*Remote, error) {
 	return r, nil
 }
 
+// Known has the Remote place agents once the nodes' retained states have
+// come, not on the first node heard of: it publishes a message to itself,
+// which the broker sends after the retained states it owed (call it once
+// the bus hands messages out).
+func (r *Remote) Known() {
+	b, _ := json.Marshal(r.sync)
+	if err := r.Bus.Publish(nodePrefix+r.Self+"/sync", b, false, 1); err != nil {
+		r.Log.Warn("sync with the nodes' states", "error", err)
+		r.knownOnce.Do(func() { close(r.known) })
+	}
+}
+
 // Name returns "nodes".
 func (r *Remote) Name() string { return "nodes" }
 
@@ -160,6 +186,9 @@ func (r *Remote) Where(id string) string {
 	defer r.mu.Unlock()
 	return r.where[id]
 }
+
+// Local tells whether an agent runs on this node (Self).
+func (r *Remote) Local(id string) bool { return r.Where(id) == r.Self }
 
 // Start asks the node with the fewest agents to start one.
 func (r *Remote) Start(ctx context.Context, spec Spec, exited func(error)) error {
@@ -176,11 +205,17 @@ func (r *Remote) Start(ctx context.Context, spec Spec, exited func(error)) error
 	for _, n := range r.where {
 		count[n]++
 	}
+	// Another node than this one, the leader's, whenever one is online:
+	// the leader's death then ends no recording (its node's agents end
+	// with it, the others' are adopted by the next leader).
 	node := ""
 	for n, up := range r.online {
-		if up && (node == "" || count[n] < count[node] || (count[n] == count[node] && (n == r.Self || (node != r.Self && n < node)))) {
+		if up && n != r.Self && (node == "" || count[n] < count[node] || (count[n] == count[node] && n < node)) {
 			node = n
 		}
+	}
+	if node == "" && r.online[r.Self] {
+		node = r.Self
 	}
 	if node == "" {
 		r.mu.Unlock()
@@ -193,21 +228,51 @@ func (r *Remote) Start(ctx context.Context, spec Spec, exited func(error)) error
 	defer cancel()
 	if err := r.ask(actx, node, nodeCommand{Op: "start", Spec: &spec}); err != nil {
 		r.forget(spec.ID)
+		if ctx.Err() == nil && actx.Err() != nil {
+			// No answer: should the node start it late, it stops it.
+			b, _ := json.Marshal(nodeCommand{Op: "stop", Req: rnd.Hex(8), ID: spec.ID})
+			r.Bus.Publish(nodePrefix+node+nodeCmd, b, false, 1)
+		}
 		return fmt.Errorf("node %s: %w", node, err)
 	}
 	return nil
 }
 
-// Stop asks the agent's node to stop it.
+// Stop asks the agent's node to stop it; for an agent it did not start
+// (adopted from the leader before), every online node.
 func (r *Remote) Stop(ctx context.Context, id string) error {
 	node := r.Where(id)
 	defer r.forget(id)
-	if node == "" {
-		return nil
-	}
 	actx, cancel := context.WithTimeout(ctx, askTimeout)
 	defer cancel()
-	return r.ask(actx, node, nodeCommand{Op: "stop", ID: id})
+	if node != "" {
+		return r.ask(actx, node, nodeCommand{Op: "stop", ID: id})
+	}
+	r.mu.Lock()
+	var nodes []string
+	for n, up := range r.online {
+		if up {
+			nodes = append(nodes, n)
+		}
+	}
+	r.mu.Unlock()
+	var wg sync.WaitGroup
+	stopped := false
+	var mu sync.Mutex
+	for _, n := range nodes {
+		wg.Go(func() {
+			if r.ask(actx, n, nodeCommand{Op: "stop", ID: id}) == nil {
+				mu.Lock()
+				stopped = true
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if !stopped {
+		r.Log.Debug("no node runs the agent", "agent", id)
+	}
+	return nil
 }
 
 func (r *Remote) forget(id string) {
@@ -259,23 +324,25 @@ type Host struct {
 
 	mu     sync.Mutex
 	agents map[string]bool // running here
+	closed bool
+	pubMu  sync.Mutex // publishAgents
 }
 
-// Start subscribes to the node's commands and to the leader's instance.
+// Start subscribes to the node's commands.
 func (h *Host) Start() error {
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.agents = map[string]bool{}
-	if err := h.Bus.Subscribe(LeaderTopic, func(_ string, payload []byte, _ string) {
-		h.newLeader(string(payload))
-	}); err != nil {
-		return err
-	}
+	h.publishAgents() // none: those of an earlier run of this node ended with it
 	return h.Bus.Subscribe(nodePrefix+h.Node+nodeCmd, func(_ string, payload []byte, _ string) {
 		var cmd nodeCommand
 		if json.Unmarshal(payload, &cmd) != nil || cmd.Req == "" {
 			return
 		}
-		h.wg.Go(func() { h.do(cmd) })
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if !h.closed {
+			h.wg.Go(func() { h.do(cmd) })
+		}
 	})
 }
 
@@ -289,6 +356,8 @@ func (h *Host) do(cmd nodeCommand) {
 		h.agents[spec.ID] = true
 		h.mu.Unlock()
 		err = h.Runtime.Start(h.ctx, spec, func(err error) {
+			// Still ours: the process runtime starts it again, and the
+			// leader stops it if it does not come back.
 			e := nodeExit{ID: spec.ID}
 			if err != nil {
 				e.Error = err.Error()
@@ -303,12 +372,18 @@ func (h *Host) do(cmd nodeCommand) {
 		}
 	case cmd.Op == "stop" && cmd.ID != "":
 		h.mu.Lock()
+		here := h.agents[cmd.ID]
 		delete(h.agents, cmd.ID)
 		h.mu.Unlock()
-		err = h.Runtime.Stop(h.ctx, cmd.ID)
+		if here {
+			err = h.Runtime.Stop(h.ctx, cmd.ID)
+		} else {
+			err = fmt.Errorf("agent %s does not run on node %s", cmd.ID, h.Node)
+		}
 	default:
 		err = fmt.Errorf("unknown command %q", cmd.Op)
 	}
+	h.publishAgents()
 	rep := nodeReply{Req: cmd.Req}
 	if err != nil {
 		rep.Error = err.Error()
@@ -319,24 +394,22 @@ func (h *Host) do(cmd nodeCommand) {
 	}
 }
 
-// newLeader stops the agents of the coordinators before instance.
-func (h *Host) newLeader(instance string) {
+// publishAgents says which agents run here (retained): a leader that
+// adopts them knows where they are.
+func (h *Host) publishAgents() {
+	// One at a time, so that the last list published is the last made.
+	h.pubMu.Lock()
+	defer h.pubMu.Unlock()
 	h.mu.Lock()
-	var old []string
+	ids := []string{}
 	for id := range h.agents {
-		if instanceOf(id) != instance {
-			old = append(old, id)
-			delete(h.agents, id)
-		}
+		ids = append(ids, id)
 	}
 	h.mu.Unlock()
-	for _, id := range old {
-		h.Log.Info("stopping an agent of the previous leader", "agent", id)
-		h.wg.Go(func() {
-			if err := h.Runtime.Stop(h.ctx, id); err != nil {
-				h.Log.Warn("stop agent", "agent", id, "error", err)
-			}
-		})
+	slices.Sort(ids)
+	b, _ := json.Marshal(ids)
+	if err := h.Bus.Publish(nodePrefix+h.Node+"/agents", b, true, 1); err != nil {
+		h.Log.Warn("say which agents run here", "error", err)
 	}
 }
 
@@ -345,6 +418,9 @@ func (h *Host) Close() error {
 	if h.cancel == nil {
 		return nil
 	}
+	h.mu.Lock()
+	h.closed = true // no command runs from now on
+	h.mu.Unlock()
 	h.cancel()
 	h.wg.Wait()
 	return h.Runtime.Close()

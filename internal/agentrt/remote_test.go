@@ -3,14 +3,12 @@ package agentrt
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/vigilhq/vigil/internal/testkit"
 	"github.com/vigilhq/vigil/internal/users"
 )
 
@@ -140,6 +138,7 @@ func newCluster(t *testing.T, online ...string) *cluster {
 		c.bus.Publish(NodeStateTopic(n), []byte("online"), true, 1)
 	}
 	c.bus.sync()
+	c.r.Known()
 	return c
 }
 
@@ -153,39 +152,45 @@ func (c *cluster) start(t *testing.T, id string) string {
 	return c.r.Where(id)
 }
 
-// Agents go to the online node with the fewest, this node first among
-// equals; never to a node that is offline; each node logs them in with its
+// Agents go to the online node with the fewest, not this one (the
+// leader's) while another is online; never to a node that is offline; each node logs them in with its
 // own login, not the leader's.
 func TestAgentsGoToTheOnlineNodeWithTheFewest(t *testing.T) {
-	c := newCluster(t, "a", "b", "c")
+	c := newCluster(t, "a", "b", "c")                              // a leads
 	c.bus.Publish(NodeStateTopic("c"), []byte("offline"), true, 1) // its last will
 	c.bus.sync()
-	var placed []string
-	for i := 1; i <= 5; i++ {
-		placed = append(placed, c.start(t, fmt.Sprintf("i1-%d", i)))
+	placed := []string{c.start(t, "i1-1"), c.start(t, "i1-2")}
+	c.bus.Publish(NodeStateTopic("c"), []byte("online"), true, 1) // back
+	c.bus.sync()
+	for _, id := range []string{"i1-3", "i1-4", "i1-5"} {
+		placed = append(placed, c.start(t, id))
 	}
-	if want := []string{"a", "b", "a", "b", "a"}; !slices.Equal(placed, want) {
+	if want := []string{"b", "b", "c", "c", "b"}; !slices.Equal(placed, want) {
 		t.Errorf("placed on %v, want %v", placed, want)
 	}
-	if got := c.rts["c"].ids(); len(got) != 0 {
-		t.Errorf("the offline node runs %v", got)
+	if got := c.rts["a"].ids(); len(got) != 0 {
+		t.Errorf("the leader's own node runs %v while others are online", got)
 	}
 	c.rts["b"].mu.Lock()
-	s := c.rts["b"].running["i1-2"]
+	s := c.rts["b"].running["i1-1"]
 	c.rts["b"].mu.Unlock()
 	if s.Username != "vigil-agent" || s.Password != "pw-b" || s.Capacity != 3 {
 		t.Errorf("node b started %+v, want its own login", s)
 	}
 
-	// Stopping goes to the agent's node; the freed node is the next pick.
-	if err := c.r.Stop(context.Background(), "i1-2"); err != nil {
+	// Stopping goes to the agent's node.
+	if err := c.r.Stop(context.Background(), "i1-1"); err != nil {
 		t.Fatal(err)
 	}
-	if got := c.rts["b"].ids(); !slices.Equal(got, []string{"i1-4"}) {
-		t.Errorf("node b runs %v after a stop, want [i1-4]", got)
+	if got := c.rts["b"].ids(); !slices.Equal(got, []string{"i1-2", "i1-5"}) {
+		t.Errorf("node b runs %v after a stop, want [i1-2 i1-5]", got)
 	}
-	if n := c.start(t, "i1-6"); n != "b" {
-		t.Errorf("next agent on %s, want b (the fewest)", n)
+	// With no other node online, the leader's own takes agents.
+	c.bus.Publish(NodeStateTopic("b"), []byte("offline"), true, 1)
+	c.bus.Publish(NodeStateTopic("c"), []byte("offline"), true, 1)
+	c.bus.sync()
+	if n := c.start(t, "i1-6"); n != "a" {
+		t.Errorf("alone, the agent went to %s, want a", n)
 	}
 }
 
@@ -222,22 +227,30 @@ func TestAnAgentsExitAndAFailedStartReachTheLeader(t *testing.T) {
 	}
 }
 
-// When another coordinator leads, every node stops the agents of the ones
-// before, and keeps the new one's.
-func TestANewLeaderEndsTheAgentsOfTheOnesBefore(t *testing.T) {
+// An agent this leader did not start (adopted from the one before) is
+// stopped by asking every online node: the one that runs it stops it.
+func TestAnAdoptedAgentIsStoppedWhereverItRuns(t *testing.T) {
 	c := newCluster(t, "a", "b", "c")
-	c.bus.Publish(LeaderTopic, []byte("old"), true, 1)
-	for i := 1; i <= 3; i++ {
-		c.start(t, fmt.Sprintf("old-%d", i))
+	before, err := NewRemote(c.bus, "b", slog.New(slog.DiscardHandler)) // the leader before
+	if err != nil {
+		t.Fatal(err)
 	}
-	c.bus.Publish(LeaderTopic, []byte("new1"), true, 1)
 	c.bus.sync()
-	c.start(t, "new1-1")
-	testkit.WaitFor(t, 5*time.Second, "only new1-1 running", func() bool {
-		var all []string
-		for _, rt := range c.rts {
-			all = append(all, rt.ids()...)
+	before.Known()
+	ctx := context.Background()
+	if err := before.Start(ctx, Spec{ID: "old-1"}, func(error) {}); err != nil {
+		t.Fatal(err)
+	}
+	node := before.Where("old-1")
+	if got := c.rts[node].ids(); !slices.Equal(got, []string{"old-1"}) {
+		t.Fatalf("node %s runs %v", node, got)
+	}
+	if err := c.r.Stop(ctx, "old-1"); err != nil { // c.r never started it
+		t.Fatal(err)
+	}
+	for n, rt := range c.rts {
+		if got := rt.ids(); len(got) != 0 {
+			t.Errorf("node %s still runs %v", n, got)
 		}
-		return slices.Equal(all, []string{"new1-1"})
-	})
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -65,7 +66,8 @@ type App struct {
 	Runtime   agentrt.Runtime // the agents' runtime of a single node's coordinator
 	Storage   string          // clip storage root
 
-	ownStorage bool // the clip storage is Vigil's own (coord.PrepareStorage)
+	ownStorage bool        // the clip storage is Vigil's own (coord.PrepareStorage)
+	hosting    atomic.Bool // this node takes the leader's agent commands (openHost)
 	parser     telemetry.Parser
 	Hub        *hub.Hub
 	Sessions   *users.Sessions

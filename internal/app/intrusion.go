@@ -53,7 +53,7 @@ func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
 			a.log.Warn("publish the site's mode", "site", site, "error", err)
 		}
 		plan, _ := a.planFor(site)
-		a.Hub.Publish(hub.Message{Event: hub.EventSite, Data: hub.Site{Name: site, Armed: armed, Plan: plan}})
+		a.share(hub.Message{Event: hub.EventSite, Data: hub.Site{Name: site, Armed: armed, Plan: plan}})
 	}
 	if err := a.Bus.Subscribe(detect.ModeSetFilter, func(topic string, payload []byte, _ string) {
 		a.Detector.ModeCommand(topic, payload)
@@ -61,7 +61,7 @@ func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 
-	a.coord = &coordinator{app: a}
+	a.coord = &coordinator{app: a, last: emptyView}
 	a.Alerts.Add(a.coord) // agents lost
 	a.Detector.Out = a.coord.Detected
 	if a.clustered() {
@@ -88,6 +88,7 @@ func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
 	a.Telemetry.Observe(a.Detector.Observe)
 	a.Telemetry.Observe(c.Observe)
 	if err := c.Start(ctx); err != nil {
+		c.Close()
 		return err
 	}
 	a.coord.set(c)
@@ -168,6 +169,11 @@ func (a *App) newCoordinator(rt agentrt.Runtime, b coord.Broker, clog *slog.Logg
 	cfg := a.cfg
 	ccfg := coord.ConfigFrom(cfg, a.Storage)
 	ccfg.PlanFor = a.planFor // the UI's plans win over vigil.yaml's
+	if a.clustered() {
+		// The agents of a leader that died go on: adopt them and their
+		// recordings, and give them a heartbeat timeout to be heard.
+		ccfg.AdoptAfter = cfg.Agents.HeartbeatTimeout
+	}
 	if a.Broker == nil {
 		ccfg.TrustBroker = true
 		var err error

@@ -126,15 +126,16 @@ func (a *App) lead(ctx context.Context) {
 		log.Error("lead", "error", err)
 		return
 	}
-	// The Hosts stop the agents of the leaders before.
-	if err := bus.Publish(agentrt.LeaderTopic, []byte(co.Instance()), true, 1); err != nil {
-		log.Error("lead: announce", "error", err)
-		return
-	}
 	if err := co.Start(ctx); err != nil {
-		co.Close()
+		co.Abandon()
 		log.Error("lead: start the coordinator", "error", err)
 		return
+	}
+	// A site armed or disarmed on another node (its retained mode).
+	if err := bus.Subscribe(detect.ModeFilter, func(topic string, payload []byte, _ string) {
+		a.Detector.ModeKnown(topic, payload)
+	}); err != nil {
+		log.Error("lead: subscribe", "filter", detect.ModeFilter, "error", err)
 	}
 	for _, f := range a.Telemetry.Filters() {
 		err := bus.Subscribe(f, func(topic string, payload []byte, clientID string) {
@@ -151,12 +152,14 @@ func (a *App) lead(ctx context.Context) {
 	}
 	a.coord.set(co)
 	bus.Release()
+	rt.Known() // the nodes' states were among what the bus held
 	log.Info("this node leads: it coordinates cameras and agents", "took", time.Since(start).Round(time.Millisecond))
 	<-ctx.Done()
+	// What comes from now on stays in the session, unacknowledged, for
+	// the next leader, which adopts the agents and their streams.
 	a.coord.set(nil)
-	if err := co.Close(); err != nil {
-		log.Warn("stop the coordinator", "error", err)
-	}
+	bus.Close()
+	co.Abandon()
 	log.Info("this node no longer leads")
 }
 
@@ -178,7 +181,10 @@ func (a *App) openHost(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 	a.onClose(h.Close)
-	return nil
+	// Now the leader may place agents here (and on every reconnection:
+	// the bus's OnUp).
+	a.hosting.Store(true)
+	return a.Bus.Publish(agentrt.NodeStateTopic(a.node.ID), []byte("online"), true, 1)
 }
 
 // coordinator is the App's way to its coordinator: this node's own, or,
@@ -200,8 +206,12 @@ func (h *coordinator) relayed(v coord.View) {
 func (h *coordinator) set(c *coord.Coordinator) {
 	h.mu.Lock()
 	h.c = c
+	h.last = emptyView // what this node saw while leading is no one's now
 	h.mu.Unlock()
 }
+
+// emptyView is the view before the leader's comes.
+var emptyView = coord.View{Agents: []coord.AgentView{}, Queue: []coord.StreamView{}, Streams: []coord.StreamView{}}
 
 func (h *coordinator) get() *coord.Coordinator {
 	h.mu.RLock()

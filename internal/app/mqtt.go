@@ -50,6 +50,9 @@ func (a *App) openMQTT(ctx context.Context) error {
 		state := agentrt.NodeStateTopic(a.node.ID)
 		c.Will = &paho.WillMessage{Topic: state, Payload: []byte("offline"), QoS: 1, Retain: true}
 		c.OnUp = func(ctx context.Context, cm *autopaho.ConnectionManager) error {
+			if !a.hosting.Load() {
+				return nil // openHost says it, once it takes the leader's commands
+			}
 			_, err := cm.Publish(ctx, &paho.Publish{Topic: state, Payload: []byte("online"), QoS: 1, Retain: true})
 			return err
 		}
@@ -134,25 +137,34 @@ func connectExternal(ctx context.Context, c *mqttconn.Client, connect func(conte
 	defer stop()
 	var mu sync.Mutex
 	var failed []string
+	connected := false
 	c.OnConnectError = func(err error) {
 		if _, refused := errors.AsType[*autopaho.ConnackError](err); refused {
 			return // Connect returns that
 		}
 		mu.Lock()
 		defer mu.Unlock()
+		if connected {
+			return // later failures are the reconnection's to log
+		}
 		failed = append(failed, err.Error())
 		if len(failed) >= len(c.Brokers) {
 			cancel(errors.New(strings.Join(failed, "; ")))
 		}
 	}
 	err := connect(ctx)
+	mu.Lock()
+	connected, failed = true, nil
+	mu.Unlock()
 	if err == nil {
 		return nil
 	}
 	who := "the external broker (mqtt.urls " + strings.Join(c.Brokers, ", ") + ")"
 	switch {
-	case strings.Contains(err.Error(), "refused the connection"):
+	case strings.Contains(err.Error(), "(0x86)") || strings.Contains(err.Error(), "(0x87)"):
 		return fmt.Errorf("%s refused Vigil's login as %q: %w (check mqtt.username and its password)", who, c.Username, err)
+	case strings.Contains(err.Error(), "refused the connection"):
+		return fmt.Errorf("%s refused Vigil's connection: %w", who, err)
 	case context.Cause(ctx) != nil && !errors.Is(context.Cause(ctx), context.DeadlineExceeded) && !errors.Is(context.Cause(ctx), context.Canceled):
 		return fmt.Errorf("cannot reach %s: %v", who, context.Cause(ctx))
 	}

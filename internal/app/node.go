@@ -18,8 +18,9 @@ import (
 // openNode records this node in the database now and every cluster.Every
 // (GET /api/v1/cluster lists the nodes that share the database).
 func (a *App) openNode() error {
-	host, _ := os.Hostname()
-	a.node = cluster.Node{ID: a.node.ID, Name: host, HTTP: a.cfg.HTTP.PublicURL, Version: version.Version, Started: a.started.UTC()}
+	// Field by field: other goroutines read a.node.ID already.
+	a.node.Name, _ = os.Hostname()
+	a.node.HTTP, a.node.Version, a.node.Started = a.cfg.HTTP.PublicURL, version.Version, a.started.UTC()
 	if a.node.HTTP == "" {
 		a.node.HTTP = "http://" + a.HTTP.Addr().String()
 	}

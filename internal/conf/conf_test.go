@@ -291,7 +291,9 @@ func TestExternalBrokerKeys(t *testing.T) {
 	}{
 		{"mode: cloud", `mqtt.mode: "cloud" is not one of embedded, external`},
 		{"mode: external", "mqtt.urls: mqtt.mode external needs the broker's URLs"},
-		{"mode: external\n  urls: [http://broker.lan]", `mqtt.urls: "http://broker.lan" is not a broker URL`},
+		{"mode: external\n  urls: [http://broker.lan]", `mqtt.urls: a URL is not a broker URL`},
+		{"mode: external\n  urls: [mqtt://vigil:s3cret@broker.lan]", `mqtt.urls: mqtt://vigil:xxxxx@broker.lan holds a login`},
+		{"mode: external\n  urls: [mqtt://b]\n  agent_username: vigil-agent", "mqtt.agent_username: needs mqtt.agent_password_env"},
 		{"mode: external\n  urls: [mqtt://b]\n  password_env: A\n  password_file: /b", "mqtt.password_env and mqtt.password_file are both set"},
 		{"mode: external\n  urls: [mqtt://b]\n  client_cert: /c.pem", "mqtt.client_cert and mqtt.client_key go together"},
 		{"mode: external\n  urls: [mqtt://b]\n  share_group: a/b", `mqtt.share_group: "a/b" is not a shared subscription group`},

@@ -48,9 +48,19 @@ func (c *Config) validateExternal(pb *problems) {
 	}
 	for _, u := range m.URLs {
 		p, err := url.Parse(u)
-		if err != nil || p.Host == "" || !slices.Contains([]string{"mqtt", "tcp", "mqtts", "ssl", "tls", "ws", "wss"}, p.Scheme) {
-			pb.bad("mqtt.urls", "%q is not a broker URL such as mqtt://host:1883, mqtts://host:8883 or wss://host/mqtt", u)
+		switch {
+		case err != nil || p.Host == "" || !slices.Contains([]string{"mqtt", "tcp", "mqtts", "ssl", "tls", "ws", "wss"}, p.Scheme):
+			pb.bad("mqtt.urls", "a URL is not a broker URL such as mqtt://host:1883, mqtts://host:8883 or wss://host/mqtt")
+		case p.User != nil:
+			// URLs are logged and shown: no login in them.
+			pb.bad("mqtt.urls", "%s holds a login: set mqtt.username and mqtt.password_env or mqtt.password_file instead", p.Redacted())
 		}
+	}
+	if m.AgentUsername != "" && m.AgentPasswordEnv == "" && m.AgentPasswordFile == "" {
+		pb.bad("mqtt.agent_username", "needs mqtt.agent_password_env or mqtt.agent_password_file")
+	}
+	if c.Demo.Enabled && c.Database.URL != "" {
+		pb.bad("demo.enabled", "the demo fleet is for one node; with mqtt.mode external and database.url several nodes would run it at once")
 	}
 	if m.PasswordEnv != "" && m.PasswordFile != "" {
 		pb.bad("mqtt.password_env", "mqtt.password_env and mqtt.password_file are both set: keep one")

@@ -158,6 +158,9 @@ func (c *Coordinator) startFailed(id string, err error) {
 // connection comes from.
 func (c *Coordinator) onHeartbeat(id string, hb ingest.Heartbeat, from net.IP) {
 	a := c.agents[id]
+	if a == nil && c.cfg.AdoptAfter > 0 && !c.closing && instanceOf(id) != c.instance && !c.gone[id] {
+		a = c.adopt(id, hb) // an agent of the coordinator before
+	}
 	if a == nil || a.status == agentStopping {
 		return
 	}
@@ -275,6 +278,7 @@ func (c *Coordinator) tick() {
 	for _, st := range c.streams {
 		c.checkStream(st, now)
 	}
+	c.expireOrphans(now)
 	c.autoscale()
 	c.scaleDown(now)
 }
@@ -346,7 +350,9 @@ func (c *Coordinator) scaleDown(now time.Time) {
 		if a.pool == "" && shared <= c.cfg.Agents.Min {
 			continue
 		}
-		if victim == nil || a.seq > victim.seq {
+		// The coordinator's own node's agents first (assign says why),
+		// then the newest.
+		if victim == nil || (c.local(a) && !c.local(victim)) || (c.local(a) == c.local(victim) && a.seq > victim.seq) {
 			victim = a
 		}
 	}
@@ -371,6 +377,7 @@ func (c *Coordinator) stopAgent(a *agentState) {
 				c.log.Warn("stop agent", "agent", a.id, "error", err)
 			}
 			delete(c.agents, a.id)
+			c.gone[a.id] = true // a heartbeat still on its way adopts nothing
 			c.broker.RemoveCredential(a.username)
 		})
 	})

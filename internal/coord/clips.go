@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -236,6 +237,10 @@ func (c *Coordinator) recover(ctx context.Context) {
 	if err := errors.Join(err1, err2); err != nil {
 		c.log.Error("recover clips: they are finished at the next start", "error", err)
 	}
+	if c.cfg.AdoptAfter > 0 {
+		c.recoverToAdopt(ctx, recording, finishing)
+		return
+	}
 	for _, cl := range recording {
 		cl.Interrupted = true
 		cl.State = ClipFinishing
@@ -254,6 +259,42 @@ func (c *Coordinator) recover(ctx context.Context) {
 	}
 	for i := range evs {
 		ev := evs[i]
+		ev.State = detect.EventPartial
+		now := c.now()
+		ev.End = &now
+		if err := c.store.SaveEvent(ctx, &ev); err != nil && !errors.Is(err, context.Canceled) {
+			c.log.Warn("recover event", "event", ev.ID, "error", err)
+		}
+	}
+}
+
+// recoverToAdopt is recover among several nodes: the clips being recorded
+// wait, as orphans, for the agents that may still record them (adopt.go);
+// the events of those clips stay open, the others are closed as partial.
+func (c *Coordinator) recoverToAdopt(ctx context.Context, recording, finishing []Clip) {
+	for _, cl := range finishing {
+		c.jobs <- cl.ID
+	}
+	evs, err := c.store.UnfinishedEvents(ctx)
+	if err != nil {
+		c.log.Error("recover events", "error", err)
+	}
+	open := map[string]*detect.Event{}
+	for i := range evs {
+		open[evs[i].ID] = &evs[i]
+	}
+	until := c.now().Add(c.cfg.AdoptAfter)
+	orphans := map[string]*orphan{}
+	held := map[string]bool{}
+	for _, cl := range recording {
+		orphans[cl.Dir] = &orphan{clip: cl, ev: open[cl.EventID], until: until}
+		held[cl.EventID] = true
+	}
+	c.do(func() { maps.Copy(c.orphans, orphans) })
+	for _, ev := range evs {
+		if held[ev.ID] {
+			continue
+		}
 		ev.State = detect.EventPartial
 		now := c.now()
 		ev.End = &now

@@ -84,6 +84,13 @@ type Config struct {
 	// external broker, where Vigil cannot make one per agent); otherwise
 	// each agent gets a credential of its own from the broker.
 	AgentLogin struct{ Username, Password string }
+	// AdoptAfter, among several nodes, has a coordinator that takes over
+	// adopt the agents of the one before that still run (by their
+	// heartbeats) and the recordings they are making (adopt.go); a clip
+	// being recorded that no agent reports within AdoptAfter is finished
+	// as interrupted. 0: clips being recorded at start are finished at
+	// once (a single node's agents end with it).
+	AdoptAfter time.Duration
 }
 
 // ConfigFrom returns the coordinator's part of vigil.yaml, with plans
@@ -135,6 +142,8 @@ type Coordinator struct {
 	queue    []*stream
 	devices  map[string]*deviceInfo // id -> what it announced
 	events   map[string]*eventState
+	orphans  map[string]*orphan // clip dir -> a clip the coordinator before was recording (adopt.go)
+	gone     map[string]bool    // agents stopped: not to be adopted again
 	nextID   int
 	instance string
 
@@ -177,7 +186,7 @@ func New(cfg Config, b Broker, st Store, rt agentrt.Runtime, fin *media.Finisher
 		cfg: cfg, broker: b, store: st, runtime: rt, finisher: fin, log: log,
 		in: make(chan func(), 4096), loopDone: make(chan struct{}), saves: newSaver(), jobs: make(chan string, 4096), stop: make(chan struct{}),
 		agents: map[string]*agentState{}, streams: map[string]*stream{}, byCamera: map[string]*stream{},
-		devices: map[string]*deviceInfo{}, events: map[string]*eventState{},
+		devices: map[string]*deviceInfo{}, events: map[string]*eventState{}, orphans: map[string]*orphan{}, gone: map[string]bool{},
 		instance: rnd.Hex(3), refusals: ratelog.New(log, time.Minute), closeGrace: 2 * time.Second,
 	}
 	m, err := newMetrics(reg, rt.Name())
@@ -193,13 +202,14 @@ func New(cfg Config, b Broker, st Store, rt agentrt.Runtime, fin *media.Finisher
 // Start subscribes to the agents' and cameras' topics, recovers clips left
 // unfinished by a previous run, starts agents.min agents and runs.
 func (c *Coordinator) Start(ctx context.Context) error {
-	if err := c.subscribe(); err != nil {
-		return err
-	}
+	// Running first: Close works after a failed Start.
 	c.wg.Add(3)
 	go func() { defer c.wg.Done(); defer close(c.loopDone); c.loop() }()
 	go func() { defer c.wg.Done(); c.finishClips() }()
 	go func() { defer c.wg.Done(); c.watchQuota() }()
+	if err := c.subscribe(); err != nil {
+		return err
+	}
 	c.recover(ctx)
 	c.do(func() {
 		for range c.cfg.Agents.Min {
@@ -297,6 +307,22 @@ func (c *Coordinator) close() error {
 	close(c.jobs)
 	c.wg.Wait()
 	return c.runtime.Close()
+}
+
+// Abandon stops a started coordinator without stopping its agents or
+// ending its streams: among several nodes, the next leader adopts them
+// (adopt.go), and the clips being recorded stay so in the database.
+func (c *Coordinator) Abandon() error {
+	c.closeOnce.Do(func() {
+		c.cancelStart()
+		c.calls.Wait() // the runtime's calls under way report to the loop
+		close(c.stop)
+		<-c.loopDone
+		c.saves.close() // its last jobs go to the finisher
+		close(c.jobs)
+		c.wg.Wait()
+	})
+	return nil
 }
 
 // settleCheck closes c.settled once no stream is live on an agent.

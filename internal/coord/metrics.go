@@ -1,6 +1,10 @@
 package coord
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 type metrics struct {
 	decisions     *prometheus.CounterVec
@@ -45,12 +49,30 @@ func newMetrics(reg prometheus.Registerer, runtime string) (*metrics, error) {
 			Name: "vigil_coordinator_refused_messages_total", Help: "Agent and camera reports the coordinator refused, by topic (heartbeat, state, segment, stream) and reason (other_client, other_login, not_connected, bad_addr, other_camera).",
 		}, []string{"topic", "reason"}),
 	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{m.decisions, m.agentStates, m.scaleUp, m.firstFrame, m.finishSeconds, m.clips, m.deleted, m.reassigned, m.atMax, m.refused} {
-			if err := reg.Register(c); err != nil {
-				return nil, err
-			}
-		}
+	if reg == nil {
+		return m, nil
+	}
+	// A node that leads again in the same process makes a coordinator
+	// again: it counts on in the collectors of the one before.
+	err := errors.Join(
+		register(reg, &m.decisions), register(reg, &m.agentStates), register(reg, &m.scaleUp), register(reg, &m.firstFrame),
+		register(reg, &m.finishSeconds), register(reg, &m.clips), register(reg, &m.deleted), register(reg, &m.reassigned),
+		register(reg, &m.atMax), register(reg, &m.refused))
+	if err != nil {
+		return nil, err
 	}
 	return m, nil
+}
+
+// register registers *c, or makes *c the collector registered before in
+// its place.
+func register[T prometheus.Collector](reg prometheus.Registerer, c *T) error {
+	err := reg.Register(*c)
+	if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
+		if existing, ok := are.ExistingCollector.(T); ok {
+			*c = existing
+			return nil
+		}
+	}
+	return err
 }

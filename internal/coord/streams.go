@@ -289,14 +289,24 @@ func (c *Coordinator) drainQueue() {
 }
 
 // assign gives a stream to the fullest agent that still has room (packing
-// streams frees whole agents for scale-down, as in the paper).
+// streams frees whole agents for scale-down, as in the paper). Among
+// several nodes, agents on other nodes than the coordinator's go first:
+// the coordinator's node dying then ends no recording (adopt.go).
 func (c *Coordinator) assign(st *stream) bool {
+	isLocal := c.local
 	var best *agentState
 	for _, a := range c.agents {
 		if a.status != agentReady || a.pool != st.pool || a.free() <= 0 || a.addr == "" {
 			continue
 		}
-		if best == nil || len(a.streams) > len(best.streams) || (len(a.streams) == len(best.streams) && a.seq < best.seq) {
+		switch {
+		case best == nil:
+			best = a
+		case isLocal(a) != isLocal(best):
+			if !isLocal(a) {
+				best = a
+			}
+		case len(a.streams) > len(best.streams) || (len(a.streams) == len(best.streams) && a.seq < best.seq):
 			best = a
 		}
 	}
@@ -564,6 +574,13 @@ func (c *Coordinator) finish(st *stream) {
 			c.log.Error("clip queue full; the clip will be finished at the next start", "clip", id)
 		}
 	})
+}
+
+// local tells whether an agent runs on the coordinator's own node, among
+// several (agentrt.Remote); false on one node.
+func (c *Coordinator) local(a *agentState) bool {
+	l, ok := c.runtime.(interface{ Local(id string) bool })
+	return ok && l.Local(a.id)
 }
 
 func agentName(a *agentState) string {

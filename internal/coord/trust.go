@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 
 	"github.com/vigilhq/vigil/internal/ingest"
 )
@@ -62,6 +63,15 @@ type origin struct {
 func (c *Coordinator) originOf(clientID string) origin {
 	login, ok := c.broker.ClientLogin(clientID)
 	return origin{clientID: clientID, login: login, connected: ok, ip: net.ParseIP(c.broker.ClientIP(clientID))}
+}
+
+// instanceOf is the coordinator instance an agent id starts with
+// ("<instance>-<n>").
+func instanceOf(id string) string {
+	if i := strings.LastIndex(id, "-"); i >= 0 {
+		return id[:i]
+	}
+	return ""
 }
 
 // agentUsername is the name of agent id's in-memory credential.

@@ -166,6 +166,19 @@ func (d *Detector) SetArmed(ctx context.Context, site string, armed bool) (Site,
 	return s, nil
 }
 
+// ModeKnown takes a site's mode as another node set it (the retained
+// vigil/<site>/mode), without storing or announcing it again.
+func (d *Detector) ModeKnown(topic string, payload []byte) {
+	parts := strings.Split(topic, "/")
+	mode := string(payload)
+	if len(parts) != 3 || parts[0] != "vigil" || parts[2] != "mode" || (mode != "armed" && mode != "disarmed") {
+		return
+	}
+	d.mu.Lock()
+	d.armed[parts[1]] = mode == "armed"
+	d.mu.Unlock()
+}
+
 // ModeCommand handles a message on vigil/<site>/mode/set: "arm" or
 // "armed" arms, "disarm" or "disarmed" disarms.
 func (d *Detector) ModeCommand(topic string, payload []byte) {

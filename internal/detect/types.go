@@ -20,6 +20,9 @@ const (
 // ModeTopic returns vigil/<site>/mode, where the site's mode is retained.
 func ModeTopic(site string) string { return "vigil/" + site + "/mode" }
 
+// ModeFilter matches every site's mode (retained).
+const ModeFilter = "vigil/+/mode"
+
 // Event states.
 const (
 	EventRecording = "recording" // cameras are streaming

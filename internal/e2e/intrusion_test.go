@@ -565,25 +565,32 @@ func TestTheDemoTellsTheWholeStory(t *testing.T) {
 	}
 	// Playback over the API: a Range request for the first KB, and the
 	// thumbnail.
-	req, _ := http.NewRequest("GET", "http://"+ta.HTTP.Addr().String()+"/api/v1/clips/"+clip.ID+"/video", nil)
-	req.SetBasicAuth("admin", adminPassword)
-	req.Header.Set("Range", "bytes=0-1023")
-	resp, err := http.DefaultClient.Do(req)
-	must(t, err)
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusPartialContent || len(body) != 1024 || resp.Header.Get("Content-Type") != "video/mp4" || string(body[4:8]) != "ftyp" {
-		t.Errorf("range request: %d, %d bytes, %q", resp.StatusCode, len(body), resp.Header.Get("Content-Type"))
+	if code, body, ctype := firstKB(t, "http://"+ta.HTTP.Addr().String(), clip.ID); code != http.StatusPartialContent || len(body) != 1024 || ctype != "video/mp4" || string(body[4:8]) != "ftyp" {
+		t.Errorf("range request: %d, %d bytes, %q", code, len(body), ctype)
 	}
-	req, _ = http.NewRequest("GET", "http://"+ta.HTTP.Addr().String()+"/api/v1/clips/"+clip.ID+"/thumbnail", nil)
+	req, _ := http.NewRequest("GET", "http://"+ta.HTTP.Addr().String()+"/api/v1/clips/"+clip.ID+"/thumbnail", nil)
 	req.SetBasicAuth("admin", adminPassword)
-	resp, err = http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(req)
 	must(t, err)
 	thumb, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if _, err := jpeg.DecodeConfig(bytes.NewReader(thumb)); err != nil || resp.StatusCode != 200 {
 		t.Errorf("thumbnail: %d %v", resp.StatusCode, err)
 	}
+}
+
+// firstKB asks base for the first KB of a clip's video, as a player does
+// (a Range request); it returns the status, the body and its type.
+func firstKB(t testing.TB, base, clip string) (int, []byte, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", base+"/api/v1/clips/"+clip+"/video", nil)
+	req.SetBasicAuth("admin", adminPassword)
+	req.Header.Set("Range", "bytes=0-1023")
+	resp, err := http.DefaultClient.Do(req)
+	must(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, body, resp.Header.Get("Content-Type")
 }
 
 func TestArmingIsForAdminsAndDisarmedSitesDoNotRecord(t *testing.T) {

@@ -59,7 +59,8 @@ func TestVigilUpOnPostgreSQL(t *testing.T) {
 
 // GET /api/v1/cluster lists the nodes that share the database: two vigil
 // up on one PostgreSQL database both appear, up, each with its own id and
-// address; a node keeps its id across a restart.
+// address; a browser signed in on one is signed in on the other (session
+// and CSRF token); a node keeps its id across a restart.
 func TestTheClusterListsTheNodesSharingTheDatabase(t *testing.T) {
 	pg := testpeer.NeedPostgres(t)
 	url := pg.NewDatabase(t)
@@ -88,6 +89,23 @@ func TestTheClusterListsTheNodesSharingTheDatabase(t *testing.T) {
 	if idA == "" {
 		t.Fatalf("node a (%s) not listed: %+v", a.HTTP.Addr(), ns)
 	}
+	// A browser signed in on one node is signed in on the other: the
+	// session and its CSRF token are in the shared database.
+	br := newBrowser(t, a)
+	if code := br.login("admin", adminPassword); code != 200 {
+		t.Fatalf("login on node a: %d", code)
+	}
+	br.base = "http://" + b.HTTP.Addr().String() // the same cookie jar: cookies do not tell ports apart
+	if code, _, _ := br.do("GET", "/api/v1/me", "", nil, nil); code != 200 {
+		t.Errorf("node b does not know node a's session: %d", code)
+	}
+	if code, _, _ := br.do("POST", "/api/v1/sites/home/disarm", "", nil, map[string]string{"X-CSRF-Token": br.csrf}); code != 200 {
+		t.Errorf("node b refuses node a's CSRF token: %d", code)
+	}
+	if code, _, _ := br.do("POST", "/api/v1/sites/home/arm", "", nil, map[string]string{"X-CSRF-Token": "forged"}); code != 403 {
+		t.Errorf("node b takes a forged CSRF token: %d", code)
+	}
+
 	a.Close()
 	a = openApp(t, a.cfg, adminPassword)
 	ns = nodes(a)

@@ -170,7 +170,13 @@ type Heartbeat struct {
 
 // StreamStatus is one stream in a heartbeat.
 type StreamStatus struct {
-	StreamID string  `json:"stream_id"`
+	StreamID string `json:"stream_id"`
+	// What the stream is, from its expect command: a coordinator that
+	// takes over from another adopts the stream by its clip's Dir.
+	Site     string  `json:"site,omitempty"`
+	Camera   string  `json:"camera,omitempty"`
+	Dir      string  `json:"dir,omitempty"`
+	LiveOnly bool    `json:"live_only,omitempty"`
 	Frames   uint64  `json:"frames"`
 	Packets  uint64  `json:"packets"`
 	Lost     uint64  `json:"packets_lost"`

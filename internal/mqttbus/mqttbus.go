@@ -31,8 +31,14 @@ type Bus struct {
 	subs []sub
 
 	holdMu  sync.Mutex
-	holding bool            // messages wait in held until Release
-	held    []*paho.Publish // in their order of arrival
+	holding bool   // messages wait in held until Release
+	held    []held // in their order of arrival
+}
+
+// held is a message not handed out yet, nor acknowledged.
+type held struct {
+	p   *paho.Publish
+	ack func()
 }
 
 type sub struct {
@@ -63,7 +69,9 @@ func open(ctx context.Context, c mqttconn.Client, hold bool) (*Bus, error) {
 	life, cancel := context.WithCancel(context.Background())
 	b := &Bus{cancel: cancel, holding: hold}
 	c.Subscriptions = nil
-	c.OnMessage = b.dispatch
+	// A message is acknowledged once its handlers ran: one held when the
+	// connection ends is the broker's to send again.
+	c.OnMessage, c.OnMessageAck = nil, b.dispatch
 	up := c.OnUp
 	c.OnUp = func(ctx context.Context, cm *autopaho.ConnectionManager) error {
 		b.mu.RLock()
@@ -111,23 +119,25 @@ func subscribe(ctx context.Context, cm *autopaho.ConnectionManager, filters ...s
 func (b *Bus) Release() {
 	b.holdMu.Lock()
 	defer b.holdMu.Unlock()
-	for _, p := range b.held {
-		b.deliver(p)
+	for _, m := range b.held {
+		b.deliver(m.p)
+		m.ack()
 	}
 	b.held, b.holding = nil, false
 }
 
-// dispatch hands a message to the handlers of the filters it matches, or
-// holds it.
-func (b *Bus) dispatch(p *paho.Publish) {
+// dispatch hands a message to the handlers of the filters it matches and
+// acknowledges it, or holds it.
+func (b *Bus) dispatch(p *paho.Publish, ack func()) {
 	b.holdMu.Lock()
 	if b.holding {
-		b.held = append(b.held, p)
+		b.held = append(b.held, held{p, ack})
 		b.holdMu.Unlock()
 		return
 	}
 	b.holdMu.Unlock()
 	b.deliver(p)
+	ack()
 }
 
 func (b *Bus) deliver(p *paho.Publish) {

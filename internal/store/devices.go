@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -93,15 +94,15 @@ func (s *Store) loadDevices(ctx context.Context) error {
 }
 
 // freshDevices loads the devices, and on a database other nodes share
-// re-reads what they wrote when the copy is older than s.shared (or at once
-// when force): a device another node made appears, and a device's newer
+// re-reads what they wrote when the copy is older than s.shared: a device
+// another node made appears, and a device's newer
 // state replaces this node's. The caller holds mu.
-func (s *Store) freshDevices(ctx context.Context, force bool) error {
+func (s *Store) freshDevices(ctx context.Context) error {
 	if err := s.loadDevices(ctx); err != nil {
 		return err
 	}
 	c := &s.devs
-	if s.shared == 0 || (!force && time.Since(c.refreshed) < s.shared) {
+	if s.shared == 0 || time.Since(c.refreshed) < s.shared {
 		return nil
 	}
 	rows, err := s.db.QueryContext(ctx, `SELECT pk, `+deviceColumns+` FROM devices`)
@@ -291,9 +292,13 @@ func (s *Store) Checkpoint(ctx context.Context) error {
 // one statement per row would spend most of its time parsing.
 // Several nodes may write one device (a shared database): each column
 // keeps the newest of what they know (its status by status_since, its last
-// value by last_seen), and a node that never saw a device's meta or client
-// id does not erase them.
+// value by last_seen), and a node that never saw a device's type, units,
+// last value, meta or client id does not erase them.
 func upsertDevices(ctx context.Context, tx *tx, ds []*device) (map[string]int64, error) {
+	// In one order on every node: two nodes' transactions lock the same
+	// rows without deadlocking each other.
+	ds = slices.Clone(ds)
+	slices.SortFunc(ds, func(a, b *device) int { return strings.Compare(a.id, b.id) })
 	pks := make(map[string]int64, len(ds))
 	for chunk := range slices.Chunk(ds, rowsPerStatement) {
 		args := make([]any, 0, len(chunk)*11)
@@ -383,10 +388,12 @@ func multiRow(head, group, tail string, n int) string {
 func upsertDevicesSQL(n int) string {
 	return multiRow(`INSERT INTO devices (`+deviceColumns+`) VALUES `, `(?,?,?,?,?,?,?,?,?,?,?)`, `
 		ON CONFLICT (id) DO UPDATE SET
-			site = excluded.site, type = excluded.type, units = excluded.units,
+			site = excluded.site,
+			type = CASE WHEN excluded.type = '' THEN devices.type ELSE excluded.type END,
+			units = CASE WHEN excluded.units = '' THEN devices.units ELSE excluded.units END,
 			status = CASE WHEN excluded.status_since >= devices.status_since THEN excluded.status ELSE devices.status END,
 			status_since = CASE WHEN excluded.status_since >= devices.status_since THEN excluded.status_since ELSE devices.status_since END,
-			last_value = CASE WHEN excluded.last_seen >= devices.last_seen THEN excluded.last_value ELSE devices.last_value END,
+			last_value = CASE WHEN excluded.last_seen >= devices.last_seen AND excluded.last_value IS NOT NULL THEN excluded.last_value ELSE devices.last_value END,
 			last_seen = CASE WHEN excluded.last_seen >= devices.last_seen THEN excluded.last_seen ELSE devices.last_seen END,
 			client_id = CASE WHEN excluded.client_id = '' THEN devices.client_id ELSE excluded.client_id END,
 			meta = CASE WHEN excluded.meta = '' THEN devices.meta ELSE excluded.meta END
@@ -405,7 +412,7 @@ func (s *Store) ListDevices(ctx context.Context, f telemetry.DeviceFilter) ([]te
 	c := &s.devs
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err := s.freshDevices(ctx, false); err != nil {
+	if err := s.freshDevices(ctx); err != nil {
 		return nil, err
 	}
 	out := []telemetry.Device{}
@@ -442,16 +449,29 @@ func (s *Store) GetDevice(ctx context.Context, id string) (telemetry.Device, err
 // nodes share, one this node does not know yet is looked for there. The
 // caller holds mu.
 func (s *Store) cachedDevice(ctx context.Context, id string) (*device, error) {
-	if err := s.freshDevices(ctx, false); err != nil {
+	if err := s.freshDevices(ctx); err != nil {
 		return nil, err
 	}
 	if d := s.devs.byID[id]; d != nil || s.shared == 0 {
 		return d, nil
 	}
-	if err := s.freshDevices(ctx, true); err != nil {
-		return nil, err
+	// Made by another node since the last refresh, or no such device:
+	// one row, not the table (anyone may ask for ids that do not exist).
+	var d device
+	var value sql.NullFloat64
+	err := s.db.QueryRowContext(ctx, `SELECT pk, `+deviceColumns+` FROM devices WHERE id = ?`, id).
+		Scan(&d.pk, &d.id, &d.site, &d.typ, &d.units, &d.status, &d.statusSince, &d.firstSeen, &d.lastSeen, &value, &d.clientID, &d.meta)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
 	}
-	return s.devs.byID[id], nil
+	if err != nil {
+		return nil, fmt.Errorf("read device: %w", err)
+	}
+	if value.Valid {
+		d.lastValue = &value.Float64
+	}
+	s.devs.byID[id] = &d
+	return &d, nil
 }
 
 // devicePK returns a device's primary key.
@@ -476,7 +496,7 @@ func (s *Store) MarkStale(ctx context.Context, cutoff, now time.Time) ([]string,
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	// What other nodes saw of the devices counts too.
-	if err := s.freshDevices(ctx, false); err != nil {
+	if err := s.freshDevices(ctx); err != nil {
 		return nil, err
 	}
 	var ids []string

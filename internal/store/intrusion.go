@@ -70,35 +70,30 @@ func (s *Store) SetPlan(ctx context.Context, name, plan string) (detect.Site, er
 // SitePlan returns the plan set for a site ("" for vigil.yaml's). It is
 // answered from memory: the coordinator asks it for every stream and must
 // not wait for the database; on a database other nodes share, the plans
-// are read again at most every Store.shared.
-func (s *Store) SitePlan(name string) string {
-	if s.shared > 0 && s.plans.stale(s.shared) {
-		// Another node may have set it: read them again, at most every
-		// s.shared.
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		s.loadPlans(ctx) // on error the plans as known
+// are read again every Store.shared, in the background.
+func (s *Store) SitePlan(name string) string { return s.plans.get(name) }
+
+// refreshPlans reads the plans again every d until ctx ends: on a
+// database other nodes share, one of them may set a site's plan.
+func (s *Store) refreshPlans(ctx context.Context, d time.Duration) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		s.loadPlans(rctx) // on error the plans as known
+		cancel()
 	}
-	return s.plans.get(name)
 }
 
 // planCache is the sites' plans as stored, kept in memory (SitePlan).
 type planCache struct {
-	mu     sync.Mutex
-	m      map[string]string // site -> plan, "" left out
-	loaded time.Time
-}
-
-// stale tells whether the plans were read longer than d ago, and if so
-// counts them read now (one reader reloads).
-func (c *planCache) stale(d time.Duration) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if time.Since(c.loaded) < d {
-		return false
-	}
-	c.loaded = time.Now()
-	return true
+	mu sync.Mutex
+	m  map[string]string // site -> plan, "" left out
 }
 
 func (c *planCache) get(site string) string {
@@ -129,9 +124,6 @@ func (s *Store) loadPlans(ctx context.Context) error {
 	for _, site := range sites {
 		s.plans.set(site.Name, site.Plan)
 	}
-	s.plans.mu.Lock()
-	s.plans.loaded = time.Now()
-	s.plans.mu.Unlock()
 	return nil
 }
 

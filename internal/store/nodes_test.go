@@ -87,6 +87,18 @@ func TestNodesSharingADatabaseSeeEachOthersDevices(t *testing.T) {
 		t.Fatalf("a's list after b's writes: %+v %v", ds, err)
 	}
 
+	// A plan set on one node reaches the other (read again every 2 s).
+	if _, err := a.SetPlan(ctx, "home", "pro"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for b.SitePlan("home") != "pro" && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := b.SitePlan("home"); got != "pro" {
+		t.Errorf("b's plan for home: %q, want a's pro", got)
+	}
+
 	// A third node that knew nothing of cam1 stores an older reading of
 	// it: the meta stays, and so do the newer status and last value.
 	c := open()
@@ -95,9 +107,17 @@ func TestNodesSharingADatabaseSeeEachOthersDevices(t *testing.T) {
 	if err := c.Apply(ctx, []telemetry.Event{reading("cam1", t0.Add(1500*time.Millisecond), 9, 7)}); err != nil {
 		t.Fatal(err)
 	}
+	// ... and a status from yet another one (no type, units or value).
+	e := open()
+	e.devs.loaded, e.devs.byID, e.devs.dirty, e.devs.refreshed = true, map[string]*device{}, map[string]bool{}, time.Now().Add(time.Hour)
+	e.shared = time.Hour
+	if err := e.Apply(ctx, []telemetry.Event{{DeviceID: "cam1", Site: "home", Time: t0.Add(time.Second), Status: telemetry.StatusOnline}}); err != nil {
+		t.Fatal(err)
+	}
 	fresh := open()
 	d, err = fresh.GetDevice(ctx, "cam1")
-	if err != nil || !d.Meta.Has(telemetry.CapCamera) || d.Status != telemetry.StatusOffline || *d.LastValue != 2 {
-		t.Errorf("after a write from a node that did not know cam1: %+v %v", d, err)
+	if err != nil || !d.Meta.Has(telemetry.CapCamera) || d.Status != telemetry.StatusOffline || d.LastValue == nil || *d.LastValue != 2 ||
+		d.Type != "temperature" || d.Units != "Celsius" {
+		t.Errorf("after writes from nodes that did not know cam1: %+v %v", d, err)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
@@ -40,6 +41,9 @@ type Store struct {
 	// be on a database other nodes write too (PostgreSQL); 0 on SQLite,
 	// which is this node's alone.
 	shared time.Duration
+	// stopRefresh ends the goroutine that reads the plans again (shared).
+	stopRefresh context.CancelFunc
+	refreshing  sync.WaitGroup
 }
 
 // sharedRefresh is Store.shared on PostgreSQL.
@@ -89,6 +93,12 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		s.db.Close()
 		return nil, err
 	}
+	if s.shared > 0 {
+		rctx, cancel := context.WithCancel(context.Background())
+		s.stopRefresh = cancel
+		every := s.shared
+		s.refreshing.Go(func() { s.refreshPlans(rctx, every) })
+	}
 	return s, nil
 }
 
@@ -105,6 +115,10 @@ func redactURL(s string) string {
 
 // Close writes the devices' latest values and closes the database.
 func (s *Store) Close() error {
+	if s.stopRefresh != nil {
+		s.stopRefresh()
+		s.refreshing.Wait()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return errors.Join(s.Checkpoint(ctx), s.db.Close())
