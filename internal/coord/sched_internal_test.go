@@ -125,8 +125,9 @@ func (r *memRuntime) exit(t *testing.T, id string) {
 type rig struct {
 	t     *testing.T
 	c     *Coordinator
-	rt    *memRuntime
-	store *memStore
+	rt     *memRuntime
+	store  *memStore
+	broker *memBroker
 	clock *testkit.Clock
 	// plans are the sites' plans; the default plan has no dedicated agent.
 	plans map[string]conf.Plan
@@ -138,7 +139,7 @@ func newRig(t *testing.T, agents conf.Agents) *rig {
 	return newRigWith(t, agents, &memRuntime{exits: map[string]func(error){}, started: make(chan string, 100)})
 }
 
-func newRigWith(t *testing.T, agents conf.Agents, rt *memRuntime) *rig {
+func newRigWith(t *testing.T, agents conf.Agents, rt *memRuntime, opts ...func(*Config)) *rig {
 	r := &rig{t: t, clock: testkit.NewClock(rigStart), plans: map[string]conf.Plan{}, rt: rt, store: &memStore{events: map[string]detect.Event{}, clips: map[string]Clip{}}}
 	if agents.HeartbeatTimeout == 0 {
 		agents.HeartbeatTimeout = 10 * time.Second
@@ -153,9 +154,13 @@ func newRigWith(t *testing.T, agents conf.Agents, rt *memRuntime) *rig {
 		Now:     r.clock.Now,
 		Tick:    -1, // the test runs the timers
 	}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	fin := media.NewFinisher()
 	fin.FFmpeg = ""
-	c, err := New(cfg, &memBroker{}, r.store, r.rt, fin,
+	r.broker = &memBroker{}
+	c, err := New(cfg, r.broker, r.store, r.rt, fin,
 		slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
