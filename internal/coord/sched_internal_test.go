@@ -123,12 +123,12 @@ func (r *memRuntime) exit(t *testing.T, id string) {
 }
 
 type rig struct {
-	t     *testing.T
-	c     *Coordinator
+	t      *testing.T
+	c      *Coordinator
 	rt     *memRuntime
 	store  *memStore
 	broker *memBroker
-	clock *testkit.Clock
+	clock  *testkit.Clock
 	// plans are the sites' plans; the default plan has no dedicated agent.
 	plans map[string]conf.Plan
 }
