@@ -28,6 +28,7 @@ import (
 	"github.com/vigilhq/vigil/internal/detect"
 	"github.com/vigilhq/vigil/internal/httpapi"
 	"github.com/vigilhq/vigil/internal/hub"
+	"github.com/vigilhq/vigil/internal/mqttbus"
 	"github.com/vigilhq/vigil/internal/notify"
 	"github.com/vigilhq/vigil/internal/selfaudit"
 	"github.com/vigilhq/vigil/internal/store"
@@ -60,6 +61,7 @@ type App struct {
 	Telemetry *telemetry.Pipeline
 	Broker    *broker.Server // the embedded broker; nil on an external broker
 	Bus       Bus            // the broker Vigil's parts publish and subscribe on
+	extBus    *mqttbus.Bus   // Bus on an external broker; nil on the embedded one
 	HTTP      *httpapi.Server
 	Detector  *detect.Detector
 	coord     *coordinator    // this node's coordinator, or the leader's (lead.go)

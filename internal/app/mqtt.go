@@ -67,7 +67,7 @@ func (a *App) openMQTT(ctx context.Context) error {
 			b.Publish(state, []byte("offline"), true, 1)
 			return b.Close()
 		})
-		a.Bus = b
+		a.Bus, a.extBus = b, b
 		a.log.Info("connected to the external broker", "urls", strings.Join(cfg.MQTT.URLs, ","), "username", cfg.MQTT.Username)
 		return nil
 	}

@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -144,6 +145,30 @@ func (n *clusterNode) post(t *testing.T, path string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// streamed counts the lines holding want that the node's event stream
+// sends in d (the first second not counted: the node takes the devices'
+// messages once a browser listens).
+func (n *clusterNode) streamed(t *testing.T, path, want string, d time.Duration) int {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", n.http+path, nil)
+	req.SetBasicAuth("admin", adminPassword)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	start := time.Now()
+	count := 0
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), want) && time.Since(start) > time.Second {
+			count++
+		}
+	}
+	return count
 }
 
 // leads tells whether the node runs the coordinator (the others relay
@@ -519,6 +544,15 @@ func TestThreeNodesSurviveKills(t *testing.T) {
 	for _, n := range nodes {
 		if code, body, _ := firstKB(t, n.http, clip.ID); code != http.StatusPartialContent || len(body) != 1024 || string(body[4:8]) != "ftyp" {
 			t.Errorf("%s serves the clip: %d, %d bytes", n.name, code, len(body))
+		}
+	}
+
+	// A browser on any node sees every reading of a device live, not only
+	// the share its node stores: one a second here.
+	sensor := fleet.DeviceIDs()[0]
+	for _, n := range nodes {
+		if got := n.streamed(t, "/api/v1/stream?events=reading&device="+sensor, "event: reading", 6*time.Second); got < 4 {
+			t.Errorf("%s streamed %d readings of %s in 6 s, want about 5 (one a second)", n.name, got, sensor)
 		}
 	}
 

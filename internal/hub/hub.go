@@ -71,6 +71,21 @@ func (h *Hub) Unsubscribe(s *Sub) {
 // can skip building them.
 func (h *Hub) Active() bool { return h.n.Load() > 0 }
 
+// Wants reports whether a subscriber listens for event.
+func (h *Hub) Wants(event string) bool {
+	if !h.Active() {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.subs {
+		if s.events == nil || s.events[event] {
+			return true
+		}
+	}
+	return false
+}
+
 // Publish sends m to the subscribers that want it.
 func (h *Hub) Publish(m Message) {
 	if !h.Active() {

@@ -8,6 +8,7 @@ package mqttbus
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -44,6 +45,7 @@ type held struct {
 type sub struct {
 	filter string
 	h      Handler
+	qos    byte
 }
 
 // ErrClosed is returned by a Bus after Close.
@@ -75,12 +77,9 @@ func open(ctx context.Context, c mqttconn.Client, hold bool) (*Bus, error) {
 	up := c.OnUp
 	c.OnUp = func(ctx context.Context, cm *autopaho.ConnectionManager) error {
 		b.mu.RLock()
-		filters := make([]string, 0, len(b.subs))
-		for _, s := range b.subs {
-			filters = append(filters, s.filter)
-		}
+		subs := slices.Clone(b.subs)
 		b.mu.RUnlock()
-		if err := subscribe(ctx, cm, filters...); err != nil || up == nil {
+		if err := subscribe(ctx, cm, subs...); err != nil || up == nil {
 			return err
 		}
 		return up(ctx, cm)
@@ -94,21 +93,21 @@ func open(ctx context.Context, c mqttconn.Client, hold bool) (*Bus, error) {
 	return b, nil
 }
 
-func subscribe(ctx context.Context, cm *autopaho.ConnectionManager, filters ...string) error {
-	if len(filters) == 0 {
+func subscribe(ctx context.Context, cm *autopaho.ConnectionManager, subs ...sub) error {
+	if len(subs) == 0 {
 		return nil
 	}
 	s := &paho.Subscribe{}
-	for _, f := range filters {
-		s.Subscriptions = append(s.Subscriptions, paho.SubscribeOptions{Topic: f, QoS: 1})
+	for _, f := range subs {
+		s.Subscriptions = append(s.Subscriptions, paho.SubscribeOptions{Topic: f.filter, QoS: f.qos})
 	}
 	ack, err := cm.Subscribe(ctx, s)
 	if err != nil {
 		return err
 	}
 	for i, code := range ack.Reasons {
-		if code >= 0x80 && i < len(filters) {
-			return errors.New("mqttbus: the broker refused the subscription to " + filters[i])
+		if code >= 0x80 && i < len(subs) {
+			return errors.New("mqttbus: the broker refused the subscription to " + subs[i].filter)
 		}
 	}
 	return nil
@@ -157,16 +156,36 @@ func (b *Bus) deliver(p *paho.Publish) {
 // Subscribe has h take the messages of filter, now and after every
 // reconnection. Two subscriptions should not overlap: a broker may send a
 // message once per matching subscription.
-func (b *Bus) Subscribe(filter string, h Handler) error {
+func (b *Bus) Subscribe(filter string, h Handler) error { return b.subscribeQoS(filter, h, 1) }
+
+func (b *Bus) subscribeQoS(filter string, h Handler, qos byte) error {
+	s := sub{filter, h, qos}
 	b.mu.Lock()
-	b.subs = append(b.subs, sub{filter, h})
+	b.subs = append(b.subs, s)
 	b.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := b.cm.AwaitConnection(ctx); err != nil {
 		return nil // not connected now: OnUp subscribes on the next connection
 	}
-	return subscribe(ctx, b.cm, filter)
+	return subscribe(ctx, b.cm, s)
+}
+
+// SubscribeQoS0 is Subscribe at QoS 0: for what may be lost (a live view).
+func (b *Bus) SubscribeQoS0(filter string, h Handler) error { return b.subscribeQoS(filter, h, 0) }
+
+// Unsubscribe ends the subscriptions of filter.
+func (b *Bus) Unsubscribe(filter string) error {
+	b.mu.Lock()
+	b.subs = slices.DeleteFunc(b.subs, func(s sub) bool { return s.filter == filter })
+	b.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.cm.AwaitConnection(ctx); err != nil {
+		return nil // not connected: the next connection does not make it
+	}
+	_, err := b.cm.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{filter}})
+	return err
 }
 
 // Publish sends a message; at QoS 1 and 2 it returns once the broker

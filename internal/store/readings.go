@@ -55,7 +55,9 @@ func (s *Store) DeleteReadingsBefore(ctx context.Context, cutoff time.Time, chun
 	var first sql.NullInt64
 	err := s.db.QueryRowContext(ctx, `SELECT id FROM readings WHERE received >= ? ORDER BY id LIMIT 1`, ms(cutoff)).Scan(&first)
 	if errors.Is(err, sql.ErrNoRows) {
-		if err := s.db.QueryRowContext(ctx, `SELECT MAX(id) + 1 FROM readings`).Scan(&first); err != nil {
+		// Every reading is old, as of that query; one stored since is
+		// not (asking for the newest id of all would take it too).
+		if err := s.db.QueryRowContext(ctx, `SELECT MAX(id) + 1 FROM readings WHERE received < ?`, ms(cutoff)).Scan(&first); err != nil {
 			return 0, fmt.Errorf("retention: %w", err)
 		}
 	} else if err != nil {
