@@ -2,15 +2,20 @@ package coord
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"net"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/detect"
 	"github.com/vigilhq/vigil/internal/ingest"
+	"github.com/vigilhq/vigil/internal/media"
 )
 
 // A coordinator that takes over from one that died adopts the agents that
@@ -109,4 +114,50 @@ func (r *rig) flush() {
 	done := make(chan struct{})
 	r.do(func() { r.c.saves.add(func(context.Context) { close(done) }) })
 	<-done
+}
+
+// A node that leads, steps down and leads again in one process makes a
+// second coordinator on the same metrics registry.
+func TestACoordinatorCanBeMadeAgainOnOneRegistry(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	cfg := Config{Agents: conf.Agents{Capacity: 3}, PlanFor: func(string) (string, conf.Plan) { return "", conf.Plan{} }, Tick: -1}
+	for i := range 2 {
+		c, err := New(cfg, &memBroker{}, &memStore{events: map[string]detect.Event{}, clips: map[string]Clip{}},
+			&memRuntime{exits: map[string]func(error){}, started: make(chan string, 10)}, media.NewFinisher(), slog.New(slog.DiscardHandler), reg)
+		if err != nil {
+			t.Fatalf("coordinator %d: %v", i+1, err)
+		}
+		if err := c.Start(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		c.Abandon()
+	}
+}
+
+// refusingBroker refuses every subscription.
+type refusingBroker struct{ memBroker }
+
+func (*refusingBroker) Subscribe(string, func(string, []byte, string)) error {
+	return errors.New("not authorized")
+}
+
+// Close after a Start that failed (the broker refused a subscription)
+// returns; it used to wait for a loop that never ran.
+func TestCloseAfterAFailedStartReturns(t *testing.T) {
+	cfg := Config{Agents: conf.Agents{Capacity: 3}, PlanFor: func(string) (string, conf.Plan) { return "", conf.Plan{} }, Tick: -1}
+	c, err := New(cfg, &refusingBroker{}, &memStore{events: map[string]detect.Event{}, clips: map[string]Clip{}},
+		&memRuntime{exits: map[string]func(error){}, started: make(chan string, 10)}, media.NewFinisher(), slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(t.Context()); err == nil {
+		t.Fatal("Start succeeded with a broker that refuses subscriptions")
+	}
+	closed := make(chan struct{})
+	go func() { c.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return after a failed Start")
+	}
 }
