@@ -123,23 +123,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		received = subscriber.Received
 	}
 
-	sc := sim.NewScenario()
-	sc.Brokers = []string{t.url()}
-	sc.QoS = o.QoS
-	sc.ConnectRate = 1000
-	sc.KeepAlive = 60 * time.Second
-	sc.Fleets = []sim.Fleet{{Name: "bench", Site: "bench", Type: sim.TypeTemperature, Count: o.Devices, Period: o.Period}}
-	sc.ApplyDefaults()
-	fleet, err := sim.New(sc, o.Log)
+	fleet, err := startFleet(ctx, t.url(), o.Devices, o.Period, o.QoS, o.Log)
 	if err != nil {
 		return nil, err
 	}
-	st := fleet.Stats()
-
-	runCtx, stopFleet := context.WithCancel(ctx)
-	defer stopFleet()
-	fleetDone := make(chan struct{})
-	go func() { defer close(fleetDone); fleet.Run(runCtx) }()
+	defer fleet.end()
+	st := fleet.st
 
 	// Phase 1: connect everyone (bounded: 2 minutes plus the ramp).
 	progressCtx, stopProgress := context.WithCancel(ctx)
@@ -155,23 +144,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		prevPub, prevRecv, prevAt = pub, recv, now
 		return line
 	})
-	connectBy := time.Now().Add(2*time.Minute + time.Duration(o.Devices)*time.Second/1000)
-	for st.EverConnected.Load() < int64(o.Devices) {
-		if time.Now().After(connectBy) {
-			return nil, fmt.Errorf("only %d of %d devices connected", st.EverConnected.Load(), o.Devices)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
+	if err := fleet.connected(ctx); err != nil {
+		return nil, err
 	}
 	sum := st.Summary()
 	// Let every device publish once before the steady phase begins.
-	select {
-	case <-time.After(o.Period + time.Second):
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if err := sleepCtx(ctx, o.Period+time.Second); err != nil {
+		return nil, err
 	}
 
 	// Phase 2: steady state.
@@ -190,8 +169,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	stopProgress()
 
 	// Phase 3: stop the fleet, wait for the subscriber and storage to drain.
-	stopFleet()
-	<-fleetDone
+	fleet.end()
 	end := st.Summary()
 	drainBy := time.Now().Add(60 * time.Second)
 	for o.Subscriber && received() < end.Published && time.Now().Before(drainBy) {
@@ -229,6 +207,54 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	return r, nil
+}
+
+// benchFleet is the benchmarks' fleet: temperature sensors on one broker,
+// running until end.
+type benchFleet struct {
+	st      *sim.Stats
+	devices int
+	stop    context.CancelFunc
+	done    chan struct{}
+}
+
+func startFleet(ctx context.Context, url string, devices int, period time.Duration, qos int, log *slog.Logger) (*benchFleet, error) {
+	sc := sim.NewScenario()
+	sc.Brokers = []string{url}
+	sc.QoS = qos
+	sc.ConnectRate = 1000
+	sc.KeepAlive = 60 * time.Second
+	sc.Fleets = []sim.Fleet{{Name: "bench", Site: "bench", Type: sim.TypeTemperature, Count: devices, Period: period}}
+	sc.ApplyDefaults()
+	s, err := sim.New(sc, log)
+	if err != nil {
+		return nil, err
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	f := &benchFleet{st: s.Stats(), devices: devices, stop: stop, done: make(chan struct{})}
+	go func() { defer close(f.done); s.Run(runCtx) }()
+	return f, nil
+}
+
+// connected waits until every device connected once (2 minutes at most,
+// plus the ramp).
+func (f *benchFleet) connected(ctx context.Context) error {
+	by := time.Now().Add(2*time.Minute + time.Duration(f.devices)*time.Second/1000)
+	for f.st.EverConnected.Load() < int64(f.devices) {
+		if time.Now().After(by) {
+			return fmt.Errorf("only %d of %d devices connected", f.st.EverConnected.Load(), f.devices)
+		}
+		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// end stops the fleet (its devices disconnect) and waits for it.
+func (f *benchFleet) end() {
+	f.stop()
+	<-f.done
 }
 
 // cpuSeconds returns the user+system CPU time of a process.

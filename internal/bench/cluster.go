@@ -15,7 +15,6 @@ import (
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/measure"
 	"github.com/vigilhq/vigil/internal/pgtemp"
-	"github.com/vigilhq/vigil/internal/sim"
 )
 
 // ClusterOptions configure `vigil bench --target cluster`: the same fleet
@@ -120,21 +119,12 @@ func runCluster(ctx context.Context, o ClusterOptions, dir string, m *mosquittoT
 	}
 	fmt.Fprintf(o.Progress, "cluster: %d node(s) on Mosquitto %s and one PostgreSQL; %d devices every %v, QoS %d\n", n, m.url(), o.Devices, o.Period, o.QoS)
 
-	sc := sim.NewScenario()
-	sc.Brokers = []string{m.url()}
-	sc.QoS = o.QoS
-	sc.ConnectRate = 1000
-	sc.Fleets = []sim.Fleet{{Name: "bench", Site: "bench", Type: sim.TypeTemperature, Count: o.Devices, Period: o.Period}}
-	sc.ApplyDefaults()
-	fleet, err := sim.New(sc, o.Log)
+	fleet, err := startFleet(ctx, m.url(), o.Devices, o.Period, o.QoS, o.Log)
 	if err != nil {
 		return nil, err
 	}
-	st := fleet.Stats()
-	runCtx, stopFleet := context.WithCancel(ctx)
-	defer stopFleet()
-	fleetDone := make(chan struct{})
-	go func() { defer close(fleetDone); fleet.Run(runCtx) }()
+	defer fleet.end()
+	st := fleet.st
 
 	// storedBy is what each node stored (0 for one that does not answer).
 	storedBy := func() []int64 {
@@ -164,14 +154,8 @@ func runCluster(ctx context.Context, o ClusterOptions, dir string, m *mosquittoT
 		prevPub, prevStored, prevAt = pub, stored, now
 		return line
 	})
-	connectBy := time.Now().Add(2*time.Minute + time.Duration(o.Devices)*time.Second/1000)
-	for st.EverConnected.Load() < int64(o.Devices) {
-		if time.Now().After(connectBy) {
-			return nil, fmt.Errorf("only %d of %d devices connected", st.EverConnected.Load(), o.Devices)
-		}
-		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
-			return nil, err
-		}
+	if err := fleet.connected(ctx); err != nil {
+		return nil, err
 	}
 	if err := sleepCtx(ctx, o.Period+time.Second); err != nil {
 		return nil, err
@@ -204,8 +188,7 @@ func runCluster(ctx context.Context, o ClusterOptions, dir string, m *mosquittoT
 
 	// Stop the fleet and let the nodes store the rest; then count the
 	// rows: every acknowledged reading, each once.
-	stopFleet()
-	<-fleetDone
+	fleet.end()
 	end := st.Summary()
 	r.Published, r.AckP99ms = end.Published, end.AckLatency.P99ms
 	c, err := pgx.Connect(ctx, db)
