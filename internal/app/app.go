@@ -65,6 +65,7 @@ type App struct {
 	HTTP      *httpapi.Server
 	Detector  *detect.Detector
 	coord     *coordinator    // this node's coordinator, or the leader's (lead.go)
+	disc      *discovery      // Home Assistant discovery (discovery.go)
 	Runtime   agentrt.Runtime // the agents' runtime of a single node's coordinator
 	Storage   string          // clip storage root
 
@@ -170,6 +171,9 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 	a.openLive()
 	a.Telemetry.Start() // once every observer is registered
 	if err := a.openIngest(ctx); err != nil {
+		return nil, err
+	}
+	if err := a.openDiscovery(ctx); err != nil {
 		return nil, err
 	}
 

@@ -16,6 +16,7 @@ import (
 	"github.com/vigilhq/vigil/internal/hub"
 	"github.com/vigilhq/vigil/internal/leader"
 	"github.com/vigilhq/vigil/internal/mqttbus"
+	"github.com/vigilhq/vigil/internal/telemetry"
 )
 
 // Several nodes (an external broker and PostgreSQL) share one
@@ -148,6 +149,21 @@ func (a *App) lead(ctx context.Context) {
 		})
 		if err != nil {
 			log.Error("lead: subscribe", "filter", f, "error", err)
+		}
+	}
+	if a.cfg.HomeAssistant.Discovery {
+		// The leader reads the discovered devices: their readings stored
+		// once, and seen by its detector and coordinator.
+		a.disc.reload(ctx)
+		put := func(ctx context.Context, ev telemetry.Event) error {
+			a.Detector.Observe(ev)
+			co.Observe(ev)
+			return a.Telemetry.Put(ctx, ev, false)
+		}
+		if c, err := a.disc.start(a.Bus, put); err != nil {
+			log.Error("lead: Home Assistant discovery", "error", err)
+		} else {
+			defer a.disc.stop(c)
 		}
 	}
 	a.coord.set(co)

@@ -29,6 +29,7 @@ import (
 type Bus interface {
 	Publish(topic string, payload []byte, retain bool, qos byte) error
 	Subscribe(filter string, h func(topic string, payload []byte, clientID string)) error
+	Unsubscribe(filter string) error
 }
 
 // connectWait is how long vigil up waits for an external broker at start.

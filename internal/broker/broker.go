@@ -63,7 +63,10 @@ type Server struct {
 	addrs map[string]net.Addr // listener kind -> bound address
 	log   *slog.Logger
 	subID atomic.Int64
-	once  sync.Once
+	// inline: the ids of the in-process subscriptions of each filter.
+	inlineMu sync.Mutex
+	inline   map[string][]int
+	once     sync.Once
 
 	hooks        []mqtt.Hook // ours, in the order added (see recovered)
 	guardsMu     sync.Mutex
@@ -255,11 +258,33 @@ func (s *Server) URL(kind string) string {
 // (back-pressure) without dropping anything.
 type Handler = func(topic string, payload []byte, clientID string)
 
-// Subscribe subscribes in-process to filter.
+// Subscribe subscribes in-process to filter; the retained messages of
+// filter are handed to h before it returns.
 func (s *Server) Subscribe(filter string, h Handler) error {
-	return s.mochi.Subscribe(filter, int(s.subID.Add(1)), func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+	id := int(s.subID.Add(1))
+	s.inlineMu.Lock()
+	if s.inline == nil {
+		s.inline = map[string][]int{}
+	}
+	s.inline[filter] = append(s.inline[filter], id)
+	s.inlineMu.Unlock()
+	return s.mochi.Subscribe(filter, id, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
 		h(pk.TopicName, pk.Payload, pk.Origin)
 	})
+}
+
+// Unsubscribe ends the in-process subscriptions of filter.
+func (s *Server) Unsubscribe(filter string) error {
+	s.inlineMu.Lock()
+	ids := s.inline[filter]
+	delete(s.inline, filter)
+	s.inlineMu.Unlock()
+	for _, id := range ids {
+		if err := s.mochi.Unsubscribe(filter, id); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Publish publishes a message from Vigil itself (bypassing ACLs).

@@ -33,7 +33,41 @@ type Config struct {
 	Audit     Audit                 `yaml:"audit"`
 	Watch     Watch                 `yaml:"watch"`
 	Notify    Notify                `yaml:"notify"`
+	// HomeAssistant: MQTT discovery, read and published.
+	HomeAssistant HomeAssistant `yaml:"homeassistant"`
 }
+
+// HomeAssistant configures Home Assistant MQTT discovery: reading the
+// sensors other projects announce (Zigbee2MQTT, Tasmota, ESPHome,
+// Shelly), and announcing Vigil's devices, sites and cameras.
+type HomeAssistant struct {
+	// Discovery: read the discovery configs under Prefix.
+	Discovery bool `yaml:"discovery"`
+	// Prefix is Home Assistant's discovery prefix.
+	Prefix string `yaml:"prefix"`
+	// Site is where a discovered device goes until it is placed
+	// ("": telemetry.legacy_site).
+	Site string `yaml:"site"`
+	// Publish Vigil's own discovery configs: auto (once something uses
+	// the prefix: a config, or Home Assistant's birth message), on or off.
+	Publish string `yaml:"publish"`
+	// Devices places discovered devices, by Vigil device id, device name
+	// or device identifier: site and detection zone.
+	Devices map[string]Placement `yaml:"devices"`
+}
+
+// Placement is the site and detection zone of a discovered device.
+type Placement struct {
+	Site string `yaml:"site"`
+	Zone string `yaml:"zone"`
+}
+
+// Publish modes of homeassistant.publish.
+const (
+	PublishAuto = "auto"
+	PublishOn   = "on"
+	PublishOff  = "off"
+)
 
 // Detection configures intrusion detection.
 type Detection struct {
@@ -59,7 +93,14 @@ type DetectionDevice struct {
 type Zone struct {
 	Sensors []string `yaml:"sensors"`
 	Cameras []string `yaml:"cameras"`
+	// Triggers are the binary sensors' device classes that record here
+	// besides motion, occupancy and presence, which always do: door,
+	// window, opening, garage_door.
+	Triggers []string `yaml:"triggers"`
 }
+
+// ZoneTriggers are the device classes a zone may add to its triggers.
+var ZoneTriggers = []string{"door", "window", "opening", "garage_door"}
 
 // Agents configures the video ingest agents and their autoscaling.
 type Agents struct {
@@ -502,11 +543,12 @@ func New() *Config {
 			"plus": {MaxClips: 100, Width: 1280, Height: 720, FPS: 15, Quality: 75},
 			"pro":  {MaxClips: 500, Width: 1920, Height: 1080, FPS: 25, Quality: 85, DedicatedAgent: true},
 		},
-		Sites:   map[string]SiteConfig{},
-		Cameras: map[string]Camera{},
-		Demo:    Demo{Enabled: false, Devices: 6, Period: 2 * time.Second, Cameras: 1, IntrusionEvery: time.Minute},
-		Audit:   Audit{OnStart: true, Every: 24 * time.Hour},
-		Watch:   Watch{Targets: []WatchTarget{}, Interval: 30 * time.Second, Timeout: 5 * time.Second, Latency: time.Second},
+		Sites:         map[string]SiteConfig{},
+		Cameras:       map[string]Camera{},
+		Demo:          Demo{Enabled: false, Devices: 6, Period: 2 * time.Second, Cameras: 1, IntrusionEvery: time.Minute},
+		Audit:         Audit{OnStart: true, Every: 24 * time.Hour},
+		HomeAssistant: HomeAssistant{Discovery: true, Prefix: "homeassistant", Publish: PublishAuto, Devices: map[string]Placement{}},
+		Watch:         Watch{Targets: []WatchTarget{}, Interval: 30 * time.Second, Timeout: 5 * time.Second, Latency: time.Second},
 		Notify: Notify{
 			// What browsers use: Chrome, Opera, Brave, Samsung Internet
 			// (FCM), Firefox, Safari, Edge (WNS).

@@ -29,6 +29,7 @@ func (c *Config) Validate() error {
 	c.validateDemo(&pb)
 	c.validateWatch(&pb)
 	c.validateNotify(&pb)
+	c.validateHomeAssistant(&pb)
 	return errors.Join(pb.errs...)
 }
 
@@ -276,8 +277,38 @@ func (c *Config) validateDetection(pb *problems) {
 		}
 	}
 	for name, z := range d.Zones {
-		if len(z.Sensors) == 0 || len(z.Cameras) == 0 {
-			pb.bad("detection.zones."+name, "needs sensors and cameras")
+		if !vigil.ValidName(name) {
+			pb.bad("detection.zones."+name, "a zone's name must be 1-64 letters, digits, '-', '_' or '.'")
+		}
+		if len(z.Cameras) == 0 {
+			pb.bad("detection.zones."+name, "needs cameras (sensors are those listed and those placed in the zone)")
+		}
+		for _, t := range z.Triggers {
+			if !slices.Contains(ZoneTriggers, t) {
+				pb.bad("detection.zones."+name+".triggers", "%q is not one of %s (motion, occupancy and presence always trigger)", t, strings.Join(ZoneTriggers, ", "))
+			}
+		}
+	}
+}
+
+// validateHomeAssistant checks the homeassistant section.
+func (c *Config) validateHomeAssistant(pb *problems) {
+	h := c.HomeAssistant
+	if h.Prefix == "" || strings.ContainsAny(h.Prefix, "+#\x00") || strings.HasPrefix(h.Prefix, "/") || strings.HasSuffix(h.Prefix, "/") || strings.HasPrefix(h.Prefix, "$") {
+		pb.bad("homeassistant.prefix", "%q is not a topic prefix such as homeassistant", h.Prefix)
+	}
+	if h.Site != "" && (!vigil.ValidName(h.Site) || vigil.Reserved(h.Site)) {
+		pb.bad("homeassistant.site", "%q must be 1-64 letters, digits, '-', '_' or '.'", h.Site)
+	}
+	if !slices.Contains([]string{PublishAuto, PublishOn, PublishOff}, h.Publish) {
+		pb.bad("homeassistant.publish", "%q is not one of auto, on, off", h.Publish)
+	}
+	for k, p := range h.Devices {
+		if p.Site != "" && (!vigil.ValidName(p.Site) || vigil.Reserved(p.Site)) {
+			pb.bad("homeassistant.devices."+k+".site", "%q must be 1-64 letters, digits, '-', '_' or '.'", p.Site)
+		}
+		if p.Zone != "" && !vigil.ValidName(p.Zone) {
+			pb.bad("homeassistant.devices."+k+".zone", "%q must be 1-64 letters, digits, '-', '_' or '.'", p.Zone)
 		}
 	}
 }

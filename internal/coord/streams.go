@@ -108,7 +108,7 @@ func (c *Coordinator) Detected(d detect.Detection) {
 
 // camerasFor chooses the cameras that record a sensor's detection: the
 // sensor itself if it is a camera, the cameras of its zone (from its meta),
-// and those configured for it in detection.zones.
+// and those of the configured zones that list it or that its meta names.
 func (c *Coordinator) camerasFor(site, sensor string) []*deviceInfo {
 	var out []*deviceInfo
 	add := func(d *deviceInfo) {
@@ -125,8 +125,8 @@ func (c *Coordinator) camerasFor(site, sensor string) []*deviceInfo {
 			}
 		}
 	}
-	for _, z := range c.cfg.Zones {
-		if slices.Contains(z.Sensors, sensor) {
+	for name, z := range c.cfg.Zones {
+		if slices.Contains(z.Sensors, sensor) || (s != nil && s.meta.Zone == name) {
 			for _, cam := range z.Cameras {
 				if d := c.devices[cam]; d != nil {
 					add(d)

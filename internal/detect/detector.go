@@ -8,6 +8,7 @@ package detect
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -44,7 +45,22 @@ type Detector struct {
 	mu      sync.Mutex
 	sensors map[string]*sensorState
 	armed   map[string]bool
+	info    map[string]sensorInfo
 }
+
+// sensorInfo is what a device's meta says that detection needs.
+type sensorInfo struct {
+	zone       string
+	discovered bool // read through Home Assistant discovery: one "on" is a detection
+}
+
+// Presence types: readings of 1 (someone there) or 0, from Vigil's motion
+// topic and from discovered binary sensors (their device class).
+var presence = map[string]bool{telemetry.TypeMotion: true, "occupancy": true, "presence": true}
+
+// contacts are binary sensors that detect only in a zone whose triggers
+// name them (a door opening is a visitor as often as an intruder).
+var contacts = map[string]bool{"door": true, "window": true, "opening": true, "garage_door": true}
 
 type sensorState struct {
 	below          int
@@ -55,17 +71,35 @@ type sensorState struct {
 
 // New returns a detector.
 func New(cfg conf.Detection, sites Sites, log *slog.Logger) *Detector {
-	return &Detector{cfg: cfg, sites: sites, log: log, sensors: map[string]*sensorState{}, armed: map[string]bool{}}
+	return &Detector{cfg: cfg, sites: sites, log: log, sensors: map[string]*sensorState{}, armed: map[string]bool{}, info: map[string]sensorInfo{}}
 }
 
 // Observe looks at one telemetry event; it is a telemetry.Pipeline
 // observer.
 func (d *Detector) Observe(ev telemetry.Event) {
+	if ev.Meta != nil {
+		d.mu.Lock()
+		d.info[ev.DeviceID] = sensorInfo{zone: ev.Meta.Zone, discovered: ev.Meta.Discovery != nil}
+		d.mu.Unlock()
+		return
+	}
 	r := ev.Reading
-	if r == nil || (ev.Type != telemetry.TypeDistance && ev.Type != telemetry.TypeMotion) {
+	if r == nil || (ev.Type != telemetry.TypeDistance && !presence[ev.Type] && !contacts[ev.Type]) {
 		return
 	}
 	threshold, consecutive := d.cfg.ThresholdM, d.cfg.Consecutive
+	if ev.Type != telemetry.TypeDistance {
+		d.mu.Lock()
+		info := d.info[ev.DeviceID]
+		d.mu.Unlock()
+		if contacts[ev.Type] && !d.zoneTriggers(ev.DeviceID, info.zone, ev.Type) {
+			return
+		}
+		if info.discovered {
+			// A discovered binary sensor says "on" once, when it starts.
+			consecutive = 1
+		}
+	}
 	if o, ok := d.cfg.Devices[ev.DeviceID]; ok {
 		if o.ThresholdM > 0 {
 			threshold = o.ThresholdM
@@ -124,6 +158,20 @@ func (d *Detector) Observe(ev telemetry.Event) {
 	if d.Out != nil {
 		d.Out(det)
 	}
+}
+
+// zoneTriggers reports whether a contact of type typ records in the
+// sensor's zone: its meta's zone, or a configured zone that lists it.
+func (d *Detector) zoneTriggers(sensor, zone, typ string) bool {
+	if z, ok := d.cfg.Zones[zone]; ok && slices.Contains(z.Triggers, typ) {
+		return true
+	}
+	for _, z := range d.cfg.Zones {
+		if slices.Contains(z.Sensors, sensor) && slices.Contains(z.Triggers, typ) {
+			return true
+		}
+	}
+	return false
 }
 
 // Armed reports whether a site is armed, creating new sites armed.

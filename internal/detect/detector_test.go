@@ -115,3 +115,37 @@ func TestArmingWhileSomeoneIsThereDetectsAtTheNextReading(t *testing.T) {
 		t.Fatalf("detections after arming with someone present: %d", len(*got))
 	}
 }
+
+// A discovered occupancy sensor detects on its first "on"; a door contact
+// only in a zone whose triggers name doors.
+func TestDiscoveredBinarySensors(t *testing.T) {
+	d, got := newDetector(conf.Detection{ThresholdM: 1, Consecutive: 2, Zones: map[string]conf.Zone{
+		"hall": {Cameras: []string{"cam1"}, Triggers: []string{"door"}},
+	}})
+	t0 := time.Now()
+	meta := func(id, zone string) telemetry.Event {
+		return telemetry.Event{DeviceID: id, Site: "home", Meta: &telemetry.Meta{Zone: zone, Discovery: &telemetry.Discovery{Component: "binary_sensor"}}}
+	}
+	bin := func(id, typ string, v float64, s int) telemetry.Event {
+		at := t0.Add(time.Duration(s) * time.Second)
+		return telemetry.Event{DeviceID: id, Site: "home", Type: typ, Time: at, Reading: &telemetry.Reading{Time: at, Value: v}}
+	}
+	d.Observe(meta("pir", "hall"))
+	d.Observe(meta("door-hall", "hall"))
+	d.Observe(meta("door-garage", "garage"))
+	d.Observe(bin("pir", "occupancy", 0, 0))
+	d.Observe(bin("door-garage", "door", 1, 1))
+	if len(*got) != 0 {
+		t.Fatalf("detections from occupancy off or a door in a zone without door triggers: %+v", *got)
+	}
+	d.Observe(bin("pir", "occupancy", 1, 2))
+	d.Observe(bin("door-hall", "door", 1, 3))
+	if len(*got) != 2 || (*got)[0].Sensor != "pir" || (*got)[1].Sensor != "door-hall" {
+		t.Fatalf("detections %+v, want pir then door-hall", *got)
+	}
+	// A motion reading on Vigil's own topic still needs consecutive ones.
+	d.Observe(bin("vigil-pir", "motion", 1, 4))
+	if len(*got) != 2 {
+		t.Fatalf("one motion reading of a Vigil device detected: %+v", *got)
+	}
+}

@@ -166,6 +166,9 @@ func (s *Store) Apply(ctx context.Context, events []telemetry.Event) error {
 		if e.Type != "" {
 			d.typ = e.Type
 		}
+		if e.Units != "" {
+			d.units = e.Units
+		}
 		if e.ClientID != "" {
 			d.clientID = e.ClientID
 		}
@@ -489,6 +492,12 @@ func (s *Store) devicePK(ctx context.Context, id string) (int64, error) {
 	return d.pk, nil
 }
 
+// discovered reports whether a device is read through Home Assistant
+// discovery: its availability topics and expire_after say when it is
+// offline (a motion sensor may say nothing for hours). Meta is JSON that
+// json.Marshal wrote from telemetry.Meta, so the key is exactly this.
+func discovered(d *device) bool { return strings.Contains(d.meta, `"discovery":{`) }
+
 // MarkStale marks online devices last seen before cutoff offline, and
 // returns their ids.
 func (s *Store) MarkStale(ctx context.Context, cutoff, now time.Time) ([]string, error) {
@@ -502,7 +511,7 @@ func (s *Store) MarkStale(ctx context.Context, cutoff, now time.Time) ([]string,
 	var ids []string
 	var write []*device
 	for id, d := range c.byID {
-		if d.status == telemetry.StatusOnline && d.lastSeen < ms(cutoff) {
+		if d.status == telemetry.StatusOnline && d.lastSeen < ms(cutoff) && !discovered(d) {
 			cp := *d
 			cp.status, cp.statusSince = telemetry.StatusOffline, ms(now)
 			ids = append(ids, id)

@@ -310,6 +310,7 @@ func parseMeta(payload []byte, site, device, clientID string, received time.Time
 	if err := json.Unmarshal(payload, &m); err != nil {
 		return Event{}, reject(ReasonMalformed, "meta payload is not a JSON object: %v", err)
 	}
+	m.Discovery = nil // only Vigil's discovery consumer says that
 	if len(m.Capabilities) > 16 || len(m.Name) > 128 || len(m.Zone) > 64 {
 		return Event{}, reject(ReasonInvalid, "meta has too many capabilities or too long a name or zone")
 	}

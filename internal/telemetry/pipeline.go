@@ -188,6 +188,36 @@ func (p *Pipeline) IngestAsync(ctx context.Context, topic string, payload []byte
 	return p.queue1(ctx, topic, payload, clientID, true)
 }
 
+// Put shows an event made elsewhere (a reading of a device Vigil reads
+// through Home Assistant discovery) to the observers and queues it, as a
+// parsed message is; with wait, it returns once the event is stored.
+func (p *Pipeline) Put(ctx context.Context, ev Event, wait bool) error {
+	select {
+	case <-p.started:
+	case <-p.stop:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	p.observe(ev)
+	var done chan error
+	if wait {
+		done = make(chan error, 1)
+	}
+	if err := p.enqueue(ctx, item{ev: ev, done: done}); err != nil {
+		return err
+	}
+	if !wait {
+		return nil
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // queue1 parses and queues a message; with wait, the returned channel
 // hears when it is stored.
 func (p *Pipeline) queue1(ctx context.Context, topic string, payload []byte, clientID string, wait bool) (<-chan error, error) {
@@ -228,6 +258,12 @@ func (p *Pipeline) parse(topic string, payload []byte, clientID string, received
 		p.reject(topic, clientID, err)
 		return ev, false
 	}
+	p.observe(ev)
+	return ev, true
+}
+
+// observe counts an event and shows it to the observers.
+func (p *Pipeline) observe(ev Event) {
 	kind := "status"
 	switch {
 	case ev.Reading != nil:
@@ -239,7 +275,6 @@ func (p *Pipeline) parse(topic string, payload []byte, clientID string, received
 	for _, f := range p.observers {
 		f(ev)
 	}
-	return ev, true
 }
 
 // reject counts a rejected message and logs it at most once per interval

@@ -44,6 +44,32 @@ type Meta struct {
 	Zone         string      `json:"zone,omitempty"`     // cameras and sensors of one zone go together
 	Priority     int         `json:"priority,omitempty"` // higher is served first when agents are scarce
 	Camera       *CameraInfo `json:"camera,omitempty"`
+	// Discovery is set on devices Vigil reads through Home Assistant's
+	// MQTT discovery (internal/hadisc); they do not announce a meta
+	// themselves, and their availability says when they are offline.
+	Discovery *Discovery `json:"discovery,omitempty"`
+}
+
+// Discovery is what a Home Assistant MQTT discovery config said of a
+// device: an entity of another project (Zigbee2MQTT, Tasmota, ESPHome...).
+type Discovery struct {
+	Component   string `json:"component"` // sensor or binary_sensor
+	DeviceClass string `json:"device_class,omitempty"`
+	UniqueID    string `json:"unique_id,omitempty"`
+	ConfigTopic string `json:"config_topic"`
+	Key         string `json:"key"` // the config topic, and the component's id in a device-based config
+	StateTopic  string `json:"state_topic"`
+	// The physical device: its name, model, maker, the device it
+	// reaches Vigil through (a Zigbee coordinator) and its identifiers.
+	DeviceName   string   `json:"device_name,omitempty"`
+	Model        string   `json:"model,omitempty"`
+	Manufacturer string   `json:"manufacturer,omitempty"`
+	ViaDevice    string   `json:"via_device,omitempty"`
+	Identifiers  []string `json:"identifiers,omitempty"`
+	Origin       string   `json:"origin,omitempty"` // the publishing project and version
+	// Removed: its config was deleted (an empty retained config); the
+	// device and its readings are kept.
+	Removed bool `json:"removed,omitempty"`
 }
 
 // Has reports whether the meta lists capability c.
@@ -82,6 +108,7 @@ type Event struct {
 	DeviceID string
 	Site     string
 	Type     string // device type, when the message says it
+	Units    string // the device's units, when known before a reading (discovery)
 	ClientID string // MQTT client id of the publisher, when known
 	Time     time.Time
 	// Exactly one of Reading, Status and Meta is set.

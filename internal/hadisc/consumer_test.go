@@ -1,0 +1,207 @@
+package hadisc
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/vigilhq/vigil/internal/telemetry"
+	"github.com/vigilhq/vigil/internal/users"
+)
+
+// memBus is a broker in memory: retained messages, subscriptions that get
+// them at once, delivery in order.
+type memBus struct {
+	mu       sync.Mutex
+	retained map[string][]byte
+	subs     map[string]func(string, []byte, string)
+}
+
+func newMemBus() *memBus {
+	return &memBus{retained: map[string][]byte{}, subs: map[string]func(string, []byte, string){}}
+}
+
+func (b *memBus) Subscribe(filter string, h func(string, []byte, string)) error {
+	b.mu.Lock()
+	b.subs[filter] = h
+	var ret [][2]string
+	for t, p := range b.retained {
+		if users.MatchTopic(filter, t) {
+			ret = append(ret, [2]string{t, string(p)})
+		}
+	}
+	b.mu.Unlock()
+	slices.SortFunc(ret, func(a, b [2]string) int { return cmpStr(a[0], b[0]) })
+	for _, m := range ret {
+		h(m[0], []byte(m[1]), "")
+	}
+	return nil
+}
+
+func cmpStr(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func (b *memBus) Unsubscribe(filter string) error {
+	b.mu.Lock()
+	delete(b.subs, filter)
+	b.mu.Unlock()
+	return nil
+}
+
+func (b *memBus) publish(topic string, payload []byte, retain bool) {
+	b.mu.Lock()
+	if retain {
+		if len(payload) == 0 {
+			delete(b.retained, topic)
+		} else {
+			b.retained[topic] = payload
+		}
+	}
+	var hs []func(string, []byte, string)
+	for f, h := range b.subs {
+		if users.MatchTopic(f, topic) {
+			hs = append(hs, h)
+		}
+	}
+	b.mu.Unlock()
+	for _, h := range hs {
+		h(topic, payload, "")
+	}
+}
+
+// fixture is a file of internal/e2e/testdata/devices.
+type fixture struct {
+	Messages []struct {
+		Topic   string `yaml:"topic"`
+		Retain  bool   `yaml:"retain"`
+		Payload string `yaml:"payload"`
+	} `yaml:"messages"`
+	Expect []struct {
+		UniqueID    string   `yaml:"unique_id"`
+		Component   string   `yaml:"component"`
+		DeviceClass string   `yaml:"device_class"`
+		Name        string   `yaml:"name"`
+		Units       string   `yaml:"units"`
+		Value       *float64 `yaml:"value"`
+		Device      struct {
+			Name         string `yaml:"name"`
+			Model        string `yaml:"model"`
+			Manufacturer string `yaml:"manufacturer"`
+		} `yaml:"device"`
+	} `yaml:"expect"`
+}
+
+func readFixtures(t *testing.T) map[string]fixture {
+	files, err := filepath.Glob("../e2e/testdata/devices/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no fixtures: %v", err)
+	}
+	out := map[string]fixture{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fx fixture
+		if err := yaml.Unmarshal(b, &fx); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		out[filepath.Base(f)] = fx
+	}
+	return out
+}
+
+type sink struct {
+	mu  sync.Mutex
+	evs []telemetry.Event
+}
+
+func (s *sink) put(_ context.Context, ev telemetry.Event) error {
+	s.mu.Lock()
+	s.evs = append(s.evs, ev)
+	s.mu.Unlock()
+	return nil
+}
+
+// Each project's discovery configs and states, as they publish them, make
+// the entities Home Assistant would show: names, classes, units, values.
+func TestFixturesMakeTheEntitiesHomeAssistantShows(t *testing.T) {
+	for name, fx := range readFixtures(t) {
+		t.Run(name, func(t *testing.T) {
+			bus := newMemBus()
+			var out sink
+			c := NewConsumer(ConsumerConfig{Prefix: "homeassistant", Site: "home", Put: out.put}, bus, slog.New(slog.DiscardHandler), nil)
+			// Half of the messages before the consumer starts (retained
+			// ones it finds), half after.
+			half := len(fx.Messages) / 2
+			for _, m := range fx.Messages[:half] {
+				bus.publish(m.Topic, []byte(m.Payload), m.Retain)
+			}
+			if err := c.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := c.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range fx.Messages[half:] {
+				bus.publish(m.Topic, []byte(m.Payload), m.Retain)
+				if err := c.Sync(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Non-retained states sent before the start are lost, as on a
+			// broker: send the states again.
+			for _, m := range fx.Messages[:half] {
+				if !m.Retain {
+					bus.publish(m.Topic, []byte(m.Payload), m.Retain)
+				}
+			}
+			views := map[string]EntityView{}
+			for _, v := range c.Entities() {
+				views[v.Entity.UniqueID] = v
+			}
+			for _, want := range fx.Expect {
+				v, ok := views[want.UniqueID]
+				if !ok {
+					t.Errorf("%s: not read; problems: %v", want.UniqueID, c.Problems())
+					continue
+				}
+				e := v.Entity
+				if e.Component != want.Component || e.DeviceClass != want.DeviceClass || e.FriendlyName() != want.Name || e.Unit != want.Units {
+					t.Errorf("%s: %s/%s %q %q, want %s/%s %q %q", want.UniqueID, e.Component, e.DeviceClass, e.FriendlyName(), e.Unit,
+						want.Component, want.DeviceClass, want.Name, want.Units)
+				}
+				switch {
+				case want.Value == nil && v.Value != nil:
+					t.Errorf("%s: value %v, want none", want.UniqueID, *v.Value)
+				case want.Value != nil && (v.Value == nil || *v.Value != *want.Value):
+					t.Errorf("%s: value %v (error %q), want %v", want.UniqueID, v.Value, v.Error, *want.Value)
+				}
+				d := e.Device
+				if d == nil || d.Name != want.Device.Name || d.Model != want.Device.Model || d.Manufacturer != want.Device.Manufacturer {
+					t.Errorf("%s: device %+v, want %+v", want.UniqueID, d, want.Device)
+				}
+				if !v.Available {
+					t.Errorf("%s: not available", want.UniqueID)
+				}
+			}
+		})
+	}
+}
