@@ -1,0 +1,231 @@
+package e2e_test
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/vigilhq/vigil/internal/conf"
+	"github.com/vigilhq/vigil/internal/coord"
+	"github.com/vigilhq/vigil/internal/detect"
+	"github.com/vigilhq/vigil/internal/hadisc"
+	"github.com/vigilhq/vigil/internal/telemetry"
+	"github.com/vigilhq/vigil/internal/testkit"
+	"github.com/vigilhq/vigil/internal/testpeer"
+	"github.com/vigilhq/vigil/internal/users"
+)
+
+// deviceFixture is a file of testdata/devices: what a project publishes
+// (discovery configs and states, transcribed from its source; each file
+// says where from) and what Vigil must make of it.
+type deviceFixture struct {
+	Messages []fixtureMessage `yaml:"messages"`
+	Expect   []struct {
+		UniqueID    string   `yaml:"unique_id"`
+		Component   string   `yaml:"component"`
+		DeviceClass string   `yaml:"device_class"`
+		Name        string   `yaml:"name"`
+		Units       string   `yaml:"units"`
+		Value       *float64 `yaml:"value"`
+		Device      struct {
+			Name         string `yaml:"name"`
+			Model        string `yaml:"model"`
+			Manufacturer string `yaml:"manufacturer"`
+		} `yaml:"device"`
+	} `yaml:"expect"`
+}
+
+type fixtureMessage struct {
+	Topic   string `yaml:"topic"`
+	Retain  bool   `yaml:"retain"`
+	Payload string `yaml:"payload"`
+}
+
+func deviceFixtures(t *testing.T) map[string]deviceFixture {
+	t.Helper()
+	files, _ := filepath.Glob("testdata/devices/*.yaml")
+	if len(files) < 4 {
+		t.Fatalf("fixtures: %v", files)
+	}
+	out := map[string]deviceFixture{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		must(t, err)
+		var fx deviceFixture
+		if err := yaml.Unmarshal(b, &fx); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		out[strings.TrimSuffix(filepath.Base(f), ".yaml")] = fx
+	}
+	return out
+}
+
+// mosquittoPub publishes one message as a bridge (Zigbee2MQTT, Tasmota...)
+// does, with Debian's mosquitto_pub.
+func mosquittoPub(t *testing.T, ta *testApp, user, password string, m fixtureMessage) {
+	t.Helper()
+	args := []string{"-h", "127.0.0.1", "-p", ta.mqttPort(), "-u", user, "-P", password, "-q", "1", "-t", m.Topic}
+	if m.Retain {
+		args = append(args, "-r")
+	}
+	if m.Payload == "" {
+		args = append(args, "-n")
+	} else {
+		args = append(args, "-m", m.Payload)
+	}
+	if out, err := exec.Command(testpeer.Need(t, "mosquitto_pub"), args...).CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_pub %s: %v: %s", m.Topic, err, out)
+	}
+}
+
+// bridgeACL lets a bridge account publish the fixtures' topics, as a user
+// gives Zigbee2MQTT its own tree and the discovery prefix.
+func bridgeACL(fxs map[string]deviceFixture) []string {
+	var acl []string
+	for _, fx := range fxs {
+		for _, m := range fx.Messages {
+			p := strings.SplitN(m.Topic, "/", 2)[0] + "/#"
+			if !slices.Contains(acl, p) {
+				acl = append(acl, p)
+			}
+		}
+	}
+	return acl
+}
+
+// TestRealDevicesThroughDiscovery replays what Zigbee2MQTT, Tasmota,
+// ESPHome and Shelly publish into a running Vigil with mosquitto_pub: each
+// entity becomes a device with its name, type, unit and value; then a
+// Zigbee2MQTT motion sensor placed in an armed zone records that zone's
+// camera on "occupancy": true, and not on false or once disarmed.
+func TestRealDevicesThroughDiscovery(t *testing.T) {
+	fxs := deviceFixtures(t)
+	ta := startApp(t, func(c *conf.Config) {
+		intrusionConfig(t, c)
+		c.Recording.ClipSeconds = 4
+		c.Detection.Zones = map[string]conf.Zone{"hall": {Cameras: []string{"hallcam"}}}
+		c.HomeAssistant.Devices = map[string]conf.Placement{"Hallway motion": {Site: "home", Zone: "hall"}}
+	})
+	addUser(t, ta, "bridge", users.RoleDevice, "bridge-password", bridgeACL(fxs), []string{"homeassistant/#"})
+
+	for _, family := range []string{"zigbee2mqtt", "tasmota", "esphome", "shelly"} {
+		fx := fxs[family]
+		start := time.Now()
+		for _, m := range fx.Messages {
+			mosquittoPub(t, ta, "bridge", "bridge-password", m)
+		}
+		published := time.Since(start)
+		byID := func() map[string]telemetry.Device {
+			out := map[string]telemetry.Device{}
+			for _, d := range ta.devices(t) {
+				out[d.ID] = d
+			}
+			return out
+		}
+		// Every entity, with the value of the last state.
+		testkit.WaitFor(t, 5*time.Second, family+"'s devices and values", func() bool {
+			ds := byID()
+			for _, want := range fx.Expect {
+				d, ok := ds[hadisc.DeviceID(&hadisc.Entity{UniqueID: want.UniqueID})]
+				if !ok || (want.Value != nil && (d.LastValue == nil || math.Abs(*d.LastValue-*want.Value) > 1e-9)) {
+					return false
+				}
+			}
+			return true
+		})
+		t.Logf("%s: %d messages published in %v; every device and value in the API %v after the first", family, len(fx.Messages),
+			published.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+		ds := byID()
+		for _, want := range fx.Expect {
+			id := hadisc.DeviceID(&hadisc.Entity{UniqueID: want.UniqueID})
+			d := ds[id]
+			typ := want.DeviceClass
+			if typ == "" {
+				typ = map[string]string{"sensor": "sensor", "binary_sensor": "binary"}[want.Component]
+			}
+			if d.Meta == nil || d.Meta.Discovery == nil {
+				t.Errorf("%s %s: no discovery meta: %+v", family, id, d)
+				continue
+			}
+			disc := d.Meta.Discovery
+			if d.Meta.Name != want.Name || d.Type != typ || d.Units != want.Units || d.Site != "default" && d.Site != "home" ||
+				disc.DeviceName != want.Device.Name || disc.Model != want.Device.Model || disc.Manufacturer != want.Device.Manufacturer ||
+				disc.Component != want.Component || !strings.HasPrefix(disc.ConfigTopic, "homeassistant/") {
+				t.Errorf("%s %s: %q type %q units %q device %q/%q/%q, want %q %q %q %+v", family, id, d.Meta.Name, d.Type, d.Units,
+					disc.DeviceName, disc.Model, disc.Manufacturer, want.Name, typ, want.Units, want.Device)
+			}
+			if want.Value == nil && d.LastValue != nil {
+				t.Errorf("%s %s: value %v, want none (Home Assistant shows unknown)", family, id, *d.LastValue)
+			}
+			if d.Status != telemetry.StatusOnline {
+				t.Errorf("%s %s: %s, want online", family, id, d.Status)
+			}
+		}
+	}
+
+	// The motion sensor, placed in zone hall by its device name.
+	motion := hadisc.DeviceID(&hadisc.Entity{UniqueID: "0x00158d0001a2b3c4_occupancy_zigbee2mqtt"})
+	if d := ta.devices(t); !slices.ContainsFunc(d, func(d telemetry.Device) bool { return d.ID == motion && d.Site == "home" && d.Meta.Zone == "hall" }) {
+		t.Fatalf("the motion sensor is not in home/hall: %+v", d)
+	}
+	cam := newManualCamera(t, ta, "home", "hallcam")
+	testkit.WaitFor(t, 20*time.Second, "an agent", func() bool {
+		v := ta.view(t)
+		return liveAgents(v) == 1 && v.Agents[0].Status == "ready"
+	})
+	state := func(occupancy bool) fixtureMessage {
+		return fixtureMessage{Topic: "zigbee2mqtt/Hallway motion",
+			Payload: fmt.Sprintf(`{"battery":100,"device_temperature":26,"illuminance":24,"linkquality":102,"occupancy":%v,"power_outage_count":5,"voltage":3005}`, occupancy)}
+	}
+	events := func() []detect.Event {
+		var evs []detect.Event
+		ta.api(t, "GET", "/api/v1/events?site=home", "admin", adminPassword, &evs)
+		return evs
+	}
+	mosquittoPub(t, ta, "bridge", "bridge-password", state(false))
+	time.Sleep(time.Second)
+	if evs := events(); len(evs) != 0 {
+		t.Fatalf("occupancy false made events: %+v", evs)
+	}
+	mosquittoPub(t, ta, "bridge", "bridge-password", state(true))
+	cmd := cam.command(t)
+	out, err := exec.Command(testpeer.Need(t, "ffmpeg"), "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=10",
+		"-t", fmt.Sprint(cmd.Duration), "-c:v", "mjpeg", "-pix_fmt", "yuvj420p", "-huffman", "default",
+		"-f", "rtp", "-ssrc", fmt.Sprint(cmd.SSRC), fmt.Sprintf("rtp://%s:%d", cmd.Host, cmd.Port)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffmpeg: %v: %s", err, out)
+	}
+	var clip coord.Clip
+	testkit.WaitFor(t, 30*time.Second, "the clip", func() bool {
+		cs := ta.clips(t, "home")
+		if len(cs) == 1 && cs[0].State == coord.ClipReady {
+			clip = cs[0]
+			return true
+		}
+		return false
+	})
+	checkClipFile(t, ta, clip, 4)
+	evs := events()
+	if len(evs) != 1 || evs[0].Sensor != motion || !slices.Equal(evs[0].Cameras, []string{"hallcam"}) {
+		t.Fatalf("events %+v, want one by %s on hallcam", evs, motion)
+	}
+
+	// Disarmed: the sensor seeing someone again records nothing.
+	if code := ta.api(t, "POST", "/api/v1/sites/home/disarm", "admin", adminPassword, nil); code != 200 {
+		t.Fatalf("disarm: %d", code)
+	}
+	mosquittoPub(t, ta, "bridge", "bridge-password", state(false))
+	mosquittoPub(t, ta, "bridge", "bridge-password", state(true))
+	time.Sleep(time.Second)
+	if evs := events(); len(evs) != 1 {
+		t.Fatalf("a disarmed site recorded: %+v", evs)
+	}
+}
