@@ -26,6 +26,7 @@ import (
 	"github.com/vigilhq/vigil/internal/cluster"
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/detect"
+	"github.com/vigilhq/vigil/internal/hadisc"
 	"github.com/vigilhq/vigil/internal/httpapi"
 	"github.com/vigilhq/vigil/internal/hub"
 	"github.com/vigilhq/vigil/internal/mqttbus"
@@ -159,6 +160,7 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 		return nil, err
 	}
 	a.Hub = &hub.Hub{}
+	a.disc = &discovery{app: a, placed: map[string]hadisc.Placement{}, started: make(chan struct{})}
 	if err := a.openNotify(ctx); err != nil {
 		return nil, err
 	}
@@ -169,7 +171,8 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 		return nil, err
 	}
 	a.openLive()
-	a.Telemetry.Start() // once every observer is registered
+	a.Telemetry.Observe(a.disc.observe) // Vigil's devices' states for Home Assistant
+	a.Telemetry.Start()                 // once every observer is registered
 	if err := a.openIngest(ctx); err != nil {
 		return nil, err
 	}

@@ -3,13 +3,22 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vigilhq/vigil"
+	"github.com/vigilhq/vigil/internal/agentrt"
 	"github.com/vigilhq/vigil/internal/conf"
+	"github.com/vigilhq/vigil/internal/coord"
+	"github.com/vigilhq/vigil/internal/detect"
 	"github.com/vigilhq/vigil/internal/hadisc"
+	"github.com/vigilhq/vigil/internal/hub"
 	"github.com/vigilhq/vigil/internal/telemetry"
+	"github.com/vigilhq/vigil/internal/version"
 )
 
 // placementsKey is the settings row of the placements made in the UI.
@@ -24,18 +33,187 @@ type discovery struct {
 	mu       sync.Mutex
 	consumer *hadisc.Consumer
 	placed   map[string]hadisc.Placement // made in the UI: by device identifier or Vigil id
+
+	// Vigil in Home Assistant: the publisher while it runs (on one
+	// node: in a cluster, the leader), and whether it may (publish on,
+	// or auto and something used the prefix).
+	pub     atomic.Pointer[hadisc.Publisher]
+	wanted  atomic.Bool
+	started chan struct{} // closed when wanted turns true
+	once    sync.Once
+}
+
+// want turns the publisher on (homeassistant.publish auto: something
+// used the prefix).
+func (d *discovery) want() {
+	d.once.Do(func() {
+		d.wanted.Store(true)
+		close(d.started)
+	})
+}
+
+// seen is told of every message under the discovery prefix.
+func (d *discovery) seen(topic string, payload []byte) {
+	prefix := d.app.cfg.HomeAssistant.Prefix
+	if topic == prefix+"/status" {
+		if string(payload) == "online" {
+			d.want()
+			if p := d.pub.Load(); p != nil {
+				p.Announce() // Home Assistant started: it asks for every config
+			}
+		}
+		return
+	}
+	if p := d.pub.Load(); p != nil {
+		p.Found(topic, payload)
+	}
+	if t, ok := hadisc.ParseTopic(prefix, topic); ok && len(payload) > 0 && !strings.HasPrefix(t.ObjectID, "vigil_") {
+		d.want()
+	}
+}
+
+// observe hands a telemetry event to the publisher.
+func (d *discovery) observe(ev telemetry.Event) {
+	if p := d.pub.Load(); p != nil {
+		p.Observe(ev)
+	}
+}
+
+// runPublisher publishes Vigil for Home Assistant from when it is wanted
+// until ctx ends; bus is where (this node's, or the leader's).
+func (d *discovery) runPublisher(ctx context.Context, bus Bus) {
+	a := d.app
+	select {
+	case <-d.started:
+	case <-ctx.Done():
+		return
+	}
+	avail := agentrt.NodeStateTopic(a.node.ID)
+	p := hadisc.NewPublisher(hadisc.PublisherConfig{Prefix: a.cfg.HomeAssistant.Prefix, Availability: avail, Version: version.Version,
+		Publish: func(topic string, payload []byte, retain bool) error { return bus.Publish(topic, payload, retain, 1) }},
+		a.log.With("component", "homeassistant"))
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	devs, err := a.Store.ListDevices(lctx, telemetry.DeviceFilter{})
+	if err != nil {
+		a.log.Warn("Home Assistant: devices not listed", "error", err)
+	}
+	for _, dv := range devs {
+		p.Device(dv)
+	}
+	sites, err := a.Store.ListSites(lctx)
+	if err != nil {
+		a.log.Warn("Home Assistant: sites not listed", "error", err)
+	}
+	for _, s := range sites {
+		p.Site(s.Name, s.Armed)
+	}
+	cancel()
+	p.SetHealth(d.health(ctx))
+	d.pub.Store(p)
+	p.Start()
+	a.log.Info("Vigil announced to Home Assistant", "prefix", a.cfg.HomeAssistant.Prefix, "devices", len(devs), "sites", len(sites))
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			d.pub.CompareAndSwap(p, nil)
+			p.Close()
+			return
+		case <-t.C:
+			p.SetHealth(d.health(ctx))
+		}
+	}
+}
+
+// health is Vigil's state for Home Assistant.
+func (d *discovery) health(ctx context.Context) hadisc.Health {
+	a := d.app
+	h := hadisc.Health{Broker: "ON"}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if list, err := a.Store.ListAudits(ctx, 1); err == nil && len(list) > 0 {
+		h.Grade = list[0].Grade
+	}
+	if a.coord != nil {
+		for _, ag := range a.coord.View().Agents {
+			if ag.Status == "ready" || ag.Status == "starting" {
+				h.Agents++
+			}
+		}
+	}
+	if a.health(ctx) != nil {
+		h.Broker = "OFF"
+	}
+	return h
+}
+
+// eventChanged tells the publisher of an intrusion event or a clip.
+func (d *discovery) eventChanged(kind string, v any) {
+	p := d.pub.Load()
+	if p == nil {
+		return
+	}
+	switch x := v.(type) {
+	case detect.Event:
+		if kind == hub.EventEvent {
+			p.Event(x.ID, x.Site, x.Sensor, x.Cameras, x.State == detect.EventRecording || x.State == detect.EventQueued)
+		}
+	case coord.Clip:
+		if kind == hub.EventClip && x.State == coord.ClipReady && x.Thumbnail != "" {
+			b, err := os.ReadFile(filepath.Join(d.app.Storage, filepath.FromSlash(x.Thumbnail)))
+			if err == nil && len(b) < 1<<20 {
+				p.Thumbnail(x.Site, x.Camera, b)
+			}
+		}
+	}
 }
 
 // openDiscovery reads the discovery prefix, unless homeassistant.discovery
 // is off. In a cluster the leader reads it (startConsumer from lead).
 func (a *App) openDiscovery(ctx context.Context) error {
-	a.disc = &discovery{app: a, placed: map[string]hadisc.Placement{}}
 	if s, err := a.Store.GetSetting(ctx, placementsKey); err == nil && s != "" {
 		if err := json.Unmarshal([]byte(s), &a.disc.placed); err != nil {
 			a.log.Warn("placements of discovered devices not read", "error", err)
 		}
 	}
-	if !a.cfg.HomeAssistant.Discovery || a.clustered() {
+	h := a.cfg.HomeAssistant
+	switch h.Publish {
+	case conf.PublishOn:
+		a.disc.want()
+	case conf.PublishAuto:
+		if !h.Discovery {
+			// Nothing else reads the prefix: watch it for a user.
+			if err := a.Bus.Subscribe(h.Prefix+"/#", func(topic string, payload []byte, _ string) { a.disc.seen(topic, payload) }); err != nil {
+				return err
+			}
+		}
+	}
+	if a.clustered() {
+		return nil // the leader reads and publishes (lead.go)
+	}
+	if h.Publish != conf.PublishOff {
+		// Vigil's availability: online now, offline when it stops (on an
+		// external broker, its connection's last will too).
+		state := agentrt.NodeStateTopic(a.node.ID)
+		if a.Broker != nil {
+			if err := a.Bus.Publish(state, []byte("online"), true, 1); err != nil {
+				return err
+			}
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		wg.Go(func() { a.disc.runPublisher(ctx, a.Bus) })
+		a.onClose(func() error {
+			cancel()
+			wg.Wait()
+			if a.Broker != nil {
+				a.Bus.Publish(state, []byte("offline"), true, 1)
+			}
+			return nil
+		})
+	}
+	if !h.Discovery {
 		return nil
 	}
 	put := func(ctx context.Context, ev telemetry.Event) error { return a.Telemetry.Put(ctx, ev, false) }
@@ -72,7 +250,7 @@ func (d *discovery) start(bus Bus, put func(context.Context, telemetry.Event) er
 	if site == "" {
 		site = a.cfg.Telemetry.LegacySite
 	}
-	c := hadisc.NewConsumer(hadisc.ConsumerConfig{Prefix: h.Prefix, Site: site, Place: d.place, Put: put},
+	c := hadisc.NewConsumer(hadisc.ConsumerConfig{Prefix: h.Prefix, Site: site, Place: d.place, Put: put, Seen: d.seen},
 		bus, a.log.With("component", "discovery"), a.Registry)
 	if err := c.Start(); err != nil {
 		c.Close()
@@ -177,14 +355,4 @@ func (d *discovery) Place(ctx context.Context, deviceID string, p hadisc.Placeme
 	c.Replace()
 	v, _ = c.Entity(deviceID)
 	return v, nil
-}
-
-// zoneTriggers returns, per zone, the device classes that record there
-// besides motion, occupancy and presence.
-func zoneTriggers(zones map[string]conf.Zone) map[string][]string {
-	out := map[string][]string{}
-	for name, z := range zones {
-		out[name] = z.Triggers
-	}
-	return out
 }

@@ -52,6 +52,9 @@ func (a *App) openIntrusion(ctx context.Context, log *slog.Logger) error {
 		if err := a.Bus.Publish(detect.ModeTopic(site), []byte(mode), true, 1); err != nil {
 			a.log.Warn("publish the site's mode", "site", site, "error", err)
 		}
+		if p := a.disc.pub.Load(); p != nil {
+			p.Site(site, armed)
+		}
 		plan, _ := a.planFor(site)
 		a.share(hub.Message{Event: hub.EventSite, Data: hub.Site{Name: site, Armed: armed, Plan: plan}})
 	}
@@ -187,6 +190,7 @@ func (a *App) newCoordinator(rt agentrt.Runtime, b coord.Broker, clog *slog.Logg
 	}
 	c.Changed = func(kind string, v any) {
 		a.share(hub.Message{Event: kind, Data: v})
+		a.disc.eventChanged(kind, v)
 		if kind == hub.EventEvent {
 			a.Notifier.EventSaved(v.(detect.Event))
 		}

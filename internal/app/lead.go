@@ -11,6 +11,7 @@ import (
 	"github.com/vigilhq/vigil"
 	"github.com/vigilhq/vigil/internal/agentrt"
 	"github.com/vigilhq/vigil/internal/alert"
+	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/coord"
 	"github.com/vigilhq/vigil/internal/detect"
 	"github.com/vigilhq/vigil/internal/hub"
@@ -146,10 +147,17 @@ func (a *App) lead(ctx context.Context) {
 			}
 			a.Detector.Observe(ev)
 			co.Observe(ev)
+			a.disc.observe(ev)
 		})
 		if err != nil {
 			log.Error("lead: subscribe", "filter", f, "error", err)
 		}
+	}
+	if a.cfg.HomeAssistant.Publish != conf.PublishOff {
+		pctx, pcancel := context.WithCancel(ctx)
+		var pwg sync.WaitGroup
+		pwg.Go(func() { a.disc.runPublisher(pctx, a.Bus) })
+		defer func() { pcancel(); pwg.Wait() }()
 	}
 	if a.cfg.HomeAssistant.Discovery {
 		// The leader reads the discovered devices: their readings stored

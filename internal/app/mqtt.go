@@ -51,7 +51,7 @@ func (a *App) openMQTT(ctx context.Context) error {
 		state := agentrt.NodeStateTopic(a.node.ID)
 		c.Will = &paho.WillMessage{Topic: state, Payload: []byte("offline"), QoS: 1, Retain: true}
 		c.OnUp = func(ctx context.Context, cm *autopaho.ConnectionManager) error {
-			if !a.hosting.Load() {
+			if a.clustered() && !a.hosting.Load() {
 				return nil // openHost says it, once it takes the leader's commands
 			}
 			_, err := cm.Publish(ctx, &paho.Publish{Topic: state, Payload: []byte("online"), QoS: 1, Retain: true})

@@ -1,6 +1,8 @@
 package e2e_test
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"os"
@@ -8,15 +10,18 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/paho"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/coord"
 	"github.com/vigilhq/vigil/internal/detect"
 	"github.com/vigilhq/vigil/internal/hadisc"
+	"github.com/vigilhq/vigil/internal/sub"
 	"github.com/vigilhq/vigil/internal/telemetry"
 	"github.com/vigilhq/vigil/internal/testkit"
 	"github.com/vigilhq/vigil/internal/testpeer"
@@ -228,4 +233,119 @@ func TestRealDevicesThroughDiscovery(t *testing.T) {
 	if evs := events(); len(evs) != 1 {
 		t.Fatalf("a disarmed site recorded: %+v", evs)
 	}
+}
+
+// haClient is Home Assistant's side: a login allowed what Home Assistant
+// needs, the messages it receives (last per topic).
+type haClient struct {
+	mu   sync.Mutex
+	msgs map[string]string
+}
+
+func (h *haClient) get(topic string) (string, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	v, ok := h.msgs[topic]
+	return v, ok
+}
+
+func (h *haClient) topics(prefix string) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for t, v := range h.msgs {
+		if strings.HasPrefix(t, prefix) && v != "" {
+			out = append(out, t)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestVigilInHomeAssistant: Vigil announces itself once Home Assistant's
+// birth message is on the prefix; its site's alarm panel arms and disarms
+// through the command topic for a login allowed to, and not for one that
+// is not; states follow.
+func TestVigilInHomeAssistant(t *testing.T) {
+	ta := startApp(t, func(c *conf.Config) { intrusionConfig(t, c) })
+	addUser(t, ta, "homeassistant", users.RoleDevice, "ha-password",
+		[]string{"homeassistant/#", "vigil/+/mode/set"}, []string{"homeassistant/#", hadisc.StateRoot + "/#", "vigil/nodes/+/state"})
+	addUser(t, ta, "guest", users.RoleViewer, "guest-password", nil, nil)
+	must(t, ta.Broker.Publish("vigil/home/temp1/telemetry", []byte(`{"type":"temperature","value":21.5,"units":"C"}`), false, 1))
+	testkit.WaitFor(t, 5*time.Second, "the device", func() bool { return len(ta.devices(t)) == 1 })
+
+	ha := &haClient{msgs: map[string]string{}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := sub.Subscribe(ctx, sub.Options{Brokers: []string{ta.mqttAddr()}, Username: "homeassistant", Password: "ha-password",
+		Filters: []string{"homeassistant/#", hadisc.StateRoot + "/#", "vigil/nodes/+/state"}, QoS: 1}, func(m sub.Message) {
+		ha.mu.Lock()
+		ha.msgs[m.Topic] = string(m.Payload)
+		ha.mu.Unlock()
+	})
+	must(t, err)
+	defer s.Close()
+	time.Sleep(time.Second)
+	if got := ha.topics("homeassistant/device/"); len(got) != 0 {
+		t.Fatalf("Vigil announced itself before anything used the prefix: %v", got)
+	}
+	pub, _, err := mqttConnect(t, ta.mqttAddr(), "ha-core", "homeassistant", "ha-password")
+	must(t, err)
+	r, err := pub.Publish(ctx, &paho.Publish{Topic: "homeassistant/status", QoS: 1, Payload: []byte("online")})
+	if err != nil || r.ReasonCode >= 0x80 {
+		t.Fatalf("birth message: %v %+v", err, r)
+	}
+	start := time.Now()
+	want := []string{"homeassistant/device/vigil_dev_home_temp1/config", "homeassistant/device/vigil_server/config", "homeassistant/device/vigil_site_home/config"}
+	testkit.WaitFor(t, 5*time.Second, "Vigil's configs", func() bool { return slices.Equal(ha.topics("homeassistant/device/"), want) })
+	t.Logf("configs %v retained %v after Home Assistant's birth message", want, time.Since(start).Round(time.Millisecond))
+	cfg, _ := ha.get("homeassistant/device/vigil_site_home/config")
+	var site struct {
+		Availability []struct{ Topic string }
+		Components   map[string]map[string]any
+	}
+	must(t, json.Unmarshal([]byte(cfg), &site))
+	alarm := site.Components["alarm"]
+	if alarm["platform"] != "alarm_control_panel" || alarm["command_topic"] != "vigil/home/mode/set" || len(site.Availability) != 1 {
+		t.Fatalf("site config %s", cfg)
+	}
+	testkit.WaitFor(t, 5*time.Second, "the states", func() bool {
+		a, _ := ha.get(hadisc.StateRoot + "/home/alarm")
+		v, _ := ha.get(hadisc.StateRoot + "/home/temp1/state")
+		on, _ := ha.get(site.Availability[0].Topic)
+		return a == "armed_away" && v == "21.5" && on == "online"
+	})
+
+	// Disarm as Home Assistant does: its payload_disarm on the command topic.
+	r, err = pub.Publish(ctx, &paho.Publish{Topic: alarm["command_topic"].(string), QoS: 1, Payload: []byte(alarm["payload_disarm"].(string))})
+	if err != nil || r.ReasonCode >= 0x80 {
+		t.Fatalf("disarm: %v %+v", err, r)
+	}
+	testkit.WaitFor(t, 5*time.Second, "the site disarmed, and its alarm panel too", func() bool {
+		a, _ := ha.get(hadisc.StateRoot + "/home/alarm")
+		var sites []detect.Site
+		ta.api(t, "GET", "/api/v1/sites", "admin", adminPassword, &sites)
+		return a == "disarmed" && len(sites) == 1 && !sites[0].Armed
+	})
+	// A login that may not arm is refused, and nothing changes.
+	guest, _, err := mqttConnect(t, ta.mqttAddr(), "guest-1", "guest", "guest-password")
+	must(t, err)
+	r, _ = guest.Publish(ctx, &paho.Publish{Topic: "vigil/home/mode/set", QoS: 1, Payload: []byte("arm")})
+	if r == nil || r.ReasonCode != 0x87 {
+		t.Fatalf("a viewer arming: %+v, want not authorized (0x87)", r)
+	}
+	time.Sleep(300 * time.Millisecond)
+	var sites []detect.Site
+	ta.api(t, "GET", "/api/v1/sites", "admin", adminPassword, &sites)
+	if len(sites) != 1 || sites[0].Armed {
+		t.Fatalf("the viewer armed the site: %+v", sites)
+	}
+	r, err = pub.Publish(ctx, &paho.Publish{Topic: "vigil/home/mode/set", QoS: 1, Payload: []byte(alarm["payload_arm_away"].(string))})
+	if err != nil || r.ReasonCode >= 0x80 {
+		t.Fatalf("arm: %v %+v", err, r)
+	}
+	testkit.WaitFor(t, 5*time.Second, "armed again", func() bool {
+		a, _ := ha.get(hadisc.StateRoot + "/home/alarm")
+		return a == "armed_away"
+	})
 }

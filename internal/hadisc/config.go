@@ -360,6 +360,9 @@ func entity(configTopic, key, component string, t Topic, m map[string]any) (e *E
 	if component != Sensor && component != BinarySensor {
 		return nil, "Vigil reads sensor and binary_sensor entities; this is a " + clip(component)
 	}
+	if o, ok := m["origin"].(map[string]any); ok && o["name"] == OriginName {
+		return nil, "published by Vigil itself"
+	}
 	e = &Entity{ConfigTopic: configTopic, Key: key, Component: component, Config: m}
 	var bad []string
 	str := func(k string, max int) string {
