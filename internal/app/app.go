@@ -221,6 +221,7 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 		Cluster:     func(ctx context.Context) ([]cluster.Node, error) { return a.Store.ListNodes(ctx, time.Now()) },
 		Web:         ui.Handler(),
 		Security:    securityAPI{a},
+		Discovery:   a.disc,
 	}, log.With("component", "http")); err != nil {
 		return nil, err
 	}

@@ -225,6 +225,24 @@ func (a *App) openDiscovery(ctx context.Context) error {
 	return nil
 }
 
+// Entities lists what the running consumer reads (httpapi.Discovery).
+func (d *discovery) Entities() ([]hadisc.EntityView, []hadisc.Problem, bool) {
+	c := d.get()
+	if c == nil {
+		return []hadisc.EntityView{}, []hadisc.Problem{}, false
+	}
+	return c.Entities(), c.Problems(), true
+}
+
+// Entity returns the discovered entity read as deviceID.
+func (d *discovery) Entity(deviceID string) (hadisc.EntityView, bool) {
+	c := d.get()
+	if c == nil {
+		return hadisc.EntityView{}, false
+	}
+	return c.Entity(deviceID)
+}
+
 // reload reads the placements again (another node may have made some
 // while it led).
 func (d *discovery) reload(ctx context.Context) {

@@ -48,6 +48,12 @@ func (a *App) publishLive(ev telemetry.Event) {
 		}})
 	case ev.Status != "":
 		a.Hub.Publish(hub.Message{Event: hub.EventDevice, Key: ev.DeviceID, Data: hub.Device{Device: ev.DeviceID, Site: ev.Site, Status: ev.Status}})
+	case ev.Meta != nil:
+		d := hub.Device{Device: ev.DeviceID, Site: ev.Site, Name: ev.Meta.Name, Type: ev.Type, Units: ev.Units}
+		if ev.Meta.Discovery != nil {
+			d.Discovery = ev.Meta.Discovery
+		}
+		a.Hub.Publish(hub.Message{Event: hub.EventDevice, Key: ev.DeviceID, Data: d})
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/eclipse/paho.golang/paho"
 	"go.yaml.in/yaml/v3"
 
@@ -348,4 +349,71 @@ func TestVigilInHomeAssistant(t *testing.T) {
 		a, _ := ha.get(hadisc.StateRoot + "/home/alarm")
 		return a == "armed_away"
 	})
+}
+
+// TestDiscoveredDevicesInTheBrowser: with the devices page open in
+// headless Chromium, each family's devices appear (by their names) once
+// their retained configs are published, without a reload; a discovered
+// device's page shows what its config says, and an admin places it in a
+// zone there.
+func TestDiscoveredDevicesInTheBrowser(t *testing.T) {
+	fxs := deviceFixtures(t)
+	ta := startApp(t, func(c *conf.Config) { intrusionConfig(t, c) })
+	addUser(t, ta, "bridge", users.RoleDevice, "bridge-password", bridgeACL(fxs), []string{"homeassistant/#"})
+	c := newChrome(t, "http://"+ta.HTTP.Addr().String())
+	c.login("admin", adminPassword)
+	c.run("open the devices page", chromedp.Navigate(c.base+"/devices"), chromedp.WaitVisible("#device-table"),
+		// When each row first appears, by the page's clock.
+		chromedp.Evaluate(`window.marker = 1; window.seen = {};
+		  new MutationObserver(() => { for (const r of document.querySelectorAll('#device-table tbody tr')) { window.seen[r.dataset.device] ??= Date.now(); } })
+		    .observe(document.querySelector('#device-table tbody'), { childList: true, subtree: true });`, nil))
+	c.waitJS("the live stream", `document.getElementById('live-status').classList.contains('on')`, 10*time.Second)
+	for _, family := range []string{"zigbee2mqtt", "tasmota", "esphome", "shelly"} {
+		fx := fxs[family]
+		sent := map[string]time.Time{} // by unique_id: when its config was published
+		for _, m := range fx.Messages {
+			if !strings.HasSuffix(m.Topic, "/config") {
+				continue
+			}
+			at := time.Now()
+			mosquittoPub(t, ta, "bridge", "bridge-password", m)
+			for _, want := range fx.Expect {
+				if _, ok := sent[want.UniqueID]; !ok && strings.Contains(m.Payload, want.UniqueID) {
+					sent[want.UniqueID] = at
+				}
+			}
+		}
+		for _, want := range fx.Expect {
+			id := hadisc.DeviceID(&hadisc.Entity{UniqueID: want.UniqueID})
+			// Its row, with its name (Tasmota names a device in a later
+			// config of the same device: the row is named again).
+			c.waitJS(family+" "+id+" in the list", fmt.Sprintf(`window.seen[%q] !== undefined && window.marker === 1 &&
+			  [...document.querySelectorAll('#device-table tbody tr')].some(r => r.dataset.device === %q && r.textContent.includes(%q))`, id, id, want.Name), 10*time.Second)
+			var at float64
+			c.run("read when it appeared", chromedp.Evaluate(fmt.Sprintf(`window.seen[%q]`, id), &at))
+			ms := int64(at) - sent[want.UniqueID].UnixMilli()
+			t.Logf("%s %s: in the browser %d ms after mosquitto_pub started publishing its config", family, id, ms)
+			if ms > 5000 {
+				t.Errorf("%s %s appeared %d ms after its config", family, id, ms)
+			}
+		}
+	}
+	c.screenshot("discovered-devices")
+
+	motion := hadisc.DeviceID(&hadisc.Entity{UniqueID: "0x00158d0001a2b3c4_occupancy_zigbee2mqtt"})
+	c.run("open the motion sensor's page", chromedp.Navigate(c.base+"/devices/"+motion), chromedp.WaitVisible("#discovery"))
+	c.waitJS("its discovery card", `document.getElementById('discovery-facts').textContent.includes('Aqara') &&
+	  document.getElementById('discovery-facts').textContent.includes('homeassistant/binary_sensor/0x00158d0001a2b3c4/occupancy/config')`, 10*time.Second)
+	c.run("place it in zone hall", chromedp.SetValue("#placement input[name=site]", "home"), chromedp.SetValue("#placement input[name=zone]", "hall"),
+		chromedp.Click("#placement button"))
+	testkit.WaitFor(t, 10*time.Second, "the sensor (and its device's other entities) in home/hall", func() bool {
+		n := 0
+		for _, d := range ta.devices(t) {
+			if strings.HasPrefix(d.ID, "0x00158d0001a2b3c4_") && d.Site == "home" && d.Meta != nil && d.Meta.Zone == "hall" {
+				n++
+			}
+		}
+		return n == 3 // occupancy, illuminance, battery
+	})
+	c.screenshot("discovered-device-placed")
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/vigilhq/vigil/internal/alert"
 	"github.com/vigilhq/vigil/internal/cluster"
 	"github.com/vigilhq/vigil/internal/coord"
+	"github.com/vigilhq/vigil/internal/hadisc"
 	"github.com/vigilhq/vigil/internal/hub"
 	"github.com/vigilhq/vigil/internal/notify"
 	"github.com/vigilhq/vigil/internal/users"
@@ -85,6 +86,7 @@ func allDeps(t *testing.T) Deps {
 		Cluster:     func(context.Context) ([]cluster.Node, error) { return []cluster.Node{}, nil },
 		Web:         http.NotFoundHandler(),
 		Security:    fakeSecurity{},
+		Discovery:   fakeDiscovery{},
 
 		TrustedProxies: []*net.IPNet{},
 	}
@@ -399,4 +401,12 @@ func TestOpenAPIIsServedWithoutCredentials(t *testing.T) {
 	if !bytes.Equal(body, onDisk) {
 		t.Errorf("served %d bytes that differ from openapi.json's %d", len(body), len(onDisk))
 	}
+}
+
+type fakeDiscovery struct{}
+
+func (fakeDiscovery) Entities() ([]hadisc.EntityView, []hadisc.Problem, bool) { return nil, nil, false }
+func (fakeDiscovery) Entity(string) (hadisc.EntityView, bool)                 { return hadisc.EntityView{}, false }
+func (fakeDiscovery) Place(context.Context, string, hadisc.Placement) (hadisc.EntityView, error) {
+	return hadisc.EntityView{}, nil
 }

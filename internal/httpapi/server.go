@@ -98,6 +98,8 @@ type Deps struct {
 
 	// Cluster lists the nodes that share the database (nil: not served).
 	Cluster func(ctx context.Context) ([]cluster.Node, error)
+	// Discovery: Home Assistant discovery's entities and placements.
+	Discovery Discovery
 }
 
 // System is the body of GET /api/v1/system.
@@ -214,6 +216,7 @@ func (s *Server) routes() *routeMux {
 	s.userRoutes(api)
 	s.notifyRoutes(api)
 	s.securityRoutes(api)
+	s.discoveryRoutes(api)
 	// Profiles for admins, as Go servers usually offer them.
 	mux.Handle("/debug/pprof/", s.authed(adminOnly(http.HandlerFunc(pprof.Index))))
 	mux.Handle("/debug/pprof/profile", s.authed(adminOnly(http.HandlerFunc(pprof.Profile))))

@@ -34,6 +34,12 @@ type Device struct {
 	Device string `json:"device"`
 	Site   string `json:"site"`
 	Status string `json:"status"`
+	// With a device's meta (a new discovered device): what the device
+	// list shows of it.
+	Name      string `json:"name,omitempty"`
+	Type      string `json:"type,omitempty"`
+	Units     string `json:"units,omitempty"`
+	Discovery any    `json:"discovery,omitempty"`
 }
 
 // Site is a site armed, disarmed, or given a plan: its state after it.

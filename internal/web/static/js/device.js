@@ -20,6 +20,44 @@ function renderFacts() {
     fact('First seen', fmtTime(d.first_seen)), d.meta?.name ? fact('Name', d.meta.name) : null, d.meta?.zone ? fact('Zone', d.meta.zone) : null);
 }
 
+// A device read through Home Assistant discovery: what its config says,
+// why its last message was not read, and where it is placed.
+const disc = document.getElementById('discovery');
+async function renderDiscovery() {
+  const m = device.meta?.discovery;
+  disc.hidden = !m;
+  if (!m) return;
+  let v = null;
+  try { v = await api('GET', `/api/v1/devices/${encodeURIComponent(id)}/discovery`); } catch { /* another node reads it */ }
+  const e = v?.entity;
+  const av = e?.availability?.length ? e.availability.map(a => a.topic).join(', ') + (e.availability.length > 1 ? ` (${e.availability_mode})` : '') : 'always available';
+  clear(document.getElementById('discovery-facts'),
+    fact('Device', [m.device_name, m.manufacturer, m.model].filter(Boolean).join(' · ') || '–'),
+    m.via_device ? fact('Through', m.via_device) : null,
+    m.origin ? fact('Published by', m.origin) : null,
+    fact('Entity', `${m.component}${m.device_class ? ' · ' + m.device_class : ''}${m.unique_id ? ' · ' + m.unique_id : ''}`),
+    fact('Config', el('a', { href: `/api/v1/devices/${encodeURIComponent(id)}/discovery` }, m.config_topic)),
+    fact('State topic', m.state_topic),
+    e?.value_template ? fact('Value template', el('code', {}, e.value_template)) : null,
+    fact('Availability', av),
+    m.removed ? fact('Removed', 'its config was deleted; the readings are kept') : null);
+  const err = document.getElementById('discovery-error');
+  err.textContent = v?.error ? `Last message not read: ${v.error} (${v.errors} so far)` : (v ? `${v.errors} unreadable messages` : '');
+  const form = document.getElementById('placement');
+  if (form && !form.dataset.touched) { form.site.value = device.site; form.zone.value = device.meta?.zone || ''; }
+}
+document.getElementById('placement')?.addEventListener('input', e => { e.currentTarget.dataset.touched = '1'; });
+document.getElementById('placement')?.addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const f = e.currentTarget;
+  try {
+    await api('PUT', `/api/v1/devices/${encodeURIComponent(id)}/placement`, { site: f.site.value, zone: f.zone.value });
+    delete f.dataset.touched;
+    toast('Placed');
+    setTimeout(() => load().catch(() => {}), 500);
+  } catch (x) { toast(x.message, true); }
+});
+
 function draw() {
   const unit = shortUnits(device?.units || '');
   const now = Date.now();
@@ -47,6 +85,7 @@ async function load() {
   device = d;
   document.getElementById('device-title').textContent = device.meta?.name ? `${device.meta.name} (${id})` : id;
   renderFacts();
+  renderDiscovery().catch(() => {});
   if (range === 'live') {
     const rs = await api('GET', `/api/v1/devices/${encodeURIComponent(id)}/telemetry?since=10m&limit=10000`);
     if (n !== loads) return;
@@ -90,5 +129,9 @@ stream(['reading', 'device'], {
     latest.prepend(row);
     while (latest.children.length > 10) latest.lastChild.remove();
   },
-  device: (m) => { if (device) { device.status = m.status; renderFacts(); } },
+  device: (m) => {
+    if (!device) return;
+    // Its meta changed: read it again once stored.
+    if (m.status) { device.status = m.status; renderFacts(); } else setTimeout(() => load().catch(() => {}), 500);
+  },
 }, { device: id });

@@ -10,12 +10,20 @@ function visible(d) {
   if (f.site.value && d.site !== f.site.value) return false;
   if (f.status.value && d.status !== f.status.value) return false;
   const t = f.text.value.trim().toLowerCase();
-  return !t || d.id.toLowerCase().includes(t) || (d.type || '').toLowerCase().includes(t);
+  return !t || d.id.toLowerCase().includes(t) || (d.type || '').toLowerCase().includes(t) || (d.meta?.name || '').toLowerCase().includes(t);
+}
+
+// made is a discovered device's maker and model.
+function made(d) {
+  const m = d.meta?.discovery;
+  return m ? [m.manufacturer, m.model].filter(Boolean).join(' ') : '';
 }
 
 function row(d) {
   return el('tr', { dataset: { device: d.id } },
-    el('td', {}, el('a', { href: '/devices/' + encodeURIComponent(d.id) }, d.id)),
+    el('td', {}, el('a', { href: '/devices/' + encodeURIComponent(d.id) }, d.meta?.name || d.id),
+      d.meta?.name ? el('small', { class: 'muted' }, ' ' + d.id) : null,
+      made(d) ? el('small', { class: 'muted', title: d.meta.discovery.origin || 'Home Assistant discovery' }, ' · ' + made(d)) : null),
     el('td', {}, d.site), el('td', {}, d.type || ''), el('td', {}, pill(d.status || 'unknown', d.status)),
     el('td', { class: 'num value' }, fmtValue(d.last_value, d.units)),
     el('td', { class: 'seen', title: d.last_seen ? new Date(d.last_seen).toLocaleString() : '' }, fmtAgo(d.last_seen)));
@@ -54,5 +62,20 @@ stream(['reading', 'device'], {
       r.classList.remove('flash'); void r.offsetWidth; r.classList.add('flash');
     }
   },
-  device: (m) => { const d = devices.get(m.device); if (d) { d.status = m.status; render(); } else load().catch(() => {}); },
+  device: (m) => {
+    const d = devices.get(m.device);
+    if (d) {
+      if (m.status) d.status = m.status;
+      if (m.name) d.meta = { ...(d.meta || {}), name: m.name };
+      if (m.discovery) d.meta = { ...(d.meta || {}), discovery: m.discovery };
+      render();
+      return;
+    }
+    // A new device: shown at once from the message, then read whole once
+    // it is stored.
+    devices.set(m.device, { id: m.device, site: m.site, type: m.type || '', units: m.units || '', status: m.status || 'online',
+      meta: m.name || m.discovery ? { name: m.name, discovery: m.discovery } : undefined });
+    render();
+    setTimeout(() => load().catch(() => {}), 1000);
+  },
 });

@@ -73,7 +73,11 @@ stream(['site', 'device', 'event', 'clip', 'clip_deleted', 'agents'], {
     if (cur) { cur.armed = s.armed; if (s.plan) cur.plan = s.plan; } else sites.push({ plan: 'free', ...s });
     renderSites();
   },
-  device: (d) => { const cur = devices.get(d.device); if (cur) cur.status = d.status; else devices.set(d.device, { id: d.device, status: d.status }); renderDevices(); },
+  device: (d) => {
+    const cur = devices.get(d.device);
+    if (cur) { if (d.status) cur.status = d.status; } else devices.set(d.device, { id: d.device, site: d.site, status: d.status || 'online' });
+    renderDevices();
+  },
   event: (ev) => {
     const i = events.findIndex(x => x.id === ev.id);
     if (i >= 0) events[i] = ev; else { events.unshift(ev); ev._new = true; }
