@@ -21,7 +21,8 @@ import (
 )
 
 // The logins of docs/mosquitto/acl.
-var externalLogins = map[string]string{"vigil": "node-secret-1", "vigil-agent": "agent-secret-2", "home": "site-secret-3"}
+var externalLogins = map[string]string{"vigil": "node-secret-1", "vigil-agent": "agent-secret-2", "home": "site-secret-3",
+	"homeassistant": "ha-secret-4", "zigbee2mqtt": "z2m-secret-5"}
 
 // externalMosquitto is a Mosquitto 2 with a password file and the ACL of
 // docs/mosquitto/acl, as it is; port 0 picks a free one. Anonymous clients
@@ -131,6 +132,30 @@ func TestVigilOnAnExternalMosquitto(t *testing.T) {
 		t.Errorf("the paper's sensor: %+v; it printed %s", rs, firstLines(out.String(), 7))
 	}
 	t.Logf("external Mosquitto: %d fleet readings acknowledged and stored once, %d of the paper's, 2 clips", st.Published.Load(), len(ta.readings(t, "1")))
+
+	// Zigbee2MQTT's devices, through Mosquitto: discovery configs and
+	// states, as the bridge publishes them with its own login.
+	z2m := deviceFixtures(t)["zigbee2mqtt"]
+	for _, msg := range z2m.Messages {
+		args := []string{"-h", "127.0.0.1", "-p", fmt.Sprint(m.Port), "-u", "zigbee2mqtt", "-P", externalLogins["zigbee2mqtt"], "-q", "1", "-t", msg.Topic, "-m", msg.Payload}
+		if msg.Retain {
+			args = append(args, "-r")
+		}
+		if o, err := exec.Command(testpeer.Need(t, "mosquitto_pub"), args...).CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_pub: %v: %s", err, o)
+		}
+	}
+	testkit.WaitFor(t, 10*time.Second, "Zigbee2MQTT's devices and values", func() bool {
+		found := 0
+		for _, d := range ta.devices(t) {
+			for _, want := range z2m.Expect {
+				if d.ID == want.UniqueID && d.LastValue != nil && *d.LastValue == *want.Value && d.Meta != nil && d.Meta.Name == want.Name {
+					found++
+				}
+			}
+		}
+		return found == len(z2m.Expect)
+	})
 
 	// The self-audit audits Mosquitto: it sees that anonymous clients get in.
 	rec, err := ta.Auditor.Run(context.Background(), "test")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -183,4 +184,57 @@ func FuzzParse(f *testing.F) {
 			_ = e.FriendlyName()
 		}
 	})
+}
+
+// expire_after: an entity that says nothing for that long is offline
+// until its next state.
+func TestExpireAfter(t *testing.T) {
+	bus := newMemBus()
+	var out sink
+	var mu sync.Mutex
+	now := time.Unix(1e9, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	c := NewConsumer(ConsumerConfig{Prefix: "homeassistant", Site: "home", Put: out.put, Now: clock}, bus, slog.New(slog.DiscardHandler), nil)
+	must := func(err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(c.Start())
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	bus.publish("homeassistant/sensor/garage/t/config", []byte(`{"stat_t":"garage/t","unit_of_meas":"°C","dev_cla":"temperature","exp_aft":300,"uniq_id":"garage_t"}`), true)
+	must(c.Sync(ctx))
+	bus.publish("garage/t", []byte("12.5"), false)
+	advance := func(d time.Duration) {
+		mu.Lock()
+		now = now.Add(d)
+		mu.Unlock()
+		c.expire()
+	}
+	available := func() bool { v, _ := c.Entity("garage_t"); return v.Available }
+	advance(299 * time.Second)
+	if !available() {
+		t.Fatal("expired before expire_after")
+	}
+	advance(2 * time.Second)
+	if available() {
+		t.Fatal("still available 301 s after its last state with expire_after 300")
+	}
+	bus.publish("garage/t", []byte("12.6"), false)
+	if !available() {
+		t.Fatal("not available again after a state")
+	}
+	out.mu.Lock()
+	defer out.mu.Unlock()
+	var statuses []string
+	for _, ev := range out.evs {
+		if ev.Status != "" {
+			statuses = append(statuses, ev.Status)
+		}
+	}
+	if strings.Join(statuses, ",") != "offline,online" {
+		t.Errorf("statuses told to the pipeline: %v", statuses)
+	}
 }
