@@ -65,6 +65,15 @@ if [ $# -eq 0 ] && [ "${VIGIL_FUZZTIME:-60000x}" != "0" ]; then
   go test -run '^$' -fuzz FuzzLiveBroker -fuzztime "${VIGIL_FUZZTIME:-60000x}" -fuzzminimizetime 5s -timeout 0 ./internal/broker
 fi
 
+# Bounded runs of the Home Assistant discovery fuzzers: configs and value
+# templates come from anyone who may publish under the prefix.
+if [ $# -eq 0 ] && [ "${VIGIL_FUZZTIME:-60000x}" != "0" ]; then
+  for f in FuzzParse FuzzTemplate; do
+    echo "go test -fuzz $f -fuzztime ${VIGIL_DISCOVERY_FUZZTIME:-200000x} ./internal/hadisc"
+    go test -run '^$' -fuzz "^$f\$" -fuzztime "${VIGIL_DISCOVERY_FUZZTIME:-200000x}" -fuzzminimizetime 5s -timeout 0 ./internal/hadisc
+  done
+fi
+
 # Tests leave nothing running: a peer, a vigil or a test binary that
 # appeared during the run and is now an orphan (the test that started it
 # is gone) was left behind; so was a container's shim.
