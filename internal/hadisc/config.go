@@ -340,18 +340,6 @@ func expandKeys(m map[string]any, table map[string]string) map[string]any {
 	return out
 }
 
-// Device classes of binary sensors Vigil knows; any other is read as a
-// plain binary sensor.
-var binaryClasses = map[string]bool{
-	"motion": true, "occupancy": true, "presence": true,
-	"door": true, "window": true, "opening": true, "garage_door": true,
-	"smoke": true, "moisture": true, "tamper": true, "gas": true, "safety": true,
-	"vibration": true, "sound": true, "problem": true, "connectivity": true,
-	"battery": true, "lock": true, "light": true, "cold": true, "heat": true,
-	"carbon_monoxide": true, "plug": true, "power": true, "running": true,
-	"moving": true, "battery_charging": true, "update": true,
-}
-
 // nonNumeric are sensor device classes whose state is not a number.
 var nonNumeric = map[string]bool{"enum": true, "timestamp": true, "date": true}
 

@@ -73,9 +73,15 @@ func TestVigilsConfigsHaveTheKeysHomeAssistantDocuments(t *testing.T) {
 				t.Errorf("%s: device key %s is not documented", topic, k)
 			}
 		}
-		for k := range cfg["origin"].(map[string]any) {
+		origin := cfg["origin"].(map[string]any)
+		for k := range origin {
 			if !slices.Contains(originKeys, k) {
 				t.Errorf("%s: origin key %s is not documented", topic, k)
+			}
+		}
+		for _, k := range originRequired {
+			if _, ok := origin[k]; !ok {
+				t.Errorf("%s: origin without %s", topic, k)
 			}
 		}
 		for _, a := range cfg["availability"].([]any) {
@@ -103,6 +109,9 @@ func TestVigilsConfigsHaveTheKeysHomeAssistantDocuments(t *testing.T) {
 				if !slices.Contains(keys.Allowed, k) {
 					t.Errorf("%s#%s (%s): key %s is not documented", topic, id, platform, k)
 				}
+				if newer, ok := renamedKeys[k]; ok {
+					t.Errorf("%s#%s (%s): key %s is now %s", topic, id, platform, k, newer)
+				}
 			}
 			for _, group := range oneOf[platform] {
 				if !slices.ContainsFunc(group, func(k string) bool { _, ok := c[k]; return ok }) {
@@ -110,6 +119,13 @@ func TestVigilsConfigsHaveTheKeysHomeAssistantDocuments(t *testing.T) {
 				}
 			}
 			if platform == "alarm_control_panel" {
+				// Vigil's mode command takes arm and disarm, not Home
+				// Assistant's default payloads.
+				for _, k := range []string{"payload_arm_away", "payload_disarm"} {
+					if v, _ := c[k].(string); v == "" || v == alarmPayloadDefaults[k] {
+						t.Errorf("%s: %s is %q; Vigil's mode command needs arm or disarm", topic, k, v)
+					}
+				}
 				for _, f := range c["supported_features"].([]any) {
 					if !slices.Contains(alarmSupportedFeatures, f.(string)) {
 						t.Errorf("alarm feature %v", f)
@@ -161,6 +177,9 @@ func TestPublishedStates(t *testing.T) {
 	p.flush()
 	out.mu.Lock()
 	defer out.mu.Unlock()
+	if !slices.Contains(alarmStates, string(out.msgs["vigil-ha/home/alarm"])) {
+		t.Errorf("alarm state %q is not one Home Assistant accepts", out.msgs["vigil-ha/home/alarm"])
+	}
 	for topic, w := range map[string]string{"vigil-ha/home/alarm": "disarmed", "vigil-ha/home/cam1/motion": "OFF", "vigil-ha/home/pir-1/state": "ON"} {
 		if got := string(out.msgs[topic]); got != w {
 			t.Errorf("%s = %q, want %q", topic, got, w)

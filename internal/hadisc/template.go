@@ -845,7 +845,7 @@ func (p *exprParser) primary() (expr, error) {
 			p.next()
 			n := p.next()
 			if n.kind != "name" && n.kind != "num" {
-				return nil, errors.New("a name must follow .")
+				return nil, errors.New("a name must follow a dot")
 			}
 			name := n.s
 			if strings.HasPrefix(name, "_") {
@@ -958,7 +958,7 @@ func (ev *evaluator) eval(e expr) (any, error) {
 		if v, ok := ev.vars[e.name]; ok {
 			return v, nil
 		}
-		return undefined{e.name}, nil
+		return undefined(e), nil
 	case attrExpr:
 		x, err := ev.eval(e.x)
 		if err != nil {
