@@ -557,27 +557,24 @@ func (p *exprParser) cond() (expr, error) {
 	return x, nil
 }
 
-func (p *exprParser) or() (expr, error) {
-	x, err := p.and()
-	for err == nil && p.isWord("or") {
+// level parses operands of next joined by any of ops, left to right.
+func (p *exprParser) level(next func() (expr, error), ops ...string) (expr, error) {
+	x, err := next()
+	for err == nil {
+		t := p.peek()
+		if (t.kind != "op" && t.kind != "name") || !slices.Contains(ops, t.s) {
+			return x, nil
+		}
 		p.next()
 		var r expr
-		r, err = p.and()
-		x = binExpr{"or", x, r}
+		r, err = next()
+		x = binExpr{t.s, x, r}
 	}
 	return x, err
 }
 
-func (p *exprParser) and() (expr, error) {
-	x, err := p.not()
-	for err == nil && p.isWord("and") {
-		p.next()
-		var r expr
-		r, err = p.not()
-		x = binExpr{"and", x, r}
-	}
-	return x, err
-}
+func (p *exprParser) or() (expr, error)  { return p.level(p.and, "or") }
+func (p *exprParser) and() (expr, error) { return p.level(p.not, "and") }
 
 func (p *exprParser) not() (expr, error) {
 	if p.isWord("not") {
@@ -616,36 +613,11 @@ func (p *exprParser) compare() (expr, error) {
 	return x, err
 }
 
-func (p *exprParser) concat() (expr, error) {
-	x, err := p.sum()
-	for err == nil && p.isOp("~") {
-		p.next()
-		var r expr
-		r, err = p.sum()
-		x = binExpr{"~", x, r}
-	}
-	return x, err
-}
-
-func (p *exprParser) sum() (expr, error) {
-	x, err := p.product()
-	for err == nil && (p.isOp("+") || p.isOp("-")) {
-		op := p.next().s
-		var r expr
-		r, err = p.product()
-		x = binExpr{op, x, r}
-	}
-	return x, err
-}
+func (p *exprParser) concat() (expr, error) { return p.level(p.sum, "~") }
+func (p *exprParser) sum() (expr, error)    { return p.level(p.product, "+", "-") }
 
 func (p *exprParser) product() (expr, error) {
-	x, err := p.unary()
-	for err == nil && (p.isOp("*") || p.isOp("/") || p.isOp("//") || p.isOp("%")) {
-		op := p.next().s
-		var r expr
-		r, err = p.unary()
-		x = binExpr{op, x, r}
-	}
+	x, err := p.level(p.unary, "*", "/", "//", "%")
 	if err == nil && p.isOp("**") {
 		return nil, errors.New("** is not supported")
 	}
@@ -977,21 +949,13 @@ func (ev *evaluator) eval(e expr) (any, error) {
 		return getItem(x, k, false)
 	case callExpr:
 		a := e.x.(attrExpr)
-		x, err := ev.eval(a.x)
-		if err != nil {
-			return nil, err
-		}
-		args, err := ev.evalAll(e.args)
+		x, args, err := ev.withArgs(a.x, e.args)
 		if err != nil {
 			return nil, err
 		}
 		return method(x, a.name, args)
 	case filterExpr:
-		x, err := ev.eval(e.x)
-		if err != nil {
-			return nil, err
-		}
-		args, err := ev.evalAll(e.args)
+		x, args, err := ev.withArgs(e.x, e.args)
 		if err != nil {
 			return nil, err
 		}
@@ -1094,6 +1058,16 @@ func (ev *evaluator) eval(e expr) (any, error) {
 		return m, nil
 	}
 	return nil, fmt.Errorf("cannot evaluate %T", e)
+}
+
+// withArgs evaluates a method's or filter's operand and arguments.
+func (ev *evaluator) withArgs(x expr, args []expr) (any, []any, error) {
+	v, err := ev.eval(x)
+	if err != nil {
+		return nil, nil, err
+	}
+	vs, err := ev.evalAll(args)
+	return v, vs, err
 }
 
 func (ev *evaluator) evalAll(es []expr) ([]any, error) {
