@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/eclipse/paho.golang/paho"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/coord"
@@ -29,49 +26,13 @@ import (
 	"github.com/vigilhq/vigil/internal/users"
 )
 
-// deviceFixture is a file of testdata/devices: what a project publishes
-// (discovery configs and states, transcribed from its source; each file
-// says where from) and what Vigil must make of it.
-type deviceFixture struct {
-	Messages []fixtureMessage `yaml:"messages"`
-	Expect   []struct {
-		UniqueID    string   `yaml:"unique_id"`
-		Component   string   `yaml:"component"`
-		DeviceClass string   `yaml:"device_class"`
-		Name        string   `yaml:"name"`
-		Units       string   `yaml:"units"`
-		Value       *float64 `yaml:"value"`
-		Device      struct {
-			Name         string `yaml:"name"`
-			Model        string `yaml:"model"`
-			Manufacturer string `yaml:"manufacturer"`
-		} `yaml:"device"`
-	} `yaml:"expect"`
-}
-
-type fixtureMessage struct {
-	Topic   string `yaml:"topic"`
-	Retain  bool   `yaml:"retain"`
-	Payload string `yaml:"payload"`
-}
+type (
+	deviceFixture  = testkit.DeviceFixture
+	fixtureMessage = testkit.FixtureMessage
+)
 
 func deviceFixtures(t *testing.T) map[string]deviceFixture {
-	t.Helper()
-	files, _ := filepath.Glob("testdata/devices/*.yaml")
-	if len(files) < 4 {
-		t.Fatalf("fixtures: %v", files)
-	}
-	out := map[string]deviceFixture{}
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		must(t, err)
-		var fx deviceFixture
-		if err := yaml.Unmarshal(b, &fx); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		out[strings.TrimSuffix(filepath.Base(f), ".yaml")] = fx
-	}
-	return out
+	return testkit.DeviceFixtures(t, "testdata/devices")
 }
 
 // mosquittoPub publishes one message as a bridge (Zigbee2MQTT, Tasmota...)

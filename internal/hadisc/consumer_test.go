@@ -3,16 +3,13 @@ package hadisc
 import (
 	"context"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/vigilhq/vigil/internal/telemetry"
+	"github.com/vigilhq/vigil/internal/testkit"
 	"github.com/vigilhq/vigil/internal/users"
 )
 
@@ -83,48 +80,6 @@ func (b *memBus) publish(topic string, payload []byte, retain bool) {
 	}
 }
 
-// fixture is a file of internal/e2e/testdata/devices.
-type fixture struct {
-	Messages []struct {
-		Topic   string `yaml:"topic"`
-		Retain  bool   `yaml:"retain"`
-		Payload string `yaml:"payload"`
-	} `yaml:"messages"`
-	Expect []struct {
-		UniqueID    string   `yaml:"unique_id"`
-		Component   string   `yaml:"component"`
-		DeviceClass string   `yaml:"device_class"`
-		Name        string   `yaml:"name"`
-		Units       string   `yaml:"units"`
-		Value       *float64 `yaml:"value"`
-		Device      struct {
-			Name         string `yaml:"name"`
-			Model        string `yaml:"model"`
-			Manufacturer string `yaml:"manufacturer"`
-		} `yaml:"device"`
-	} `yaml:"expect"`
-}
-
-func readFixtures(t *testing.T) map[string]fixture {
-	files, err := filepath.Glob("../e2e/testdata/devices/*.yaml")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no fixtures: %v", err)
-	}
-	out := map[string]fixture{}
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var fx fixture
-		if err := yaml.Unmarshal(b, &fx); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		out[filepath.Base(f)] = fx
-	}
-	return out
-}
-
 type sink struct {
 	mu  sync.Mutex
 	evs []telemetry.Event
@@ -140,7 +95,7 @@ func (s *sink) put(_ context.Context, ev telemetry.Event) error {
 // Each project's discovery configs and states, as they publish them, make
 // the entities Home Assistant would show: names, classes, units, values.
 func TestFixturesMakeTheEntitiesHomeAssistantShows(t *testing.T) {
-	for name, fx := range readFixtures(t) {
+	for name, fx := range testkit.DeviceFixtures(t, "../e2e/testdata/devices") {
 		t.Run(name, func(t *testing.T) {
 			bus := newMemBus()
 			var out sink
