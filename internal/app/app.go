@@ -185,7 +185,7 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 		return nil, err
 	}
 	if a.HTTP, err = httpapi.Open(cfg.HTTP.Listen, httpapi.Deps{
-		Devices:  a.Store,
+		Devices:  devicesAPI{a.Store, a},
 		Auth:     a.Users,
 		Health:   a.health,
 		System:   a.system,

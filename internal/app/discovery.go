@@ -17,9 +17,28 @@ import (
 	"github.com/vigilhq/vigil/internal/detect"
 	"github.com/vigilhq/vigil/internal/hadisc"
 	"github.com/vigilhq/vigil/internal/hub"
+	"github.com/vigilhq/vigil/internal/store"
 	"github.com/vigilhq/vigil/internal/telemetry"
 	"github.com/vigilhq/vigil/internal/version"
 )
+
+// devicesAPI is the store's devices for the API: deleting one also
+// removes its Home Assistant configs.
+type devicesAPI struct {
+	*store.Store
+	a *App
+}
+
+func (d devicesAPI) DeleteDevice(ctx context.Context, id string) error {
+	if err := d.Store.DeleteDevice(ctx, id); err != nil {
+		return err
+	}
+	if p := d.a.disc.pub.Load(); p != nil {
+		p.Remove(id)
+	}
+	d.a.log.Info("device deleted", "device", id)
+	return nil
+}
 
 // placementsKey is the settings row of the placements made in the UI.
 const placementsKey = "homeassistant.placements"

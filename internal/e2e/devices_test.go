@@ -310,6 +310,18 @@ func TestVigilInHomeAssistant(t *testing.T) {
 		a, _ := ha.get(hadisc.StateRoot + "/home/alarm")
 		return a == "armed_away"
 	})
+
+	// Deleting a device removes its config from Home Assistant.
+	if code := ta.api(t, "DELETE", "/api/v1/devices/temp1", "admin", adminPassword, nil); code != 200 {
+		t.Fatalf("delete: %d", code)
+	}
+	testkit.WaitFor(t, 5*time.Second, "the device's config removed", func() bool {
+		v, ok := ha.get("homeassistant/device/vigil_dev_home_temp1/config")
+		return ok && v == ""
+	})
+	if code := ta.api(t, "GET", "/api/v1/devices/temp1", "admin", adminPassword, nil); code != 404 {
+		t.Errorf("the deleted device: %d, want 404", code)
+	}
 }
 
 // TestDiscoveredDevicesInTheBrowser: with the devices page open in

@@ -126,6 +126,16 @@ func (p *Publisher) Device(d telemetry.Device) {
 	}
 }
 
+// Remove forgets a deleted device: its config is removed on the next flush.
+func (p *Publisher) Remove(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if d, ok := p.devices[id]; ok {
+		delete(p.devices, id)
+		delete(p.pending, deviceStateTopic(d))
+	}
+}
+
 // Observe takes a telemetry event: a reading's value is sent (at most once
 // per Interval), a new device or meta announced.
 func (p *Publisher) Observe(ev telemetry.Event) {

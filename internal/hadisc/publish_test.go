@@ -217,8 +217,16 @@ func TestStaleConfigsAreRemovedAndAnnounceRepublishes(t *testing.T) {
 	out.mu.Unlock()
 	p.Announce()
 	out.mu.Lock()
-	defer out.mu.Unlock()
 	if len(out.log)-before < len(p.Configs()) {
 		t.Errorf("Announce published %d messages, want every config (%d) again", len(out.log)-before, len(p.Configs()))
+	}
+	out.mu.Unlock()
+	// A deleted device's config goes.
+	p.Remove("temp-1")
+	p.flush()
+	out.mu.Lock()
+	defer out.mu.Unlock()
+	if b, ok := out.msgs["homeassistant/device/vigil_dev_home_temp-1/config"]; !ok || len(b) != 0 {
+		t.Errorf("a removed device's config: %q %v, want an empty retained message", b, ok)
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/vigilhq/vigil"
 	"github.com/vigilhq/vigil/internal/telemetry"
+	"github.com/vigilhq/vigil/internal/users"
 )
 
 const (
@@ -23,6 +24,17 @@ func (s *Server) listDevices(w http.ResponseWriter, r *http.Request) (any, error
 // getDevice: GET /api/v1/devices/{id}
 func (s *Server) getDevice(w http.ResponseWriter, r *http.Request) (any, error) {
 	return s.deps.Devices.GetDevice(r.Context(), r.PathValue("id"))
+}
+
+// deleteDevice: DELETE /api/v1/devices/{id} (admins)
+func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request) (any, error) {
+	if u := UserFrom(r.Context()); u == nil || u.Role != users.RoleAdmin {
+		return nil, vigil.Errorf(vigil.EForbidden, "only admins can delete a device")
+	}
+	if err := s.deps.Devices.DeleteDevice(r.Context(), r.PathValue("id")); err != nil {
+		return nil, err
+	}
+	return map[string]bool{"ok": true}, nil
 }
 
 // listTelemetry: GET /api/v1/devices/{id}/telemetry[?since=&limit=]

@@ -35,6 +35,9 @@ type Devices interface {
 	ListDevices(ctx context.Context, f telemetry.DeviceFilter) ([]telemetry.Device, error)
 	GetDevice(ctx context.Context, id string) (telemetry.Device, error)
 	ListReadings(ctx context.Context, q telemetry.ReadingQuery) ([]telemetry.Reading, error)
+	// DeleteDevice deletes a device and its readings (and its Home
+	// Assistant configs).
+	DeleteDevice(ctx context.Context, id string) error
 }
 
 // Authenticator checks a username and password.
@@ -208,6 +211,7 @@ func (s *Server) routes() *routeMux {
 	mux.Handle("GET /api/v1/stream", s.authed(http.HandlerFunc(s.stream)))
 	api("GET /api/v1/devices", s.listDevices)
 	api("GET /api/v1/devices/{id}", s.getDevice)
+	api("DELETE /api/v1/devices/{id}", s.deleteDevice)
 	api("GET /api/v1/devices/{id}/telemetry", s.listTelemetry)
 	api("GET /api/v1/devices/{id}/telemetry/summary", s.listBuckets)
 	api("GET /api/v1/system", s.system)

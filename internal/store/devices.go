@@ -110,6 +110,7 @@ func (s *Store) freshDevices(ctx context.Context) error {
 		return fmt.Errorf("read devices: %w", err)
 	}
 	defer rows.Close()
+	seen := map[string]bool{}
 	for rows.Next() {
 		var d device
 		var value sql.NullFloat64
@@ -123,9 +124,16 @@ func (s *Store) freshDevices(ctx context.Context) error {
 		if old == nil || d.lastSeen > old.lastSeen || d.statusSince > old.statusSince || (d.meta != "" && d.meta != old.meta) {
 			c.byID[d.id] = &d
 		}
+		seen[d.id] = true
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read devices: %w", err)
+	}
+	// Deleted on another node (DeleteDevice).
+	for id := range c.byID {
+		if !seen[id] && !c.dirty[id] {
+			delete(c.byID, id)
+		}
 	}
 	c.refreshed = time.Now()
 	return nil
@@ -490,6 +498,38 @@ func (s *Store) devicePK(ctx context.Context, id string) (int64, error) {
 		return 0, vigil.Errorf(vigil.ENotFound, "no device %q", id)
 	}
 	return d.pk, nil
+}
+
+// DeleteDevice deletes a device and its readings. A device that reports
+// again comes back as new.
+func (s *Store) DeleteDevice(ctx context.Context, id string) error {
+	c := &s.devs
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d, err := s.cachedDevice(ctx, id)
+	if err != nil {
+		return err
+	}
+	if d == nil {
+		return vigil.Errorf(vigil.ENotFound, "no device %q", id)
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("delete device: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `DELETE FROM readings WHERE device = ?`, d.pk); err != nil {
+		return fmt.Errorf("delete device: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE pk = ?`, d.pk); err != nil {
+		return fmt.Errorf("delete device: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("delete device: %w", err)
+	}
+	delete(c.byID, id)
+	delete(c.dirty, id)
+	return nil
 }
 
 // discovered reports whether a device is read through Home Assistant

@@ -515,3 +515,39 @@ func TestARedeliveredReadingIsStoredOnce(t *testing.T) {
 		t.Errorf("%d readings stored (%v), want 5: two, the restarted count's, and both without a sequence number", n, err)
 	}
 }
+
+// A deleted device is gone with its readings, from a reopened store too;
+// a discovered device is never marked stale (its availability says).
+func TestDeleteDeviceAndDiscoveredDevicesAreNotStale(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	now := time.Now()
+	disc := telemetry.Event{DeviceID: "z2m", Site: "home", Time: now.Add(-time.Hour), Meta: &telemetry.Meta{Discovery: &telemetry.Discovery{Component: "binary_sensor"}}}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(s.Apply(ctx, []telemetry.Event{reading("gone", now, 1, 1), reading("kept", now, 2, 1), disc, reading("z2m", now.Add(-time.Hour), 1, 1)}))
+	if ids, err := s.MarkStale(ctx, now.Add(-time.Minute), now); err != nil || len(ids) != 0 {
+		t.Fatalf("stale %v %v: a discovered device was marked stale", ids, err)
+	}
+	must(s.DeleteDevice(ctx, "gone"))
+	if _, err := s.GetDevice(ctx, "gone"); vigil.ErrorCode(err) != vigil.ENotFound {
+		t.Fatalf("deleted device: %v", err)
+	}
+	if err := s.DeleteDevice(ctx, "gone"); vigil.ErrorCode(err) != vigil.ENotFound {
+		t.Fatalf("deleting it again: %v", err)
+	}
+	var n int
+	must(s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM readings`).Scan(&n))
+	if n != 2 {
+		t.Fatalf("%d readings left, want the 2 of the other devices", n)
+	}
+	ds, err := s.ListDevices(ctx, telemetry.DeviceFilter{})
+	must(err)
+	if len(ds) != 2 {
+		t.Fatalf("devices %+v", ds)
+	}
+}

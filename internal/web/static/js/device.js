@@ -58,6 +58,14 @@ document.getElementById('placement')?.addEventListener('submit', async (e) => {
   } catch (x) { toast(x.message, true); }
 });
 
+document.getElementById('device-delete')?.addEventListener('click', async () => {
+  if (!confirm(`Delete ${id} and all its readings? A device that reports again comes back as new.`)) return;
+  try {
+    await api('DELETE', '/api/v1/devices/' + encodeURIComponent(id));
+    location.href = '/devices';
+  } catch (x) { toast(x.message, true); }
+});
+
 function draw() {
   const unit = shortUnits(device?.units || '');
   const now = Date.now();
