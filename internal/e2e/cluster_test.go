@@ -323,6 +323,36 @@ func TestThreeNodesSurviveKills(t *testing.T) {
 	}
 	t.Logf("readings stored per node before the kills: %s", strings.Join(split, ", "))
 
+	// Zigbee2MQTT's devices through Home Assistant discovery: the leader
+	// reads them, and every node lists them.
+	z2m := deviceFixtures(t)["zigbee2mqtt"]
+	z2mPub := func(msg fixtureMessage) {
+		t.Helper()
+		args := []string{"-h", "127.0.0.1", "-p", fmt.Sprint(m.Port), "-u", "zigbee2mqtt", "-P", externalLogins["zigbee2mqtt"], "-q", "1", "-t", msg.Topic, "-m", msg.Payload}
+		if msg.Retain {
+			args = append(args, "-r")
+		}
+		if out, err := exec.Command(pub, args...).CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_pub: %v: %s", err, out)
+		}
+	}
+	for _, msg := range z2m.Messages {
+		z2mPub(msg)
+	}
+	const climate = "0x00158d0003d4e5f6_temperature_zigbee2mqtt"
+	climateValue := func(n *clusterNode) float64 {
+		var d struct {
+			LastValue *float64 `json:"last_value"`
+		}
+		if n.get(t, "/api/v1/devices/"+climate, &d) != nil || d.LastValue == nil {
+			return -1
+		}
+		return *d.LastValue
+	}
+	for _, n := range nodes {
+		testkit.WaitFor(t, 20*time.Second, n.name+" listing Zigbee2MQTT's temperature", func() bool { return climateValue(n) == 21.84 })
+	}
+
 	// Someone 0.4 m from the camera: two readings back to back (one
 	// connection, -l), so that none of the camera's own in between resets
 	// the detector's count.
@@ -494,6 +524,11 @@ func TestThreeNodesSurviveKills(t *testing.T) {
 	}
 	t.Logf("the last leader's agents by node: %v", on)
 
+	// The last leader reads Zigbee2MQTT's devices: a new state is stored,
+	// once (two states in all).
+	z2mPub(fixtureMessage{Topic: "zigbee2mqtt/Living room climate", Payload: `{"battery":100,"humidity":47.1,"linkquality":120,"pressure":1008.1,"temperature":22.5,"voltage":3025}`})
+	testkit.WaitFor(t, 20*time.Second, "the new leader storing Zigbee2MQTT's temperature", func() bool { return climateValue(last) == 22.5 })
+
 	// A site disarmed through a node that does not lead: the leader
 	// records nothing there until it is armed again.
 	follower := nodes[0]
@@ -570,6 +605,11 @@ func TestThreeNodesSurviveKills(t *testing.T) {
 		must(t, conn.QueryRow(context.Background(), "SELECT count(*), count(DISTINCT (device, seq)) FROM readings WHERE seq IS NOT NULL").Scan(&rows, &distinct))
 		return rows >= acked
 	})
+	var climateRows int
+	must(t, conn.QueryRow(context.Background(), "SELECT count(*) FROM readings r JOIN devices d ON d.pk = r.device WHERE d.id = $1", climate).Scan(&climateRows))
+	if climateRows != 2 {
+		t.Errorf("Zigbee2MQTT's temperature: %d readings stored, want its 2 states once each", climateRows)
+	}
 	if rows != distinct {
 		t.Errorf("%d rows for %d distinct (device, seq): some stored twice", rows, distinct)
 		rs, err := conn.Query(context.Background(), "SELECT device, seq, count(*), array_agg(ts)::text, array_agg(received)::text FROM readings GROUP BY device, seq HAVING count(*) > 1 LIMIT 20")
