@@ -61,9 +61,15 @@ type Consumer struct {
 	rl  *ratelog.Logger
 	m   metrics
 
-	work chan message
-	stop chan struct{}
-	done chan struct{}
+	// The configs to read, in order. The broker's handler only appends
+	// (never waits): on an external broker it runs on the connection's
+	// reader, which must stay free to read the SUBACKs the consumer
+	// waits for when it subscribes to an entity's topics.
+	qmu   sync.Mutex
+	queue []message
+	wake  chan struct{}
+	stop  chan struct{}
+	done  chan struct{}
 
 	mu       sync.Mutex
 	entities map[string]*state   // by Entity.Key
@@ -134,13 +140,13 @@ func NewConsumer(cfg ConsumerConfig, bus Bus, log *slog.Logger, reg prometheus.R
 		cfg.Now = time.Now
 	}
 	c := &Consumer{cfg: cfg, bus: bus, log: log, rl: ratelog.New(log, time.Minute),
-		work: make(chan message, 1024), stop: make(chan struct{}), done: make(chan struct{}),
+		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		entities: map[string]*state{}, byID: map[string]*state{}, byTopic: map[string][]*state{}, problems: map[string]string{},
 		devices: map[string]*Device{}, last: map[string][]byte{}}
 	c.m.errors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_discovery_errors_total",
 		Help: "State messages of discovered entities that could not be read, by reason (template, value, payload)."}, []string{"reason"})
 	c.m.configs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_discovery_configs_total",
-		Help: "Home Assistant discovery configs received, by result (read, ignored, invalid, removed)."}, []string{"result"})
+		Help: "Home Assistant discovery configs received, by result (read, ignored, invalid, removed, dropped)."}, []string{"result"})
 	c.m.entities = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "vigil_discovery_entities",
 		Help: "Entities Vigil reads through Home Assistant discovery."}, func() float64 {
 		c.mu.Lock()
@@ -172,22 +178,36 @@ func (c *Consumer) Start() error {
 			return
 		}
 		// Copied: the broker may reuse its buffer.
-		m := message{topic: topic, payload: slices.Clone(payload)}
-		select {
-		case c.work <- m:
-		case <-c.stop:
-		}
+		c.enqueue(message{topic: topic, payload: slices.Clone(payload)})
 	})
+}
+
+// maxQueue is how many configs may wait to be read; more (a flood) are
+// dropped, counted and logged.
+const maxQueue = 1 << 16
+
+func (c *Consumer) enqueue(m message) {
+	c.qmu.Lock()
+	full := len(c.queue) >= maxQueue && m.done == nil
+	if !full {
+		c.queue = append(c.queue, m)
+	}
+	c.qmu.Unlock()
+	if full {
+		c.m.configs.WithLabelValues("dropped").Inc()
+		c.rl.Warn("flood", "discovery config dropped: too many waiting to be read", "topic", m.topic, "waiting", maxQueue)
+		return
+	}
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
 }
 
 // Sync returns once the configs received before it are read.
 func (c *Consumer) Sync(ctx context.Context) error {
 	done := make(chan struct{})
-	select {
-	case c.work <- message{done: done}:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	c.enqueue(message{done: done})
 	select {
 	case <-done:
 		return nil
@@ -227,12 +247,28 @@ func (c *Consumer) run() {
 		select {
 		case <-c.stop:
 			return
-		case m := <-c.work:
-			if m.done != nil {
-				close(m.done)
-				continue
+		case <-c.wake:
+			for {
+				c.qmu.Lock()
+				if len(c.queue) == 0 {
+					c.queue = nil // let a flood's array go
+					c.qmu.Unlock()
+					break
+				}
+				m := c.queue[0]
+				c.queue = c.queue[1:]
+				c.qmu.Unlock()
+				if m.done != nil {
+					close(m.done)
+					continue
+				}
+				c.config(m.topic, m.payload)
+				select {
+				case <-c.stop:
+					return
+				default:
+				}
 			}
-			c.config(m.topic, m.payload)
 		case <-tick.C:
 			c.expire()
 		}

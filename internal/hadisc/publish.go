@@ -64,6 +64,7 @@ type Publisher struct {
 	// configs retained from before, removed when no longer wanted.
 	announced map[string]string // config topic -> payload
 	found     map[string]bool
+	again     chan struct{} // Announce asked for (cap 1)
 	stop      chan struct{}
 	done      chan struct{}
 }
@@ -80,12 +81,12 @@ func NewPublisher(cfg PublisherConfig, log *slog.Logger) *Publisher {
 	}
 	return &Publisher{cfg: cfg, log: log, devices: map[string]telemetry.Device{}, sites: map[string]*siteState{},
 		pending: map[string][]byte{}, announced: map[string]string{}, found: map[string]bool{},
-		stop: make(chan struct{}), done: make(chan struct{})}
+		again: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 }
 
 // Start publishes the configs and then the states every Interval.
 func (p *Publisher) Start() {
-	p.Announce()
+	p.announce()
 	go func() {
 		defer close(p.done)
 		t := time.NewTicker(p.cfg.Interval)
@@ -96,6 +97,8 @@ func (p *Publisher) Start() {
 				return
 			case <-t.C:
 				p.flush()
+			case <-p.again:
+				p.announce()
 			}
 		}
 	}()
@@ -256,9 +259,19 @@ func (p *Publisher) Found(topic string, payload []byte) {
 	}
 }
 
-// Announce publishes every config again (Home Assistant restarted: its
-// birth message), and the current states.
+// Announce has every config and state published again, soon (Home
+// Assistant restarted: its birth message). It does not wait: it may be
+// called on the connection's delivery goroutine, which must not wait for
+// the broker's acknowledgements.
 func (p *Publisher) Announce() {
+	select {
+	case p.again <- struct{}{}:
+	default:
+	}
+}
+
+// announce publishes every config again, and the current states.
+func (p *Publisher) announce() {
 	p.mu.Lock()
 	p.announced = map[string]string{}
 	for name, s := range p.sites {

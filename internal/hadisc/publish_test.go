@@ -215,7 +215,7 @@ func TestStaleConfigsAreRemovedAndAnnounceRepublishes(t *testing.T) {
 	}
 	before := len(out.log)
 	out.mu.Unlock()
-	p.Announce()
+	p.announce()
 	out.mu.Lock()
 	if len(out.log)-before < len(p.Configs()) {
 		t.Errorf("Announce published %d messages, want every config (%d) again", len(out.log)-before, len(p.Configs()))
