@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -325,7 +326,7 @@ func (d *discovery) get() *hadisc.Consumer {
 func (d *discovery) place(id string, e *hadisc.Entity) (hadisc.Placement, bool) {
 	keys := []string{id}
 	if e.Device != nil {
-		keys = append(e.Device.Identifiers, id)
+		keys = slices.Concat(e.Device.Identifiers, keys)
 	}
 	d.mu.Lock()
 	for _, k := range keys {

@@ -81,6 +81,8 @@ type Consumer struct {
 	// a device in one config and only identifies it in the others).
 	devices map[string]*Device
 	last    map[string][]byte // the last message on each subscribed topic
+	// subscribed: the state and availability topics subscribed to.
+	subscribed map[string]bool
 }
 
 type message struct {
@@ -142,7 +144,7 @@ func NewConsumer(cfg ConsumerConfig, bus Bus, log *slog.Logger, reg prometheus.R
 	c := &Consumer{cfg: cfg, bus: bus, log: log, rl: ratelog.New(log, time.Minute),
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		entities: map[string]*state{}, byID: map[string]*state{}, byTopic: map[string][]*state{}, problems: map[string]string{},
-		devices: map[string]*Device{}, last: map[string][]byte{}}
+		devices: map[string]*Device{}, last: map[string][]byte{}, subscribed: map[string]bool{}}
 	c.m.errors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_discovery_errors_total",
 		Help: "State messages of discovered entities that could not be read, by reason (template, value, payload)."}, []string{"reason"})
 	c.m.configs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_discovery_configs_total",
@@ -227,11 +229,11 @@ func (c *Consumer) Close() error {
 	<-c.done
 	c.bus.Unsubscribe(c.cfg.Prefix + "/#")
 	c.mu.Lock()
-	topics := make([]string, 0, len(c.byTopic))
-	for t := range c.byTopic {
+	topics := make([]string, 0, len(c.subscribed))
+	for t := range c.subscribed {
 		topics = append(topics, t)
 	}
-	c.byTopic = map[string][]*state{}
+	c.byTopic, c.subscribed = map[string][]*state{}, map[string]bool{}
 	c.mu.Unlock()
 	for _, t := range topics {
 		c.bus.Unsubscribe(t)
@@ -370,6 +372,7 @@ func (c *Consumer) add(e *Entity) {
 	}
 	if old != nil {
 		s.lastState, s.value = old.lastState, old.value
+		s.expired = old.expired
 		if slices.Equal(availTopics(old.Entity), availTopics(e)) {
 			copy(s.avail, old.avail)
 			s.latest = old.latest
@@ -379,16 +382,22 @@ func (c *Consumer) add(e *Entity) {
 			delete(c.byID, old.id)
 		}
 	}
+	if s.lastState.IsZero() && e.ExpireAfter > 0 {
+		// Home Assistant counts expire_after from the entity's start:
+		// a device that died while Vigil was down is not online forever.
+		s.lastState = c.cfg.Now()
+	}
 	s.place = c.placement(s)
-	s.available = c.availableLocked(s)
+	s.available = c.availableLocked(s) && !s.expired
 	c.entities[e.Key] = s
 	c.byID[id] = s
 	topics := c.index(s)
 	ev := c.metaEvent(s)
-	// Topics already subscribed: what they last said.
+	// Topics other entities subscribed to: what they last said (an
+	// updated entity kept its own topics' state).
 	var replay []telemetry.Event
 	for _, t := range s.topics() {
-		if p, ok := c.last[t]; ok && !slices.Contains(topics, t) {
+		if p, ok := c.last[t]; ok && !slices.Contains(topics, t) && (old == nil || !slices.Contains(old.topics(), t)) {
 			replay = c.deliver(s, t, p, c.cfg.Now(), replay)
 		}
 	}
@@ -430,6 +439,7 @@ func (c *Consumer) mergeDevice(d *Device) (*Device, bool) {
 	m := &Device{}
 	if old != nil {
 		*m = *old
+		m.Identifiers = slices.Clone(old.Identifiers) // appended to below
 	}
 	set := func(dst *string, v string) {
 		if v != "" {
@@ -492,12 +502,13 @@ func (c *Consumer) remove(s *state) {
 	c.unsubscribeUnused(s)
 }
 
-// index files s under its topics and returns those nobody subscribed to
-// yet; the caller holds mu.
+// index files s under its topics and returns those not subscribed to
+// yet (now marked subscribed); the caller holds mu.
 func (c *Consumer) index(s *state) []string {
 	var fresh []string
 	for _, t := range s.topics() {
-		if len(c.byTopic[t]) == 0 {
+		if !c.subscribed[t] {
+			c.subscribed[t] = true
 			fresh = append(fresh, t)
 		}
 		if !slices.Contains(c.byTopic[t], s) {
@@ -512,7 +523,6 @@ func (c *Consumer) unindex(s *state) {
 		l := slices.DeleteFunc(c.byTopic[t], func(x *state) bool { return x == s })
 		if len(l) == 0 {
 			delete(c.byTopic, t)
-			delete(c.last, t)
 		} else {
 			c.byTopic[t] = l
 		}
@@ -524,9 +534,13 @@ func (c *Consumer) unindex(s *state) {
 func (c *Consumer) unsubscribeUnused(s *state) {
 	for _, t := range s.topics() {
 		c.mu.Lock()
-		used := len(c.byTopic[t]) > 0
+		unused := len(c.byTopic[t]) == 0 && c.subscribed[t]
+		if unused {
+			delete(c.subscribed, t)
+			delete(c.last, t)
+		}
 		c.mu.Unlock()
-		if !used {
+		if unused {
 			if err := c.bus.Unsubscribe(t); err != nil {
 				c.log.Debug("unsubscribe", "topic", t, "error", err)
 			}

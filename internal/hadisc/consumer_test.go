@@ -14,20 +14,21 @@ import (
 )
 
 // memBus is a broker in memory: retained messages, subscriptions that get
-// them at once, delivery in order.
+// them at once, delivery in order. Like the embedded broker and mqttbus,
+// subscribing twice to a filter delivers its messages twice.
 type memBus struct {
 	mu       sync.Mutex
 	retained map[string][]byte
-	subs     map[string]func(string, []byte, string)
+	subs     map[string][]func(string, []byte, string)
 }
 
 func newMemBus() *memBus {
-	return &memBus{retained: map[string][]byte{}, subs: map[string]func(string, []byte, string){}}
+	return &memBus{retained: map[string][]byte{}, subs: map[string][]func(string, []byte, string){}}
 }
 
 func (b *memBus) Subscribe(filter string, h func(string, []byte, string)) error {
 	b.mu.Lock()
-	b.subs[filter] = h
+	b.subs[filter] = append(b.subs[filter], h)
 	var ret [][2]string
 	for t, p := range b.retained {
 		if users.MatchTopic(filter, t) {
@@ -69,9 +70,9 @@ func (b *memBus) publish(topic string, payload []byte, retain bool) {
 		}
 	}
 	var hs []func(string, []byte, string)
-	for f, h := range b.subs {
+	for f, l := range b.subs {
 		if users.MatchTopic(f, topic) {
-			hs = append(hs, h)
+			hs = append(hs, l...)
 		}
 	}
 	b.mu.Unlock()
@@ -158,5 +159,44 @@ func TestFixturesMakeTheEntitiesHomeAssistantShows(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A config published again (a bridge reconnecting, Home Assistant's birth
+// message) changes nothing: one state is still one reading.
+func TestARepublishedConfigDoesNotSubscribeAgain(t *testing.T) {
+	bus := newMemBus()
+	var out sink
+	c := NewConsumer(ConsumerConfig{Prefix: "homeassistant", Site: "home", Put: out.put}, bus, slog.New(slog.DiscardHandler), nil)
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cfg := []byte(`{"stat_t":"shed/t","unit_of_meas":"°C","dev_cla":"temperature","uniq_id":"shed_t","avty_t":"shed/lwt"}`)
+	for range 5 {
+		bus.publish("homeassistant/sensor/shed_t/config", cfg, true)
+		if err := c.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bus.publish("shed/lwt", []byte("online"), true)
+	bus.publish("shed/t", []byte("12.5"), false)
+	out.mu.Lock()
+	defer out.mu.Unlock()
+	readings := 0
+	for _, ev := range out.evs {
+		if ev.Reading != nil {
+			readings++
+		}
+	}
+	if readings != 1 {
+		t.Fatalf("one state made %d readings", readings)
+	}
+	bus.mu.Lock()
+	defer bus.mu.Unlock()
+	if n := len(bus.subs["shed/t"]); n != 1 {
+		t.Fatalf("%d subscriptions to the state topic", n)
 	}
 }

@@ -46,7 +46,7 @@ import (
 const (
 	maxTemplateSource = maxTemplate
 	maxDepth          = 64
-	maxSteps          = 10000
+	maxSteps          = 1000
 	maxOutput         = 64 << 10
 )
 
@@ -406,7 +406,7 @@ func tokenize(s string) ([]token, error) {
 		switch {
 		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
 			i++
-		case c >= '0' && c <= '9' || c == '.' && i+1 < len(s) && s[i+1] >= '0' && s[i+1] <= '9':
+		case c >= '0' && c <= '9' && !afterDot(out) || c == '.' && i+1 < len(s) && s[i+1] >= '0' && s[i+1] <= '9' && !afterOperand(out):
 			j := i
 			for j < len(s) && (s[j] >= '0' && s[j] <= '9' || s[j] == '.' || s[j] == '_' ||
 				s[j] == 'e' || s[j] == 'E' || (s[j] == '+' || s[j] == '-') && (s[j-1] == 'e' || s[j-1] == 'E')) {
@@ -420,6 +420,17 @@ func tokenize(s string) ([]token, error) {
 			} else {
 				return nil, fmt.Errorf("%q is not a number", clipWord(lit))
 			}
+			i = j
+		case c >= '0' && c <= '9':
+			j := i
+			for j < len(s) && s[j] >= '0' && s[j] <= '9' {
+				j++
+			}
+			n, err := strconv.ParseInt(s[i:j], 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not an index", clipWord(s[i:j]))
+			}
+			out = append(out, token{kind: "num", s: s[i:j], v: n})
 			i = j
 		case c == '\'' || c == '"':
 			var b strings.Builder
@@ -468,6 +479,22 @@ func tokenize(s string) ([]token, error) {
 		}
 	}
 	return append(out, token{kind: "eof"}), nil
+}
+
+// afterOperand: the last token ends an operand, so a "." after it is an
+// attribute (value_json.list.0), not a number's.
+func afterOperand(out []token) bool {
+	if len(out) == 0 {
+		return false
+	}
+	t := out[len(out)-1]
+	return t.kind == "name" || t.kind == "op" && (t.s == ")" || t.s == "]")
+}
+
+// afterDot: digits right after an attribute's dot are an index (.0), read
+// as a whole number only.
+func afterDot(out []token) bool {
+	return len(out) > 0 && out[len(out)-1].kind == "op" && out[len(out)-1].s == "."
 }
 
 type exprParser struct {
@@ -589,8 +616,11 @@ func (p *exprParser) not() (expr, error) {
 	return p.compare()
 }
 
+// compare reads comparisons; a chain (0 < x < 5) is each pair's, joined
+// by and, as in Python.
 func (p *exprParser) compare() (expr, error) {
-	x, err := p.concat()
+	left, err := p.sum()
+	var x expr
 	for err == nil {
 		op := ""
 		switch t := p.peek(); {
@@ -604,17 +634,27 @@ func (p *exprParser) compare() (expr, error) {
 			op = "not in"
 			p.i += 2
 		default:
+			if x == nil {
+				return left, nil
+			}
 			return x, nil
 		}
 		var r expr
-		r, err = p.concat()
-		x = binExpr{op, x, r}
+		r, err = p.sum()
+		c := binExpr{op, left, r}
+		if x == nil {
+			x = c
+		} else {
+			x = binExpr{"and", x, c}
+		}
+		left = r
 	}
 	return x, err
 }
 
-func (p *exprParser) concat() (expr, error) { return p.level(p.sum, "~") }
-func (p *exprParser) sum() (expr, error)    { return p.level(p.product, "+", "-") }
+// Jinja's order: + and - bind looser than ~, which binds looser than *.
+func (p *exprParser) sum() (expr, error)    { return p.level(p.concat, "+", "-") }
+func (p *exprParser) concat() (expr, error) { return p.level(p.product, "~") }
 
 func (p *exprParser) product() (expr, error) {
 	x, err := p.level(p.unary, "*", "/", "//", "%")
@@ -1041,7 +1081,14 @@ func (ev *evaluator) eval(e expr) (any, error) {
 		}
 		return binary(e.op, l, r)
 	case listExpr:
-		return ev.evalAll(e.items)
+		l, err := ev.evalAll(e.items)
+		if err != nil {
+			return nil, err
+		}
+		if err := scalars(l...); err != nil {
+			return nil, err
+		}
+		return l, nil
 	case dictExpr:
 		m := make(map[string]any, len(e.keys))
 		for i := range e.keys {
@@ -1051,6 +1098,9 @@ func (ev *evaluator) eval(e expr) (any, error) {
 			}
 			v, err := ev.eval(e.vals[i])
 			if err != nil {
+				return nil, err
+			}
+			if err := scalars(k, v); err != nil {
 				return nil, err
 			}
 			m[str(k)] = v
@@ -1304,10 +1354,14 @@ func filter(name string, x any, args []any) (any, error) {
 			f = math.Floor(f*scale) / scale
 		case "ceil":
 			f = math.Ceil(f*scale) / scale
-		case "half":
-			f = math.Round(f*2*scale) / 2 / scale
-		default:
-			return nil, fmt.Errorf("round method %s is not one of common, floor, ceil, half", clipWord(method))
+		case "half": // Home Assistant's: to the nearest half, whatever the precision
+			f = math.Round(f*2) / 2
+		default: // Home Assistant rounds as common
+			if prec >= 0 {
+				f, _ = strconv.ParseFloat(strconv.FormatFloat(f, 'f', int(prec), 64), 64)
+			} else {
+				f = math.RoundToEven(f*scale) / scale
+			}
 		}
 		if prec == 0 && math.Abs(f) < 1<<62 {
 			return int64(f), nil
@@ -1590,7 +1644,7 @@ func binary(op string, l, r any) (any, error) {
 				if rv <= 0 {
 					return "", nil
 				}
-				if int64(len(ls))*rv > maxOutput {
+				if rv > maxOutput/int64(max(len(ls), 1)) {
 					return nil, errors.New("result is too long")
 				}
 				return strings.Repeat(ls, int(rv)), nil
@@ -1600,7 +1654,7 @@ func binary(op string, l, r any) (any, error) {
 	}
 	if ll, ok := l.([]any); ok {
 		if rl, ok := r.([]any); ok && op == "+" {
-			if len(ll)+len(rl) > 4096 {
+			if len(ll)+len(rl) > 64 || scalars(ll...) != nil || scalars(rl...) != nil {
 				return nil, errors.New("result is too long")
 			}
 			return append(slices.Clip(ll), rl...), nil
@@ -1681,6 +1735,20 @@ func binary(op string, l, r any) (any, error) {
 		return m, nil
 	}
 	return nil, fmt.Errorf("operator %s is not supported", op)
+}
+
+// scalars refuses lists and dicts inside a list or dict a template makes:
+// nested ones could grow exponentially within the step limit
+// ({% set a = [a, a] %}). Data from value_json may nest: its size is the
+// payload's.
+func scalars(vs ...any) error {
+	for _, v := range vs {
+		switch v.(type) {
+		case []any, map[string]any:
+			return errors.New("lists and dicts inside a list or dict a template makes are not supported")
+		}
+	}
+	return nil
 }
 
 func asNumInt(v any) (int64, bool) {

@@ -108,3 +108,29 @@ func FuzzTemplate(f *testing.F) {
 		}
 	})
 }
+
+// What the review found: Python's chained comparisons, an index after a
+// dot, ~ binding tighter than +, round's methods as Home Assistant has
+// them, and nothing a template makes growing exponentially or crashing.
+func TestTemplateSemanticsAndBounds(t *testing.T) {
+	for _, c := range []struct{ tpl, want string }{
+		{`{{ 0 < value_json.x < 5 }}`, "False"},
+		{`{{ 0 < value_json.y < 5 }}`, "True"},
+		{`{{ value_json.list.0 }}`, "a"},
+		{`{{ value_json.list.1 ~ 2 * 3 }}`, "b6"},
+		{`{{ 1.26 | round(1, 'half') }}`, "1.5"},
+		{`{{ 1.26 | round(1, 'sideways') }}`, "1.3"},
+		{`{{ 2.5 | round }}`, "2"},
+	} {
+		got, err := Render(c.tpl, []byte(`{"x":10,"y":3,"list":["a","b"]}`))
+		if err != nil || got != c.want {
+			t.Errorf("%s = %q, %v; want %q", c.tpl, got, err, c.want)
+		}
+	}
+	doubling := `{% set a = [value, value] %}` + strings.Repeat(`{% set a = [a, a] %}`, 22) + `{{ a == a }}`
+	for _, tpl := range []string{`{{ 'ab' * 9223372036854775807 }}`, doubling, `{{ [1] + [2] * 100 }}`} {
+		if _, err := Render(tpl, []byte(strings.Repeat("x", 1000))); err == nil {
+			t.Errorf("%.60s: no error", tpl)
+		}
+	}
+}
