@@ -38,6 +38,11 @@ func (d devicesAPI) DeleteDevice(ctx context.Context, id string) error {
 		p.Remove(id)
 	}
 	d.a.log.Info("device deleted", "device", id)
+	if c := d.a.disc.get(); c != nil && c.Again(id) {
+		// Its bridge still announces it: it is back at once, without its
+		// readings, and goes when its config does.
+		d.a.log.Info("a deleted device is still announced by its bridge; remove it there", "device", id)
+	}
 	return nil
 }
 
@@ -288,7 +293,13 @@ func (d *discovery) start(bus Bus, put func(context.Context, telemetry.Event) er
 	if site == "" {
 		site = a.cfg.Telemetry.LegacySite
 	}
-	c := hadisc.NewConsumer(hadisc.ConsumerConfig{Prefix: h.Prefix, Site: site, Place: d.place, Put: put, Seen: d.seen},
+	owned := func(id string) bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		dv, err := a.Store.GetDevice(ctx, id)
+		return err == nil && (dv.Meta == nil || dv.Meta.Discovery == nil)
+	}
+	c := hadisc.NewConsumer(hadisc.ConsumerConfig{Prefix: h.Prefix, Site: site, Place: d.place, Put: put, Seen: d.seen, Owned: owned},
 		bus, a.log.With("component", "discovery"), a.Registry)
 	if err := c.Start(); err != nil {
 		c.Close()

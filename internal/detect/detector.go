@@ -88,10 +88,13 @@ func (d *Detector) Observe(ev telemetry.Event) {
 		return
 	}
 	threshold, consecutive := d.cfg.ThresholdM, d.cfg.Consecutive
+	d.mu.Lock()
+	info := d.info[ev.DeviceID]
+	d.mu.Unlock()
+	if ev.Type == telemetry.TypeDistance && info.discovered {
+		return // a discovered distance sensor measures in its own units, for its own purpose
+	}
 	if ev.Type != telemetry.TypeDistance {
-		d.mu.Lock()
-		info := d.info[ev.DeviceID]
-		d.mu.Unlock()
 		if contacts[ev.Type] && !d.zoneTriggers(ev.DeviceID, info.zone, ev.Type) {
 			return
 		}

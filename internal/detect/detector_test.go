@@ -143,6 +143,15 @@ func TestDiscoveredBinarySensors(t *testing.T) {
 	if len(*got) != 2 || (*got)[0].Sensor != "pir" || (*got)[1].Sensor != "door-hall" {
 		t.Fatalf("detections %+v, want pir then door-hall", *got)
 	}
+	// A discovered distance sensor (a radar's target distance, in its own
+	// units) is not the paper's IR sensor.
+	d.Observe(meta("radar", "hall"))
+	for i := range 3 {
+		d.Observe(bin("radar", "distance", 0.1, 4+i))
+	}
+	if len(*got) != 2 {
+		t.Fatalf("a discovered distance sensor detected: %+v", *got)
+	}
 	// A motion reading on Vigil's own topic still needs consecutive ones.
 	d.Observe(bin("vigil-pir", "motion", 1, 4))
 	if len(*got) != 2 {

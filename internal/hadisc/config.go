@@ -227,9 +227,14 @@ func Parse(prefix, topic string, payload []byte) (*Config, error) {
 			cfg.Ignored[key] = "a component needs a platform (p)"
 			continue
 		}
+		if len(c) == 1 {
+			continue // only its platform: Home Assistant's removal of a component
+		}
+		// The device, the origin and the shared options; the
+		// component's own keys win.
 		merged := map[string]any{}
-		for k, v := range full {
-			if k != "components" {
+		for _, k := range sharedOptions {
+			if v, ok := full[k]; ok {
 				merged[k] = v
 			}
 		}
@@ -246,6 +251,12 @@ func Parse(prefix, topic string, payload []byte) (*Config, error) {
 	}
 	return cfg, nil
 }
+
+// sharedOptions are what a device-based config's components inherit from
+// its top level (Home Assistant's mqtt.markdown): the device, the origin,
+// availability, QoS, encoding, and state and command topics.
+var sharedOptions = []string{"device", "origin", "availability", "availability_mode", "availability_template",
+	"availability_topic", "payload_available", "payload_not_available", "qos", "encoding", "state_topic", "command_topic", "~"}
 
 // decodeObject decodes a JSON object, numbers as json.Number.
 func decodeObject(b []byte) (map[string]any, error) {
@@ -277,6 +288,9 @@ func expand(raw map[string]any) map[string]any {
 			}
 			m[k] = expandKeys(sub, table)
 		}
+	}
+	if obj, ok := m["availability"].(map[string]any); ok {
+		m["availability"] = []any{obj} // one object: Home Assistant reads it as a list of one
 	}
 	if list, ok := m["availability"].([]any); ok {
 		out := make([]any, 0, len(list))
@@ -435,7 +449,9 @@ func entity(configTopic, key, component string, t Topic, m map[string]any) (e *E
 			if !ok {
 				return nil, "availability must be a list of objects"
 			}
-			av := Availability{PayloadAvailable: payloadAvail, PayloadNotAvailable: payloadNot}
+			// Each entry's own payloads, online and offline by default
+			// (not the top-level availability_topic's).
+			av := Availability{PayloadAvailable: "online", PayloadNotAvailable: "offline"}
 			av.Topic, _ = scalar(a["topic"])
 			if p, ok := a["payload_available"]; ok {
 				av.PayloadAvailable, _ = scalar(p)

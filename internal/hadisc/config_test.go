@@ -238,3 +238,31 @@ func TestExpireAfter(t *testing.T) {
 		t.Errorf("statuses told to the pipeline: %v", statuses)
 	}
 }
+
+// A device-based config's components inherit only the shared options; a
+// component that is only its platform is removed; availability entries
+// default to online/offline whatever the top level says, and one object
+// is a list of one.
+func TestSharedOptionsAndAvailabilityDefaults(t *testing.T) {
+	cfg, err := Parse("homeassistant", "homeassistant/device/d1/config", []byte(`{"dev":{"ids":"d1","name":"D"},"o":{"name":"x"},
+	  "stat_t":"d1/state","uniq_id":"top","val_tpl":"{{ 1 }}","unit_of_meas":"W",
+	  "cmps":{"t":{"p":"sensor","uniq_id":"d1_t","dev_cla":"temperature","unit_of_meas":"°C"},"gone":{"p":"sensor"}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Entities) != 1 {
+		t.Fatalf("entities %d (a platform-only component is a removal)", len(cfg.Entities))
+	}
+	e := cfg.Entities[0]
+	if e.UniqueID != "d1_t" || e.HasTemplate || e.Unit != "°C" || e.StateTopic != "d1/state" || e.Device.Name != "D" {
+		t.Errorf("component %+v: inherited more than the shared options", e)
+	}
+	cfg, err = Parse("homeassistant", "homeassistant/sensor/s/config", []byte(`{"stat_t":"s","unit_of_meas":"W","pl_avail":"up","pl_not_avail":"down",
+	  "avty":{"t":"s/lwt"}}`))
+	if err != nil || len(cfg.Entities) != 1 {
+		t.Fatalf("%v %+v", err, cfg)
+	}
+	if a := cfg.Entities[0].Availability; len(a) != 1 || a[0].Topic != "s/lwt" || a[0].PayloadAvailable != "online" || a[0].PayloadNotAvailable != "offline" {
+		t.Errorf("availability %+v", a)
+	}
+}

@@ -49,7 +49,10 @@ type ConsumerConfig struct {
 	// Seen, if set, is told of every message under the prefix (Vigil's
 	// own discovery is on when something uses the prefix).
 	Seen func(topic string, payload []byte)
-	Now  func() time.Time
+	// Owned, if set, reports whether a device id belongs to a device that
+	// is not read through discovery: a config claiming it gets another id.
+	Owned func(id string) bool
+	Now   func() time.Time
 }
 
 // Consumer reads Home Assistant discovery configs and turns the state
@@ -131,9 +134,27 @@ func (s *state) compile() {
 }
 
 type metrics struct {
-	entities prometheus.GaugeFunc
+	entities prometheus.Gauge
 	errors   *prometheus.CounterVec
 	configs  *prometheus.CounterVec
+}
+
+// register registers col, or returns the collector registered before it
+// (a consumer made again: a node leading again).
+func register[C prometheus.Collector](reg prometheus.Registerer, col C, log *slog.Logger) C {
+	if reg == nil {
+		return col
+	}
+	if err := reg.Register(col); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if old, ok := are.ExistingCollector.(C); ok {
+				return old
+			}
+		}
+		log.Warn("register discovery metrics", "error", err)
+	}
+	return col
 }
 
 // NewConsumer returns a consumer; Start subscribes it.
@@ -145,26 +166,13 @@ func NewConsumer(cfg ConsumerConfig, bus Bus, log *slog.Logger, reg prometheus.R
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		entities: map[string]*state{}, byID: map[string]*state{}, byTopic: map[string][]*state{}, problems: map[string]string{},
 		devices: map[string]*Device{}, last: map[string][]byte{}, subscribed: map[string]bool{}}
-	c.m.errors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_discovery_errors_total",
-		Help: "State messages of discovered entities that could not be read, by reason (template, value, payload)."}, []string{"reason"})
-	c.m.configs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_discovery_configs_total",
-		Help: "Home Assistant discovery configs received, by result (read, ignored, invalid, removed, dropped)."}, []string{"result"})
-	c.m.entities = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "vigil_discovery_entities",
-		Help: "Entities Vigil reads through Home Assistant discovery."}, func() float64 {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return float64(len(c.entities))
-	})
-	if reg != nil {
-		for _, col := range []prometheus.Collector{c.m.errors, c.m.configs, c.m.entities} {
-			if err := reg.Register(col); err != nil {
-				var are prometheus.AlreadyRegisteredError
-				if !errors.As(err, &are) {
-					log.Warn("register discovery metrics", "error", err)
-				}
-			}
-		}
-	}
+	c.m.errors = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_discovery_errors_total",
+		Help: "State messages of discovered entities that could not be read, by reason (template, value, payload)."}, []string{"reason"}), log)
+	c.m.configs = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_discovery_configs_total",
+		Help: "Home Assistant discovery configs received, by result (read, ignored, invalid, removed, dropped)."}, []string{"result"}), log)
+	c.m.entities = register(reg, prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_discovery_entities",
+		Help: "Entities Vigil reads through Home Assistant discovery."}), log)
+	c.m.entities.Set(0)
 	return c
 }
 
@@ -179,14 +187,24 @@ func (c *Consumer) Start() error {
 		if _, ok := ParseTopic(c.cfg.Prefix, topic); !ok {
 			return
 		}
+		if len(payload) > MaxConfig {
+			c.m.configs.WithLabelValues("invalid").Inc()
+			c.rl.Warn("config", "discovery config not read", "topic", topic, "error", fmt.Sprintf("%d bytes; at most %d", len(payload), MaxConfig))
+			return
+		}
 		// Copied: the broker may reuse its buffer.
 		c.enqueue(message{topic: topic, payload: slices.Clone(payload)})
 	})
 }
 
-// maxQueue is how many configs may wait to be read; more (a flood) are
-// dropped, counted and logged.
-const maxQueue = 1 << 16
+// maxQueue is how many configs may wait to be read (each at most
+// MaxConfig); more (a flood) are dropped, counted and logged. maxProblems
+// is how many configs not read are listed; maxEntities how many are read.
+const (
+	maxQueue    = 4096
+	maxProblems = 4096
+	maxEntities = 100000
+)
 
 func (c *Consumer) enqueue(m message) {
 	c.qmu.Lock()
@@ -235,6 +253,7 @@ func (c *Consumer) Close() error {
 	}
 	c.byTopic, c.subscribed = map[string][]*state{}, map[string]bool{}
 	c.mu.Unlock()
+	c.m.entities.Set(0) // read by the next consumer, if any (another leader)
 	for _, t := range topics {
 		c.bus.Unsubscribe(t)
 	}
@@ -286,7 +305,9 @@ func (c *Consumer) config(topic string, payload []byte) {
 			c.m.configs.WithLabelValues("invalid").Inc()
 			c.rl.Warn("config", "discovery config not read", "topic", topic, "error", err)
 			c.mu.Lock()
-			c.problems[topic] = err.Error()
+			if len(c.problems) < maxProblems {
+				c.problems[topic] = err.Error()
+			}
 			c.mu.Unlock()
 			return
 		}
@@ -299,7 +320,9 @@ func (c *Consumer) config(topic string, payload []byte) {
 			}
 		}
 		for k, why := range cfg.Ignored {
-			c.problems[k] = why
+			if len(c.problems) < maxProblems {
+				c.problems[k] = why
+			}
 			c.m.configs.WithLabelValues("ignored").Inc()
 		}
 		c.mu.Unlock()
@@ -310,6 +333,13 @@ func (c *Consumer) config(topic string, payload []byte) {
 	}
 	keep := map[string]bool{}
 	for _, e := range next {
+		c.mu.Lock()
+		full := len(c.entities) >= maxEntities && c.entities[e.Key] == nil
+		c.mu.Unlock()
+		if full {
+			c.rl.Warn("entities", "discovered entity not read: too many", "key", e.Key, "at_most", maxEntities)
+			continue
+		}
 		keep[e.Key] = true
 		c.add(e)
 		c.m.configs.WithLabelValues("read").Inc()
@@ -343,8 +373,10 @@ func (c *Consumer) add(e *Entity) {
 	}
 	if id == "" {
 		id = DeviceID(e)
-		if o := c.byID[id]; o != nil && o.Key != e.Key {
-			id = deviceIDWithKey(id, e.Key) // two configs with one unique_id
+		if o := c.byID[id]; (o != nil && o.Key != e.Key) || (o == nil && c.cfg.Owned != nil && c.cfg.Owned(id)) {
+			// Two configs with one unique_id, or one naming a device of
+			// Vigil's own: not taken over.
+			id = deviceIDWithKey(id, e.Key)
 		}
 	}
 	var others []telemetry.Event
@@ -391,6 +423,7 @@ func (c *Consumer) add(e *Entity) {
 	s.available = c.availableLocked(s) && !s.expired
 	c.entities[e.Key] = s
 	c.byID[id] = s
+	c.m.entities.Set(float64(len(c.entities)))
 	topics := c.index(s)
 	ev := c.metaEvent(s)
 	// Topics other entities subscribed to: what they last said (an
@@ -493,6 +526,7 @@ func (c *Consumer) remove(s *state) {
 	}
 	delete(c.entities, s.Key)
 	delete(c.byID, s.id)
+	c.m.entities.Set(float64(len(c.entities)))
 	c.unindex(s)
 	ev := c.metaEvent(s)
 	ev.Meta.Discovery.Removed = true
@@ -568,6 +602,24 @@ func (c *Consumer) placement(s *state) Placement {
 		}
 	}
 	return Placement{Site: c.cfg.Site}
+}
+
+// Again announces a discovered device again (its meta), as when its
+// config came: after it was deleted, while its config still says it
+// exists. It reports whether deviceID is a discovered device.
+func (c *Consumer) Again(deviceID string) bool {
+	c.mu.Lock()
+	s := c.byID[deviceID]
+	var ev telemetry.Event
+	if s != nil {
+		ev = c.metaEvent(s)
+	}
+	c.mu.Unlock()
+	if s == nil {
+		return false
+	}
+	c.put(ev)
+	return true
 }
 
 // Replace places the devices again (the user moved one to another site or

@@ -1,6 +1,8 @@
 package hadisc
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"log/slog"
 	"maps"
@@ -56,6 +58,7 @@ type Publisher struct {
 
 	mu      sync.Mutex
 	devices map[string]telemetry.Device // by id: Vigil's own devices and cameras
+	foreign map[string]bool             // devices read through discovery: not announced back
 	sites   map[string]*siteState
 	health  Health
 	// pending states: topic -> payload, sent on the next flush.
@@ -79,7 +82,7 @@ func NewPublisher(cfg PublisherConfig, log *slog.Logger) *Publisher {
 	if cfg.Interval <= 0 {
 		cfg.Interval = time.Second
 	}
-	return &Publisher{cfg: cfg, log: log, devices: map[string]telemetry.Device{}, sites: map[string]*siteState{},
+	return &Publisher{cfg: cfg, log: log, devices: map[string]telemetry.Device{}, foreign: map[string]bool{}, sites: map[string]*siteState{},
 		pending: map[string][]byte{}, announced: map[string]string{}, found: map[string]bool{},
 		again: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 }
@@ -118,11 +121,13 @@ func (p *Publisher) Close() {
 
 // Device makes a device known (a new one is announced on the next flush).
 func (p *Publisher) Device(d telemetry.Device) {
-	if d.Meta != nil && d.Meta.Discovery != nil {
-		return // announced to Home Assistant by whoever made it
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if d.Meta != nil && d.Meta.Discovery != nil {
+		p.foreign[d.ID] = true // announced to Home Assistant by whoever made it
+		delete(p.devices, d.ID)
+		return
+	}
 	p.devices[d.ID] = d
 	if d.LastValue != nil && !isCamera(d) {
 		p.pending[deviceStateTopic(d)] = stateValue(d, *d.LastValue)
@@ -137,20 +142,23 @@ func (p *Publisher) Remove(id string) {
 		delete(p.devices, id)
 		delete(p.pending, deviceStateTopic(d))
 	}
+	delete(p.foreign, id)
 }
 
 // Observe takes a telemetry event: a reading's value is sent (at most once
 // per Interval), a new device or meta announced.
 func (p *Publisher) Observe(ev telemetry.Event) {
-	if ev.Meta != nil && ev.Meta.Discovery != nil {
-		return
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	d, known := p.devices[ev.DeviceID]
-	if known && d.Meta != nil && d.Meta.Discovery != nil {
+	if ev.Meta != nil && ev.Meta.Discovery != nil {
+		p.foreign[ev.DeviceID] = true
+		delete(p.devices, ev.DeviceID)
 		return
 	}
+	if p.foreign[ev.DeviceID] {
+		return
+	}
+	d, known := p.devices[ev.DeviceID]
 	if !known {
 		d = telemetry.Device{ID: ev.DeviceID, Site: ev.Site}
 	}
@@ -321,7 +329,7 @@ func (p *Publisher) configsLocked() map[string][]byte {
 	for site := range sites {
 		add(objectID("vigil_site", site), p.siteConfig(site))
 	}
-	add("vigil_server", p.serverConfig())
+	add(objectID("vigil_server"), p.serverConfig())
 	return out
 }
 
@@ -508,13 +516,30 @@ func cameraTopic(site, cam, what string) string {
 	return StateRoot + "/" + site + "/" + cam + "/" + what
 }
 
-// objectID is a discovery object id of parts: [a-zA-Z0-9_-] only.
-func objectID(parts ...string) string {
-	b := []byte(strings.Join(parts, "_"))
-	for i, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			b[i] = '_'
+// objectID is a discovery object id: the prefix and the parts (a site, a
+// device id) joined by "_", in [a-zA-Z0-9_-]. Where a part holds "_" or a
+// character that had to be replaced ("."), a hash of the parts follows,
+// so that site a_b's device c and site a's device b_c differ.
+func objectID(prefix string, parts ...string) string {
+	var b strings.Builder
+	b.WriteString(prefix)
+	plain := true
+	for _, part := range parts {
+		b.WriteByte('_')
+		for i := 0; i < len(part); i++ {
+			c := part[i]
+			switch {
+			case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-':
+				b.WriteByte(c)
+			default:
+				plain = false
+				b.WriteByte('_')
+			}
 		}
 	}
-	return string(b)
+	if !plain {
+		sum := sha256.Sum256([]byte(strings.Join(parts, "/")))
+		b.WriteString("_" + hex.EncodeToString(sum[:4]))
+	}
+	return b.String()
 }

@@ -37,6 +37,9 @@ func newTestPublisher() (*Publisher, *published) {
 	p.Device(telemetry.Device{ID: "pir-1", Site: "home", Type: "motion"})
 	p.Device(telemetry.Device{ID: "cam1", Site: "home", Meta: &telemetry.Meta{Name: "Hall camera", Capabilities: []string{"camera"}}})
 	p.Device(telemetry.Device{ID: "z2m_x", Site: "home", Meta: &telemetry.Meta{Discovery: &telemetry.Discovery{}}})
+	// Its readings and statuses after its meta do not announce it either.
+	p.Observe(telemetry.Event{DeviceID: "z2m_x", Site: "home", Type: "occupancy", Reading: &telemetry.Reading{Value: 1}})
+	p.Observe(telemetry.Event{DeviceID: "z2m_x", Site: "home", Status: "online"})
 	p.Site("home", true)
 	p.SetHealth(Health{Grade: "A", Agents: 1, Broker: "ON"})
 	return p, &out
@@ -139,7 +142,7 @@ func TestVigilsConfigsHaveTheKeysHomeAssistantDocuments(t *testing.T) {
 			t.Errorf("no %s published: %v", pl, platforms)
 		}
 	}
-	if _, ok := configs["homeassistant/device/vigil_dev_home_z2m_x/config"]; ok {
+	if _, ok := configs["homeassistant/device/"+objectID("vigil_dev", "home", "z2m_x")+"/config"]; ok {
 		t.Error("a discovered device is announced back to Home Assistant")
 	}
 	// The consumer reads none of Vigil's own configs.
@@ -228,5 +231,19 @@ func TestStaleConfigsAreRemovedAndAnnounceRepublishes(t *testing.T) {
 	defer out.mu.Unlock()
 	if b, ok := out.msgs["homeassistant/device/vigil_dev_home_temp-1/config"]; !ok || len(b) != 0 {
 		t.Errorf("a removed device's config: %q %v, want an empty retained message", b, ok)
+	}
+}
+
+func TestObjectIDsDoNotCollide(t *testing.T) {
+	seen := map[string][]string{}
+	for _, p := range [][]string{{"a_b", "c"}, {"a", "b_c"}, {"a.b", "c"}, {"a", "b.c"}, {"a-b", "c"}, {"a", "b-c"}, {"home", "temp1"}} {
+		id := objectID("vigil_dev", p...)
+		if old, ok := seen[id]; ok {
+			t.Errorf("%v and %v share %s", old, p, id)
+		}
+		seen[id] = p
+	}
+	if got := objectID("vigil_dev", "home", "temp1"); got != "vigil_dev_home_temp1" {
+		t.Errorf("a plain id: %s", got)
 	}
 }

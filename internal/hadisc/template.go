@@ -24,7 +24,7 @@ package hadisc
 //     replace, first, last, min, max, format.
 //
 // No loops, macros, includes or attribute access to anything but data, and
-// every template is bounded: 4 KiB of source, 64 levels of nesting, 10,000
+// every template is bounded: 4 KiB of source, 64 levels of nesting, 1,000
 // evaluation steps, 64 KiB of output. Anything else is an error naming
 // what is not supported, shown on the entity's device page.
 
