@@ -23,6 +23,11 @@ command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
 command -v chromium >/dev/null || need+=(chromium)
 command -v nmap >/dev/null || need+=(nmap)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+# GStreamer's RTSP server and the elements it serves a camera's file with.
+/usr/bin/python3 -c "import gi, sys; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0')
+from gi.repository import Gst, GstRtspServer; Gst.init(None)
+sys.exit(any(Gst.ElementFactory.find(e) is None for e in ('qtdemux', 'h264parse', 'h265parse', 'rtph264pay', 'rtph265pay')))" 2>/dev/null ||
+  need+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     echo "installing ${need[*]}"

@@ -17,11 +17,14 @@ import (
 	"github.com/vigilhq/vigil/internal/camera"
 	"github.com/vigilhq/vigil/internal/ingest"
 	"github.com/vigilhq/vigil/internal/mqttconn"
+	"github.com/vigilhq/vigil/internal/rtspcam"
 	"github.com/vigilhq/vigil/internal/telemetry"
 )
 
 type cameraFlags struct {
 	source, site, id, brokers, username, zone, logLevel string
+	probe, cameraUser                                   string
+	jsonOut                                             bool
 	width, height, fps, quality, priority               int
 	preRoll                                             time.Duration
 }
@@ -40,11 +43,17 @@ then live frames as RTP/JPEG to the assigned agent, ending with RTCP BYE.
 
 It has no presence sensor of its own: give it the --zone of the IR sensors
 that watch the same place (their meta, or detection.zones in vigil.yaml).
-Needs ffmpeg. The MQTT password comes from $VIGIL_MQTT_PASSWORD.`,
+Needs ffmpeg. The MQTT password comes from $VIGIL_MQTT_PASSWORD.
+
+With --probe, it only asks an RTSP camera what it serves (codec,
+resolution, frame rate, audio) and says whether Vigil can record it as it
+is (H.264 or H.265). The camera's login: --camera-user, and the password
+in $VIGIL_CAMERA_PASSWORD (never in the URL, which is printed).`,
 	examples: `  vigil camera --source /dev/video0 --site home --id hall-cam --zone hall
   vigil camera --source rtsp://10.0.0.20/stream1 --site shop --id till-cam --width 1280 --height 720
   vigil camera --source clip.mp4 --site lab --id test-cam --fps 10
-  vigil camera --source lavfi:testsrc --site lab --id pattern   # an ffmpeg test pattern`,
+  vigil camera --source lavfi:testsrc --site lab --id pattern   # an ffmpeg test pattern
+  VIGIL_CAMERA_PASSWORD=... vigil camera --probe rtsp://10.0.0.20:554/stream1 --camera-user admin`,
 	flags: func(fs *flag.FlagSet) any {
 		f := &cameraFlags{}
 		fs.StringVar(&f.source, "source", "", "video source: a file, /dev/videoN, rtsp://..., or lavfi:<filter> (required)")
@@ -60,6 +69,9 @@ Needs ffmpeg. The MQTT password comes from $VIGIL_MQTT_PASSWORD.`,
 		fs.IntVar(&f.quality, "quality", 70, "JPEG quality, 1-100")
 		fs.DurationVar(&f.preRoll, "pre-roll", 5*time.Second, "video kept from before a detection")
 		fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+		fs.StringVar(&f.probe, "probe", "", "only ask this RTSP camera what it serves, and exit")
+		fs.StringVar(&f.cameraUser, "camera-user", "", "the RTSP camera's username (--probe; password from $VIGIL_CAMERA_PASSWORD)")
+		fs.BoolVar(&f.jsonOut, "json", false, "with --probe: print JSON")
 		return f
 	},
 	run: runCamera,
@@ -67,6 +79,9 @@ Needs ffmpeg. The MQTT password comes from $VIGIL_MQTT_PASSWORD.`,
 
 func runCamera(ctx context.Context, e *env, o any, args []string) error {
 	f := o.(*cameraFlags)
+	if f.probe != "" {
+		return probeCamera(ctx, e, f)
+	}
 	switch {
 	case len(args) > 0:
 		return usagef("unexpected argument %q", args[0])
@@ -129,4 +144,42 @@ func runCamera(ctx context.Context, e *env, o any, args []string) error {
 	cm.Publish(c, &paho.Publish{Topic: topic("status"), Payload: []byte("offline"), QoS: 1, Retain: true})
 	cm.Disconnect(c)
 	return err
+}
+
+// probeCamera asks an RTSP camera what it serves.
+func probeCamera(ctx context.Context, e *env, f *cameraFlags) error {
+	src := rtspcam.Source{URL: f.probe, Username: f.cameraUser, Password: e.getenv("VIGIL_CAMERA_PASSWORD")}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	info, err := rtspcam.Probe(ctx, src, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	if f.jsonOut {
+		enc := json.NewEncoder(e.out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(info)
+	}
+	size := "size unknown"
+	if info.Width > 0 {
+		size = fmt.Sprintf("%dx%d", info.Width, info.Height)
+	}
+	fps := "rate unknown"
+	if info.FPS > 0 {
+		fps = fmt.Sprintf("%g fps", info.FPS)
+	}
+	video := info.Video
+	if video == "" {
+		video = "no video"
+	}
+	fmt.Fprintf(e.out, "%s: %s %s %s", info.URL, video, size, fps)
+	if info.Audio != "" {
+		fmt.Fprintf(e.out, ", audio %s", info.Audio)
+	}
+	if info.Recordable {
+		fmt.Fprintln(e.out, "; Vigil records it as it is (no re-encoding)")
+	} else {
+		fmt.Fprintln(e.out, "; not H.264 or H.265: record it through `vigil camera --source` (JPEG)")
+	}
+	return nil
 }

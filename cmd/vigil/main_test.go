@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -17,6 +18,7 @@ import (
 	"github.com/vigilhq/vigil/internal/app"
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/testkit"
+	"github.com/vigilhq/vigil/internal/testpeer"
 )
 
 // vigil runs the CLI in-process and returns its exit code and output.
@@ -201,5 +203,25 @@ func TestFlagsMayStandAnywhereAmongTheArguments(t *testing.T) {
 	fs.SetOutput(io.Discard)
 	if _, err := parseInterspersed(fs, []string{"a", "--nope"}); err == nil || !strings.Contains(err.Error(), "nope") {
 		t.Errorf("an unknown flag after an argument: %v", err)
+	}
+}
+
+// vigil camera --probe asks a real RTSP server (GStreamer's) what it
+// serves.
+func TestCameraProbe(t *testing.T) {
+	ffmpeg := testpeer.Need(t, "ffmpeg")
+	file := filepath.Join(t.TempDir(), "cam.mp4")
+	if out, err := exec.Command(ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=640x360:rate=15", "-t", "3",
+		"-c:v", "libx264", "-pix_fmt", "yuv420p", file).CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v: %s", err, out)
+	}
+	cam := testpeer.StartRTSPCamera(t, file, "h264")
+	code, out, errs := vigil(t, context.Background(), "", "camera", "--probe", cam.URL)
+	if code != 0 || !strings.Contains(out, "H264 640x360 15 fps") || !strings.Contains(out, "as it is") {
+		t.Fatalf("exit %d: %s %s", code, out, errs)
+	}
+	code, _, errs = vigil(t, context.Background(), "", "camera", "--probe", "rtsp://admin:secret-pw@127.0.0.1:1/cam")
+	if code == 0 || strings.Contains(errs, "secret-pw") || !strings.Contains(errs, "not in its URL") {
+		t.Fatalf("a login in the URL: exit %d: %s", code, errs)
 	}
 }
