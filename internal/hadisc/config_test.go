@@ -93,15 +93,7 @@ func TestConfigsThatAreNotReadSayWhy(t *testing.T) {
 // The base topic "~", availability with its template and mode, and an
 // empty config removing the entity (its device stays, marked removed).
 func TestTildeAvailabilityAndRemoval(t *testing.T) {
-	bus := newMemBus()
-	var out sink
-	c := NewConsumer(ConsumerConfig{Prefix: "homeassistant", Site: "home", Put: out.put}, bus, slog.New(slog.DiscardHandler), nil)
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+	bus, out, c, ctx := startConsumer(t, ConsumerConfig{})
 	cfg := `{"~":"shed/th","name":"Shed","dev_cla":"temperature","unit_of_meas":"°C","stat_t":"~/SENSOR","val_tpl":"{{ value_json.T | round(1) }}",
 	  "avty":[{"t":"~/LWT","pl_avail":"Online","pl_not_avail":"Offline"},{"t":"bridge/state","val_tpl":"{{ value_json.state }}"}],"avty_mode":"all","uniq_id":"shed_t"}`
 	bus.publish("homeassistant/sensor/shed_t/config", []byte(cfg), true)

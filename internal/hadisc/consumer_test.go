@@ -81,6 +81,22 @@ func (b *memBus) publish(topic string, payload []byte, retain bool) {
 	}
 }
 
+// startConsumer starts a consumer of prefix homeassistant, site home, on
+// a memBus, its events in a sink; it stops with the test.
+func startConsumer(t *testing.T, cfg ConsumerConfig) (*memBus, *sink, *Consumer, context.Context) {
+	t.Helper()
+	bus, out := newMemBus(), &sink{}
+	cfg.Prefix, cfg.Site, cfg.Put = "homeassistant", "home", out.put
+	c := NewConsumer(cfg, bus, slog.New(slog.DiscardHandler), nil)
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	t.Cleanup(cancel)
+	return bus, out, c, ctx
+}
+
 type sink struct {
 	mu  sync.Mutex
 	evs []telemetry.Event
@@ -165,15 +181,7 @@ func TestFixturesMakeTheEntitiesHomeAssistantShows(t *testing.T) {
 // A config published again (a bridge reconnecting, Home Assistant's birth
 // message) changes nothing: one state is still one reading.
 func TestARepublishedConfigDoesNotSubscribeAgain(t *testing.T) {
-	bus := newMemBus()
-	var out sink
-	c := NewConsumer(ConsumerConfig{Prefix: "homeassistant", Site: "home", Put: out.put}, bus, slog.New(slog.DiscardHandler), nil)
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+	bus, out, c, ctx := startConsumer(t, ConsumerConfig{})
 	cfg := []byte(`{"stat_t":"shed/t","unit_of_meas":"°C","dev_cla":"temperature","uniq_id":"shed_t","avty_t":"shed/lwt"}`)
 	for range 5 {
 		bus.publish("homeassistant/sensor/shed_t/config", cfg, true)

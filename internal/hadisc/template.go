@@ -744,25 +744,36 @@ func (p *exprParser) args() ([]expr, error) {
 		return nil, err
 	}
 	var args []expr
-	for !p.isOp(")") {
+	err := p.items(")", func() error {
 		// Keyword arguments (default(x, boolean=true)) are taken by position.
 		if t := p.peek(); t.kind == "name" && p.toks[p.i+1].kind == "op" && p.toks[p.i+1].s == "=" {
 			p.i += 2
 		}
 		a, err := p.cond()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		args = append(args, a)
 		if len(args) > 8 {
-			return nil, errors.New("too many arguments")
+			return errors.New("too many arguments")
+		}
+		return nil
+	})
+	return args, err
+}
+
+// items reads comma-separated items up to and including close.
+func (p *exprParser) items(close string, item func() error) error {
+	for !p.isOp(close) {
+		if err := item(); err != nil {
+			return err
 		}
 		if !p.isOp(",") {
 			break
 		}
 		p.next()
 	}
-	return args, p.expect(")")
+	return p.expect(close)
 }
 
 func (p *exprParser) primary() (expr, error) {
@@ -808,42 +819,28 @@ func (p *exprParser) primary() (expr, error) {
 		x = e
 	case t.kind == "op" && t.s == "[":
 		var l listExpr
-		for !p.isOp("]") {
+		if err := p.items("]", func() error {
 			e, err := p.cond()
-			if err != nil {
-				return nil, err
-			}
 			l.items = append(l.items, e)
-			if !p.isOp(",") {
-				break
-			}
-			p.next()
-		}
-		if err := p.expect("]"); err != nil {
+			return err
+		}); err != nil {
 			return nil, err
 		}
 		x = l
 	case t.kind == "op" && t.s == "{":
 		var d dictExpr
-		for !p.isOp("}") {
+		if err := p.items("}", func() error {
 			k, err := p.cond()
 			if err != nil {
-				return nil, err
+				return err
 			}
 			if err := p.expect(":"); err != nil {
-				return nil, err
+				return err
 			}
 			v, err := p.cond()
-			if err != nil {
-				return nil, err
-			}
 			d.keys, d.vals = append(d.keys, k), append(d.vals, v)
-			if !p.isOp(",") {
-				break
-			}
-			p.next()
-		}
-		if err := p.expect("}"); err != nil {
+			return err
+		}); err != nil {
 			return nil, err
 		}
 		x = d
