@@ -167,6 +167,7 @@ type Mosquitto struct {
 	conf  string
 	ports []int
 	cmd   *exec.Cmd
+	ended chan struct{} // closed when cmd has exited
 }
 
 // StartMosquitto writes the configuration, starts Mosquitto and waits
@@ -231,12 +232,30 @@ func StartMosquitto(t testing.TB, c MosquittoConfig) *Mosquitto {
 	}
 	m.bin, m.conf, m.ports = bin, cf, ports
 	t.Cleanup(m.Stop)
-	m.start()
+	if err := m.launch(); err != nil {
+		if c.Port == 0 && strings.Contains(m.Log(), "in use") {
+			// A port FreePort gave this test binary was taken by another
+			// one (packages' tests run side by side) before Mosquitto bound
+			// it: the listener that answered was theirs. Other ports.
+			return StartMosquitto(t, c)
+		}
+		t.Fatal(err)
+	}
 	return m
 }
 
 // start runs Mosquitto and waits for its listeners.
 func (m *Mosquitto) start() {
+	m.t.Helper()
+	if err := m.launch(); err != nil {
+		m.t.Fatal(err)
+	}
+}
+
+// launch runs Mosquitto and waits for its listeners, and a moment more
+// to see that it did not exit: a listener that answers may be another
+// program's, on a port Mosquitto then failed to bind.
+func (m *Mosquitto) launch() error {
 	t := m.t
 	t.Helper()
 	log, err := os.OpenFile(filepath.Join(m.Dir, "mosquitto.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -249,6 +268,9 @@ func (m *Mosquitto) start() {
 	if err := m.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	ended, cmd := make(chan struct{}), m.cmd
+	m.ended = ended
+	go func() { cmd.Wait(); close(ended) }()
 	deadline := time.Now().Add(5 * time.Second)
 	for _, p := range m.ports {
 		for {
@@ -259,10 +281,16 @@ func (m *Mosquitto) start() {
 			}
 			if time.Now().After(deadline) {
 				conf, _ := os.ReadFile(m.conf)
-				t.Fatalf("mosquitto did not listen on %d: %s\n%s", p, m.Log(), conf)
+				return fmt.Errorf("mosquitto did not listen on %d: %s\n%s", p, m.Log(), conf)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
+	}
+	select {
+	case <-ended:
+		return fmt.Errorf("mosquitto exited: %s", m.Log())
+	case <-time.After(150 * time.Millisecond):
+		return nil
 	}
 }
 
@@ -275,17 +303,20 @@ func (m *Mosquitto) Restart() {
 
 // Stop stops Mosquitto (SIGTERM, then SIGKILL) and waits for it.
 func (m *Mosquitto) Stop() {
-	if m.cmd == nil || m.cmd.Process == nil || m.cmd.ProcessState != nil {
+	if m.ended == nil {
 		return
 	}
-	m.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { m.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-m.ended:
+		return
+	default:
+	}
+	m.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-m.ended:
 	case <-time.After(3 * time.Second):
 		m.cmd.Process.Kill()
-		<-done
+		<-m.ended
 	}
 }
 
