@@ -22,6 +22,7 @@ import (
 	"github.com/vigilhq/vigil/internal/coord"
 	"github.com/vigilhq/vigil/internal/detect"
 	"github.com/vigilhq/vigil/internal/sim"
+	"github.com/vigilhq/vigil/internal/telemetry"
 	"github.com/vigilhq/vigil/internal/testkit"
 	"github.com/vigilhq/vigil/internal/testpeer"
 )
@@ -336,9 +337,10 @@ func TestThreeNodesSurviveKills(t *testing.T) {
 			t.Fatalf("mosquitto_pub: %v: %s", err, out)
 		}
 	}
-	for _, msg := range z2m.Messages {
-		z2mPub(msg)
-	}
+	replay(t, z2m, z2mPub, func() bool {
+		var ds []telemetry.Device
+		return nodes[0].get(t, "/api/v1/devices", &ds) == nil && listed(z2m, ds)
+	})
 	const climate = "0x00158d0003d4e5f6_temperature_zigbee2mqtt"
 	climateValue := func(n *clusterNode) float64 {
 		var d struct {

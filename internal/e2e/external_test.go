@@ -136,7 +136,7 @@ func TestVigilOnAnExternalMosquitto(t *testing.T) {
 	// Zigbee2MQTT's devices, through Mosquitto: discovery configs and
 	// states, as the bridge publishes them with its own login.
 	z2m := deviceFixtures(t)["zigbee2mqtt"]
-	for _, msg := range z2m.Messages {
+	replay(t, z2m, func(msg fixtureMessage) {
 		args := []string{"-h", "127.0.0.1", "-p", fmt.Sprint(m.Port), "-u", "zigbee2mqtt", "-P", externalLogins["zigbee2mqtt"], "-q", "1", "-t", msg.Topic, "-m", msg.Payload}
 		if msg.Retain {
 			args = append(args, "-r")
@@ -144,7 +144,7 @@ func TestVigilOnAnExternalMosquitto(t *testing.T) {
 		if o, err := exec.Command(testpeer.Need(t, "mosquitto_pub"), args...).CombinedOutput(); err != nil {
 			t.Fatalf("mosquitto_pub: %v: %s", err, o)
 		}
-	}
+	}, func() bool { return listed(z2m, ta.devices(t)) })
 	testkit.WaitFor(t, 10*time.Second, "Zigbee2MQTT's devices and values", func() bool {
 		found := 0
 		for _, d := range ta.devices(t) {
