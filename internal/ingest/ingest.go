@@ -52,8 +52,71 @@ const (
 	StateOffline = "offline" // the agent's last will
 )
 
-// Transport is the only transport so far: RTP/JPEG over UDP (RFC 2435).
+// Transport is how a camera pushes to an agent: RTP/JPEG over UDP (RFC
+// 2435).
 const Transport = "rtp/jpeg"
+
+// Stream kinds. A JPEG stream is pushed by the camera (the seed's
+// protocol); an RTSP stream is pulled by the agent from an IP camera and
+// stored as the camera encoded it; a ring is an RTSP camera's last seconds
+// kept in the agent's memory, so that its clips start before their
+// trigger (pre-roll). An agent's capacity is counted per kind (Capacity).
+const (
+	KindJPEG = "jpeg"
+	KindRTSP = "rtsp"
+	KindRing = "ring"
+)
+
+// Capacity is how many streams of each kind an agent takes when it has
+// nothing else; a mix takes the sum of each stream's share (1/Capacity of
+// its kind), at most 1. Zero RTSP or Ring: the agent takes none of them.
+type Capacity struct {
+	JPEG int `json:"jpeg"`
+	RTSP int `json:"rtsp"`
+	Ring int `json:"ring"`
+}
+
+// Of returns the capacity for a kind ("" is KindJPEG).
+func (c Capacity) Of(kind string) int {
+	switch kind {
+	case KindRTSP:
+		return c.RTSP
+	case KindRing:
+		return c.Ring
+	default:
+		return c.JPEG
+	}
+}
+
+// Load is the share of an agent that streams of these kinds use: 1 is
+// full. A kind it takes none of counts as more than full.
+func (c Capacity) Load(kinds ...string) float64 {
+	var l float64
+	for _, k := range kinds {
+		n := c.Of(k)
+		if n <= 0 {
+			return 2
+		}
+		l += 1 / float64(n)
+	}
+	return l
+}
+
+// Fits tells whether one more stream of kind fits beside streams of
+// kinds.
+func (c Capacity) Fits(kind string, kinds ...string) bool {
+	return c.Load(append(kinds, kind)...) <= 1+1e-9
+}
+
+// RTSPSource is an IP camera an agent pulls. The login travels only to
+// the agent (its command topic is the agent's and the coordinator's) and
+// is never logged or reported.
+type RTSPSource struct {
+	URL       string `json:"url"` // without a login
+	Username  string `json:"username,omitempty"`
+	Password  string `json:"password,omitempty"`
+	Transport string `json:"transport,omitempty"` // tcp, udp, or "" (UDP, then TCP)
+}
 
 // StreamCommand tells a camera to stream (on vigil/<site>/<camera>/cmd).
 type StreamCommand struct {
@@ -145,18 +208,42 @@ type AgentCommand struct {
 	// LiveOnly streams are watched, not recorded: no segment is written.
 	LiveOnly bool `json:"live_only,omitempty"`
 	// LiveToken lets vigil up watch the stream at the agent's
-	// /live/<stream_id>?token=<LiveToken> (multipart JPEG).
+	// /live/<stream_id>?token=<LiveToken> (multipart JPEG), or for an
+	// RTSP stream /live/<stream_id>.mp4?token=<LiveToken> (fragmented MP4).
 	LiveToken string `json:"live_token,omitempty"`
+	// Kind is KindJPEG ("" too), KindRTSP or KindRing. RTSP and ring
+	// streams are pulled from RTSP, which they need.
+	Kind string      `json:"kind,omitempty"`
+	RTSP *RTSPSource `json:"rtsp,omitempty"`
+	// PreRoll is the seconds of video before the command that an RTSP
+	// recording starts with, from the camera's ring on this agent if it
+	// holds one; a ring keeps this much.
+	PreRoll int `json:"pre_roll_s,omitempty"`
+}
+
+// Redacted is the command without the camera's password, for logs.
+func (c AgentCommand) Redacted() AgentCommand {
+	if c.RTSP != nil {
+		r := *c.RTSP
+		if r.Password != "" {
+			r.Password = "***"
+		}
+		c.RTSP = &r
+	}
+	return c
 }
 
 // Heartbeat is an agent's periodic report (on vigil/agents/<id>/heartbeat).
 type Heartbeat struct {
-	ID       string         `json:"id"`
-	Addr     string         `json:"addr"`      // host:port cameras send RTP to
-	HTTPAddr string         `json:"http_addr"` // host:port of its live view server
-	Capacity int            `json:"capacity"`
-	State    string         `json:"state"`
-	Streams  []StreamStatus `json:"streams"`
+	ID       string `json:"id"`
+	Addr     string `json:"addr"`      // host:port cameras send RTP to
+	HTTPAddr string `json:"http_addr"` // host:port of its live view server
+	Capacity int    `json:"capacity"`  // JPEG streams (Capacities.JPEG)
+	// Capacities counts each kind of stream; an agent before RTSP sends
+	// only Capacity.
+	Capacities *Capacity      `json:"capacities,omitempty"`
+	State      string         `json:"state"`
+	Streams    []StreamStatus `json:"streams"`
 	// Datagrams dropped before reaching a stream.
 	UnknownSSRC uint64 `json:"unknown_ssrc"`
 	WrongSource uint64 `json:"wrong_source"` // RTP, and RTCP BYEs, from an address the stream does not take
@@ -177,6 +264,7 @@ type StreamStatus struct {
 	Camera   string  `json:"camera,omitempty"`
 	Dir      string  `json:"dir,omitempty"`
 	LiveOnly bool    `json:"live_only,omitempty"`
+	Kind     string  `json:"kind,omitempty"` // "" is KindJPEG
 	Frames   uint64  `json:"frames"`
 	Packets  uint64  `json:"packets"`
 	Lost     uint64  `json:"packets_lost"`
@@ -202,6 +290,13 @@ type SegmentReport struct {
 	WrongSource uint64    `json:"wrong_source,omitempty"`
 	JitterMS    float64   `json:"jitter_ms"`
 	WriteErrors int       `json:"write_errors,omitempty"`
+	// RTSP streams: the codec stored, how often the camera was lost and
+	// reached again, and the longest gap that left in the video.
+	Codec      string `json:"codec,omitempty"`
+	Reconnects int    `json:"reconnects,omitempty"`
+	GapMS      int64  `json:"gap_ms,omitempty"`
+	// PreRollMS is how much of the segment is from before the command.
+	PreRollMS int64 `json:"pre_roll_ms,omitempty"`
 }
 
 // Reasons a stream ends.
@@ -211,4 +306,10 @@ const (
 	EndDuration = "duration" // the stream ran its duration (plus grace)
 	EndIdle     = "idle"     // no packet for the inactivity timeout
 	EndShutdown = "shutdown" // the agent is stopping
+	// EndFormat: an RTSP camera changed its resolution or codec; the
+	// segment holds what came before, and the stream goes on in another.
+	EndFormat = "format"
+	// EndLost: an RTSP camera could not be reached again before the
+	// stream's end.
+	EndLost = "camera_lost"
 )

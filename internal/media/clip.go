@@ -21,6 +21,12 @@ type ClipInfo struct {
 	Bytes     int64 // of the clip file
 	Codec     string
 	Truncated bool // a segment was cut short (its agent died)
+	// RTSP clips: segments left out because the camera's format changed
+	// (the clip keeps the first format), and the longest gap in the video.
+	Dropped int
+	Gap     time.Duration
+	Width   int
+	Height  int
 }
 
 // Finisher turns a clip's segments into one MP4 that plays everywhere:
@@ -51,6 +57,19 @@ func NewFinisher() *Finisher {
 // until the next one's timestamp, so that a moment no agent received is a
 // still picture of its length, not a jump.
 func (f *Finisher) Finish(ctx context.Context, segments []string, out, thumb string) (ClipInfo, error) {
+	for _, p := range segments {
+		codec, err := segmentCodec(p)
+		if errors.Is(err, os.ErrNotExist) || (err == nil && codec == "") {
+			continue
+		}
+		if err != nil {
+			return ClipInfo{}, err
+		}
+		if codec == CodecH264 || codec == CodecH265 {
+			return f.finishAV(ctx, segments, out, thumb)
+		}
+		break
+	}
 	var info ClipInfo
 	var all []Sample
 	width, height := 0, 0

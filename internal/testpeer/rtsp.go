@@ -31,8 +31,14 @@ GLib.MainLoop().run()
 // RTSPCamera is an RTSP server that nobody here wrote, serving a video
 // file as a camera serves its stream.
 type RTSPCamera struct {
-	URL string
-	cmd *exec.Cmd
+	URL    string
+	cmd    *exec.Cmd
+	t      testing.TB
+	py     string
+	script string
+	port   int
+	launch string
+	dir    string
 }
 
 // StartRTSPCamera serves file (an MP4 of H.264 or H.265, from ffmpeg) at
@@ -59,11 +65,29 @@ func StartRTSPCamera(t testing.TB, file, codec string) *RTSPCamera {
 	}
 	port := FreePort(t)
 	launch := fmt.Sprintf("( filesrc location=%s ! qtdemux ! %s name=pay0 pt=96 config-interval=1 )", file, parse)
-	cmd := exec.Command(py, script, fmt.Sprint(port), "/cam", launch)
-	log, err := os.Create(filepath.Join(dir, "server.log"))
+	c := &RTSPCamera{URL: fmt.Sprintf("rtsp://127.0.0.1:%d/cam", port), t: t, py: py, script: script, port: port, launch: launch, dir: dir}
+	t.Cleanup(c.Stop)
+	c.start()
+	return c
+}
+
+// Restart starts the server again on its port, after Stop (the camera
+// comes back).
+func (c *RTSPCamera) Restart() {
+	c.t.Helper()
+	c.Stop()
+	c.start()
+}
+
+func (c *RTSPCamera) start() {
+	t := c.t
+	t.Helper()
+	cmd := exec.Command(c.py, c.script, fmt.Sprint(c.port), "/cam", c.launch)
+	log, err := os.OpenFile(filepath.Join(c.dir, "server.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer log.Close()
 	cmd.Stderr = log
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -72,8 +96,7 @@ func StartRTSPCamera(t testing.TB, file, codec string) *RTSPCamera {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	c := &RTSPCamera{URL: fmt.Sprintf("rtsp://127.0.0.1:%d/cam", port), cmd: cmd}
-	t.Cleanup(c.Stop)
+	c.cmd = cmd
 	ready := make(chan bool, 1)
 	go func() {
 		line, _ := bufio.NewReader(out).ReadString('\n')
@@ -88,7 +111,6 @@ func StartRTSPCamera(t testing.TB, file, codec string) *RTSPCamera {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the RTSP server did not start in 10 s")
 	}
-	return c
 }
 
 // Stop ends the server (the camera disappears).
