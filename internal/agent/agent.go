@@ -42,7 +42,12 @@ type Config struct {
 	// Listen IP, or the first non-loopback address when Listen is 0.0.0.0.
 	Advertise string
 	Storage   string
-	Capacity  int
+	// Capacity is how many JPEG streams the agent takes; RTSPCapacity how
+	// many RTSP recordings and RingCapacity how many rings (pre-roll) when
+	// it has nothing else. A mix takes its shares (ingest.Capacity).
+	Capacity     int
+	RTSPCapacity int
+	RingCapacity int
 	// Idle ends a stream that sent nothing for this long.
 	Idle time.Duration
 	// Grace is added to a stream's duration before the agent ends it.
@@ -69,6 +74,8 @@ type Agent struct {
 	mu      sync.Mutex
 	bySSRC  map[uint32]*stream
 	byID    map[string]*stream
+	pulls   map[string]*pull    // RTSP streams, by id
+	feeds   map[string]*feedRef // RTSP cameras pulled, by feedKey
 	state   string
 	closing bool
 
@@ -84,6 +91,9 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 	if cfg.Capacity < 1 {
 		return nil, errors.New("capacity must be at least 1")
 	}
+	if cfg.RTSPCapacity < 0 || cfg.RingCapacity < 0 {
+		return nil, errors.New("RTSP and ring capacities cannot be negative")
+	}
 	if cfg.Idle <= 0 {
 		cfg.Idle = 3 * time.Second
 	}
@@ -96,7 +106,8 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 	if err := os.MkdirAll(cfg.Storage, 0o700); err != nil {
 		return nil, fmt.Errorf("storage: %w", err)
 	}
-	a := &Agent{cfg: cfg, log: log, started: time.Now(), bySSRC: map[uint32]*stream{}, byID: map[string]*stream{}, state: ingest.StateEmpty}
+	a := &Agent{cfg: cfg, log: log, started: time.Now(), bySSRC: map[uint32]*stream{}, byID: map[string]*stream{},
+		pulls: map[string]*pull{}, feeds: map[string]*feedRef{}, state: ingest.StateEmpty}
 	var err error
 	if a.rtpConn, a.rtcp, err = listenPair(cfg.Listen, cfg.Port); err != nil {
 		return nil, err
@@ -121,7 +132,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 	}
 	a.hAddr = net.JoinHostPort(host, fmt.Sprint(a.httpLn.Addr().(*net.TCPAddr).Port))
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /live/{id}", a.live)
+	mux.HandleFunc("GET /live/{id}", a.live) // {id}.mp4 for RTSP streams
 	a.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -139,7 +150,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Agent, error) {
 	go func() { defer a.wg.Done(); a.readRTCP() }()
 	go func() { defer a.wg.Done(); a.watch(runCtx) }()
 	go func() { defer a.wg.Done(); a.heartbeats(runCtx) }()
-	log.Info("agent ready", "id", cfg.ID, "rtp", a.addr, "capacity", cfg.Capacity, "storage", cfg.Storage)
+	log.Info("agent ready", "id", cfg.ID, "rtp", a.addr, "capacity", cfg.Capacity, "rtsp_capacity", cfg.RTSPCapacity, "ring_capacity", cfg.RingCapacity, "storage", cfg.Storage)
 	return a, nil
 }
 
@@ -259,6 +270,15 @@ func (a *Agent) Close() error {
 	a.mu.Unlock()
 	for _, s := range all {
 		a.end(s, ingest.EndShutdown)
+	}
+	a.mu.Lock()
+	var pulls []*pull
+	for _, p := range a.pulls {
+		pulls = append(pulls, p)
+	}
+	a.mu.Unlock()
+	for _, p := range pulls {
+		a.endPull(p, ingest.EndShutdown)
 	}
 	a.rtpConn.Close()
 	a.rtcp.Close()

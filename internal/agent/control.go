@@ -62,15 +62,45 @@ func (a *Agent) publish(topic string, v any, qos byte) {
 	}
 }
 
+// capacity is the agent's capacity per kind of stream.
+func (a *Agent) capacity() ingest.Capacity {
+	return ingest.Capacity{JPEG: a.cfg.Capacity, RTSP: a.cfg.RTSPCapacity, Ring: a.cfg.RingCapacity}
+}
+
+// kinds lists the kind of each stream the agent has. a.mu is held.
+func (a *Agent) kinds() []string {
+	k := make([]string, 0, len(a.byID)+len(a.pulls))
+	for range a.byID {
+		k = append(k, ingest.KindJPEG)
+	}
+	for _, p := range a.pulls {
+		k = append(k, p.cmd.Kind)
+	}
+	return k
+}
+
+// full tells whether no stream of any kind the agent takes fits any more
+// (the seed's [Full]).
+func (a *Agent) full(kinds []string) bool {
+	c := a.capacity()
+	for _, k := range []string{ingest.KindJPEG, ingest.KindRTSP, ingest.KindRing} {
+		if c.Of(k) > 0 && c.Fits(k, kinds...) {
+			return false
+		}
+	}
+	return true
+}
+
 // publishState sends the state if it changed (or always, when forced).
 func (a *Agent) publishState(force bool) {
 	a.mu.Lock()
-	n := len(a.byID)
+	kinds := a.kinds()
+	n := len(kinds)
 	s := ingest.StateBusy
 	switch {
 	case n == 0:
 		s = ingest.StateEmpty
-	case n >= a.cfg.Capacity:
+	case a.full(kinds):
 		s = ingest.StateFull
 	}
 	changed := s != a.state
@@ -103,8 +133,9 @@ func (a *Agent) heartbeats(ctx context.Context) {
 
 func (a *Agent) heartbeat() {
 	a.mu.Lock()
+	caps := a.capacity()
 	hb := ingest.Heartbeat{
-		ID: a.cfg.ID, Addr: a.addr, HTTPAddr: a.hAddr, Capacity: a.cfg.Capacity, State: a.state, Streams: []ingest.StreamStatus{},
+		ID: a.cfg.ID, Addr: a.addr, HTTPAddr: a.hAddr, Capacity: a.cfg.Capacity, Capacities: &caps, State: a.state, Streams: []ingest.StreamStatus{},
 		UnknownSSRC: a.unknownSSRC.Load(), WrongSource: a.wrongSource.Load(), NotRTP: a.notRTP.Load(), ByeRefused: a.byeRefused.Load(),
 		Started: a.started, Version: version.Version,
 	}
@@ -112,6 +143,14 @@ func (a *Agent) heartbeat() {
 		st := s.rx.Load().Stats()
 		hb.Streams = append(hb.Streams, ingest.StreamStatus{StreamID: s.cmd.StreamID, Site: s.cmd.Site, Camera: s.cmd.Camera, Dir: s.cmd.Dir, LiveOnly: s.cmd.LiveOnly,
 			Frames: st.Frames, Packets: st.Packets, Lost: st.Lost, JitterMS: st.JitterMillis})
+	}
+	for _, p := range a.pulls {
+		ss := ingest.StreamStatus{StreamID: p.cmd.StreamID, Site: p.cmd.Site, Camera: p.cmd.Camera, Dir: p.cmd.Dir, LiveOnly: p.cmd.LiveOnly, Kind: p.cmd.Kind, Frames: p.frames.Load()}
+		if p.cmd.Kind != ingest.KindRTSP || p.cmd.LiveOnly {
+			fs := p.ref.feed.Stats()
+			ss.Frames, ss.Lost = fs.Frames, fs.Lost
+		}
+		hb.Streams = append(hb.Streams, ss)
 	}
 	a.mu.Unlock()
 	a.publish(ingest.AgentTopic(a.cfg.ID, ingest.AgentHeartbeat), hb, 0)
@@ -126,7 +165,13 @@ func (a *Agent) command(payload []byte) {
 	}
 	switch c.Action {
 	case ingest.ActionExpect:
-		if err := a.expect(c); err != nil {
+		expect := a.expect
+		if c.Kind == ingest.KindRTSP || c.Kind == ingest.KindRing {
+			expect = a.expectPull
+		} else if c.Kind != "" && c.Kind != ingest.KindJPEG {
+			expect = func(ingest.AgentCommand) error { return fmt.Errorf("stream kind %q", c.Kind) }
+		}
+		if err := expect(c); err != nil {
 			a.log.Warn("cannot receive stream", "stream", c.StreamID, "error", err)
 			a.publish(ingest.AgentTopic(a.cfg.ID, ingest.AgentSegment), ingest.SegmentReport{StreamID: c.StreamID, Dir: c.Dir, Segment: c.Segment, State: ingest.SegmentDone, Reason: "error: " + err.Error()}, 1)
 			return
@@ -136,9 +181,13 @@ func (a *Agent) command(payload []byte) {
 	case ingest.ActionStop:
 		a.mu.Lock()
 		s := a.byID[c.StreamID]
+		p := a.pulls[c.StreamID]
 		a.mu.Unlock()
 		if s != nil {
 			a.end(s, ingest.EndQuit)
+		}
+		if p != nil {
+			a.endPull(p, ingest.EndQuit)
 		}
 	default:
 		a.log.Warn("unknown command", "action", c.Action)

@@ -37,7 +37,11 @@ type Spec struct {
 	Username string
 	Password string
 	Capacity int
-	Idle     time.Duration
+	// RTSPCapacity and RingCapacity: RTSP recordings and rings
+	// (ingest.Capacity).
+	RTSPCapacity int
+	RingCapacity int
+	Idle         time.Duration
 	// Site is the site an agent dedicated to one serves ("" for the shared
 	// pool): a runtime that can may give it that site's clips only.
 	Site string

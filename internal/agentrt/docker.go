@@ -420,7 +420,8 @@ func (r *Docker) Start(ctx context.Context, spec Spec, exited func(error)) error
 			Cmd: []string{"agent",
 				"--id", spec.ID, "--broker", r.Broker, "--username", spec.Username,
 				"--listen", "0.0.0.0", "--storage", "/clips",
-				"--capacity", fmt.Sprint(spec.Capacity), "--idle", spec.Idle.String()},
+				"--capacity", fmt.Sprint(spec.Capacity), "--idle", spec.Idle.String(),
+				"--rtsp-capacity", fmt.Sprint(spec.RTSPCapacity), "--ring-capacity", fmt.Sprint(spec.RingCapacity)},
 			Env:  []string{"VIGIL_AGENT_PASSWORD=" + spec.Password},
 			User: fmt.Sprintf("%d:%d", uid, gid),
 			Labels: map[string]string{

@@ -77,7 +77,8 @@ func (r *Process) launch(p *proc) error {
 	cmd := exec.Command(r.Binary, "agent",
 		"--id", p.spec.ID, "--broker", r.Broker, "--username", p.spec.Username,
 		"--listen", r.Listen, "--storage", r.Storage,
-		"--capacity", fmt.Sprint(p.spec.Capacity), "--idle", p.spec.Idle.String())
+		"--capacity", fmt.Sprint(p.spec.Capacity), "--idle", p.spec.Idle.String(),
+		"--rtsp-capacity", fmt.Sprint(p.spec.RTSPCapacity), "--ring-capacity", fmt.Sprint(p.spec.RingCapacity))
 	for flag, v := range map[string]string{"--ca": r.TLS.CA, "--cert": r.TLS.Cert, "--key": r.TLS.Key} {
 		if v != "" {
 			cmd.Args = append(cmd.Args, flag, v)

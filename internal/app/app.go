@@ -202,6 +202,7 @@ func Open(ctx context.Context, cfg *conf.Config, opts Options, log *slog.Logger)
 		PlanOf:      func(site string) string { name, _ := a.planFor(site); return name },
 		ClipStorage: a.Storage,
 		Cameras:     a.coord,
+		CameraTest:  a.testCamera,
 		Plans:       a,
 
 		Users: a.Store,

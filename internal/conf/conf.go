@@ -119,6 +119,12 @@ type Agents struct {
 	// each agent container; 0: no limit.
 	DockerMemory int64 `yaml:"docker_memory"`
 	DockerPids   int64 `yaml:"docker_pids"`
+	// RTSPCapacity is how many RTSP recordings an agent takes, and
+	// RingCapacity how many RTSP cameras' pre-roll it keeps, when it has
+	// nothing else; Capacity counts JPEG streams. A mix takes each
+	// stream's share (docs/ingest.md).
+	RTSPCapacity int `yaml:"rtsp_capacity"`
+	RingCapacity int `yaml:"ring_capacity"`
 }
 
 // Agent runtimes.
@@ -162,9 +168,50 @@ type SiteConfig struct {
 	Plan string `yaml:"plan"`
 }
 
-// Camera is per-camera configuration.
+// Camera is per-camera configuration: a priority for any camera, and the
+// whole camera for an RTSP one (IP cameras people buy: Reolink,
+// Hikvision, Dahua, Amcrest, Tapo, UniFi), which agents pull.
 type Camera struct {
 	Priority int `yaml:"priority"`
+	// Name is shown in the UI ("" shows the id).
+	Name string `yaml:"name"`
+	// Site and Zone (RTSP cameras): the camera records when a sensor of
+	// the zone detects someone (detection.zones, or sensors placed there).
+	Site string `yaml:"site"`
+	Zone string `yaml:"zone"`
+	// RTSP makes it an RTSP camera.
+	RTSP *RTSPCamera `yaml:"rtsp"`
+}
+
+// RTSPCamera is an IP camera's RTSP streams and login. The login never
+// sits in the URL; the password comes from the environment or a file
+// (never vigil.yaml), and is never logged or shown.
+type RTSPCamera struct {
+	// URL is the main stream, recorded: rtsp://host:554/path.
+	URL string `yaml:"url"`
+	// SubURL, if set, is a smaller stream for live view.
+	SubURL   string `yaml:"sub_url"`
+	Username string `yaml:"username"`
+	// PasswordEnv names an environment variable holding the password;
+	// PasswordFile a file holding it (a Docker or systemd secret).
+	PasswordEnv  string `yaml:"password_env"`
+	PasswordFile string `yaml:"password_file"`
+	// Transport: tcp (the default: through any firewall, no loss), udp,
+	// or auto (UDP, then TCP if nothing comes).
+	Transport string `yaml:"transport"`
+	// Password is read from PasswordEnv or PasswordFile by Load.
+	Password string `yaml:"-"`
+}
+
+// RTSPCameras returns the cameras with an RTSP stream.
+func (c *Config) RTSPCameras() map[string]Camera {
+	out := map[string]Camera{}
+	for id, cam := range c.Cameras {
+		if cam.RTSP != nil {
+			out[id] = cam
+		}
+	}
+	return out
 }
 
 // Log configures the process logger.
@@ -531,7 +578,7 @@ func New() *Config {
 		},
 		Detection: Detection{ThresholdM: 1.0, Consecutive: 2, Devices: map[string]DetectionDevice{}, Zones: map[string]Zone{}},
 		Agents: Agents{
-			Runtime: RuntimeProcess, Capacity: 3, Min: 1, Max: 8,
+			Runtime: RuntimeProcess, Capacity: 3, RTSPCapacity: 16, RingCapacity: 32, Min: 1, Max: 8,
 			ScaleDownCooldown: 30 * time.Second, HeartbeatTimeout: 5 * time.Second, Idle: 3 * time.Second,
 			Listen: "127.0.0.1", DockerImage: "vigil-agent:latest", DockerNetwork: "vigil",
 			DockerMemory: 256 << 20, DockerPids: 256,

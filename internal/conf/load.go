@@ -41,7 +41,38 @@ func Load(path string, environ []string) (*Config, error) {
 	if err := applyEnv(cfg, environ); err != nil {
 		return nil, err
 	}
+	if err := cfg.readCameraPasswords(environ); err != nil {
+		return nil, err
+	}
 	return cfg, nil
+}
+
+// readCameraPasswords reads each RTSP camera's password from the variable
+// or file its config names.
+func (c *Config) readCameraPasswords(environ []string) error {
+	for id, cam := range c.Cameras {
+		r := cam.RTSP
+		if r == nil {
+			continue
+		}
+		pw, err := Secret("cameras."+id+".rtsp.password", r.PasswordEnv, r.PasswordFile, func(name string) (string, bool) { return lookupEnv(environ, name) })
+		if err != nil {
+			return err
+		}
+		r.Password = pw
+	}
+	return nil
+}
+
+// lookupEnv finds name in environ (the last one wins, as in a shell).
+func lookupEnv(environ []string, name string) (string, bool) {
+	v, ok := "", false
+	for _, kv := range environ {
+		if k, val, found := strings.Cut(kv, "="); found && k == name {
+			v, ok = val, true
+		}
+	}
+	return v, ok
 }
 
 // DecodeStrict decodes YAML data into out (a pointer to a struct) strictly:

@@ -30,6 +30,7 @@ func (c *Config) Validate() error {
 	c.validateWatch(&pb)
 	c.validateNotify(&pb)
 	c.validateHomeAssistant(&pb)
+	c.validateCameras(&pb)
 	return errors.Join(pb.errs...)
 }
 
@@ -280,14 +281,80 @@ func (c *Config) validateDetection(pb *problems) {
 		if !vigil.ValidName(name) {
 			pb.bad("detection.zones."+name, "a zone's name must be 1-64 letters, digits, '-', '_' or '.'")
 		}
-		if len(z.Cameras) == 0 {
-			pb.bad("detection.zones."+name, "needs cameras (sensors are those listed and those placed in the zone)")
+		if len(z.Cameras) == 0 && !c.rtspInZone(name) {
+			pb.bad("detection.zones."+name, "needs cameras (sensors are those listed and those placed in the zone; RTSP cameras those whose zone it is)")
 		}
 		for _, t := range z.Triggers {
 			if !slices.Contains(ZoneTriggers, t) {
 				pb.bad("detection.zones."+name+".triggers", "%q is not one of %s (motion, occupancy and presence always trigger)", t, strings.Join(ZoneTriggers, ", "))
 			}
 		}
+	}
+}
+
+// rtspInZone tells whether an RTSP camera is set in a zone.
+func (c *Config) rtspInZone(zone string) bool {
+	for _, cam := range c.Cameras {
+		if cam.RTSP != nil && cam.Zone == zone {
+			return true
+		}
+	}
+	return false
+}
+
+// validateCameras checks the cameras section: RTSP cameras' streams,
+// login, site and zone.
+func (c *Config) validateCameras(pb *problems) {
+	for id, cam := range c.Cameras {
+		key := "cameras." + id
+		if !vigil.ValidName(id) || vigil.Reserved(id) {
+			pb.bad(key, "a camera's id must be 1-64 letters, digits, '-', '_' or '.'")
+		}
+		r := cam.RTSP
+		if r == nil {
+			if cam.Site != "" || cam.Zone != "" {
+				pb.bad(key, "site and zone are for RTSP cameras (with rtsp.url); other cameras announce theirs")
+			}
+			continue
+		}
+		if cam.Site == "" || !vigil.ValidName(cam.Site) || vigil.Reserved(cam.Site) {
+			pb.bad(key+".site", "an RTSP camera needs the site it belongs to (1-64 letters, digits, '-', '_' or '.')")
+		}
+		if cam.Zone != "" && !vigil.ValidName(cam.Zone) {
+			pb.bad(key+".zone", "%q is not a zone name", cam.Zone)
+		}
+		for k, u := range map[string]string{"url": r.URL, "sub_url": r.SubURL} {
+			if u == "" && k == "sub_url" {
+				continue
+			}
+			p, err := url.Parse(u)
+			switch {
+			case u == "":
+				pb.bad(key+".rtsp.url", "the camera's RTSP address, such as rtsp://192.168.1.20:554/stream1")
+			case err != nil || (p.Scheme != "rtsp" && p.Scheme != "rtsps") || p.Host == "":
+				pb.bad(key+".rtsp."+k, "not an rtsp:// URL")
+			case p.User != nil:
+				pb.bad(key+".rtsp."+k, "holds a login: put it in username and password_env (or password_file), which are never shown")
+			}
+		}
+		switch r.Transport {
+		case "", "tcp", "udp", "auto":
+		default:
+			pb.bad(key+".rtsp.transport", "%q is not tcp, udp or auto", r.Transport)
+		}
+		if r.Username == "" && (r.PasswordEnv != "" || r.PasswordFile != "") {
+			pb.bad(key+".rtsp.username", "a password without a username")
+		}
+	}
+	a := c.Agents
+	if a.RTSPCapacity < 0 || a.RTSPCapacity > 1000 {
+		pb.bad("agents.rtsp_capacity", "%d is outside 0..1000", a.RTSPCapacity)
+	}
+	if a.RingCapacity < 0 || a.RingCapacity > 1000 {
+		pb.bad("agents.ring_capacity", "%d is outside 0..1000", a.RingCapacity)
+	}
+	if len(c.RTSPCameras()) > 0 && a.RTSPCapacity == 0 {
+		pb.bad("agents.rtsp_capacity", "0, but cameras have RTSP streams: agents would record none")
 	}
 }
 

@@ -36,6 +36,11 @@ func (c *Coordinator) adopt(id string, hb ingest.Heartbeat) *agentState {
 	if a.capacity <= 0 {
 		a.capacity = c.cfg.Agents.Capacity
 	}
+	a.caps = c.defaultCaps()
+	a.caps.JPEG = a.capacity
+	if hb.Capacities != nil {
+		a.caps.RTSP, a.caps.Ring = max(hb.Capacities.RTSP, 0), max(hb.Capacities.Ring, 0)
+	}
 	c.agents[id] = a
 	c.history("adopt", id, "", fmt.Sprintf("an agent of the coordinator before, %d stream(s)", len(hb.Streams)))
 	for _, s := range hb.Streams {
@@ -74,6 +79,9 @@ func (c *Coordinator) adoptStream(a *agentState, s ingest.StreamStatus, o *orpha
 	}
 	if d := c.devices[cl.Camera]; d != nil {
 		st.priority = c.priority(d)
+	}
+	if r := c.rtspOf(cl.Site, cl.Camera); r != nil && s.Kind == ingest.KindRTSP {
+		st.kind, st.rtsp = ingest.KindRTSP, source(r, false)
 	}
 	st.deadline = now.Add(st.remaining(now) + 3*c.cfg.Agents.Idle + 10*time.Second)
 	a.streams[st.id] = st

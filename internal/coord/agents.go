@@ -30,8 +30,9 @@ type agentState struct {
 	pool         string // "" for the shared pool, else the site it is dedicated to
 	status       string
 	addr         string
-	httpAddr     string // its live view server
-	capacity     int
+	httpAddr     string          // its live view server
+	capacity     int             // JPEG streams (caps.JPEG)
+	caps         ingest.Capacity // per kind of stream
 	streams      map[string]*stream
 	lastSeen     time.Time
 	emptySince   time.Time
@@ -41,8 +42,6 @@ type agentState struct {
 	lostAt       time.Time
 	reason       string // why it was started
 }
-
-func (a *agentState) free() int { return a.capacity - len(a.streams) }
 
 // lostGrace is how long a lost agent may take to come back before it is
 // removed.
@@ -104,7 +103,7 @@ func (c *Coordinator) startAgent(pool, reason string) *agentState {
 	id := fmt.Sprintf("%s-%d", c.instance, c.nextID)
 	a := &agentState{
 		id: id, username: agentUsername(id), pool: pool, status: agentStarting,
-		capacity: c.cfg.Agents.Capacity, streams: map[string]*stream{}, startedAt: c.now(), seq: c.nextID, reason: reason,
+		capacity: c.cfg.Agents.Capacity, caps: c.defaultCaps(), streams: map[string]*stream{}, startedAt: c.now(), seq: c.nextID, reason: reason,
 	}
 	username, password := a.username, rnd.Hex(18)
 	if l := c.cfg.AgentLogin; l.Username != "" {
@@ -123,7 +122,8 @@ func (c *Coordinator) startAgent(pool, reason string) *agentState {
 		reason += " (site " + pool + ")"
 	}
 	c.history(what, id, "", reason)
-	spec := agentrt.Spec{ID: id, Username: username, Password: password, Capacity: a.capacity, Idle: c.cfg.Agents.Idle, Site: pool}
+	spec := agentrt.Spec{ID: id, Username: username, Password: password, Capacity: a.capacity, Idle: c.cfg.Agents.Idle, Site: pool,
+		RTSPCapacity: a.caps.RTSP, RingCapacity: a.caps.Ring}
 	c.calls.Go(func() {
 		ctx, cancel := context.WithTimeout(c.starts, 2*time.Minute)
 		defer cancel()
@@ -187,6 +187,10 @@ func (c *Coordinator) onHeartbeat(id string, hb ingest.Heartbeat, from net.IP) {
 	}
 	if hb.Capacity > 0 {
 		a.capacity = hb.Capacity
+		a.caps.JPEG = hb.Capacity
+	}
+	if hb.Capacities != nil {
+		a.caps.RTSP, a.caps.Ring = max(hb.Capacities.RTSP, 0), max(hb.Capacities.Ring, 0)
 	}
 	switch {
 	case (a.status == agentStarting || a.status == agentLost) && a.addr != "":
@@ -300,31 +304,38 @@ func (c *Coordinator) autoscale() {
 	if c.closing || c.now().Before(c.startBlockedUntil) {
 		return
 	}
-	need := map[string]int{}
+	// What the queue needs, in agents: each stream's share of an agent
+	// of the default capacities (a kind no agent takes needs none).
+	caps := c.defaultCaps()
+	need := map[string]float64{}
+	count := map[string]int{}
 	for _, st := range c.queue {
-		need[st.pool]++
+		if caps.Of(st.kindOf()) > 0 {
+			need[st.pool] += caps.Load(st.kindOf())
+			count[st.pool]++
+		}
 	}
 	for pool, n := range need {
-		starting, total := 0, 0
+		starting, total := 0.0, 0
 		for _, a := range c.agents {
 			if a.pool != pool || a.status == agentStopping {
 				continue
 			}
 			total++
 			if a.status == agentStarting {
-				starting += a.capacity
+				starting += 1 - a.load()
 			}
 		}
 		max := c.cfg.Agents.Max
 		if pool != "" {
 			max = 1
 		}
-		for starting < n && total < max {
-			c.startAgent(pool, fmt.Sprintf("%d stream(s) waiting, every agent full", n))
-			starting += c.cfg.Agents.Capacity
+		for starting < n-1e-9 && total < max {
+			c.startAgent(pool, fmt.Sprintf("%d stream(s) waiting, every agent full", count[pool]))
+			starting++
 			total++
 		}
-		if starting < n && total >= max {
+		if starting < n-1e-9 && total >= max {
 			c.m.atMax.Inc()
 		}
 	}

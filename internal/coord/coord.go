@@ -139,6 +139,7 @@ type Coordinator struct {
 	agents   map[string]*agentState
 	streams  map[string]*stream
 	byCamera map[string]*stream // site/camera -> its active stream
+	rings    map[string]*stream // site/camera -> its ring (RTSP cameras' pre-roll)
 	queue    []*stream
 	devices  map[string]*deviceInfo // id -> what it announced
 	events   map[string]*eventState
@@ -185,7 +186,7 @@ func New(cfg Config, b Broker, st Store, rt agentrt.Runtime, fin *media.Finisher
 	c := &Coordinator{
 		cfg: cfg, broker: b, store: st, runtime: rt, finisher: fin, log: log,
 		in: make(chan func(), 4096), loopDone: make(chan struct{}), saves: newSaver(), jobs: make(chan string, 4096), stop: make(chan struct{}),
-		agents: map[string]*agentState{}, streams: map[string]*stream{}, byCamera: map[string]*stream{},
+		agents: map[string]*agentState{}, streams: map[string]*stream{}, byCamera: map[string]*stream{}, rings: map[string]*stream{},
 		devices: map[string]*deviceInfo{}, events: map[string]*eventState{}, orphans: map[string]*orphan{}, gone: map[string]bool{},
 		instance: rnd.Hex(3), refusals: ratelog.New(log, time.Minute), closeGrace: 2 * time.Second,
 	}
@@ -212,9 +213,11 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	}
 	c.recover(ctx)
 	c.do(func() {
+		c.rtspCameras()
 		for range c.cfg.Agents.Min {
 			c.startAgent("", "min agents")
 		}
+		c.ensureRings()
 	})
 	return nil
 }

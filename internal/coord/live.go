@@ -59,12 +59,15 @@ func (c *Coordinator) Watch(streamID string) (release func()) {
 // CameraView is a camera the coordinator knows, and its stream if it has
 // one.
 type CameraView struct {
-	Site     string      `json:"site"`
-	ID       string      `json:"id"`
-	Name     string      `json:"name,omitempty"`
-	Zone     string      `json:"zone,omitempty"`
-	Priority int         `json:"priority"`
-	Stream   *StreamView `json:"stream,omitempty"`
+	Site     string `json:"site"`
+	ID       string `json:"id"`
+	Name     string `json:"name,omitempty"`
+	Zone     string `json:"zone,omitempty"`
+	Priority int    `json:"priority"`
+	// Kind is jpeg (the camera pushes JPEG; live view is multipart JPEG)
+	// or rtsp (an IP camera agents pull; live view is fragmented MP4).
+	Kind   string      `json:"kind"`
+	Stream *StreamView `json:"stream,omitempty"`
 }
 
 // Cameras lists the cameras that announced themselves, by site then id.
@@ -75,7 +78,10 @@ func (c *Coordinator) Cameras(ctx context.Context) ([]CameraView, error) {
 			if !d.meta.Has(telemetry.CapCamera) {
 				continue
 			}
-			cv := CameraView{Site: d.site, ID: d.id, Name: d.meta.Name, Zone: d.meta.Zone, Priority: c.priority(d)}
+			cv := CameraView{Site: d.site, ID: d.id, Name: d.meta.Name, Zone: d.meta.Zone, Priority: c.priority(d), Kind: ingest.KindJPEG}
+			if c.rtspOf(d.site, d.id) != nil {
+				cv.Kind = ingest.KindRTSP
+			}
 			if st := c.byCamera[key(d.site, d.id)]; st != nil {
 				v := c.streamView(st)
 				cv.Stream = &v
@@ -113,6 +119,11 @@ func (c *Coordinator) Live(ctx context.Context, site, camera string) (StreamView
 			err = ErrNoCamera
 			return
 		}
+		r := c.rtspOf(site, camera)
+		if ring := c.rings[key(site, camera)]; r != nil && r.SubURL == "" && ring != nil && ring.state == streamLive {
+			v = c.streamView(ring) // its agent pulls the camera already
+			return
+		}
 		_, plan := c.planFor(site)
 		pool := ""
 		if plan.DedicatedAgent {
@@ -122,6 +133,9 @@ func (c *Coordinator) Live(ctx context.Context, site, camera string) (StreamView
 			id: newID(), ssrc: randomSSRC(), site: site, camera: camera, clientID: d.clientID, clientKnown: !d.guessed && d.clientID != "", pool: pool,
 			priority: livePriority + c.priority(d), live: true, token: rnd.Hex(16),
 			duration: time.Duration(c.cfg.Recording.LiveSeconds) * time.Second,
+		}
+		if r != nil { // the sub-stream, if the camera has one
+			st.kind, st.rtsp = ingest.KindRTSP, source(r, true)
 		}
 		c.streams[st.id] = st
 		c.byCamera[key(site, camera)] = st
@@ -142,6 +156,8 @@ func (c *Coordinator) CameraStream(ctx context.Context, site, camera string) (St
 	err := c.call(ctx, func() {
 		if st := c.byCamera[key(site, camera)]; st != nil {
 			v, ok = c.streamView(st), true
+		} else if r, ring := c.rtspOf(site, camera), c.rings[key(site, camera)]; r != nil && r.SubURL == "" && ring != nil && ring.state == streamLive {
+			v, ok = c.streamView(ring), true
 		}
 	})
 	return v, ok, err

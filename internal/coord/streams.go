@@ -39,9 +39,13 @@ type stream struct {
 	clientKnown bool
 	pool        string
 	priority    int
-	ev          *eventState // nil for a live stream
-	clip        *Clip       // nil for a live stream
+	ev          *eventState // nil for a live stream or a ring
+	clip        *Clip       // nil for a live stream or a ring
 	live        bool        // watched, not recorded
+	// kind is "" (JPEG, pushed by the camera), ingest.KindRTSP or
+	// ingest.KindRing (pulled by the agent from rtsp).
+	kind string
+	rtsp *ingest.RTSPSource
 	// superseded is set when a detection needs the camera of a live
 	// stream: the live stream ends and never tells the camera to stream.
 	superseded bool
@@ -127,6 +131,11 @@ func (c *Coordinator) camerasFor(site, sensor string) []*deviceInfo {
 	}
 	for name, z := range c.cfg.Zones {
 		if slices.Contains(z.Sensors, sensor) || (s != nil && s.meta.Zone == name) {
+			for _, d := range c.devices { // RTSP cameras set in this zone
+				if d.meta.Zone == name {
+					add(d)
+				}
+			}
 			for _, cam := range z.Cameras {
 				if d := c.devices[cam]; d != nil {
 					add(d)
@@ -243,6 +252,9 @@ func (c *Coordinator) newStream(cam *deviceInfo, es *eventState, at time.Time) *
 		priority: c.priority(cam), ev: es, clip: clip, token: rnd.Hex(16),
 		duration: time.Duration(c.cfg.Recording.ClipSeconds) * time.Second,
 	}
+	if r := c.rtspOf(cam.site, cam.id); r != nil {
+		st.kind, st.rtsp = ingest.KindRTSP, source(r, false)
+	}
 	c.streams[st.id] = st
 	c.byCamera[key(cam.site, cam.id)] = st
 	return st
@@ -295,8 +307,17 @@ func (c *Coordinator) drainQueue() {
 func (c *Coordinator) assign(st *stream) bool {
 	isLocal := c.local
 	var best *agentState
+	// An RTSP recording goes first to the agent that holds the camera's
+	// ring: it starts with the seconds before the trigger.
+	ring := c.ringOf(st.site, st.camera)
+	if st.kind == ingest.KindRTSP && !st.live && ring != nil && ring.status == agentReady && ring.pool == st.pool && ring.fits(st.kindOf()) {
+		best = ring
+	}
 	for _, a := range c.agents {
-		if a.status != agentReady || a.pool != st.pool || a.free() <= 0 || a.addr == "" {
+		if best == ring && best != nil {
+			break
+		}
+		if a.status != agentReady || a.pool != st.pool || !a.fits(st.kindOf()) || (a.addr == "" && !st.pulled()) {
 			continue
 		}
 		switch {
@@ -323,7 +344,17 @@ func (c *Coordinator) assign(st *stream) bool {
 		Action: ingest.ActionExpect, StreamID: st.id, SSRC: st.ssrc, Source: c.sourceFor(st),
 		Duration: int(st.remaining(now).Seconds() + 0.999), Camera: st.camera, Site: st.site, LiveToken: st.token,
 	}
-	if st.live {
+	if st.pulled() {
+		cmd.SSRC, cmd.Source, cmd.Kind, cmd.RTSP = 0, "", st.kind, st.rtsp
+		if st.kind == ingest.KindRing {
+			cmd.Duration, cmd.PreRoll = 0, c.cfg.Recording.PreRollSeconds
+		} else if !st.live && st.segIndex == 1 && best == ring {
+			cmd.PreRoll = c.cfg.Recording.PreRollSeconds
+		}
+	}
+	if st.kind == ingest.KindRing {
+		// Nothing stored.
+	} else if st.live {
 		cmd.LiveOnly = true
 	} else {
 		if m, ok := c.runtime.(agentrt.SiteDirMaker); ok {
@@ -341,11 +372,7 @@ func (c *Coordinator) assign(st *stream) bool {
 	if st.segIndex > 1 {
 		what = "reassign"
 	}
-	kind := "stream"
-	if st.live {
-		kind = "live stream"
-	}
-	c.history(what, best.id, st.camera, fmt.Sprintf("%s %s, %d/%d on the agent", kind, st.id, len(best.streams), best.capacity))
+	c.history(what, best.id, st.camera, fmt.Sprintf("%s %s, %s", describeKind(st), st.id, shareText(best)))
 	if st.ev != nil && st.ev.ev.State == detect.EventQueued {
 		st.ev.ev.State = detect.EventRecording
 		c.saveEvent(st.ev.ev)
@@ -392,6 +419,19 @@ func (c *Coordinator) onSegment(agentID string, r ingest.SegmentReport) {
 			c.stopAt(st.agent.id, st)
 			return
 		}
+		if st.pulled() {
+			// The agent pulls the camera itself: nobody else is told.
+			st.state = streamLive
+			if st.started.IsZero() {
+				st.started = now
+			}
+			st.liveAt = now
+			st.deadline = time.Time{}
+			if st.kind != ingest.KindRing {
+				st.deadline = now.Add(st.remaining(now) + 3*c.cfg.Agents.Idle + 10*time.Second)
+			}
+			return
+		}
 		if st.agent.addr == "" {
 			// Its address was refused since it took the stream: tell the
 			// camera nothing, give the stream to another agent.
@@ -432,6 +472,10 @@ func (c *Coordinator) onSegment(agentID string, r ingest.SegmentReport) {
 		}
 		c.publish(ingest.CameraTopic(st.site, st.camera, ingest.CameraCmd), cmd)
 	case ingest.SegmentRecording:
+		if st.clip != nil && st.segIndex == 1 && r.PreRollMS > 0 && st.clip.PreRollMS == 0 {
+			st.clip.PreRollMS = r.PreRollMS
+			c.saveClip(st.clip)
+		}
 		if !st.firstFrame && !r.FirstStored.IsZero() && st.ev != nil {
 			st.firstFrame = true
 			c.m.firstFrame.Observe(r.FirstStored.Sub(st.ev.ev.Start).Seconds())
@@ -446,9 +490,28 @@ func (c *Coordinator) onSegment(agentID string, r ingest.SegmentReport) {
 			c.drainQueue()
 			return
 		}
+		if st.kind == ingest.KindRing {
+			c.finish(st)
+			if r.Reason != ingest.EndQuit {
+				c.ensureRings() // on this agent or another
+			}
+			c.drainQueue()
+			return
+		}
 		st.clip.Packets += r.Packets
 		st.clip.PacketsLost += r.Lost
+		if r.Reconnects > 0 || r.Reason == ingest.EndLost {
+			// The camera was lost and reached again (or not): the clip
+			// has a gap, and says so.
+			st.clip.Interrupted = true
+			c.log.Warn("camera lost during a recording", "camera", st.camera, "stream", st.id, "reconnects", r.Reconnects, "gap_ms", r.GapMS, "reason", r.Reason)
+		}
 		switch {
+		case r.Reason == ingest.EndFormat:
+			// The camera changed its resolution: what is left goes into
+			// another segment.
+			st.clip.Interrupted = true
+			c.interrupted(st, "camera "+st.camera+" changed its format")
 		case r.Reason == ingest.EndShutdown || len(r.Reason) > 6 && r.Reason[:6] == "error:":
 			c.interrupted(st, "agent "+agentID+": "+r.Reason)
 		case r.Reason == ingest.EndIdle && r.Frames == 0 && st.remaining(now) > 2*time.Second:
@@ -469,6 +532,14 @@ func (c *Coordinator) interrupted(st *stream, why string) {
 	}
 	if st.live {
 		c.finish(st) // a viewer asks again if it still wants to watch
+		return
+	}
+	if st.kind == ingest.KindRing {
+		if c.closing {
+			c.finish(st)
+		} else {
+			c.request(st) // to another agent
+		}
 		return
 	}
 	st.clip.Interrupted = st.clip.Interrupted || st.segIndex > 0 && st.state == streamLive
@@ -538,7 +609,7 @@ func (c *Coordinator) checkStream(st *stream, now time.Time) {
 			c.supersede(st)
 			return
 		}
-		if now.After(st.deadline) && st.agent != nil {
+		if !st.deadline.IsZero() && now.After(st.deadline) && st.agent != nil {
 			c.stopAt(st.agent.id, st)
 			st.deadline = now.Add(10 * time.Second)
 		}
@@ -558,9 +629,12 @@ func (c *Coordinator) finish(st *stream) {
 	if c.byCamera[key(st.site, st.camera)] == st {
 		delete(c.byCamera, key(st.site, st.camera))
 	}
+	if c.rings[key(st.site, st.camera)] == st {
+		delete(c.rings, key(st.site, st.camera))
+	}
 	c.queue = slices.DeleteFunc(c.queue, func(x *stream) bool { return x == st })
-	if st.live {
-		c.history("stream_end", agentName(st.agent), st.camera, fmt.Sprintf("live stream %s", st.id))
+	if st.live || st.kind == ingest.KindRing {
+		c.history("stream_end", agentName(st.agent), st.camera, fmt.Sprintf("%s %s", describeKind(st), st.id))
 		return
 	}
 	st.clip.State = ClipFinishing
@@ -626,7 +700,9 @@ func (c *Coordinator) supersede(st *stream) {
 	case streamExpecting:
 		c.stopAt(st.agent.id, st)
 	case streamLive:
-		c.stopCamera(st)
+		if !st.pulled() {
+			c.stopCamera(st)
+		}
 		c.stopAt(st.agent.id, st)
 	}
 	c.log.Info("live view gives way to a recording", "camera", st.camera, "stream", st.id)

@@ -13,20 +13,23 @@ const (
 
 // Clip is the recording of one camera for one event.
 type Clip struct {
-	ID          string     `json:"id"`
-	EventID     string     `json:"event_id"`
-	Site        string     `json:"site"`
-	Camera      string     `json:"camera"`
-	Start       time.Time  `json:"start"`
-	DurationMS  int64      `json:"duration_ms"`
-	Frames      int        `json:"frames"`
-	Bytes       int64      `json:"bytes"`
-	Packets     uint64     `json:"packets"`
-	PacketsLost uint64     `json:"packets_lost"`
-	Dir         string     `json:"-"`
-	File        string     `json:"file,omitempty"`      // relative to the clip storage
-	Thumbnail   string     `json:"thumbnail,omitempty"` // relative to the clip storage
-	Codec       string     `json:"codec,omitempty"`     // h264 or mjpeg
+	ID          string    `json:"id"`
+	EventID     string    `json:"event_id"`
+	Site        string    `json:"site"`
+	Camera      string    `json:"camera"`
+	Start       time.Time `json:"start"`
+	DurationMS  int64     `json:"duration_ms"`
+	Frames      int       `json:"frames"`
+	Bytes       int64     `json:"bytes"`
+	Packets     uint64    `json:"packets"`
+	PacketsLost uint64    `json:"packets_lost"`
+	Dir         string    `json:"-"`
+	File        string    `json:"file,omitempty"`      // relative to the clip storage
+	Thumbnail   string    `json:"thumbnail,omitempty"` // relative to the clip storage
+	Codec       string    `json:"codec,omitempty"`     // h264, h265 (RTSP cameras, as they sent it) or mjpeg
+	// PreRollMS is how much of the clip is from before its trigger (RTSP
+	// cameras, from their agent's ring).
+	PreRollMS   int64      `json:"pre_roll_ms,omitempty"`
 	State       string     `json:"state"`
 	Interrupted bool       `json:"interrupted"` // an agent died mid-stream; the clip spans agents
 	Segments    []string   `json:"segments"`

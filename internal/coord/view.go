@@ -2,8 +2,11 @@ package coord
 
 import (
 	"slices"
+
 	"strings"
 	"time"
+
+	"github.com/vigilhq/vigil/internal/ingest"
 )
 
 // View is the coordinator's state for GET /api/v1/agents.
@@ -21,28 +24,34 @@ type View struct {
 
 // AgentView is one agent.
 type AgentView struct {
-	ID        string     `json:"id"`
-	Status    string     `json:"status"`
-	Pool      string     `json:"dedicated_site,omitempty"`
-	Addr      string     `json:"addr,omitempty"`
-	Capacity  int        `json:"capacity"`
-	Streams   []string   `json:"streams"`
-	Started   time.Time  `json:"started"`
-	Ready     *time.Time `json:"ready,omitempty"`
-	LastSeen  *time.Time `json:"last_seen,omitempty"`
-	EmptySecs float64    `json:"empty_s,omitempty"`
+	ID       string `json:"id"`
+	Status   string `json:"status"`
+	Pool     string `json:"dedicated_site,omitempty"`
+	Addr     string `json:"addr,omitempty"`
+	Capacity int    `json:"capacity"` // JPEG streams
+	// Capacities per kind of stream, and the share of the agent in use.
+	Capacities ingest.Capacity `json:"capacities"`
+	Load       float64         `json:"load"`
+	Streams    []string        `json:"streams"`
+	Started    time.Time       `json:"started"`
+	Ready      *time.Time      `json:"ready,omitempty"`
+	LastSeen   *time.Time      `json:"last_seen,omitempty"`
+	EmptySecs  float64         `json:"empty_s,omitempty"`
 	// Node is the node it runs on, among several (agentrt.Remote).
 	Node string `json:"node,omitempty"`
 }
 
 // StreamView is one stream, queued or under way.
 type StreamView struct {
-	ID       string    `json:"id"`
-	Site     string    `json:"site"`
-	Camera   string    `json:"camera"`
-	EventID  string    `json:"event_id,omitempty"`
-	ClipID   string    `json:"clip_id,omitempty"`
-	Live     bool      `json:"live_only,omitempty"` // watched, not recorded
+	ID      string `json:"id"`
+	Site    string `json:"site"`
+	Camera  string `json:"camera"`
+	EventID string `json:"event_id,omitempty"`
+	ClipID  string `json:"clip_id,omitempty"`
+	Live    bool   `json:"live_only,omitempty"` // watched, not recorded
+	// Kind is jpeg, rtsp or ring; an RTSP stream is watched as
+	// fragmented MP4, a JPEG one as multipart JPEG.
+	Kind     string    `json:"kind"`
 	Agent    string    `json:"agent,omitempty"`
 	State    string    `json:"state"`
 	Priority int       `json:"priority"`
@@ -55,7 +64,7 @@ type StreamView struct {
 }
 
 func (c *Coordinator) streamView(st *stream) StreamView {
-	v := StreamView{ID: st.id, Site: st.site, Camera: st.camera, Live: st.live,
+	v := StreamView{ID: st.id, Site: st.site, Camera: st.camera, Live: st.live, Kind: st.kindOf(),
 		Agent: agentName(st.agent), State: st.state, Priority: st.priority, Queued: st.queuedAt, Segments: st.segIndex, Token: st.token}
 	if st.ev != nil {
 		v.EventID, v.ClipID = st.ev.ev.ID, st.clip.ID
@@ -73,7 +82,7 @@ func (c *Coordinator) publishView() {
 	now := c.now()
 	where, _ := c.runtime.(interface{ Where(id string) string })
 	for _, a := range c.agents {
-		av := AgentView{ID: a.id, Status: a.status, Pool: a.pool, Addr: a.addr, Capacity: a.capacity, Streams: []string{}, Started: a.startedAt}
+		av := AgentView{ID: a.id, Status: a.status, Pool: a.pool, Addr: a.addr, Capacity: a.capacity, Capacities: a.caps, Load: a.load(), Streams: []string{}, Started: a.startedAt}
 		if where != nil {
 			av.Node = where.Where(a.id)
 		}

@@ -8,12 +8,15 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"regexp"
+	"strconv"
 	"time"
 
 	"github.com/vigilhq/vigil"
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/coord"
 	"github.com/vigilhq/vigil/internal/detect"
+	"github.com/vigilhq/vigil/internal/ingest"
 )
 
 // Cameras is the coordinator's side of cameras, live view and clips.
@@ -35,8 +38,11 @@ type PlanControl interface {
 // LiveView is the answer to POST .../live.
 type LiveView struct {
 	coord.StreamView
-	// MJPEG is where the pictures are, for an <img> or a script.
-	MJPEG string `json:"mjpeg"`
+	// MJPEG is where the pictures are, for an <img> or a script (JPEG
+	// cameras); MP4 where the video is, as fragmented MP4 for Media Source
+	// Extensions (RTSP cameras: their H.264 or H.265 as they sent it).
+	MJPEG string `json:"mjpeg,omitempty"`
+	MP4   string `json:"mp4,omitempty"`
 }
 
 func (s *Server) cameraRoutes(mux *routeMux, api func(string, handlerFunc)) {
@@ -47,6 +53,12 @@ func (s *Server) cameraRoutes(mux *routeMux, api func(string, handlerFunc)) {
 		})
 		api("POST /api/v1/cameras/{site}/{camera}/live", s.startLive)
 		mux.Handle("GET /api/v1/cameras/{site}/{camera}/live.mjpeg", s.authed(http.HandlerFunc(s.liveMJPEG)))
+		mux.Handle("GET /api/v1/cameras/{site}/{camera}/live.mp4", s.authed(http.HandlerFunc(s.liveMP4)))
+		if s.deps.CameraTest != nil {
+			api("POST /api/v1/cameras/{site}/{camera}/test", admin(func(w http.ResponseWriter, r *http.Request) (any, error) {
+				return s.deps.CameraTest(r.Context(), r.PathValue("site"), r.PathValue("camera"))
+			}))
+		}
 		api("DELETE /api/v1/clips/{id}", admin(func(w http.ResponseWriter, r *http.Request) (any, error) {
 			if err := s.deps.Cameras.DeleteClip(r.Context(), r.PathValue("id"), UserFrom(r.Context()).Name); err != nil {
 				return nil, err
@@ -81,7 +93,31 @@ func (s *Server) startLive(w http.ResponseWriter, r *http.Request) (any, error) 
 		return nil, coordError(err)
 	}
 	s.log.Info("live view", "site", site, "camera", cam, "stream", v.ID, "user", UserFrom(r.Context()).Name)
-	return LiveView{StreamView: v, MJPEG: "/api/v1/cameras/" + url.PathEscape(site) + "/" + url.PathEscape(cam) + "/live.mjpeg"}, nil
+	base := "/api/v1/cameras/" + url.PathEscape(site) + "/" + url.PathEscape(cam)
+	if v.Kind == ingest.KindRTSP || v.Kind == ingest.KindRing {
+		return LiveView{StreamView: v, MP4: base + "/live.mp4"}, nil
+	}
+	return LiveView{StreamView: v, MJPEG: base + "/live.mjpeg"}, nil
+}
+
+// codecHeader is what an agent may say of a live MP4's codecs.
+var codecHeader = regexp.MustCompile(`^video/mp4; codecs="[A-Za-z0-9.,]{1,64}"$`)
+
+// liveMP4: GET /api/v1/cameras/{site}/{camera}/live.mp4 relays an RTSP
+// camera's stream from its agent as fragmented MP4 (Media Source
+// Extensions), with X-Vigil-Codec (the SourceBuffer type) and
+// X-Vigil-Origin (the wall-clock time of the stream's 0, Unix ms).
+func (s *Server) liveMP4(w http.ResponseWriter, r *http.Request) {
+	s.liveRelay(w, r, ".mp4", func(resp *http.Response) (http.Header, error) {
+		codec, origin := resp.Header.Get("X-Vigil-Codec"), resp.Header.Get("X-Vigil-Origin")
+		if _, err := strconv.ParseInt(origin, 10, 64); resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "video/mp4" || !codecHeader.MatchString(codec) || err != nil {
+			return nil, fmt.Errorf("agent answered %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+		return http.Header{
+			"Content-Type":  {"video/mp4"},
+			"X-Vigil-Codec": {codec}, "X-Vigil-Origin": {origin},
+		}, nil
+	})
 }
 
 // liveMJPEG: GET /api/v1/cameras/{site}/{camera}/live.mjpeg relays the
@@ -89,6 +125,19 @@ func (s *Server) startLive(w http.ResponseWriter, r *http.Request) (any, error) 
 // starting is waited for (up to 15 s), so a page may ask for live view and
 // open this at once.
 func (s *Server) liveMJPEG(w http.ResponseWriter, r *http.Request) {
+	s.liveRelay(w, r, "", func(resp *http.Response) (http.Header, error) {
+		mt, params, err := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+		if resp.StatusCode != http.StatusOK || err != nil || mt != "multipart/x-mixed-replace" || params["boundary"] == "" {
+			return nil, fmt.Errorf("agent answered %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+		return http.Header{"Content-Type": {mime.FormatMediaType(mt, map[string]string{"boundary": params["boundary"]})}}, nil
+	})
+}
+
+// liveRelay relays a camera's live stream from its agent (at
+// /live/<stream><suffix>); check vets the agent's answer and returns the
+// headers that pass.
+func (s *Server) liveRelay(w http.ResponseWriter, r *http.Request, suffix string, check func(*http.Response) (http.Header, error)) {
 	site, cam := r.PathValue("site"), r.PathValue("camera")
 	ctx, cancel := s.streamContext(r)
 	defer cancel()
@@ -120,7 +169,7 @@ func (s *Server) liveMJPEG(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	defer s.deps.Cameras.Watch(v.ID)()
-	target := &url.URL{Scheme: "http", Host: v.AgentHTTP, Path: "/live/" + url.PathEscape(v.ID), RawQuery: "token=" + url.QueryEscape(v.Token)}
+	target := &url.URL{Scheme: "http", Host: v.AgentHTTP, Path: "/live/" + url.PathEscape(v.ID) + suffix, RawQuery: "token=" + url.QueryEscape(v.Token)}
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL = target
@@ -131,16 +180,14 @@ func (s *Server) liveMJPEG(w http.ResponseWriter, r *http.Request) {
 		// Only the agent's pictures pass, with headers of our own: nothing
 		// an agent says can become a page or a cookie on Vigil's origin.
 		ModifyResponse: func(resp *http.Response) error {
-			mt, params, err := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-			if resp.StatusCode != http.StatusOK || err != nil || mt != "multipart/x-mixed-replace" || params["boundary"] == "" {
-				return fmt.Errorf("agent answered %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+			h, err := check(resp)
+			if err != nil {
+				return err
 			}
-			resp.Header = http.Header{
-				"Content-Type":            {mime.FormatMediaType(mt, map[string]string{"boundary": params["boundary"]})},
-				"Cache-Control":           {"no-store"},
-				"X-Content-Type-Options":  {"nosniff"},
-				"Content-Security-Policy": {"sandbox"},
-			}
+			h.Set("Cache-Control", "no-store")
+			h.Set("X-Content-Type-Options", "nosniff")
+			h.Set("Content-Security-Policy", "sandbox")
+			resp.Header = h
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

@@ -74,6 +74,7 @@ func allDeps(t *testing.T) Deps {
 		PlanOf:      func(string) string { return "free" },
 		ClipStorage: t.TempDir(),
 		Cameras:     fakeCameras{},
+		CameraTest:  func(context.Context, string, string) (any, error) { return map[string]bool{"reachable": false}, nil },
 		Plans:       fakePlans{},
 
 		Users:      fakeUsers{},

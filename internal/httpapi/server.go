@@ -77,8 +77,11 @@ type Deps struct {
 	Agents      func() coord.View
 	PlanOf      func(site string) string
 	ClipStorage string
-	Cameras     Cameras     // live view, clip deletion (nil: not served)
-	Plans       PlanControl // plans per site (nil: not served)
+	Cameras     Cameras // live view, clip deletion (nil: not served)
+	// CameraTest asks an RTSP camera what it serves (admins; nil: not
+	// served).
+	CameraTest func(ctx context.Context, site, camera string) (any, error)
+	Plans      PlanControl // plans per site (nil: not served)
 
 	// User management (nil: not served). Forget drops a user's cached
 	// password check after a change.

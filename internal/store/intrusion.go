@@ -224,21 +224,21 @@ func (s *Store) SaveClip(ctx context.Context, c *coord.Clip) error {
 		finished = &v
 	}
 	_, err := s.db.ExecContext(ctx, `INSERT INTO clips (id, event_id, site, camera, started, duration_ms, frames, bytes, packets, packets_lost,
-			dir, file, thumbnail, codec, state, interrupted, segments, error, finished)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			dir, file, thumbnail, codec, state, interrupted, segments, error, finished, pre_roll_ms)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET duration_ms = excluded.duration_ms, frames = excluded.frames, bytes = excluded.bytes,
 			packets = excluded.packets, packets_lost = excluded.packets_lost, file = excluded.file, thumbnail = excluded.thumbnail,
 			codec = excluded.codec, state = excluded.state, interrupted = excluded.interrupted, segments = excluded.segments,
-			error = excluded.error, finished = excluded.finished`,
+			error = excluded.error, finished = excluded.finished, pre_roll_ms = excluded.pre_roll_ms`,
 		c.ID, c.EventID, c.Site, c.Camera, ms(c.Start), c.DurationMS, c.Frames, c.Bytes, c.Packets, c.PacketsLost,
-		c.Dir, c.File, c.Thumbnail, c.Codec, c.State, c.Interrupted, segs, c.Error, finished)
+		c.Dir, c.File, c.Thumbnail, c.Codec, c.State, c.Interrupted, segs, c.Error, finished, c.PreRollMS)
 	if err != nil {
 		return fmt.Errorf("save clip: %w", err)
 	}
 	return nil
 }
 
-const clipColumns = `id, event_id, site, camera, started, duration_ms, frames, bytes, packets, packets_lost, dir, file, thumbnail, codec, state, interrupted, segments, error, finished`
+const clipColumns = `id, event_id, site, camera, started, duration_ms, frames, bytes, packets, packets_lost, dir, file, thumbnail, codec, state, interrupted, segments, error, finished, pre_roll_ms`
 
 func scanClip(row scanner) (coord.Clip, error) {
 	var c coord.Clip
@@ -246,7 +246,7 @@ func scanClip(row scanner) (coord.Clip, error) {
 	var finished sql.NullInt64
 	var segs string
 	if err := row.Scan(&c.ID, &c.EventID, &c.Site, &c.Camera, &started, &c.DurationMS, &c.Frames, &c.Bytes, &c.Packets, &c.PacketsLost,
-		&c.Dir, &c.File, &c.Thumbnail, &c.Codec, &c.State, &c.Interrupted, &segs, &c.Error, &finished); err != nil {
+		&c.Dir, &c.File, &c.Thumbnail, &c.Codec, &c.State, &c.Interrupted, &segs, &c.Error, &finished, &c.PreRollMS); err != nil {
 		return c, err
 	}
 	c.Start = fromMS(started)

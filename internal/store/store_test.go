@@ -386,6 +386,8 @@ func TestDeviceAccountsLoseTheLegacyTopicOnUpgrade(t *testing.T) {
 	for _, q := range []string{
 		`INSERT INTO users (name, role, hash, publish, subscribe, created, updated) VALUES ('old', 'device', 'x', '["vigil/+/%u/#","sensors/#"]', '["vigil/+/%u/#"]', 0, 0)`,
 		`INSERT INTO users (name, role, hash, publish, subscribe, created, updated) VALUES ('custom', 'device', 'x', '["sensors/#"]', '[]', 0, 0)`,
+		// The columns later migrations add, gone as in a database of then.
+		`ALTER TABLE clips DROP COLUMN pre_roll_ms`,
 		`PRAGMA user_version = 6`,
 	} {
 		if _, err := s.db.ExecContext(ctx, q); err != nil {
