@@ -79,6 +79,13 @@ if [ $# -eq 0 ] && [ "${VIGIL_FUZZTIME:-60000x}" != "0" ]; then
   done
 fi
 
+# A bounded run of the RTSP depacketizer fuzzer: what an IP camera (or
+# anything on its network) sends reaches it.
+if [ $# -eq 0 ] && [ "${VIGIL_FUZZTIME:-60000x}" != "0" ]; then
+  echo "go test -fuzz FuzzDepacketizer -fuzztime ${VIGIL_RTSP_FUZZTIME:-300000x} ./internal/rtspcam"
+  go test -run '^$' -fuzz '^FuzzDepacketizer$' -fuzztime "${VIGIL_RTSP_FUZZTIME:-300000x}" -fuzzminimizetime 5s -timeout 0 ./internal/rtspcam
+fi
+
 # Tests leave nothing running: a peer, a vigil or a test binary that
 # appeared during the run and is now an orphan (the test that started it
 # is gone) was left behind; so was a container's shim.

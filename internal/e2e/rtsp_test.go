@@ -14,6 +14,7 @@ import (
 	"github.com/vigilhq/vigil/internal/coord"
 	"github.com/vigilhq/vigil/internal/ingest"
 	"github.com/vigilhq/vigil/internal/rtspcam"
+	"github.com/vigilhq/vigil/internal/rtspserve"
 	"github.com/vigilhq/vigil/internal/testkit"
 	"github.com/vigilhq/vigil/internal/testpeer"
 )
@@ -156,4 +157,117 @@ func TestAnRTSPCameraIsRecordedAsItSends(t *testing.T) {
 				clip.ID, gotCodec, clip.Frames, clip.Bytes, dur, preRoll, first, trigger.Sub(sentBy).Round(time.Millisecond))
 		})
 	}
+}
+
+// waitClip waits for the only clip of site home to be finished.
+func waitClip(t *testing.T, ta *testApp, within time.Duration) coord.Clip {
+	t.Helper()
+	var clip coord.Clip
+	testkit.WaitFor(t, within, "the clip", func() bool {
+		cs := ta.clips(t, "home")
+		if len(cs) == 1 && (cs[0].State == coord.ClipReady || cs[0].State == coord.ClipFailed) {
+			clip = cs[0]
+			return true
+		}
+		return false
+	})
+	return clip
+}
+
+// agentsLost counts the agents the coordinator lost.
+func agentsLost(t *testing.T, ta *testApp) int {
+	n := 0
+	for _, a := range ta.view(t).Agents {
+		if a.Status == coord.AgentLost {
+			n++
+		}
+	}
+	return n
+}
+
+// The camera disappears in the middle of a recording (its server dies)
+// and comes back 1.5 s later: the agent reaches it again, and the clip is
+// kept, whole but for the gap, and marked interrupted.
+func TestAnRTSPCameraLostMidRecording(t *testing.T) {
+	cam := testpeer.StartRTSPCamera(t, cameraFile(t, "h264", 320, 240, 15, 90), "h264")
+	ta := startApp(t, rtspConfig(t, cam.URL, 8, 0))
+	testkit.WaitFor(t, 30*time.Second, "an agent", func() bool { return liveAgents(ta.view(t)) == 1 && ta.view(t).Agents[0].Status == "ready" })
+	ta.detect(t, "home", "porch-ir")
+	testkit.WaitFor(t, 20*time.Second, "the recording", func() bool {
+		cs := ta.clips(t, "home")
+		return len(cs) == 1 && cs[0].State == coord.ClipRecording && len(cs[0].Segments) == 1
+	})
+	time.Sleep(2500 * time.Millisecond)
+	cam.Stop()
+	lost := time.Now()
+	time.Sleep(1500 * time.Millisecond)
+	cam.Restart()
+	t.Logf("camera gone for %v", time.Since(lost).Round(time.Millisecond))
+	clip := waitClip(t, ta, 40*time.Second)
+	if clip.State != coord.ClipReady || !clip.Interrupted || clip.Codec != "h264" {
+		t.Fatalf("clip %+v, want a ready h264 clip marked interrupted", clip)
+	}
+	codec, dur := ffprobe(t, filepath.Join(ta.Storage, filepath.FromSlash(clip.File)))
+	// The gap is held on the last picture before it: the clip still
+	// spans the 8 s, less what came before the first keyframe.
+	if codec != "h264" || dur < 6.5 || dur > 8.8 {
+		t.Errorf("ffprobe: %s, %.2f s; want h264, about 8 s", codec, dur)
+	}
+	if n := agentsLost(t, ta); n != 0 {
+		t.Errorf("%d agent(s) lost", n)
+	}
+	t.Logf("clip: %.2f s, %d frames, interrupted", dur, clip.Frames)
+}
+
+// A camera that sends garbage RTP, then changes its resolution mid-stream
+// (a new SPS at a keyframe), then drops the session: the agent stays up,
+// the clip is kept and plays (ffprobe reads it whole), and a second
+// recording after all that is whole too.
+func TestAnRTSPCameraThatMisbehaves(t *testing.T) {
+	first := cameraFile(t, "h264", 640, 360, 15, 30)
+	second := cameraFile(t, "h264", 320, 240, 15, 30)
+	srv, err := rtspserve.Start(rtspserve.Config{File: first})
+	must(t, err)
+	t.Cleanup(srv.Close)
+	ta := startApp(t, rtspConfig(t, srv.URL(), 6, 1))
+	testkit.WaitFor(t, 30*time.Second, "the ring", func() bool { return ringOn(t, ta) != "" })
+	time.Sleep(2 * time.Second)
+	ta.detect(t, "home", "porch-ir")
+	testkit.WaitFor(t, 20*time.Second, "the recording", func() bool {
+		cs := ta.clips(t, "home")
+		return len(cs) == 1 && cs[0].State == coord.ClipRecording
+	})
+	time.Sleep(time.Second)
+	srv.InjectGarbage(500)
+	time.Sleep(time.Second)
+	must(t, srv.SwitchFile(second))
+	time.Sleep(1500 * time.Millisecond)
+	srv.DropSessions()
+	clip := waitClip(t, ta, 40*time.Second)
+	if clip.State != coord.ClipReady || clip.Codec != "h264" || !clip.Interrupted {
+		t.Fatalf("clip %+v, want a ready h264 clip marked interrupted", clip)
+	}
+	path := filepath.Join(ta.Storage, filepath.FromSlash(clip.File))
+	out, err := exec.Command(testpeer.Need(t, "ffmpeg"), "-v", "error", "-i", path, "-f", "null", "-").CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("the clip does not decode cleanly: %v: %s", err, out)
+	}
+	if n := agentsLost(t, ta); n != 0 {
+		t.Errorf("%d agent(s) lost", n)
+	}
+	// And the camera, at its new resolution, records again: the sensor
+	// sees nobody, then someone.
+	must(t, ta.Broker.Publish("vigil/home/porch-ir/motion", []byte(`{"distance_m":5}`), false, 1))
+	time.Sleep(2 * time.Second)
+	ta.detect(t, "home", "porch-ir")
+	testkit.WaitFor(t, 40*time.Second, "a second clip", func() bool {
+		cs := ta.clips(t, "home")
+		return len(cs) == 2 && cs[0].State == coord.ClipReady
+	})
+	again := ta.clips(t, "home")[0]
+	_, params := packetHashes(t, filepath.Join(ta.Storage, filepath.FromSlash(again.File)))
+	if !strings.Contains(params, "320,240") {
+		t.Errorf("the second clip is %q, want 320x240", params)
+	}
+	t.Logf("clips: %+v / %+v", clip, again)
 }
