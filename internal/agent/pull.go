@@ -125,6 +125,15 @@ func (a *Agent) expectPull(c ingest.AgentCommand) error {
 	if err := checkRTSP(c.RTSP); err != nil {
 		return err
 	}
+	if c.RTSP.Sealed != "" {
+		pw, err := ingest.Unseal(a.cfg.Password, c.RTSP.Sealed)
+		if err != nil {
+			return err
+		}
+		src := *c.RTSP
+		src.Password, src.Sealed = pw, ""
+		c.RTSP = &src
+	}
 	record := c.Kind == ingest.KindRTSP && !c.LiveOnly
 	var dir string
 	if record {

@@ -36,6 +36,7 @@ func (c *Coordinator) adopt(id string, hb ingest.Heartbeat) *agentState {
 	if a.capacity <= 0 {
 		a.capacity = c.cfg.Agents.Capacity
 	}
+	a.secret = c.cfg.AgentLogin.Password // "": cameras with a password are not sent to it
 	a.caps = c.defaultCaps()
 	a.caps.JPEG = a.capacity
 	if hb.Capacities != nil {

@@ -27,6 +27,7 @@ const AgentLost = agentLost
 
 type agentState struct {
 	id, username string
+	secret       string // its MQTT password: camera passwords are sealed with it
 	pool         string // "" for the shared pool, else the site it is dedicated to
 	status       string
 	addr         string
@@ -108,7 +109,9 @@ func (c *Coordinator) startAgent(pool, reason string) *agentState {
 	username, password := a.username, rnd.Hex(18)
 	if l := c.cfg.AgentLogin; l.Username != "" {
 		username, password = l.Username, l.Password
-	} else {
+	}
+	a.secret = password
+	if l := c.cfg.AgentLogin; l.Username == "" {
 		c.broker.AddCredential(a.username, password, &users.User{
 			Name: a.username, Role: users.RoleDevice,
 			Publish:   []string{ingest.AgentTopic(id, "#")},

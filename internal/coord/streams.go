@@ -345,7 +345,14 @@ func (c *Coordinator) assign(st *stream) bool {
 		Duration: int(st.remaining(now).Seconds() + 0.999), Camera: st.camera, Site: st.site, LiveToken: st.token,
 	}
 	if st.pulled() {
-		cmd.SSRC, cmd.Source, cmd.Kind, cmd.RTSP = 0, "", st.kind, st.rtsp
+		src := *st.rtsp
+		if src.Password != "" {
+			var err error
+			if src.Sealed, err = ingest.Seal(best.secret, src.Password); err != nil {
+				c.log.Warn("cannot seal the camera's password for its agent; the agent pulls it without", "camera", st.camera, "agent", best.id, "error", err)
+			}
+		}
+		cmd.SSRC, cmd.Source, cmd.Kind, cmd.RTSP = 0, "", st.kind, &src
 		if st.kind == ingest.KindRing {
 			cmd.Duration, cmd.PreRoll = 0, c.cfg.Recording.PreRollSeconds
 		} else if !st.live && st.segIndex == 1 && best == ring {

@@ -3,6 +3,10 @@ package e2e_test
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"encoding/json"
+	"io/fs"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -15,8 +19,10 @@ import (
 	"github.com/vigilhq/vigil/internal/ingest"
 	"github.com/vigilhq/vigil/internal/rtspcam"
 	"github.com/vigilhq/vigil/internal/rtspserve"
+	"github.com/vigilhq/vigil/internal/sub"
 	"github.com/vigilhq/vigil/internal/testkit"
 	"github.com/vigilhq/vigil/internal/testpeer"
+	"github.com/vigilhq/vigil/internal/users"
 )
 
 // cameraFile makes what an IP camera's encoder sends: ffmpeg's libx264 (or
@@ -270,4 +276,77 @@ func TestAnRTSPCameraThatMisbehaves(t *testing.T) {
 		t.Errorf("the second clip is %q, want 320x240", params)
 	}
 	t.Logf("clips: %+v / %+v", clip, again)
+}
+
+// An RTSP camera with a login: its agent records it; the test-connection
+// action reports what it serves; and the password is nowhere else: not in
+// what a viewer's MQTT client receives (agent commands included), not in
+// the API, the logs or any file under data.dir.
+func TestAnRTSPCamerasPasswordStaysSecret(t *testing.T) {
+	const password = "cam-secret-4f9d1"
+	srv, err := rtspserve.Start(rtspserve.Config{File: cameraFile(t, "h264", 320, 240, 15, 30), Username: "admin", Password: password})
+	must(t, err)
+	t.Cleanup(srv.Close)
+	ta := startApp(t, func(c *conf.Config) {
+		rtspConfig(t, srv.URL(), 3, 1)(c)
+		cam := c.Cameras["porch"]
+		r := *cam.RTSP
+		r.Username, r.Password = "admin", password // as read from password_env
+		cam.RTSP = &r
+		c.Cameras["porch"] = cam
+	})
+	addUser(t, ta, "watcher", users.RoleViewer, "watcher-password-1", nil, nil)
+	var seen testkit.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := sub.Subscribe(ctx, sub.Options{Brokers: []string{ta.mqttAddr()}, Filters: []string{"vigil/#"}, QoS: 1, Username: "watcher", Password: "watcher-password-1"},
+		func(m sub.Message) { seen.Write(append([]byte(m.Topic+" "), m.Payload...)) })
+	must(t, err)
+	t.Cleanup(func() { s.Close() })
+
+	testkit.WaitFor(t, 30*time.Second, "the ring", func() bool { return ringOn(t, ta) != "" })
+	time.Sleep(1500 * time.Millisecond)
+	ta.detect(t, "home", "porch-ir")
+	clip := waitClip(t, ta, 40*time.Second)
+	if clip.State != coord.ClipReady || clip.Codec != "h264" {
+		t.Fatalf("clip %+v", clip)
+	}
+	var test struct {
+		Reachable bool `json:"reachable"`
+		Main      struct {
+			Video         string
+			Width, Height int
+		} `json:"main"`
+		Error string `json:"error"`
+	}
+	if code := ta.api(t, "POST", "/api/v1/cameras/home/porch/test", "admin", adminPassword, &test); code != 200 || !test.Reachable || test.Main.Video != "H264" || test.Main.Width != 320 {
+		t.Errorf("test connection: %d %+v", code, test)
+	}
+	if code := ta.api(t, "POST", "/api/v1/cameras/home/porch/test", "watcher", "watcher-password-1", nil); code != 403 {
+		t.Errorf("a viewer tested a camera: %d", code)
+	}
+	if !strings.Contains(seen.String(), "vigil/agents/") || !strings.Contains(seen.String(), "password_sealed") {
+		t.Fatalf("the viewer saw no agent command: the check below would prove nothing")
+	}
+	var api bytes.Buffer
+	for _, p := range []string{"/api/v1/cameras", "/api/v1/agents", "/api/v1/clips", "/api/v1/agents/history", "/api/v1/devices"} {
+		var v any
+		ta.api(t, "GET", p, "admin", adminPassword, &v)
+		b, _ := json.Marshal(v)
+		api.Write(b)
+	}
+	for what, text := range map[string]string{"MQTT as a viewer": seen.String(), "the API": api.String(), "vigil up's log": ta.logs.String()} {
+		if strings.Contains(text, password) {
+			t.Errorf("the camera's password is in %s", what)
+		}
+	}
+	ta.Close()
+	filepath.WalkDir(ta.cfg.Data.Dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(password)) {
+				t.Errorf("the camera's password is in %s", p)
+			}
+		}
+		return nil
+	})
 }

@@ -108,14 +108,16 @@ func (c Capacity) Fits(kind string, kinds ...string) bool {
 	return c.Load(append(kinds, kind)...) <= 1+1e-9
 }
 
-// RTSPSource is an IP camera an agent pulls. The login travels only to
-// the agent (its command topic is the agent's and the coordinator's) and
-// is never logged or reported.
+// RTSPSource is an IP camera an agent pulls. Its password never travels
+// in clear: the coordinator seals it for the agent (Seal) with the
+// agent's own MQTT password, which only the two know, since others may
+// read the agent's command topic (viewers read vigil/#).
 type RTSPSource struct {
 	URL       string `json:"url"` // without a login
 	Username  string `json:"username,omitempty"`
-	Password  string `json:"password,omitempty"`
-	Transport string `json:"transport,omitempty"` // tcp, udp, or "" (UDP, then TCP)
+	Password  string `json:"-"`                         // in clear: never sent
+	Sealed    string `json:"password_sealed,omitempty"` // Password, sealed for the agent
+	Transport string `json:"transport,omitempty"`       // tcp, udp, or "" (UDP, then TCP if nothing comes)
 }
 
 // StreamCommand tells a camera to stream (on vigil/<site>/<camera>/cmd).
@@ -219,18 +221,6 @@ type AgentCommand struct {
 	// recording starts with, from the camera's ring on this agent if it
 	// holds one; a ring keeps this much.
 	PreRoll int `json:"pre_roll_s,omitempty"`
-}
-
-// Redacted is the command without the camera's password, for logs.
-func (c AgentCommand) Redacted() AgentCommand {
-	if c.RTSP != nil {
-		r := *c.RTSP
-		if r.Password != "" {
-			r.Password = "***"
-		}
-		c.RTSP = &r
-	}
-	return c
 }
 
 // Heartbeat is an agent's periodic report (on vigil/agents/<id>/heartbeat).
