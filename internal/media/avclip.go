@@ -21,12 +21,14 @@ import (
 // agent), the later one's samples up to the end of the earlier one are
 // left out, and its video resumes at its first keyframe after that. A
 // moment nobody received (the camera was lost) is its last picture held,
-// with the audio silent. Segments whose format differs from the first's
-// (the camera changed its resolution) are left out and counted.
+// with the audio silent. Where the camera changed its format (its
+// resolution), the clip keeps the format that holds the most video; the
+// segments in another are left out and counted.
 func (f *Finisher) finishAV(ctx context.Context, segments []string, out, thumb string) (ClipInfo, error) {
 	var info ClipInfo
 	var format *AVFormat
 	var video, audio []AVSample
+	var segs []*AVSegment
 	for _, p := range segments {
 		s, err := ReadAVSegment(p)
 		if err != nil {
@@ -35,12 +37,26 @@ func (f *Finisher) finishAV(ctx context.Context, segments []string, out, thumb s
 			}
 			return info, err
 		}
-		if len(s.Video) == 0 {
-			continue
+		if len(s.Video) > 0 {
+			segs = append(segs, s)
 		}
-		if format == nil {
-			format = &s.Format
-		} else if !format.Equal(s.Format) {
+	}
+	// An MP4 track has one format: the clip keeps the one that holds the
+	// most video.
+	var most time.Duration
+	for _, s := range segs {
+		var d time.Duration
+		for _, o := range segs {
+			if o.Format.Equal(s.Format) {
+				d += o.Duration()
+			}
+		}
+		if d > most {
+			most, format = d, &s.Format
+		}
+	}
+	for _, s := range segs {
+		if !format.Equal(s.Format) {
 			info.Dropped++
 			continue
 		}
