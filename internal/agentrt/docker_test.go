@@ -206,7 +206,7 @@ func TestDockerRuntime(t *testing.T) {
 		}
 		checkConfined(t, c.State.Pid)
 		wantCmd := []string{"agent", "--id", a1, "--broker", rt.Broker, "--username", "agent-" + a1,
-			"--listen", "0.0.0.0", "--storage", "/clips", "--capacity", "2", "--idle", "3s"}
+			"--listen", "0.0.0.0", "--storage", "/clips", "--capacity", "2", "--idle", "3s", "--rtsp-capacity", "0", "--ring-capacity", "0"}
 		if !slices.Equal(c.Config.Cmd, wantCmd) {
 			t.Errorf("cmd %q, want %q", c.Config.Cmd, wantCmd)
 		}
