@@ -134,7 +134,7 @@ func (c *chrome) login(user, password string) {
 	c.screenshot("login-" + user)
 	c.run("submit the login form", chromedp.Click("#login-submit"), chromedp.WaitVisible("#sites"))
 	var who string
-	c.run("read who is logged in", chromedp.Text(".who .user", &who))
+	c.run("read who is logged in", chromedp.Evaluate(`document.querySelector('.who .user')?.textContent || ''`, &who))
 	if !strings.HasPrefix(who, user) {
 		c.t.Fatalf("logged in as %q, want %s", who, user)
 	}

@@ -138,11 +138,12 @@ func (u *UI) Handler() http.Handler {
 }
 
 // securityHeaders allow nothing but our own scripts, styles and media, and
-// no framing.
+// no framing. Media may be blob: URLs: live video of RTSP cameras plays
+// from a MediaSource, which a <video> reaches by such a URL.
 func securityHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
-		h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data: blob:; media-src 'self'; "+
+		h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "+
 			"script-src 'self'; style-src 'self'; connect-src 'self'; worker-src 'self'; manifest-src 'self'; "+
 			"frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'")
 		h.Set("X-Content-Type-Options", "nosniff")

@@ -35,7 +35,9 @@ func TestPagesSendStrangersToLogin(t *testing.T) {
 	if w.Code != 200 || !strings.Contains(w.Body.String(), `id="login-form"`) {
 		t.Errorf("login page: %d", w.Code)
 	}
-	if csp := w.Header().Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") {
+	// Live video of RTSP cameras plays from a MediaSource's blob: URL.
+	if csp := w.Header().Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") ||
+		!strings.Contains(csp, "media-src 'self' blob:;") {
 		t.Errorf("CSP %q", csp)
 	}
 }

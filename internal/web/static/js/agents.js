@@ -34,16 +34,31 @@ function renderNodes(nodes) {
 
 function loadNodes() { return api('GET', '/api/v1/cluster').then(c => renderNodes(c.nodes)); }
 
+const kinds = { jpeg: 'JPEG', rtsp: 'RTSP', ring: 'ring' };
+
+// capacities says, per kind of stream an agent takes, how many it runs of
+// how many it may, a line each: "JPEG 1/3", "RTSP 0/16", "ring 1/32".
+function capacities(a, streams) {
+  if (!a.capacities) return '–';
+  const used = {};
+  for (const s of streams) if (s.agent === a.id) used[s.kind || 'jpeg'] = (used[s.kind || 'jpeg'] || 0) + 1;
+  const out = Object.entries(kinds).filter(([k]) => a.capacities[k] > 0 || used[k])
+    .map(([k, name]) => el('div', { dataset: { kind: k } }, `${name} ${used[k] || 0}/${a.capacities[k] || 0}`));
+  return out.length ? out : '–';
+}
+
 function renderPool(v) {
   view = v;
   const live = v.agents.filter(a => a.status === 'ready' || a.status === 'starting');
   const streams = v.agents.reduce((n, a) => n + a.streams.length, 0);
-  clear(summary, stat(live.length, `agents (min ${v.min}, max ${v.max})`), stat(streams, `streams (${v.capacity} per agent)`), stat(v.queue.length, 'queued'), stat(v.runtime, 'runtime'));
+  clear(summary, stat(live.length, `agents (min ${v.min}, max ${v.max})`), stat(streams, `streams (${v.capacity} JPEG per agent)`), stat(v.queue.length, 'queued'), stat(v.runtime, 'runtime'));
   clear(pool, v.agents.map(a => el('tr', { dataset: { agent: a.id } },
-    el('td', {}, a.id), el('td', {}, pill(a.status)), el('td', { class: 'num' }, `${a.streams.length}/${a.capacity}`),
+    el('td', {}, a.id), el('td', {}, pill(a.status)), el('td', { class: 'num' }, a.capacities ? a.streams.length : `${a.streams.length}/${a.capacity}`),
+    el('td', { class: 'num', dataset: { load: a.load ?? '' } }, a.load === undefined ? '–' : `${Math.round(a.load * 100)} %`),
+    el('td', { class: 'small' }, capacities(a, v.streams)),
     el('td', {}, a.dedicated_site || '–'), el('td', { title: new Date(a.started).toLocaleString() }, fmtAgo(a.started)))));
-  if (v.agents.length === 0) clear(pool, el('tr', {}, el('td', { colspan: 5, class: 'muted' }, 'No agent.')));
-  clear(queue, v.queue.length ? v.queue.map(s => el('li', {}, `${s.site}/${s.camera} `, pill(s.live_only ? 'live view' : 'recording', 'queued'), ` since ${fmtTime(s.queued)}`)) : el('li', { class: 'muted' }, 'Nothing waits for an agent.'));
+  if (v.agents.length === 0) clear(pool, el('tr', {}, el('td', { colspan: 7, class: 'muted' }, 'No agent.')));
+  clear(queue, v.queue.length ? v.queue.map(s => el('li', {}, `${s.site}/${s.camera} `, pill(s.live_only ? 'live view' : s.kind === 'ring' ? 'pre-roll' : 'recording', 'queued'), s.kind === 'rtsp' ? ' RTSP' : '', ` since ${fmtTime(s.queued)}`)) : el('li', { class: 'muted' }, 'Nothing waits for an agent.'));
 }
 
 function renderHistory() {

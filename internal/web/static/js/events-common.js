@@ -3,6 +3,9 @@ import { el, pill, timeEl, fmtDuration } from './app.js';
 
 const stateNames = { recording: 'recording', queued: 'waiting for an agent', recorded: 'recorded', partial: 'partly recorded', merged: 'merged', no_camera: 'no camera' };
 
+// preRoll says how much of a clip is from before its trigger.
+export function preRoll(c) { return `starts ${+(c.pre_roll_ms / 1000).toFixed(1)} s before the trigger`; }
+
 // clipButton is a clip's thumbnail, which opens it.
 export function clipButton(c, onClip) {
   const ready = c.state === 'ready';
@@ -10,7 +13,7 @@ export function clipButton(c, onClip) {
     ? el('img', { src: `/api/v1/clips/${c.id}/thumbnail`, alt: '', loading: 'lazy', width: 176, height: 99 })
     : el('span', { class: 'noimg' }, c.state === 'failed' ? 'failed' : c.state + '…');
   return el('button', {
-    type: 'button', class: 'clip', dataset: { clip: c.id }, disabled: !ready,
+    type: 'button', class: 'clip', dataset: { clip: c.id }, disabled: !ready, title: c.pre_roll_ms > 0 ? preRoll(c) : undefined,
     'aria-label': `Play the clip of ${c.camera}` + (ready ? `, ${fmtDuration(c.duration_ms)}` : ` (${c.state})`),
     onclick: () => onClip ? onClip(c) : (location.href = `/events/${c.event_id}?clip=${c.id}`),
   }, img, el('span', {}, c.camera, ready ? ' · ' + fmtDuration(c.duration_ms) : '', c.interrupted ? ' · interrupted' : ''));

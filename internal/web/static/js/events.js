@@ -1,5 +1,5 @@
 import { api, clear, params, stream, guard, toast, options, fmtTime, fmtDuration } from './app.js';
-import { eventItem } from './events-common.js';
+import { eventItem, preRoll } from './events-common.js';
 
 const list = document.getElementById('timeline');
 const count = document.getElementById('event-count');
@@ -8,6 +8,7 @@ const form = document.getElementById('event-filters');
 const f = { site: document.getElementById('f-site'), camera: document.getElementById('f-camera'), since: document.getElementById('f-since'), until: document.getElementById('f-until') };
 const dlg = document.getElementById('player');
 const video = document.getElementById('player-video');
+const playerError = document.getElementById('player-error');
 const PAGE = 50;
 
 let events = [];
@@ -76,15 +77,29 @@ more.addEventListener('click', () => guard(async () => {
   render();
 }));
 
+const codecs = { h264: 'H.264', h265: 'H.265', mjpeg: 'MJPEG' };
+
 function play(c) {
   current = c;
+  playerError.hidden = true;
   document.getElementById('player-title').textContent = `${c.camera} · ${fmtTime(c.start)}`;
-  document.getElementById('player-info').textContent = `${c.site} · ${fmtDuration(c.duration_ms)} · ${(c.bytes / 1e6).toFixed(1)} MB` + (c.interrupted ? ' · interrupted' : '');
+  document.getElementById('player-info').textContent = [c.site, fmtDuration(c.duration_ms), `${(c.bytes / 1e6).toFixed(1)} MB`,
+    codecs[c.codec], c.pre_roll_ms > 0 ? preRoll(c) : '', c.interrupted ? 'interrupted' : ''].filter(Boolean).join(' · ');
   video.src = `/api/v1/clips/${c.id}/video`;
   document.getElementById('player-download').href = `/api/v1/clips/${c.id}/video?download=1`;
   dlg.showModal();
   video.play().catch(() => {});
 }
+// A clip the browser cannot play (H.265 in most browsers) says so, rather
+// than showing a black box.
+video.addEventListener('error', () => {
+  if (!current) return;
+  const name = codecs[current.codec] || current.codec || 'this';
+  playerError.textContent = current.codec === 'h265'
+    ? `This browser cannot play ${name} video. Download the clip to watch it in a player that does (VLC, or a browser with HEVC support).`
+    : `The clip cannot be played here${video.error?.message ? ' (' + video.error.message + ')' : ''}. Download it to watch it.`;
+  playerError.hidden = false;
+});
 dlg.addEventListener('close', () => { video.pause(); video.removeAttribute('src'); video.load(); current = null; });
 document.getElementById('player-delete')?.addEventListener('click', () => guard(async () => {
   if (!current || !confirm(`Delete the clip of ${current.camera} at ${fmtTime(current.start)}? This cannot be undone.`)) return;
