@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vigilhq/vigil/internal/media"
+	"github.com/vigilhq/vigil/internal/rtspserve"
 	"github.com/vigilhq/vigil/internal/testkit"
 	"github.com/vigilhq/vigil/internal/testpeer"
 )
@@ -178,5 +179,27 @@ func TestFeedReconnects(t *testing.T) {
 	st := f.Stats()
 	if st.Reconnects != 1 || st.Gap < time.Second || !st.Connected {
 		t.Errorf("stats %+v, want 1 reconnection with a gap of more than 1 s", st)
+	}
+}
+
+// A camera over UDP (RTP on its own ports) feeds as one over TCP does, and
+// a login the camera asks for is given.
+func TestFeedOverUDPWithALogin(t *testing.T) {
+	srv, err := rtspserve.Start(rtspserve.Config{File: longVideo(t, 320, 240, 15, 10), UDP: true, Username: "admin", Password: "pw-9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	f := StartFeed(FeedConfig{Source: Source{URL: srv.URL(), Username: "admin", Password: "pw-9"}, Transport: "udp"})
+	defer f.Close()
+	testkit.WaitFor(t, 15*time.Second, "15 pictures over UDP", func() bool { return f.Stats().Frames >= 15 })
+	if st := f.Stats(); st.Lost != 0 || st.Bad != 0 || f.Format() == nil || f.Format().Width != 320 {
+		t.Errorf("stats %+v, format %v", st, f.Format())
+	}
+	bad := StartFeed(FeedConfig{Source: Source{URL: srv.URL(), Username: "admin", Password: "wrong"}, Transport: "udp"})
+	defer bad.Close()
+	testkit.WaitFor(t, 10*time.Second, "the refusal", func() bool { return bad.Stats().LastError != "" })
+	if st := bad.Stats(); st.Frames != 0 || strings.Contains(st.LastError, "wrong") {
+		t.Errorf("a wrong password: %+v", st)
 	}
 }
