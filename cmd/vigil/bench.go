@@ -24,6 +24,7 @@ type benchFlags struct {
 	period, duration            time.Duration
 	jsonOut, subscriber         bool
 	transcode                   bool
+	rtspFile, rtspTransport     string
 }
 
 var benchCommand = &command{
@@ -47,6 +48,18 @@ receives N concurrent RTP/JPEG streams on loopback (pre-encoded frames,
 MB/s, packet loss and the agent's CPU; it stops at the first N with 0.1%
 loss or more.
 
+--target pull measures RTSP pulling: one 'vigil agent' pulls N IP cameras
+at once (N RTSP servers in this process, internal/rtspserve, each playing
+--rtsp-file in real time, looping; by default a 20 s 1920x1080 25 fps
+H.264 file at 4 Mbit/s that ffmpeg makes for the run), each stream
+recorded for --duration (default 20s), for each N of --streams (default
+1,4,8,16,32). It reads the segments back: zero loss means every picture
+from a stream's first keyframe to its end is stored, with no hole in the
+timeline, and the agent reported no lost packet, bad frame or reconnect.
+It reports the agent's CPU (in all and per stream), its peak memory and
+the stored bitrate against the file's, and stops after the first N that
+loses a picture (or whose servers, on the same machine, fall behind).
+
 --target intrusion runs 'vigil up' with --runtime agents and --cameras
 simulated cameras that see an intruder --rounds times, --every apart, and
 reports the latency from detection to the first stored frame and the
@@ -59,19 +72,23 @@ draining at most a minute.`,
   vigil bench --target both --devices 10000 --period 1s --duration 60s --json
   vigil bench --target mosquitto --devices 1000 --qos 0
   vigil bench --target agent --streams 1,4,8,16,32 --duration 10s
+  vigil bench --target pull --streams 1,4,8,16,32 --duration 20s
+  vigil bench --target pull --streams 8 --rtsp-file camera.mp4 --rtsp-transport udp --json
   vigil bench --target intrusion --runtime docker --cameras 7 --rounds 5
   vigil bench --target cluster --nodes 1,3 --devices 1000 --period 100ms --duration 30s`,
 	flags: func(fs *flag.FlagSet) any {
 		f := &benchFlags{}
-		fs.StringVar(&f.target, "target", "vigil", "vigil, mosquitto or both (MQTT); cluster (nodes on Mosquitto and PostgreSQL); agent (video ingest); intrusion")
+		fs.StringVar(&f.target, "target", "vigil", "vigil, mosquitto or both (MQTT); cluster (nodes on Mosquitto and PostgreSQL); agent (video ingest, RTP/JPEG); pull (video ingest, RTSP); intrusion")
 		fs.StringVar(&f.nodes, "nodes", "1,3", "cluster: node counts to run, in order")
 		fs.StringVar(&f.database, "database", "", "cluster: a PostgreSQL server URL whose user may create databases (default: start Debian's postgresql)")
-		fs.StringVar(&f.streams, "streams", "1,2,4,8,12,16,24,32", "agent: concurrent stream counts to try, in order")
+		fs.StringVar(&f.streams, "streams", "1,2,4,8,12,16,24,32", "agent, pull: concurrent stream counts to try, in order (pull, when not given: 1,4,8,16,32)")
 		fs.IntVar(&f.width, "width", 640, "agent: frame width")
 		fs.IntVar(&f.height, "height", 480, "agent: frame height")
 		fs.IntVar(&f.fps, "fps", 15, "agent: frames per second per stream")
 		fs.IntVar(&f.quality, "quality", 70, "agent: JPEG quality")
 		fs.BoolVar(&f.transcode, "transcode", false, "agent: transcode clips with ffmpeg meanwhile, as vigil up does")
+		fs.StringVar(&f.rtspFile, "rtsp-file", "", "pull: MP4 file (H.264 or H.265) the cameras play (default: made with ffmpeg, 1080p H.264 at 4 Mbit/s)")
+		fs.StringVar(&f.rtspTransport, "rtsp-transport", "tcp", "pull: RTSP transport the agent asks for, tcp or udp")
 		fs.StringVar(&f.runtime, "runtime", "process", "intrusion: agent runtime, process or docker")
 		fs.StringVar(&f.image, "image", "vigil-agent:latest", "intrusion: agent image for the docker runtime")
 		fs.IntVar(&f.cameras, "cameras", 7, "intrusion: simulated cameras")
@@ -98,6 +115,8 @@ func runBench(ctx context.Context, e *env, o any, args []string) error {
 	switch f.target {
 	case "agent":
 		return runAgentBench(ctx, e, f)
+	case "pull":
+		return runPullBench(ctx, e, f)
 	case "cluster":
 		return runClusterBench(ctx, e, f)
 	case "intrusion":
@@ -118,7 +137,7 @@ func runBench(ctx context.Context, e *env, o any, args []string) error {
 	if f.target == "both" {
 		targets = []string{"vigil", "mosquitto"}
 	} else if f.target != "vigil" && f.target != "mosquitto" {
-		return usagef("--target %q is not vigil, mosquitto, both, cluster, agent or intrusion", f.target)
+		return usagef("--target %q is not vigil, mosquitto, both, cluster, agent, pull or intrusion", f.target)
 	}
 	if f.devices < 1 || f.period <= 0 || f.duration <= 0 || f.qos < 0 || f.qos > 2 {
 		return usagef("--devices, --period and --duration must be positive and --qos 0, 1 or 2")
@@ -231,6 +250,54 @@ func runAgentBench(ctx context.Context, e *env, f *benchFlags) error {
 	}
 	tw.Flush()
 	fmt.Fprintf(e.out, "largest N with loss under 0.1%%: %d streams (%d-byte frames)\n", r.MaxStreams, r.Steps[0].FrameBytes)
+	return nil
+}
+
+// runPullBench runs --target pull and prints a row per stream count.
+func runPullBench(ctx context.Context, e *env, f *benchFlags) error {
+	spec := f.streams
+	if !e.set("streams") {
+		spec = "1,4,8,16,32"
+	}
+	var streams []int
+	for p := range strings.SplitSeq(spec, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || n < 1 {
+			return usagef("--streams wants numbers like 1,4,8,16, not %q", spec)
+		}
+		streams = append(streams, n)
+	}
+	dur := f.duration
+	if !e.set("duration") {
+		dur = 20 * time.Second
+	}
+	if dur < time.Second {
+		return usagef("--duration must be a second or more")
+	}
+	if f.rtspTransport != "tcp" && f.rtspTransport != "udp" {
+		return usagef("--rtsp-transport is tcp or udp, not %q", f.rtspTransport)
+	}
+	fmt.Fprintf(e.err, "one agent pulling N RTSP cameras over %s, %v a stream\n", f.rtspTransport, dur)
+	r, err := bench.RunPull(ctx, bench.PullOptions{Streams: streams, Duration: dur, File: f.rtspFile, Transport: f.rtspTransport,
+		Vigil: f.vigil, Progress: e.err})
+	if err != nil {
+		return err
+	}
+	if f.jsonOut {
+		return printJSON(e.out, r)
+	}
+	in := r.Input
+	fmt.Fprintf(e.out, "input: %s %dx%d %.3g fps, keyframe every %.2g s, %.2f Mbit/s; %s, %.0f s a stream\n",
+		in.Codec, in.Width, in.Height, in.FPS, in.GOPSeconds, in.BitrateMbps, r.Transport, r.DurationS)
+	tw := tabwriter.NewWriter(e.out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "streams\tframes stored/expected\tmissing\tpkts lost/bad\tserver drops/stalls\tagent CPU %\tper stream %\tµs/frame\tRSS MB\tMbit/s in/stored\tservers CPU %\tmachine %\tfirst picture ms\tverdict\t")
+	for _, s := range r.Steps {
+		fmt.Fprintf(tw, "%d\t%d/%d\t%d\t%d/%d\t%d/%d\t%.1f\t%.2f\t%.0f\t%.0f\t%.2f/%.2f\t%.0f\t%.0f\t%.0f\t%s\t\n", s.Streams, s.FramesStored, s.FramesExpected,
+			s.FramesMissing, s.PacketsLost, s.BadFrames, s.ServerDrops, s.Stalls, s.AgentCPUPct, s.CPUPerStreamPct, s.CPUPerFrameUS, s.AgentRSSMB, in.BitrateMbps, s.StoredMbps,
+			s.ServersCPUPct, s.MachinePct, s.StartMS, s.Verdict)
+	}
+	tw.Flush()
+	fmt.Fprintf(e.out, "largest N with 0 loss: %d streams\n", r.MaxStreams)
 	return nil
 }
 

@@ -392,11 +392,10 @@ func (f *Feed) session(ctx context.Context, lostAt time.Time) (delivered bool, e
 		c.Protocol = &p
 	}
 	var mu sync.Mutex // packets of the video and the audio may come on two goroutines
-	var lost uint64
 	c.OnPacketsLost = func(n uint64) {
-		mu.Lock()
-		lost += n
-		mu.Unlock()
+		f.mu.Lock()
+		f.stats.Lost += n
+		f.mu.Unlock()
 	}
 	c.OnDecodeError = func(error) {}
 	if err := c.Start(); err != nil {
@@ -478,11 +477,6 @@ func (f *Feed) session(ctx context.Context, lostAt time.Time) (delivered bool, e
 		return false, clean(err, src)
 	}
 	err = c.Wait()
-	mu.Lock()
-	f.mu.Lock()
-	f.stats.Lost += lost
-	f.mu.Unlock()
-	mu.Unlock()
 	if err != nil {
 		err = clean(err, src)
 	}

@@ -79,7 +79,8 @@ type Server struct {
 	conns    map[*gortsplib.ServerConn]struct{}
 	sessions map[*gortsplib.ServerSession]struct{}
 
-	frames atomic.Uint64
+	frames      atomic.Uint64
+	writeErrors atomic.Uint64 // packets dropped: a reader's write queue was full
 
 	wmu        sync.Mutex // guards the fields below and the writes to the stream
 	seq        uint16
@@ -251,6 +252,10 @@ func (s *Server) Readers() int {
 // Frames is how many access units have been written to the stream (each
 // once, however many clients there are).
 func (s *Server) Frames() uint64 { return s.frames.Load() }
+
+// WriteErrors counts the packets dropped because a reader's write queue
+// was full: a reader too slow to take the stream.
+func (s *Server) WriteErrors() uint64 { return s.writeErrors.Load() }
 
 // SendTime is when the frame with this PTS was written, for frames of
 // the last 10 s. The PTS is compared modulo 2^32, so both the stream's
@@ -448,6 +453,12 @@ func (s *Server) write(au [][]byte, pts int64, now time.Time) error {
 
 // handler takes gortsplib's callbacks, so they stay off Server's API.
 type handler Server
+
+// OnStreamWriteError counts a packet dropped because a reader's write
+// queue was full (gortsplib would log each one).
+func (h *handler) OnStreamWriteError(*gortsplib.ServerHandlerOnStreamWriteErrorCtx) {
+	h.writeErrors.Add(1)
+}
 
 func (h *handler) OnConnOpen(ctx *gortsplib.ServerHandlerOnConnOpenCtx) {
 	h.mu.Lock()
