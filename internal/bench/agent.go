@@ -91,19 +91,7 @@ func RunAgent(ctx context.Context, o AgentOptions) (*AgentResult, error) {
 	var mu sync.Mutex
 	reports := map[string]ingest.SegmentReport{}
 	var hb ingest.Heartbeat
-	b.Subscribe("vigil/agents/bench/+", func(topic string, payload []byte, _ string) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch {
-		case strings.HasSuffix(topic, "/segment"):
-			var r ingest.SegmentReport
-			if json.Unmarshal(payload, &r) == nil {
-				reports[r.StreamID+"/"+r.State] = r
-			}
-		case strings.HasSuffix(topic, "/heartbeat"):
-			json.Unmarshal(payload, &hb)
-		}
-	})
+	followAgent(b, "bench", &mu, reports, &hb)
 
 	bin := o.Vigil
 	if bin == "" {
@@ -325,4 +313,22 @@ func splitHostPort(addr string) (string, int) {
 	var p int
 	fmt.Sscan(addr[i+1:], &p)
 	return addr[:i], p
+}
+
+// followAgent keeps agent id's segment reports (by stream/state) and its
+// latest heartbeat, under mu.
+func followAgent(b *broker.Server, id string, mu *sync.Mutex, reports map[string]ingest.SegmentReport, hb *ingest.Heartbeat) {
+	b.Subscribe(ingest.AgentTopic(id, "+"), func(topic string, payload []byte, _ string) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case strings.HasSuffix(topic, "/segment"):
+			var r ingest.SegmentReport
+			if json.Unmarshal(payload, &r) == nil {
+				reports[r.StreamID+"/"+r.State] = r
+			}
+		case strings.HasSuffix(topic, "/heartbeat"):
+			json.Unmarshal(payload, hb)
+		}
+	})
 }

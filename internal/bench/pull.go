@@ -176,19 +176,7 @@ func RunPull(ctx context.Context, o PullOptions) (*PullResult, error) {
 	var mu sync.Mutex
 	reports := map[string]ingest.SegmentReport{}
 	var hb ingest.Heartbeat
-	b.Subscribe(ingest.AgentTopic(id, "+"), func(topic string, payload []byte, _ string) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch {
-		case strings.HasSuffix(topic, "/segment"):
-			var r ingest.SegmentReport
-			if json.Unmarshal(payload, &r) == nil {
-				reports[r.StreamID+"/"+r.State] = r
-			}
-		case strings.HasSuffix(topic, "/heartbeat"):
-			json.Unmarshal(payload, &hb)
-		}
-	})
+	followAgent(b, id, &mu, reports, &hb)
 	password := users.RandomPassword()
 	b.AddCredential("agent-"+id, password, &users.User{Name: "agent-" + id, Role: users.RoleDevice,
 		Publish: []string{ingest.AgentTopic(id, "#")}, Subscribe: []string{ingest.AgentTopic(id, ingest.AgentCmd)}}, ingest.AgentClientID(id))

@@ -9,11 +9,15 @@ import (
 	"errors"
 )
 
-// sealKey derives the key that seals camera passwords for an agent from
-// the agent's MQTT password.
-func sealKey(agentPassword string) []byte {
+// sealer is the AEAD that seals camera passwords for an agent, its key
+// derived from the agent's MQTT password.
+func sealer(agentPassword string) (cipher.AEAD, error) {
 	k := sha256.Sum256([]byte("vigil camera password v1\x00" + agentPassword))
-	return k[:]
+	block, err := aes.NewCipher(k[:])
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
 }
 
 // Seal encrypts a camera's password for the agent whose MQTT password is
@@ -23,11 +27,7 @@ func Seal(agentPassword, password string) (string, error) {
 	if agentPassword == "" {
 		return "", errors.New("the agent has no password to seal with")
 	}
-	block, err := aes.NewCipher(sealKey(agentPassword))
-	if err != nil {
-		return "", err
-	}
-	gcm, err := cipher.NewGCM(block)
+	gcm, err := sealer(agentPassword)
 	if err != nil {
 		return "", err
 	}
@@ -44,11 +44,7 @@ func Unseal(agentPassword, sealed string) (string, error) {
 	if err != nil {
 		return "", errors.New("the sealed camera password is not base64")
 	}
-	block, err := aes.NewCipher(sealKey(agentPassword))
-	if err != nil {
-		return "", err
-	}
-	gcm, err := cipher.NewGCM(block)
+	gcm, err := sealer(agentPassword)
 	if err != nil {
 		return "", err
 	}
