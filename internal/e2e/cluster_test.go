@@ -630,7 +630,11 @@ func TestThreeNodesSurviveKills(t *testing.T) {
 	var gaps []string
 	for _, n := range nodes {
 		gaps = append(gaps, fmt.Sprintf("%s %v", n.name, n.gap.Round(time.Millisecond)))
-		if n.gap > 2*time.Second {
+		// Seen from 0.5 s to 2.3 s on 2 cores shared with the other
+		// packages' tests (CI runs two at once): a node that stops
+		// answering for good, or for longer than a takeover, is what this
+		// catches.
+		if n.gap > 3*time.Second {
 			t.Errorf("%s did not answer /healthz for %v while up", n.name, n.gap)
 		}
 	}

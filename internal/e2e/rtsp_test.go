@@ -350,3 +350,65 @@ func TestAnRTSPCamerasPasswordStaysSecret(t *testing.T) {
 		return nil
 	})
 }
+
+// A camera with a microphone: the clip holds its AAC beside its H.264,
+// both the camera's own packets, and the sound lasts as long as the
+// picture.
+func TestAnRTSPCameraWithAudio(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "av.mp4")
+	args := []string{"-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=15", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+		"-t", "60", "-g", "15", "-pix_fmt", "yuv420p", "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac", "-b:a", "64k", file}
+	if b, err := exec.Command(testpeer.Need(t, "ffmpeg"), args...).CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v: %s", err, b)
+	}
+	cam := testpeer.StartRTSPCameraWithAudio(t, file, "h264")
+	ta := startApp(t, rtspConfig(t, cam.URL, 4, 1))
+	testkit.WaitFor(t, 30*time.Second, "the ring", func() bool { return ringOn(t, ta) != "" })
+	time.Sleep(2500 * time.Millisecond)
+	ta.detect(t, "home", "porch-ir")
+	clip := waitClip(t, ta, 40*time.Second)
+	if clip.State != coord.ClipReady || clip.Codec != "h264" {
+		t.Fatalf("clip %+v", clip)
+	}
+	path := filepath.Join(ta.Storage, filepath.FromSlash(clip.File))
+	out, err := exec.Command(testpeer.Need(t, "ffprobe"), "-v", "error", "-show_entries", "stream=codec_name,duration,sample_rate", "-of", "csv=p=0", path).Output()
+	must(t, err)
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "h264") || !strings.HasPrefix(lines[1], "aac,48000") {
+		t.Fatalf("streams %q, want h264 and aac at 48 kHz", lines)
+	}
+	dur := func(l string) float64 {
+		f := strings.Split(l, ",")
+		d, _ := strconv.ParseFloat(f[len(f)-1], 64)
+		return d
+	}
+	if v, a := dur(lines[0]), dur(lines[1]); a < v-0.5 || a > v+0.5 {
+		t.Errorf("video %.2f s, audio %.2f s: out of step", v, a)
+	}
+	audio := func(p string) []string {
+		b, err := exec.Command(testpeer.Need(t, "ffmpeg"), "-v", "error", "-i", p, "-map", "0:a", "-c", "copy", "-f", "framemd5", "-").Output()
+		must(t, err)
+		var hs []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if l != "" && l[0] != '#' {
+				f := strings.Split(l, ",")
+				hs = append(hs, strings.TrimSpace(f[len(f)-1]))
+			}
+		}
+		return hs
+	}
+	src := map[string]bool{}
+	for _, h := range audio(file) {
+		src[h] = true
+	}
+	got := audio(path)
+	for i, h := range got {
+		if !src[h] {
+			t.Fatalf("audio packet %d of the clip is not one of the camera's", i)
+		}
+	}
+	if len(got) < 150 { // 48 kHz, 1024 samples a frame: 47 a second, 4 s and more
+		t.Errorf("%d audio frames", len(got))
+	}
+	t.Logf("clip: %q, %d audio frames, all the camera's", lines, len(got))
+}

@@ -71,6 +71,19 @@ func StartRTSPCamera(t testing.TB, file, codec string) *RTSPCamera {
 	return c
 }
 
+// StartRTSPCameraWithAudio is StartRTSPCamera for a file with AAC audio
+// as well: the server sends both, as cameras with a microphone do.
+func StartRTSPCameraWithAudio(t testing.TB, file, codec string) *RTSPCamera {
+	t.Helper()
+	c := StartRTSPCamera(t, file, codec)
+	c.Stop()
+	parse := map[string]string{"h264": "h264parse ! rtph264pay", "h265": "h265parse ! rtph265pay"}[codec]
+	c.launch = fmt.Sprintf("( filesrc location=%s ! qtdemux name=d d.video_0 ! queue ! %s name=pay0 pt=96 config-interval=1 "+
+		"d.audio_0 ! queue ! aacparse ! rtpmp4gpay name=pay1 pt=97 )", file, parse)
+	c.start()
+	return c
+}
+
 // Restart starts the server again on its port, after Stop (the camera
 // comes back).
 func (c *RTSPCamera) Restart() {
