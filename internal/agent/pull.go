@@ -169,11 +169,17 @@ func (a *Agent) expectPull(c ingest.AgentCommand) error {
 	go func() {
 		defer a.wg.Done()
 		defer close(p.done)
+		var r ingest.SegmentReport
 		if record {
-			p.record(sub, filepath.Join(dir, c.Segment))
+			r = p.record(sub, filepath.Join(dir, c.Segment))
 		} else {
-			p.hold()
+			r = p.hold()
 		}
+		// The stream is gone from the agent before its report goes out:
+		// the coordinator may answer it with the next segment of the same
+		// stream, which must not be taken for a repeated command.
+		p.finished()
+		a.publish(ingest.AgentTopic(a.cfg.ID, ingest.AgentSegment), r, 1)
 	}()
 	a.log.Info("pulling camera", "stream", c.StreamID, "kind", c.Kind, "camera", c.Camera, "url", rtspcam.Redact(c.RTSP.URL),
 		"pre_roll_s", c.PreRoll, "duration_s", c.Duration, "live_only", c.LiveOnly)
@@ -211,9 +217,8 @@ func (p *pull) finished() {
 }
 
 // hold keeps a ring or a live-only stream's feed open until the stream is
-// stopped or (live-only) runs its duration.
-func (p *pull) hold() {
-	defer p.finished()
+// stopped or (live-only) runs its duration; it returns its last report.
+func (p *pull) hold() ingest.SegmentReport {
 	var limit <-chan time.Time
 	if p.cmd.Duration > 0 {
 		t := time.NewTimer(time.Duration(p.cmd.Duration)*time.Second + p.a.cfg.Grace)
@@ -227,16 +232,15 @@ func (p *pull) hold() {
 	}
 	st := p.ref.feed.Stats()
 	p.a.log.Info("camera stream ended", "stream", p.cmd.StreamID, "kind", p.cmd.Kind, "reason", reason)
-	r := ingest.SegmentReport{StreamID: p.cmd.StreamID, State: ingest.SegmentDone, Reason: reason, Ended: time.Now(), Reconnects: st.Reconnects, Frames: int(st.Frames)}
-	p.a.publish(ingest.AgentTopic(p.a.cfg.ID, ingest.AgentSegment), r, 1)
+	return ingest.SegmentReport{StreamID: p.cmd.StreamID, State: ingest.SegmentDone, Reason: reason, Ended: time.Now(), Reconnects: st.Reconnects, Frames: int(st.Frames)}
 }
 
 // record stores the camera's access units into the segment until the
 // stream's duration is covered or it is stopped. The first are the feed's
 // held seconds (pre-roll). A change of format ends the segment
-// (EndFormat): the coordinator goes on in another.
-func (p *pull) record(sub *rtspcam.Sub, path string) {
-	defer p.finished()
+// (EndFormat): the coordinator goes on in another. It returns the last
+// report.
+func (p *pull) record(sub *rtspcam.Sub, path string) ingest.SegmentReport {
 	defer sub.Close()
 	a := p.a
 	start := p.created
@@ -330,5 +334,5 @@ loop:
 	}
 	a.log.Info("camera stream ended", "stream", p.cmd.StreamID, "reason", reason, "frames", r.Frames,
 		"duration", time.Duration(r.DurationMS)*time.Millisecond, "pre_roll", sub.PreRoll.Round(time.Millisecond), "reconnects", r.Reconnects)
-	a.publish(ingest.AgentTopic(a.cfg.ID, ingest.AgentSegment), r, 1)
+	return r
 }

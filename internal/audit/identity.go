@@ -236,8 +236,8 @@ func checkWeakCredentials(ctx context.Context, env *Env) ([]Finding, error) {
 }
 
 // collect subscribes a session to filters and gathers what arrives until
-// nothing new comes for quiet, at most for max. It returns the SUBACK
-// reason codes.
+// nothing new comes for quiet (three times quiet before the first), at
+// most for max. It returns the SUBACK reason codes.
 func collect(ctx context.Context, env *Env, s *Session, filters []string, quiet, max time.Duration) ([]byte, []*paho.Publish, error) {
 	sub := &paho.Subscribe{}
 	for _, f := range filters {
@@ -252,7 +252,10 @@ func collect(ctx context.Context, env *Env, s *Session, filters []string, quiet,
 	var got []*paho.Publish
 	deadline := time.NewTimer(max)
 	defer deadline.Stop()
-	idle := time.NewTimer(quiet)
+	// Retained messages come at once after the SUBACK, but a busy broker
+	// (or machine) may take longer for the first than between the
+	// others: the first gets three times quiet.
+	idle := time.NewTimer(min(max, 3*quiet))
 	defer idle.Stop()
 	for {
 		select {
