@@ -203,3 +203,21 @@ func TestFeedOverUDPWithALogin(t *testing.T) {
 		t.Errorf("a wrong password: %+v", st)
 	}
 }
+
+// Packets lost on the way are counted as they are lost, while the session
+// still runs (a recording's report is made before its session ends).
+func TestFeedCountsLostPacketsAsTheyAreLost(t *testing.T) {
+	srv, err := rtspserve.Start(rtspserve.Config{File: longVideo(t, 320, 240, 15, 10), UDP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	f := StartFeed(FeedConfig{Source: Source{URL: srv.URL()}, Transport: "udp"})
+	defer f.Close()
+	testkit.WaitFor(t, 15*time.Second, "pictures", func() bool { return f.Stats().Frames >= 5 })
+	srv.Drop(3)
+	testkit.WaitFor(t, 10*time.Second, "3 packets counted lost", func() bool { return f.Stats().Lost >= 3 })
+	if st := f.Stats(); !st.Connected || st.Sessions != 1 {
+		t.Errorf("stats %+v: the session should still run", st)
+	}
+}

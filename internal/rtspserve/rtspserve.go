@@ -88,6 +88,7 @@ type Server struct {
 	sent       []sentFrame // oldest first
 	next       *clip       // from SwitchFile, taken at the next keyframe
 	pauseUntil time.Time
+	drop       int // packets still to lose (Drop)
 
 	wake      chan struct{}
 	done      chan struct{}
@@ -309,6 +310,14 @@ func (s *Server) Pause(d time.Duration) {
 	}
 }
 
+// Drop loses the next n RTP packets of the video, as a network would:
+// their sequence numbers are skipped.
+func (s *Server) Drop(n int) {
+	s.wmu.Lock()
+	s.drop += n
+	s.wmu.Unlock()
+}
+
 // InjectGarbage writes n RTP packets with random payloads into the
 // stream, with the video's payload type, SSRC, the next sequence numbers
 // and the last frame's timestamp.
@@ -434,6 +443,10 @@ func (s *Server) write(au [][]byte, pts int64, now time.Time) error {
 		pkt.Timestamp = ts
 		pkt.SequenceNumber = s.seq
 		s.seq++
+		if s.drop > 0 { // lost on the way: its sequence number is skipped
+			s.drop--
+			continue
+		}
 		if err := s.stream.WritePacketRTPWithNTP(s.media, pkt, now); err != nil {
 			return err
 		}
