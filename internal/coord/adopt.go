@@ -31,14 +31,12 @@ type orphan struct {
 // with the recordings it reports; it ends the streams it cannot adopt
 // (live views, clips it does not know).
 func (c *Coordinator) adopt(id string, hb ingest.Heartbeat) *agentState {
-	a := &agentState{id: id, username: agentUsername(id), status: agentStarting, capacity: hb.Capacity,
+	a := &agentState{id: id, username: agentUsername(id), status: agentStarting, caps: c.defaultCaps(),
 		streams: map[string]*stream{}, startedAt: c.now(), reason: "adopted"}
-	if a.capacity <= 0 {
-		a.capacity = c.cfg.Agents.Capacity
+	if hb.Capacity > 0 {
+		a.caps.JPEG = hb.Capacity
 	}
 	a.secret = c.cfg.AgentLogin.Password // "": cameras with a password are not sent to it
-	a.caps = c.defaultCaps()
-	a.caps.JPEG = a.capacity
 	if hb.Capacities != nil {
 		a.caps.RTSP, a.caps.Ring = max(hb.Capacities.RTSP, 0), max(hb.Capacities.Ring, 0)
 	}

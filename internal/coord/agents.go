@@ -32,8 +32,7 @@ type agentState struct {
 	status       string
 	addr         string
 	httpAddr     string          // its live view server
-	capacity     int             // JPEG streams (caps.JPEG)
-	caps         ingest.Capacity // per kind of stream
+	caps         ingest.Capacity // streams it takes, per kind
 	streams      map[string]*stream
 	lastSeen     time.Time
 	emptySince   time.Time
@@ -104,7 +103,7 @@ func (c *Coordinator) startAgent(pool, reason string) *agentState {
 	id := fmt.Sprintf("%s-%d", c.instance, c.nextID)
 	a := &agentState{
 		id: id, username: agentUsername(id), pool: pool, status: agentStarting,
-		capacity: c.cfg.Agents.Capacity, caps: c.defaultCaps(), streams: map[string]*stream{}, startedAt: c.now(), seq: c.nextID, reason: reason,
+		caps: c.defaultCaps(), streams: map[string]*stream{}, startedAt: c.now(), seq: c.nextID, reason: reason,
 	}
 	username, password := a.username, rnd.Hex(18)
 	if l := c.cfg.AgentLogin; l.Username != "" {
@@ -125,7 +124,7 @@ func (c *Coordinator) startAgent(pool, reason string) *agentState {
 		reason += " (site " + pool + ")"
 	}
 	c.history(what, id, "", reason)
-	spec := agentrt.Spec{ID: id, Username: username, Password: password, Capacity: a.capacity, Idle: c.cfg.Agents.Idle, Site: pool,
+	spec := agentrt.Spec{ID: id, Username: username, Password: password, Capacity: a.caps.JPEG, Idle: c.cfg.Agents.Idle, Site: pool,
 		RTSPCapacity: a.caps.RTSP, RingCapacity: a.caps.Ring}
 	c.calls.Go(func() {
 		ctx, cancel := context.WithTimeout(c.starts, 2*time.Minute)
@@ -189,7 +188,6 @@ func (c *Coordinator) onHeartbeat(id string, hb ingest.Heartbeat, from net.IP) {
 		}
 	}
 	if hb.Capacity > 0 {
-		a.capacity = hb.Capacity
 		a.caps.JPEG = hb.Capacity
 	}
 	if hb.Capacities != nil {

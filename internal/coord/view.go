@@ -82,7 +82,7 @@ func (c *Coordinator) publishView() {
 	now := c.now()
 	where, _ := c.runtime.(interface{ Where(id string) string })
 	for _, a := range c.agents {
-		av := AgentView{ID: a.id, Status: a.status, Pool: a.pool, Addr: a.addr, Capacity: a.capacity, Capacities: a.caps, Load: a.load(), Streams: []string{}, Started: a.startedAt}
+		av := AgentView{ID: a.id, Status: a.status, Pool: a.pool, Addr: a.addr, Capacity: a.caps.JPEG, Capacities: a.caps, Load: a.load(), Streams: []string{}, Started: a.startedAt}
 		if where != nil {
 			av.Node = where.Where(a.id)
 		}
