@@ -132,7 +132,10 @@ func (c *chrome) login(user, password string) {
 		chromedp.SendKeys("#password", password),
 	)
 	c.screenshot("login-" + user)
-	c.run("submit the login form", chromedp.Click("#login-submit"), chromedp.WaitVisible("#sites"))
+	c.run("submit the login form", chromedp.Click("#login-submit"))
+	// The page navigates: a query begun on the login page may never see
+	// the next one (seen in CI), so the next page is polled for.
+	c.waitJS("the overview after logging in", `document.querySelector('#sites') !== null && document.querySelector('.who .user') !== null`, 30*time.Second)
 	var who string
 	c.run("read who is logged in", chromedp.Evaluate(`document.querySelector('.who .user')?.textContent || ''`, &who))
 	if !strings.HasPrefix(who, user) {
