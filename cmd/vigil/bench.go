@@ -211,6 +211,22 @@ func printBench(w io.Writer, rs []*bench.Result) {
 	})
 	ratio("broker CPU (% of a core)", func(r *bench.Result) float64 { return r.BrokerCPUPct }, "%.0f")
 	ratio("broker peak RSS (MB)", func(r *bench.Result) float64 { return r.BrokerRSSMB }, "%.0f")
+	ratio("peak RSS per device (KB)", func(r *bench.Result) float64 { return r.KBPerDevice }, "%.1f")
+	ratio("CPU per reading (µs)", func(r *bench.Result) float64 { return r.USPerReading }, "%.1f")
+	if rs[0].Runtime != nil {
+		row("Go heap/stacks/other (MB)", func(r *bench.Result) string {
+			if r.Runtime == nil {
+				return "-"
+			}
+			return fmt.Sprintf("%.0f/%.0f/%.0f", r.Runtime.HeapInuseMB, r.Runtime.StackInuseMB, r.Runtime.OtherMB)
+		})
+		row("goroutines, GC cycles", func(r *bench.Result) string {
+			if r.Runtime == nil {
+				return "-"
+			}
+			return fmt.Sprintf("%d, %.0f", r.Runtime.Goroutines, r.Runtime.GCCycles)
+		})
+	}
 	tw.Flush()
 }
 

@@ -38,8 +38,9 @@ type Options struct {
 	Vigil      string // path of the vigil binary to start; default this executable
 	Progress   io.Writer
 	Log        *slog.Logger
-	// ProfileDir, if set, receives CPU profiles of the steady phase: this
-	// process (fleet and subscriber) and, for Vigil, the broker.
+	// ProfileDir, if set, is created and receives CPU profiles of the
+	// steady phase, of this process (fleet and subscriber) and, for Vigil,
+	// of the broker, and Vigil's heap profile at the end of it.
 	ProfileDir string
 }
 
@@ -72,6 +73,24 @@ type Result struct {
 
 	BrokerCPUPct float64 `json:"broker_cpu_pct"` // of one core, steady phase
 	BrokerRSSMB  float64 `json:"broker_peak_rss_mb"`
+	// KBPerDevice is the broker's peak RSS over the devices connected;
+	// USPerReading its CPU time in the steady phase over the readings
+	// acknowledged then (each read, stored by Vigil, and delivered to the
+	// subscriber when there is one).
+	KBPerDevice  float64 `json:"kb_per_device"`
+	USPerReading float64 `json:"cpu_us_per_reading"`
+	// Runtime is where Vigil's memory goes at the end of the steady
+	// phase, from its Go runtime; nil for Mosquitto.
+	Runtime *RuntimeMemory `json:"runtime,omitempty"`
+}
+
+// RuntimeMemory is a Go process's memory as its runtime counts it.
+type RuntimeMemory struct {
+	HeapInuseMB  float64 `json:"heap_inuse_mb"`
+	StackInuseMB float64 `json:"stack_inuse_mb"`
+	OtherMB      float64 `json:"other_sys_mb"` // GC metadata, mspans, buffers
+	Goroutines   int     `json:"goroutines"`
+	GCCycles     float64 `json:"gc_cycles"` // in the steady phase
 }
 
 // target is a broker under test.
@@ -81,6 +100,8 @@ type target interface {
 	// stored returns readings stored and the storage latency quantiles, for
 	// targets that store (Vigil); ok is false otherwise.
 	stored(ctx context.Context) (n int64, p50, p99 float64, ok bool, err error)
+	// runtime returns a Go target's memory (nil for others).
+	runtime(ctx context.Context) (*RuntimeMemory, error)
 	close() error
 }
 
@@ -155,6 +176,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 
 	// Phase 2: steady state.
 	cpu0, _ := cpuSeconds(t.pid())
+	mem0, _ := t.runtime(ctx)
 	pub0, t0 := st.Published.Load(), time.Now()
 	st.Ack.Reset() // latency of the steady phase only, not of the ramp
 	stopProfiles := startProfiles(ctx, o, t)
@@ -166,6 +188,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	stopProfiles()
 	pub1, t1 := st.Published.Load(), time.Now()
 	cpu1, _ := cpuSeconds(t.pid())
+	mem1, err := t.runtime(ctx)
+	if err != nil {
+		o.Log.Error("runtime memory", "error", err)
+	}
+	if mem0 != nil && mem1 != nil {
+		mem1.GCCycles -= mem0.GCCycles
+	}
 	stopProgress()
 
 	// Phase 3: stop the fleet, wait for the subscriber and storage to drain.
@@ -191,6 +220,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	r.BrokerCPUPct = 100 * (cpu1 - cpu0) / t1.Sub(t0).Seconds()
 	r.BrokerRSSMB, _ = peakRSSMB(t.pid())
+	r.Runtime = mem1
+	if r.Connected > 0 {
+		r.KBPerDevice = r.BrokerRSSMB * 1024 / float64(r.Connected)
+	}
+	if pub1 > pub0 {
+		r.USPerReading = 1e6 * (cpu1 - cpu0) / float64(pub1-pub0)
+	}
 	for {
 		n, p50, p99, ok, err := t.stored(ctx)
 		if err != nil {
@@ -375,5 +411,12 @@ func startProfiles(ctx context.Context, o Options, t target) (stop func()) {
 			f.Close()
 		}
 		<-done
+		if p, ok := t.(interface {
+			heapProfile(ctx context.Context, path string) error
+		}); ok {
+			if err := p.heapProfile(ctx, filepath.Join(o.ProfileDir, o.Target+"-broker.heap.pprof")); err != nil {
+				o.Log.Error("broker heap profile", "error", err)
+			}
+		}
 	}
 }

@@ -105,13 +105,58 @@ func (t *vigilTarget) stored(ctx context.Context) (int64, float64, float64, bool
 
 // profile saves a CPU profile of the Vigil process.
 func (t *vigilTarget) profile(ctx context.Context, d time.Duration, path string) error {
-	req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", t.http, int(d.Seconds())), nil)
+	return t.save(ctx, fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(d.Seconds())), path)
+}
+
+// heapProfile saves a heap profile of the Vigil process, after a GC.
+func (t *vigilTarget) heapProfile(ctx context.Context, path string) error {
+	return t.save(ctx, "/debug/pprof/heap?gc=1", path)
+}
+
+// runtime reads Vigil's memory from its Go runtime's metrics.
+func (t *vigilTarget) runtime(ctx context.Context) (*RuntimeMemory, error) {
+	mfs, err := scrape(ctx, t.http, t.adminPassword)
+	if err != nil {
+		return nil, err
+	}
+	v := func(name string) float64 {
+		if mf := mfs[name]; mf != nil && len(mf.GetMetric()) > 0 {
+			m := mf.GetMetric()[0]
+			if g := m.GetGauge(); g != nil {
+				return g.GetValue()
+			}
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			if s := m.GetSummary(); s != nil {
+				return float64(s.GetSampleCount())
+			}
+		}
+		return 0
+	}
+	const mb = 1 << 20
+	return &RuntimeMemory{
+		HeapInuseMB:  v("go_memstats_heap_inuse_bytes") / mb,
+		StackInuseMB: v("go_memstats_stack_inuse_bytes") / mb,
+		OtherMB: (v("go_memstats_gc_sys_bytes") + v("go_memstats_mspan_sys_bytes") + v("go_memstats_mcache_sys_bytes") +
+			v("go_memstats_buck_hash_sys_bytes") + v("go_memstats_other_sys_bytes")) / mb,
+		Goroutines: int(v("go_goroutines")),
+		GCCycles:   v("go_gc_duration_seconds"),
+	}, nil
+}
+
+// save saves what Vigil's HTTP server answers at path (an admin's).
+func (t *vigilTarget) save(ctx context.Context, urlPath, path string) error {
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+t.http+urlPath, nil)
 	req.SetBasicAuth("admin", t.adminPassword)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", urlPath, resp.Status)
+	}
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -191,3 +236,4 @@ func (t *mosquittoTarget) close() error { return stopProcess(t.cmd, t.done) }
 func (t *mosquittoTarget) stored(context.Context) (int64, float64, float64, bool, error) {
 	return 0, 0, 0, false, nil
 }
+func (t *mosquittoTarget) runtime(context.Context) (*RuntimeMemory, error) { return nil, nil }
