@@ -223,6 +223,13 @@ func (s *Store) Apply(ctx context.Context, events []telemetry.Event) error {
 		}
 	}
 
+	var qs []string
+	for _, n := range s.db.d.statementSizes() {
+		qs = append(qs, upsertDevicesSQL(n), insertReadingsSQL(n))
+	}
+	if err := s.db.prepare(ctx, qs...); err != nil {
+		return fmt.Errorf("prepare: %w", err)
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
@@ -311,12 +318,18 @@ func upsertDevices(ctx context.Context, tx *tx, ds []*device) (map[string]int64,
 	ds = slices.Clone(ds)
 	slices.SortFunc(ds, func(a, b *device) int { return strings.Compare(a.id, b.id) })
 	pks := make(map[string]int64, len(ds))
-	for chunk := range slices.Chunk(ds, rowsPerStatement) {
-		args := make([]any, 0, len(chunk)*11)
-		for _, d := range chunk {
+	args := make([]any, 0, min(len(ds), tx.d.maxRows())*11)
+	for _, n := range tx.d.statementRows(len(ds)) {
+		args = args[:0]
+		for _, d := range ds[:n] {
 			args = append(args, d.id, d.site, d.typ, d.units, d.status, d.statusSince, d.firstSeen, d.lastSeen, d.lastValue, d.clientID, d.meta)
 		}
-		rows, err := tx.QueryContext(ctx, upsertDevicesSQL(len(chunk)), args...)
+		ds = ds[n:]
+		st, err := tx.prepared(ctx, upsertDevicesSQL(n))
+		if err != nil {
+			return nil, fmt.Errorf("upsert devices: %w", err)
+		}
+		rows, err := st.QueryContext(ctx, tx.d.args(args)...)
 		if err != nil {
 			return nil, fmt.Errorf("upsert devices: %w", err)
 		}
@@ -338,36 +351,30 @@ func upsertDevices(ctx context.Context, tx *tx, ds []*device) (map[string]int64,
 
 // insertReadings inserts the readings among events.
 func insertReadings(ctx context.Context, tx *tx, events []telemetry.Event, pkOf func(string) int64) error {
-	args := make([]any, 0, rowsPerStatement*6)
-	n := 0
-	flush := func() error {
-		if n == 0 {
-			return nil
+	var rs []int // the events that are readings
+	for i := range events {
+		if events[i].Reading != nil {
+			rs = append(rs, i)
 		}
-		_, err := tx.ExecContext(ctx, insertReadingsSQL(n), args...)
-		args, n = args[:0], 0
+	}
+	args := make([]any, 0, min(len(rs), tx.d.maxRows())*6)
+	for _, n := range tx.d.statementRows(len(rs)) {
+		args = args[:0]
+		for _, i := range rs[:n] {
+			r := events[i].Reading
+			args = append(args, pkOf(events[i].DeviceID), ms(r.Time), ms(r.Received), r.Value, r.Units, r.Seq)
+		}
+		rs = rs[n:]
+		st, err := tx.prepared(ctx, insertReadingsSQL(n))
+		if err == nil {
+			_, err = st.ExecContext(ctx, tx.d.args(args)...)
+		}
 		if err != nil {
 			return fmt.Errorf("insert readings: %w", err)
 		}
-		return nil
 	}
-	for i := range events {
-		r := events[i].Reading
-		if r == nil {
-			continue
-		}
-		args = append(args, pkOf(events[i].DeviceID), ms(r.Time), ms(r.Received), r.Value, r.Units, r.Seq)
-		if n++; n == rowsPerStatement {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-	}
-	return flush()
+	return nil
 }
-
-// rowsPerStatement is how many rows one INSERT carries.
-const rowsPerStatement = 200
 
 var (
 	sqlMu    sync.Mutex
