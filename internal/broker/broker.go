@@ -86,6 +86,9 @@ type Server struct {
 	connectTimeout  time.Duration
 }
 
+// readBufferSize is mochi's read buffer per client, on top of checkedConn.
+const readBufferSize = 256
+
 // Open binds every configured listener (so a port in use fails here, at
 // once), installs the hooks and starts serving.
 func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
@@ -118,10 +121,14 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 	sa := &selfAudit{}
 	taps := &logTaps{}
 	m := mqtt.New(&mqtt.Options{
-		Capabilities:           caps,
-		InlineClient:           true,
-		SysTopicResendInterval: int64(cfg.MQTT.SysInterval.Seconds()),
-		Logger:                 slog.New(quietHandler{log.Handler(), slog.LevelWarn, sa, taps}).With("library", "mochi"),
+		Capabilities: caps,
+		// checkedConn already buffers each connection's reads a whole
+		// packet at a time: mochi's own reader on top of it (2 KB a
+		// client by default) only needs to hold a small packet's header.
+		ClientNetReadBufferSize: readBufferSize,
+		InlineClient:            true,
+		SysTopicResendInterval:  int64(cfg.MQTT.SysInterval.Seconds()),
+		Logger:                  slog.New(quietHandler{log.Handler(), slog.LevelWarn, sa, taps}).With("library", "mochi"),
 	})
 	s := &Server{mochi: m, addrs: map[string]net.Addr{}, log: log, anonymousPolicy: cfg.MQTT.Anonymous, connectTimeout: cfg.MQTT.ConnectTimeout,
 		selfAudit: sa, contain: newContainment(), writeTimeout: cfg.MQTT.WriteTimeout, rlog: ratelog.New(log, time.Minute), maxPacket: cfg.MQTT.MaxPacketSize, stop: make(chan struct{})}
