@@ -226,6 +226,18 @@ func printBench(w io.Writer, rs []*bench.Result) {
 			}
 			return fmt.Sprintf("%d, %.0f", r.Runtime.Goroutines, r.Runtime.GCCycles)
 		})
+		row("publisher waits, dropped", func(r *bench.Result) string {
+			if r.Runtime == nil {
+				return "-"
+			}
+			return fmt.Sprintf("%.0f, %.0f", r.Runtime.PublisherWaits, r.Runtime.SubscriberDropped)
+		})
+		row("readings per transaction", func(r *bench.Result) string {
+			if r.Runtime == nil || r.Runtime.Batches == 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%.1f", r.SteadyRate*r.SteadyS/r.Runtime.Batches)
+		})
 	}
 	tw.Flush()
 }

@@ -80,17 +80,27 @@ type Result struct {
 	KBPerDevice  float64 `json:"kb_per_device"`
 	USPerReading float64 `json:"cpu_us_per_reading"`
 	// Runtime is where Vigil's memory goes at the end of the steady
-	// phase, from its Go runtime; nil for Mosquitto.
-	Runtime *RuntimeMemory `json:"runtime,omitempty"`
+	// phase, from its Go runtime, and what its broker held back or
+	// dropped; nil for Mosquitto.
+	Runtime *Internals `json:"runtime,omitempty"`
 }
 
-// RuntimeMemory is a Go process's memory as its runtime counts it.
-type RuntimeMemory struct {
+// Internals is Vigil's memory as its Go runtime counts it, and its
+// broker's counts of back-pressure and loss.
+type Internals struct {
 	HeapInuseMB  float64 `json:"heap_inuse_mb"`
 	StackInuseMB float64 `json:"stack_inuse_mb"`
 	OtherMB      float64 `json:"other_sys_mb"` // GC metadata, mspans, buffers
 	Goroutines   int     `json:"goroutines"`
 	GCCycles     float64 `json:"gc_cycles"` // in the steady phase
+	// PublisherWaits counts publishers held back for a subscriber behind,
+	// SubscriberDropped messages a subscriber lost (its queue full), over
+	// the whole run.
+	PublisherWaits    float64 `json:"publisher_waits"`
+	SubscriberDropped float64 `json:"subscriber_dropped"`
+	// Batches is how many transactions stored the readings, in the steady
+	// phase.
+	Batches float64 `json:"store_batches"`
 }
 
 // target is a broker under test.
@@ -101,7 +111,7 @@ type target interface {
 	// targets that store (Vigil); ok is false otherwise.
 	stored(ctx context.Context) (n int64, p50, p99 float64, ok bool, err error)
 	// runtime returns a Go target's memory (nil for others).
-	runtime(ctx context.Context) (*RuntimeMemory, error)
+	runtime(ctx context.Context) (*Internals, error)
 	close() error
 }
 
@@ -194,6 +204,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	if mem0 != nil && mem1 != nil {
 		mem1.GCCycles -= mem0.GCCycles
+		mem1.Batches -= mem0.Batches
 	}
 	stopProgress()
 

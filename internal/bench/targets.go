@@ -114,34 +114,38 @@ func (t *vigilTarget) heapProfile(ctx context.Context, path string) error {
 }
 
 // runtime reads Vigil's memory from its Go runtime's metrics.
-func (t *vigilTarget) runtime(ctx context.Context) (*RuntimeMemory, error) {
+func (t *vigilTarget) runtime(ctx context.Context) (*Internals, error) {
 	mfs, err := scrape(ctx, t.http, t.adminPassword)
 	if err != nil {
 		return nil, err
 	}
-	v := func(name string) float64 {
-		if mf := mfs[name]; mf != nil && len(mf.GetMetric()) > 0 {
-			m := mf.GetMetric()[0]
-			if g := m.GetGauge(); g != nil {
-				return g.GetValue()
-			}
-			if c := m.GetCounter(); c != nil {
-				return c.GetValue()
-			}
-			if s := m.GetSummary(); s != nil {
-				return float64(s.GetSampleCount())
+	v := func(name string) float64 { // summed over its labels
+		var sum float64
+		for _, m := range mfs[name].GetMetric() {
+			switch {
+			case m.GetHistogram() != nil:
+				sum += float64(m.GetHistogram().GetSampleCount())
+			case m.GetGauge() != nil:
+				sum += m.GetGauge().GetValue()
+			case m.GetCounter() != nil:
+				sum += m.GetCounter().GetValue()
+			case m.GetSummary() != nil:
+				sum += float64(m.GetSummary().GetSampleCount())
 			}
 		}
-		return 0
+		return sum
 	}
 	const mb = 1 << 20
-	return &RuntimeMemory{
+	return &Internals{
 		HeapInuseMB:  v("go_memstats_heap_inuse_bytes") / mb,
 		StackInuseMB: v("go_memstats_stack_inuse_bytes") / mb,
 		OtherMB: (v("go_memstats_gc_sys_bytes") + v("go_memstats_mspan_sys_bytes") + v("go_memstats_mcache_sys_bytes") +
 			v("go_memstats_buck_hash_sys_bytes") + v("go_memstats_other_sys_bytes")) / mb,
-		Goroutines: int(v("go_goroutines")),
-		GCCycles:   v("go_gc_duration_seconds"),
+		Goroutines:        int(v("go_goroutines")),
+		GCCycles:          v("go_gc_duration_seconds"),
+		PublisherWaits:    v("vigil_mqtt_publisher_waits_total"),
+		SubscriberDropped: v("vigil_mqtt_subscriber_dropped_total"),
+		Batches:           v("vigil_telemetry_batch_seconds"),
 	}, nil
 }
 
@@ -236,4 +240,4 @@ func (t *mosquittoTarget) close() error { return stopProcess(t.cmd, t.done) }
 func (t *mosquittoTarget) stored(context.Context) (int64, float64, float64, bool, error) {
 	return 0, 0, 0, false, nil
 }
-func (t *mosquittoTarget) runtime(context.Context) (*RuntimeMemory, error) { return nil, nil }
+func (t *mosquittoTarget) runtime(context.Context) (*Internals, error) { return nil, nil }

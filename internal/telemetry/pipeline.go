@@ -345,18 +345,24 @@ func (p *Pipeline) Close() error {
 // barrier, or, as soon as the queue is empty, when a publisher waits for
 // one of its messages (group commit: whatever arrived while the previous
 // batch was written goes in the next one, so batches grow with the load
-// and a lone publisher waits for one write only).
+// and a lone publisher waits for one write only). Under load, commits are
+// at least commitSpacing apart (see there).
 func (p *Pipeline) writer() {
 	batch := make([]Event, 0, p.cfg.BatchSize)
 	var barriers []chan struct{}
 	var waiters []chan error
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	var lastFlush time.Time
+	spacing := time.NewTimer(time.Hour) // a flush waiting for commitSpacing
+	spacing.Stop()
+	spaced := false
 	flush := func() {
 		var err error
 		if len(batch) > 0 {
 			err = p.write(batch)
 			batch = batch[:0]
+			lastFlush = time.Now()
 		}
 		for _, w := range waiters {
 			w <- err
@@ -366,6 +372,10 @@ func (p *Pipeline) writer() {
 			close(b)
 		}
 		barriers = barriers[:0]
+		if spaced {
+			spacing.Stop()
+			spaced = false
+		}
 	}
 	for {
 		select {
@@ -386,14 +396,32 @@ func (p *Pipeline) writer() {
 			if it.done != nil {
 				waiters = append(waiters, it.done)
 			}
-			if len(batch) >= p.cfg.BatchSize || len(waiters) > 0 && len(p.queue) == 0 {
+			if len(batch) >= p.cfg.BatchSize {
 				flush()
+			} else if len(waiters) > 0 && len(p.queue) == 0 && !spaced {
+				if wait := commitSpacing - time.Since(lastFlush); wait > 0 {
+					spacing.Reset(wait)
+					spaced = true
+				} else {
+					flush()
+				}
 			}
+		case <-spacing.C:
+			spaced = false
+			flush()
 		case <-timer.C:
 			flush()
 		}
 	}
 }
+
+// commitSpacing is the least time between two commits that publishers
+// wait for. Each transaction costs SQLite about as much as storing a
+// few dozen readings (taking its locks, writing the WAL's frames), and a
+// fleet's readings trickle in: committing each time the queue ran empty
+// made transactions of a handful of readings. A lone publisher, whose
+// last commit is older than this, is not held back at all.
+const commitSpacing = 2 * time.Millisecond
 
 // write stores a batch, retrying with backoff while the store fails (a full
 // disk, a locked database). While it retries, the queue fills and

@@ -377,3 +377,75 @@ func TestMessagesBeforeStartWaitForEveryObserver(t *testing.T) {
 		t.Error("an observer registered before Start did not see a message handled before it")
 	}
 }
+
+// timedStore records when each write began and ended.
+type timedStore struct {
+	telemetry.Store
+	mu         sync.Mutex
+	begun, end []time.Time
+	sizes      []int
+}
+
+func (s *timedStore) Apply(ctx context.Context, evs []telemetry.Event) error {
+	t0 := time.Now()
+	err := s.Store.Apply(ctx, evs)
+	s.mu.Lock()
+	s.begun, s.end, s.sizes = append(s.begun, t0), append(s.end, time.Now()), append(s.sizes, len(evs))
+	s.mu.Unlock()
+	return err
+}
+
+// A fleet's readings trickle in, each publisher waiting for its own: the
+// commits they wait for are spaced, so that transactions hold many
+// readings rather than the few that arrived while the last one was
+// written; every reading is still stored before its publisher goes on.
+func TestTricklingPublishersShareSpacedCommits(t *testing.T) {
+	st := openStore(t)
+	ts := &timedStore{Store: st}
+	p, err := telemetry.New(telemetry.Config{
+		Parser:    telemetry.Parser{MaxPayload: 1024, LegacySite: "default", LegacyTZ: time.UTC},
+		QueueSize: 5000, BatchSize: 5000, FlushInterval: time.Hour, Retention: time.Hour, LogInterval: time.Minute,
+	}, ts, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Start()
+	defer p.Close()
+	ctx := context.Background()
+	const n = 2000
+	var wg sync.WaitGroup
+	var stored atomic.Int32
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.Ingest(ctx, fmt.Sprintf("vigil/s/d%d/telemetry", i), fmt.Appendf(nil, `{"value":%d}`, i), "c", true); err != nil {
+				t.Error(err)
+				return
+			}
+			stored.Add(1)
+		}()
+		if i%20 == 0 {
+			time.Sleep(100 * time.Microsecond) // a trickle, not a crowd
+		}
+	}
+	wg.Wait()
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	written := 0
+	for _, n := range ts.sizes {
+		written += n
+	}
+	if written != n || stored.Load() != n {
+		t.Fatalf("%d publishers went on, %d readings written; want %d", stored.Load(), written, n)
+	}
+	if rs, _ := st.ListReadings(ctx, telemetry.ReadingQuery{DeviceID: "d1999", Limit: 2}); len(rs) != 1 {
+		t.Errorf("the last publisher's reading: %d stored", len(rs))
+	}
+	for i := 1; i < len(ts.begun); i++ {
+		if gap := ts.begun[i].Sub(ts.end[i-1]); gap < 2*time.Millisecond-100*time.Microsecond {
+			t.Errorf("commit %d began %v after the one before ended; want 2 ms or more", i, gap)
+		}
+	}
+	t.Logf("%d readings in %d transactions (sizes %v)", n, len(ts.sizes), ts.sizes)
+}
