@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -49,8 +50,17 @@ type backlogHook struct {
 	waits   prometheus.Counter
 }
 
-// backlog is the state of a client that has been behind.
+// backlog is the state of a client that QoS 1 and 2 messages are sent to.
 type backlog struct {
+	// admitted counts the messages let through OnQosPublish and not yet
+	// written or dropped: those in its queue, and those on their way to it.
+	// A publisher that checked the queue's length, then was descheduled
+	// before mochi queued its message (a GC's stack scan preempts
+	// thousands of goroutines at once), is counted here while the queue
+	// does not show it yet: gating on the queue alone, hundreds of such
+	// publishers overflowed a queue of 512 in `vigil bench`.
+	admitted atomic.Int64
+
 	// tokens admits waiting publishers one at a time: one token for each
 	// packet written to the client and each acknowledgement it sends, so
 	// that what goes into its queue is what came out (a released crowd
@@ -105,7 +115,7 @@ func (h *backlogHook) ID() string { return "vigil-backlog" }
 
 func (h *backlogHook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnQosPublish, mqtt.OnPacketSent, mqtt.OnQosComplete, mqtt.OnPublishDropped, mqtt.OnDisconnect:
+	case mqtt.OnQosPublish, mqtt.OnPacketEncode, mqtt.OnPacketSent, mqtt.OnQosComplete, mqtt.OnPublishDropped, mqtt.OnDisconnect:
 		return true
 	}
 	return false
@@ -144,15 +154,22 @@ func queued(cl *mqtt.Client) int {
 // wait: they are sent on cl's own goroutine, which is also the one that
 // reads its acknowledgements.
 func (h *backlogHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, resends int) {
-	if h.wait <= 0 || resends > 0 || pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Retain ||
-		!h.behind(cl) || pk.Origin == mqtt.InlineClientId || cl.Closed() {
-		return
+	if pk.FixedHeader.Type != packets.Publish || resends > 0 {
+		return // a resend is already counted, or is written at once
 	}
 	b := h.backlogOf(cl)
+	if h.wait <= 0 || pk.FixedHeader.Retain || pk.Origin == mqtt.InlineClientId || cl.Closed() {
+		b.admitted.Add(1) // queued without waiting
+		return
+	}
+	if h.admit(cl, b) {
+		return
+	}
 	now := h.now()
 	b.mu.Lock()
 	if now.Before(b.slowUntil) {
 		b.mu.Unlock()
+		b.admitted.Add(1) // queued, or dropped, without waiting
 		return
 	}
 	unacked := cl.State.Inflight.Len() >= h.inflightHigh
@@ -164,6 +181,7 @@ func (h *backlogHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, 
 		if left = h.wait - now.Sub(b.behindSince); left <= 0 {
 			b.mu.Unlock()
 			h.markSlow(cl, b)
+			b.admitted.Add(1)
 			return
 		}
 	}
@@ -178,7 +196,7 @@ func (h *backlogHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, 
 			b.mu.Unlock()
 		}()
 	}
-	for h.behind(cl) {
+	for !h.admit(cl, b) {
 		select {
 		case <-b.tokens:
 			if !unacked && cl.State.Inflight.Len() < h.inflightHigh {
@@ -189,7 +207,31 @@ func (h *backlogHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, 
 			return
 		case <-timer.C:
 			h.markSlow(cl, b)
+			b.admitted.Add(1)
 			return
+		}
+	}
+}
+
+// admit counts a message in for cl and reports true when cl is not
+// behind; otherwise it counts nothing and reports false.
+func (h *backlogHook) admit(cl *mqtt.Client, b *backlog) bool {
+	if cl.State.Inflight.Len() >= h.inflightHigh || queued(cl) >= h.high {
+		return false
+	}
+	if b.admitted.Add(1) > int64(h.high) {
+		b.admitted.Add(-1)
+		return false
+	}
+	return true
+}
+
+// settled counts a message of cl's out: written or dropped.
+func (b *backlog) settled() {
+	for {
+		n := b.admitted.Load()
+		if n <= 0 || b.admitted.CompareAndSwap(n, n-1) {
+			return // never below 0: resends were not counted in
 		}
 	}
 }
@@ -204,12 +246,6 @@ func (h *backlogHook) markSlow(cl *mqtt.Client, b *backlog) {
 		"unacknowledged", cl.State.Inflight.Len(), "behind_for", h.wait.String())
 }
 
-// behind reports whether publishers should wait for cl: its queue is three
-// quarters full, or a quarter of its window is unacknowledged.
-func (h *backlogHook) behind(cl *mqtt.Client) bool {
-	return queued(cl) >= h.high || cl.State.Inflight.Len() >= h.inflightHigh
-}
-
 func (h *backlogHook) backlogOf(cl *mqtt.Client) *backlog {
 	if v, ok := h.clients.Load(cl); ok {
 		return v.(*backlog)
@@ -222,6 +258,18 @@ func (h *backlogHook) backlogOf(cl *mqtt.Client) *backlog {
 // cl's reader after each acknowledgement: each lets one waiting publisher
 // go on.
 func (h *backlogHook) OnPacketSent(cl *mqtt.Client, _ packets.Packet, _ []byte) { h.token(cl) }
+
+// OnPacketEncode runs as mochi is about to write a packet to cl, out of
+// its queue: a QoS 1 or 2 message counted in by OnQosPublish is counted
+// out, whether it is then written or not (too large for cl, say).
+func (h *backlogHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Publish && pk.FixedHeader.Qos > 0 {
+		if v, ok := h.clients.Load(cl); ok {
+			v.(*backlog).settled()
+		}
+	}
+	return pk
+}
 
 func (h *backlogHook) OnQosComplete(cl *mqtt.Client, _ packets.Packet) { h.token(cl) }
 
@@ -238,6 +286,9 @@ func (h *backlogHook) token(cl *mqtt.Client) {
 
 // OnPublishDropped counts a message mochi dropped for cl.
 func (h *backlogHook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
+	if pk.FixedHeader.Qos > 0 {
+		h.backlogOf(cl).settled()
+	}
 	h.dropped.WithLabelValues(string(rune('0' + min(pk.FixedHeader.Qos, 2)))).Inc()
 	n := h.count(cl)
 	h.log.Warn("subscriber-dropped", "mqtt subscriber's queue is full: message dropped", "client_id", cl.ID,

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -289,4 +291,73 @@ func TestOnePublisherIsHeldBackForOneWaitOnly(t *testing.T) {
 		t.Errorf("slow subscribers: %+v", slow)
 	}
 	t.Logf("300 messages in %v", took.Round(time.Millisecond))
+}
+
+// stallAfterGate holds the first publishers of messages for one client
+// just after the backlog hook let them through and before mochi queues
+// their messages, until open is closed: as a GC's stack scan, preempting
+// thousands of goroutines wherever they are, holds them.
+type stallAfterGate struct {
+	mqtt.HookBase
+	clientID string
+	open     chan struct{}
+	held     atomic.Int64
+}
+
+func (*stallAfterGate) ID() string           { return "test-stall-after-gate" }
+func (*stallAfterGate) Provides(b byte) bool { return b == mqtt.OnQosPublish }
+func (w *stallAfterGate) OnQosPublish(cl *mqtt.Client, _ packets.Packet, _ int64, _ int) {
+	if cl.ID == w.clientID {
+		w.held.Add(1)
+		<-w.open
+	}
+}
+
+// Publishers let through towards a subscriber's queue are counted until
+// their messages are written, not only once they are in the queue: when
+// hundreds of them are held up between the check and the queue, they do
+// not all find it short of the mark and overflow it together.
+func TestPublishersHeldAfterTheGateDoNotOverflowTheQueue(t *testing.T) {
+	s := openBacklog(t, func(c *conf.MQTT) { c.SlowSubscriberWait = 20 * time.Second })
+	stall := &stallAfterGate{clientID: "dashboard", open: make(chan struct{})}
+	if err := s.mochi.AddHook(stall, nil); err != nil { // after the backlog hook
+		t.Fatal(err)
+	}
+	sub := subscribeRaw(t, s, "dashboard", "vigil/#")
+	go sub.read()
+
+	const publishers = 200 // the queue holds 64; publishers wait from 48
+	clients := make([]*paho.Client, publishers)
+	for i := range clients {
+		c, _, code := connectAs(t, s, fmt.Sprintf("pub-%d", i), "")
+		if code != 0 {
+			t.Fatalf("publisher %d refused: %#x", i, code)
+		}
+		clients[i] = c
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := c.Publish(ctx, &paho.Publish{Topic: "vigil/home/dev1/telemetry", QoS: 1, Payload: make([]byte, 64)}); err != nil {
+				t.Errorf("publish: %v", err)
+			}
+		}()
+	}
+	// Every publisher is either held after the gate or waiting at it.
+	testkit.WaitFor(t, 20*time.Second, "every publisher to reach the gate", func() bool {
+		return stall.held.Load()+int64(testutil.ToFloat64(s.backlog.waits)) >= publishers
+	})
+	close(stall.open)
+	wg.Wait()
+	testkit.WaitFor(t, 20*time.Second, "every message at the subscriber", func() bool { return sub.received.Load() >= publishers })
+	if d := testutil.ToFloat64(s.backlog.dropped.WithLabelValues("1")); d != 0 {
+		t.Errorf("%v of %d messages dropped (%d publishers were let through at once)", d, publishers, stall.held.Load())
+	}
+	if n := sub.received.Load(); n != publishers {
+		t.Errorf("the subscriber received %d of %d", n, publishers)
+	}
 }

@@ -534,7 +534,7 @@ func New() *Config {
 			AnonymousSubscribe: []string{"vigil/#", "sensors/#", "$SYS/#", "vigil-audit/#", "vigil-watch/#"},
 			WSOrigins:          []string{},
 			MaxPacketSize:      1 << 20,
-			MaxQueuedMessages:  2048,
+			MaxQueuedMessages:  512,
 			SlowSubscriberWait: time.Second,
 			WriteTimeout:       10 * time.Second,
 			ClientIDGrace:      24 * time.Hour,
