@@ -232,6 +232,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	r.BrokerCPUPct = 100 * (cpu1 - cpu0) / t1.Sub(t0).Seconds()
 	r.BrokerRSSMB, _ = peakRSSMB(t.pid())
 	r.Runtime = mem1
+	if r.SubLost > 0 || mem1 != nil && mem1.SubscriberDropped > 0 {
+		showLog(o.Progress, filepath.Join(dir, "vigil.log"), "level=WARN", 8)
+	}
 	if r.Connected > 0 {
 		r.KBPerDevice = r.BrokerRSSMB * 1024 / float64(r.Connected)
 	}
@@ -254,6 +257,24 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	return r, nil
+}
+
+// showLog copies the first n lines of a log that mention what to w: why a
+// run lost messages, say.
+func showLog(w io.Writer, path, what string, n int) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	for line := range strings.Lines(string(b)) {
+		if n == 0 {
+			return
+		}
+		if strings.Contains(line, what) {
+			fmt.Fprintf(w, "  log: %s", line)
+			n--
+		}
+	}
 }
 
 // benchFleet is the benchmarks' fleet: temperature sensors on one broker,
