@@ -37,8 +37,11 @@ Starts the target broker on a free loopback port (Vigil as a child
 --devices simulated devices at 1,000 per second, waits until all are
 connected, then measures a steady phase of --duration: the publish rate the broker
 sustains, the publish (PUBACK) latency, the broker's CPU and peak memory
-and, for Vigil, the readings stored in SQLite (every acknowledged reading
-must be stored) and the latency from a device's timestamp to its storage.
+(also per reading and per device) and, for Vigil, the readings stored in
+SQLite (every acknowledged reading must be stored), the latency from a
+device's timestamp to its storage, and where its memory goes (Go heap,
+stacks). --profile DIR (created if missing) saves CPU profiles of the
+steady phase and Vigil's heap profile.
 --subscriber also delivers every reading to one subscriber and measures
 delivery latency and loss there.
 
@@ -70,6 +73,7 @@ ratio. Runs are bounded: connecting may take at most 2 minutes plus the ramp,
 draining at most a minute.`,
 	examples: `  vigil bench --devices 10000 --period 1s --duration 60s
   vigil bench --target both --devices 10000 --period 1s --duration 60s --json
+  vigil bench --target both --devices 5000 --subscriber --duration 30s --profile profiles
   vigil bench --target mosquitto --devices 1000 --qos 0
   vigil bench --target agent --streams 1,4,8,16,32 --duration 10s
   vigil bench --target pull --streams 1,4,8,16,32 --duration 20s
