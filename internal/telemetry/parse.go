@@ -1,7 +1,6 @@
 package telemetry
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -115,12 +114,10 @@ func (p *Parser) parseReading(payload []byte, topicType, device, site, clientID 
 		return Event{}, reject(ReasonMalformed, "payload is not UTF-8")
 	}
 	var w wire
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	if err := dec.Decode(&w); err != nil {
+	// Unmarshal, not a Decoder: it refuses anything after the object as
+	// well, without a reader and a buffer for every reading.
+	if err := json.Unmarshal(payload, &w); err != nil {
 		return Event{}, reject(ReasonMalformed, "payload is not a JSON object: %v", err)
-	}
-	if dec.More() {
-		return Event{}, reject(ReasonMalformed, "trailing data after the JSON object")
 	}
 
 	if legacy {

@@ -205,3 +205,17 @@ func TestVigilsOwnTopicLevelsAreNoDevicesOrSites(t *testing.T) {
 		t.Error(`sensor_id "mode" was accepted`)
 	}
 }
+
+// BenchmarkParseReading parses what a simulated device publishes on its
+// telemetry topic, as the broker's ingest hook does for every reading.
+func BenchmarkParseReading(b *testing.B) {
+	p := &Parser{MaxPayload: 8192, LegacySite: "lab", LegacyTZ: time.UTC}
+	payload := []byte(`{"sensor_id":"c2bcd8bad7e4","type":"temperature","timestamp":"2026-12-05T11:11:02.695Z","value":21.37,"units":"C","seq":4711}`)
+	now := time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := p.Parse("vigil/bench/c2bcd8bad7e4/telemetry", payload, "c2bcd8bad7e4", now); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
