@@ -154,11 +154,13 @@ func queued(cl *mqtt.Client) int {
 // wait: they are sent on cl's own goroutine, which is also the one that
 // reads its acknowledgements.
 func (h *backlogHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, resends int) {
-	if pk.FixedHeader.Type != packets.Publish || resends > 0 {
-		return // a resend is already counted, or is written at once
+	if pk.FixedHeader.Type != packets.Publish || resends > 0 || cl.Closed() {
+		return // a resend is already counted, or is written at once; a
+		// client gone (a session kept) queues nothing until it is back, as
+		// another *mqtt.Client
 	}
 	b := h.backlogOf(cl)
-	if h.wait <= 0 || pk.FixedHeader.Retain || pk.Origin == mqtt.InlineClientId || cl.Closed() {
+	if h.wait <= 0 || pk.FixedHeader.Retain || pk.Origin == mqtt.InlineClientId {
 		b.admitted.Add(1) // queued without waiting
 		return
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/vigilhq/vigil/internal/conf"
@@ -111,6 +112,24 @@ func TestQueuedMessagesAreDeliveredInOrderWhenASessionResumes(t *testing.T) {
 		t.Fatal("the session was not present")
 	}
 	checkInOrder(t, waitReceived(ss, 200), 200)
+}
+
+// Messages queued for a session whose client is away leave nothing of
+// the back-pressure's in memory for it: the client that comes back is
+// another, and gets every message.
+func TestAnOfflineSessionsQueueLeavesNoBacklogBehind(t *testing.T) {
+	s := openPersistent(t, t.TempDir())
+	addr := s.Addr(TCP).String()
+	goOffline(t, addr, "away", "q/#")
+	publishNumbered(t, addr, "q/x", 50)
+	s.backlog.clients.Range(func(k, _ any) bool {
+		if cl := k.(*mqtt.Client); cl.Closed() {
+			t.Errorf("the back-pressure keeps state for %q, which has gone", cl.ID)
+		}
+		return true
+	})
+	ss, _ := resume(t, addr, "away", false)
+	checkInOrder(t, waitReceived(ss, 50), 50)
 }
 
 func TestQueuedMessagesSurviveARestartInOrder(t *testing.T) {
