@@ -26,8 +26,9 @@ import (
 // that keeps up on average still overflows either when a burst arrives, or
 // when it or its writer goroutine is starved of CPU by thousands of
 // publishers. So before a QoS 1 or 2 message is queued for a subscriber
-// whose queue is three quarters full, or whose unacknowledged messages are
-// three quarters of the limit, the publisher waits (on its own goroutine:
+// whose queue is three quarters full (counting the messages let through
+// and not yet queued: see backlog.admitted), or a quarter of whose window
+// is unacknowledged, the publisher waits (on its own goroutine:
 // back-pressure, as the telemetry pipeline does) until both are below it
 // again, publishers going on one for each message the subscriber drains.
 // Once publishers have been held back for one subscriber for
