@@ -223,12 +223,15 @@ func (s *Store) Apply(ctx context.Context, events []telemetry.Event) error {
 		}
 	}
 
-	var qs []string
-	for _, n := range s.db.d.statementSizes() {
-		qs = append(qs, upsertDevicesSQL(n), insertReadingsSQL(n))
-	}
-	if err := s.db.prepare(ctx, qs...); err != nil {
-		return fmt.Errorf("prepare: %w", err)
+	if !s.applyPrepared {
+		var qs []string
+		for _, n := range s.db.d.statementSizes() {
+			qs = append(qs, upsertDevicesSQL(n), insertReadingsSQL(n))
+		}
+		if err := s.db.prepare(ctx, qs...); err != nil {
+			return fmt.Errorf("prepare: %w", err)
+		}
+		s.applyPrepared = true
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {

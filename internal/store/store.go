@@ -44,6 +44,8 @@ type Store struct {
 	// stopRefresh ends the goroutine that reads the plans again (shared).
 	stopRefresh context.CancelFunc
 	refreshing  sync.WaitGroup
+	// applyPrepared: Apply's statements are prepared (under devs.mu).
+	applyPrepared bool
 }
 
 // sharedRefresh is Store.shared on PostgreSQL.
