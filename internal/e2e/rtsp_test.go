@@ -236,9 +236,7 @@ func TestAnRTSPCameraThatMisbehaves(t *testing.T) {
 	must(t, err)
 	t.Cleanup(srv.Close)
 	ta := startApp(t, rtspConfig(t, srv.URL(), 6, 1))
-	testkit.WaitFor(t, 30*time.Second, "the ring", func() bool { return ringOn(t, ta) != "" })
-	time.Sleep(2 * time.Second)
-	ta.detect(t, "home", "porch-ir")
+	detectAfterPreRoll(t, ta, 2*time.Second)
 	testkit.WaitFor(t, 20*time.Second, "the recording", func() bool {
 		cs := ta.clips(t, "home")
 		return len(cs) == 1 && cs[0].State == coord.ClipRecording
@@ -304,9 +302,7 @@ func TestAnRTSPCamerasPasswordStaysSecret(t *testing.T) {
 	must(t, err)
 	t.Cleanup(func() { s.Close() })
 
-	testkit.WaitFor(t, 30*time.Second, "the ring", func() bool { return ringOn(t, ta) != "" })
-	time.Sleep(1500 * time.Millisecond)
-	ta.detect(t, "home", "porch-ir")
+	detectAfterPreRoll(t, ta, 1500*time.Millisecond)
 	clip := waitClip(t, ta, 40*time.Second)
 	if clip.State != coord.ClipReady || clip.Codec != "h264" {
 		t.Fatalf("clip %+v", clip)
@@ -363,9 +359,7 @@ func TestAnRTSPCameraWithAudio(t *testing.T) {
 	}
 	cam := testpeer.StartRTSPCameraWithAudio(t, file, "h264")
 	ta := startApp(t, rtspConfig(t, cam.URL, 4, 1))
-	testkit.WaitFor(t, 30*time.Second, "the ring", func() bool { return ringOn(t, ta) != "" })
-	time.Sleep(2500 * time.Millisecond)
-	ta.detect(t, "home", "porch-ir")
+	detectAfterPreRoll(t, ta, 2500*time.Millisecond)
 	clip := waitClip(t, ta, 40*time.Second)
 	if clip.State != coord.ClipReady || clip.Codec != "h264" {
 		t.Fatalf("clip %+v", clip)
@@ -411,4 +405,13 @@ func TestAnRTSPCameraWithAudio(t *testing.T) {
 		t.Errorf("%d audio frames", len(got))
 	}
 	t.Logf("clip: %q, %d audio frames, all the camera's", lines, len(got))
+}
+
+// detectAfterPreRoll waits until the camera has a ring, lets it fill for
+// fill, then has the porch sensor see someone.
+func detectAfterPreRoll(t *testing.T, ta *testApp, fill time.Duration) {
+	t.Helper()
+	testkit.WaitFor(t, 30*time.Second, "the ring", func() bool { return ringOn(t, ta) != "" })
+	time.Sleep(fill)
+	ta.detect(t, "home", "porch-ir")
 }

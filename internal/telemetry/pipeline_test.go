@@ -40,6 +40,23 @@ func newPipeline(t *testing.T, st telemetry.Store, queue int) (*telemetry.Pipeli
 	return p, reg
 }
 
+// newWaitedPipeline starts a pipeline on st whose batches are written only
+// when full or when a publisher waits for one (no flush interval), and
+// closes it at the end of the test.
+func newWaitedPipeline(t *testing.T, st telemetry.Store, queue, batch int) *telemetry.Pipeline {
+	t.Helper()
+	p, err := telemetry.New(telemetry.Config{
+		Parser:    telemetry.Parser{MaxPayload: 1024, LegacySite: "default", LegacyTZ: time.UTC},
+		QueueSize: queue, BatchSize: batch, FlushInterval: time.Hour, Retention: time.Hour, LogInterval: time.Minute,
+	}, st, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Start()
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
 func openStore(t *testing.T) *store.Store {
 	t.Helper()
 	s, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "vigil.db"))
@@ -198,15 +215,7 @@ func (c *countingStore) Apply(ctx context.Context, evs []telemetry.Event) error 
 func TestIngestReturnsOnceTheReadingIsStored(t *testing.T) {
 	st := openStore(t)
 	cs := &countingStore{Store: st}
-	p, err := telemetry.New(telemetry.Config{
-		Parser:    telemetry.Parser{MaxPayload: 1024, LegacySite: "default", LegacyTZ: time.UTC},
-		QueueSize: 1000, BatchSize: 500, FlushInterval: time.Hour, Retention: time.Hour, LogInterval: time.Minute,
-	}, cs, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Start()
-	defer p.Close()
+	p := newWaitedPipeline(t, cs, 1000, 500)
 	ctx := context.Background()
 	// One publisher alone: stored at once, not after the flush interval.
 	if err := p.Ingest(ctx, "vigil/s/lone/telemetry", []byte(`{"value":1}`), "c", true); err != nil {
@@ -402,15 +411,7 @@ func (s *timedStore) Apply(ctx context.Context, evs []telemetry.Event) error {
 func TestTricklingPublishersShareSpacedCommits(t *testing.T) {
 	st := openStore(t)
 	ts := &timedStore{Store: st}
-	p, err := telemetry.New(telemetry.Config{
-		Parser:    telemetry.Parser{MaxPayload: 1024, LegacySite: "default", LegacyTZ: time.UTC},
-		QueueSize: 5000, BatchSize: 5000, FlushInterval: time.Hour, Retention: time.Hour, LogInterval: time.Minute,
-	}, ts, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Start()
-	defer p.Close()
+	p := newWaitedPipeline(t, ts, 5000, 5000)
 	ctx := context.Background()
 	const n = 2000
 	var wg sync.WaitGroup
