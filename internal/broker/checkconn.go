@@ -51,12 +51,11 @@ type checkedConn struct {
 	err                 error
 
 	// Writes (see coalesceWindow).
-	wmu          sync.Mutex
-	lastWrite    time.Time   // to the network
-	held         []byte      // written by mochi, not yet to the network
-	flushAt      *time.Timer // writes held, when due
-	flushPending bool
-	werr         error // writing failed: the connection is closed
+	wmu       sync.Mutex
+	lastWrite time.Time   // to the network
+	held      []byte      // written by mochi, not yet to the network: a flush is due
+	flushAt   *time.Timer // writes held, when due
+	werr      error       // writing failed: the connection is closed
 }
 
 // checkBufSize is the first size of a connection's buffer; it grows to
@@ -93,13 +92,14 @@ func (c *checkedConn) Write(p []byte) (int, error) {
 		c.lastWrite = now
 		return c.write(p)
 	}
-	c.held = append(c.held, p...)
-	if c.flushAt == nil {
-		c.flushAt = time.AfterFunc(c.lastWrite.Add(coalesceWindow).Sub(now), c.flushHeld)
-	} else if !c.flushPending {
-		c.flushAt.Reset(c.lastWrite.Add(coalesceWindow).Sub(now))
+	if len(c.held) == 0 { // the first held: its flush is due a window after the last write
+		if due := c.lastWrite.Add(coalesceWindow).Sub(now); c.flushAt == nil {
+			c.flushAt = time.AfterFunc(due, c.flushHeld)
+		} else {
+			c.flushAt.Reset(due)
+		}
 	}
-	c.flushPending = true
+	c.held = append(c.held, p...)
 	return len(p), nil
 }
 
@@ -107,7 +107,6 @@ func (c *checkedConn) Write(p []byte) (int, error) {
 func (c *checkedConn) flushHeld() {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.flushPending = false
 	c.flushLocked()
 }
 
