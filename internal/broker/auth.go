@@ -403,6 +403,9 @@ func (h *authHook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 // OnACLCheck applies the user's ACL (anonymous clients: mqtt.anonymous_*);
 // Vigil's internal client may use every topic.
 func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	if !write {
+		topic = unshared(topic)
+	}
 	// mochi only checks where '#' stands; a filter such as "a/x+/b" or
 	// "a/x#", which MQTT forbids, is refused here (SUBACK "not
 	// authorised"), whoever asks.
@@ -425,6 +428,23 @@ func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		h.log.Debug("acl denied", "username", u.Name, "client_id", cl.ID, "topic", topic, "publish", write)
 	}
 	return allowed
+}
+
+// unshared returns the filter of a shared subscription
+// ("$share/<group>/<filter>", MQTT 5 section 4.8.2), which is what it
+// receives, for the ACL to judge as Mosquitto's does; other filters as they
+// are. A "$share/..." with no group or no filter stays as it is, and no ACL
+// pattern with a wildcard first matches it (section 4.7.2).
+func unshared(filter string) string {
+	rest, ok := strings.CutPrefix(filter, "$share/")
+	if !ok {
+		return filter
+	}
+	group, f, ok := strings.Cut(rest, "/")
+	if !ok || group == "" || f == "" {
+		return filter
+	}
+	return f
 }
 
 func (h *authHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {

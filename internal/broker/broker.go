@@ -116,6 +116,12 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 	// than mqtt.slow_subscriber_wait, see backlogHook) loses messages, as
 	// with Mosquitto's max_queued_messages.
 	caps.MaximumClientWritesPending = int32(cfg.MQTT.MaxQueuedMessages)
+	// mochi copies a PUBLISH's properties (its user properties, content
+	// type...) into the PUBACK or PUBREC that answers it. MQTT 5 section
+	// 3.4.2.2 gives an acknowledgement only a reason string and user
+	// properties of its own; clients that check (Eclipse Paho's test
+	// client) drop the connection.
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	maxInflight := cmp.Or(cfg.MaxInflight, MaxInflight)
 	caps.MaximumInflight = uint16(maxInflight)
 	sa := &selfAudit{}

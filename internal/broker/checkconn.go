@@ -42,6 +42,7 @@ type checkedConn struct {
 	max          int                            // mqtt.max_packet_size: larger packets are mochi's to refuse
 	onPanic      func(t byte, v any, at string) // told of each packet refused
 	version      byte                           // the protocol version, from the CONNECT
+	oddKeepAlive bool                           // the CONNECT's keep-alive is an odd number of seconds (see SetDeadline)
 	writeTimeout time.Duration                  // 0: none
 	onStall      func()                         // told when a write timed out
 
@@ -167,7 +168,18 @@ func (c *checkedConn) write(p []byte) (int, error) {
 // SetDeadline sets the read deadline only: mochi sets both from the
 // client's keep-alive whenever a packet arrives, which would stretch a
 // write that is stuck because the client does not read.
-func (c *checkedConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
+//
+// A client may be silent for one and a half times its keep-alive (MQTT
+// 3.1.1 section 3.1.2.10, MQTT 5 section 3.1.2.10): mochi counts that in
+// whole seconds and loses the half second of an odd keep-alive, so a
+// client with a keep-alive of 1 s that pings each second was cut off at
+// the instant it pinged. The half second is given back here.
+func (c *checkedConn) SetDeadline(t time.Time) error {
+	if c.oddKeepAlive && !t.IsZero() {
+		t = t.Add(time.Second / 2)
+	}
+	return c.Conn.SetReadDeadline(t)
+}
 
 func (c *checkedConn) Read(p []byte) (int, error) {
 	for c.start == c.checked {
@@ -262,6 +274,7 @@ func (c *checkedConn) decode(fh packets.FixedHeader, body []byte) (v any, at str
 	case packets.Connect:
 		if err = pk.ConnectDecode(body); err == nil {
 			c.version = pk.ProtocolVersion
+			c.oddKeepAlive = pk.Connect.Keepalive%2 == 1
 		}
 	case packets.Disconnect:
 		err = pk.DisconnectDecode(body)
