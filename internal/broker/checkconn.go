@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -55,6 +56,7 @@ type checkedConn struct {
 	wmu       sync.Mutex
 	lastWrite time.Time   // to the network
 	held      []byte      // written by mochi, not yet to the network: a flush is due
+	untilRead atomic.Bool // held from a CONNACK on, until mochi reads the next packet
 	flushAt   *time.Timer // writes held, when due
 	werr      error       // writing failed: the connection is closed
 }
@@ -87,6 +89,11 @@ func (c *checkedConn) Write(p []byte) (int, error) {
 	defer c.wmu.Unlock()
 	if c.werr != nil {
 		return 0, c.werr
+	}
+	if c.untilRead.Load() || c.lastWrite.IsZero() && len(p) > 0 && p[0]>>4 == packets.Connack {
+		c.untilRead.Store(true)
+		c.held = append(c.held, p...)
+		return len(p), nil
 	}
 	now := time.Now()
 	if len(c.held) == 0 && now.Sub(c.lastWrite) >= coalesceWindow {
@@ -181,7 +188,21 @@ func (c *checkedConn) SetDeadline(t time.Time) error {
 	return c.Conn.SetReadDeadline(t)
 }
 
+// Read gives mochi the next checked bytes. The first Read after a CONNACK
+// sends it, with what followed it: mochi writes the CONNACK before its
+// hooks have set the session up (the persistence hook writes it to disk),
+// and a client that subscribed as soon as it read the CONNACK waited
+// unread meanwhile, while messages published on other connections went
+// past its subscription (the Paho interoperability suite's
+// test_request_response, one run in two). Now the client learns it is
+// connected when its next packet will be read at once.
 func (c *checkedConn) Read(p []byte) (int, error) {
+	if c.untilRead.Load() {
+		c.wmu.Lock()
+		c.untilRead.Store(false)
+		c.flushLocked()
+		c.wmu.Unlock()
+	}
 	for c.start == c.checked {
 		if c.err != nil {
 			return 0, c.err

@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
 	"github.com/vigilhq/vigil/internal/conf"
 	"github.com/vigilhq/vigil/internal/testpeer"
 	"github.com/vigilhq/vigil/internal/users"
@@ -529,5 +532,54 @@ func TestAnOddKeepAliveKeepsItsHalfSecond(t *testing.T) {
 		} else if d := time.Since(start); d < 1400*time.Millisecond || d > 4*time.Second {
 			t.Errorf("MQTT level %d: closed after %v of silence, want about 1.5 s", v, d)
 		}
+	}
+}
+
+// slowSetup stands for a session set-up that takes time after mochi wrote
+// the CONNACK (the persistence hook's write to disk).
+type slowSetup struct {
+	mqtt.HookBase
+	d time.Duration
+}
+
+func (*slowSetup) ID() string                                          { return "test-slow-setup" }
+func (*slowSetup) Provides(b byte) bool                                { return b == mqtt.OnSessionEstablished }
+func (h *slowSetup) OnSessionEstablished(*mqtt.Client, packets.Packet) { time.Sleep(h.d) }
+
+// A client that has its CONNACK is read at once: one that subscribes
+// as soon as it is connected gets what is published 50 ms after its
+// SUBSCRIBE left, however long the session's set-up took after mochi
+// wrote the CONNACK (before, the SUBSCRIBE waited unread for it, and
+// Paho's test_request_response lost its message one run in two).
+func TestAConnectedClientsFirstPacketIsReadAtOnce(t *testing.T) {
+	s := open(t, nil)
+	pub := dialWire(t, s, 5)
+	pub.connect("first-pub", "", "")
+	if err := s.mochi.AddHook(&slowSetup{d: 300 * time.Millisecond}, nil); err != nil { // for the subscriber only
+		t.Fatal(err)
+	}
+
+	sub := dialWire(t, s, 5)
+	var b bytes.Buffer
+	mqttString(&b, "MQTT")
+	b.Write([]byte{5, 0x02, 0, 30, 0})
+	mqttString(&b, "first-sub")
+	sub.send(0x10, b.Bytes())
+	sub.expect(typConnack, "CONNACK")
+	sent := time.Now()
+	var sb bytes.Buffer
+	sb.Write([]byte{0, 1, 0})
+	mqttString(&sb, "first/t")
+	sb.WriteByte(0)
+	sub.send(0x82, sb.Bytes())
+	time.Sleep(50 * time.Millisecond)
+	pub.publish("first/t", "hello", 0, false, nil)
+
+	sub.expect(typSuback, "SUBACK")
+	sub.conn.SetReadDeadline(time.Now().Add(time.Second))
+	first, body, err := readFrame(sub.conn)
+	if err != nil || first>>4 != typPublish || !bytes.HasSuffix(body, []byte("hello")) {
+		t.Fatalf("the message published 50 ms after the SUBSCRIBE left: %#x % x %v; the SUBSCRIBE was answered %v after it left",
+			first, body, err, time.Since(sent))
 	}
 }
