@@ -69,9 +69,10 @@ func newCheckedConn(c net.Conn, maxPacket int, onPanic func(t byte, v any, at st
 	return &checkedConn{Conn: c, max: maxPacket, onPanic: onPanic}
 }
 
-// coalesceWindow gathers writes to a busy connection: what is written
-// within this of the connection's last write to the network is held and
-// written with whatever follows it in that time, in one system call. A
+// coalesceWindow gathers the messages written to a busy connection: a
+// PUBLISH written within this of the connection's last write to the
+// network is held and written with whatever follows it in that time, in
+// one system call (an acknowledgement is not held, see Write). A
 // subscriber to a whole fleet gets thousands of messages a second, each
 // a write of its own (mochi writes a packet at once unless more wait in
 // its queue): at 5,000 a second the writes cost more CPU than anything
@@ -96,6 +97,22 @@ func (c *checkedConn) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	now := time.Now()
+	if len(p) > 0 && p[0]>>4 != packets.Publish {
+		// An answer (PUBACK, SUBACK, PINGRESP...), which its client may be
+		// waiting for before it sends more: written at once, after what is
+		// held. Held, a client that waits for each PUBACK got one a
+		// millisecond at most.
+		c.lastWrite = now
+		if len(c.held) == 0 {
+			return c.write(p)
+		}
+		c.held = append(c.held, p...)
+		c.flushLocked()
+		if c.werr != nil {
+			return 0, c.werr
+		}
+		return len(p), nil
+	}
 	if len(c.held) == 0 && now.Sub(c.lastWrite) >= coalesceWindow {
 		c.lastWrite = now
 		return c.write(p)

@@ -62,7 +62,7 @@ func TestBusyConnectionsWritesAreGathered(t *testing.T) {
 	want.WriteString("first")
 	start := time.Now()
 	for i := range 500 {
-		p := []byte{byte(i), byte(i >> 8), 0xAA}
+		p := []byte{0x30, 2, byte(i), byte(i >> 8)} // a QoS 0 PUBLISH's bytes
 		want.Write(p)
 		if _, err := c.Write(p); err != nil {
 			t.Fatal(err)
@@ -89,10 +89,10 @@ func TestBusyConnectionsWritesAreGathered(t *testing.T) {
 	t.Logf("500 packets in %v: %d writes", burst, n)
 
 	// Held bytes are written before the connection closes.
-	c.Write([]byte("x"))
-	c.Write([]byte("bye"))
+	c.Write([]byte("0x"))
+	c.Write([]byte("0bye"))
 	c.Close()
-	if _, out := under.state(); !bytes.HasSuffix(out, []byte("xbye")) {
+	if _, out := under.state(); !bytes.HasSuffix(out, []byte("0x0bye")) {
 		t.Errorf("closing lost what was held: output ends %q", out[max(0, len(out)-8):])
 	}
 	if _, err := c.Write([]byte("late")); err == nil {
@@ -118,5 +118,26 @@ func TestAFailedHeldWriteClosesTheConnection(t *testing.T) {
 			t.Fatal("writes still succeed 5 s after the connection broke")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// An acknowledgement is written at once, with the messages held before it
+// and in their order: a client that waits for each PUBACK before it
+// publishes again got one a millisecond at most when they were held.
+func TestAnAcknowledgementIsNotHeld(t *testing.T) {
+	under := &countingConn{}
+	c := newCheckedConn(under, 1<<20, nil)
+	publish := []byte{0x30, 3, 0, 1, 'm'}
+	c.Write(publish) // at once: nothing was written in the last millisecond
+	c.Write(publish) // held: right after the last
+	for i := range 3 {
+		puback := []byte{0x40, 2, 0, byte(i + 1)}
+		if _, err := c.Write(puback); err != nil {
+			t.Fatal(err)
+		}
+		want := append(bytes.Repeat(publish, 2), []byte{0x40, 2, 0, 1, 0x40, 2, 0, 2, 0x40, 2, 0, 3}[:4*(i+1)]...)
+		if n, out := under.state(); !bytes.Equal(out, want) || n != 2+i {
+			t.Fatalf("PUBACK %d: %d writes, % x written; want % x in %d writes, at once", i+1, n, out, want, 2+i)
+		}
 	}
 }
