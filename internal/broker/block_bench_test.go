@@ -131,3 +131,29 @@ func BenchmarkFloodAccounting(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkSequentialPublish is a client that waits for each PUBACK before
+// it publishes again (as Python paho-mqtt's wait_for_publish does): one
+// op is a QoS 1 PUBLISH and its PUBACK. With acknowledgements held with a
+// busy connection's messages it took 1.15 ms; written at once, about 11 µs.
+func BenchmarkSequentialPublish(b *testing.B) {
+	c := conf.New().MQTT
+	c.Listen, c.WSListen, c.Persistence = "127.0.0.1:0", "", false
+	s, err := Open(Config{MQTT: c, DataDir: b.TempDir()}, noUsers{}, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	conn := rawConnect(b, s.Addr(TCP).String(), "bench-sequential")
+	defer conn.Close()
+	for i := 0; b.Loop(); i++ {
+		id := uint16(i%65535 + 1)
+		pk := []byte{0x32, 18, 0, 7, 's', 'e', 'n', 's', 'o', 'r', 's', byte(id >> 8), byte(id), 'p', 'a', 'y', 'l', 'o', 'a', 'd'}
+		if _, err := conn.Write(pk); err != nil {
+			b.Fatal(err)
+		}
+		if first, _, err := readFrame(conn); err != nil || first>>4 != typPuback {
+			b.Fatalf("PUBACK: %#x %v", first, err)
+		}
+	}
+}
