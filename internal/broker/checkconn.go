@@ -81,10 +81,12 @@ func newCheckedConn(c net.Conn, maxPacket int, onPanic func(t byte, v any, at st
 // at once, as before.
 const coalesceWindow = time.Millisecond
 
-// Write writes p within the write timeout, or closes the connection;
-// on a busy connection it may hold p for up to coalesceWindow (see
-// there). An error writing what was held closes the connection and is
-// returned by the next Write.
+// Write writes p within the write timeout, or closes the connection. It
+// holds a CONNACK, and what follows it, until mochi reads again (see
+// Read), and on a busy connection a PUBLISH for up to coalesceWindow (see
+// there); anything else goes at once, after what is held. An error
+// writing what was held closes the connection and is returned by the next
+// Write.
 func (c *checkedConn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
