@@ -74,6 +74,7 @@ type Server struct {
 	selfAudit    *selfAudit
 	backlog      *backlogHook
 	ingestHook   *ingestHook
+	order        *orderHook
 	cancelIngest context.CancelFunc
 	writeTimeout time.Duration
 	stop         chan struct{}
@@ -172,6 +173,11 @@ func Open(cfg Config, authn Authenticator, log *slog.Logger, reg prometheus.Regi
 		return nil, fmt.Errorf("add %s hook: %w", s.ingestHook.ID(), err)
 	}
 	s.hooks = append(s.hooks, s.ingestHook)
+	// After everything else, just before mochi routes a message.
+	s.order = &orderHook{}
+	if err := m.AddHook(s.order, nil); err != nil {
+		return nil, fmt.Errorf("add order hook: %w", err)
+	}
 
 	var bound []net.Listener
 	fail := func(err error) (*Server, error) {

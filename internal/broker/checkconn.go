@@ -46,6 +46,8 @@ type checkedConn struct {
 	oddKeepAlive bool                           // the CONNECT's keep-alive is an odd number of seconds (see SetDeadline)
 	writeTimeout time.Duration                  // 0: none
 	onStall      func()                         // told when a write timed out
+	order        *orderHook                     // told of each SUBSCRIBE received; nil: none
+	subscribing  atomic.Int64                   // SUBSCRIBEs received, not yet in effect (see orderHook)
 
 	buf                 []byte
 	start, checked, end int  // buf[start:checked] may be read; buf[checked:end] is not yet checked
@@ -296,6 +298,9 @@ func (c *checkedConn) check() bool {
 		}
 		c.checked += total
 		moved = true
+		if fh.Type == packets.Subscribe && c.order != nil {
+			c.order.received(c)
+		}
 	}
 }
 

@@ -71,6 +71,7 @@ func (g *closeGuard) Serve(establish listeners.EstablishFn) {
 			c.SetDeadline(time.Now().Add(g.s.connectTimeout))
 		}
 		cc := g.s.checkConn(c)
+		defer g.s.order.ended(cc) // the SUBSCRIBEs it received and never processed
 		// A panic on this connection's goroutine (in mochi's handling of
 		// its packets, or in a hook) ends this connection, not the process.
 		defer func() {

@@ -42,13 +42,13 @@ func newContainment() containment {
 
 // checkConn wraps a new connection so that a packet that would panic
 // mochi's decoder ends that connection instead (see checkedConn).
-func (s *Server) checkConn(c net.Conn) net.Conn {
+func (s *Server) checkConn(c net.Conn) *checkedConn {
 	cc := newCheckedConn(c, s.maxPacket, func(t byte, v any, at string) {
 		s.contain.panics.WithLabelValues(panicDecode).Inc()
 		s.rlog.Warn(panicDecode, "mqtt client sent a malformed packet that would crash the decoder; connection closed",
 			"remote", c.RemoteAddr().String(), "packet", packetName(t), "panic", fmt.Sprint(v), "at", at)
 	})
-	cc.writeTimeout = s.writeTimeout
+	cc.writeTimeout, cc.order = s.writeTimeout, s.order
 	cc.onStall = func() {
 		s.contain.stalls.Inc()
 		s.rlog.Warn("write-timeout", "mqtt client stopped reading; connection closed (mqtt.write_timeout)",
