@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"strings"
 	"sync/atomic"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
 )
 
 // quietHandler passes on only records at or above min: mochi logs every
@@ -18,6 +20,9 @@ import (
 // Records about vigil up's self-audit probes (its client ids, see
 // selfAudit) are expected, not warnings: they are counted for the
 // self-audit's summary line and logged at debug.
+// minimumKeepAliveWarning is mochi's warning of a short keep-alive.
+var minimumKeepAliveWarning = mqtt.ErrMinimumKeepalive.Error()
+
 type quietHandler struct {
 	slog.Handler
 	min       slog.Level
@@ -55,6 +60,12 @@ func (h quietHandler) Handle(ctx context.Context, r slog.Record) error {
 	if r.Message == "client store quota reached" && h.taps != nil && h.taps.unacked != nil {
 		h.taps.unacked(client)
 		return nil
+	}
+	if r.Message == minimumKeepAliveWarning {
+		// mochi warns of every client whose keep-alive is 5 s or less,
+		// 0 (none) included, at every connection: MQTT allows any
+		// (3.1.2.10), and the operator can do nothing about a device's.
+		r.Level = slog.LevelDebug
 	}
 	if !h.Handler.Enabled(ctx, r.Level) && !probe {
 		return nil
