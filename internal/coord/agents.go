@@ -348,10 +348,13 @@ func (c *Coordinator) scaleDown(now time.Time) {
 	if len(c.queue) > 0 {
 		return
 	}
-	shared := 0
+	shared, local := 0, 0
 	for _, a := range c.agents {
 		if a.pool == "" && (a.status == agentReady || a.status == agentStarting) {
 			shared++
+			if c.local(a) {
+				local++
+			}
 		}
 	}
 	var victim *agentState
@@ -360,6 +363,14 @@ func (c *Coordinator) scaleDown(now time.Time) {
 			continue
 		}
 		if a.pool == "" && shared <= c.cfg.Agents.Min {
+			continue
+		}
+		// The last agent on another node than the coordinator's stays
+		// while agents run on the coordinator's own: new streams go to
+		// it (assign), and the coordinator's death ends none of them. A
+		// new coordinator that adopted busy agents on its own node lost
+		// its only other one here, when it was empty.
+		if a.pool == "" && local > 0 && shared-local == 1 && !c.local(a) {
 			continue
 		}
 		// The coordinator's own node's agents first (assign says why),

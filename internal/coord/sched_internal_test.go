@@ -90,6 +90,13 @@ type memRuntime struct {
 	exits   map[string]func(error)
 	started chan string
 	hang    bool
+	local   map[string]bool // agents on the coordinator's own node, among several (none: one node)
+}
+
+func (r *memRuntime) Local(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.local[id]
 }
 
 func (*memRuntime) Name() string { return "memory" }
@@ -462,6 +469,38 @@ func TestEmptyAgentsScaleDownAfterTheCooldownToTheMinimum(t *testing.T) {
 	r.done("home", "cam2")
 	r.pass(2*time.Minute, 1, 2)
 	r.want("once the queue is empty it goes", r.agents(), []string{"1:ready:0"})
+}
+
+// Among several nodes, the last agent on another node than the
+// coordinator's is not scaled down while agents on the coordinator's own
+// node record: the coordinator's death would end every recording, and
+// the next streams would go to its own node too. The coordinator's own
+// agents go first.
+func TestTheLastAgentOnAnotherNodeStaysWhileTheCoordinatorsOwnRecord(t *testing.T) {
+	r := newRig(t, conf.Agents{Min: 1, Max: 3, Capacity: 1, ScaleDownCooldown: time.Minute})
+	r.rt.mu.Lock()
+	r.rt.local = map[string]bool{r.id(2): true, r.id(3): true}
+	r.rt.mu.Unlock()
+	r.ready(1)
+	for _, c := range cams(3) {
+		r.camera("home", c, 0)
+	}
+	r.detect("home", cams(3)...)
+	r.ready(2)
+	r.ready(3)
+	r.want("three agents, full", r.agents(), []string{"1:ready:1", "2:ready:1", "3:ready:1"})
+	r.want("the first stream on the agent on another node", r.on("home", "cam1"), 1)
+	for _, c := range cams(3) {
+		r.live("home", c)
+	}
+	r.done("home", "cam1")
+	r.pass(2*time.Minute, 1, 2, 3)
+	r.want("the agent on another node, empty, stays", r.agents(), []string{"1:ready:0", "2:ready:1", "3:ready:1"})
+
+	r.done("home", "cam2")
+	r.done("home", "cam3")
+	r.pass(2*time.Minute, 1, 2, 3)
+	r.want("the coordinator's own agents go", r.agents(), []string{"1:ready:0"})
 }
 
 // The streams of an agent that dies move to agents with room, however its
