@@ -425,14 +425,7 @@ func TestAgentsScaleUpForTheQueueUpToTheMaximum(t *testing.T) {
 // tick, never below agents.min, and not while cameras wait.
 func TestEmptyAgentsScaleDownAfterTheCooldownToTheMinimum(t *testing.T) {
 	r := newRig(t, conf.Agents{Min: 1, Max: 3, Capacity: 1, ScaleDownCooldown: time.Minute})
-	r.ready(1)
-	for _, c := range cams(3) {
-		r.camera("home", c, 0)
-	}
-	r.detect("home", cams(3)...)
-	r.ready(2)
-	r.ready(3)
-	r.want("three agents, full", r.agents(), []string{"1:ready:1", "2:ready:1", "3:ready:1"})
+	r.fillThreeAgents()
 	for _, c := range cams(3) {
 		r.done("home", c)
 	}
@@ -481,14 +474,7 @@ func TestTheLastAgentOnAnotherNodeStaysWhileTheCoordinatorsOwnRecord(t *testing.
 	r.rt.mu.Lock()
 	r.rt.local = map[string]bool{r.id(2): true, r.id(3): true}
 	r.rt.mu.Unlock()
-	r.ready(1)
-	for _, c := range cams(3) {
-		r.camera("home", c, 0)
-	}
-	r.detect("home", cams(3)...)
-	r.ready(2)
-	r.ready(3)
-	r.want("three agents, full", r.agents(), []string{"1:ready:1", "2:ready:1", "3:ready:1"})
+	r.fillThreeAgents()
 	r.want("the first stream on the agent on another node", r.on("home", "cam1"), 1)
 	for _, c := range cams(3) {
 		r.live("home", c)
@@ -501,6 +487,21 @@ func TestTheLastAgentOnAnotherNodeStaysWhileTheCoordinatorsOwnRecord(t *testing.
 	r.done("home", "cam3")
 	r.pass(2*time.Minute, 1, 2, 3)
 	r.want("the coordinator's own agents go", r.agents(), []string{"1:ready:0"})
+}
+
+// fillThreeAgents has three cameras of site home see someone at once,
+// with agents of capacity 1: agent 1 takes one, agents 2 and 3 start
+// for the others.
+func (r *rig) fillThreeAgents() {
+	r.t.Helper()
+	r.ready(1)
+	for _, c := range cams(3) {
+		r.camera("home", c, 0)
+	}
+	r.detect("home", cams(3)...)
+	r.ready(2)
+	r.ready(3)
+	r.want("three agents, full", r.agents(), []string{"1:ready:1", "2:ready:1", "3:ready:1"})
 }
 
 // The streams of an agent that dies move to agents with room, however its
