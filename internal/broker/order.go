@@ -36,7 +36,10 @@ import (
 // is not yet in effect, it waits, at most orderWait. The hook is added
 // last, after those that may refuse or store the message, just before
 // mochi routes it. With no SUBSCRIBE under way, this costs two yields:
-// well under a microsecond when nothing else is runnable.
+// under a microsecond when nothing else is runnable, and about 1 % of the
+// broker's CPU at 5,000 devices publishing each second (a profile of
+// `vigil bench --target vigil --devices 5000 --subscriber`: 0.22 s of
+// 23 s in this hook).
 type orderHook struct {
 	mqtt.HookBase
 	// SUBSCRIBE packets received (checkedConn.check) and not yet in
