@@ -20,15 +20,15 @@ import (
 // Records about vigil up's self-audit probes (its client ids, see
 // selfAudit) are expected, not warnings: they are counted for the
 // self-audit's summary line and logged at debug.
-// minimumKeepAliveWarning is mochi's warning of a short keep-alive.
-var minimumKeepAliveWarning = mqtt.ErrMinimumKeepalive.Error()
-
 type quietHandler struct {
 	slog.Handler
 	min       slog.Level
 	selfAudit *selfAudit
 	taps      *logTaps
 }
+
+// minimumKeepAliveWarning is mochi's warning of a short keep-alive.
+var minimumKeepAliveWarning = mqtt.ErrMinimumKeepalive.Error()
 
 // logTaps are events mochi only logs, which the broker needs to know.
 type logTaps struct {
