@@ -11,6 +11,7 @@ import (
 )
 
 func main() {
+	tuneRuntime(os.Args) // vigil up: replaces the process, see upRuntimeSetting
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], stdio{in: os.Stdin, out: os.Stdout, err: os.Stderr}, os.Environ())
 	stop()

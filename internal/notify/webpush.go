@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/SherClockHolmes/webpush-go"
+
 	"github.com/vigilhq/vigil"
 )
 

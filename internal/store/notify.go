@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
 	"github.com/vigilhq/vigil"
 	"github.com/vigilhq/vigil/internal/notify"
 )
