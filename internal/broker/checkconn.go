@@ -177,14 +177,22 @@ func (c *checkedConn) Close() error {
 const closeFlush = time.Second
 
 // write writes p to the network within the write timeout, or closes the
-// connection.
+// connection. Its caller holds wmu. A failed write is the connection's
+// last: every Write after it returns its error (c.werr), so that a stall
+// is counted once, however many writes mochi tries before it ends the
+// client (a WebSocket connection returns the first timeout again for
+// each of them).
 func (c *checkedConn) write(p []byte) (int, error) {
 	if c.writeTimeout > 0 {
 		c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
 	}
 	n, err := c.Conn.Write(p)
+	if err == nil {
+		return n, nil
+	}
+	c.werr = err
 	var ne net.Error
-	if err != nil && (errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()) {
+	if errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
 		if c.onStall != nil {
 			c.onStall()
 		}

@@ -2,7 +2,9 @@ package broker
 
 import (
 	"bytes"
+	"errors"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -139,5 +141,42 @@ func TestAnAcknowledgementIsNotHeld(t *testing.T) {
 		if n, out := under.state(); !bytes.Equal(out, want) || n != 2+i {
 			t.Fatalf("PUBACK %d: %d writes, % x written; want % x in %d writes, at once", i+1, n, out, want, 2+i)
 		}
+	}
+}
+
+// stuckConn is a connection whose every write times out, as a WebSocket
+// connection's do once one has (gorilla/websocket keeps the first write
+// error and returns it for every write after it).
+type stuckConn struct {
+	net.Conn // nil: only the methods below are used
+	writes   int
+}
+
+func (c *stuckConn) Write([]byte) (int, error) {
+	c.writes++
+	return 0, &net.OpError{Op: "write", Net: "tcp", Err: os.ErrDeadlineExceeded}
+}
+func (*stuckConn) SetWriteDeadline(time.Time) error { return nil }
+func (*stuckConn) Close() error                     { return nil }
+
+// A connection that stalled is counted once in
+// vigil_mqtt_write_timeouts_total, however many writes mochi tries on it
+// before it ends the client (it counted 2 once in a CI run, for a
+// WebSocket subscriber that stopped reading); the writes after the first
+// failure return its error without touching the network.
+func TestAStalledConnectionIsCountedOnce(t *testing.T) {
+	under := &stuckConn{}
+	c := newCheckedConn(under, 1<<20, nil)
+	c.writeTimeout = time.Second
+	stalls := 0
+	c.onStall = func() { stalls++ }
+	puback := []byte{0x40, 2, 0, 1}
+	for i := range 3 {
+		if _, err := c.Write(puback); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("write %d: %v, want the timeout", i, err)
+		}
+	}
+	if stalls != 1 || under.writes != 1 {
+		t.Errorf("3 writes to a stalled connection: %d stalls counted, %d writes to the network; want 1 and 1", stalls, under.writes)
 	}
 }
