@@ -144,8 +144,7 @@ func (c *checkedConn) flushLocked() {
 		return
 	}
 	c.lastWrite = time.Now()
-	if _, err := c.write(c.held); err != nil {
-		c.werr = err
+	if _, err := c.write(c.held); err != nil { // c.werr holds it
 		c.Conn.Close() // its reader ends the client as for any broken connection
 	}
 	c.held = c.held[:0]
