@@ -18,7 +18,7 @@ import (
 // runtime.shrinkstack), and the stacks the GC freed were taken by the heap
 // while new ones were allocated, which raised the peak RSS by 14 %
 // (523, 537 and 515 MB against 453, 448 and 469 MB, docs/benchmarks.md).
-// An idle connection keeps the stack it needed to connect.
+// The cost: an idle connection keeps the largest stack it needed.
 //
 // The setting cannot be made from inside a running program, nor by a
 // //go:debug line (the go command knows only compatibility settings), so
