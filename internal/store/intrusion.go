@@ -309,12 +309,23 @@ func (s *Store) DeleteClip(ctx context.Context, id string) error {
 	return err
 }
 
-// AddHistory records a coordinator decision.
+// maxHistory is how many of the coordinator's decisions the agent history
+// keeps: a site whose cameras record all day makes thousands a day, and
+// the agents page shows the newest 200.
+const maxHistory = 10000
+
+// AddHistory records a coordinator decision. The history keeps the newest
+// maxHistory (trimmed every 100 decisions, as the delivery log is).
 func (s *Store) AddHistory(ctx context.Context, h *coord.HistoryEntry) error {
 	err := s.db.QueryRowContext(ctx, `INSERT INTO agent_history (at, action, agent, camera, reason, agents, streams, queued) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
 		ms(h.At), h.Action, h.Agent, h.Camera, h.Reason, h.Agents, h.Streams, h.Queued).Scan(&h.ID)
 	if err != nil {
 		return fmt.Errorf("add history: %w", err)
+	}
+	if h.ID > s.historyKeep && h.ID%100 == 0 {
+		if _, err := s.db.ExecContext(ctx, `DELETE FROM agent_history WHERE id <= ?`, h.ID-s.historyKeep); err != nil {
+			return fmt.Errorf("trim history: %w", err)
+		}
 	}
 	return nil
 }

@@ -46,6 +46,9 @@ type Store struct {
 	refreshing  sync.WaitGroup
 	// applyPrepared: Apply's statements are prepared (under devs.mu).
 	applyPrepared bool
+	// historyKeep is how many of the coordinator's decisions the agent
+	// history keeps (maxHistory; tests set less).
+	historyKeep int64
 }
 
 // sharedRefresh is Store.shared on PostgreSQL.
@@ -64,7 +67,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		}
 		sdb.SetMaxOpenConns(16)
 		sdb.SetConnMaxIdleTime(time.Minute)
-		s = &Store{db: &db{DB: sdb, d: postgres}, shared: sharedRefresh}
+		s = &Store{db: &db{DB: sdb, d: postgres}, shared: sharedRefresh, historyKeep: maxHistory}
 	} else {
 		if err := private(path); err != nil {
 			return nil, fmt.Errorf("open database: %w", err)
@@ -89,7 +92,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		}
 		sdb.SetMaxOpenConns(4)
 		sdb.SetConnMaxIdleTime(time.Minute)
-		s = &Store{db: &db{DB: sdb, d: sqlite}}
+		s = &Store{db: &db{DB: sdb, d: sqlite}, historyKeep: maxHistory}
 	}
 	if err := s.migrate(ctx); err != nil {
 		s.db.Close()
