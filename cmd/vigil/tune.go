@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 )
@@ -27,32 +28,28 @@ import (
 const upRuntimeSetting = "gcshrinkstackoff=1"
 
 // tunedEnv returns env with upRuntimeSetting added to GODEBUG, and whether
-// it added it: not when GODEBUG sets gcshrinkstackoff already.
+// it added it: not when GODEBUG sets gcshrinkstackoff already. Like the
+// runtime, it reads the first GODEBUG of env.
 func tunedEnv(env []string) ([]string, bool) {
 	key, _, _ := strings.Cut(upRuntimeSetting, "=")
-	out := make([]string, 0, len(env)+1)
-	found := false
-	for _, kv := range env {
-		name, val, _ := strings.Cut(kv, "=")
-		if name != "GODEBUG" {
-			out = append(out, kv)
-			continue
-		}
-		for s := range strings.SplitSeq(val, ",") {
-			if k, _, _ := strings.Cut(s, "="); strings.TrimSpace(k) == key {
-				return env, false
-			}
-		}
-		if !found && strings.TrimSpace(val) != "" {
-			out = append(out, "GODEBUG="+val+","+upRuntimeSetting)
-		} else if !found {
-			out = append(out, "GODEBUG="+upRuntimeSetting)
-		}
-		found = true
+	i := slices.IndexFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "GODEBUG=") })
+	godebug := ""
+	if i >= 0 {
+		godebug = strings.TrimPrefix(env[i], "GODEBUG=")
 	}
-	if !found {
-		out = append(out, "GODEBUG="+upRuntimeSetting)
+	for s := range strings.SplitSeq(godebug, ",") {
+		if k, _, _ := strings.Cut(s, "="); strings.TrimSpace(k) == key {
+			return env, false
+		}
 	}
+	if strings.TrimSpace(godebug) != "" {
+		godebug += ","
+	}
+	out := slices.Clone(env)
+	if i < 0 {
+		return append(out, "GODEBUG="+upRuntimeSetting), true
+	}
+	out[i] = "GODEBUG=" + godebug + upRuntimeSetting
 	return out, true
 }
 
